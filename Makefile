@@ -1,0 +1,33 @@
+# snapdeploy: the commands a newcomer needs. See README.md.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+VCSIM := $(BIN)/vcsim
+STATE_DIR ?= .state
+
+.PHONY: install run test lint clean
+
+install: $(BIN)/snapdeploy $(VCSIM)
+
+$(BIN)/snapdeploy: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+$(VCSIM): tools/vcsim/main.go tools/vcsim/go.mod tools/vcsim/go.sum | $(BIN)/snapdeploy
+	cd tools/vcsim && go build -o ../../$(VCSIM) .
+
+run: install
+	$(BIN)/snapdeploy up --state-dir $(STATE_DIR) --gateway-listen 127.0.0.1:8080
+
+test: install
+	$(BIN)/ruff check proto shared services tests
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check proto shared services tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) $(STATE_DIR)

@@ -1,0 +1,56 @@
+"""The record of a stored event as it travels on NATS, and how it is encoded."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from proto.events import AnyEvent
+
+
+class Metadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Who caused an event and in answer to what.
+
+    ``correlation_id`` is shared by every event of one request; ``causation_id`` is the id
+    of the event or request that directly led to this one; ``actor`` names the account and
+    user (``account/user``) or the service that acted.
+    """
+
+    correlation_id: str
+    causation_id: str | None = None
+    actor: str = "system"
+
+
+class EventEnvelope(msgspec.Struct, frozen=True, kw_only=True):
+    """One committed event: its identity, place in the store, and payload."""
+
+    id: str
+    stream_id: str
+    version: int
+    position: int
+    type: str
+    schema: int
+    recorded_at: datetime
+    metadata: Metadata
+    data: AnyEvent
+
+
+class MalformedMessage(ValueError):
+    """A message that is not a valid snapdeploy message; never retried."""
+
+
+_decoder = msgspec.json.Decoder(EventEnvelope)
+_encoder = msgspec.json.Encoder()
+
+
+def encode(msg: msgspec.Struct) -> bytes:
+    return _encoder.encode(msg)
+
+
+def decode_envelope(raw: bytes) -> EventEnvelope:
+    """Decode an event envelope, raising ``MalformedMessage`` with the reason."""
+    try:
+        return _decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise MalformedMessage(f"not a snapdeploy event envelope: {exc}") from exc

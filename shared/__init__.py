@@ -1,0 +1,1 @@
+"""The common library of snapdeploy's services: storage, bus, projections, drivers, runtime."""

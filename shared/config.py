@@ -1,0 +1,74 @@
+"""Settings of every snapdeploy process, from environment variables and an optional file.
+
+Each field ``name`` is read from ``SNAPDEPLOY_<NAME>`` (``DATABASE_URL`` is also accepted
+for ``database_url``). ``SNAPDEPLOY_CONFIG`` may name a TOML file with the same field
+names; the environment wins over the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_user: str = ""
+    nats_password: str = ""
+    database_url: str = "postgresql://snapdeploy@127.0.0.1:5432/snapdeploy"
+    vcenter_url: str = ""
+    vcenter_user: str = ""
+    vcenter_password: str = ""
+    vcenter_verify_tls: bool = True
+    gateway_listen: str = "127.0.0.1:8080"
+    health_listen: str = "127.0.0.1:0"
+    admin_api_key: str = ""
+    admin_secret_key: str = ""
+    log_level: str = "INFO"
+
+
+SECRET_FIELDS = frozenset({"nats_password", "vcenter_password", "admin_secret_key"})
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``SNAPDEPLOY_CONFIG`` (if set) overlaid with the environment."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    config_file = env.get("SNAPDEPLOY_CONFIG")
+    if config_file:
+        values.update(tomllib.loads(Path(config_file).read_text()))
+    if env.get("DATABASE_URL"):
+        values["database_url"] = env["DATABASE_URL"]
+    for name in Settings.__struct_fields__:
+        key = f"SNAPDEPLOY_{name.upper()}"
+        if key in env:
+            values[name] = env[key]
+    try:
+        return msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SystemExit(f"invalid snapdeploy setting: {exc}") from exc
+
+
+def as_env(settings: Settings) -> dict[str, str]:
+    """The environment variables that reproduce ``settings`` in a child process."""
+    out = {}
+    for name in Settings.__struct_fields__:
+        value = getattr(settings, name)
+        out[f"SNAPDEPLOY_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return out
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, fit for logs and error texts."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

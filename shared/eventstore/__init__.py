@@ -1,0 +1,19 @@
+"""The event store: append-only streams in PostgreSQL, read by stream or in global order."""
+
+from shared.eventstore._store import (
+    ANY_VERSION,
+    NO_STREAM,
+    ConcurrencyError,
+    EventStore,
+    NewEvent,
+    RecordedEvent,
+)
+
+__all__ = [
+    "ANY_VERSION",
+    "NO_STREAM",
+    "ConcurrencyError",
+    "EventStore",
+    "NewEvent",
+    "RecordedEvent",
+]

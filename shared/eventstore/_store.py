@@ -1,0 +1,252 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+import msgspec
+
+from proto.envelope import EventEnvelope, Metadata
+from proto.events import AnyEvent, Event
+
+ANY_VERSION = -1
+"""Append whatever the stream's current version is."""
+NO_STREAM = 0
+"""Append only if the stream does not exist yet."""
+
+NOTIFY_CHANNEL = "snapdeploy_events"
+
+_event_decoder = msgspec.json.Decoder(AnyEvent)
+_metadata_decoder = msgspec.json.Decoder(Metadata)
+_encoder = msgspec.json.Encoder()
+
+
+class ConcurrencyError(Exception):
+    """Another writer appended to the stream first; reload the stream and retry."""
+
+    def __init__(self, stream_id: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"stream {stream_id} is at version {actual}, not the expected {expected}: "
+            "another writer appended first; reload the stream and retry"
+        )
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append, with the metadata of the request that caused it."""
+
+    data: Event
+    metadata: Metadata
+    event_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+class RecordedEvent(msgspec.Struct, frozen=True):
+    """An event as stored. ``data`` and ``metadata`` stay raw JSON until asked for."""
+
+    position: int
+    event_id: uuid.UUID
+    stream_id: str
+    version: int
+    type: str
+    schema: int
+    data: bytes
+    metadata: bytes
+    recorded_at: datetime
+
+    def event(self) -> AnyEvent:
+        return _event_decoder.decode(self.data)
+
+    def meta(self) -> Metadata:
+        return _metadata_decoder.decode(self.metadata)
+
+    def envelope(self) -> EventEnvelope:
+        return EventEnvelope(
+            id=str(self.event_id),
+            stream_id=self.stream_id,
+            version=self.version,
+            position=self.position,
+            type=self.type,
+            schema=self.schema,
+            recorded_at=self.recorded_at,
+            metadata=self.meta(),
+            data=self.event(),
+        )
+
+    def wire(self) -> bytes:
+        """The envelope as JSON, built without decoding the payload."""
+        return _encoder.encode(
+            _WireEnvelope(
+                id=str(self.event_id),
+                stream_id=self.stream_id,
+                version=self.version,
+                position=self.position,
+                type=self.type,
+                schema=self.schema,
+                recorded_at=self.recorded_at,
+                metadata=msgspec.Raw(self.metadata),
+                data=msgspec.Raw(self.data),
+            )
+        )
+
+
+class _WireEnvelope(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    stream_id: str
+    version: int
+    position: int
+    type: str
+    schema: int
+    recorded_at: datetime
+    metadata: msgspec.Raw
+    data: msgspec.Raw
+
+
+_COLUMNS = "position, event_id, stream_id, version, type, schema, data, metadata, recorded_at"
+
+_INSERT = f"""
+INSERT INTO events (event_id, stream_id, version, type, schema, data, metadata)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::smallint[],
+                     $6::jsonb[], $7::jsonb[])
+RETURNING {_COLUMNS}
+"""
+
+
+class EventStore:
+    """Appends and reads events in one PostgreSQL database.
+
+    Appends take an EXCLUSIVE lock on ``events`` for the rest of their transaction, so
+    global positions become visible strictly in order: a reader that tails by position
+    (``read_all``/``follow``) never skips an event that commits later with a lower one.
+    The cost is that appends do not run in parallel; batches recover the throughput.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int = ANY_VERSION,
+        *,
+        conn: asyncpg.Connection | None = None,
+    ) -> list[RecordedEvent]:
+        """Append ``events`` to ``stream_id`` as one batch.
+
+        Args:
+            stream_id: the stream, ``<category>-<id>``.
+            events: the events, in order.
+            expected_version: the stream's version the caller decided on (``NO_STREAM`` if
+                it must be new, ``ANY_VERSION`` to skip the check).
+            conn: a connection inside a transaction to join; without one the append
+                commits on its own.
+
+        Returns:
+            The recorded events with their versions and positions.
+
+        Raises:
+            ConcurrencyError: the stream is not at ``expected_version``.
+        """
+        if not events:
+            return []
+        if conn is None:
+            async with self.pool.acquire() as own, own.transaction():
+                return await self._append(own, stream_id, events, expected_version)
+        return await self._append(conn, stream_id, events, expected_version)
+
+    async def _append(
+        self,
+        conn: asyncpg.Connection,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int,
+    ) -> list[RecordedEvent]:
+        await conn.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+        current = await conn.fetchval(
+            "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1", stream_id
+        )
+        if expected_version != ANY_VERSION and current != expected_version:
+            raise ConcurrencyError(stream_id, expected_version, current)
+        rows = await conn.fetch(
+            _INSERT,
+            [e.event_id for e in events],
+            [stream_id] * len(events),
+            list(range(current + 1, current + 1 + len(events))),
+            [type(e.data).__name__ for e in events],
+            [e.data.SCHEMA for e in events],
+            [_encoder.encode(e.data) for e in events],
+            [_encoder.encode(e.metadata) for e in events],
+        )
+        await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(rows[-1]["position"]))
+        return [RecordedEvent(*row) for row in rows]
+
+    async def stream_version(self, stream_id: str) -> int:
+        async with self.pool.acquire() as conn:
+            version: int = await conn.fetchval(
+                "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1", stream_id
+            )
+            return version
+
+    async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        """The events of one stream from ``from_version`` on, oldest first."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND version >= $2"
+                " ORDER BY version",
+                stream_id,
+                from_version,
+            )
+        return [RecordedEvent(*row) for row in rows]
+
+    async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Up to ``limit`` events with a global position above ``after``, in order."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+                after,
+                limit,
+            )
+        return [RecordedEvent(*row) for row in rows]
+
+    async def head(self) -> int:
+        """The highest committed global position (0 when empty)."""
+        async with self.pool.acquire() as conn:
+            position: int = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+            return position
+
+    async def follow(
+        self, after: int = 0, *, batch: int = 1000, idle_poll: float = 1.0
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        """Batches of events after ``after``, forever: catch up, then wait for new ones.
+
+        New commits wake the follower through LISTEN/NOTIFY; it also polls every
+        ``idle_poll`` seconds, so a lost notification only delays, never loses.
+        """
+        wake = asyncio.Event()
+
+        def on_notify(*_: object) -> None:
+            wake.set()
+
+        async with self.pool.acquire() as listener:
+            await listener.add_listener(NOTIFY_CHANNEL, on_notify)
+            try:
+                position = after
+                while True:
+                    wake.clear()
+                    events = await self.read_all(position, batch)
+                    if events:
+                        position = events[-1].position
+                        yield events
+                        continue
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), idle_poll)
+            finally:
+                with contextlib.suppress(Exception):
+                    await listener.remove_listener(NOTIFY_CHANNEL, on_notify)

@@ -1,0 +1,1 @@
+"""Starting and stopping the whole snapdeploy system on one machine."""

