@@ -38,6 +38,8 @@ class Server:
     process: subprocess.Popen[bytes]
     url: str
     log_path: Path
+    user: str = ""
+    password: str = ""
 
     @property
     def pid(self) -> int:
@@ -146,7 +148,7 @@ def start_nats(state_dir: Path, port: int, user: str, password: str) -> Server:
     ]
     process = spawn("nats-server", argv, log)
     wait_for_port("nats-server", process, port, log)
-    return Server("nats-server", process, f"nats://127.0.0.1:{port}", log)
+    return Server("nats-server", process, f"nats://127.0.0.1:{port}", log, user, password)
 
 
 # ---- PostgreSQL ---------------------------------------------------------------------
@@ -254,7 +256,7 @@ def start_postgres(state_dir: Path, port: int, password: str, database: str = "s
         if created.returncode != 0:
             process.kill()
             raise StartError(f"createdb failed: {created.stderr.decode(errors='replace')}")
-    return Server("postgres", process, url, log)
+    return Server("postgres", process, url, log, user, password)
 
 
 # ---- vCenter simulator --------------------------------------------------------------
@@ -270,4 +272,4 @@ def start_vcsim(state_dir: Path, port: int, user: str, password: str,
     ]
     process = spawn("vcsim", argv, log)
     wait_for_port("vcsim", process, port, log)
-    return Server("vcsim", process, f"https://127.0.0.1:{port}/sdk", log)
+    return Server("vcsim", process, f"https://127.0.0.1:{port}/sdk", log, user, password)

@@ -1,0 +1,1 @@
+"""snapdeploy's processes, each started as ``python -m services.<name>``."""

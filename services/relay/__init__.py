@@ -1,0 +1,1 @@
+"""relay: publishes committed events from the event store to JetStream."""

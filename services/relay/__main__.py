@@ -1,0 +1,14 @@
+"""python -m services.relay: publish committed events to JetStream (see shared.relay)."""
+
+from shared.relay import Relay
+from shared.runtime import Runtime
+
+
+async def main(rt: Runtime) -> None:
+    store = await rt.postgres()
+    _, js = await rt.jetstream()
+    await rt.keep_running("relay", Relay(store, js).run)
+
+
+if __name__ == "__main__":
+    Runtime("relay").run(main, "Publish committed events from the event store to JetStream.")

@@ -1,0 +1,198 @@
+"""What every snapdeploy process has: settings, logs, health, metrics, connections, signals.
+
+A service's ``__main__`` is ``Runtime("planner").run(main)``: the runtime configures
+logging, serves ``/healthz`` and ``/metrics`` on ``health_listen``, connects to PostgreSQL
+and NATS (retrying with backoff and saying so in the log and in ``/healthz``), applies
+schema migrations, and on SIGTERM or SIGINT cancels ``main`` and closes what it opened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+from aiohttp import web
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared import bus, config, db
+from shared.eventstore import EventStore
+from shared.log import configure
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BACKOFF_MAX_S = 15.0
+
+
+class Runtime:
+    def __init__(self, service: str, settings: config.Settings | None = None) -> None:
+        self.service = service
+        self.settings = settings or config.load()
+        # dependency name -> None when healthy, else what is wrong with it
+        self.checks: dict[str, str | None] = {}
+        self._closers: list[Callable[[], Awaitable[Any]]] = []
+        self.health_port: int | None = None
+
+    # ---- health and metrics ---------------------------------------------------------
+
+    def healthy(self) -> bool:
+        return all(state is None for state in self.checks.values())
+
+    async def health(self, _: web.Request) -> web.Response:
+        body = {
+            "service": self.service,
+            "status": "ok" if self.healthy() else "degraded",
+            "checks": {name: state or "ok" for name, state in self.checks.items()},
+        }
+        return web.json_response(body, status=200 if self.healthy() else 503)
+
+    async def metrics(self, _: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def add_health_routes(self, app: web.Application) -> None:
+        app.router.add_get("/healthz", self.health)
+        app.router.add_get("/metrics", self.metrics)
+
+    async def serve_health(self) -> None:
+        app = web.Application()
+        self.add_health_routes(app)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        host, port = self.settings.health_listen.rsplit(":", 1)
+        site = web.TCPSite(runner, host, int(port))
+        await site.start()
+        server = site._server
+        if server is not None and server.sockets:
+            self.health_port = server.sockets[0].getsockname()[1]
+        self._closers.append(runner.cleanup)
+
+    # ---- dependencies ---------------------------------------------------------------
+
+    async def retry(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt`` until it succeeds, with backoff, reporting ``what`` as down."""
+        delay = 0.5
+        while True:
+            try:
+                result = await attempt()
+            except (OSError, asyncio.TimeoutError, Exception) as exc:  # noqa: B014
+                reason = f"unreachable: {type(exc).__name__}: {exc}"
+                if self.checks.get(what) != reason:
+                    log.warning("%s %s; retrying every %.0fs at most", what, reason, BACKOFF_MAX_S)
+                self.checks[what] = reason
+                await asyncio.sleep(delay)
+                delay = min(BACKOFF_MAX_S, delay * 2)
+                continue
+            if self.checks.get(what) is not None:
+                log.info("%s reachable again", what)
+            self.checks[what] = None
+            return result
+
+    async def postgres(self) -> EventStore:
+        """The event store, once PostgreSQL answers and the schema is current."""
+
+        async def open_pool() -> asyncpg.Pool:
+            pool = await db.create_pool(self.settings.database_url, timeout=5)
+            async with pool.acquire() as conn:
+                await db.migrate(conn)
+            return pool
+
+        self.checks.setdefault("postgres", "connecting")
+        pool = await self.retry("postgres", open_pool)
+        self._closers.append(pool.close)
+        self._spawn(self._watch_postgres(pool))
+        return EventStore(pool)
+
+    async def _watch_postgres(self, pool: asyncpg.Pool) -> None:
+        while True:
+            await asyncio.sleep(5)
+            try:
+                async with pool.acquire(timeout=5) as conn:
+                    await conn.fetchval("SELECT 1")
+            except Exception as exc:
+                if self.checks.get("postgres") is None:
+                    log.warning("postgres unreachable: %s", exc)
+                self.checks["postgres"] = f"unreachable: {type(exc).__name__}: {exc}"
+            else:
+                if self.checks.get("postgres") is not None:
+                    log.info("postgres reachable again")
+                self.checks["postgres"] = None
+
+    async def jetstream(self) -> tuple[NATS, JetStreamContext]:
+        def on_state(state: str | None) -> None:
+            self.checks["nats"] = state
+
+        self.checks.setdefault("nats", "connecting")
+        nc = await self.retry("nats", lambda: bus.connect(self.settings, self.service,
+                                                           on_state=on_state))
+        self._closers.append(lambda: bus.close(nc))
+        return nc, nc.jetstream()
+
+    async def keep_running(self, what: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` forever: when it fails, log, report ``what`` unhealthy, back off, rerun."""
+        delay = 0.5
+        while True:
+            started = asyncio.get_running_loop().time()
+            try:
+                await work()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.checks[what] = f"failing: {type(exc).__name__}: {exc}"
+                log.exception("%s failed; restarting it in %.1fs", what, delay)
+            if asyncio.get_running_loop().time() - started > 60:
+                delay = 0.5
+            await asyncio.sleep(delay)
+            delay = min(BACKOFF_MAX_S, delay * 2)
+            self.checks[what] = None
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+
+        async def cancel() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        self._closers.append(cancel)
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    def run(self, main: Callable[[Runtime], Awaitable[None]], description: str) -> None:
+        """Run ``main(self)`` until it returns or a SIGTERM/SIGINT arrives."""
+        parser = argparse.ArgumentParser(
+            prog=f"python -m services.{self.service}",
+            description=description,
+            epilog="Settings come from SNAPDEPLOY_* environment variables (see README.md): "
+            + ", ".join(f"SNAPDEPLOY_{name.upper()}" for name in config.Settings.__struct_fields__),
+        )
+        parser.parse_args()
+        configure(self.service, self.settings.log_level)
+        asyncio.run(self._run(main))
+
+    async def _run(self, main: Callable[[Runtime], Awaitable[None]]) -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(self._main(main))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            log.info("%s stopping on signal", self.service)
+        finally:
+            for close in reversed(self._closers):
+                with contextlib.suppress(Exception):
+                    await close()
+            log.info("%s stopped", self.service)
+
+    async def _main(self, main: Callable[[Runtime], Awaitable[None]]) -> None:
+        await self.serve_health()
+        log.info("%s starting; health and metrics on port %s", self.service, self.health_port)
+        await main(self)
