@@ -12,8 +12,11 @@ from typing import ClassVar
 import msgspec
 
 
-class Event(msgspec.Struct, tag=True, frozen=True, kw_only=True, forbid_unknown_fields=False):
-    """Base of every event payload."""
+class Event(msgspec.Struct, tag=True):
+    """Base of every event payload.
+
+    An event that settles an asynchronous job carries its ``job_id``.
+    """
 
     SCHEMA: ClassVar[int] = 1
 
@@ -57,6 +60,7 @@ class VmStarted(Event):
     host_id: str
     hypervisor_ref: str
     task_ids: list[str] = []
+    job_id: str | None = None
 
 
 class VmDeployFailed(Event):
@@ -66,6 +70,7 @@ class VmDeployFailed(Event):
     step: str
     reason: str
     error_code: int = 530
+    job_id: str | None = None
 
 
 class VmStopped(Event):
@@ -86,7 +91,6 @@ class VmExpunged(Event):
 class TemplateSeedStarted(Event):
     """A VM snapshot's root disk is being copied into a template on its pool."""
 
-    ref_id: str
     vm_snapshot_id: str
     pool_id: str
 
@@ -94,18 +98,23 @@ class TemplateSeedStarted(Event):
 class TemplateSeeded(Event):
     """The seeded template is ready for linked clones."""
 
-    ref_id: str
-    install_path: str
+    vm_snapshot_id: str
+    pool_id: str
     template_id: str
+    install_path: str
 
 
 class TemplateSeedFailed(Event):
-    ref_id: str
+    vm_snapshot_id: str
+    pool_id: str
     reason: str
 
 
 class TemplateRemoved(Event):
-    ref_id: str
+    """The seeded template was removed from its pool: no VM depends on it any more."""
+
+    vm_snapshot_id: str
+    pool_id: str
 
 
 AnyEvent = (
@@ -122,4 +131,4 @@ AnyEvent = (
     | TemplateRemoved
 )
 
-EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}  # type: ignore[attr-defined]
+EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}

@@ -60,7 +60,8 @@ def as_env(settings: Settings) -> dict[str, str]:
     out = {}
     for name in Settings.__struct_fields__:
         value = getattr(settings, name)
-        out[f"SNAPDEPLOY_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        out[f"SNAPDEPLOY_{name.upper()}"] = text
     return out
 
 

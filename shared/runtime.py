@@ -69,9 +69,9 @@ class Runtime:
         host, port = self.settings.health_listen.rsplit(":", 1)
         site = web.TCPSite(runner, host, int(port))
         await site.start()
-        server = site._server
-        if server is not None and server.sockets:
-            self.health_port = server.sockets[0].getsockname()[1]
+        sockets = getattr(site._server, "sockets", None)
+        if sockets:
+            self.health_port = sockets[0].getsockname()[1]
         self._closers.append(runner.cleanup)
 
     # ---- dependencies ---------------------------------------------------------------
@@ -82,7 +82,7 @@ class Runtime:
         while True:
             try:
                 result = await attempt()
-            except (OSError, asyncio.TimeoutError, Exception) as exc:  # noqa: B014
+            except Exception as exc:
                 reason = f"unreachable: {type(exc).__name__}: {exc}"
                 if self.checks.get(what) != reason:
                     log.warning("%s %s; retrying every %.0fs at most", what, reason, BACKOFF_MAX_S)

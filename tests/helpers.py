@@ -51,11 +51,11 @@ async def stream_messages(nc: NATS) -> list[tuple[str, int]]:
     return out
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0,
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 30.0,
                      what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if await check():
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")

@@ -61,7 +61,8 @@ class RecordedEvent(msgspec.Struct, frozen=True):
     recorded_at: datetime
 
     def event(self) -> AnyEvent:
-        return _event_decoder.decode(self.data)
+        event: AnyEvent = _event_decoder.decode(self.data)
+        return event
 
     def meta(self) -> Metadata:
         return _metadata_decoder.decode(self.metadata)
@@ -205,14 +206,18 @@ class EventStore:
             )
         return [RecordedEvent(*row) for row in rows]
 
-    async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+    async def read_all(
+        self, after: int = 0, limit: int = 1000, *, conn: asyncpg.Connection | None = None
+    ) -> list[RecordedEvent]:
         """Up to ``limit`` events with a global position above ``after``, in order."""
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
-                after,
-                limit,
-            )
+        if conn is None:
+            async with self.pool.acquire() as own:
+                return await self.read_all(after, limit, conn=own)
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+            after,
+            limit,
+        )
         return [RecordedEvent(*row) for row in rows]
 
     async def head(self) -> int:

@@ -78,7 +78,7 @@ async def test_relay_survives_sigkill_at_random_points(
             kills += 1
             relay = start_service("relay", settings, tmp_path)
         await writing
-        await eventually(lambda: _has(nc, total), timeout=60, what=f"{total} events published")
+        await eventually(lambda: _has(nc, total), within=60, what=f"{total} events published")
         await asyncio.sleep(1.0)  # anything extra would arrive now
 
         published = await stream_messages(nc)

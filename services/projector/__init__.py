@@ -1,0 +1,1 @@
+"""projector: keeps the read models current from the event stream."""

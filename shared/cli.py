@@ -1,0 +1,99 @@
+"""The ``snapdeploy`` command: start and stop the stack, maintain the read models."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from shared import config, db
+from shared.eventstore import EventStore
+from shared.projections import ALL, Projector
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    settings = config.load()
+
+    async def run() -> int:
+        pool = await db.create_pool(settings.database_url, max_size=2)
+        try:
+            async with pool.acquire() as conn:
+                await db.migrate(conn)
+            return await Projector(EventStore(pool), ALL).rebuild()
+        finally:
+            await pool.close()
+
+    applied = asyncio.run(run())
+    names = ", ".join(p.table.name for p in ALL)
+    print(f"rebuilt {names} from {applied} events")
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from shared.stack.launcher import up
+
+    return up(Path(args.state_dir), detach=args.detach, gateway_listen=args.gateway_listen)
+
+
+def _down(args: argparse.Namespace) -> int:
+    from shared.stack.launcher import down
+
+    return down(Path(args.state_dir))
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="snapdeploy",
+        description="Deploy VMs straight from VM snapshots. Settings come from SNAPDEPLOY_* "
+        "environment variables and DATABASE_URL (see README.md).",
+    )
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser(
+        "up",
+        help="start the whole system",
+        description="Start nats-server, PostgreSQL (unless DATABASE_URL is set), vcsim (unless "
+        "SNAPDEPLOY_VCENTER_URL is set), every service and the gateway. Writes "
+        "STATE_DIR/stack.json with the URLs and the admin API keys. Runs in the foreground "
+        "until Ctrl-C unless --detach is given.",
+    )
+    up.add_argument("--state-dir", default=".state", help="where data, logs and stack.json go "
+                    "(default: .state)")
+    up.add_argument("--detach", action="store_true",
+                    help="return once the stack is up; stop it with `snapdeploy down`")
+    up.add_argument("--gateway-listen", default=None, metavar="HOST:PORT",
+                    help="gateway address (default: SNAPDEPLOY_GATEWAY_LISTEN, else a free "
+                    "port on 127.0.0.1)")
+    up.set_defaults(run=_up)
+
+    down = commands.add_parser(
+        "down", help="stop a stack started with `up`",
+        description="Stop everything `snapdeploy up` started for STATE_DIR.",
+    )
+    down.add_argument("--state-dir", default=".state", help="the stack's state folder")
+    down.set_defaults(run=_down)
+
+    projections = commands.add_parser(
+        "projections", help="maintain the read models",
+        description="Maintain the read models projected from the event store.",
+    )
+    actions = projections.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rebuild = actions.add_parser(
+        "rebuild", help="replay the event store from position 0 into fresh read models",
+        description="Truncate every read model and replay all events from position 0 in one "
+        "transaction (readers see the old tables until it commits). Uses DATABASE_URL.",
+    )
+    rebuild.set_defaults(run=_rebuild)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

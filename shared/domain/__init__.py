@@ -1,0 +1,1 @@
+"""Aggregates' pure rules: how state follows from events, and what a command decides."""

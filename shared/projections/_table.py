@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+
+from proto.events import AnyEvent
+from shared.eventstore import RecordedEvent
+
+Row = dict[str, Any]
+Key = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A read-model table: its columns (name → SQL type, in order) and its key columns."""
+
+    name: str
+    columns: dict[str, str]
+    key: tuple[str, ...]
+
+    def key_of(self, row: Row) -> Key:
+        return tuple(row[c] for c in self.key)
+
+    def _unnest(self, columns: Sequence[str], first: int = 1) -> str:
+        params = ", ".join(
+            f"${first + i}::{self.columns[c]}[]" for i, c in enumerate(columns)
+        )
+        return f"SELECT * FROM unnest({params})"
+
+    async def load(self, conn: asyncpg.Connection, keys: Sequence[Key]) -> dict[Key, Row]:
+        if not keys:
+            return {}
+        cols = ", ".join(self.columns)
+        key_cols = ", ".join(self.key)
+        rows = await conn.fetch(
+            f"SELECT {cols} FROM {self.name} WHERE ({key_cols}) IN ({self._unnest(self.key)})",
+            *zip(*keys, strict=True),
+        )
+        return {self.key_of(dict(r)): dict(r) for r in rows}
+
+    async def upsert(self, conn: asyncpg.Connection, rows: Sequence[Row]) -> None:
+        if not rows:
+            return
+        cols = list(self.columns)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in self.key)
+        await conn.execute(
+            f"INSERT INTO {self.name} ({', '.join(cols)}) {self._unnest(cols)}"
+            f" ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates}",
+            *([row[c] for row in rows] for c in cols),
+        )
+
+    async def delete(self, conn: asyncpg.Connection, keys: Sequence[Key]) -> None:
+        if keys:
+            await conn.execute(
+                f"DELETE FROM {self.name} WHERE ({', '.join(self.key)}) IN"
+                f" ({self._unnest(self.key)})",
+                *zip(*keys, strict=True),
+            )
+
+
+class Projection(Protocol):
+    """A read model: which row an event touches, and the row after it (pure)."""
+
+    table: Table
+
+    def key(self, event: AnyEvent) -> Key | None:
+        """The key of the row ``event`` changes, or None if it changes none."""
+
+    def evolve(self, row: Row | None, recorded: RecordedEvent, event: AnyEvent) -> Row | None:
+        """The row after ``event``; None deletes it."""

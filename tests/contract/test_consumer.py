@@ -1,0 +1,147 @@
+"""Durable consumers on real NATS JetStream and PostgreSQL: once in effect, never crashed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from proto import subjects
+from proto.envelope import EventEnvelope, Metadata
+from proto.events import VmDestroyed, VmStopped
+from shared import metrics
+from shared.bus import Append, Consumer, ensure_events_stream
+from shared.eventstore import EventStore, NewEvent
+from shared.relay import Relay
+from shared.stack._servers import Server
+from tests.helpers import eventually, nats_connect
+
+
+@pytest.fixture
+async def nc(nats_server: Server) -> AsyncIterator[NATS]:
+    conn = await nats_connect(nats_server)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def relay(store: EventStore, nc: NATS) -> AsyncIterator[None]:
+    await ensure_events_stream(nc.jetstream())
+    task = asyncio.create_task(Relay(store, nc.jetstream()).run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+class Destroyer:
+    """A handler that answers every VmStopped with a VmDestroyed on the same stream."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, envelope: EventEnvelope) -> Sequence[Append]:
+        self.calls += 1
+        assert isinstance(envelope.data, VmStopped)
+        return [Append(envelope.stream_id, [VmDestroyed(vm_id=envelope.data.vm_id)],
+                       envelope.version)]
+
+
+async def run_consumer(consumer: Consumer) -> asyncio.Task[None]:
+    return asyncio.create_task(consumer.run())
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_redelivered_message_is_recognised_and_skipped(
+    store: EventStore, nc: NATS, relay: None
+) -> None:
+    handler = Destroyer()
+    consumer = Consumer("test-destroyer", nc.jetstream(), store, {"VmStopped": handler})
+    task = await run_consumer(consumer)
+    try:
+        meta = Metadata(correlation_id="corr-7", actor="acct/user")
+        await store.append("vm-a", [NewEvent(VmStopped(vm_id="a"), meta)])
+        await eventually(lambda: _version_is(store, "vm-a", 2), what="the handler's event")
+
+        # The same event again, as JetStream redelivers it after a lost ack (a new msg id,
+        # so the stream's own dedupe does not hide it).
+        original = (await store.read_stream("vm-a"))[0]
+        await nc.jetstream().publish(
+            subjects.event_subject("vm-a", "VmStopped"), original.wire(),
+            headers={"Nats-Msg-Id": "redelivery-1"},
+        )
+        await eventually(lambda: _handled(consumer.name, "duplicate", 1), what="the duplicate")
+    finally:
+        await stop(task)
+
+    events = await store.read_stream("vm-a")
+    assert [e.type for e in events] == ["VmStopped", "VmDestroyed"]
+    assert handler.calls == 1
+    result = events[1].meta()
+    assert result.correlation_id == "corr-7"
+    assert result.causation_id == str(original.event_id)
+    assert result.actor == "test-destroyer"
+
+
+async def test_malformed_message_is_rejected_counted_and_harmless(
+    store: EventStore, nc: NATS, relay: None
+) -> None:
+    handler = Destroyer()
+    consumer = Consumer("test-malformed", nc.jetstream(), store, {"VmStopped": handler})
+    task = await run_consumer(consumer)
+    try:
+        js = nc.jetstream()
+        subject = subjects.event_subject("vm-b", "VmStopped")
+        for n, junk in enumerate([b"not json", b'{"id": 3}', b'{"type": "VmStopped"}', b"\xff"]):
+            await js.publish(subject, junk, headers={"Nats-Msg-Id": f"junk-{n}"})
+        await store.append("vm-b", [NewEvent(VmStopped(vm_id="b"), Metadata(correlation_id="c"))])
+        await eventually(lambda: _version_is(store, "vm-b", 2), what="the valid message handled")
+    finally:
+        await stop(task)
+    assert _count(metrics.MALFORMED_MESSAGES.labels("test-malformed")) == 4
+    assert handler.calls == 1
+    assert await store.head() == 2  # nothing malformed reached the store
+
+
+async def test_handler_failure_is_retried_until_it_succeeds(
+    store: EventStore, nc: NATS, relay: None
+) -> None:
+    attempts = 0
+
+    async def flaky(envelope: EventEnvelope) -> Sequence[Append]:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise ConnectionError("vCenter did not answer")
+        return [Append(envelope.stream_id, [VmDestroyed(vm_id="c")], envelope.version)]
+
+    consumer = Consumer("test-flaky", nc.jetstream(), store, {"VmStopped": flaky})
+    task = await run_consumer(consumer)
+    try:
+        await store.append("vm-c", [NewEvent(VmStopped(vm_id="c"), Metadata(correlation_id="c"))])
+        await eventually(lambda: _version_is(store, "vm-c", 2), within=30,
+                         what="the handler to succeed on its third attempt")
+    finally:
+        await stop(task)
+    assert attempts == 3
+    assert _count(metrics.HANDLER_FAILURES.labels("test-flaky", "VmStopped")) == 2
+
+
+def _count(counter: object) -> float:
+    return float(counter._value.get())  # type: ignore[attr-defined]
+
+
+async def _version_is(store: EventStore, stream: str, version: int) -> bool:
+    return await store.stream_version(stream) == version
+
+
+async def _handled(consumer: str, outcome: str, n: int) -> bool:
+    return _count(metrics.MESSAGES_HANDLED.labels(consumer, "VmStopped", outcome)) >= n
