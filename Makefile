@@ -5,9 +5,15 @@ BIN := $(VENV)/bin
 VCSIM := $(BIN)/vcsim
 STATE_DIR ?= .state
 
-.PHONY: install run test lint clean
+.PHONY: install run test lint clean docker-compose
 
-install: $(BIN)/snapdeploy $(VCSIM)
+install: $(BIN)/snapdeploy $(VCSIM) docker-compose
+
+# docker-compose (Debian's package) validates docker-compose.yml in the tests.
+docker-compose:
+	@command -v docker-compose >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq docker-compose; \
+	  else echo "install docker-compose (apt-get install docker-compose)" >&2; exit 1; fi; }
 
 $(BIN)/snapdeploy: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

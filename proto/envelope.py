@@ -13,13 +13,15 @@ class Metadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Who caused an event and in answer to what.
 
     ``correlation_id`` is shared by every event of one request; ``causation_id`` is the id
-    of the event or request that directly led to this one; ``actor`` names the account and
-    user (``account/user``) or the service that acted.
+    of the event or request that directly led to this one; ``actor`` names the user
+    (``account/user``) or the service that acted; ``account_id`` is the account on whose
+    behalf the work is done, carried from a request to every event that follows from it.
     """
 
     correlation_id: str
     causation_id: str | None = None
     actor: str = "system"
+    account_id: str | None = None
 
 
 class EventEnvelope(msgspec.Struct, frozen=True, kw_only=True):

@@ -206,6 +206,7 @@ class Consumer:
             correlation_id=cause.metadata.correlation_id,
             causation_id=cause.id,
             actor=self.name,
+            account_id=cause.metadata.account_id,
         )
         async with self.store.pool.acquire() as conn, conn.transaction():
             fresh = await conn.fetchval(

@@ -38,6 +38,14 @@ SECRET_FIELDS = frozenset({"nats_password", "vcenter_password", "admin_secret_ke
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``SNAPDEPLOY_CONFIG`` (if set) overlaid with the environment."""
+    try:
+        return msgspec.convert(given(env), Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SystemExit(f"invalid snapdeploy setting: {exc}") from exc
+
+
+def given(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings that were given explicitly, by the file or the environment."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     config_file = env.get("SNAPDEPLOY_CONFIG")
@@ -49,10 +57,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         key = f"SNAPDEPLOY_{name.upper()}"
         if key in env:
             values[name] = env[key]
-    try:
-        return msgspec.convert(values, Settings, strict=False)
-    except msgspec.ValidationError as exc:
-        raise SystemExit(f"invalid snapdeploy setting: {exc}") from exc
+    return values
 
 
 def as_env(settings: Settings) -> dict[str, str]:

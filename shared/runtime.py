@@ -23,6 +23,7 @@ from nats.js import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared import bus, config, db
+from shared.drivers.vmware import VSphere
 from shared.eventstore import EventStore
 from shared.log import configure
 
@@ -84,13 +85,16 @@ class Runtime:
                 result = await attempt()
             except Exception as exc:
                 reason = f"unreachable: {type(exc).__name__}: {exc}"
-                if self.checks.get(what) != reason:
+                if self.checks.get(what) not in (reason, "connecting") or delay == 0.5:
                     log.warning("%s %s; retrying every %.0fs at most", what, reason, BACKOFF_MAX_S)
                 self.checks[what] = reason
                 await asyncio.sleep(delay)
                 delay = min(BACKOFF_MAX_S, delay * 2)
                 continue
-            if self.checks.get(what) is not None:
+            previous = self.checks.get(what)
+            if previous == "connecting":
+                log.info("connected to %s", what)
+            elif previous is not None:
                 log.info("%s reachable again", what)
             self.checks[what] = None
             return result
@@ -152,6 +156,19 @@ class Runtime:
             await asyncio.sleep(delay)
             delay = min(BACKOFF_MAX_S, delay * 2)
             self.checks[what] = None
+
+    async def vcenter(self) -> VSphere:
+        """A vCenter session, once vCenter answers."""
+        s = self.settings
+
+        async def login() -> VSphere:
+            return await VSphere.connect(s.vcenter_url, s.vcenter_user, s.vcenter_password,
+                                         verify_tls=s.vcenter_verify_tls)
+
+        self.checks.setdefault("vcenter", "connecting")
+        session = await self.retry("vcenter", login)
+        self._closers.append(session.close)
+        return session
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -1,0 +1,1 @@
+"""cloner: linked-clones seeded templates into running VMs."""

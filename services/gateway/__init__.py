@@ -1,0 +1,1 @@
+"""gateway: the CloudStack-compatible HTTP API, and the audit event stream over HTTP."""

@@ -1,0 +1,160 @@
+"""The CloudStack API surface: commands, parameters, callers and the error envelope."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.eventstore import EventStore
+
+# errorcode -> cserrorcode, as CloudStack pairs them
+PARAM_ERROR = 431
+UNSUPPORTED = 432
+AUTH_ERROR = 401
+INTERNAL_ERROR = 530
+PERMISSION_DENIED = 531
+INSUFFICIENT_CAPACITY = 533
+RESOURCE_UNAVAILABLE = 534
+RESOURCE_IN_USE = 536
+_CS_ERROR_CODES = {
+    PARAM_ERROR: 4350,
+    PERMISSION_DENIED: 4365,
+    RESOURCE_UNAVAILABLE: 4380,
+    INTERNAL_ERROR: 4250,
+}
+
+MAX_PARAM_LENGTH = 4096
+
+
+class ApiError(Exception):
+    """An error answered in CloudStack's envelope; ``code`` is also the HTTP status."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "uuidList": [],
+            "errorcode": self.code,
+            "cserrorcode": _CS_ERROR_CODES.get(self.code, 9999),
+            "errortext": self.text,
+        }
+
+
+@dataclass(frozen=True)
+class Caller:
+    account_id: str
+    account_name: str
+    user_id: str
+    user_name: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def actor(self) -> str:
+        return f"{self.account_name}/{self.user_name}"
+
+
+@dataclass(frozen=True)
+class Context:
+    store: EventStore
+
+
+class Params:
+    """A request's parameters, names matched case-insensitively, each checked when read."""
+
+    def __init__(self, command: str, values: dict[str, str]) -> None:
+        self.command = command
+        self._values = {k.lower(): v for k, v in values.items()}
+
+    def has(self, name: str) -> bool:
+        return self._values.get(name.lower(), "") != ""
+
+    def text(self, name: str, *, required: bool = False, max_length: int = 255) -> str | None:
+        value = self._values.get(name.lower())
+        if value is None or value == "":
+            if required:
+                raise ApiError(PARAM_ERROR, f"missing parameter {name}: it is required "
+                               f"by {self.command}")
+            return None
+        if len(value) > max_length:
+            raise ApiError(PARAM_ERROR, f"invalid parameter {name}: longer than "
+                           f"{max_length} characters")
+        if any(ord(ch) < 32 for ch in value):
+            raise ApiError(PARAM_ERROR, f"invalid parameter {name}: contains control characters")
+        return value
+
+    def uuid(self, name: str, *, required: bool = False) -> str | None:
+        value = self.text(name, required=required)
+        if value is None:
+            return None
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ApiError(PARAM_ERROR, f"invalid parameter {name}: {value[:64]!r} is not a "
+                           "UUID") from None
+
+    def integer(self, name: str, *, minimum: int = 0, maximum: int = 2**31 - 1) -> int | None:
+        value = self.text(name, max_length=12)
+        if value is None:
+            return None
+        try:
+            number = int(value)
+        except ValueError:
+            raise ApiError(PARAM_ERROR, f"invalid parameter {name}: {value!r} is not a "
+                           "whole number") from None
+        if not minimum <= number <= maximum:
+            raise ApiError(PARAM_ERROR, f"invalid parameter {name}: {number} is outside "
+                           f"{minimum}..{maximum}")
+        return number
+
+    def page(self) -> tuple[int, int] | None:
+        """(limit, offset) from ``page`` and ``pagesize``, or None to list everything."""
+        page = self.integer("page", minimum=1)
+        size = self.integer("pagesize", minimum=1, maximum=10_000)
+        if page is None and size is None:
+            return None
+        size = size or 500
+        return size, ((page or 1) - 1) * size
+
+
+Handler = Callable[[Context, Params, Caller], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    handler: Handler
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str) -> Callable[[Handler], Handler]:
+    """Register ``handler`` as the CloudStack command ``name``."""
+
+    def register(handler: Handler) -> Handler:
+        COMMANDS[name.lower()] = Command(name, handler)
+        return handler
+
+    return register
+
+
+def listing(key: str, items: list[dict[str, Any]], count: int | None = None) -> dict[str, Any]:
+    """A list response: ``{}`` when empty, else ``count`` and the items under ``key``."""
+    if not items and not count:
+        return {}
+    return {"count": len(items) if count is None else count, key: items}
+
+
+def cs_time(value: datetime | None) -> str | None:
+    """A time as CloudStack writes it: ``2026-11-28T10:00:00+0000``."""
+    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -1,0 +1,111 @@
+"""The HTTP side of the gateway: /client/api with CloudStack signing, errors and metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiMapping
+
+from services.gateway import auth
+from services.gateway.api import (
+    AUTH_ERROR,
+    COMMANDS,
+    INTERNAL_ERROR,
+    MAX_PARAM_LENGTH,
+    PARAM_ERROR,
+    UNSUPPORTED,
+    ApiError,
+    Caller,
+    Context,
+    Params,
+)
+from shared import metrics
+from shared.log import correlation
+
+log = logging.getLogger(__name__)
+
+CONTEXT = web.AppKey("context", Context)
+AUTH_FAILED = "unable to verify user credentials and/or request signature"
+
+
+async def request_params(request: web.Request) -> list[tuple[str, str]]:
+    """Query string and form body, in the order sent."""
+    pairs: list[tuple[str, str]] = list(request.query.items())
+    if request.method == "POST":
+        form: MultiMapping[Any] = await request.post()
+        pairs.extend((k, v) for k, v in form.items() if isinstance(v, str))
+    return pairs
+
+
+async def caller_for(ctx: Context, pairs: list[tuple[str, str]]) -> Caller:
+    """The user whose key signed the request, or ApiError(401)."""
+    values = {k.lower(): v for k, v in pairs}
+    api_key, signature = values.get("apikey"), values.get("signature")
+    if not api_key or not signature:
+        raise ApiError(AUTH_ERROR, AUTH_FAILED)
+    async with ctx.store.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT secret_key, account_id, account_name, user_id, user_name, role"
+            " FROM api_keys WHERE api_key = $1", api_key)
+    if row is None:
+        raise ApiError(AUTH_ERROR, AUTH_FAILED)
+    signed = [(k, v) for k, v in pairs if k.lower() != "signature"]
+    if not auth.verify(signed, signature, row["secret_key"]):
+        raise ApiError(AUTH_ERROR, AUTH_FAILED)
+    if values.get("signatureversion") == "3":
+        try:
+            expires = auth.parse_expires(values.get("expires", ""))
+        except ValueError:
+            raise ApiError(AUTH_ERROR, f"{AUTH_FAILED}: signatureVersion 3 needs a valid "
+                           "expires parameter") from None
+        if expires < datetime.now(UTC):
+            raise ApiError(AUTH_ERROR, f"{AUTH_FAILED}: the request expired at "
+                           f"{expires.isoformat()}")
+    return Caller(row["account_id"], row["account_name"], row["user_id"], row["user_name"],
+                  row["role"])
+
+
+def envelope(command: str, body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.json_response({f"{command.lower()}response": body}, status=status)
+
+
+async def api(request: web.Request) -> web.Response:
+    """GET or POST /client/api: one CloudStack command."""
+    ctx = request.app[CONTEXT]
+    started = time.monotonic()
+    request_id = str(uuid.uuid4())
+    pairs = await request_params(request)
+    values = {k.lower(): v for k, v in pairs}
+    name = values.get("command", "")
+    label = name.lower() if name.lower() in COMMANDS else "unknown"
+    with correlation(request_id):
+        try:
+            if any(len(v) > MAX_PARAM_LENGTH for _, v in pairs):
+                raise ApiError(PARAM_ERROR, f"a parameter is longer than {MAX_PARAM_LENGTH} "
+                               "characters")
+            caller = await caller_for(ctx, pairs)
+            if not name:
+                raise ApiError(PARAM_ERROR, "missing parameter command: name the API command")
+            cmd = COMMANDS.get(name.lower())
+            if cmd is None:
+                raise ApiError(UNSUPPORTED, f"The given command '{name[:64]}' does not exist "
+                               "or it is not available for user")
+            body = await cmd.handler(ctx, Params(cmd.name, dict(pairs)), caller)
+            response = envelope(name or "error", body)
+        except ApiError as exc:
+            if exc.code >= 500:
+                log.error("%s failed: %s", name, exc.text)
+            response = envelope(name or "error", exc.body(), exc.code)
+        except Exception:
+            log.exception("%s failed unexpectedly", name)
+            error = ApiError(INTERNAL_ERROR, f"internal error while running {name[:64]}; the "
+                             f"gateway log has the details under correlation id {request_id}")
+            response = envelope(name or "error", error.body(), error.code)
+    metrics.HTTP_REQUESTS.labels(label, str(response.status)).inc()
+    metrics.HTTP_SECONDS.labels(label).observe(time.monotonic() - started)
+    return response

@@ -1,0 +1,1 @@
+"""volume: creates volumes from the disks of VM snapshots."""

@@ -1,0 +1,1 @@
+"""Hypervisor drivers. VMware vSphere (through pyvmomi) is the first."""

@@ -1,0 +1,40 @@
+"""A whole stack started with the product's own launcher, as a user starts it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SNAPDEPLOY = [sys.executable, "-m", "shared.cli"]
+
+
+def pids_of(info: dict[str, Any]) -> list[int]:
+    return [info["launcher_pid"]] + [p["pid"] for group in ("services", "servers")
+                                     for p in info[group].values()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    state = tmp_path_factory.mktemp("stack")
+    subprocess.run([*SNAPDEPLOY, "up", "--detach", "--state-dir", str(state)], check=True,
+                   timeout=240)
+    info: dict[str, Any] = json.loads((state / "stack.json").read_text())
+    yield info
+    current = json.loads((state / "stack.json").read_text())
+    subprocess.run([*SNAPDEPLOY, "down", "--state-dir", str(state)], check=True, timeout=120)
+    left = [pid for pid in pids_of(current) if alive(pid)]
+    assert left == [], f"processes left running after `snapdeploy down`: {left}"

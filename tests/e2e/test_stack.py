@@ -1,0 +1,224 @@
+"""`snapdeploy up` / `down` and the running stack, through its public doors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+import pytest
+from cs import CloudStack, CloudStackApiException
+from nats.aio.msg import Msg
+
+from proto.envelope import Metadata
+from proto.events import VmDeployRequested, VmPlaced, VmStarted
+from services.gateway.auth import sign
+from shared.db import create_pool
+from shared.drivers.vmware import VSphere
+from shared.eventstore import NO_STREAM, EventStore, NewEvent
+from tests.e2e.conftest import SNAPDEPLOY, alive, pids_of
+
+pytestmark = pytest.mark.stack
+
+
+def client(stack: dict[str, Any], secret: str | None = None) -> CloudStack:
+    return CloudStack(endpoint=stack["api_url"], key=stack["admin_api_key"],
+                      secret=secret or stack["admin_secret_key"])
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def test_stack_file_names_everything_a_client_needs(stack: dict[str, Any]) -> None:
+    for key in ("gateway_url", "nats_url", "database_url", "vcenter_url", "vcenter_user",
+                "vcenter_password", "admin_api_key", "admin_secret_key"):
+        assert stack[key], key
+    assert set(stack["services"]) == {"relay", "projector", "planner", "seeder", "cloner",
+                                      "volume", "gateway"}
+    for name, service in stack["services"].items():
+        assert healthy(service["health_url"]), name
+    with urllib.request.urlopen(stack["gateway_url"] + "/metrics", timeout=5) as response:
+        assert b"snapdeploy_http_requests_total" in response.read()
+
+
+def test_gateway_answers_cs_and_refuses_bad_signatures(stack: dict[str, Any]) -> None:
+    assert client(stack).listVirtualMachines() == {}
+    with pytest.raises(CloudStackApiException) as refused:
+        client(stack, secret="not-the-secret").listVirtualMachines()
+    assert refused.value.error["errorcode"] == 401
+    with pytest.raises(CloudStackApiException) as unknown:
+        client(stack).noSuchCommand()
+    assert unknown.value.error["errorcode"] == 432
+    assert "noSuchCommand" in unknown.value.error["errortext"]
+
+
+def test_expired_v3_request_is_refused(stack: dict[str, Any]) -> None:
+    params = [("command", "listVirtualMachines"), ("response", "json"),
+              ("apiKey", stack["admin_api_key"]), ("signatureVersion", "3"),
+              ("expires", "2020-01-01T00:00:00+0000")]
+    params.append(("signature", sign(params, stack["admin_secret_key"])))
+    url = stack["api_url"] + "?" + "&".join(f"{k}={urllib.request.quote(v)}" for k, v in params)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=5)
+    body = json.loads(refused.value.read())
+    assert refused.value.code == 401
+    assert "expired" in body["listvirtualmachinesresponse"]["errortext"]
+
+
+async def test_events_reach_the_read_models_nats_and_the_http_audit_stream(
+    stack: dict[str, Any]
+) -> None:
+    vm, job = str(uuid.uuid4()), str(uuid.uuid4())
+    got_nats: list[str] = []
+    nc = await nats.connect(stack["nats_url"], user=stack["nats_user"],
+                            password=stack["nats_password"])
+
+    async def on_event(msg: Msg) -> None:
+        got_nats.append(msg.subject)
+
+    sub = await nc.subscribe("snapdeploy.events.>", cb=on_event)
+
+    params = [("apikey", stack["admin_api_key"]), ("after", "0")]
+    params.append(("signature", sign(params, stack["admin_secret_key"])))
+    sse: list[str] = []
+
+    async def follow() -> None:
+        async with aiohttp.ClientSession() as http, http.get(
+            stack["audit_stream_url"], params=params
+        ) as response:
+            assert response.headers["Content-Type"].startswith("text/event-stream")
+            async for line in response.content:
+                sse.append(line.decode())
+                if any("VmStarted" in s for s in sse):
+                    return
+
+    following = asyncio.create_task(follow())
+    pool = await create_pool(stack["database_url"], max_size=2)
+    try:
+        meta = Metadata(correlation_id="e2e", actor="admin/admin")
+        await EventStore(pool).append(f"vm-{vm}", [NewEvent(e, meta) for e in (
+            VmDeployRequested(vm_id=vm, job_id=job, account_id="a", user_id="u", name="web",
+                              display_name="web", instance_name="i-web", zone_id="z",
+                              service_offering_id="so", vm_snapshot_id="s"),
+            VmPlaced(vm_id=vm, host_id="h", pool_id="p", cpu_number=1, cpu_speed=500,
+                     memory_mb=512),
+            VmStarted(vm_id=vm, job_id=job, host_id="h", hypervisor_ref="vm-1"),
+        )], NO_STREAM)
+        await asyncio.wait_for(following, 20)
+        for _ in range(100):
+            if len(got_nats) >= 3:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await pool.close()
+        await sub.unsubscribe()
+        await nc.close()
+
+    assert got_nats == ["snapdeploy.events.vm.VmDeployRequested",
+                        "snapdeploy.events.vm.VmPlaced", "snapdeploy.events.vm.VmStarted"]
+    assert [s for s in sse if s.startswith("event:")][-3:] == [
+        "event: VmDeployRequested\n", "event: VmPlaced\n", "event: VmStarted\n"]
+    assert any(s.startswith("id: ") for s in sse)
+
+    result = await asyncio.to_thread(client(stack).queryAsyncJobResult, jobid=job)
+    assert result["jobstatus"] == 1
+    assert result["jobresult"]["virtualmachine"]["id"] == vm
+    listed = await _until_listed(stack, vm)
+    assert listed["state"] == "Running" and listed["instancename"] == "i-web"
+
+
+async def _until_listed(stack: dict[str, Any], vm: str) -> dict[str, Any]:
+    for _ in range(100):
+        found = await asyncio.to_thread(client(stack).listVirtualMachines, id=vm)
+        if found and found["virtualmachine"][0]["state"] == "Running":
+            vm_row: dict[str, Any] = found["virtualmachine"][0]
+            return vm_row
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"VM {vm} never listed as Running")
+
+
+def test_vcenter_of_the_stack_answers_pyvmomi(stack: dict[str, Any]) -> None:
+    async def look() -> list[str]:
+        session = await VSphere.connect(stack["vcenter_url"], stack["vcenter_user"],
+                                        stack["vcenter_password"], verify_tls=False)
+        try:
+            return await session.datacenters()
+        finally:
+            await session.close()
+
+    assert asyncio.run(look()) == ["DC0"]
+
+
+def test_a_killed_service_is_restarted_by_the_launcher(stack: dict[str, Any]) -> None:
+    stack_file = Path(stack["state_dir"]) / "stack.json"
+    before = stack["services"]["planner"]["pid"]
+    os.kill(before, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = json.loads(stack_file.read_text())["services"]["planner"]
+        if now["pid"] != before and healthy(now["health_url"]):
+            return
+        time.sleep(0.2)
+    raise AssertionError("planner was not restarted within 30s")
+
+
+def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    launcher = subprocess.Popen([*SNAPDEPLOY, "up", "--state-dir", str(tmp_path)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    stack_file = tmp_path / "stack.json"
+    deadline = time.monotonic() + 180
+    while not stack_file.exists():
+        assert launcher.poll() is None, launcher.stdout.read() if launcher.stdout else ""
+        assert time.monotonic() < deadline, "the stack did not come up"
+        time.sleep(0.2)
+    info = json.loads(stack_file.read_text())
+    assert healthy(info["gateway_url"] + "/healthz")
+    launcher.send_signal(signal.SIGINT)
+    output, _ = launcher.communicate(timeout=120)
+    assert launcher.returncode == 0, output
+    assert "snapdeploy is up." in output and info["admin_api_key"] in output
+    left = [pid for pid in pids_of(info) if alive(pid)]
+    assert left == [], f"left running after Ctrl-C: {left}"
+    assert not stack_file.exists()
+
+
+@pytest.mark.parametrize("argv", [
+    [*SNAPDEPLOY, "--help"],
+    [*SNAPDEPLOY, "up", "--help"],
+    [*SNAPDEPLOY, "down", "--help"],
+    [*SNAPDEPLOY, "projections", "--help"],
+    [*SNAPDEPLOY, "projections", "rebuild", "--help"],
+    *([sys.executable, "-m", f"services.{name}", "--help"]
+      for name in ("gateway", "planner", "seeder", "cloner", "volume", "relay", "projector")),
+])
+def test_every_command_explains_itself(argv: list[str]) -> None:
+    shown = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("usage:")
+    assert len(shown.stdout.splitlines()) > 3
+
+
+def test_docker_compose_file_is_valid() -> None:
+    root = Path(__file__).parents[2]
+    env = {**os.environ, "SNAPDEPLOY_ADMIN_API_KEY": "k", "SNAPDEPLOY_ADMIN_SECRET_KEY": "s"}
+    checked = subprocess.run(["docker-compose", "config"], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    for service in ("nats", "postgres", "vcsim", "relay", "projector", "planner", "seeder",
+                    "cloner", "volume", "gateway"):
+        assert f"\n  {service}:\n" in checked.stdout
