@@ -178,9 +178,11 @@ def test_a_killed_service_is_restarted_by_the_launcher(stack: dict[str, Any]) ->
 
 
 def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
-    launcher = subprocess.Popen([*SNAPDEPLOY, "up", "--state-dir", str(tmp_path)],
+    # As `make run` does it: a relative state folder.
+    launcher = subprocess.Popen([*SNAPDEPLOY, "up", "--state-dir", ".state"], cwd=tmp_path,
+                                env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    stack_file = tmp_path / "stack.json"
+    stack_file = tmp_path / ".state" / "stack.json"
     deadline = time.monotonic() + 180
     while not stack_file.exists():
         assert launcher.poll() is None, launcher.stdout.read() if launcher.stdout else ""
