@@ -3,29 +3,238 @@
 Every event is a tagged ``msgspec.Struct``; the tag (the class name) is the event type
 stored beside the payload and used in NATS subjects. ``SCHEMA`` is the payload's schema
 version; bump it when a field changes meaning and keep decoders for the old one.
+
+Streams, by id prefix: ``zone-``, ``host-``, ``pool-``, ``network-``, ``offering-``,
+``diskoffering-``, ``template-``, ``vm-`` (a VM, its jobs and its snapshots' requests),
+``vmsnapshot-``, ``volume-``, ``spoolref-<snapshot>-<pool>`` (one seed of a snapshot on a
+pool), ``inventory`` (sync requests), ``setting-``.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar
 
 import msgspec
 
 
 class Event(msgspec.Struct, tag=True):
-    """Base of every event payload.
-
-    An event that settles an asynchronous job carries its ``job_id``.
-    """
+    """Base of every event payload."""
 
     SCHEMA: ClassVar[int] = 1
 
 
-# ---- virtual machines (stream ``vm-<vm id>``) -------------------------------------------
+class Part(msgspec.Struct):
+    """A value nested inside an event."""
+
+
+# ---- asynchronous jobs (on the stream of the object they work on) -----------------------
+
+
+class JobSubmitted(Event):
+    """CloudStack's async job for a command; pending until a JobCompleted."""
+
+    job_id: str
+    cmd: str
+    instance_type: str
+    instance_id: str
+    account_id: str
+    user_id: str
+
+
+class JobCompleted(Event):
+    job_id: str
+    succeeded: bool
+    error_code: int | None = None
+    error_text: str | None = None
+
+
+# ---- inventory imported from vCenter ---------------------------------------------------
+
+
+class ZoneImported(Event):
+    """A vCenter datacenter, as a CloudStack zone."""
+
+    zone_id: str
+    name: str
+    ref: str
+
+
+class HostImported(Event):
+    host_id: str
+    zone_id: str
+    name: str
+    ref: str
+    cluster: str
+    cpu_cores: int
+    cpu_mhz: int
+    memory_bytes: int
+    pool_ids: list[str]
+
+
+class PoolImported(Event):
+    """A datastore, as a primary storage pool, and the hosts that mount it."""
+
+    pool_id: str
+    zone_id: str
+    name: str
+    ref: str
+    url: str
+    capacity_bytes: int
+    free_bytes: int
+    host_ids: list[str]
+
+
+class NetworkImported(Event):
+    """A port group. ``switch_uuid`` and ``portgroup_key`` are set for distributed ones."""
+
+    network_id: str
+    zone_id: str
+    name: str
+    ref: str
+    switch_uuid: str | None = None
+    portgroup_key: str | None = None
+
+
+class Nic(Part):
+    nic_id: str
+    network_id: str
+    mac: str
+    device_key: int
+
+
+class Disk(Part):
+    """A virtual disk of a VM (or of a VM snapshot's configuration)."""
+
+    volume_id: str
+    device_key: int
+    path: str
+    pool_id: str
+    size_bytes: int
+    root: bool
+
+
+class VmImported(Event):
+    """A VM that exists in vCenter, found by an inventory sync."""
+
+    vm_id: str
+    zone_id: str
+    account_id: str
+    name: str
+    ref: str
+    host_id: str
+    cpu_number: int
+    memory_mb: int
+    powered_on: bool
+    disks: list[Disk]
+    nics: list[Nic]
+    template_id: str | None = None
+
+
+class VmSnapshotTaken(Event):
+    """A VM snapshot and the VM's configuration at snapshot time (GetVmSnapshotConfigs)."""
+
+    snapshot_id: str
+    vm_id: str
+    account_id: str
+    name: str
+    description: str
+    ref: str
+    parent_id: str | None
+    created: datetime
+    memory: bool
+    cpu_number: int
+    memory_mb: int
+    disks: list[Disk]
+    nics: list[Nic]
+    current: bool = True
+
+
+class VmSnapshotRequested(Event):
+    """createVMSnapshot: the cloner takes it in vCenter."""
+
+    job_id: str
+    snapshot_id: str
+    vm_id: str
+    name: str
+    description: str
+    memory: bool
+    quiesce: bool
+
+
+class VmSnapshotFailed(Event):
+    snapshot_id: str
+    vm_id: str
+    reason: str
+
+
+class VmSnapshotDeleteRequested(Event):
+    job_id: str
+    snapshot_id: str
+    vm_id: str
+
+
+class VmSnapshotDeleted(Event):
+    snapshot_id: str
+    vm_id: str
+
+
+class VmRevertRequested(Event):
+    job_id: str
+    snapshot_id: str
+    vm_id: str
+
+
+class VmReverted(Event):
+    """The VM is back at the snapshot; it becomes the current one."""
+
+    snapshot_id: str
+    vm_id: str
+    powered_on: bool
+
+
+class InventorySyncRequested(Event):
+    """An admin asked for vCenter to be read again (stream ``inventory``)."""
+
+    job_id: str
+
+
+# ---- offerings and settings ------------------------------------------------------------
+
+
+class ServiceOfferingCreated(Event):
+    offering_id: str
+    name: str
+    display_text: str
+    cpu_number: int
+    cpu_speed: int
+    memory_mb: int
+
+
+class DiskOfferingCreated(Event):
+    offering_id: str
+    name: str
+    display_text: str
+    disk_size_gb: int
+
+
+class PoolSettingChanged(Event):
+    """A per-pool setting, e.g. ``vmware.create.full.clone``."""
+
+    pool_id: str
+    name: str
+    value: str
+
+
+# ---- deploying a VM (stream ``vm-<vm id>``) --------------------------------------------
 
 
 class VmDeployRequested(Event):
-    """A user asked for a VM; the VM exists in state Starting and its job is pending."""
+    """A user asked for a VM; it exists from now on, in state Starting.
+
+    ``source_vm_id``, ``pool_id``, ``root_template_id`` and ``disk_offering_id`` were
+    derived from the source when the request was validated (spec items 8-10).
+    """
 
     vm_id: str
     job_id: str
@@ -36,14 +245,21 @@ class VmDeployRequested(Event):
     instance_name: str
     zone_id: str
     service_offering_id: str
+    cpu_number: int
+    cpu_speed: int
+    memory_mb: int
+    pool_id: str
+    network_ids: list[str]
     vm_snapshot_id: str | None = None
     template_id: str | None = None
-    network_ids: list[str] = []
+    source_vm_id: str | None = None
+    root_template_id: str | None = None
+    disk_offering_id: str | None = None
     host_id: str | None = None
 
 
 class VmPlaced(Event):
-    """The planner chose a host and reserved its capacity; the root volume's pool is fixed."""
+    """The planner chose a host that reaches the pool and reserved room on it."""
 
     vm_id: str
     host_id: str
@@ -53,24 +269,57 @@ class VmPlaced(Event):
     memory_mb: int
 
 
+class VmSourceReady(Event):
+    """The template to clone from is on the VM's pool; the cloner can start."""
+
+    vm_id: str
+    template_id: str
+    template_ref: str
+    base_snapshot_ref: str | None
+    pool_id: str
+
+
+class VmCreated(Event):
+    """The clone exists in vCenter (named after the VM's instance name)."""
+
+    vm_id: str
+    ref: str
+    host_id: str
+    pool_id: str
+    linked: bool
+    task_id: str
+
+
+class NicCreated(Event):
+    vm_id: str
+    nic: Nic
+    task_id: str
+
+
 class VmStarted(Event):
-    """The VM exists on the hypervisor and is powered on."""
+    """The VM is powered on."""
 
     vm_id: str
     host_id: str
     hypervisor_ref: str
     task_ids: list[str] = []
-    job_id: str | None = None
 
 
 class VmDeployFailed(Event):
-    """The deploy failed at ``step``; whatever it had created has been removed."""
+    """The deploy failed at ``step``; what it had created on the hypervisor is removed."""
 
     vm_id: str
     step: str
     reason: str
     error_code: int = 530
-    job_id: str | None = None
+
+
+class VmDestroyRequested(Event):
+    """destroyVirtualMachine: the cloner powers it off, and removes it if ``expunge``."""
+
+    vm_id: str
+    job_id: str
+    expunge: bool
 
 
 class VmStopped(Event):
@@ -85,14 +334,57 @@ class VmExpunged(Event):
     vm_id: str
 
 
-# ---- templates seeded from VM snapshots (stream ``spoolref-<snapshot>-<pool>``) ----------
+# ---- host capacity (stream ``host-<host id>``) -----------------------------------------
+
+
+class CapacityReserved(Event):
+    host_id: str
+    vm_id: str
+    cpu_mhz: int
+    memory_mb: int
+
+
+class CapacityReleased(Event):
+    host_id: str
+    vm_id: str
+
+
+# ---- volumes (stream ``volume-<volume id>``) -------------------------------------------
+
+
+class VolumeCreated(Event):
+    volume_id: str
+    account_id: str
+    name: str
+    volume_type: str
+    pool_id: str
+    size_bytes: int
+    path: str
+    vm_id: str | None = None
+    template_id: str | None = None
+    disk_offering_id: str | None = None
+    device_key: int | None = None
+    task_id: str | None = None
+
+
+# ---- templates seeded from VM snapshots (stream ``spoolref-<snapshot>-<pool>``) ---------
 
 
 class TemplateSeedStarted(Event):
-    """A VM snapshot's root disk is being copied into a template on its pool."""
+    """A VM snapshot's root disk is being full-cloned into a template on its pool."""
 
     vm_snapshot_id: str
     pool_id: str
+    template_id: str
+    name: str
+
+
+class VmAwaitingTemplate(Event):
+    """A placed VM waits for the seed in progress on its stream."""
+
+    vm_snapshot_id: str
+    pool_id: str
+    vm_id: str
 
 
 class TemplateSeeded(Event):
@@ -101,7 +393,10 @@ class TemplateSeeded(Event):
     vm_snapshot_id: str
     pool_id: str
     template_id: str
+    template_ref: str
+    base_snapshot_ref: str
     install_path: str
+    task_ids: list[str]
 
 
 class TemplateSeedFailed(Event):
@@ -118,14 +413,40 @@ class TemplateRemoved(Event):
 
 
 AnyEvent = (
-    VmDeployRequested
+    JobSubmitted
+    | JobCompleted
+    | ZoneImported
+    | HostImported
+    | PoolImported
+    | NetworkImported
+    | VmImported
+    | VmSnapshotTaken
+    | VmSnapshotRequested
+    | VmSnapshotFailed
+    | VmSnapshotDeleteRequested
+    | VmSnapshotDeleted
+    | VmRevertRequested
+    | VmReverted
+    | InventorySyncRequested
+    | ServiceOfferingCreated
+    | DiskOfferingCreated
+    | PoolSettingChanged
+    | VmDeployRequested
     | VmPlaced
+    | VmSourceReady
+    | VmCreated
+    | NicCreated
     | VmStarted
     | VmDeployFailed
+    | VmDestroyRequested
     | VmStopped
     | VmDestroyed
     | VmExpunged
+    | CapacityReserved
+    | CapacityReleased
+    | VolumeCreated
     | TemplateSeedStarted
+    | VmAwaitingTemplate
     | TemplateSeeded
     | TemplateSeedFailed
     | TemplateRemoved

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 import nats
 from nats.aio.client import Client as NATS
@@ -23,24 +22,14 @@ from nats.js.errors import NotFoundError
 
 from proto import subjects
 from proto.envelope import EventEnvelope, MalformedMessage, Metadata, decode_envelope
-from proto.events import Event
 from shared import metrics
 from shared.config import Settings
-from shared.eventstore import ANY_VERSION, ConcurrencyError, EventStore, NewEvent
+from shared.eventstore import Append, ConcurrencyError, EventStore, NewEvent
 from shared.log import correlation
 
 log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW_S = 120.0
-
-
-@dataclass(frozen=True)
-class Append:
-    """Events a handler wants appended to one stream, at the version it decided on."""
-
-    stream_id: str
-    events: Sequence[Event]
-    expected_version: int = ANY_VERSION
 
 
 Handler = Callable[[EventEnvelope], Awaitable[Sequence[Append]]]

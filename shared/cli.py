@@ -34,7 +34,8 @@ def _rebuild(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from shared.stack.launcher import up
 
-    return up(Path(args.state_dir).resolve(), detach=args.detach, gateway_listen=args.gateway_listen)
+    return up(Path(args.state_dir).resolve(), detach=args.detach,
+              gateway_listen=args.gateway_listen)
 
 
 def _down(args: argparse.Namespace) -> int:

@@ -170,6 +170,12 @@ class Runtime:
         self._closers.append(session.close)
         return session
 
+    async def consume(self, name: str, js: JetStreamContext, store: EventStore,
+                      handlers: dict[str, bus.Handler]) -> None:
+        """Run a durable consumer with ``handlers`` until stopped, restarting it on failure."""
+        consumer = bus.Consumer(name, js, store, handlers)
+        await self.keep_running(f"consumer {name}", consumer.run)
+
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
 

@@ -1,15 +1,14 @@
-"""python -m services.cloner: Linked-clone seeded templates into running VMs."""
+"""python -m services.cloner: clone seeded templates into running VMs; VM snapshot work."""
 
-import asyncio
-
+from services.cloner.handlers import Cloner
 from shared.runtime import Runtime
 
 
 async def main(rt: Runtime) -> None:
-    await rt.postgres()
-    await rt.jetstream()
-    await rt.vcenter()
-    await asyncio.Event().wait()
+    store = await rt.postgres()
+    _, js = await rt.jetstream()
+    hypervisor = await rt.vcenter()
+    await rt.consume("cloner", js, store, Cloner(store, hypervisor).handlers())
 
 
 if __name__ == "__main__":

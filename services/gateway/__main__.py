@@ -1,4 +1,5 @@
-"""python -m services.gateway: the CloudStack-compatible API on SNAPDEPLOY_GATEWAY_LISTEN."""
+"""python -m services.gateway: the CloudStack-compatible API on SNAPDEPLOY_GATEWAY_LISTEN,
+and deploy requests on NATS."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import logging
 
 from aiohttp import web
 
-from services.gateway.app import build, ensure_admin_keys
+from services.gateway.app import build, ensure_admin_keys, ensure_default_offerings
+from services.gateway.bus import serve_deploys
+from services.gateway.http import CONTEXT
 from shared.runtime import Runtime
 
 log = logging.getLogger("services.gateway")
@@ -16,16 +19,21 @@ log = logging.getLogger("services.gateway")
 async def main(rt: Runtime) -> None:
     store = await rt.postgres()
     await ensure_admin_keys(store, rt.settings)
-    runner = web.AppRunner(build(rt, store), access_log=None)
+    await ensure_default_offerings(store)
+    app = build(rt, store)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = rt.settings.gateway_listen.rsplit(":", 1)
     await web.TCPSite(runner, host, int(port)).start()
     log.info("gateway listening on http://%s/client/api", rt.settings.gateway_listen)
     try:
+        nc, _ = await rt.jetstream()
+        await serve_deploys(nc, app[CONTEXT])
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
 
 
 if __name__ == "__main__":
-    Runtime("gateway").run(main, "Serve the CloudStack-compatible API and the audit stream.")
+    Runtime("gateway").run(main, "Serve the CloudStack-compatible API, the audit stream and "
+                                 "deploy requests on NATS.")

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.eventstore import EventStore
+from proto.envelope import Metadata
+from shared.eventstore import Append, EventStore, NewEvent
+from shared.log import current_correlation
 
 # errorcode -> cserrorcode, as CloudStack pairs them
 PARAM_ERROR = 431
@@ -67,6 +69,17 @@ class Caller:
 class Context:
     store: EventStore
 
+    async def append(self, caller: Caller, *appends: Append) -> None:
+        """Append in one transaction, attributed to ``caller`` and this request."""
+        request_id = current_correlation() or str(uuid.uuid4())
+        meta = Metadata(correlation_id=request_id, causation_id=request_id,
+                        actor=caller.actor, account_id=caller.account_id)
+        async with self.store.pool.acquire() as conn, conn.transaction():
+            for append in appends:
+                await self.store.append(append.stream_id,
+                                        [NewEvent(e, meta) for e in append.events],
+                                        append.expected_version, conn=conn)
+
 
 class Params:
     """A request's parameters, names matched case-insensitively, each checked when read."""
@@ -91,6 +104,29 @@ class Params:
         if any(ord(ch) < 32 for ch in value):
             raise ApiError(PARAM_ERROR, f"invalid parameter {name}: contains control characters")
         return value
+
+    def uuids(self, name: str) -> list[str]:
+        """A comma-separated list of UUIDs (empty when absent)."""
+        value = self.text(name, max_length=4096)
+        if value is None:
+            return []
+        out = []
+        for item in value.split(","):
+            try:
+                out.append(str(uuid.UUID(item.strip())))
+            except ValueError:
+                raise ApiError(PARAM_ERROR, f"invalid parameter {name}: {item[:64]!r} is not "
+                               "a UUID") from None
+        return out
+
+    def boolean(self, name: str) -> bool | None:
+        value = self.text(name, max_length=8)
+        if value is None:
+            return None
+        if value.lower() not in ("true", "false"):
+            raise ApiError(PARAM_ERROR, f"invalid parameter {name}: {value!r} is not true or "
+                           "false")
+        return value.lower() == "true"
 
     def uuid(self, name: str, *, required: bool = False) -> str | None:
         value = self.text(name, required=required)
@@ -153,6 +189,11 @@ def listing(key: str, items: list[dict[str, Any]], count: int | None = None) -> 
     if not items and not count:
         return {}
     return {"count": len(items) if count is None else count, key: items}
+
+
+def require_admin(caller: Caller, command: str) -> None:
+    if not caller.is_admin:
+        raise ApiError(PERMISSION_DENIED, f"{command} is for administrators only")
 
 
 def cs_time(value: datetime | None) -> str | None:

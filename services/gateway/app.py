@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-import uuid
+import contextlib
 
 from aiohttp import web
 
+from proto.envelope import Metadata
 from services.gateway import commands  # noqa: F401  (registers the commands)
 from services.gateway.api import Context
 from services.gateway.audit import stream_events
 from services.gateway.http import CONTEXT, api
 from shared.config import Settings
-from shared.eventstore import EventStore
+from shared.domain import offerings
+from shared.domain.accounts import ADMIN_ACCOUNT_ID, ADMIN_USER_ID
+from shared.eventstore import NO_STREAM, ConcurrencyError, EventStore, NewEvent
 from shared.runtime import Runtime
 
-ADMIN_ACCOUNT_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "snapdeploy:account:admin"))
-ADMIN_USER_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "snapdeploy:user:admin"))
+
+async def ensure_default_offerings(store: EventStore) -> None:
+    """The first start creates CloudStack-like default offerings; later starts find them."""
+    meta = Metadata(correlation_id="defaults", actor="gateway", account_id=ADMIN_ACCOUNT_ID)
+    for stream_id, event in offerings.defaults():
+        with contextlib.suppress(ConcurrencyError):
+            await store.append(stream_id, [NewEvent(event, meta)], NO_STREAM)
 
 
 async def ensure_admin_keys(store: EventStore, settings: Settings) -> None:

@@ -42,20 +42,36 @@ async def request_params(request: web.Request) -> list[tuple[str, str]]:
     return pairs
 
 
+async def _key(ctx: Context, api_key: str) -> tuple[Caller, str] | None:
+    async with ctx.store.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT secret_key, account_id, account_name, user_id, user_name, role"
+            " FROM api_keys WHERE api_key = $1", api_key)
+    if row is None:
+        return None
+    caller = Caller(row["account_id"], row["account_name"], row["user_id"], row["user_name"],
+                    row["role"])
+    return caller, row["secret_key"]
+
+
+async def caller_by_key(ctx: Context, api_key: str) -> Caller | None:
+    """The owner of ``api_key`` (for requests that arrive over authenticated NATS)."""
+    found = await _key(ctx, api_key)
+    return None if found is None else found[0]
+
+
 async def caller_for(ctx: Context, pairs: list[tuple[str, str]]) -> Caller:
     """The user whose key signed the request, or ApiError(401)."""
     values = {k.lower(): v for k, v in pairs}
     api_key, signature = values.get("apikey"), values.get("signature")
     if not api_key or not signature:
         raise ApiError(AUTH_ERROR, AUTH_FAILED)
-    async with ctx.store.pool.acquire() as conn:
-        row = await conn.fetchrow(
-            "SELECT secret_key, account_id, account_name, user_id, user_name, role"
-            " FROM api_keys WHERE api_key = $1", api_key)
-    if row is None:
+    found = await _key(ctx, api_key)
+    if found is None:
         raise ApiError(AUTH_ERROR, AUTH_FAILED)
+    caller, secret = found
     signed = [(k, v) for k, v in pairs if k.lower() != "signature"]
-    if not auth.verify(signed, signature, row["secret_key"]):
+    if not auth.verify(signed, signature, secret):
         raise ApiError(AUTH_ERROR, AUTH_FAILED)
     if values.get("signatureversion") == "3":
         try:
@@ -66,8 +82,7 @@ async def caller_for(ctx: Context, pairs: list[tuple[str, str]]) -> Caller:
         if expires < datetime.now(UTC):
             raise ApiError(AUTH_ERROR, f"{AUTH_FAILED}: the request expired at "
                            f"{expires.isoformat()}")
-    return Caller(row["account_id"], row["account_name"], row["user_id"], row["user_name"],
-                  row["role"])
+    return caller
 
 
 def envelope(command: str, body: dict[str, Any], status: int = 200) -> web.Response:

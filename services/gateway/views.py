@@ -6,12 +6,19 @@ from typing import Any
 
 import msgspec
 
-from services.gateway.api import Caller, cs_time
+from services.gateway.api import cs_time
 from shared.domain.job import JobStatus
+
+GB = 1024**3
+
+
+def _drop_none(out: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def vm(row: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {
+    nics = msgspec.json.decode(row["nics"])
+    return _drop_none({
         "id": str(row["id"]),
         "name": row["name"],
         "displayname": row["display_name"],
@@ -19,24 +26,22 @@ def vm(row: dict[str, Any]) -> dict[str, Any]:
         "account": row["account_id"],
         "zoneid": row["zone_id"],
         "serviceofferingid": row["service_offering_id"],
-        "state": row["state"],
-        "created": cs_time(row["created"]),
-        "hypervisor": "VMware",
-        "nic": [{"networkid": n} for n in msgspec.json.decode(row["network_ids"])],
-    }
-    optional = {
         "templateid": row["template_id"],
         "vmsnapshotid": row["vm_snapshot_id"],
         "hostid": row["host_id"],
         "cpunumber": row["cpu_number"],
         "cpuspeed": row["cpu_speed"],
         "memory": row["memory_mb"],
-    }
-    out.update({k: v for k, v in optional.items() if v is not None})
-    return out
+        "state": row["state"],
+        "created": cs_time(row["created"]),
+        "hypervisor": "VMware",
+        "errortext": row["error_text"],
+        "nic": [{"id": n["nic_id"], "networkid": n["network_id"], "macaddress": n["mac"],
+                 "isdefault": i == 0} for i, n in enumerate(nics)],
+    })
 
 
-def job(row: dict[str, Any], caller: Caller, result: dict[str, Any] | None) -> dict[str, Any]:
+def job(row: dict[str, Any], result: dict[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "jobid": str(row["id"]),
         "accountid": row["account_id"],
@@ -57,3 +62,90 @@ def job(row: dict[str, Any], caller: Caller, result: dict[str, Any] | None) -> d
     elif result is not None:
         out["jobresult"] = result
     return out
+
+
+def zone(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "name": row["name"], "networktype": "Advanced",
+            "allocationstate": "Enabled", "localstorageenabled": False}
+
+
+def host(row: dict[str, Any]) -> dict[str, Any]:
+    d = row["data"]
+    reserved = d.get("reservations", {}).values()
+    return {
+        "id": row["id"], "name": row["name"], "zoneid": row["zone_id"], "type": "Routing",
+        "hypervisor": "VMware", "state": row["state"], "resourcestate": "Enabled",
+        "clustername": d["cluster"], "cpunumber": d["cpu_cores"], "cpuspeed": d["cpu_mhz"],
+        "cpuallocated": sum(r[0] for r in reserved), "memorytotal": d["memory_bytes"],
+        "memoryallocated": sum(r[1] for r in reserved) * 1024 * 1024,
+        "storagepoolids": d["pool_ids"],
+    }
+
+
+def pool(row: dict[str, Any]) -> dict[str, Any]:
+    d = row["data"]
+    return {
+        "id": row["id"], "name": row["name"], "zoneid": row["zone_id"], "state": row["state"],
+        "type": "VMFS", "scope": "CLUSTER" if len(d["host_ids"]) > 1 else "HOST",
+        "path": d["url"], "disksizetotal": d["capacity_bytes"],
+        "disksizeused": d["capacity_bytes"] - d["free_bytes"], "hostids": d["host_ids"],
+        "vmwarecreatefullclone": d.get("settings", {}).get("vmware.create.full.clone",
+                                                           "false") == "true",
+    }
+
+
+def network(row: dict[str, Any]) -> dict[str, Any]:
+    d = row["data"]
+    return {"id": row["id"], "name": row["name"], "displaytext": row["name"],
+            "zoneid": row["zone_id"], "state": row["state"], "type": "Shared",
+            "traffictype": "Guest",
+            "broadcasturi": f"vmware://{d.get('portgroup_key') or d['ref']}"}
+
+
+def service_offering(row: dict[str, Any]) -> dict[str, Any]:
+    d = row["data"]
+    return {"id": row["id"], "name": row["name"], "displaytext": d["display_text"],
+            "cpunumber": d["cpu_number"], "cpuspeed": d["cpu_speed"], "memory": d["memory_mb"],
+            "created": cs_time(row["created"])}
+
+
+def disk_offering(row: dict[str, Any]) -> dict[str, Any]:
+    d = row["data"]
+    return {"id": row["id"], "name": row["name"], "displaytext": d["display_text"],
+            "disksize": d["disk_size_gb"], "created": cs_time(row["created"])}
+
+
+def template(row: dict[str, Any], zone_id: str | None) -> dict[str, Any]:
+    d = row["data"]
+    return _drop_none({
+        "id": row["id"], "name": row["name"],
+        "displaytext": f"seeded from VM snapshot {d['vm_snapshot_id']}",
+        "zoneid": zone_id, "hypervisor": "VMware", "format": "OVA", "isready": True,
+        "status": "Download Complete", "templatetype": "USER", "account": row["account_id"],
+        "created": cs_time(row["created"]), "vmsnapshotid": d["vm_snapshot_id"],
+        "storageid": d["pool_id"], "installpath": d["install_path"],
+    })
+
+
+def vm_snapshot(row: dict[str, Any], current: bool) -> dict[str, Any]:
+    d = row["data"]
+    return _drop_none({
+        "id": row["id"], "name": row["name"], "displayname": row["name"],
+        "description": d["description"], "virtualmachineid": d["vm_id"],
+        "parent": d["parent_id"], "parentName": None, "current": current,
+        "type": "DiskAndMemory" if d["memory"] else "Disk", "state": row["state"],
+        "created": cs_time(row["created"]), "account": row["account_id"],
+        "cpunumber": d["cpu_number"], "memory": d["memory_mb"],
+    })
+
+
+def volume(row: dict[str, Any]) -> dict[str, Any]:
+    d = row["data"]
+    return _drop_none({
+        "id": row["id"], "name": row["name"], "type": d["volume_type"],
+        "size": d["size_bytes"], "storageid": d["pool_id"], "path": d["path"],
+        "virtualmachineid": d.get("vm_id"), "templateid": d.get("template_id"),
+        "diskofferingid": d.get("disk_offering_id"), "state": row["state"],
+        "account": row["account_id"], "zoneid": row["zone_id"],
+        "created": cs_time(row["created"]),
+    })

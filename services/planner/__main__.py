@@ -1,15 +1,18 @@
-"""python -m services.planner: Validate deploy requests and place VMs on hosts with room."""
+"""python -m services.planner: validate and place VMs; keep the inventory in step with vCenter."""
 
-import asyncio
-
+from services.planner.handlers import Planner
+from services.planner.inventory import sync
 from shared.runtime import Runtime
 
 
 async def main(rt: Runtime) -> None:
-    await rt.postgres()
-    await rt.jetstream()
-    await asyncio.Event().wait()
+    store = await rt.postgres()
+    _, js = await rt.jetstream()
+    hypervisor = await rt.vcenter()
+    await rt.retry("inventory", lambda: sync(store, hypervisor))
+    planner = Planner(store, hypervisor)
+    await rt.consume("planner", js, store, planner.handlers())
 
 
 if __name__ == "__main__":
-    Runtime("planner").run(main, "Validate deploy requests and place VMs on hosts with room.")
+    Runtime("planner").run(main, "Place VMs on hosts with room; sync the inventory from vCenter.")

@@ -1,15 +1,14 @@
-"""python -m services.seeder: Seed VM snapshots as templates on their primary storage pools."""
+"""python -m services.seeder: seed VM snapshots as templates on their pools, once each."""
 
-import asyncio
-
+from services.seeder.handlers import Seeder
 from shared.runtime import Runtime
 
 
 async def main(rt: Runtime) -> None:
-    await rt.postgres()
-    await rt.jetstream()
-    await rt.vcenter()
-    await asyncio.Event().wait()
+    store = await rt.postgres()
+    _, js = await rt.jetstream()
+    hypervisor = await rt.vcenter()
+    await rt.consume("seeder", js, store, Seeder(store, hypervisor).handlers())
 
 
 if __name__ == "__main__":

@@ -15,3 +15,9 @@ class JobStatus(IntEnum):
 
 
 DEPLOY_VM_CMD = "org.apache.cloudstack.api.command.user.vm.DeployVMCmd"
+DESTROY_VM_CMD = "org.apache.cloudstack.api.command.user.vm.DestroyVMCmd"
+CREATE_VM_SNAPSHOT_CMD = "org.apache.cloudstack.api.command.user.vmsnapshot.CreateVMSnapshotCmd"
+DELETE_VM_SNAPSHOT_CMD = "org.apache.cloudstack.api.command.user.vmsnapshot.DeleteVMSnapshotCmd"
+REVERT_VM_SNAPSHOT_CMD = (
+    "org.apache.cloudstack.api.command.user.vmsnapshot.RevertToVMSnapshotCmd")
+SYNC_INVENTORY_CMD = "snapdeploy.syncInventory"

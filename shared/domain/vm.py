@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 from proto.events import (
     AnyEvent,
+    Event,
+    JobCompleted,
     VmDeployFailed,
     VmDeployRequested,
     VmDestroyed,
@@ -14,6 +17,7 @@ from proto.events import (
     VmStarted,
     VmStopped,
 )
+from proto.streams import stable_id
 
 
 class VmState(StrEnum):
@@ -42,3 +46,36 @@ def state_after(event: AnyEvent) -> VmState | None:
         case VmExpunged():
             return VmState.EXPUNGING
     return None
+
+
+_HOSTNAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,62}$")
+
+
+def valid_hostname(name: str) -> bool:
+    """CloudStack's rule for VM names: a letter, then letters, digits or '-', 63 at most."""
+    return bool(_HOSTNAME.match(name)) and not name.endswith("-")
+
+
+def instance_name(vm_id: str, account_id: str) -> str:
+    """The name the VM carries in vCenter, shown as ``instancename`` by the API."""
+    return f"i-{account_id[:4]}-{vm_id[:8]}-VM"
+
+
+def volume_id(vm_id: str, device_key: int) -> str:
+    """The id of a VM's disk, the same whether the VM was imported or deployed."""
+    return stable_id("volume", vm_id, str(device_key))
+
+
+def deploy_failure(request: VmDeployRequested, step: str, reason: str,
+                   code: int = 530) -> list[Event]:
+    """The events that end a deploy in Error: the VM's and its job's."""
+    text = f"deploy of VM {request.name} ({request.vm_id}) failed at {step}: {reason}"
+    return [
+        VmDeployFailed(vm_id=request.vm_id, step=step, reason=text, error_code=code),
+        JobCompleted(job_id=request.job_id, succeeded=False, error_code=code, error_text=text),
+    ]
+
+
+def deploy_request(events: list[AnyEvent]) -> VmDeployRequested | None:
+    """The request a VM stream starts with (None for an imported VM)."""
+    return events[0] if events and isinstance(events[0], VmDeployRequested) else None

@@ -1,26 +1,159 @@
-"""VMware vSphere through pyvmomi.
+"""VMware vSphere through pyvmomi: the first hypervisor driver.
 
-pyvmomi blocks, so every call runs on a thread of this connection's own executor and the
-event loop never waits on vCenter.
+pyvmomi blocks, so every call runs on a thread of this session's own executor and the event
+loop never waits on vCenter. Properties are read through the PropertyCollector with
+explicit paths (never whole ``runtime`` or ``summary`` objects, which some vCenter
+versions and the simulator fill with values older clients cannot parse), and tasks are
+awaited with ``WaitForUpdatesEx`` on a collector of their own, without polling.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pyVim.connect import Disconnect, SmartConnect
-from pyVmomi import vim
+from pyVmomi import vim, vmodl
+
+from shared.drivers.base import (
+    CloneProgress,
+    CloneRequest,
+    DiskInfo,
+    HostInfo,
+    HypervisorError,
+    Inventory,
+    NetworkBinding,
+    NetworkInfo,
+    NicInfo,
+    PoolInfo,
+    Seeded,
+    SnapshotInfo,
+    VmInfo,
+)
 
 T = TypeVar("T")
+PC = vmodl.query.PropertyCollector
+
+BASE_SNAPSHOT = "snapdeploy-base"
+FULL_CLONE = "moveAllDiskBackingsAndDisallowSharing"
+LINKED_CLONE = "createNewChildDiskBacking"
+TASK_TIMEOUT_S = 600
+
+_KINDS: dict[str, Any] = {
+    "vm": vim.VirtualMachine,
+    "snapshot": vim.vm.Snapshot,
+    "host": vim.HostSystem,
+    "datastore": vim.Datastore,
+    "network": vim.Network,
+    "dvportgroup": vim.dvs.DistributedVirtualPortgroup,
+    "resgroup": vim.ResourcePool,
+    "task": vim.Task,
+    "group": vim.Folder,
+    "datacenter": vim.Datacenter,
+}
+
+
+def ref_of(obj: Any) -> str:
+    return str(obj._moId)
+
+
+def _disks(devices: Sequence[Any]) -> list[Any]:
+    """Virtual disks in boot order: the first is the root disk."""
+    found = [d for d in devices if isinstance(d, vim.vm.device.VirtualDisk)]
+    return sorted(found, key=lambda d: (d.controllerKey, d.unitNumber or 0, d.key))
+
+
+def _disk_info(disk: Any) -> DiskInfo:
+    size = disk.capacityInBytes or (disk.capacityInKB or 0) * 1024
+    return DiskInfo(disk.key, disk.backing.fileName, ref_of(disk.backing.datastore), int(size))
+
+
+def _nics(devices: Sequence[Any], by_portgroup: dict[str, str]) -> list[NicInfo]:
+    out = []
+    for dev in devices:
+        if not isinstance(dev, vim.vm.device.VirtualEthernetCard):
+            continue
+        backing: Any = dev.backing
+        port = getattr(backing, "port", None)
+        if port is not None:
+            key = str(port.portgroupKey)
+            network = by_portgroup.get(key, key)
+        elif getattr(backing, "network", None) is not None:
+            network = ref_of(backing.network)
+        else:
+            network = by_portgroup.get(str(getattr(backing, "deviceName", "")), "")
+        out.append(NicInfo(dev.key, network, dev.macAddress or ""))
+    return out
+
+
+def nic_spec(binding: NetworkBinding, key: int) -> Any:
+    """A new VMXNET3 NIC on ``binding``'s network (standard or distributed port group)."""
+    backing: Any
+    if binding.switch_uuid and binding.portgroup_key:
+        backing = vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo(
+            port=vim.dvs.PortConnection(portgroupKey=binding.portgroup_key,
+                                        switchUuid=binding.switch_uuid))
+    else:
+        backing = vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(
+            deviceName=binding.name, network=vim.Network(binding.ref))
+    device = vim.vm.device.VirtualVmxnet3(
+        key=key, backing=backing, addressType="generated",
+        connectable=vim.vm.device.VirtualDevice.ConnectInfo(startConnected=True,
+                                                            allowGuestControl=True))
+    return vim.vm.device.VirtualDeviceSpec(operation="add", device=device)
+
+
+def seed_spec(snapshot_ref: str, pool_ref: str, snapshot_devices: Sequence[Any]) -> Any:
+    """Full clone of a snapshot's root disk only: data disks and NICs are left out."""
+    disks = _disks(snapshot_devices)
+    dropped = disks[1:] + [d for d in snapshot_devices
+                           if isinstance(d, vim.vm.device.VirtualEthernetCard)]
+    return vim.vm.CloneSpec(
+        snapshot=vim.vm.Snapshot(snapshot_ref),
+        template=False,
+        powerOn=False,
+        location=vim.vm.RelocateSpec(datastore=vim.Datastore(pool_ref), diskMoveType=FULL_CLONE),
+        config=vim.vm.ConfigSpec(deviceChange=[
+            vim.vm.device.VirtualDeviceSpec(operation="remove", device=d) for d in dropped]),
+    )
+
+
+def clone_spec(request: CloneRequest, resource_pool_ref: str) -> Any:
+    """The CloneVM_Task spec for a deploy: onto the chosen host and pool, linked to the
+    seeded template's base snapshot unless a full clone is asked for."""
+    linked = request.linked and request.base_snapshot_ref is not None
+    return vim.vm.CloneSpec(
+        snapshot=vim.vm.Snapshot(request.base_snapshot_ref) if linked else None,
+        template=False,
+        powerOn=False,
+        location=vim.vm.RelocateSpec(
+            host=vim.HostSystem(request.host_ref),
+            datastore=vim.Datastore(request.pool_ref),
+            pool=vim.ResourcePool(resource_pool_ref),
+            diskMoveType=LINKED_CLONE if linked else FULL_CLONE,
+        ),
+    )
+
+
+def reconfigure_spec(request: CloneRequest, current_devices: Sequence[Any]) -> Any:
+    """CPU and memory from the offering; the NICs replaced by exactly the requested ones."""
+    changes = [vim.vm.device.VirtualDeviceSpec(operation="remove", device=d)
+               for d in current_devices if isinstance(d, vim.vm.device.VirtualEthernetCard)]
+    changes += [nic_spec(n, -(i + 1)) for i, n in enumerate(request.networks)]
+    return vim.vm.ConfigSpec(
+        numCPUs=request.cpu_number,
+        memoryMB=request.memory_mb,
+        cpuAllocation=vim.ResourceAllocationInfo(limit=request.cpu_mhz),
+        deviceChange=changes,
+    )
 
 
 class VSphere:
-    """One authenticated vCenter session."""
+    """One authenticated vCenter session, implementing ``shared.drivers.base.Hypervisor``."""
 
     def __init__(self, service_instance: Any, executor: ThreadPoolExecutor) -> None:
         self.si = service_instance
@@ -29,14 +162,14 @@ class VSphere:
 
     @classmethod
     async def connect(cls, url: str, user: str, password: str, *, verify_tls: bool = True,
-                      threads: int = 8) -> VSphere:
+                      threads: int = 16) -> VSphere:
         """Log in to the vCenter at ``url`` (``https://host[:port]/sdk``)."""
         parts = urlsplit(url)
         executor = ThreadPoolExecutor(threads, thread_name_prefix="vsphere")
         context = None if verify_tls else ssl._create_unverified_context()
 
         def login() -> Any:
-            return SmartConnect(  # type: ignore[no-untyped-call]
+            return SmartConnect(
                 host=parts.hostname, port=parts.port or 443, user=user, pwd=password,
                 protocol=parts.scheme or "https", path=parts.path or "/sdk",
                 sslContext=context, connectionPoolTimeout=30,
@@ -53,21 +186,342 @@ class VSphere:
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    async def close(self) -> None:
+        await self.call(Disconnect, self.si)
+        self._executor.shutdown(wait=False)
+
     async def about(self) -> str:
         """The product vCenter says it is, e.g. ``VMware vCenter Server 8.0.3``."""
         return str(self.content.about.fullName)
 
     async def datacenters(self) -> list[str]:
-        def names() -> list[str]:
-            view = self.content.viewManager.CreateContainerView(
-                self.content.rootFolder, [vim.Datacenter], True)
-            try:
-                return [dc.name for dc in view.view]
-            finally:
+        return await self.call(lambda: [p["name"] for _, p in self._props(vim.Datacenter,
+                                                                          ["name"])])
+
+    # ---- blocking helpers (run on the executor) ----------------------------------------
+
+    def _mo(self, ref: str) -> Any:
+        kind = _KINDS.get(ref.rsplit("-", 1)[0])
+        if kind is None:
+            raise HypervisorError(f"unknown vCenter object id {ref!r}")
+        return kind(ref, self.si._stub)
+
+    def _props(self, kind: Any, paths: list[str],
+               obj: Any = None) -> list[tuple[str, dict[str, Any]]]:
+        view = None
+        if obj is None:
+            view = self.content.viewManager.CreateContainerView(self.content.rootFolder, [kind],
+                                                                True)
+            spec_obj = PC.ObjectSpec(obj=view, skip=True, selectSet=[PC.TraversalSpec(
+                name="view", path="view", skip=False, type=vim.view.ContainerView)])
+        else:
+            spec_obj = PC.ObjectSpec(obj=obj, skip=False)
+        try:
+            result = self.content.propertyCollector.RetrieveContents([PC.FilterSpec(
+                objectSet=[spec_obj], propSet=[PC.PropertySpec(type=kind, pathSet=paths)])])
+        except vmodl.fault.ManagedObjectNotFound as exc:
+            raise HypervisorError(f"vCenter object {ref_of(obj)} no longer exists") from exc
+        finally:
+            if view is not None:
                 view.Destroy()
+        return [(ref_of(r.obj), {p.name: p.val for p in r.propSet}) for r in result]
 
-        return await self.call(names)
+    def _one(self, ref: str, paths: list[str]) -> dict[str, Any]:
+        obj = self._mo(ref)
+        found = self._props(type(obj), paths, obj)
+        if not found:
+            raise HypervisorError(f"vCenter object {ref} not found")
+        return found[0][1]
 
-    async def close(self) -> None:
-        await self.call(Disconnect, self.si)
-        self._executor.shutdown(wait=False)
+    def _wait(self, task: Any, what: str) -> Any:
+        """Wait for ``task`` on a property collector of its own; its result, or raise."""
+        task_id = ref_of(task)
+        collector = self.content.propertyCollector.CreatePropertyCollector()
+        try:
+            collector.CreateFilter(PC.FilterSpec(
+                objectSet=[PC.ObjectSpec(obj=task, skip=False)],
+                propSet=[PC.PropertySpec(type=vim.Task, pathSet=["info.state", "info.error"])],
+            ), True)
+            version, state, error = "", None, None
+            waited = 0
+            while state not in ("success", "error"):
+                update = collector.WaitForUpdatesEx(version, PC.WaitOptions(maxWaitSeconds=30))
+                if update is None:
+                    waited += 30
+                    if waited >= TASK_TIMEOUT_S:
+                        raise HypervisorError(f"{what}: task {task_id} did not finish within "
+                                              f"{TASK_TIMEOUT_S}s", task_id=task_id,
+                                              transient=True)
+                    continue
+                version = update.version
+                for filter_set in update.filterSet:
+                    for change_set in filter_set.objectSet:
+                        for change in change_set.changeSet:
+                            if change.name == "info.state":
+                                state = change.val
+                            elif change.name == "info.error":
+                                error = change.val
+        finally:
+            collector.DestroyPropertyCollector()
+        if state == "error":
+            reason = getattr(error, "msg", None) or type(error).__name__
+            raise HypervisorError(f"{what} failed (vCenter task {task_id}): {reason}",
+                                  task_id=task_id)
+        return self._one(task_id, ["info.result"]).get("info.result")
+
+    def _run(self, start: Callable[[], Any], what: str) -> tuple[str, Any]:
+        try:
+            task = start()
+        except vmodl.MethodFault as fault:
+            reason = getattr(fault, "msg", None) or type(fault).__name__
+            raise HypervisorError(f"{what} was refused: {reason}") from fault
+        return ref_of(task), self._wait(task, what)
+
+    def _datacenter(self) -> tuple[str, dict[str, Any]]:
+        found = self._props(vim.Datacenter, ["name", "vmFolder"])
+        if not found:
+            raise HypervisorError("vCenter has no datacenter")
+        return found[0]
+
+    def _portgroups(self) -> dict[str, str]:
+        """Distributed port group key (and standard network name) → network ref."""
+        out = {p["name"]: ref for ref, p in self._props(vim.Network, ["name"])}
+        out.update({p["key"]: ref for ref, p in
+                    self._props(vim.dvs.DistributedVirtualPortgroup, ["key"])})
+        return out
+
+    # ---- inventory ---------------------------------------------------------------------
+
+    async def inventory(self) -> Inventory:
+        return await self.call(self._inventory)
+
+    def _inventory(self) -> Inventory:
+        dc_ref, dc = self._datacenter()
+        parents = {ref: p["name"] for ref, p in self._props(vim.ComputeResource, ["name"])}
+        hosts = [
+            HostInfo(ref, p["name"], parents.get(ref_of(p["parent"]), ""),
+                     int(p["summary.hardware.numCpuCores"]), int(p["summary.hardware.cpuMhz"]),
+                     int(p["summary.hardware.memorySize"]),
+                     sorted(ref_of(d) for d in p.get("datastore", [])))
+            for ref, p in self._props(vim.HostSystem, [
+                "name", "parent", "summary.hardware.numCpuCores", "summary.hardware.cpuMhz",
+                "summary.hardware.memorySize", "datastore"])
+        ]
+        pools = [
+            PoolInfo(ref, p["name"], p["summary.url"], int(p["summary.capacity"]),
+                     int(p["summary.freeSpace"]),
+                     sorted(ref_of(m.key) for m in p.get("host", [])))
+            for ref, p in self._props(vim.Datastore, [
+                "name", "summary.url", "summary.capacity", "summary.freeSpace", "host"])
+        ]
+        switches = {ref: p["uuid"] for ref, p in
+                    self._props(vim.DistributedVirtualSwitch, ["uuid"])}
+        dvpgs = {ref: p for ref, p in self._props(vim.dvs.DistributedVirtualPortgroup, [
+            "key", "config.distributedVirtualSwitch", "tag"])}
+        networks = []
+        for ref, p in self._props(vim.Network, ["name"]):
+            pg = dvpgs.get(ref)
+            if pg is None:
+                networks.append(NetworkInfo(ref, p["name"], None, None))
+            elif not any(t.key == "SYSTEM/DVS.UPLINKPG" for t in pg.get("tag", [])) \
+                    and "DVUplinks" not in p["name"]:
+                networks.append(NetworkInfo(ref, p["name"], switches.get(
+                    ref_of(pg["config.distributedVirtualSwitch"])), pg["key"]))
+        portgroups = self._portgroups()
+        vms = [self._vm_info(ref, p, portgroups) for ref, p in self._props(vim.VirtualMachine, [
+            "name", "config.uuid", "config.template", "runtime.host", "config.hardware.numCPU",
+            "config.hardware.memoryMB", "runtime.powerState", "config.hardware.device",
+            "snapshot"])]
+        return Inventory(dc_ref, dc["name"], hosts, pools, networks, vms)
+
+    def _vm_info(self, ref: str, p: dict[str, Any], portgroups: dict[str, str]) -> VmInfo:
+        devices = p.get("config.hardware.device", [])
+        snapshots: list[SnapshotInfo] = []
+        tree = p.get("snapshot")
+        if tree is not None:
+            self._walk(tree.rootSnapshotList, None, snapshots, portgroups)
+        host = p.get("runtime.host")
+        return VmInfo(
+            ref=ref, name=p["name"], uuid=p.get("config.uuid") or ref,
+            template=bool(p.get("config.template")),
+            host_ref=ref_of(host) if host is not None else None,
+            cpu_number=int(p.get("config.hardware.numCPU", 1)),
+            memory_mb=int(p.get("config.hardware.memoryMB", 0)),
+            powered_on=p.get("runtime.powerState") == "poweredOn",
+            disks=[_disk_info(d) for d in _disks(devices)],
+            nics=_nics(devices, portgroups),
+            snapshots=snapshots,
+            current_snapshot_ref=ref_of(tree.currentSnapshot)
+            if tree is not None and tree.currentSnapshot is not None else None,
+        )
+
+    def _walk(self, nodes: Sequence[Any], parent: str | None, out: list[SnapshotInfo],
+              portgroups: dict[str, str]) -> None:
+        for node in nodes:
+            out.append(self._snapshot(node, parent, portgroups))
+            self._walk(node.childSnapshotList, ref_of(node.snapshot), out, portgroups)
+
+    def _snapshot(self, node: Any, parent: str | None, portgroups: dict[str, str]) -> SnapshotInfo:
+        # GetVmSnapshotConfigs: the VM's configuration frozen at snapshot time.
+        config = self._one(ref_of(node.snapshot), ["config.hardware.numCPU",
+                                                    "config.hardware.memoryMB",
+                                                    "config.hardware.device"])
+        devices = config.get("config.hardware.device", [])
+        return SnapshotInfo(
+            ref=ref_of(node.snapshot), name=node.name, description=node.description or "",
+            created=node.createTime, memory=node.state == "poweredOn", parent_ref=parent,
+            cpu_number=int(config["config.hardware.numCPU"]),
+            memory_mb=int(config["config.hardware.memoryMB"]),
+            disks=[_disk_info(d) for d in _disks(devices)], nics=_nics(devices, portgroups),
+        )
+
+    # ---- seeding a template from a snapshot ----------------------------------------------
+
+    async def seed_template(self, vm_ref: str, snapshot_ref: str, pool_ref: str,
+                            name: str) -> Seeded:
+        return await self.call(self._seed, vm_ref, snapshot_ref, pool_ref, name)
+
+    def _seed(self, vm_ref: str, snapshot_ref: str, pool_ref: str, name: str) -> Seeded:
+        existing = self._find(name)
+        if existing is not None:
+            found = self._one(existing, ["config.template", "snapshot", "config.hardware.device"])
+            tree = found.get("snapshot")
+            if found.get("config.template") and tree is not None and tree.rootSnapshotList:
+                root = _disks(found["config.hardware.device"])[0]
+                return Seeded(existing, ref_of(tree.rootSnapshotList[0].snapshot),
+                              root.backing.fileName, [])
+            self._destroy(existing)  # a seed interrupted half-way: start again
+        _, dc = self._datacenter()
+        devices = self._one(snapshot_ref, ["config.hardware.device"])["config.hardware.device"]
+        spec = seed_spec(snapshot_ref, pool_ref, devices)
+        source = self._mo(vm_ref)
+        clone_task, template = self._run(
+            lambda: source.CloneVM_Task(folder=dc["vmFolder"], name=name, spec=spec),
+            f"full clone of snapshot {snapshot_ref} to {name}")
+        try:
+            snap_task, base = self._run(
+                lambda: template.CreateSnapshot_Task(BASE_SNAPSHOT, "base of linked clones",
+                                                     False, False),
+                f"base snapshot of {name}")
+            template.MarkAsTemplate()
+            root = _disks(self._one(ref_of(template), ["config.hardware.device"])
+                          ["config.hardware.device"])[0]
+        except BaseException:
+            self._destroy(ref_of(template))
+            raise
+        return Seeded(ref_of(template), ref_of(base), root.backing.fileName,
+                      [clone_task, snap_task])
+
+    # ---- deploying a clone ---------------------------------------------------------------
+
+    async def clone(self, request: CloneRequest, progress: CloneProgress) -> None:
+        await self.call(self._clone, request, progress)
+
+    def _clone(self, request: CloneRequest, progress: CloneProgress) -> None:
+        leftover = self._find(request.name)
+        if leftover is not None:
+            self._destroy(leftover)  # an earlier attempt died half-way
+        compute = self._one(request.host_ref, ["parent"])["parent"]
+        resource_pool = self._props(vim.ComputeResource, ["resourcePool"], compute)[0][1][
+            "resourcePool"]
+        _, dc = self._datacenter()
+        template = self._mo(request.template_ref)
+        spec = clone_spec(request, ref_of(resource_pool))
+        progress.clone_task, vm = self._run(
+            lambda: template.CloneVM_Task(folder=dc["vmFolder"], name=request.name, spec=spec),
+            f"clone of {request.name} from template {request.template_ref}")
+        progress.vm_ref = ref_of(vm)
+        devices = self._one(progress.vm_ref, ["config.hardware.device"])["config.hardware.device"]
+        reconfigure = reconfigure_spec(request, devices)
+        progress.reconfigure_task, _ = self._run(
+            lambda: vm.ReconfigVM_Task(reconfigure), f"reconfigure of {request.name}")
+        devices = self._one(progress.vm_ref, ["config.hardware.device"])["config.hardware.device"]
+        progress.nics = _nics(devices, self._portgroups())
+        disks = _disks(devices)
+        progress.root_disk = _disk_info(disks[0]) if disks else None
+        progress.power_on_task, _ = self._run(vm.PowerOnVM_Task,
+                                              f"power-on of {request.name}")
+
+    async def find_vm(self, name: str) -> str | None:
+        return await self.call(self._find, name)
+
+    def _find(self, name: str) -> str | None:
+        for ref, p in self._props(vim.VirtualMachine, ["name"]):
+            if p["name"] == name:
+                return ref
+        return None
+
+    async def destroy_vm(self, ref: str) -> str | None:
+        return await self.call(self._destroy, ref)
+
+    def _destroy(self, ref: str) -> str | None:
+        vm = self._mo(ref)
+        try:
+            state = self._one(ref, ["runtime.powerState"]).get("runtime.powerState")
+        except HypervisorError:
+            return None  # already gone
+        if state == "poweredOn":
+            try:
+                self._run(vm.PowerOffVM_Task, f"power-off of {ref}")
+            except HypervisorError:
+                pass  # destroying it anyway
+        task_id, _ = self._run(vm.Destroy_Task, f"destroy of {ref}")
+        return task_id
+
+    async def power_off(self, ref: str) -> str | None:
+        def off() -> str | None:
+            state = self._one(ref, ["runtime.powerState"]).get("runtime.powerState")
+            if state != "poweredOn":
+                return None
+            task_id, _ = self._run(self._mo(ref).PowerOffVM_Task, f"power-off of {ref}")
+            return task_id
+
+        return await self.call(off)
+
+    async def vm_powered_on(self, vm_ref: str) -> bool:
+        state = await self.call(self._one, vm_ref, ["runtime.powerState"])
+        return bool(state.get("runtime.powerState") == "poweredOn")
+
+    # ---- VM snapshots ------------------------------------------------------------------
+
+    async def create_snapshot(self, vm_ref: str, name: str, description: str, memory: bool,
+                              quiesce: bool) -> tuple[str, str]:
+        def take() -> tuple[str, str]:
+            vm = self._mo(vm_ref)
+            task_id, snapshot = self._run(
+                lambda: vm.CreateSnapshot_Task(name, description, memory, quiesce),
+                f"snapshot {name!r} of {vm_ref}")
+            return ref_of(snapshot), task_id
+
+        return await self.call(take)
+
+    async def snapshot_info(self, vm_ref: str, snapshot_ref: str) -> SnapshotInfo:
+        def find() -> SnapshotInfo:
+            tree = self._one(vm_ref, ["snapshot"]).get("snapshot")
+            out: list[SnapshotInfo] = []
+            if tree is not None:
+                self._walk(tree.rootSnapshotList, None, out, self._portgroups())
+            for info in out:
+                if info.ref == snapshot_ref:
+                    return info
+            raise HypervisorError(f"snapshot {snapshot_ref} not found on {vm_ref}")
+
+        return await self.call(find)
+
+    async def remove_snapshot(self, snapshot_ref: str) -> str:
+        def remove() -> str:
+            snapshot = self._mo(snapshot_ref)
+            task_id, _ = self._run(lambda: snapshot.RemoveSnapshot_Task(False),
+                                   f"removal of snapshot {snapshot_ref}")
+            return task_id
+
+        return await self.call(remove)
+
+    async def revert_snapshot(self, snapshot_ref: str) -> str:
+        def revert() -> str:
+            snapshot = self._mo(snapshot_ref)
+            task_id, _ = self._run(lambda: snapshot.RevertToSnapshot_Task(),
+                                   f"revert to snapshot {snapshot_ref}")
+            return task_id
+
+        return await self.call(revert)

@@ -3,6 +3,7 @@
 from shared.eventstore._store import (
     ANY_VERSION,
     NO_STREAM,
+    Append,
     ConcurrencyError,
     EventStore,
     NewEvent,
@@ -12,6 +13,7 @@ from shared.eventstore._store import (
 __all__ = [
     "ANY_VERSION",
     "NO_STREAM",
+    "Append",
     "ConcurrencyError",
     "EventStore",
     "NewEvent",

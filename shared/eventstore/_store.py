@@ -47,6 +47,15 @@ class NewEvent:
     event_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
+@dataclass(frozen=True)
+class Append:
+    """Events to append to one stream, at the version the caller decided on."""
+
+    stream_id: str
+    events: Sequence[Event]
+    expected_version: int = ANY_VERSION
+
+
 class RecordedEvent(msgspec.Struct, frozen=True):
     """An event as stored. ``data`` and ``metadata`` stay raw JSON until asked for."""
 

@@ -32,18 +32,16 @@ def fold(
     changed: dict[Key, Row] = {}
     deleted: set[Key] = set()
     for recorded, event in events:
-        key = projection.key(event)
-        if key is None:
-            continue
-        row = projection.evolve(rows.get(key), recorded, event)
-        if row is None:
-            rows.pop(key, None)
-            changed.pop(key, None)
-            deleted.add(key)
-        else:
-            rows[key] = row
-            changed[key] = row
-            deleted.discard(key)
+        for key in projection.keys(event):
+            row = projection.evolve(rows.get(key), key, recorded, event)
+            if row is None:
+                rows.pop(key, None)
+                changed.pop(key, None)
+                deleted.add(key)
+            else:
+                rows[key] = row
+                changed[key] = row
+                deleted.discard(key)
     return changed, deleted
 
 
@@ -52,7 +50,7 @@ async def apply_batch(
 ) -> None:
     decoded = [(recorded, recorded.event()) for recorded in batch]
     for projection in projections:
-        keys = {k for _, e in decoded if (k := projection.key(e)) is not None}
+        keys = {k for _, e in decoded for k in projection.keys(e)}
         if not keys:
             continue
         rows = await projection.table.load(conn, sorted(keys))

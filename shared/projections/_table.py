@@ -62,12 +62,14 @@ class Table:
 
 
 class Projection(Protocol):
-    """A read model: which row an event touches, and the row after it (pure)."""
+    """A read model: which rows an event touches, and each row after it (pure)."""
 
     table: Table
 
-    def key(self, event: AnyEvent) -> Key | None:
-        """The key of the row ``event`` changes, or None if it changes none."""
+    def keys(self, event: AnyEvent) -> list[Key]:
+        """The keys of the rows ``event`` changes (none if it changes none)."""
 
-    def evolve(self, row: Row | None, recorded: RecordedEvent, event: AnyEvent) -> Row | None:
-        """The row after ``event``; None deletes it."""
+    def evolve(
+        self, row: Row | None, key: Key, recorded: RecordedEvent, event: AnyEvent
+    ) -> Row | None:
+        """Row ``key`` after ``event``; None deletes it."""

@@ -1,11 +1,11 @@
-"""async_jobs: CloudStack's asynchronous jobs, settled by the events of their object."""
+"""async_jobs: CloudStack's asynchronous jobs."""
 
 from __future__ import annotations
 
 import uuid
 
-from proto.events import AnyEvent, VmDeployFailed, VmDeployRequested, VmStarted
-from shared.domain.job import DEPLOY_VM_CMD, FAILED_RESULT_CODE, JobStatus
+from proto.events import AnyEvent, JobCompleted, JobSubmitted
+from shared.domain.job import FAILED_RESULT_CODE, JobStatus
 from shared.eventstore import RecordedEvent
 from shared.projections._table import Key, Row, Table
 
@@ -30,19 +30,22 @@ class AsyncJobs:
         ("id",),
     )
 
-    def key(self, event: AnyEvent) -> Key | None:
-        job_id = getattr(event, "job_id", None)
-        return None if job_id is None else (uuid.UUID(job_id),)
+    def keys(self, event: AnyEvent) -> list[Key]:
+        if isinstance(event, JobSubmitted | JobCompleted):
+            return [(uuid.UUID(event.job_id),)]
+        return []
 
-    def evolve(self, row: Row | None, recorded: RecordedEvent, event: AnyEvent) -> Row | None:
-        if isinstance(event, VmDeployRequested):
+    def evolve(
+        self, row: Row | None, key: Key, recorded: RecordedEvent, event: AnyEvent
+    ) -> Row | None:
+        if isinstance(event, JobSubmitted):
             return {
                 "id": uuid.UUID(event.job_id),
                 "account_id": event.account_id,
                 "user_id": event.user_id,
-                "cmd": DEPLOY_VM_CMD,
-                "instance_type": "VirtualMachine",
-                "instance_id": uuid.UUID(event.vm_id),
+                "cmd": event.cmd,
+                "instance_type": event.instance_type,
+                "instance_id": uuid.UUID(event.instance_id),
                 "status": JobStatus.PENDING.value,
                 "result_code": 0,
                 "error_code": None,
@@ -50,13 +53,12 @@ class AsyncJobs:
                 "created": recorded.recorded_at,
                 "completed": None,
             }
-        if row is None or row["status"] != JobStatus.PENDING:
+        if row is None or row["status"] != JobStatus.PENDING or not isinstance(
+            event, JobCompleted
+        ):
             return row
-        row = dict(row)
-        if isinstance(event, VmStarted):
-            row.update(status=JobStatus.SUCCEEDED.value, completed=recorded.recorded_at)
-        elif isinstance(event, VmDeployFailed):
-            row.update(status=JobStatus.FAILED.value, result_code=FAILED_RESULT_CODE,
-                       error_code=event.error_code, error_text=event.reason,
-                       completed=recorded.recorded_at)
-        return row
+        if event.succeeded:
+            return {**row, "status": JobStatus.SUCCEEDED.value, "completed": recorded.recorded_at}
+        return {**row, "status": JobStatus.FAILED.value, "result_code": FAILED_RESULT_CODE,
+                "error_code": event.error_code, "error_text": event.error_text,
+                "completed": recorded.recorded_at}

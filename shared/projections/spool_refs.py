@@ -36,14 +36,16 @@ class SnapshotPoolRefs:
         ("vm_snapshot_id", "pool_id"),
     )
 
-    def key(self, event: AnyEvent) -> Key | None:
+    def keys(self, event: AnyEvent) -> list[Key]:
         if isinstance(
             event, TemplateSeedStarted | TemplateSeeded | TemplateSeedFailed | TemplateRemoved
         ):
-            return (event.vm_snapshot_id, event.pool_id)
-        return None
+            return [(event.vm_snapshot_id, event.pool_id)]
+        return []
 
-    def evolve(self, row: Row | None, recorded: RecordedEvent, event: AnyEvent) -> Row | None:
+    def evolve(
+        self, row: Row | None, key: Key, recorded: RecordedEvent, event: AnyEvent
+    ) -> Row | None:
         if isinstance(event, TemplateSeedStarted):
             return {
                 "id": recorded.position,

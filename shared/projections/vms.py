@@ -1,4 +1,4 @@
-"""vm_instances: every VM with its CloudStack state."""
+"""vm_instances: every VM, deployed or imported, with its CloudStack state."""
 
 from __future__ import annotations
 
@@ -8,17 +8,23 @@ import msgspec
 
 from proto.events import (
     AnyEvent,
+    NicCreated,
+    VmCreated,
     VmDeployFailed,
     VmDeployRequested,
     VmExpunged,
+    VmImported,
     VmPlaced,
+    VmReverted,
+    VmSnapshotTaken,
     VmStarted,
 )
-from shared.domain.vm import state_after
+from shared.domain.vm import VmState, state_after
 from shared.eventstore import RecordedEvent
 from shared.projections._table import Key, Row, Table
 
 _encode = msgspec.json.encode
+_decode = msgspec.json.decode
 
 
 class VmInstances:
@@ -33,17 +39,19 @@ class VmInstances:
             "instance_name": "text",
             "zone_id": "text",
             "service_offering_id": "text",
-            "vm_snapshot_id": "text",
-            "template_id": "text",
-            "network_ids": "jsonb",
-            "host_id": "text",
-            "pool_id": "text",
             "cpu_number": "integer",
             "cpu_speed": "integer",
             "memory_mb": "integer",
+            "vm_snapshot_id": "text",
+            "template_id": "text",
+            "host_id": "text",
+            "pool_id": "text",
             "hypervisor_ref": "text",
+            "nics": "jsonb",
             "state": "text",
             "error_text": "text",
+            "current_snapshot_id": "text",
+            "imported": "boolean",
             "created": "timestamptz",
             "updated": "timestamptz",
             "removed": "timestamptz",
@@ -52,11 +60,13 @@ class VmInstances:
         ("id",),
     )
 
-    def key(self, event: AnyEvent) -> Key | None:
+    def keys(self, event: AnyEvent) -> list[Key]:
         vm_id = getattr(event, "vm_id", None)
-        return None if vm_id is None else (uuid.UUID(vm_id),)
+        return [] if vm_id is None else [(uuid.UUID(vm_id),)]
 
-    def evolve(self, row: Row | None, recorded: RecordedEvent, event: AnyEvent) -> Row | None:
+    def evolve(
+        self, row: Row | None, key: Key, recorded: RecordedEvent, event: AnyEvent
+    ) -> Row | None:
         if isinstance(event, VmDeployRequested):
             row = {
                 "id": uuid.UUID(event.vm_id),
@@ -67,17 +77,46 @@ class VmInstances:
                 "instance_name": event.instance_name,
                 "zone_id": event.zone_id,
                 "service_offering_id": event.service_offering_id,
+                "cpu_number": event.cpu_number,
+                "cpu_speed": event.cpu_speed,
+                "memory_mb": event.memory_mb,
                 "vm_snapshot_id": event.vm_snapshot_id,
-                "template_id": event.template_id,
-                "network_ids": _encode(event.network_ids),
+                "template_id": event.root_template_id or event.template_id,
                 "host_id": event.host_id,
-                "pool_id": None,
-                "cpu_number": None,
-                "cpu_speed": None,
-                "memory_mb": None,
+                "pool_id": event.pool_id,
                 "hypervisor_ref": None,
+                "nics": b"[]",
                 "error_text": None,
+                "current_snapshot_id": None,
+                "imported": False,
                 "created": recorded.recorded_at,
+                "removed": None,
+            }
+        elif isinstance(event, VmImported):
+            previous = row or {}
+            row = {
+                "id": uuid.UUID(event.vm_id),
+                "account_id": event.account_id,
+                "user_id": None,
+                "name": event.name,
+                "display_name": event.name,
+                "instance_name": event.name,
+                "zone_id": event.zone_id,
+                "service_offering_id": None,
+                "cpu_number": event.cpu_number,
+                "cpu_speed": None,
+                "memory_mb": event.memory_mb,
+                "vm_snapshot_id": None,
+                "template_id": event.template_id,
+                "host_id": event.host_id,
+                "pool_id": next((d.pool_id for d in event.disks if d.root), None),
+                "hypervisor_ref": event.ref,
+                "nics": _encode(event.nics),
+                "state": (VmState.RUNNING if event.powered_on else VmState.STOPPED).value,
+                "error_text": None,
+                "current_snapshot_id": previous.get("current_snapshot_id"),
+                "imported": True,
+                "created": previous.get("created", recorded.recorded_at),
                 "removed": None,
             }
         elif row is None:
@@ -86,15 +125,22 @@ class VmInstances:
             row = dict(row)
         match event:
             case VmPlaced():
-                row.update(host_id=event.host_id, pool_id=event.pool_id,
-                           cpu_number=event.cpu_number, cpu_speed=event.cpu_speed,
-                           memory_mb=event.memory_mb)
+                row.update(host_id=event.host_id, pool_id=event.pool_id)
+            case VmCreated():
+                row.update(hypervisor_ref=event.ref, host_id=event.host_id)
+            case NicCreated():
+                row["nics"] = _encode([*_decode(row["nics"]), event.nic])
             case VmStarted():
                 row.update(host_id=event.host_id, hypervisor_ref=event.hypervisor_ref)
             case VmDeployFailed():
                 row.update(error_text=event.reason)
             case VmExpunged():
                 row.update(removed=recorded.recorded_at)
+            case VmSnapshotTaken() if event.current:
+                row.update(current_snapshot_id=event.snapshot_id)
+            case VmReverted():
+                row.update(current_snapshot_id=event.snapshot_id,
+                           state=(VmState.RUNNING if event.powered_on else VmState.STOPPED).value)
         state = state_after(event)
         if state is not None:
             row["state"] = state.value

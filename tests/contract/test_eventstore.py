@@ -24,7 +24,8 @@ def stopped(vm: str) -> NewEvent:
 async def test_append_and_read_stream_keeps_every_field(store: EventStore) -> None:
     requested = VmDeployRequested(
         vm_id="v1", job_id="j1", account_id="a", user_id="u", name="n", display_name="d",
-        instance_name="i-2-1-VM", zone_id="z", service_offering_id="so", vm_snapshot_id="s1",
+        instance_name="i-2-1-VM", zone_id="z", service_offering_id="so", cpu_number=2,
+        cpu_speed=1000, memory_mb=2048, pool_id="p1", vm_snapshot_id="s1",
         network_ids=["n1", "n2"],
     )
     first = NewEvent(requested, META)

@@ -16,10 +16,15 @@ import asyncpg
 from proto.envelope import Metadata
 from proto.events import (
     Event,
+    JobCompleted,
+    JobSubmitted,
+    Nic,
+    NicCreated,
     TemplateRemoved,
     TemplateSeeded,
     TemplateSeedFailed,
     TemplateSeedStarted,
+    VmCreated,
     VmDeployFailed,
     VmDeployRequested,
     VmDestroyed,
@@ -37,18 +42,31 @@ META = Metadata(correlation_id="workload")
 def vm_life(rng: random.Random) -> tuple[str, list[Event], str]:
     """A random VM history and the state CloudStack would show at its end."""
     vm, job = str(uuid.uuid4()), str(uuid.uuid4())
-    events: list[Event] = [VmDeployRequested(
-        vm_id=vm, job_id=job, account_id=f"acct{rng.randrange(3)}", user_id="u", name=vm[:8],
-        display_name=vm[:8], instance_name=f"i-{vm[:8]}", zone_id="z", service_offering_id="so",
-        vm_snapshot_id="snap", network_ids=["n1", "n2"][: rng.randrange(3)],
-    )]
+    account = f"acct{rng.randrange(3)}"
+    events: list[Event] = [
+        VmDeployRequested(
+            vm_id=vm, job_id=job, account_id=account, user_id="u", name=vm[:8],
+            display_name=vm[:8], instance_name=f"i-{vm[:8]}", zone_id="z",
+            service_offering_id="so", cpu_number=1, cpu_speed=500, memory_mb=512,
+            pool_id="p1", network_ids=["n1", "n2"][: rng.randrange(3)], vm_snapshot_id="snap",
+        ),
+        JobSubmitted(job_id=job, cmd="deploy", instance_type="VirtualMachine", instance_id=vm,
+                     account_id=account, user_id="u"),
+    ]
     if rng.random() < 0.2:
-        events.append(VmDeployFailed(vm_id=vm, job_id=job, step="plan", reason="no host"))
+        events += [VmDeployFailed(vm_id=vm, step="plan", reason="no host"),
+                   JobCompleted(job_id=job, succeeded=False, error_code=533,
+                                error_text="no host")]
         return vm, events, "Error"
-    events.append(VmPlaced(vm_id=vm, host_id="h1", pool_id="p1", cpu_number=2, cpu_speed=1000,
-                           memory_mb=2048))
-    events.append(VmStarted(vm_id=vm, job_id=job, host_id="h1", hypervisor_ref="vm-42",
-                            task_ids=["task-1", "task-2"]))
+    events.append(VmPlaced(vm_id=vm, host_id="h1", pool_id="p1", cpu_number=1, cpu_speed=500,
+                           memory_mb=512))
+    events.append(VmCreated(vm_id=vm, ref="vm-42", host_id="h1", pool_id="p1", linked=True,
+                            task_id="task-1"))
+    events.append(NicCreated(vm_id=vm, task_id="task-2", nic=Nic(
+        nic_id=str(uuid.uuid4()), network_id="n1", mac="00:0c:29:00:00:01", device_key=4000)))
+    events.append(VmStarted(vm_id=vm, host_id="h1", hypervisor_ref="vm-42",
+                            task_ids=["task-1", "task-2", "task-3"]))
+    events.append(JobCompleted(job_id=job, succeeded=True))
     state = "Running"
     for follow, name in ((VmStopped, "Stopped"), (VmDestroyed, "Destroyed"),
                          (VmExpunged, "Expunging")):
@@ -60,12 +78,15 @@ def vm_life(rng: random.Random) -> tuple[str, list[Event], str]:
 
 
 def seed_life(rng: random.Random, snapshot: str, pool: str) -> list[Event]:
-    events: list[Event] = [TemplateSeedStarted(vm_snapshot_id=snapshot, pool_id=pool)]
+    events: list[Event] = [TemplateSeedStarted(vm_snapshot_id=snapshot, pool_id=pool,
+                                               template_id="t", name="seed")]
     if rng.random() < 0.25:
         events.append(TemplateSeedFailed(vm_snapshot_id=snapshot, pool_id=pool, reason="full"))
         return events
     events.append(TemplateSeeded(vm_snapshot_id=snapshot, pool_id=pool, template_id="t",
-                                 install_path=f"[{pool}] seed-{snapshot}/seed.vmdk"))
+                                 template_ref="vm-9", base_snapshot_ref="snapshot-9",
+                                 install_path=f"[{pool}] seed-{snapshot}/seed.vmdk",
+                                 task_ids=["task-9"]))
     if rng.random() < 0.3:
         events.append(TemplateRemoved(vm_snapshot_id=snapshot, pool_id=pool))
     return events
@@ -121,6 +142,8 @@ async def test_rebuild_equals_live_after_a_concurrent_workload(
     assert {j["status"] for j in jobs} == {1, 2}
     assert all((j["status"] == 2) == (j["error_text"] == "no host") for j in jobs)
     assert len(before["vmsnapshot_spool_ref"]) == 240
+    templates = [r for r in before["catalog"] if r["kind"] == "template"]
+    assert templates and all(r["version"] == 0 for r in templates)
     assert {r["state"] for r in before["vmsnapshot_spool_ref"]} == {
         "Ready", "Error", "Destroyed"}
 

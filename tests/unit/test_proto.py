@@ -39,6 +39,7 @@ def test_every_event_type_is_registered_by_its_tag() -> None:
         assert cls.__struct_config__.tag == name
     request = VmDeployRequested(
         vm_id="v", job_id="j", account_id="a", user_id="u", name="n", display_name="d",
-        instance_name="i", zone_id="z", service_offering_id="s",
+        instance_name="i", zone_id="z", service_offering_id="s", cpu_number=1, cpu_speed=500,
+        memory_mb=512, pool_id="p", network_ids=["n"],
     )
     assert msgspec.json.decode(msgspec.json.encode(request), type=VmDeployRequested) == request

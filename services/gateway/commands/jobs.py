@@ -5,6 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import msgspec
+
+from proto import streams
 from services.gateway import views
 from services.gateway.api import (
     PARAM_ERROR,
@@ -15,42 +18,60 @@ from services.gateway.api import (
     command,
     listing,
 )
-from shared.domain.job import JobStatus
-from shared.projections import AsyncJobs, VmInstances, fold
+from shared.domain.job import CREATE_VM_SNAPSHOT_CMD, DEPLOY_VM_CMD, DESTROY_VM_CMD, JobStatus
+from shared.eventstore import RecordedEvent
+from shared.projections import AsyncJobs, Catalog, Projection, Row, VmInstances, fold
 
 _JOBS = AsyncJobs()
 _VMS = VmInstances()
+_CATALOG = Catalog()
 
 
-async def job_from_stream(ctx: Context, job_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A job and its VM folded straight from the store, so a job id the gateway has
-    returned is visible at once, whatever the projector's lag."""
+def _fold(projection: Projection, records: list[RecordedEvent]) -> dict[Any, Row]:
+    rows, _ = fold(projection, {}, [(r, r.event()) for r in records])
+    return rows
+
+
+async def job_from_stream(ctx: Context, job_id: str) -> tuple[dict[str, Any], list[RecordedEvent]]:
+    """A job folded straight from the store, so a job id the gateway has returned is
+    visible at once, whatever the projector's lag; with the events of its stream."""
     async with ctx.store.pool.acquire() as conn:
         stream_id = await conn.fetchval(
             "SELECT stream_id FROM events WHERE data ->> 'job_id' = $1 AND data ? 'job_id'"
             " ORDER BY position LIMIT 1", job_id)
     if stream_id is None:
-        return {}, {}
-    events = [(rec, rec.event()) for rec in await ctx.store.read_stream(stream_id)]
-    jobs, _ = fold(_JOBS, {}, events)
-    vms, _ = fold(_VMS, {}, events)
-    job = jobs.get((uuid.UUID(job_id),), {})
-    vm = next(iter(vms.values()), {})
-    return job, vm
+        return {}, []
+    records = await ctx.store.read_stream(stream_id)
+    return _fold(_JOBS, records).get((uuid.UUID(job_id),), {}), records
+
+
+async def job_result(ctx: Context, job: dict[str, Any],
+                     records: list[RecordedEvent]) -> dict[str, Any] | None:
+    if job["status"] != JobStatus.SUCCEEDED:
+        return None
+    if job["cmd"] in (DEPLOY_VM_CMD, DESTROY_VM_CMD):
+        vm = next(iter(_fold(_VMS, records).values()), None)
+        return {"virtualmachine": views.vm(vm)} if vm else None
+    if job["cmd"] == CREATE_VM_SNAPSHOT_CMD:
+        snapshot_id = str(job["instance_id"])
+        rows = _fold(_CATALOG, await ctx.store.read_stream(streams.vm_snapshot(snapshot_id)))
+        row = rows.get(("vmsnapshot", snapshot_id))
+        if row is None:
+            return None
+        return {"vmsnapshot": views.vm_snapshot({**row, "data": msgspec.json.decode(
+            row["data"])}, current=True)}
+    return {"success": True}
 
 
 @command("queryAsyncJobResult")
 async def query_async_job_result(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     job_id = params.uuid("jobid", required=True)
     assert job_id is not None
-    job, vm = await job_from_stream(ctx, job_id)
+    job, records = await job_from_stream(ctx, job_id)
     if not job or (not caller.is_admin and job["account_id"] != caller.account_id):
         raise ApiError(PARAM_ERROR, f"invalid parameter jobid: no job {job_id} is visible "
                        "to your account")
-    result = None
-    if job["status"] == JobStatus.SUCCEEDED and vm:
-        result = {"virtualmachine": views.vm(vm)}
-    return views.job(job, caller, result)
+    return views.job(job, await job_result(ctx, job, records))
 
 
 @command("listAsyncJobs")
@@ -66,4 +87,4 @@ async def list_async_jobs(ctx: Context, params: Params, caller: Caller) -> dict[
         sql += f" LIMIT ${len(args) - 1} OFFSET ${len(args)}"
     async with ctx.store.pool.acquire() as conn:
         rows = await conn.fetch(sql, *args)
-    return listing("asyncjobs", [views.job(dict(r), caller, None) for r in rows])
+    return listing("asyncjobs", [views.job(dict(r), None) for r in rows])

@@ -1,11 +1,89 @@
-"""Virtual machine commands."""
+"""Virtual machine commands: deploy (from a VM snapshot or a seeded template), list, destroy."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+from proto import streams
+from proto.commands import CommandAccepted, DeployVirtualMachine
+from proto.events import JobSubmitted, VmDeployRequested, VmDestroyRequested
 from services.gateway import views
-from services.gateway.api import Caller, Context, Params, command, listing
+from services.gateway.api import (
+    PARAM_ERROR,
+    RESOURCE_IN_USE,
+    ApiError,
+    Caller,
+    Context,
+    Params,
+    command,
+    listing,
+)
+from shared.domain.deploy import Rejected, check_deploy
+from shared.domain.job import DEPLOY_VM_CMD, DESTROY_VM_CMD
+from shared.domain.vm import VmState, instance_name
+from shared.eventstore import NO_STREAM, Append
+from shared.projections import queries
+
+
+async def submit_deploy(ctx: Context, caller: Caller,
+                        request: DeployVirtualMachine) -> CommandAccepted:
+    """Validate a deploy request and record it; the services take it from there.
+
+    Raises:
+        ApiError: 431 naming the parameter and the reason, before any work is done.
+    """
+    async with ctx.store.pool.acquire() as conn:
+        snapshot = (await queries.snapshot_view(conn, request.vmsnapshotid)
+                    if request.vmsnapshotid else None)
+        template = (await queries.template_view(conn, request.templateid)
+                    if request.templateid else None)
+        offering = await queries.offering_view(conn, request.serviceofferingid)
+        host = await queries.host_view(conn, request.hostid) if request.hostid else None
+        known_networks = await queries.network_ids(conn)
+    try:
+        source = check_deploy(
+            account_id=caller.account_id, is_admin=caller.is_admin,
+            vm_snapshot_id=request.vmsnapshotid, template_id=request.templateid,
+            snapshot=snapshot, template=template, offering=offering,
+            offering_id=request.serviceofferingid, host_id=request.hostid, host=host,
+            network_ids=request.networkids, known_networks=known_networks, name=request.name,
+        )
+    except Rejected as rejected:
+        raise ApiError(rejected.code, rejected.text) from None
+    assert offering is not None
+    vm_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
+    name = request.name or f"VM-{vm_id}"
+    await ctx.append(caller, Append(streams.vm(vm_id), [
+        VmDeployRequested(
+            vm_id=vm_id, job_id=job_id, account_id=caller.account_id, user_id=caller.user_id,
+            name=name, display_name=request.displayname or name,
+            instance_name=instance_name(vm_id, caller.account_id), zone_id=source.zone_id,
+            service_offering_id=offering.id, cpu_number=offering.cpu_number,
+            cpu_speed=offering.cpu_speed, memory_mb=offering.memory_mb,
+            pool_id=source.pool_id, network_ids=source.network_ids,
+            vm_snapshot_id=request.vmsnapshotid, template_id=request.templateid,
+            source_vm_id=source.source_vm_id, root_template_id=source.root_template_id,
+            disk_offering_id=source.disk_offering_id, host_id=request.hostid,
+        ),
+        JobSubmitted(job_id=job_id, cmd=DEPLOY_VM_CMD, instance_type="VirtualMachine",
+                     instance_id=vm_id, account_id=caller.account_id, user_id=caller.user_id),
+    ], NO_STREAM))
+    return CommandAccepted(id=vm_id, jobid=job_id)
+
+
+@command("deployVirtualMachine")
+async def deploy_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    offering = params.uuid("serviceofferingid", required=True)
+    assert offering is not None
+    params.uuid("zoneid")  # accepted and checked; the source's zone is used
+    accepted = await submit_deploy(ctx, caller, DeployVirtualMachine(
+        apikey="", serviceofferingid=offering, vmsnapshotid=params.uuid("vmsnapshotid"),
+        templateid=params.uuid("templateid"), hostid=params.uuid("hostid"),
+        networkids=params.uuids("networkids"), name=params.text("name", max_length=63),
+        displayname=params.text("displayname"),
+    ))
+    return {"id": accepted.id, "jobid": accepted.jobid}
 
 
 @command("listVirtualMachines")
@@ -14,11 +92,10 @@ async def list_virtual_machines(ctx: Context, params: Params, caller: Caller) ->
     if not caller.is_admin:
         args.append(caller.account_id)
         where.append(f"account_id = ${len(args)}")
-    for name, column in (("id", "id"),):
-        value = params.uuid(name)
-        if value is not None:
-            args.append(value)
-            where.append(f"{column} = ${len(args)}::uuid")
+    vm_id = params.uuid("id")
+    if vm_id is not None:
+        args.append(vm_id)
+        where.append(f"id = ${len(args)}::uuid")
     for name, column in (("state", "state"), ("name", "name"), ("hostid", "host_id"),
                          ("zoneid", "zone_id")):
         text = params.text(name)
@@ -35,3 +112,34 @@ async def list_virtual_machines(ctx: Context, params: Params, caller: Caller) ->
         rows = await conn.fetch(sql, *args)
     total = rows[0]["total"] if rows else 0
     return listing("virtualmachine", [views.vm(dict(r)) for r in rows], total)
+
+
+async def visible_vm(ctx: Context, caller: Caller, vm_id: str, param: str) -> dict[str, Any]:
+    async with ctx.store.pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM vm_instances WHERE id = $1::uuid"
+                                  " AND removed IS NULL", vm_id)
+    if row is None or not (caller.is_admin or row["account_id"] == caller.account_id):
+        raise ApiError(PARAM_ERROR, f"invalid parameter {param}: no virtual machine {vm_id} "
+                       "is visible to your account")
+    return dict(row)
+
+
+@command("destroyVirtualMachine")
+async def destroy_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    vm_id = params.uuid("id", required=True)
+    assert vm_id is not None
+    expunge = bool(params.boolean("expunge"))
+    vm = await visible_vm(ctx, caller, vm_id, "id")
+    if vm["state"] == VmState.STARTING:
+        raise ApiError(RESOURCE_IN_USE, f"virtual machine {vm_id} is still being deployed; "
+                       "destroy it once it is Running or Error")
+    if vm["state"] == VmState.DESTROYED and not expunge:
+        raise ApiError(PARAM_ERROR, f"invalid parameter id: virtual machine {vm_id} is "
+                       "already destroyed; pass expunge=true to remove it")
+    job_id = str(uuid.uuid4())
+    await ctx.append(caller, Append(streams.vm(vm_id), [
+        VmDestroyRequested(vm_id=vm_id, job_id=job_id, expunge=expunge),
+        JobSubmitted(job_id=job_id, cmd=DESTROY_VM_CMD, instance_type="VirtualMachine",
+                     instance_id=vm_id, account_id=caller.account_id, user_id=caller.user_id),
+    ]))
+    return {"id": vm_id, "jobid": job_id}

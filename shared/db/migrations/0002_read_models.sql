@@ -4,23 +4,25 @@
 CREATE TABLE vm_instances (
     id                  uuid        PRIMARY KEY,
     account_id          text        NOT NULL,
-    user_id             text        NOT NULL,
+    user_id             text,
     name                text        NOT NULL,
     display_name        text        NOT NULL,
     instance_name       text        NOT NULL,
     zone_id             text        NOT NULL,
-    service_offering_id text        NOT NULL,
+    service_offering_id text,
+    cpu_number          integer     NOT NULL,
+    cpu_speed           integer,
+    memory_mb           integer     NOT NULL,
     vm_snapshot_id      text,
     template_id         text,
-    network_ids         jsonb       NOT NULL,
     host_id             text,
     pool_id             text,
-    cpu_number          integer,
-    cpu_speed           integer,
-    memory_mb           integer,
     hypervisor_ref      text,
+    nics                jsonb       NOT NULL,
     state               text        NOT NULL,
     error_text          text,
+    current_snapshot_id text,
+    imported            boolean     NOT NULL,
     created             timestamptz NOT NULL,
     updated             timestamptz NOT NULL,
     removed             timestamptz,
@@ -56,6 +58,24 @@ CREATE TABLE vmsnapshot_spool_ref (
     state          varchar(255),
     CONSTRAINT vmsnapshot_spool_ref_once UNIQUE (vm_snapshot_id, pool_id)
 );
+
+-- Everything else the API lists: zones, hosts, pools, networks, offerings, templates,
+-- VM snapshots, volumes. `data` holds the kind's own fields; `version` is the version of
+-- the object's stream, used as the expected version when appending to it.
+CREATE TABLE catalog (
+    kind       text        NOT NULL,
+    id         text        NOT NULL,
+    zone_id    text,
+    account_id text,
+    name       text        NOT NULL,
+    state      text        NOT NULL,
+    data       jsonb       NOT NULL,
+    version    integer     NOT NULL,
+    created    timestamptz NOT NULL,
+    removed    timestamptz,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX catalog_account ON catalog (kind, account_id);
 
 -- Lets the gateway find a job's VM straight from the store while the projector catches up.
 CREATE INDEX events_job_id ON events ((data ->> 'job_id')) WHERE data ? 'job_id';

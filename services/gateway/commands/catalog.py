@@ -1,0 +1,201 @@
+"""Listing and managing what the cloud is made of: zones, hosts, storage pools, networks,
+offerings, templates, volumes; and the admin's inventory sync and per-pool settings."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from proto import streams
+from proto.events import (
+    DiskOfferingCreated,
+    InventorySyncRequested,
+    JobSubmitted,
+    PoolSettingChanged,
+    ServiceOfferingCreated,
+)
+from services.gateway import views
+from services.gateway.api import (
+    PARAM_ERROR,
+    ApiError,
+    Caller,
+    Context,
+    Params,
+    command,
+    listing,
+    require_admin,
+)
+from shared.domain.job import SYNC_INVENTORY_CMD
+from shared.eventstore import NO_STREAM, Append
+from shared.projections import queries
+
+FULL_CLONE_SETTING = "vmware.create.full.clone"
+
+
+async def _rows(ctx: Context, kind: str, params: Params, caller: Caller,
+                *, per_account: bool = False) -> list[dict[str, Any]]:
+    wanted = params.uuid("id")
+    zone = params.uuid("zoneid")
+    async with ctx.store.pool.acquire() as conn:
+        rows = await queries.catalog_rows(conn, kind)
+    return [r for r in rows
+            if wanted in (None, r["id"]) and zone in (None, r["zone_id"])
+            and (not per_account or caller.is_admin or r["account_id"] == caller.account_id)]
+
+
+def _page(params: Params, items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    page = params.page()
+    if page is None:
+        return items, len(items)
+    size, offset = page
+    return items[offset:offset + size], len(items)
+
+
+@command("listZones")
+async def list_zones(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    items, total = _page(params, [views.zone(r) for r in await _rows(ctx, "zone", params,
+                                                                      caller)])
+    return listing("zone", items, total)
+
+
+@command("listHosts")
+async def list_hosts(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    require_admin(caller, "listHosts")
+    items, total = _page(params, [views.host(r) for r in await _rows(ctx, "host", params,
+                                                                      caller)])
+    return listing("host", items, total)
+
+
+@command("listStoragePools")
+async def list_storage_pools(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    require_admin(caller, "listStoragePools")
+    items, total = _page(params, [views.pool(r) for r in await _rows(ctx, "pool", params,
+                                                                      caller)])
+    return listing("storagepool", items, total)
+
+
+@command("listNetworks")
+async def list_networks(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    items, total = _page(params, [views.network(r) for r in await _rows(ctx, "network", params,
+                                                                         caller)])
+    return listing("network", items, total)
+
+
+@command("listServiceOfferings")
+async def list_service_offerings(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    rows = await _rows(ctx, "serviceoffering", params, caller)
+    items, total = _page(params, [views.service_offering(r) for r in rows])
+    return listing("serviceoffering", items, total)
+
+
+@command("listDiskOfferings")
+async def list_disk_offerings(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    rows = await _rows(ctx, "diskoffering", params, caller)
+    items, total = _page(params, [views.disk_offering(r) for r in rows])
+    return listing("diskoffering", items, total)
+
+
+@command("listTemplates")
+async def list_templates(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    params.text("templatefilter")  # all, self, featured...: every seeded template is listed
+    rows = await _rows(ctx, "template", params, caller)
+    async with ctx.store.pool.acquire() as conn:
+        zones = {r["id"]: r["zone_id"] for r in await queries.catalog_rows(conn, "pool")}
+        snapshots = {r["id"]: r["account_id"] for r in await queries.catalog_rows(
+            conn, "vmsnapshot")}
+    visible = [r for r in rows if caller.is_admin
+               or snapshots.get(r["data"]["vm_snapshot_id"]) == caller.account_id]
+    items, total = _page(params, [views.template(r, zones.get(r["data"]["pool_id"]))
+                                  for r in visible])
+    return listing("template", items, total)
+
+
+@command("listVolumes")
+async def list_volumes(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    vm_id = params.uuid("virtualmachineid")
+    rows = [r for r in await _rows(ctx, "volume", params, caller, per_account=True)
+            if vm_id in (None, r["data"].get("vm_id"))]
+    items, total = _page(params, [views.volume(r) for r in rows])
+    return listing("volume", items, total)
+
+
+@command("createServiceOffering")
+async def create_service_offering(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    require_admin(caller, "createServiceOffering")
+    name = params.text("name", required=True)
+    cpus = params.integer("cpunumber", minimum=1, maximum=128)
+    speed = params.integer("cpuspeed", minimum=1, maximum=100_000)
+    memory = params.integer("memory", minimum=32, maximum=4 * 1024 * 1024)
+    for value, param in ((cpus, "cpunumber"), (speed, "cpuspeed"), (memory, "memory")):
+        if value is None:
+            raise ApiError(PARAM_ERROR, f"missing parameter {param}: it is required by "
+                           "createServiceOffering")
+    assert name is not None and cpus is not None and speed is not None and memory is not None
+    offering_id = str(uuid.uuid4())
+    event = ServiceOfferingCreated(offering_id=offering_id, name=name,
+                                   display_text=params.text("displaytext") or name,
+                                   cpu_number=cpus, cpu_speed=speed, memory_mb=memory)
+    await ctx.append(caller, Append(streams.service_offering(offering_id), [event], NO_STREAM))
+    async with ctx.store.pool.acquire() as conn:
+        row = await queries.catalog_row(conn, "serviceoffering", offering_id)
+    offering = views.service_offering(row) if row else {
+        "id": offering_id, "name": name, "displaytext": event.display_text, "cpunumber": cpus,
+        "cpuspeed": speed, "memory": memory}
+    return {"serviceoffering": offering}
+
+
+@command("createDiskOffering")
+async def create_disk_offering(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    require_admin(caller, "createDiskOffering")
+    name = params.text("name", required=True)
+    size = params.integer("disksize", minimum=1, maximum=64 * 1024)
+    if size is None:
+        raise ApiError(PARAM_ERROR, "missing parameter disksize: it is required by "
+                       "createDiskOffering")
+    assert name is not None
+    offering_id = str(uuid.uuid4())
+    event = DiskOfferingCreated(offering_id=offering_id, name=name,
+                                display_text=params.text("displaytext") or name,
+                                disk_size_gb=size)
+    await ctx.append(caller, Append(streams.disk_offering(offering_id), [event], NO_STREAM))
+    return {"diskoffering": {"id": offering_id, "name": name, "displaytext": event.display_text,
+                             "disksize": size}}
+
+
+@command("updateConfiguration")
+async def update_configuration(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    require_admin(caller, "updateConfiguration")
+    name = params.text("name", required=True)
+    value = params.text("value", required=True)
+    pool_id = params.uuid("storageid")
+    if name != FULL_CLONE_SETTING:
+        raise ApiError(PARAM_ERROR, f"invalid parameter name: {name!r} is not a setting "
+                       f"snapdeploy knows; it knows {FULL_CLONE_SETTING}")
+    if pool_id is None:
+        raise ApiError(PARAM_ERROR, f"missing parameter storageid: {FULL_CLONE_SETTING} is "
+                       "set per primary storage pool")
+    assert value is not None
+    if value.lower() not in ("true", "false"):
+        raise ApiError(PARAM_ERROR, f"invalid parameter value: {FULL_CLONE_SETTING} is true "
+                       "or false")
+    async with ctx.store.pool.acquire() as conn:
+        if await queries.catalog_row(conn, "pool", pool_id) is None:
+            raise ApiError(PARAM_ERROR, f"invalid parameter storageid: no storage pool "
+                           f"{pool_id} exists")
+    await ctx.append(caller, Append(streams.pool(pool_id), [
+        PoolSettingChanged(pool_id=pool_id, name=name, value=value.lower())]))
+    return {"configuration": {"name": name, "value": value.lower(), "scope": "storagepool",
+                              "id": pool_id}}
+
+
+@command("syncInventory")
+async def sync_inventory(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    """Read vCenter again: new hosts, pools, networks, VMs and snapshots appear."""
+    require_admin(caller, "syncInventory")
+    job_id = str(uuid.uuid4())
+    await ctx.append(caller, Append(streams.INVENTORY, [
+        InventorySyncRequested(job_id=job_id),
+        JobSubmitted(job_id=job_id, cmd=SYNC_INVENTORY_CMD, instance_type="Zone",
+                     instance_id=job_id, account_id=caller.account_id, user_id=caller.user_id),
+    ]))
+    return {"jobid": job_id}

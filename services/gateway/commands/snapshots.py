@@ -1,0 +1,114 @@
+"""VM snapshot commands: create, list, delete, revert."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from proto import streams
+from proto.events import (
+    JobSubmitted,
+    VmRevertRequested,
+    VmSnapshotDeleteRequested,
+    VmSnapshotRequested,
+)
+from services.gateway import views
+from services.gateway.api import (
+    PARAM_ERROR,
+    RESOURCE_IN_USE,
+    ApiError,
+    Caller,
+    Context,
+    Params,
+    command,
+    listing,
+)
+from services.gateway.commands.vms import visible_vm
+from shared.domain.job import (
+    CREATE_VM_SNAPSHOT_CMD,
+    DELETE_VM_SNAPSHOT_CMD,
+    REVERT_VM_SNAPSHOT_CMD,
+)
+from shared.domain.vm import VmState
+from shared.eventstore import Append
+from shared.projections import queries
+
+
+async def visible_snapshot(ctx: Context, caller: Caller, snapshot_id: str) -> dict[str, Any]:
+    async with ctx.store.pool.acquire() as conn:
+        row = await queries.catalog_row(conn, "vmsnapshot", snapshot_id)
+    if row is None or not (caller.is_admin or row["account_id"] == caller.account_id):
+        raise ApiError(PARAM_ERROR, f"invalid parameter vmsnapshotid: no VM snapshot "
+                       f"{snapshot_id} is visible to your account")
+    return row
+
+
+def _job(job_id: str, cmd: str, instance: str, caller: Caller) -> JobSubmitted:
+    return JobSubmitted(job_id=job_id, cmd=cmd, instance_type="VMSnapshot",
+                        instance_id=instance, account_id=caller.account_id,
+                        user_id=caller.user_id)
+
+
+@command("createVMSnapshot")
+async def create_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    vm_id = params.uuid("virtualmachineid", required=True)
+    assert vm_id is not None
+    vm = await visible_vm(ctx, caller, vm_id, "virtualmachineid")
+    if vm["state"] not in (VmState.RUNNING, VmState.STOPPED):
+        raise ApiError(RESOURCE_IN_USE, f"virtual machine {vm_id} is {vm['state']}; snapshots "
+                       "are taken of Running or Stopped VMs")
+    memory = bool(params.boolean("snapshotmemory"))
+    snapshot_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
+    name = params.text("name") or f"{vm['name']}_snapshot_{snapshot_id[:8]}"
+    await ctx.append(caller, Append(streams.vm(vm_id), [
+        VmSnapshotRequested(job_id=job_id, snapshot_id=snapshot_id, vm_id=vm_id, name=name,
+                            description=params.text("description") or "",
+                            memory=memory and vm["state"] == VmState.RUNNING,
+                            quiesce=bool(params.boolean("quiescevm"))),
+        _job(job_id, CREATE_VM_SNAPSHOT_CMD, snapshot_id, caller),
+    ]))
+    return {"id": snapshot_id, "jobid": job_id}
+
+
+@command("listVMSnapshot")
+async def list_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    wanted = params.uuid("vmsnapshotid")
+    vm_id = params.uuid("virtualmachineid")
+    async with ctx.store.pool.acquire() as conn:
+        rows = await queries.catalog_rows(conn, "vmsnapshot")
+        current = {str(r["id"]): r["current_snapshot_id"] for r in await conn.fetch(
+            "SELECT id, current_snapshot_id FROM vm_instances")}
+    items = [
+        views.vm_snapshot(r, current.get(r["data"]["vm_id"]) == r["id"]) for r in rows
+        if (caller.is_admin or r["account_id"] == caller.account_id)
+        and wanted in (None, r["id"]) and vm_id in (None, r["data"]["vm_id"])
+    ]
+    return listing("vmSnapshot", items)
+
+
+@command("deleteVMSnapshot")
+async def delete_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    snapshot_id = params.uuid("vmsnapshotid", required=True)
+    assert snapshot_id is not None
+    snapshot = await visible_snapshot(ctx, caller, snapshot_id)
+    vm_id = snapshot["data"]["vm_id"]
+    job_id = str(uuid.uuid4())
+    await ctx.append(caller, Append(streams.vm(vm_id), [
+        VmSnapshotDeleteRequested(job_id=job_id, snapshot_id=snapshot_id, vm_id=vm_id),
+        _job(job_id, DELETE_VM_SNAPSHOT_CMD, snapshot_id, caller),
+    ]))
+    return {"jobid": job_id}
+
+
+@command("revertToVMSnapshot")
+async def revert_to_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    snapshot_id = params.uuid("vmsnapshotid", required=True)
+    assert snapshot_id is not None
+    snapshot = await visible_snapshot(ctx, caller, snapshot_id)
+    vm_id = snapshot["data"]["vm_id"]
+    job_id = str(uuid.uuid4())
+    await ctx.append(caller, Append(streams.vm(vm_id), [
+        VmRevertRequested(job_id=job_id, snapshot_id=snapshot_id, vm_id=vm_id),
+        _job(job_id, REVERT_VM_SNAPSHOT_CMD, snapshot_id, caller),
+    ]))
+    return {"jobid": job_id}

@@ -1,0 +1,68 @@
+"""Inventory sync: read vCenter, append what changed since the last sync."""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+
+from proto import EVENT_TYPES
+from proto.envelope import Metadata
+from shared.domain.accounts import ADMIN_ACCOUNT_ID
+from shared.domain.inventory import observed
+from shared.drivers.base import Hypervisor
+from shared.eventstore import Append, EventStore, NewEvent
+
+log = logging.getLogger(__name__)
+
+_IMPORT_TYPES = ["ZoneImported", "HostImported", "PoolImported", "NetworkImported",
+                 "VmImported", "VmSnapshotTaken"]
+
+
+async def changes(store: EventStore, hypervisor: Hypervisor) -> list[Append]:
+    """The appends that bring the store up to what vCenter shows now."""
+    inventory = await hypervisor.inventory()
+    async with store.pool.acquire() as conn:
+        own_names = {r["name"] for r in await conn.fetch(
+            "SELECT data ->> 'instance_name' AS name FROM events"
+            " WHERE type = 'VmDeployRequested'")}
+        seen = observed(inventory, ADMIN_ACCOUNT_ID, own_names)
+        stream_ids = [stream for stream, _ in seen]
+        versions = {r["stream_id"]: r["version"] for r in await conn.fetch(
+            "SELECT stream_id, max(version) AS version FROM events"
+            " WHERE stream_id = ANY($1) GROUP BY stream_id", stream_ids)}
+        last = {(r["stream_id"], r["type"]): r["data"] for r in await conn.fetch(
+            "SELECT DISTINCT ON (stream_id, type) stream_id, type, data FROM events"
+            " WHERE stream_id = ANY($1) AND type = ANY($2)"
+            " ORDER BY stream_id, type, version DESC", stream_ids, _IMPORT_TYPES)}
+    out = []
+    for stream_id, event in seen:
+        kind = type(event)
+        before = last.get((stream_id, kind.__name__))
+        now = msgspec.json.decode(msgspec.json.encode(event), type=kind)
+        if before is not None and msgspec.json.decode(before, type=EVENT_TYPES[kind.__name__]) \
+                == now:
+            continue
+        out.append(Append(stream_id, [now], versions.get(stream_id, 0)))
+    return out
+
+
+def describe(appends: list[Append]) -> str:
+    counts: dict[str, int] = {}
+    for append in appends:
+        for event in append.events:
+            counts[type(event).__name__] = counts.get(type(event).__name__, 0) + 1
+    return ", ".join(f"{n} {t}" for t, n in sorted(counts.items())) or "no changes"
+
+
+async def sync(store: EventStore, hypervisor: Hypervisor) -> str:
+    """Sync now, appending in one transaction; returns what changed."""
+    appends = await changes(store, hypervisor)
+    meta = Metadata(correlation_id="inventory-sync", actor="planner")
+    async with store.pool.acquire() as conn, conn.transaction():
+        for append in appends:
+            await store.append(append.stream_id, [NewEvent(e, meta) for e in append.events],
+                               append.expected_version, conn=conn)
+    summary = describe(appends)
+    log.info("inventory sync: %s", summary)
+    return summary

@@ -1,0 +1,103 @@
+"""What an inventory sync records: the events that describe vCenter as snapdeploy sees it.
+
+Ids are derived from vCenter's own object ids, so syncing twice finds the same objects;
+the planner appends only what changed since the last sync.
+"""
+
+from __future__ import annotations
+
+import re
+
+from proto import streams
+from proto.events import (
+    Disk,
+    Event,
+    HostImported,
+    NetworkImported,
+    Nic,
+    PoolImported,
+    VmImported,
+    VmSnapshotTaken,
+    ZoneImported,
+)
+from proto.streams import stable_id
+from shared.domain.seed import SEED_PREFIX
+from shared.domain.vm import volume_id
+from shared.drivers.base import DiskInfo, Inventory, NicInfo
+
+
+def object_id(kind: str, ref: str) -> str:
+    return stable_id(kind, ref)
+
+
+def disks_of(vm_id: str, disks: list[DiskInfo]) -> list[Disk]:
+    return [Disk(volume_id=volume_id(vm_id, d.device_key), device_key=d.device_key,
+                 path=d.path, pool_id=object_id("pool", d.pool_ref), size_bytes=d.size_bytes,
+                 root=i == 0) for i, d in enumerate(disks)]
+
+
+def nics_of(vm_id: str, nics: list[NicInfo]) -> list[Nic]:
+    return [Nic(nic_id=stable_id("nic", vm_id, str(n.device_key)),
+                network_id=object_id("network", n.network_ref), mac=n.mac,
+                device_key=n.device_key) for n in nics]
+
+
+SNAPSHOT_TAG = re.compile(r"\[snapdeploy ([0-9a-f-]{36})\]")
+
+
+def snapshot_description(description: str, snapshot_id: str) -> str:
+    """The description a snapshot taken through snapdeploy carries in vCenter: the id in
+    it lets a later sync recognise the snapshot instead of importing it twice."""
+    return f"{description} [snapdeploy {snapshot_id}]".strip()
+
+
+def snapshot_id_of(ref: str, description: str) -> str:
+    tagged = SNAPSHOT_TAG.search(description)
+    return tagged.group(1) if tagged else object_id("snapshot", ref)
+
+
+def observed(inv: Inventory, account_id: str, own_vm_names: set[str]) -> list[tuple[str, Event]]:
+    """(stream id, event) for every object in ``inv``. VMs named in ``own_vm_names`` (the
+    VMs snapdeploy deploys) and templates, seeded ones included, are not imported."""
+    zone_id = object_id("zone", inv.datacenter_ref)
+    out: list[tuple[str, Event]] = [
+        (streams.zone(zone_id), ZoneImported(zone_id=zone_id, name=inv.datacenter_name,
+                                             ref=inv.datacenter_ref))]
+    for h in inv.hosts:
+        host_id = object_id("host", h.ref)
+        out.append((streams.host(host_id), HostImported(
+            host_id=host_id, zone_id=zone_id, name=h.name, ref=h.ref, cluster=h.cluster,
+            cpu_cores=h.cpu_cores, cpu_mhz=h.cpu_mhz, memory_bytes=h.memory_bytes,
+            pool_ids=[object_id("pool", p) for p in h.pool_refs])))
+    for p in inv.pools:
+        pool_id = object_id("pool", p.ref)
+        out.append((streams.pool(pool_id), PoolImported(
+            pool_id=pool_id, zone_id=zone_id, name=p.name, ref=p.ref, url=p.url,
+            capacity_bytes=p.capacity_bytes, free_bytes=p.free_bytes,
+            host_ids=[object_id("host", h) for h in p.host_refs])))
+    for n in inv.networks:
+        network_id = object_id("network", n.ref)
+        out.append((streams.network(network_id), NetworkImported(
+            network_id=network_id, zone_id=zone_id, name=n.name, ref=n.ref,
+            switch_uuid=n.switch_uuid, portgroup_key=n.portgroup_key)))
+    for vm in inv.vms:
+        if vm.template or vm.name in own_vm_names or vm.name.startswith(SEED_PREFIX) \
+                or not vm.disks:
+            continue
+        vm_id = object_id("vm", vm.ref)
+        out.append((streams.vm(vm_id), VmImported(
+            vm_id=vm_id, zone_id=zone_id, account_id=account_id, name=vm.name, ref=vm.ref,
+            host_id=object_id("host", vm.host_ref or ""), cpu_number=vm.cpu_number,
+            memory_mb=vm.memory_mb, powered_on=vm.powered_on, disks=disks_of(vm_id, vm.disks),
+            nics=nics_of(vm_id, vm.nics))))
+        ids = {s.ref: snapshot_id_of(s.ref, s.description) for s in vm.snapshots}
+        for snap in vm.snapshots:
+            snapshot_id = ids[snap.ref]
+            out.append((streams.vm_snapshot(snapshot_id), VmSnapshotTaken(
+                snapshot_id=snapshot_id, vm_id=vm_id, account_id=account_id, name=snap.name,
+                description=snap.description, ref=snap.ref,
+                parent_id=ids.get(snap.parent_ref) if snap.parent_ref else None,
+                created=snap.created, memory=snap.memory, cpu_number=snap.cpu_number,
+                memory_mb=snap.memory_mb, disks=disks_of(vm_id, snap.disks),
+                nics=nics_of(vm_id, snap.nics), current=snap.ref == vm.current_snapshot_ref)))
+    return out

@@ -1,0 +1,80 @@
+"""Seeding a VM snapshot as a template on its pool: once, however many deploys race for it.
+
+The stream ``spoolref-<snapshot>-<pool>`` holds one seed's life: TemplateSeedStarted, the
+VMs waiting for it, then TemplateSeeded or TemplateSeedFailed (after a failure, or once the
+template was removed, the next deploy starts a new seed). A waiter is appended at the
+version its decision saw, so it can never slip in after the outcome unnoticed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from proto import streams
+from proto.events import (
+    AnyEvent,
+    TemplateRemoved,
+    TemplateSeeded,
+    TemplateSeedFailed,
+    TemplateSeedStarted,
+    VmAwaitingTemplate,
+    VmSourceReady,
+)
+from shared.eventstore import NO_STREAM, Append
+
+NONE, CREATING, READY, ERROR, DESTROYED = "None", "Creating", "Ready", "Error", "Destroyed"
+SEED_PREFIX = "snapdeploy-seed-"
+
+
+@dataclass
+class Seed:
+    status: str = NONE
+    version: int = 0
+    template: TemplateSeeded | None = None
+    waiters: list[str] = field(default_factory=list)
+    failure: str | None = None
+
+
+def fold(events: list[AnyEvent]) -> Seed:
+    seed = Seed()
+    for event in events:
+        seed.version += 1
+        match event:
+            case TemplateSeedStarted():
+                seed.status, seed.waiters, seed.template = CREATING, [], None
+            case VmAwaitingTemplate():
+                seed.waiters.append(event.vm_id)
+            case TemplateSeeded():
+                seed.status, seed.template = READY, event
+            case TemplateSeedFailed():
+                seed.status, seed.failure = ERROR, event.reason
+            case TemplateRemoved():
+                seed.status, seed.template = DESTROYED, None
+    return seed
+
+
+def template_name(vm_snapshot_id: str, pool_id: str) -> str:
+    """The seeded template's name in the hypervisor."""
+    return f"{SEED_PREFIX}{streams.seed_template_id(vm_snapshot_id, pool_id)}"
+
+
+def source_ready(vm_id: str, template: TemplateSeeded) -> Append:
+    return Append(streams.vm(vm_id), [VmSourceReady(
+        vm_id=vm_id, template_id=template.template_id, template_ref=template.template_ref,
+        base_snapshot_ref=template.base_snapshot_ref, pool_id=template.pool_id)])
+
+
+def on_placed(seed: Seed, vm_id: str, vm_snapshot_id: str, pool_id: str) -> list[Append]:
+    """A VM was placed: use the seeded template, wait for the seed running, or start one."""
+    stream = streams.seed(vm_snapshot_id, pool_id)
+    waiting = VmAwaitingTemplate(vm_snapshot_id=vm_snapshot_id, pool_id=pool_id, vm_id=vm_id)
+    if seed.status == READY and seed.template is not None:
+        return [source_ready(vm_id, seed.template)]
+    if seed.status == CREATING:
+        return [Append(stream, [waiting], seed.version)]
+    start = TemplateSeedStarted(
+        vm_snapshot_id=vm_snapshot_id, pool_id=pool_id,
+        template_id=streams.seed_template_id(vm_snapshot_id, pool_id),
+        name=template_name(vm_snapshot_id, pool_id),
+    )
+    return [Append(stream, [start, waiting], seed.version if seed.version else NO_STREAM)]

@@ -1,0 +1,155 @@
+"""catalog: the objects the API lists besides VMs, one row per (kind, id).
+
+Kinds: zone, host, pool, network, serviceoffering, diskoffering, template, vmsnapshot,
+volume. ``data`` holds each kind's own fields as JSON; ``version`` is the version of the
+object's own stream (the planner appends capacity reservations at it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from proto import streams
+from proto.events import (
+    AnyEvent,
+    CapacityReleased,
+    CapacityReserved,
+    DiskOfferingCreated,
+    HostImported,
+    NetworkImported,
+    PoolImported,
+    PoolSettingChanged,
+    ServiceOfferingCreated,
+    TemplateRemoved,
+    TemplateSeeded,
+    VmExpunged,
+    VmImported,
+    VmSnapshotDeleted,
+    VmSnapshotTaken,
+    VolumeCreated,
+    ZoneImported,
+)
+from shared.eventstore import RecordedEvent
+from shared.projections._table import Key, Row, Table
+
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+
+READY = "Ready"
+
+
+def _fields(event: msgspec.Struct, *skip: str) -> dict[str, Any]:
+    return {k: v for k, v in msgspec.to_builtins(event).items() if k not in ("type", *skip)}
+
+
+class Catalog:
+    table = Table(
+        "catalog",
+        {
+            "kind": "text",
+            "id": "text",
+            "zone_id": "text",
+            "account_id": "text",
+            "name": "text",
+            "state": "text",
+            "data": "jsonb",
+            "version": "integer",
+            "created": "timestamptz",
+            "removed": "timestamptz",
+        },
+        ("kind", "id"),
+    )
+
+    def keys(self, event: AnyEvent) -> list[Key]:
+        match event:
+            case ZoneImported():
+                return [("zone", event.zone_id)]
+            case HostImported() | CapacityReserved() | CapacityReleased():
+                return [("host", event.host_id)]
+            case PoolImported() | PoolSettingChanged():
+                return [("pool", event.pool_id)]
+            case NetworkImported():
+                return [("network", event.network_id)]
+            case ServiceOfferingCreated():
+                return [("serviceoffering", event.offering_id)]
+            case DiskOfferingCreated():
+                return [("diskoffering", event.offering_id)]
+            case TemplateSeeded() | TemplateRemoved():
+                return [("template", streams.seed_template_id(event.vm_snapshot_id,
+                                                               event.pool_id))]
+            case VmSnapshotTaken() | VmSnapshotDeleted():
+                return [("vmsnapshot", event.snapshot_id)]
+            case VmImported():
+                return [("volume", d.volume_id) for d in event.disks]
+            case VolumeCreated():
+                return [("volume", event.volume_id)]
+            case VmExpunged():
+                return []
+        return []
+
+    def evolve(
+        self, row: Row | None, key: Key, recorded: RecordedEvent, event: AnyEvent
+    ) -> Row | None:
+        kind, obj_id = key
+        data: dict[str, Any] = _decode(row["data"]) if row else {}
+        fresh = row is None
+        out: Row = dict(row) if row else {
+            "kind": kind, "id": obj_id, "zone_id": None, "account_id": None, "name": obj_id,
+            "state": READY, "created": recorded.recorded_at, "removed": None,
+        }
+        match event:
+            case ZoneImported():
+                out.update(zone_id=event.zone_id, name=event.name)
+                data.update(ref=event.ref)
+            case HostImported():
+                out.update(zone_id=event.zone_id, name=event.name, state="Up")
+                data.update(_fields(event, "host_id", "zone_id", "name"))
+                data.setdefault("reservations", {})
+            case CapacityReserved():
+                data.setdefault("reservations", {})[event.vm_id] = [event.cpu_mhz,
+                                                                   event.memory_mb]
+            case CapacityReleased():
+                data.setdefault("reservations", {}).pop(event.vm_id, None)
+            case PoolImported():
+                out.update(zone_id=event.zone_id, name=event.name, state="Up")
+                data.update(_fields(event, "pool_id", "zone_id", "name"))
+                data.setdefault("settings", {})
+            case PoolSettingChanged():
+                data.setdefault("settings", {})[event.name] = event.value
+            case NetworkImported():
+                out.update(zone_id=event.zone_id, name=event.name, state="Implemented")
+                data.update(_fields(event, "network_id", "zone_id", "name"))
+            case ServiceOfferingCreated() | DiskOfferingCreated():
+                out.update(name=event.name)
+                data.update(_fields(event, "offering_id", "name"))
+            case TemplateSeeded():
+                out.update(name=f"snapshot-{event.vm_snapshot_id[:8]}-{event.pool_id[:8]}")
+                data.update(_fields(event))
+            case TemplateRemoved():
+                out.update(state="Destroyed", removed=recorded.recorded_at)
+            case VmSnapshotTaken():
+                out.update(account_id=event.account_id, name=event.name)
+                data.update(_fields(event, "snapshot_id", "account_id", "name", "current"))
+            case VmSnapshotDeleted():
+                out.update(state="Expunging", removed=recorded.recorded_at)
+            case VmImported():
+                disk = next(d for d in event.disks if d.volume_id == obj_id)
+                out.update(zone_id=event.zone_id, account_id=event.account_id,
+                           name=f"{'ROOT' if disk.root else 'DATA'}-{event.name}-{disk.device_key}")
+                data.update(_fields(disk), vm_id=event.vm_id,
+                            volume_type="ROOT" if disk.root else "DATADISK",
+                            template_id=event.template_id if disk.root else None)
+            case VolumeCreated():
+                out.update(account_id=event.account_id, name=event.name)
+                data.update(_fields(event, "account_id", "name"))
+            case _:
+                return row
+        out["data"] = _encode(data)
+        own = streams.OWN_STREAM.get(kind)
+        if own is not None and recorded.stream_id == own(obj_id):
+            out["version"] = recorded.version
+        elif fresh:
+            out["version"] = 0
+        return out

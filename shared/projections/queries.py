@@ -1,0 +1,119 @@
+"""Reads of the read models that services and the gateway share, as plain views."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from shared.domain.deploy import HostView, OfferingView, SnapshotView, TemplateView
+from shared.drivers.base import NetworkBinding
+
+_decode = msgspec.json.decode
+
+
+async def catalog_row(conn: asyncpg.Connection, kind: str, obj_id: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        "SELECT * FROM catalog WHERE kind = $1 AND id = $2 AND removed IS NULL", kind, obj_id)
+    if row is None:
+        return None
+    out = dict(row)
+    out["data"] = _decode(out["data"])
+    return out
+
+
+async def catalog_rows(conn: asyncpg.Connection, kind: str) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT * FROM catalog WHERE kind = $1 AND removed IS NULL ORDER BY name, id", kind)
+    return [{**dict(r), "data": _decode(r["data"])} for r in rows]
+
+
+async def snapshot_view(conn: asyncpg.Connection, snapshot_id: str) -> SnapshotView | None:
+    row = await catalog_row(conn, "vmsnapshot", snapshot_id)
+    if row is None:
+        return None
+    data = row["data"]
+    vm = await conn.fetchrow("SELECT zone_id, template_id FROM vm_instances WHERE id = $1::uuid",
+                             data["vm_id"])
+    root = next((d for d in data["disks"] if d["root"]), None)
+    disk_offering = None
+    if root is not None:
+        volume = await catalog_row(conn, "volume", root["volume_id"])
+        disk_offering = volume["data"].get("disk_offering_id") if volume else None
+    return SnapshotView(
+        id=row["id"], vm_id=data["vm_id"], account_id=row["account_id"],
+        zone_id=vm["zone_id"] if vm else "", cpu_number=data["cpu_number"],
+        memory_mb=data["memory_mb"], root_pool_id=root["pool_id"] if root else None,
+        root_template_id=vm["template_id"] if vm else None,
+        root_disk_offering_id=disk_offering,
+        network_ids=[n["network_id"] for n in data["nics"]],
+    )
+
+
+def _host(row: dict[str, Any]) -> HostView:
+    data = row["data"]
+    return HostView(
+        id=row["id"], name=row["name"], zone_id=row["zone_id"], pool_ids=data["pool_ids"],
+        cpu_mhz_total=data["cpu_cores"] * data["cpu_mhz"],
+        memory_mb_total=data["memory_bytes"] // (1024 * 1024),
+        reserved=data.get("reservations", {}), version=row["version"],
+    )
+
+
+async def host_view(conn: asyncpg.Connection, host_id: str) -> HostView | None:
+    row = await catalog_row(conn, "host", host_id)
+    return None if row is None else _host(row)
+
+
+async def host_views(conn: asyncpg.Connection) -> list[HostView]:
+    return [_host(r) for r in await catalog_rows(conn, "host")]
+
+
+async def offering_view(conn: asyncpg.Connection, offering_id: str) -> OfferingView | None:
+    row = await catalog_row(conn, "serviceoffering", offering_id)
+    if row is None:
+        return None
+    data = row["data"]
+    return OfferingView(row["id"], row["name"], data["cpu_number"], data["cpu_speed"],
+                        data["memory_mb"])
+
+
+async def template_view(conn: asyncpg.Connection, template_id: str) -> TemplateView | None:
+    row = await catalog_row(conn, "template", template_id)
+    if row is None:
+        return None
+    pool = await catalog_row(conn, "pool", row["data"]["pool_id"])
+    return TemplateView(row["id"], row["account_id"], pool["zone_id"] if pool else "",
+                        row["data"]["pool_id"])
+
+
+async def network_ids(conn: asyncpg.Connection) -> set[str]:
+    return {r["id"] for r in await catalog_rows(conn, "network")}
+
+
+async def network_bindings(conn: asyncpg.Connection, ids: list[str]) -> list[NetworkBinding]:
+    out = []
+    for network_id in ids:
+        row = await catalog_row(conn, "network", network_id)
+        if row is None:
+            raise LookupError(f"network {network_id} no longer exists")
+        data = row["data"]
+        out.append(NetworkBinding(data["ref"], row["name"], data.get("switch_uuid"),
+                                  data.get("portgroup_key")))
+    return out
+
+
+async def ref_of(conn: asyncpg.Connection, kind: str, obj_id: str) -> str:
+    """The hypervisor's id of a catalog object."""
+    row = await catalog_row(conn, kind, obj_id)
+    if row is None:
+        raise LookupError(f"{kind} {obj_id} is unknown")
+    return str(row["data"]["ref"])
+
+
+async def full_clone(conn: asyncpg.Connection, pool_id: str) -> bool:
+    """The pool's ``vmware.create.full.clone`` setting (false unless set)."""
+    row = await catalog_row(conn, "pool", pool_id)
+    settings = row["data"].get("settings", {}) if row else {}
+    return str(settings.get("vmware.create.full.clone", "false")).lower() == "true"
