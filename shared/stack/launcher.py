@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -113,7 +114,7 @@ class Stack:
         if "vcenter_url" not in given:
             self._progress("starting vcsim (vCenter simulator)")
             vc = self._server(start_vcsim(self.state_dir, free_port(), creds["vcenter_user"],
-                                          creds["vcenter_password"]))
+                                          creds["vcenter_password"], _vcsim_args()))
             settings = replace(settings, vcenter_url=vc.url, vcenter_user=vc.user,
                                vcenter_password=vc.password, vcenter_verify_tls=False)
         listen = self.gateway_listen or (
@@ -234,7 +235,7 @@ class Stack:
             return start_nats(self.state_dir, port, server.user, server.password)
         if server.name == "postgres":
             return start_postgres(self.state_dir, port, server.password)
-        return start_vcsim(self.state_dir, port, server.user, server.password)
+        return start_vcsim(self.state_dir, port, server.user, server.password, _vcsim_args())
 
     # ---- stop -----------------------------------------------------------------------
 
@@ -246,6 +247,12 @@ class Stack:
             server.stop()
         with contextlib.suppress(FileNotFoundError):
             (self.state_dir / STACK_FILE).unlink()
+
+
+def _vcsim_args() -> list[str]:
+    """Extra vcsim flags for test harnesses (method delays, SOAP trace), from
+    SNAPDEPLOY_VCSIM_ARGS."""
+    return shlex.split(os.environ.get("SNAPDEPLOY_VCSIM_ARGS", ""))
 
 
 def _healthy(url: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cs import CloudStack
+
+from tests.harness.vsphere import Vcsim
 
 SNAPDEPLOY = [sys.executable, "-m", "shared.cli"]
 
@@ -30,11 +34,27 @@ def alive(pid: int) -> bool:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     state = tmp_path_factory.mktemp("stack")
+    trace = state / "vcsim-trace.xml"
+    env = {**os.environ, "SNAPDEPLOY_VCSIM_ARGS": f"-trace-file {trace}"}
     subprocess.run([*SNAPDEPLOY, "up", "--detach", "--state-dir", str(state)], check=True,
-                   timeout=240)
+                   timeout=240, env=env)
     info: dict[str, Any] = json.loads((state / "stack.json").read_text())
+    info["vcsim_trace"] = str(trace)
     yield info
     current = json.loads((state / "stack.json").read_text())
     subprocess.run([*SNAPDEPLOY, "down", "--state-dir", str(state)], check=True, timeout=120)
     left = [pid for pid in pids_of(current) if alive(pid)]
     assert left == [], f"processes left running after `snapdeploy down`: {left}"
+
+
+@pytest.fixture(scope="module")
+def vcsim(stack: dict[str, Any]) -> Vcsim:
+    return Vcsim(stack["vcenter_url"], stack["vcenter_user"], stack["vcenter_password"])
+
+
+@pytest.fixture(scope="module")
+def cloud(stack: dict[str, Any]) -> CloudStack:
+    """The admin's cs client, waiting for async jobs like the cs command line does."""
+    return CloudStack(endpoint=stack["api_url"], key=stack["admin_api_key"],
+                      secret=stack["admin_secret_key"], fetch_result=True, poll_interval=0.2,
+                      job_timeout=120)

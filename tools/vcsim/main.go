@@ -1,13 +1,20 @@
 // Command vcsim runs VMware's vCenter simulator (github.com/vmware/govmomi/simulator,
 // pinned in go.mod) on a given address. snapdeploy's launcher and tests start it when no
 // real vCenter is configured. It prints one line, "url=<sdk url>", once it is serving.
+//
+// For test harnesses it also serves /harness/faults: POST a JSON rule
+// {"method": "ReconfigVM_Task", "object_name": "*", "message": "...", "max_count": 1}
+// to make matching calls fail, DELETE to clear the rules. -trace-file records every SOAP
+// request and response, so a test can check what a client sent.
 package main
 
 import (
 	"crypto/tls"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -16,6 +23,7 @@ import (
 	"syscall"
 
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/types"
 )
 
 func main() {
@@ -32,7 +40,18 @@ func main() {
 	user := flag.String("username", "", "the only accepted login user (any if empty)")
 	pass := flag.String("password", "", "the only accepted login password (any if empty)")
 	delays := flag.String("method-delay", "", "per-method delays in ms: 'CloneVM_Task:200,PowerOnVM_Task:50'")
+	trace := flag.String("trace-file", "", "record every SOAP request and response in this file")
 	flag.Parse()
+
+	if *trace != "" {
+		file, err := os.Create(*trace)
+		if err != nil {
+			log.Fatalf("-trace-file: %v", err)
+		}
+		defer file.Close()
+		simulator.TraceFile = file
+		simulator.Trace = true
+	}
 
 	if *delays != "" {
 		byMethod, err := parseDelays(*delays)
@@ -52,6 +71,11 @@ func main() {
 	if *useTLS {
 		model.Service.TLS = new(tls.Config)
 	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/harness/faults", func(w http.ResponseWriter, r *http.Request) {
+		faults(model.Service, w, r)
+	})
+	model.Service.ServeMux = mux
 	server := model.Service.NewServer()
 	sdk := *server.URL
 	sdk.User = nil
@@ -62,6 +86,68 @@ func main() {
 	<-stop
 	server.Close()
 	model.Remove()
+}
+
+type faultRule struct {
+	Method     string  `json:"method"`
+	ObjectType string  `json:"object_type"`
+	ObjectName string  `json:"object_name"`
+	Message    string  `json:"message"`
+	MaxCount   int     `json:"max_count"`
+	SkipCount  int     `json:"skip_count"`
+	DelayMS    int     `json:"delay_ms"`
+	Rate       float64 `json:"probability"`
+	Fault      string  `json:"fault"`
+}
+
+// Faults that every SOAP client knows on every API version (the simulator's own generic
+// ones carry a SystemErrorFault that some clients cannot decode).
+var faultTypes = map[string]func() types.BaseMethodFault{
+	"":                       func() types.BaseMethodFault { return &types.InvalidState{} },
+	"invalid_state":          func() types.BaseMethodFault { return &types.InvalidState{} },
+	"not_found":              func() types.BaseMethodFault { return &types.NotFound{} },
+	"resource_in_use":        func() types.BaseMethodFault { return &types.ResourceInUse{} },
+	"insufficient_resources": func() types.BaseMethodFault { return &types.InsufficientResourcesFault{} },
+	"task_in_progress":       func() types.BaseMethodFault { return &types.TaskInProgress{} },
+}
+
+func faults(service *simulator.Service, w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodDelete:
+		service.ClearFaultRules()
+	case http.MethodPost:
+		var rule faultRule
+		if err := json.NewDecoder(r.Body).Decode(&rule); err != nil || rule.Method == "" {
+			http.Error(w, "a rule needs at least a method", http.StatusBadRequest)
+			return
+		}
+		makeFault, known := faultTypes[rule.Fault]
+		if !known {
+			http.Error(w, "unknown fault "+rule.Fault, http.StatusBadRequest)
+			return
+		}
+		orAll := func(s string) string {
+			if s == "" {
+				return "*"
+			}
+			return s
+		}
+		rate := rule.Rate
+		if rate == 0 {
+			rate = 1
+		}
+		service.AddFaultRule(&simulator.FaultInjectionRule{
+			MethodName: rule.Method, ObjectType: orAll(rule.ObjectType),
+			ObjectName: orAll(rule.ObjectName), Probability: rate,
+			FaultType: simulator.FaultTypeCustom, Fault: makeFault(), Message: rule.Message,
+			MaxCount: rule.MaxCount, SkipCount: rule.SkipCount, Delay: rule.DelayMS,
+			Enabled: true,
+		})
+	default:
+		http.Error(w, "POST a rule or DELETE all", http.StatusMethodNotAllowed)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func parseDelays(spec string) (map[string]int, error) {
