@@ -245,25 +245,28 @@ def test_a_fault_in_the_clone_step_ends_in_error_with_nothing_left(
 ) -> None:
     original = vm_named(cloud, "DC0_C0_RP0_VM0")
     snap = cloud.listVMSnapshot(virtualmachineid=original["id"])["vmSnapshot"][0]["id"]
-    memory_before = host(cloud, "DC0_C0_H1")["memoryallocated"]
+    # The roomiest host, so that placement cannot be what fails.
+    target = max(cloud.listHosts()["host"],
+                 key=lambda h: h["memorytotal"] - h["memoryallocated"])["name"]
+    memory_before = host(cloud, target)["memoryallocated"]
     vcsim.fail("ReconfigVM_Task", "injected: the host refused the new configuration")
     try:
         with pytest.raises(CloudStackApiException) as failed:
-            cloud.deployVirtualMachine(vmsnapshotid=snap, hostid=host(cloud, "DC0_C0_H1")["id"],
+            cloud.deployVirtualMachine(vmsnapshotid=snap, hostid=host(cloud, target)["id"],
                                        serviceofferingid=offering(cloud, "Small Instance"),
                                        name="doomed")
     finally:
         vcsim.clear_faults()
     text = failed.value.error["errortext"]
-    assert "reconfigure" in text and "injected" in text
+    assert "reconfigure" in text and "injected" in text, text
     vm = vm_named(cloud, "doomed")
     assert vm["state"] == "Error" and "reconfigure" in vm["errortext"]
     assert vm["instancename"] not in vcsim.vm_names()
     for _ in range(50):
-        if host(cloud, "DC0_C0_H1")["memoryallocated"] == memory_before:
+        if host(cloud, target)["memoryallocated"] == memory_before:
             break
         time.sleep(0.1)
-    assert host(cloud, "DC0_C0_H1")["memoryallocated"] == memory_before
+    assert host(cloud, target)["memoryallocated"] == memory_before
     cloud.destroyVirtualMachine(id=vm["id"], expunge="true")
     assert cloud.listVirtualMachines(name="doomed") == {}
 

@@ -36,10 +36,13 @@ async def _rows(ctx: Context, kind: str, params: Params, caller: Caller,
                 *, per_account: bool = False) -> list[dict[str, Any]]:
     wanted = params.uuid("id")
     zone = params.uuid("zoneid")
+    name = (params.text("name") or "").lower()
+    keyword = (params.text("keyword") or "").lower()
     async with ctx.store.pool.acquire() as conn:
         rows = await queries.catalog_rows(conn, kind)
     return [r for r in rows
             if wanted in (None, r["id"]) and zone in (None, r["zone_id"])
+            and name in ("", r["name"].lower()) and keyword in r["name"].lower()
             and (not per_account or caller.is_admin or r["account_id"] == caller.account_id)]
 
 

@@ -1,0 +1,78 @@
+"""What an inventory sync records from vCenter's view: pure, no vCenter."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from proto import streams
+from proto.events import HostImported, PoolImported, VmImported, VmSnapshotTaken
+from shared.domain.inventory import object_id, observed, snapshot_description
+from shared.domain.seed import template_name
+from shared.drivers.base import (
+    DiskInfo,
+    HostInfo,
+    Inventory,
+    NetworkInfo,
+    NicInfo,
+    PoolInfo,
+    SnapshotInfo,
+    VmInfo,
+)
+
+T0 = datetime(2026, 11, 28, tzinfo=UTC)
+ROOT = DiskInfo(204, "[ds1] web/web.vmdk", "datastore-1", 10 * 2**30)
+DATA = DiskInfo(205, "[ds2] web/data.vmdk", "datastore-2", 2**30)
+
+
+def snap(ref: str, parent: str | None, description: str = "") -> SnapshotInfo:
+    return SnapshotInfo(ref, ref, description, T0, False, parent, 1, 512, [ROOT, DATA],
+                        [NicInfo(4000, "network-6", "aa")])
+
+
+def inventory(*vms: VmInfo) -> Inventory:
+    return Inventory(
+        "datacenter-1", "DC0",
+        [HostInfo("host-1", "h1", "c1", 2, 2000, 4 * 2**30, ["datastore-1", "datastore-2"])],
+        [PoolInfo("datastore-1", "ds1", "ds:///1", 2**40, 2**39, ["host-1"])],
+        [NetworkInfo("network-6", "VM Network", None, None)],
+        list(vms),
+    )
+
+
+def vm(name: str, *, template: bool = False, snapshots: list[SnapshotInfo] | None = None,
+       current: str | None = None) -> VmInfo:
+    return VmInfo(f"vm-{name}", name, "uuid", template, "host-1", 1, 512, True, [ROOT, DATA],
+                  [NicInfo(4000, "network-6", "aa")], snapshots or [], current)
+
+
+def test_ids_are_stable_and_link_objects() -> None:
+    events = dict(observed(inventory(vm("web")), "admin", set()))
+    host = events[streams.host(object_id("host", "host-1"))]
+    pool = events[streams.pool(object_id("pool", "datastore-1"))]
+    assert isinstance(host, HostImported) and isinstance(pool, PoolImported)
+    assert object_id("pool", "datastore-1") in host.pool_ids
+    assert pool.host_ids == [host.host_id]
+    web = events[streams.vm(object_id("vm", "vm-web"))]
+    assert isinstance(web, VmImported)
+    assert [d.root for d in web.disks] == [True, False]
+    assert web.disks[1].pool_id == object_id("pool", "datastore-2")
+    assert observed(inventory(vm("web")), "admin", set()) == list(events.items())
+
+
+def test_templates_seeds_and_own_vms_are_not_imported() -> None:
+    seen = observed(inventory(vm("golden", template=True), vm(template_name("s", "p")),
+                              vm("i-1-VM"), vm("web")), "admin", {"i-1-VM"})
+    names = [e.name for _, e in seen if isinstance(e, VmImported)]
+    assert names == ["web"]
+
+
+def test_snapshot_tree_with_configs_and_ids_of_snapshots_taken_through_snapdeploy() -> None:
+    tagged = snapshot_description("nightly", "0f8fad5b-d9cb-469f-a165-70867728950e")
+    tree = [snap("snapshot-1", None), snap("snapshot-2", "snapshot-1", tagged)]
+    seen = [e for _, e in observed(inventory(vm("web", snapshots=tree, current="snapshot-2")),
+                                   "admin", set()) if isinstance(e, VmSnapshotTaken)]
+    first, second = seen
+    assert second.snapshot_id == "0f8fad5b-d9cb-469f-a165-70867728950e"
+    assert second.parent_id == first.snapshot_id == object_id("snapshot", "snapshot-1")
+    assert (first.current, second.current) == (False, True)
+    assert second.cpu_number == 1 and [d.root for d in second.disks] == [True, False]
