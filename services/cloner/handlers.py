@@ -47,6 +47,11 @@ from shared.projections import queries
 log = logging.getLogger(__name__)
 
 
+def job_failed(stream_id: str, job_id: str, error: Exception) -> list[Append]:
+    return [Append(stream_id, [JobCompleted(job_id=job_id, succeeded=False, error_code=530,
+                                            error_text=str(error))])]
+
+
 def failed_step(progress: CloneProgress) -> str:
     if progress.clone_task is None:
         return "clone"
@@ -84,8 +89,7 @@ class Cloner:
                 task = await self.hypervisor.power_off(ref)
                 log.info("destroyed VM %s (%s): powered off, task %s", request.vm_id, ref, task)
         except HypervisorError as exc:
-            return [Append(envelope.stream_id, [JobCompleted(
-                job_id=request.job_id, succeeded=False, error_code=530, error_text=str(exc))])]
+            return job_failed(envelope.stream_id, request.job_id, exc)
         events.append(VmDestroyed(vm_id=request.vm_id))
         if request.expunge:
             events.append(VmExpunged(vm_id=request.vm_id))
@@ -223,8 +227,7 @@ class Cloner:
         try:
             task = await self.hypervisor.remove_snapshot(ref)
         except HypervisorError as exc:
-            return [Append(envelope.stream_id, [JobCompleted(
-                job_id=job, succeeded=False, error_code=530, error_text=str(exc))])]
+            return job_failed(envelope.stream_id, job, exc)
         log.info("deleted snapshot %s (%s) of VM %s, task %s", request.snapshot_id, ref,
                  request.vm_id, task)
         deleted = VmSnapshotDeleted(snapshot_id=request.snapshot_id, vm_id=request.vm_id)
@@ -242,8 +245,7 @@ class Cloner:
             task = await self.hypervisor.revert_snapshot(ref)
             powered = await self.hypervisor.vm_powered_on(vm_ref)
         except HypervisorError as exc:
-            return [Append(envelope.stream_id, [JobCompleted(
-                job_id=job, succeeded=False, error_code=530, error_text=str(exc))])]
+            return job_failed(envelope.stream_id, job, exc)
         log.info("reverted VM %s to snapshot %s, task %s", request.vm_id, request.snapshot_id,
                  task)
         return [Append(envelope.stream_id, [

@@ -323,3 +323,21 @@ def test_deleting_the_snapshot_leaves_deployed_vms_and_expunge_removes_them(
     cloud.destroyVirtualMachine(id=clones[0]["id"], expunge="true")
     assert clones[0]["instancename"] not in vcsim.vm_names()
     assert cloud.listVirtualMachines(name="race-0") == {}
+
+
+def test_the_imported_inventory_matches_vcenter(cloud: CloudStack, vcsim: Vcsim) -> None:
+    from pyVmomi import vim
+
+    zones = cloud.listZones()["zone"]
+    assert [z["name"] for z in zones] == ["DC0"]
+    hosts = {h["name"]: h for h in cloud.listHosts()["host"]}
+    assert set(hosts) == {p["name"] for _, p in vcsim.props(vim.HostSystem, ["name"])}
+    assert all(h["memorytotal"] > 0 and h["cpunumber"] > 0 for h in hosts.values())
+    pools = {p["name"]: p for p in cloud.listStoragePools()["storagepool"]}
+    assert "LocalDS_0" in pools and set(pools["LocalDS_0"]["hostids"]) == {
+        h["id"] for h in hosts.values()}
+    assert {"VM Network", "DC0_DVPG0"} <= {n["name"] for n in cloud.listNetworks()["network"]}
+    imported = vm_named(cloud, "DC0_H0_VM1")
+    [root] = cloud.listVolumes(virtualmachineid=imported["id"])["volume"]
+    assert root["type"] == "ROOT" and root["storageid"] == pools["LocalDS_0"]["id"]
+    assert root["path"] == vcsim.vm("DC0_H0_VM1")["disks"][0]

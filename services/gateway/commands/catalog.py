@@ -4,6 +4,7 @@ offerings, templates, volumes; and the admin's inventory sync and per-pool setti
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from proto import streams
@@ -54,48 +55,25 @@ def _page(params: Params, items: list[dict[str, Any]]) -> tuple[list[dict[str, A
     return items[offset:offset + size], len(items)
 
 
-@command("listZones")
-async def list_zones(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    items, total = _page(params, [views.zone(r) for r in await _rows(ctx, "zone", params,
-                                                                      caller)])
-    return listing("zone", items, total)
+def _simple_list(name: str, kind: str, key: str, view: Callable[[dict[str, Any]], dict[str, Any]],
+                 *, admin_only: bool = False) -> None:
+    """Register ``name``: the catalog rows of ``kind``, filtered and paged, under ``key``."""
+
+    async def handler(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+        if admin_only:
+            require_admin(caller, name)
+        items, total = _page(params, [view(r) for r in await _rows(ctx, kind, params, caller)])
+        return listing(key, items, total)
+
+    command(name)(handler)
 
 
-@command("listHosts")
-async def list_hosts(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    require_admin(caller, "listHosts")
-    items, total = _page(params, [views.host(r) for r in await _rows(ctx, "host", params,
-                                                                      caller)])
-    return listing("host", items, total)
-
-
-@command("listStoragePools")
-async def list_storage_pools(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    require_admin(caller, "listStoragePools")
-    items, total = _page(params, [views.pool(r) for r in await _rows(ctx, "pool", params,
-                                                                      caller)])
-    return listing("storagepool", items, total)
-
-
-@command("listNetworks")
-async def list_networks(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    items, total = _page(params, [views.network(r) for r in await _rows(ctx, "network", params,
-                                                                         caller)])
-    return listing("network", items, total)
-
-
-@command("listServiceOfferings")
-async def list_service_offerings(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    rows = await _rows(ctx, "serviceoffering", params, caller)
-    items, total = _page(params, [views.service_offering(r) for r in rows])
-    return listing("serviceoffering", items, total)
-
-
-@command("listDiskOfferings")
-async def list_disk_offerings(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    rows = await _rows(ctx, "diskoffering", params, caller)
-    items, total = _page(params, [views.disk_offering(r) for r in rows])
-    return listing("diskoffering", items, total)
+_simple_list("listZones", "zone", "zone", views.zone)
+_simple_list("listHosts", "host", "host", views.host, admin_only=True)
+_simple_list("listStoragePools", "pool", "storagepool", views.pool, admin_only=True)
+_simple_list("listNetworks", "network", "network", views.network)
+_simple_list("listServiceOfferings", "serviceoffering", "serviceoffering", views.service_offering)
+_simple_list("listDiskOfferings", "diskoffering", "diskoffering", views.disk_offering)
 
 
 @command("listTemplates")

@@ -86,29 +86,27 @@ async def list_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> dict
     return listing("vmSnapshot", items)
 
 
-@command("deleteVMSnapshot")
-async def delete_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+async def _snapshot_job(ctx: Context, params: Params, caller: Caller, cmd: str,
+                        request: type[VmSnapshotDeleteRequested | VmRevertRequested]
+                        ) -> dict[str, Any]:
+    """A job on one of the caller's snapshots, recorded on its VM's stream."""
     snapshot_id = params.uuid("vmsnapshotid", required=True)
     assert snapshot_id is not None
-    snapshot = await visible_snapshot(ctx, caller, snapshot_id)
-    vm_id = snapshot["data"]["vm_id"]
+    vm_id = (await visible_snapshot(ctx, caller, snapshot_id))["data"]["vm_id"]
     job_id = str(uuid.uuid4())
     await ctx.append(caller, Append(streams.vm(vm_id), [
-        VmSnapshotDeleteRequested(job_id=job_id, snapshot_id=snapshot_id, vm_id=vm_id),
-        _job(job_id, DELETE_VM_SNAPSHOT_CMD, snapshot_id, caller),
+        request(job_id=job_id, snapshot_id=snapshot_id, vm_id=vm_id),
+        _job(job_id, cmd, snapshot_id, caller),
     ]))
     return {"jobid": job_id}
+
+
+@command("deleteVMSnapshot")
+async def delete_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    return await _snapshot_job(ctx, params, caller, DELETE_VM_SNAPSHOT_CMD,
+                               VmSnapshotDeleteRequested)
 
 
 @command("revertToVMSnapshot")
 async def revert_to_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    snapshot_id = params.uuid("vmsnapshotid", required=True)
-    assert snapshot_id is not None
-    snapshot = await visible_snapshot(ctx, caller, snapshot_id)
-    vm_id = snapshot["data"]["vm_id"]
-    job_id = str(uuid.uuid4())
-    await ctx.append(caller, Append(streams.vm(vm_id), [
-        VmRevertRequested(job_id=job_id, snapshot_id=snapshot_id, vm_id=vm_id),
-        _job(job_id, REVERT_VM_SNAPSHOT_CMD, snapshot_id, caller),
-    ]))
-    return {"jobid": job_id}
+    return await _snapshot_job(ctx, params, caller, REVERT_VM_SNAPSHOT_CMD, VmRevertRequested)
