@@ -322,7 +322,26 @@ class VmDestroyRequested(Event):
     expunge: bool
 
 
+class VmPowerRequested(Event):
+    """stopVirtualMachine, startVirtualMachine or rebootVirtualMachine (``action``)."""
+
+    vm_id: str
+    job_id: str
+    action: str
+
+
 class VmStopped(Event):
+    vm_id: str
+
+
+class VmRebooted(Event):
+    vm_id: str
+    task_id: str
+
+
+class VmRecovered(Event):
+    """recoverVirtualMachine: a Destroyed VM is Stopped again."""
+
     vm_id: str
 
 
@@ -331,7 +350,10 @@ class VmDestroyed(Event):
 
 
 class VmExpunged(Event):
+    """The VM is gone from the hypervisor, with the volumes in ``volume_ids``."""
+
     vm_id: str
+    volume_ids: list[str] = []
 
 
 # ---- host capacity (stream ``host-<host id>``) -----------------------------------------
@@ -350,6 +372,58 @@ class CapacityReleased(Event):
 
 
 # ---- volumes (stream ``volume-<volume id>``) -------------------------------------------
+
+
+class VolumeFromSnapshotRequested(Event):
+    """createVolume with vmsnapshotid and volumeid: copy that disk as of the snapshot."""
+
+    volume_id: str
+    job_id: str
+    account_id: str
+    user_id: str
+    name: str
+    vm_snapshot_id: str
+    source_volume_id: str
+    source_path: str
+    pool_id: str
+    size_bytes: int
+
+
+class VolumeFailed(Event):
+    volume_id: str
+    reason: str
+
+
+class VolumeAttachRequested(Event):
+    volume_id: str
+    vm_id: str
+    job_id: str
+    attach: bool
+
+
+class VolumeAttached(Event):
+    volume_id: str
+    vm_id: str
+    device_key: int
+    task_id: str
+
+
+class VolumeDetached(Event):
+    volume_id: str
+    vm_id: str
+    task_id: str
+
+
+class VolumeResizeRequested(Event):
+    volume_id: str
+    job_id: str
+    size_bytes: int
+
+
+class VolumeResized(Event):
+    volume_id: str
+    size_bytes: int
+    task_id: str | None = None
 
 
 class VolumeCreated(Event):
@@ -439,12 +513,22 @@ AnyEvent = (
     | VmStarted
     | VmDeployFailed
     | VmDestroyRequested
+    | VmPowerRequested
     | VmStopped
+    | VmRebooted
+    | VmRecovered
     | VmDestroyed
     | VmExpunged
     | CapacityReserved
     | CapacityReleased
     | VolumeCreated
+    | VolumeFromSnapshotRequested
+    | VolumeFailed
+    | VolumeAttachRequested
+    | VolumeAttached
+    | VolumeDetached
+    | VolumeResizeRequested
+    | VolumeResized
     | TemplateSeedStarted
     | VmAwaitingTemplate
     | TemplateSeeded

@@ -19,6 +19,8 @@ from proto.events import (
     VmDestroyRequested,
     VmExpunged,
     VmPlaced,
+    VmPowerRequested,
+    VmRebooted,
     VmReverted,
     VmRevertRequested,
     VmSnapshotDeleted,
@@ -28,6 +30,7 @@ from proto.events import (
     VmSnapshotTaken,
     VmSourceReady,
     VmStarted,
+    VmStopped,
     VolumeCreated,
 )
 from proto.streams import stable_id
@@ -72,7 +75,34 @@ class Cloner:
             "VmSnapshotDeleteRequested": self.delete_snapshot,
             "VmRevertRequested": self.revert,
             "VmDestroyRequested": self.destroy,
+            "VmPowerRequested": self.power,
         }
+
+    async def power(self, envelope: EventEnvelope) -> Sequence[Append]:
+        request = envelope.data
+        assert isinstance(request, VmPowerRequested)
+        done: list[Event]
+        try:
+            ref, _, _ = await self._vm(request.vm_id)
+            async with self.store.pool.acquire() as conn:
+                host = await conn.fetchval("SELECT host_id FROM vm_instances WHERE id = $1::uuid",
+                                           request.vm_id)
+            if request.action == "stop":
+                task = await self.hypervisor.power_off(ref)
+                done = [VmStopped(vm_id=request.vm_id)]
+            elif request.action == "start":
+                task = await self.hypervisor.power_on(ref)
+                done = [VmStarted(vm_id=request.vm_id, host_id=host, hypervisor_ref=ref,
+                                  task_ids=[task] if task else [])]
+            else:
+                task = await self.hypervisor.reboot(ref)
+                done = [VmRebooted(vm_id=request.vm_id, task_id=task)]
+        except HypervisorError as exc:
+            log.error("%s of VM %s failed: %s", request.action, request.vm_id, exc)
+            return job_failed(envelope.stream_id, request.job_id, exc)
+        log.info("%s of VM %s done, task %s", request.action, request.vm_id, task)
+        return [Append(envelope.stream_id,
+                       [*done, JobCompleted(job_id=request.job_id, succeeded=True)])]
 
     async def destroy(self, envelope: EventEnvelope) -> Sequence[Append]:
         request = envelope.data
@@ -92,7 +122,11 @@ class Cloner:
             return job_failed(envelope.stream_id, request.job_id, exc)
         events.append(VmDestroyed(vm_id=request.vm_id))
         if request.expunge:
-            events.append(VmExpunged(vm_id=request.vm_id))
+            async with self.store.pool.acquire() as conn:
+                volumes = [r["id"] for r in await conn.fetch(
+                    "SELECT id FROM catalog WHERE kind = 'volume' AND removed IS NULL"
+                    " AND data ->> 'vm_id' = $1", request.vm_id)]
+            events.append(VmExpunged(vm_id=request.vm_id, volume_ids=sorted(volumes)))
         events.append(JobCompleted(job_id=request.job_id, succeeded=True))
         return [Append(envelope.stream_id, events)]
 

@@ -8,11 +8,14 @@ from collections.abc import Sequence
 from proto import streams
 from proto.envelope import EventEnvelope
 from proto.events import (
+    TemplateRemoved,
     TemplateSeeded,
     TemplateSeedFailed,
     TemplateSeedStarted,
     VmDeployRequested,
+    VmExpunged,
     VmPlaced,
+    VmSnapshotDeleted,
 )
 from shared.bus import Handler
 from shared.domain import seed
@@ -35,7 +38,51 @@ class Seeder:
             "TemplateSeedStarted": self.seed,
             "TemplateSeeded": self.seeded,
             "TemplateSeedFailed": self.failed,
+            "VmSnapshotDeleted": self.collect,
+            "VmExpunged": self.collect,
         }
+
+    async def collect(self, envelope: EventEnvelope) -> Sequence[Append]:
+        """Remove the templates of deleted snapshots once no VM depends on them."""
+        event = envelope.data
+        if isinstance(event, VmSnapshotDeleted):
+            snapshot_id: str | None = event.snapshot_id
+        else:
+            assert isinstance(event, VmExpunged)
+            first = (await self.store.read_stream(streams.vm(event.vm_id)))[:1]
+            request = deploy_request([r.event() for r in first])
+            snapshot_id = request.vm_snapshot_id if request else None
+        if snapshot_id is None:
+            return []
+        async with self.store.pool.acquire() as conn:
+            # Read from the store itself, not the read models: a VM requested a moment ago
+            # must count as a dependent even before the projector has seen it.
+            deleted = await conn.fetchval(
+                "SELECT count(*) FROM events WHERE stream_id = $1 AND type = 'VmSnapshotDeleted'",
+                streams.vm_snapshot(snapshot_id))
+            dependents = await conn.fetchval(
+                "SELECT count(*) FROM (SELECT data ->> 'vm_id' FROM events"
+                " WHERE type = 'VmDeployRequested' AND data ->> 'vm_snapshot_id' = $1"
+                " EXCEPT SELECT data ->> 'vm_id' FROM events WHERE type = 'VmExpunged') AS live",
+                snapshot_id)
+            pools = [r["pool_id"] for r in await conn.fetch(
+                "SELECT DISTINCT data ->> 'pool_id' AS pool_id FROM events"
+                " WHERE type = 'TemplateSeedStarted' AND data ->> 'vm_snapshot_id' = $1",
+                snapshot_id)]
+        if not deleted or dependents:
+            return []
+        out = []
+        for pool_id in pools:
+            state = await self._seed_state(snapshot_id, pool_id)
+            if state.status != seed.READY or state.template is None:
+                continue
+            task = await self.hypervisor.destroy_vm(state.template.template_ref)
+            log.info("removed template %s of deleted VM snapshot %s from pool %s (task %s): no "
+                     "VM depends on it any more", state.template.template_id, snapshot_id,
+                     pool_id, task)
+            out.append(Append(streams.seed(snapshot_id, pool_id), [TemplateRemoved(
+                vm_snapshot_id=snapshot_id, pool_id=pool_id)], state.version))
+        return out
 
     async def _seed_state(self, vm_snapshot_id: str, pool_id: str,
                           up_to: int | None = None) -> seed.Seed:

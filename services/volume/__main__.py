@@ -1,16 +1,16 @@
-"""python -m services.volume: Create volumes from the disks of VM snapshots."""
+"""python -m services.volume: volumes from VM snapshots; attach, detach and resize them."""
 
-import asyncio
-
+from services.volume.handlers import Volumes
 from shared.runtime import Runtime
 
 
 async def main(rt: Runtime) -> None:
-    await rt.postgres()
-    await rt.jetstream()
-    await rt.vcenter()
-    await asyncio.Event().wait()
+    store = await rt.postgres()
+    _, js = await rt.jetstream()
+    hypervisor = await rt.vcenter()
+    await rt.consume("volume", js, store, Volumes(store, hypervisor).handlers())
 
 
 if __name__ == "__main__":
-    Runtime("volume").run(main, "Create volumes from the disks of VM snapshots.")
+    Runtime("volume").run(main, "Create volumes from the disks of VM snapshots; attach, detach "
+                                "and resize volumes.")

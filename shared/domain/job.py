@@ -21,3 +21,12 @@ DELETE_VM_SNAPSHOT_CMD = "org.apache.cloudstack.api.command.user.vmsnapshot.Dele
 REVERT_VM_SNAPSHOT_CMD = (
     "org.apache.cloudstack.api.command.user.vmsnapshot.RevertToVMSnapshotCmd")
 SYNC_INVENTORY_CMD = "snapdeploy.syncInventory"
+START_VM_CMD = "org.apache.cloudstack.api.command.user.vm.StartVMCmd"
+STOP_VM_CMD = "org.apache.cloudstack.api.command.user.vm.StopVMCmd"
+REBOOT_VM_CMD = "org.apache.cloudstack.api.command.user.vm.RebootVMCmd"
+CREATE_VOLUME_CMD = "org.apache.cloudstack.api.command.user.volume.CreateVolumeCmd"
+ATTACH_VOLUME_CMD = "org.apache.cloudstack.api.command.user.volume.AttachVolumeCmd"
+DETACH_VOLUME_CMD = "org.apache.cloudstack.api.command.user.volume.DetachVolumeCmd"
+RESIZE_VOLUME_CMD = "org.apache.cloudstack.api.command.user.volume.ResizeVolumeCmd"
+VM_COMMANDS = {DEPLOY_VM_CMD, DESTROY_VM_CMD, START_VM_CMD, STOP_VM_CMD, REBOOT_VM_CMD}
+VOLUME_COMMANDS = {CREATE_VOLUME_CMD, ATTACH_VOLUME_CMD, DETACH_VOLUME_CMD, RESIZE_VOLUME_CMD}

@@ -14,6 +14,7 @@ from proto.events import (
     VmDestroyed,
     VmExpunged,
     VmPlaced,
+    VmRecovered,
     VmStarted,
     VmStopped,
 )
@@ -39,7 +40,7 @@ def state_after(event: AnyEvent) -> VmState | None:
             return VmState.RUNNING
         case VmDeployFailed():
             return VmState.ERROR
-        case VmStopped():
+        case VmStopped() | VmRecovered():
             return VmState.STOPPED
         case VmDestroyed():
             return VmState.DESTROYED

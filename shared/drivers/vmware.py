@@ -478,6 +478,107 @@ class VSphere:
 
         return await self.call(off)
 
+    async def power_on(self, ref: str) -> str | None:
+        def on() -> str | None:
+            state = self._one(ref, ["runtime.powerState"]).get("runtime.powerState")
+            if state == "poweredOn":
+                return None
+            task_id, _ = self._run(self._mo(ref).PowerOnVM_Task, f"power-on of {ref}")
+            return task_id
+
+        return await self.call(on)
+
+    async def reboot(self, ref: str) -> str:
+        def reset() -> str:
+            task_id, _ = self._run(self._mo(ref).ResetVM_Task, f"reset of {ref}")
+            return task_id
+
+        return await self.call(reset)
+
+    # ---- virtual disks -------------------------------------------------------------------
+
+    async def copy_disk(self, source_path: str, dest_path: str) -> str:
+        """Copy a disk file (a snapshot's own, not the VM's current one) to ``dest_path``."""
+
+        def copy() -> str:
+            dc_ref, _ = self._datacenter()
+            dc = self._mo(dc_ref)
+            folder = dest_path.rsplit("/", 1)[0]
+            try:
+                self.content.fileManager.MakeDirectory(name=folder, datacenter=dc,
+                                                       createParentDirectories=True)
+            except vim.fault.FileAlreadyExists:
+                pass
+            manager = self.content.virtualDiskManager
+            task_id, _ = self._run(
+                lambda: manager.CopyVirtualDisk_Task(sourceName=source_path,
+                                                     sourceDatacenter=dc, destName=dest_path,
+                                                     destDatacenter=dc, force=False),
+                f"copy of {source_path} to {dest_path}")
+            return task_id
+
+        return await self.call(copy)
+
+    def _device(self, vm_ref: str, path: str) -> Any:
+        devices = self._one(vm_ref, ["config.hardware.device"])["config.hardware.device"]
+        for disk in _disks(devices):
+            if disk.backing.fileName == path:
+                return disk
+        raise HypervisorError(f"VM {vm_ref} has no disk {path}")
+
+    async def attach_disk(self, vm_ref: str, path: str) -> tuple[int, str]:
+        def attach() -> tuple[int, str]:
+            disks = _disks(self._one(vm_ref, ["config.hardware.device"])[
+                "config.hardware.device"])
+            if not disks:
+                raise HypervisorError(f"VM {vm_ref} has no disk controller to attach to")
+            controller = disks[0].controllerKey
+            used = {d.unitNumber for d in disks if d.controllerKey == controller} | {7}
+            unit = next(u for u in range(16) if u not in used)
+            disk = vim.vm.device.VirtualDisk(
+                key=-1, controllerKey=controller, unitNumber=unit,
+                backing=vim.vm.device.VirtualDisk.FlatVer2BackingInfo(fileName=path,
+                                                                     diskMode="persistent"))
+            vm = self._mo(vm_ref)
+            task_id, _ = self._run(lambda: vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[
+                vim.vm.device.VirtualDeviceSpec(operation="add", device=disk)])),
+                f"attach of {path} to {vm_ref}")
+            return self._device(vm_ref, path).key, task_id
+
+        return await self.call(attach)
+
+    async def detach_disk(self, vm_ref: str, path: str) -> str:
+        def detach() -> str:
+            disk = self._device(vm_ref, path)
+            vm = self._mo(vm_ref)
+            task_id, _ = self._run(lambda: vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[
+                vim.vm.device.VirtualDeviceSpec(operation="remove", device=disk)])),
+                f"detach of {path} from {vm_ref}")
+            return task_id
+
+        return await self.call(detach)
+
+    async def resize_disk(self, vm_ref: str | None, path: str, size_bytes: int) -> str:
+        def resize() -> str:
+            if vm_ref is None:
+                dc_ref, _ = self._datacenter()
+                manager = self.content.virtualDiskManager
+                task_id, _ = self._run(lambda: manager.ExtendVirtualDisk_Task(
+                    name=path, datacenter=self._mo(dc_ref),
+                    newCapacityKb=size_bytes // 1024, eagerZero=False),
+                    f"extension of {path}")
+                return task_id
+            disk = self._device(vm_ref, path)
+            disk.capacityInKB = size_bytes // 1024
+            disk.capacityInBytes = size_bytes
+            vm = self._mo(vm_ref)
+            task_id, _ = self._run(lambda: vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[
+                vim.vm.device.VirtualDeviceSpec(operation="edit", device=disk)])),
+                f"resize of {path} on {vm_ref}")
+            return task_id
+
+        return await self.call(resize)
+
     async def vm_powered_on(self, vm_ref: str) -> bool:
         state = await self.call(self._one, vm_ref, ["runtime.powerState"])
         return bool(state.get("runtime.powerState") == "poweredOn")

@@ -28,7 +28,12 @@ from proto.events import (
     VmImported,
     VmSnapshotDeleted,
     VmSnapshotTaken,
+    VolumeAttached,
     VolumeCreated,
+    VolumeDetached,
+    VolumeFailed,
+    VolumeFromSnapshotRequested,
+    VolumeResized,
     ZoneImported,
 )
 from shared.eventstore import RecordedEvent
@@ -38,6 +43,8 @@ _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
 READY = "Ready"
+ALLOCATED = "Allocated"
+DESTROY = "Destroy"
 
 
 def _fields(event: msgspec.Struct, *skip: str) -> dict[str, Any]:
@@ -86,7 +93,10 @@ class Catalog:
             case VolumeCreated():
                 return [("volume", event.volume_id)]
             case VmExpunged():
-                return []
+                return [("volume", v) for v in event.volume_ids]
+            case VolumeFromSnapshotRequested() | VolumeFailed() | VolumeAttached() | \
+                    VolumeDetached() | VolumeResized():
+                return [("volume", event.volume_id)]
         return []
 
     def evolve(
@@ -141,9 +151,24 @@ class Catalog:
                 data.update(_fields(disk), vm_id=event.vm_id,
                             volume_type="ROOT" if disk.root else "DATADISK",
                             template_id=event.template_id if disk.root else None)
+            case VolumeFromSnapshotRequested():
+                out.update(account_id=event.account_id, name=event.name, state=ALLOCATED)
+                data.update(_fields(event, "account_id", "name", "job_id", "user_id"),
+                            volume_type="DATADISK", vm_id=None, path=None)
             case VolumeCreated():
-                out.update(account_id=event.account_id, name=event.name)
+                out.update(account_id=event.account_id, name=event.name, state=READY)
                 data.update(_fields(event, "account_id", "name"))
+            case VolumeFailed():
+                out.update(state="Error")
+                data.update(reason=event.reason)
+            case VolumeAttached():
+                data.update(vm_id=event.vm_id, device_key=event.device_key)
+            case VolumeDetached():
+                data.update(vm_id=None, device_key=None)
+            case VolumeResized():
+                data.update(size_bytes=event.size_bytes)
+            case VmExpunged():
+                out.update(state=DESTROY, removed=recorded.recorded_at)
             case _:
                 return row
         out["data"] = _encode(data)

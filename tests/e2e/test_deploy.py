@@ -4,75 +4,30 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import re
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import msgspec
 import nats
 import pytest
 from cs import CloudStack, CloudStackApiException
 
 from proto.commands import DEPLOY_SUBJECT, CommandAccepted, CommandRejected, DeployVirtualMachine
+from tests.e2e.helpers import (
+    clone_calls,
+    fail_text,
+    host,
+    network,
+    offering,
+    seeds_started,
+    snapshot,
+    vm_named,
+)
 from tests.harness.vsphere import Vcsim
 
 pytestmark = pytest.mark.stack
-
-
-def by_name(items: list[dict[str, Any]], name: str) -> dict[str, Any]:
-    for item in items:
-        if item["name"] == name:
-            return item
-    raise AssertionError(f"{name} not in {[i['name'] for i in items]}")
-
-
-def offering(cloud: CloudStack, name: str) -> str:
-    return str(by_name(cloud.listServiceOfferings()["serviceoffering"], name)["id"])
-
-
-def network(cloud: CloudStack, name: str) -> str:
-    return str(by_name(cloud.listNetworks()["network"], name)["id"])
-
-
-def host(cloud: CloudStack, name: str) -> dict[str, Any]:
-    return by_name(cloud.listHosts()["host"], name)
-
-
-def vm_named(cloud: CloudStack, name: str) -> dict[str, Any]:
-    return by_name(cloud.listVirtualMachines(name=name)["virtualmachine"], name)
-
-
-def snapshot(cloud: CloudStack, vm_id: str, name: str, memory: bool = False) -> str:
-    taken = cloud.createVMSnapshot(virtualmachineid=vm_id, name=name,
-                                   snapshotmemory=str(memory).lower())
-    return str(taken["vmsnapshot"]["id"])
-
-
-def fail_text(call: Any) -> str:
-    with pytest.raises(CloudStackApiException) as failed:
-        call()
-    error = failed.value.error
-    assert error["errorcode"] == 431, error
-    return str(error["errortext"])
-
-
-def seeds_started(stack: dict[str, Any], snapshot_id: str) -> int:
-    async def count() -> int:
-        conn = await asyncpg.connect(stack["database_url"])
-        try:
-            found: int = await conn.fetchval(
-                "SELECT count(*) FROM events WHERE type = 'TemplateSeedStarted'"
-                " AND data ->> 'vm_snapshot_id' = $1", snapshot_id)
-            return found
-        finally:
-            await conn.close()
-
-    import asyncio
-
-    return asyncio.run(count())
 
 
 def test_deploy_from_the_current_snapshot_with_chosen_offering_networks_and_host(
@@ -119,12 +74,6 @@ def test_deploy_from_the_current_snapshot_with_chosen_offering_networks_and_host
                     if deployed["id"] in e["description"]]
     for kind in ("VmCreated", "NicCreated", "VolumeCreated", "VmStarted"):
         assert any(d.startswith(kind) and "vCenter tasks" in d for d in descriptions), kind
-
-
-def clone_calls(stack: dict[str, Any]) -> list[str]:
-    """The CloneVM_Task requests vcsim received, as SOAP text."""
-    trace = Path(stack["vcsim_trace"]).read_text(errors="replace")
-    return [m.group(0) for m in re.finditer(r"<CloneVM_Task.*?</CloneVM_Task>", trace, re.S)]
 
 
 def test_second_deploy_reuses_the_seeded_template(

@@ -1,5 +1,5 @@
 """The API commands, one module per kind of object; importing registers them."""
 
-from services.gateway.commands import catalog, events, jobs, snapshots, vms
+from services.gateway.commands import catalog, events, jobs, snapshots, templates, vms, volumes
 
-__all__ = ["catalog", "events", "jobs", "snapshots", "vms"]
+__all__ = ["catalog", "events", "jobs", "snapshots", "templates", "vms", "volumes"]

@@ -76,21 +76,6 @@ _simple_list("listServiceOfferings", "serviceoffering", "serviceoffering", views
 _simple_list("listDiskOfferings", "diskoffering", "diskoffering", views.disk_offering)
 
 
-@command("listTemplates")
-async def list_templates(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    params.text("templatefilter")  # all, self, featured...: every seeded template is listed
-    rows = await _rows(ctx, "template", params, caller)
-    async with ctx.store.pool.acquire() as conn:
-        zones = {r["id"]: r["zone_id"] for r in await queries.catalog_rows(conn, "pool")}
-        snapshots = {r["id"]: r["account_id"] for r in await queries.catalog_rows(
-            conn, "vmsnapshot")}
-    visible = [r for r in rows if caller.is_admin
-               or snapshots.get(r["data"]["vm_snapshot_id"]) == caller.account_id]
-    items, total = _page(params, [views.template(r, zones.get(r["data"]["pool_id"]))
-                                  for r in visible])
-    return listing("template", items, total)
-
-
 @command("listVolumes")
 async def list_volumes(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     vm_id = params.uuid("virtualmachineid")

@@ -18,7 +18,7 @@ from services.gateway.api import (
     command,
     listing,
 )
-from shared.domain.job import CREATE_VM_SNAPSHOT_CMD, DEPLOY_VM_CMD, DESTROY_VM_CMD, JobStatus
+from shared.domain.job import CREATE_VM_SNAPSHOT_CMD, VM_COMMANDS, VOLUME_COMMANDS, JobStatus
 from shared.eventstore import RecordedEvent
 from shared.projections import AsyncJobs, Catalog, Projection, Row, VmInstances, fold
 
@@ -49,9 +49,15 @@ async def job_result(ctx: Context, job: dict[str, Any],
                      records: list[RecordedEvent]) -> dict[str, Any] | None:
     if job["status"] != JobStatus.SUCCEEDED:
         return None
-    if job["cmd"] in (DEPLOY_VM_CMD, DESTROY_VM_CMD):
+    if job["cmd"] in VM_COMMANDS:
         vm = next(iter(_fold(_VMS, records).values()), None)
         return {"virtualmachine": views.vm(vm)} if vm else None
+    if job["cmd"] in VOLUME_COMMANDS:
+        volume_id = records[0].stream_id.removeprefix("volume-")
+        row = _fold(_CATALOG, records).get(("volume", volume_id))
+        if row is None:
+            return None
+        return {"volume": views.volume({**row, "data": msgspec.json.decode(row["data"])})}
     if job["cmd"] == CREATE_VM_SNAPSHOT_CMD:
         snapshot_id = str(job["instance_id"])
         rows = _fold(_CATALOG, await ctx.store.read_stream(streams.vm_snapshot(snapshot_id)))

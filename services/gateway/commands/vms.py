@@ -7,7 +7,13 @@ from typing import Any
 
 from proto import streams
 from proto.commands import CommandAccepted, DeployVirtualMachine
-from proto.events import JobSubmitted, VmDeployRequested, VmDestroyRequested
+from proto.events import (
+    JobSubmitted,
+    VmDeployRequested,
+    VmDestroyRequested,
+    VmPowerRequested,
+    VmRecovered,
+)
 from services.gateway import views
 from services.gateway.api import (
     PARAM_ERROR,
@@ -20,7 +26,13 @@ from services.gateway.api import (
     listing,
 )
 from shared.domain.deploy import Rejected, check_deploy
-from shared.domain.job import DEPLOY_VM_CMD, DESTROY_VM_CMD
+from shared.domain.job import (
+    DEPLOY_VM_CMD,
+    DESTROY_VM_CMD,
+    REBOOT_VM_CMD,
+    START_VM_CMD,
+    STOP_VM_CMD,
+)
 from shared.domain.vm import VmState, instance_name
 from shared.eventstore import NO_STREAM, Append
 from shared.projections import queries
@@ -143,3 +155,48 @@ async def destroy_virtual_machine(ctx: Context, params: Params, caller: Caller) 
                      instance_id=vm_id, account_id=caller.account_id, user_id=caller.user_id),
     ]))
     return {"id": vm_id, "jobid": job_id}
+
+
+async def _power(ctx: Context, params: Params, caller: Caller, action: str, cmd: str,
+                 allowed: tuple[VmState, ...]) -> dict[str, Any]:
+    vm_id = params.uuid("id", required=True)
+    assert vm_id is not None
+    vm = await visible_vm(ctx, caller, vm_id, "id")
+    if vm["state"] not in allowed:
+        raise ApiError(RESOURCE_IN_USE, f"virtual machine {vm_id} is {vm['state']}; it can be "
+                       f"{action}ed when {' or '.join(allowed)}")
+    job_id = str(uuid.uuid4())
+    await ctx.append(caller, Append(streams.vm(vm_id), [
+        VmPowerRequested(vm_id=vm_id, job_id=job_id, action=action),
+        JobSubmitted(job_id=job_id, cmd=cmd, instance_type="VirtualMachine",
+                     instance_id=vm_id, account_id=caller.account_id, user_id=caller.user_id),
+    ]))
+    return {"id": vm_id, "jobid": job_id}
+
+
+@command("stopVirtualMachine")
+async def stop_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    params.boolean("forced")
+    return await _power(ctx, params, caller, "stop", STOP_VM_CMD, (VmState.RUNNING,))
+
+
+@command("startVirtualMachine")
+async def start_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    return await _power(ctx, params, caller, "start", START_VM_CMD, (VmState.STOPPED,))
+
+
+@command("rebootVirtualMachine")
+async def reboot_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    return await _power(ctx, params, caller, "reboot", REBOOT_VM_CMD, (VmState.RUNNING,))
+
+
+@command("recoverVirtualMachine")
+async def recover_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    vm_id = params.uuid("id", required=True)
+    assert vm_id is not None
+    vm = await visible_vm(ctx, caller, vm_id, "id")
+    if vm["state"] != VmState.DESTROYED:
+        raise ApiError(PARAM_ERROR, f"invalid parameter id: virtual machine {vm_id} is "
+                       f"{vm['state']}, not Destroyed; only a destroyed VM can be recovered")
+    await ctx.append(caller, Append(streams.vm(vm_id), [VmRecovered(vm_id=vm_id)]))
+    return {"virtualmachine": views.vm({**vm, "state": VmState.STOPPED.value})}

@@ -1,0 +1,110 @@
+"""Templates seeded from VM snapshots: listTemplates and prepareTemplate."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import msgspec
+
+from proto import streams
+from proto.events import TemplateSeedStarted
+from services.gateway import views
+from services.gateway.api import (
+    INTERNAL_ERROR,
+    PARAM_ERROR,
+    ApiError,
+    Caller,
+    Context,
+    Params,
+    command,
+    listing,
+)
+from services.gateway.commands.catalog import _page, _rows
+from services.gateway.commands.snapshots import visible_snapshot
+from shared.domain import seed
+from shared.eventstore import NO_STREAM, Append, ConcurrencyError
+from shared.projections import Catalog, fold, queries
+
+PREPARE_TIMEOUT_S = 600.0
+_CATALOG = Catalog()
+
+
+@command("listTemplates")
+async def list_templates(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    params.text("templatefilter")  # all, self, featured...: every seeded template is listed
+    rows = await _rows(ctx, "template", params, caller)
+    async with ctx.store.pool.acquire() as conn:
+        zones = {r["id"]: r["zone_id"] for r in await queries.catalog_rows(conn, "pool")}
+        snapshots = {r["id"]: r["account_id"] for r in await queries.catalog_rows(
+            conn, "vmsnapshot")}
+    visible = [r for r in rows if caller.is_admin
+               or snapshots.get(r["data"]["vm_snapshot_id"]) == caller.account_id]
+    items, total = _page(params, [views.template(r, zones.get(r["data"]["pool_id"]))
+                                  for r in visible])
+    return listing("template", items, total)
+
+
+async def _seed_row(ctx: Context, snapshot_id: str, pool_id: str) -> tuple[seed.Seed, Any]:
+    records = await ctx.store.read_stream(streams.seed(snapshot_id, pool_id))
+    state = seed.fold([r.event() for r in records])
+    rows, _ = fold(_CATALOG, {}, [(r, r.event()) for r in records])
+    row = rows.get(("template", streams.seed_template_id(snapshot_id, pool_id)))
+    return state, row
+
+
+@command("prepareTemplate")
+async def prepare_template(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    """Seed a VM snapshot's root disk as a template on its pool, once; wait for it."""
+    snapshot_id = params.uuid("vmsnapshotid")
+    template_id = params.uuid("templateid")
+    params.uuid("zoneid")  # accepted; the snapshot's zone is the one
+    storage_id = params.uuid("storageid")
+    if (snapshot_id is None) == (template_id is None):
+        raise ApiError(PARAM_ERROR, "Please provide only one of the following parameters - "
+                       "template ID or VM snapshot ID (vmsnapshotid or templateid)")
+    if template_id is not None:
+        rows = [r for r in await _rows(ctx, "template", Params("prepareTemplate",
+                                                               {"id": template_id}), caller)]
+        if not rows:
+            raise ApiError(PARAM_ERROR, f"invalid parameter templateid: no template "
+                           f"{template_id} is visible to your account")
+        return {"template": [views.template(rows[0], None)]}
+    assert snapshot_id is not None
+    await visible_snapshot(ctx, caller, snapshot_id)
+    async with ctx.store.pool.acquire() as conn:
+        snapshot = await queries.snapshot_view(conn, snapshot_id)
+    assert snapshot is not None
+    pool_id = snapshot.root_pool_id
+    if pool_id is None:
+        raise ApiError(PARAM_ERROR, f"invalid parameter vmsnapshotid: VM snapshot {snapshot_id} "
+                       "has no root disk")
+    if storage_id is not None and storage_id != pool_id:
+        raise ApiError(PARAM_ERROR, f"invalid parameter storageid: VM snapshot {snapshot_id} "
+                       f"is on primary storage pool {pool_id}; a template is seeded only on "
+                       "the pool that holds the snapshot")
+    deadline = time.monotonic() + PREPARE_TIMEOUT_S
+    started = False
+    while time.monotonic() < deadline:
+        state, row = await _seed_row(ctx, snapshot_id, pool_id)
+        if state.status == seed.READY and row is not None:
+            return {"template": [views.template(
+                {**row, "data": msgspec.json.decode(row["data"])}, snapshot.zone_id)]}
+        if state.status == seed.ERROR and started:
+            raise ApiError(INTERNAL_ERROR, f"seeding VM snapshot {snapshot_id} on pool "
+                           f"{pool_id} failed: {state.failure}")
+        if state.status != seed.CREATING and not started:
+            start = TemplateSeedStarted(
+                vm_snapshot_id=snapshot_id, pool_id=pool_id,
+                template_id=streams.seed_template_id(snapshot_id, pool_id),
+                name=seed.template_name(snapshot_id, pool_id))
+            try:
+                await ctx.append(caller, Append(streams.seed(snapshot_id, pool_id), [start],
+                                                state.version or NO_STREAM))
+            except ConcurrencyError:
+                continue  # someone else moved the seed on: look again
+        started = started or state.status != seed.CREATING
+        await asyncio.sleep(0.1)
+    raise ApiError(INTERNAL_ERROR, f"seeding VM snapshot {snapshot_id} on pool {pool_id} is "
+                   f"still running after {PREPARE_TIMEOUT_S:.0f}s; call prepareTemplate again")

@@ -1,0 +1,160 @@
+"""Volume commands: createVolume from a VM snapshot's disk; attach, detach, resize.
+
+Attaching, detaching and resizing are refused for a VM that has VM snapshots, as CloudStack
+does (the spec's limitation): the snapshots' disk chains would no longer match the VM.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from proto import streams
+from proto.events import (
+    JobSubmitted,
+    VolumeAttachRequested,
+    VolumeFromSnapshotRequested,
+    VolumeResizeRequested,
+)
+from services.gateway.api import (
+    PARAM_ERROR,
+    RESOURCE_IN_USE,
+    ApiError,
+    Caller,
+    Context,
+    Params,
+    command,
+)
+from services.gateway.commands.snapshots import visible_snapshot
+from services.gateway.commands.vms import visible_vm
+from shared.domain.job import (
+    ATTACH_VOLUME_CMD,
+    CREATE_VOLUME_CMD,
+    DETACH_VOLUME_CMD,
+    RESIZE_VOLUME_CMD,
+)
+from shared.eventstore import NO_STREAM, Append
+from shared.projections import queries
+
+GB = 1024**3
+
+
+def _job(job_id: str, cmd: str, volume_id: str, caller: Caller) -> JobSubmitted:
+    return JobSubmitted(job_id=job_id, cmd=cmd, instance_type="Volume", instance_id=volume_id,
+                        account_id=caller.account_id, user_id=caller.user_id)
+
+
+async def visible_volume(ctx: Context, caller: Caller, volume_id: str,
+                         param: str = "id") -> dict[str, Any]:
+    async with ctx.store.pool.acquire() as conn:
+        row = await queries.catalog_row(conn, "volume", volume_id)
+    if row is None or not (caller.is_admin or row["account_id"] == caller.account_id):
+        raise ApiError(PARAM_ERROR, f"invalid parameter {param}: no volume {volume_id} is "
+                       "visible to your account")
+    return row
+
+
+async def refuse_if_vm_has_snapshots(ctx: Context, vm_id: str, command_name: str) -> None:
+    async with ctx.store.pool.acquire() as conn:
+        count = await conn.fetchval(
+            "SELECT count(*) FROM catalog WHERE kind = 'vmsnapshot' AND removed IS NULL"
+            " AND data ->> 'vm_id' = $1", vm_id)
+    if count:
+        raise ApiError(RESOURCE_IN_USE, f"{command_name} is refused: virtual machine {vm_id} "
+                       f"has {count} VM snapshot(s), and volumes of a VM with VM snapshots "
+                       "cannot be attached, detached or resized; delete its VM snapshots first")
+
+
+@command("createVolume")
+async def create_volume(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    snapshot_id = params.uuid("vmsnapshotid")
+    source_id = params.uuid("volumeid")
+    if snapshot_id is None:
+        raise ApiError(PARAM_ERROR, "missing parameter vmsnapshotid: snapdeploy creates "
+                       "volumes from the disks of VM snapshots (vmsnapshotid with volumeid)")
+    for other in ("diskofferingid", "snapshotid"):
+        if params.has(other):
+            raise ApiError(PARAM_ERROR, f"invalid parameter {other}: vmsnapshotid and {other} "
+                           "are mutually exclusive")
+    if source_id is None:
+        raise ApiError(PARAM_ERROR, "missing parameter volumeid: name the volume of the VM "
+                       "snapshot's VM to copy")
+    snapshot = await visible_snapshot(ctx, caller, snapshot_id)
+    disk = next((d for d in snapshot["data"]["disks"] if d["volume_id"] == source_id), None)
+    if disk is None:
+        raise ApiError(PARAM_ERROR, f"invalid parameter volumeid: volume {source_id} is not a "
+                       f"volume of VM {snapshot['data']['vm_id']} in VM snapshot {snapshot_id}")
+    volume_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
+    name = params.text("name") or f"volume-from-{snapshot['name']}"[:255]
+    await ctx.append(caller, Append(streams.volume(volume_id), [
+        VolumeFromSnapshotRequested(
+            volume_id=volume_id, job_id=job_id, account_id=caller.account_id,
+            user_id=caller.user_id, name=name, vm_snapshot_id=snapshot_id,
+            source_volume_id=source_id, source_path=disk["path"], pool_id=disk["pool_id"],
+            size_bytes=disk["size_bytes"]),
+        _job(job_id, CREATE_VOLUME_CMD, volume_id, caller),
+    ], NO_STREAM))
+    return {"id": volume_id, "jobid": job_id}
+
+
+async def _attach_or_detach(ctx: Context, caller: Caller, volume: dict[str, Any], vm_id: str,
+                            attach: bool) -> dict[str, Any]:
+    job_id = str(uuid.uuid4())
+    cmd = ATTACH_VOLUME_CMD if attach else DETACH_VOLUME_CMD
+    await ctx.append(caller, Append(streams.volume(volume["id"]), [
+        VolumeAttachRequested(volume_id=volume["id"], vm_id=vm_id, job_id=job_id,
+                              attach=attach),
+        _job(job_id, cmd, volume["id"], caller),
+    ]))
+    return {"id": volume["id"], "jobid": job_id}
+
+
+@command("attachVolume")
+async def attach_volume(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    volume_id = params.uuid("id", required=True)
+    vm_id = params.uuid("virtualmachineid", required=True)
+    assert volume_id is not None and vm_id is not None
+    volume = await visible_volume(ctx, caller, volume_id)
+    await visible_vm(ctx, caller, vm_id, "virtualmachineid")
+    if volume["state"] != "Ready" or volume["data"].get("vm_id"):
+        raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume_id} is "
+                       f"{volume['state']} and attached to {volume['data'].get('vm_id')}; "
+                       "only a Ready, detached volume can be attached")
+    await refuse_if_vm_has_snapshots(ctx, vm_id, "attachVolume")
+    return await _attach_or_detach(ctx, caller, volume, vm_id, True)
+
+
+@command("detachVolume")
+async def detach_volume(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    volume_id = params.uuid("id", required=True)
+    assert volume_id is not None
+    volume = await visible_volume(ctx, caller, volume_id)
+    vm_id = volume["data"].get("vm_id")
+    if not vm_id or volume["data"].get("volume_type") == "ROOT":
+        raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume_id} is not an "
+                       "attached data volume")
+    await refuse_if_vm_has_snapshots(ctx, vm_id, "detachVolume")
+    return await _attach_or_detach(ctx, caller, volume, vm_id, False)
+
+
+@command("resizeVolume")
+async def resize_volume(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    volume_id = params.uuid("id", required=True)
+    size_gb = params.integer("size", minimum=1, maximum=64 * 1024)
+    assert volume_id is not None
+    if size_gb is None:
+        raise ApiError(PARAM_ERROR, "missing parameter size: the new size in GB")
+    volume = await visible_volume(ctx, caller, volume_id)
+    if size_gb * GB <= volume["data"]["size_bytes"]:
+        raise ApiError(PARAM_ERROR, f"invalid parameter size: {size_gb} GB does not grow volume "
+                       f"{volume_id} ({volume['data']['size_bytes'] / GB:.1f} GB); volumes only "
+                       "grow")
+    vm_id = volume["data"].get("vm_id")
+    if vm_id:
+        await refuse_if_vm_has_snapshots(ctx, vm_id, "resizeVolume")
+    job_id = str(uuid.uuid4())
+    await ctx.append(caller, Append(streams.volume(volume_id), [
+        VolumeResizeRequested(volume_id=volume_id, job_id=job_id, size_bytes=size_gb * GB),
+        _job(job_id, RESIZE_VOLUME_CMD, volume_id, caller),
+    ]))
+    return {"id": volume_id, "jobid": job_id}

@@ -1,0 +1,128 @@
+"""The volume service's handlers: volumes from VM snapshots; attach, detach, resize."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from proto.envelope import EventEnvelope
+from proto.events import (
+    Event,
+    JobCompleted,
+    VolumeAttached,
+    VolumeAttachRequested,
+    VolumeCreated,
+    VolumeDetached,
+    VolumeFailed,
+    VolumeFromSnapshotRequested,
+    VolumeResized,
+    VolumeResizeRequested,
+)
+from shared.bus import Handler
+from shared.drivers.base import Hypervisor, HypervisorError
+from shared.eventstore import Append, EventStore
+from shared.projections import queries
+
+log = logging.getLogger(__name__)
+
+
+def volume_path(pool_name: str, volume_id: str) -> str:
+    """Where a volume made by snapdeploy lives on its pool."""
+    return f"[{pool_name}] snapdeploy-volumes/{volume_id}.vmdk"
+
+
+class Volumes:
+    def __init__(self, store: EventStore, hypervisor: Hypervisor) -> None:
+        self.store = store
+        self.hypervisor = hypervisor
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "VolumeFromSnapshotRequested": self.from_snapshot,
+            "VolumeAttachRequested": self.attach,
+            "VolumeResizeRequested": self.resize,
+        }
+
+    def _failed(self, stream_id: str, volume_id: str, job_id: str, reason: str,
+                created: bool = False) -> list[Append]:
+        events = [] if created else [VolumeFailed(volume_id=volume_id, reason=reason)]
+        return [Append(stream_id, [*events, JobCompleted(
+            job_id=job_id, succeeded=False, error_code=530, error_text=reason)])]
+
+    async def from_snapshot(self, envelope: EventEnvelope) -> Sequence[Append]:
+        request = envelope.data
+        assert isinstance(request, VolumeFromSnapshotRequested)
+        async with self.store.pool.acquire() as conn:
+            pool = await queries.catalog_row(conn, "pool", request.pool_id)
+        if pool is None:
+            return self._failed(envelope.stream_id, request.volume_id, request.job_id,
+                                f"storage pool {request.pool_id} no longer exists")
+        dest = volume_path(pool["name"], request.volume_id)
+        log.info("creating volume %s from %s as of VM snapshot %s", request.volume_id,
+                 request.source_path, request.vm_snapshot_id)
+        try:
+            task = await self.hypervisor.copy_disk(request.source_path, dest)
+        except HypervisorError as exc:
+            log.error("volume %s from snapshot %s failed: %s", request.volume_id,
+                      request.vm_snapshot_id, exc)
+            return self._failed(envelope.stream_id, request.volume_id, request.job_id,
+                                f"copying {request.source_path} failed: {exc}")
+        return [Append(envelope.stream_id, [
+            VolumeCreated(volume_id=request.volume_id, account_id=request.account_id,
+                          name=request.name, volume_type="DATADISK", pool_id=request.pool_id,
+                          size_bytes=request.size_bytes, path=dest, task_id=task),
+            JobCompleted(job_id=request.job_id, succeeded=True),
+        ])]
+
+    async def attach(self, envelope: EventEnvelope) -> Sequence[Append]:
+        request = envelope.data
+        assert isinstance(request, VolumeAttachRequested)
+        async with self.store.pool.acquire() as conn:
+            volume = await queries.catalog_row(conn, "volume", request.volume_id)
+            vm_ref = await conn.fetchval("SELECT hypervisor_ref FROM vm_instances"
+                                         " WHERE id = $1::uuid", request.vm_id)
+        if volume is None or vm_ref is None:
+            return self._failed(envelope.stream_id, request.volume_id, request.job_id,
+                                "the volume or the VM no longer exists", created=True)
+        path = volume["data"]["path"]
+        done: list[Event]
+        try:
+            if request.attach:
+                key, task = await self.hypervisor.attach_disk(vm_ref, path)
+                done = [VolumeAttached(volume_id=request.volume_id, vm_id=request.vm_id,
+                                       device_key=key, task_id=task)]
+            else:
+                task = await self.hypervisor.detach_disk(vm_ref, path)
+                done = [VolumeDetached(volume_id=request.volume_id, vm_id=request.vm_id,
+                                       task_id=task)]
+        except HypervisorError as exc:
+            return self._failed(envelope.stream_id, request.volume_id, request.job_id,
+                                str(exc), created=True)
+        log.info("%s volume %s %s VM %s, task %s", "attached" if request.attach else "detached",
+                 request.volume_id, "to" if request.attach else "from", request.vm_id, task)
+        return [Append(envelope.stream_id, [*done,
+                                            JobCompleted(job_id=request.job_id, succeeded=True)])]
+
+    async def resize(self, envelope: EventEnvelope) -> Sequence[Append]:
+        request = envelope.data
+        assert isinstance(request, VolumeResizeRequested)
+        async with self.store.pool.acquire() as conn:
+            volume = await queries.catalog_row(conn, "volume", request.volume_id)
+            vm_id = volume["data"].get("vm_id") if volume else None
+            vm_ref = await conn.fetchval("SELECT hypervisor_ref FROM vm_instances"
+                                         " WHERE id = $1::uuid", vm_id) if vm_id else None
+        if volume is None:
+            return self._failed(envelope.stream_id, request.volume_id, request.job_id,
+                                "the volume no longer exists", created=True)
+        try:
+            task = await self.hypervisor.resize_disk(vm_ref, volume["data"]["path"],
+                                                     request.size_bytes)
+        except HypervisorError as exc:
+            return self._failed(envelope.stream_id, request.volume_id, request.job_id,
+                                str(exc), created=True)
+        return [Append(envelope.stream_id, [
+            VolumeResized(volume_id=request.volume_id, size_bytes=request.size_bytes,
+                          task_id=task),
+            JobCompleted(job_id=request.job_id, succeeded=True)])]
+
+

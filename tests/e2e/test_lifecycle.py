@@ -1,0 +1,185 @@
+"""prepareTemplate, createVolume from VM snapshots, and the life of a VM deployed from one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cs import CloudStack, CloudStackApiException
+from pyVmomi import vim
+
+from tests.e2e.helpers import (
+    clone_calls,
+    copy_calls,
+    events_of_type,
+    fail_text,
+    offering,
+    seeds_started,
+    snapshot,
+    vm_named,
+    wait_for,
+)
+from tests.harness.vsphere import Vcsim
+
+pytestmark = pytest.mark.stack
+
+
+def datastore_path(vcsim: Vcsim, path: str) -> Path:
+    """The local file behind ``[datastore] dir/file.vmdk`` in vcsim."""
+    name, rest = path[1:].split("] ", 1)
+    url = dict((p["name"], p["summary.url"]) for _, p in
+               vcsim.props(vim.Datastore, ["name", "summary.url"]))[name]
+    return Path(url) / rest
+
+
+def test_prepare_template_seeds_once_and_later_deploys_do_no_seeding(
+    stack: dict[str, Any], cloud: CloudStack
+) -> None:
+    original = vm_named(cloud, "DC0_C0_RP0_VM0")
+    snap = snapshot(cloud, original["id"], "golden")
+    root_pool = cloud.listVolumes(virtualmachineid=original["id"])["volume"][0]["storageid"]
+    text = fail_text(lambda: cloud.prepareTemplate(vmsnapshotid=snap,
+                                                   storageid="00000000-0000-0000-0000-000000000001"))
+    assert "storageid" in text and root_pool in text
+    first = cloud.prepareTemplate(vmsnapshotid=snap, storageid=root_pool)["template"][0]
+    again = cloud.prepareTemplate(vmsnapshotid=snap)["template"][0]
+    assert first["id"] == again["id"] and first["vmsnapshotid"] == snap
+    assert first["storageid"] == root_pool
+    assert seeds_started(stack, snap) == 1
+    seed_name = first["installpath"].split("] ", 1)[1].split("/", 1)[0]
+    assert len([c for c in clone_calls(stack) if f">{seed_name}</name>" in c]) == 1
+
+    small = offering(cloud, "Small Instance")
+    for n in range(3):
+        deployed = cloud.deployVirtualMachine(vmsnapshotid=snap, serviceofferingid=small,
+                                              name=f"golden-{n}")["virtualmachine"]
+        assert deployed["state"] == "Running"
+    assert seeds_started(stack, snap) == 1
+    assert len([c for c in clone_calls(stack) if f">{seed_name}</name>" in c]) == 1
+    listed = [t for t in cloud.listTemplates(templatefilter="all")["template"]
+              if t["vmsnapshotid"] == snap]
+    assert [t["id"] for t in listed] == [first["id"]]
+
+
+def test_create_volume_copies_the_disk_named_by_the_snapshots_own_configuration(
+    stack: dict[str, Any], cloud: CloudStack, vcsim: Vcsim
+) -> None:
+    original = vm_named(cloud, "DC0_H0_VM1")
+    [root] = cloud.listVolumes(virtualmachineid=original["id"])["volume"]
+    content = os.urandom(64 * 1024)
+    flat = datastore_path(vcsim, root["path"].replace(".vmdk", "-flat.vmdk"))
+    flat.write_bytes(content)
+    older = snapshot(cloud, original["id"], "older")
+    snapshot(cloud, original["id"], "newer")
+
+    volume = cloud.createVolume(vmsnapshotid=older, volumeid=root["id"],
+                                name="restored-root")["volume"]
+    assert volume["state"] == "Ready" and volume["type"] == "DATADISK"
+    assert volume["size"] == root["size"] and volume["storageid"] == root["storageid"]
+    assert "virtualmachineid" not in volume
+    assert volume["id"] in [v["id"] for v in cloud.listVolumes()["volume"]]
+    # The request names the disk of the snapshot's configuration...
+    snapshot_disk = next(s for s in cloud.listVMSnapshot(vmsnapshotid=older)["vmSnapshot"])
+    assert snapshot_disk["id"] == older
+    calls = [c for c in copy_calls(stack) if volume["id"] in c]
+    assert len(calls) == 1 and root["path"] in calls[0]
+    # ...and vcsim copied its bytes.
+    copied = datastore_path(vcsim, volume["path"].replace(".vmdk", "-flat.vmdk"))
+    assert copied.read_bytes() == content
+
+    # A volume that was not part of that VM at snapshot time is refused, by name.
+    other = vm_named(cloud, "DC0_C0_RP0_VM1")
+    [foreign] = cloud.listVolumes(virtualmachineid=other["id"])["volume"]
+    text = fail_text(lambda: cloud.createVolume(vmsnapshotid=older, volumeid=foreign["id"]))
+    assert "volumeid" in text and foreign["id"] in text
+    text = fail_text(lambda: cloud.createVolume(vmsnapshotid=older, volumeid=root["id"],
+                                                diskofferingid=root["id"]))
+    assert "diskofferingid" in text
+
+
+def test_volume_operations_refused_on_a_vm_with_snapshots_and_working_without(
+    cloud: CloudStack, vcsim: Vcsim
+) -> None:
+    original = vm_named(cloud, "DC0_H0_VM1")
+    [root] = cloud.listVolumes(virtualmachineid=original["id"], type="ROOT")["volume"][:1]
+    older = cloud.listVMSnapshot(virtualmachineid=original["id"])["vmSnapshot"][0]["id"]
+    spare = cloud.createVolume(vmsnapshotid=older, volumeid=root["id"], name="spare")["volume"]
+
+    with pytest.raises(CloudStackApiException) as refused:
+        cloud.attachVolume(id=spare["id"], virtualmachineid=original["id"])
+    assert refused.value.error["errorcode"] == 536
+    assert "VM snapshot" in refused.value.error["errortext"]
+    with pytest.raises(CloudStackApiException) as refused_resize:
+        cloud.resizeVolume(id=root["id"], size=20)
+    assert refused_resize.value.error["errorcode"] == 536
+
+    fresh = cloud.deployVirtualMachine(vmsnapshotid=older,
+                                       serviceofferingid=offering(cloud, "Small Instance"),
+                                       name="no-snapshots")["virtualmachine"]
+    attached = cloud.attachVolume(id=spare["id"], virtualmachineid=fresh["id"])["volume"]
+    assert attached["virtualmachineid"] == fresh["id"]
+    assert spare["path"] in vcsim.vm(fresh["instancename"])["disks"]
+    resized = cloud.resizeVolume(id=spare["id"], size=20)["volume"]
+    assert resized["size"] == 20 * 1024**3
+    detached = cloud.detachVolume(id=spare["id"])["volume"]
+    assert "virtualmachineid" not in detached
+    assert spare["path"] not in vcsim.vm(fresh["instancename"])["disks"]
+
+
+def test_a_vm_deployed_from_a_snapshot_lives_like_any_other(
+    cloud: CloudStack, vcsim: Vcsim
+) -> None:
+    origin = vm_named(cloud, "DC0_C0_RP0_VM0")
+    snap = cloud.listVMSnapshot(virtualmachineid=origin["id"])["vmSnapshot"][0]["id"]
+    small = offering(cloud, "Small Instance")
+    vm = cloud.deployVirtualMachine(vmsnapshotid=snap, serviceofferingid=small,
+                                    name="lifer")["virtualmachine"]
+    name = vm["instancename"]
+    assert cloud.stopVirtualMachine(id=vm["id"])["virtualmachine"]["state"] == "Stopped"
+    assert vcsim.vm(name)["power"] == "poweredOff"
+    assert cloud.startVirtualMachine(id=vm["id"])["virtualmachine"]["state"] == "Running"
+    assert vcsim.vm(name)["power"] == "poweredOn"
+    assert cloud.rebootVirtualMachine(id=vm["id"])["virtualmachine"]["state"] == "Running"
+
+    # Its own snapshots, and deploying from them.
+    own = snapshot(cloud, vm["id"], "lifer-snap")
+    child = cloud.deployVirtualMachine(vmsnapshotid=own, serviceofferingid=small,
+                                       name="lifer-child")["virtualmachine"]
+    assert child["state"] == "Running" and vcsim.vm(child["instancename"])["power"] == "poweredOn"
+
+    destroyed = cloud.destroyVirtualMachine(id=vm["id"])["virtualmachine"]
+    assert destroyed["state"] == "Destroyed" and vcsim.vm(name)["power"] == "poweredOff"
+    recovered = cloud.recoverVirtualMachine(id=vm["id"])["virtualmachine"]
+    assert recovered["state"] == "Stopped"
+    cloud.destroyVirtualMachine(id=vm["id"], expunge="true")
+    assert name not in vcsim.vm_names()
+    assert cloud.listVirtualMachines(id=vm["id"]) == {}
+    [root] = [v for v in cloud.listVolumes(virtualmachineid=child["id"])["volume"]]
+    assert root["state"] == "Ready"
+    assert all(v.get("virtualmachineid") != vm["id"] for v in cloud.listVolumes()["volume"])
+
+
+def test_a_deleted_snapshots_template_is_collected_once_its_last_vm_is_expunged(
+    stack: dict[str, Any], cloud: CloudStack, vcsim: Vcsim
+) -> None:
+    origin = vm_named(cloud, "DC0_C0_RP0_VM1")
+    snap = snapshot(cloud, origin["id"], "short-lived")
+    small = offering(cloud, "Small Instance") if cloud.listVMSnapshot(vmsnapshotid=snap)[
+        "vmSnapshot"][0]["cpunumber"] == 1 else offering(cloud, "Large Instance")
+    vm = cloud.deployVirtualMachine(vmsnapshotid=snap, serviceofferingid=small,
+                                    name="last-user")["virtualmachine"]
+    [template] = [t for t in cloud.listTemplates()["template"] if t["vmsnapshotid"] == snap]
+    seed_name = template["installpath"].split("] ", 1)[1].split("/", 1)[0]
+
+    cloud.deleteVMSnapshot(vmsnapshotid=snap)
+    assert seed_name in vcsim.vm_names()  # still used by last-user
+    assert vcsim.vm(vm["instancename"])["power"] == "poweredOn"
+    assert events_of_type(stack, "TemplateRemoved", vm_snapshot_id=snap) == 0
+
+    cloud.destroyVirtualMachine(id=vm["id"], expunge="true")
+    wait_for(lambda: seed_name not in vcsim.vm_names(), "the unused template to be removed")
+    assert events_of_type(stack, "TemplateRemoved", vm_snapshot_id=snap) == 1
+    assert all(t["vmsnapshotid"] != snap for t in cloud.listTemplates().get("template", []))
+    assert any(e["type"] == "TEMPLATE.DELETE" for e in cloud.listEvents()["event"])
