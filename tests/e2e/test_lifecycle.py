@@ -183,3 +183,21 @@ def test_a_deleted_snapshots_template_is_collected_once_its_last_vm_is_expunged(
     assert events_of_type(stack, "TemplateRemoved", vm_snapshot_id=snap) == 1
     assert all(t["vmsnapshotid"] != snap for t in cloud.listTemplates().get("template", []))
     assert any(e["type"] == "TEMPLATE.DELETE" for e in cloud.listEvents()["event"])
+
+
+def test_create_volume_from_a_data_disk_of_an_older_snapshot(
+    cloud: CloudStack, vcsim: Vcsim
+) -> None:
+    vcsim.create_vm("two-disks", "DC0_C0_H1", "LocalDS_0", ["LocalDS_0"], ["VM Network"])
+    cloud.syncInventory()
+    vm = vm_named(cloud, "two-disks")
+    volumes = cloud.listVolumes(virtualmachineid=vm["id"])["volume"]
+    data = next(v for v in volumes if v["type"] == "DATADISK")
+    content = os.urandom(32 * 1024)
+    datastore_path(vcsim, data["path"].replace(".vmdk", "-flat.vmdk")).write_bytes(content)
+    older = snapshot(cloud, vm["id"], "with-data")
+    snapshot(cloud, vm["id"], "later")
+    copy = cloud.createVolume(vmsnapshotid=older, volumeid=data["id"])["volume"]
+    assert copy["size"] == data["size"] and copy["storageid"] == data["storageid"]
+    copied = datastore_path(vcsim, copy["path"].replace(".vmdk", "-flat.vmdk"))
+    assert copied.read_bytes() == content
