@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 VCSIM := $(BIN)/vcsim
 STATE_DIR ?= .state
 
-.PHONY: install run test lint clean docker-compose
+.PHONY: install run test lint bench clean docker-compose
 
 install: $(BIN)/snapdeploy $(VCSIM) docker-compose
 
@@ -27,13 +27,20 @@ run: install
 	$(BIN)/snapdeploy up --state-dir $(STATE_DIR) --gateway-listen 127.0.0.1:8080
 
 test: install
-	$(BIN)/ruff check proto shared services tests
+	$(BIN)/ruff check proto shared services tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: install
-	$(BIN)/ruff check proto shared services tests
+	$(BIN)/ruff check proto shared services tests bench
 	$(BIN)/mypy
+
+# Full-size benchmarks (several minutes), then BENCHMARKS.md and its plot.
+bench: install
+	$(BIN)/python -m bench.eventstore
+	$(BIN)/python -m bench.placement
+	$(BIN)/python -m bench.deploys
+	$(BIN)/python -m bench.report
 
 clean:
 	rm -rf $(VENV) $(STATE_DIR)

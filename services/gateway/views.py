@@ -71,13 +71,12 @@ def zone(row: dict[str, Any]) -> dict[str, Any]:
 
 def host(row: dict[str, Any]) -> dict[str, Any]:
     d = row["data"]
-    reserved = d.get("reservations", {}).values()
     return {
         "id": row["id"], "name": row["name"], "zoneid": row["zone_id"], "type": "Routing",
         "hypervisor": "VMware", "state": row["state"], "resourcestate": "Enabled",
         "clustername": d["cluster"], "cpunumber": d["cpu_cores"], "cpuspeed": d["cpu_mhz"],
-        "cpuallocated": sum(r[0] for r in reserved), "memorytotal": d["memory_bytes"],
-        "memoryallocated": sum(r[1] for r in reserved) * 1024 * 1024,
+        "cpuallocated": d.get("reserved_cpu_mhz", 0), "memorytotal": d["memory_bytes"],
+        "memoryallocated": d.get("reserved_memory_mb", 0) * 1024 * 1024,
         "storagepoolids": d["pool_ids"],
     }
 

@@ -49,7 +49,7 @@ class Planner:
             hosts = await queries.host_views(conn)
         try:
             host = choose_host(hosts, request.pool_id, cpu_mhz, request.memory_mb,
-                               request.host_id)
+                               request.host_id, spread_key=request.vm_id)
         except Rejected as rejected:
             log.warning("no host for VM %s: %s", request.vm_id, rejected.text)
             return [Append(envelope.stream_id,
@@ -78,7 +78,8 @@ class Planner:
         assert isinstance(last, VmPlaced)
         async with self.store.pool.acquire() as conn:
             host = await queries.host_view(conn, last.host_id)
-        if host is None or event.vm_id not in host.reserved:
+            held = host is not None and await queries.holds_capacity(conn, host.id, event.vm_id)
+        if host is None or not held:
             return []
         log.info("releasing the capacity of VM %s on host %s", event.vm_id, host.name)
         return [Append(streams.host(host.id),

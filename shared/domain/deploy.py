@@ -3,7 +3,8 @@ work, and where the VM goes. Pure functions over plain views of the read models.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass
 
 from shared.domain.vm import valid_hostname
 
@@ -63,16 +64,17 @@ class HostView:
     pool_ids: list[str]
     cpu_mhz_total: int
     memory_mb_total: int
-    reserved: dict[str, list[int]] = field(default_factory=dict)
+    reserved_cpu_mhz: int = 0
+    reserved_memory_mb: int = 0
     version: int = 0
 
     @property
     def cpu_mhz_free(self) -> int:
-        return self.cpu_mhz_total - sum(r[0] for r in self.reserved.values())
+        return self.cpu_mhz_total - self.reserved_cpu_mhz
 
     @property
     def memory_mb_free(self) -> int:
-        return self.memory_mb_total - sum(r[1] for r in self.reserved.values())
+        return self.memory_mb_total - self.reserved_memory_mb
 
 
 @dataclass(frozen=True)
@@ -155,10 +157,15 @@ def check_deploy(
     return source
 
 
+SPREAD = 4
+
+
 def choose_host(hosts: list[HostView], pool_id: str, cpu_mhz: int, memory_mb: int,
-                wanted: str | None = None) -> HostView:
+                wanted: str | None = None, spread_key: str | None = None) -> HostView:
     """The host to place a VM on: it reaches ``pool_id`` and has room; the one with the
-    most free memory wins (ties by id, so the choice is repeatable).
+    most free memory wins (ties by id, so the choice is repeatable). With ``spread_key``
+    (the VM's id) the pick is among the ``SPREAD`` roomiest, by the key: deploys decided
+    at the same moment then rarely contend for one host's capacity stream.
 
     Raises:
         Rejected: 533 with the reason when no host qualifies.
@@ -173,4 +180,8 @@ def choose_host(hosts: list[HostView], pool_id: str, cpu_mhz: int, memory_mb: in
         raise Rejected(INSUFFICIENT_CAPACITY, f"no host that reaches pool {pool_id} has room for "
                        f"{cpu_mhz} MHz and {memory_mb} MB (most free: {best.name} with "
                        f"{best.cpu_mhz_free} MHz and {best.memory_mb_free} MB)")
-    return min(roomy, key=lambda h: (-h.memory_mb_free, h.id))
+    ranked = sorted(roomy, key=lambda h: (-h.memory_mb_free, h.id))
+    if spread_key is None:
+        return ranked[0]
+    top = ranked[:SPREAD]
+    return top[zlib.crc32(spread_key.encode()) % len(top)]

@@ -159,6 +159,10 @@ class VSphere:
         self.si = service_instance
         self.content = service_instance.RetrieveContent()
         self._executor = executor
+        # Facts that do not change between deploys, read once per session.
+        self._dc: tuple[str, dict[str, Any]] | None = None
+        self._resource_pools: dict[str, str] = {}
+        self._portgroup_map: dict[str, str] | None = None
 
     @classmethod
     async def connect(cls, url: str, user: str, password: str, *, verify_tls: bool = True,
@@ -278,17 +282,28 @@ class VSphere:
         return ref_of(task), self._wait(task, what)
 
     def _datacenter(self) -> tuple[str, dict[str, Any]]:
-        found = self._props(vim.Datacenter, ["name", "vmFolder"])
-        if not found:
-            raise HypervisorError("vCenter has no datacenter")
-        return found[0]
+        if self._dc is None:
+            found = self._props(vim.Datacenter, ["name", "vmFolder"])
+            if not found:
+                raise HypervisorError("vCenter has no datacenter")
+            self._dc = found[0]
+        return self._dc
 
-    def _portgroups(self) -> dict[str, str]:
+    def _portgroups(self, refresh: bool = False) -> dict[str, str]:
         """Distributed port group key (and standard network name) → network ref."""
-        out = {p["name"]: ref for ref, p in self._props(vim.Network, ["name"])}
-        out.update({p["key"]: ref for ref, p in
-                    self._props(vim.dvs.DistributedVirtualPortgroup, ["key"])})
-        return out
+        if self._portgroup_map is None or refresh:
+            out = {p["name"]: ref for ref, p in self._props(vim.Network, ["name"])}
+            out.update({p["key"]: ref for ref, p in
+                        self._props(vim.dvs.DistributedVirtualPortgroup, ["key"])})
+            self._portgroup_map = out
+        return self._portgroup_map
+
+    def _resource_pool(self, host_ref: str) -> str:
+        if host_ref not in self._resource_pools:
+            compute = self._one(host_ref, ["parent"])["parent"]
+            self._resource_pools[host_ref] = ref_of(self._props(
+                vim.ComputeResource, ["resourcePool"], compute)[0][1]["resourcePool"])
+        return self._resource_pools[host_ref]
 
     # ---- inventory ---------------------------------------------------------------------
 
@@ -327,7 +342,7 @@ class VSphere:
                     and "DVUplinks" not in p["name"]:
                 networks.append(NetworkInfo(ref, p["name"], switches.get(
                     ref_of(pg["config.distributedVirtualSwitch"])), pg["key"]))
-        portgroups = self._portgroups()
+        portgroups = self._portgroups(refresh=True)
         vms = [self._vm_info(ref, p, portgroups) for ref, p in self._props(vim.VirtualMachine, [
             "name", "config.uuid", "config.template", "runtime.host", "config.hardware.numCPU",
             "config.hardware.memoryMB", "runtime.powerState", "config.hardware.device",
@@ -421,12 +436,9 @@ class VSphere:
         leftover = self._find(request.name)
         if leftover is not None:
             self._destroy(leftover)  # an earlier attempt died half-way
-        compute = self._one(request.host_ref, ["parent"])["parent"]
-        resource_pool = self._props(vim.ComputeResource, ["resourcePool"], compute)[0][1][
-            "resourcePool"]
         _, dc = self._datacenter()
         template = self._mo(request.template_ref)
-        spec = clone_spec(request, ref_of(resource_pool))
+        spec = clone_spec(request, self._resource_pool(request.host_ref))
         progress.clone_task, vm = self._run(
             lambda: template.CloneVM_Task(folder=dc["vmFolder"], name=request.name, spec=spec),
             f"clone of {request.name} from template {request.template_ref}")
@@ -446,10 +458,9 @@ class VSphere:
         return await self.call(self._find, name)
 
     def _find(self, name: str) -> str | None:
-        for ref, p in self._props(vim.VirtualMachine, ["name"]):
-            if p["name"] == name:
-                return ref
-        return None
+        found = self.content.searchIndex.FindChild(entity=self._datacenter()[1]["vmFolder"],
+                                                   name=name)
+        return None if found is None else ref_of(found)
 
     async def destroy_vm(self, ref: str) -> str | None:
         return await self.call(self._destroy, ref)

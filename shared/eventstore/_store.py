@@ -19,6 +19,7 @@ NO_STREAM = 0
 """Append only if the stream does not exist yet."""
 
 NOTIFY_CHANNEL = "snapdeploy_events"
+_VERSION_CONFLICT = "SD409"  # raised by append_events() in migration 0004
 
 _event_decoder = msgspec.json.Decoder(AnyEvent)
 _metadata_decoder = msgspec.json.Decoder(Metadata)
@@ -120,18 +121,11 @@ class _WireEnvelope(msgspec.Struct, frozen=True, kw_only=True):
 
 _COLUMNS = "position, event_id, stream_id, version, type, schema, data, metadata, recorded_at"
 
-_INSERT = f"""
-INSERT INTO events (event_id, stream_id, version, type, schema, data, metadata)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::smallint[],
-                     $6::jsonb[], $7::jsonb[])
-RETURNING {_COLUMNS}
-"""
-
-
 class EventStore:
     """Appends and reads events in one PostgreSQL database.
 
-    Appends take an EXCLUSIVE lock on ``events`` for the rest of their transaction, so
+    Appends (the ``append_events`` SQL function) take an EXCLUSIVE lock on ``events`` for
+    the rest of their transaction, so
     global positions become visible strictly in order: a reader that tails by position
     (``read_all``/``follow``) never skips an event that commits later with a lower one.
     The cost is that appends do not run in parallel; batches recover the throughput.
@@ -167,7 +161,8 @@ class EventStore:
         if not events:
             return []
         if conn is None:
-            async with self.pool.acquire() as own, own.transaction():
+            # One statement: its own transaction, one round trip.
+            async with self.pool.acquire() as own:
                 return await self._append(own, stream_id, events, expected_version)
         return await self._append(conn, stream_id, events, expected_version)
 
@@ -178,24 +173,23 @@ class EventStore:
         events: Sequence[NewEvent],
         expected_version: int,
     ) -> list[RecordedEvent]:
-        await conn.execute("LOCK TABLE events IN EXCLUSIVE MODE")
-        current = await conn.fetchval(
-            "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1", stream_id
-        )
-        if expected_version != ANY_VERSION and current != expected_version:
-            raise ConcurrencyError(stream_id, expected_version, current)
-        rows = await conn.fetch(
-            _INSERT,
-            [e.event_id for e in events],
-            [stream_id] * len(events),
-            list(range(current + 1, current + 1 + len(events))),
-            [type(e.data).__name__ for e in events],
-            [e.data.SCHEMA for e in events],
-            [_encoder.encode(e.data) for e in events],
-            [_encoder.encode(e.metadata) for e in events],
-        )
-        await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(rows[-1]["position"]))
-        return [RecordedEvent(*row) for row in rows]
+        try:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM append_events($1, $2, $3, $4, $5, $6, $7)",
+                stream_id,
+                expected_version,
+                [e.event_id for e in events],
+                [type(e.data).__name__ for e in events],
+                [e.data.SCHEMA for e in events],
+                [_encoder.encode(e.data) for e in events],
+                [_encoder.encode(e.metadata) for e in events],
+            )
+        except asyncpg.PostgresError as exc:
+            if getattr(exc, "sqlstate", None) == _VERSION_CONFLICT:
+                raise ConcurrencyError(stream_id, expected_version,
+                                       int(getattr(exc, "detail", "0") or 0)) from None
+            raise
+        return sorted((RecordedEvent(*row) for row in rows), key=lambda r: r.position)
 
     async def stream_version(self, stream_id: str) -> int:
         async with self.pool.acquire() as conn:

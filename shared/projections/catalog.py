@@ -117,11 +117,15 @@ class Catalog:
                 out.update(zone_id=event.zone_id, name=event.name, state="Up")
                 data.update(_fields(event, "host_id", "zone_id", "name"))
                 data.setdefault("reservations", {})
-            case CapacityReserved():
-                data.setdefault("reservations", {})[event.vm_id] = [event.cpu_mhz,
-                                                                   event.memory_mb]
-            case CapacityReleased():
-                data.setdefault("reservations", {}).pop(event.vm_id, None)
+            case CapacityReserved() | CapacityReleased():
+                held = data.setdefault("reservations", {})
+                if isinstance(event, CapacityReserved):
+                    held[event.vm_id] = [event.cpu_mhz, event.memory_mb]
+                else:
+                    held.pop(event.vm_id, None)
+                # Totals kept beside the map, so placement reads two numbers per host.
+                data["reserved_cpu_mhz"] = sum(r[0] for r in held.values())
+                data["reserved_memory_mb"] = sum(r[1] for r in held.values())
             case PoolImported():
                 out.update(zone_id=event.zone_id, name=event.name, state="Up")
                 data.update(_fields(event, "pool_id", "zone_id", "name"))

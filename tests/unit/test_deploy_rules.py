@@ -87,18 +87,26 @@ def test_a_seeded_template_is_a_source_too() -> None:
 
 
 def test_choose_host_prefers_the_most_free_memory_among_those_that_reach() -> None:
-    busy = HostView("h0", "busy", "z1", ["p1"], 4000, 4096, {"vm": [1000, 3000]})
+    busy = HostView("h0", "busy", "z1", ["p1"], 4000, 4096, 1000, 3000)
     assert choose_host([busy, H1, H2], "p1", 1000, 512).id == "h1"
     assert choose_host([busy, H1], "p1", 1000, 512, wanted="h0").id == "h0"
     twin = HostView("h3", "twin", "z1", ["p1"], 4000, 4096)
     assert choose_host([twin, H1], "p1", 1000, 512).id == "h1"  # ties: by id
 
 
+def test_spreading_picks_among_the_roomiest_by_the_vms_id() -> None:
+    hosts = [HostView(f"h{i}", f"host-{i}", "z1", ["p1"], 4000, 4096 - i) for i in range(6)]
+    picks = {choose_host(hosts, "p1", 10, 10, spread_key=f"vm-{n}").id for n in range(50)}
+    assert picks == {"h0", "h1", "h2", "h3"}  # the four roomiest, never the others
+    assert choose_host(hosts, "p1", 10, 10, spread_key="vm-7").id == \
+        choose_host(hosts, "p1", 10, 10, spread_key="vm-7").id
+
+
 def test_no_host_is_a_533_that_says_why() -> None:
     with pytest.raises(Rejected) as none_reach:
         choose_host([H2], "p1", 100, 100)
     assert none_reach.value.code == 533 and "reach" in none_reach.value.text
-    full = HostView("h1", "full", "z1", ["p1"], 1000, 1024, {"a": [900, 1000]})
+    full = HostView("h1", "full", "z1", ["p1"], 1000, 1024, 900, 1000)
     with pytest.raises(Rejected) as no_room:
         choose_host([full], "p1", 500, 512)
     assert no_room.value.code == 533 and "full with 100 MHz and 24 MB" in no_room.value.text

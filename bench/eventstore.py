@@ -1,0 +1,190 @@
+"""Event store appends and projection rebuilds, each beside the raw PostgreSQL ceiling.
+
+    python -m bench.eventstore [--appends 20000] [--events 1000000]
+
+Appends: events per second through EventStore.append with 1 and 8 writers and batches of 1
+and 10, beside plain asyncpg inserts of the same rows under the same table lock. Rebuild:
+`Projector.rebuild` over a store of N events (VM lifecycles), beside a plain ordered fetch
+of the same rows. One embedded PostgreSQL server, started for the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from bench.common import goal_line, write
+from proto.envelope import Metadata
+from proto.events import (
+    Event,
+    JobCompleted,
+    JobSubmitted,
+    VmDeployRequested,
+    VmPlaced,
+    VmStarted,
+)
+from shared.db import create_pool, migrate
+from shared.eventstore import EventStore, NewEvent
+from shared.projections import ALL, Projector
+from shared.stack._servers import free_port, start_postgres
+
+META = Metadata(correlation_id="bench", actor="bench")
+_encode = msgspec.json.encode
+
+
+def lifecycle(i: int) -> list[Event]:
+    vm, job = str(uuid.UUID(int=i * 2 + 1)), str(uuid.UUID(int=i * 2 + 2))
+    return [
+        VmDeployRequested(vm_id=vm, job_id=job, account_id="a", user_id="u", name=f"vm-{i}",
+                          display_name=f"vm-{i}", instance_name=f"i-{i}", zone_id="z",
+                          service_offering_id="o", cpu_number=1, cpu_speed=500, memory_mb=512,
+                          pool_id="p", network_ids=["n"], vm_snapshot_id="s"),
+        JobSubmitted(job_id=job, cmd="deploy", instance_type="VirtualMachine", instance_id=vm,
+                     account_id="a", user_id="u"),
+        VmPlaced(vm_id=vm, host_id="h", pool_id="p", cpu_number=1, cpu_speed=500, memory_mb=512),
+        VmStarted(vm_id=vm, host_id="h", hypervisor_ref=f"vm-{i}", task_ids=["t1", "t2", "t3"]),
+        JobCompleted(job_id=job, succeeded=True),
+    ]
+
+
+async def fresh_db(admin_url: str, name: str) -> str:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+async def appends(admin_url: str, total: int, writers: int, batch: int) -> dict[str, float]:
+    url = await fresh_db(admin_url, f"appends_{writers}_{batch}")
+    pool = await create_pool(url, max_size=writers + 2)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    store = EventStore(pool)
+    per_writer = total // writers // batch
+    payloads = lifecycle(0)
+
+    async def writer(w: int) -> None:
+        for b in range(per_writer):
+            await store.append(f"vm-{w}-{b}",
+                               [NewEvent(payloads[i % 5], META) for i in range(batch)])
+
+    started = time.perf_counter()
+    await asyncio.gather(*(writer(w) for w in range(writers)))
+    store_rate = per_writer * writers * batch / (time.perf_counter() - started)
+
+    rows = [(uuid.uuid4(), "x", 1, type(e).__name__, 1, _encode(e), _encode(META))
+            for e in payloads] * 2
+
+    async def raw(w: int) -> None:
+        for b in range(per_writer):
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+                await conn.executemany(
+                    "INSERT INTO events (event_id, stream_id, version, type, schema, data,"
+                    " metadata) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    [(uuid.uuid4(), f"raw-{w}-{b}", i + 1, *rows[i][3:]) for i in range(batch)])
+
+    started = time.perf_counter()
+    await asyncio.gather(*(raw(w) for w in range(writers)))
+    raw_rate = per_writer * writers * batch / (time.perf_counter() - started)
+    await pool.close()
+    return {"store_events_per_s": store_rate, "raw_events_per_s": raw_rate,
+            "fraction_of_raw": store_rate / raw_rate}
+
+
+async def rebuild(admin_url: str, total_events: int) -> dict[str, float]:
+    url = await fresh_db(admin_url, "rebuild")
+    pool = await create_pool(url, max_size=4)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+        now = datetime.now(UTC)
+        records = []
+        for i in range(total_events // 5):
+            for version, event in enumerate(lifecycle(i), start=1):
+                records.append((uuid.uuid4(), f"vm-{i}", version, type(event).__name__, 1,
+                                _encode(event), _encode(META), now))
+            if len(records) >= 50_000:
+                await conn.copy_records_to_table(
+                    "events", records=records, columns=["event_id", "stream_id", "version",
+                                                        "type", "schema", "data", "metadata",
+                                                        "recorded_at"])
+                records = []
+        if records:
+            await conn.copy_records_to_table(
+                "events", records=records, columns=["event_id", "stream_id", "version", "type",
+                                                    "schema", "data", "metadata",
+                                                    "recorded_at"])
+        count = await conn.fetchval("SELECT count(*) FROM events")
+        started = time.perf_counter()
+        position, fetched = 0, 0
+        while True:
+            rows = await conn.fetch("SELECT position, event_id, stream_id, version, type, schema,"
+                                    " data, metadata, recorded_at FROM events WHERE position > $1"
+                                    " ORDER BY position LIMIT 10000", position)
+            if not rows:
+                break
+            fetched += len(rows)
+            position = rows[-1]["position"]
+        fetch_rate = fetched / (time.perf_counter() - started)
+    started = time.perf_counter()
+    applied = await Projector(EventStore(pool), ALL, batch=5000).rebuild()
+    rebuild_rate = applied / (time.perf_counter() - started)
+    await pool.close()
+    return {"events": count, "rebuild_events_per_s": rebuild_rate,
+            "raw_fetch_events_per_s": fetch_rate, "fraction_of_fetch": rebuild_rate / fetch_rate}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as state:
+        pg = start_postgres(Path(state), free_port(), secrets.token_hex(8))
+        try:
+            out: dict[str, Any] = {"appends": {}}
+            for writers in (1, 8):
+                for batch in (1, 10):
+                    out["appends"][f"{writers}x{batch}"] = await appends(
+                        pg.url, args.appends, writers, batch)
+            out["rebuild"] = await rebuild(pg.url, args.events)
+        finally:
+            pg.stop()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.eventstore", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--appends", type=int, default=20_000, help="events per append run")
+    parser.add_argument("--events", type=int, default=1_000_000, help="events to rebuild from")
+    parser.add_argument("--out", type=Path, default=None, help="results folder")
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    path = write("eventstore", result, args.out)
+    for key, row in result["appends"].items():
+        writers, batch = key.split("x")
+        print(goal_line(f"appends/s, {writers} writer(s), batches of {batch}",
+                        row["store_events_per_s"], ">= 10000" if batch == "10" else "-",
+                        batch != "10" or row["store_events_per_s"] >= 10_000))
+        print(goal_line(f"  / raw locked inserts ({row['raw_events_per_s']:.0f}/s)",
+                        row["fraction_of_raw"], ">= 0.8", row["fraction_of_raw"] >= 0.8))
+    rb = result["rebuild"]
+    print(goal_line(f"rebuild events/s over {rb['events']} events", rb["rebuild_events_per_s"],
+                    ">= 100000", rb["rebuild_events_per_s"] >= 100_000))
+    print(goal_line(f"  / raw ordered fetch ({rb['raw_fetch_events_per_s']:.0f}/s)",
+                    rb["fraction_of_fetch"], "-", True))
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Each benchmark, once at a tiny size, so that `make bench` keeps working. No timing is
+asserted: only that every figure the report needs is produced."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.report import render
+
+pytestmark = pytest.mark.stack
+
+ROOT = Path(__file__).parent.parent
+
+
+def bench(name: str, out: Path, *args: str) -> dict:  # type: ignore[type-arg]
+    subprocess.run([sys.executable, "-m", f"bench.{name}", "--out", str(out), *args],
+                   cwd=ROOT, check=True, timeout=600, stdout=subprocess.DEVNULL)
+    return json.loads((out / f"{name}.json").read_text())  # type: ignore[no-any-return]
+
+
+def test_every_benchmark_runs_small_and_the_report_renders(tmp_path: Path) -> None:
+    deploys = bench("deploys", tmp_path, "--deploys", "2", "--levels", "1,2", "--per-level",
+                    "2", "--sequence", "3")
+    assert deploys["overhead"]["ratio"]["n"] == 2
+    assert set(deploys["throughput"]) == {"1", "2"}
+    assert len(deploys["first_vs_nth"]["after_prepare"]["deploys_s"]) == 3
+    store = bench("eventstore", tmp_path, "--appends", "80", "--events", "500")
+    assert set(store["appends"]) == {"1x1", "1x10", "8x1", "8x10"}
+    assert store["rebuild"]["events"] == 500
+    placement = bench("placement", tmp_path, "--vms", "100", "--rounds", "3")
+    assert [row["hosts"] for row in placement["levels"]] == [10, 100, 1000]
+    text = render(tmp_path, tmp_path / "BENCHMARKS.md")
+    assert "## Deploys" in text and "## Event store" in text and "## Placement" in text
+    assert (tmp_path / "BENCHMARKS.png").stat().st_size > 1000
