@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import secrets
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,6 +58,19 @@ def write(name: str, result: dict[str, Any], out: Path | None = None) -> Path:
 
 def goal_line(label: str, value: float, goal: str, met: bool) -> str:
     return f"{label:<58} {value:>12.3f}   goal {goal:<10} {'met' if met else 'MISSED'}"
+
+
+@contextmanager
+def postgres() -> Iterator[str]:
+    """A throwaway embedded PostgreSQL server; yields its URL."""
+    from shared.stack._servers import free_port, start_postgres
+
+    with tempfile.TemporaryDirectory() as state:
+        server = start_postgres(Path(state), free_port(), secrets.token_hex(8))
+        try:
+            yield server.url
+        finally:
+            server.stop()
 
 
 @contextmanager

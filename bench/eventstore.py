@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -23,7 +21,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from bench.common import goal_line, write
+from bench.common import goal_line, postgres, write
 from proto.envelope import Metadata
 from proto.events import (
     Event,
@@ -36,7 +34,6 @@ from proto.events import (
 from shared.db import create_pool, migrate
 from shared.eventstore import EventStore, NewEvent
 from shared.projections import ALL, Projector
-from shared.stack._servers import free_port, start_postgres
 
 META = Metadata(correlation_id="bench", actor="bench")
 _encode = msgspec.json.encode
@@ -148,17 +145,13 @@ async def rebuild(admin_url: str, total_events: int) -> dict[str, float]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as state:
-        pg = start_postgres(Path(state), free_port(), secrets.token_hex(8))
-        try:
-            out: dict[str, Any] = {"appends": {}}
-            for writers in (1, 8):
-                for batch in (1, 10):
-                    out["appends"][f"{writers}x{batch}"] = await appends(
-                        pg.url, args.appends, writers, batch)
-            out["rebuild"] = await rebuild(pg.url, args.events)
-        finally:
-            pg.stop()
+    with postgres() as url:
+        out: dict[str, Any] = {"appends": {}}
+        for writers in (1, 8):
+            for batch in (1, 10):
+                out["appends"][f"{writers}x{batch}"] = await appends(url, args.appends, writers,
+                                                                      batch)
+        out["rebuild"] = await rebuild(url, args.events)
     return out
 
 

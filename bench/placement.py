@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import secrets
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -20,11 +18,10 @@ from typing import Any
 
 import msgspec
 
-from bench.common import goal_line, summary, write
+from bench.common import goal_line, postgres, summary, write
 from shared.db import create_pool, migrate
 from shared.domain.deploy import choose_host
 from shared.projections import queries
-from shared.stack._servers import free_port, start_postgres
 
 
 async def level(pool: Any, hosts: int, vms: int, rounds: int) -> dict[str, Any]:
@@ -57,17 +54,12 @@ async def level(pool: Any, hosts: int, vms: int, rounds: int) -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as state:
-        pg = start_postgres(Path(state), free_port(), secrets.token_hex(8))
-        try:
-            pool = await create_pool(pg.url, max_size=2)
-            async with pool.acquire() as conn:
-                await migrate(conn)
-            levels = [await level(pool, hosts, args.vms, args.rounds)
-                      for hosts in (10, 100, 1000)]
-            await pool.close()
-        finally:
-            pg.stop()
+    with postgres() as url:
+        pool = await create_pool(url, max_size=2)
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        levels = [await level(pool, hosts, args.vms, args.rounds) for hosts in (10, 100, 1000)]
+        await pool.close()
     growth = levels[-1]["placement_ms"]["median"] / levels[0]["placement_ms"]["median"]
     return {"levels": levels, "growth_10_to_1000_hosts": growth}
 

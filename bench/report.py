@@ -57,6 +57,12 @@ def deploys(r: dict[str, Any]) -> list[str]:
     lines.append(f"| without prepareTemplate: first deploy's extra time / the seed's own time "
                  f"| {f['extra_first_over_seed']:.2f} | ≈ 1 | "
                  f"{verdict(0.5 <= f['extra_first_over_seed'] <= 1.5)} |")
+    steps = r.get("pipeline_median_ms", {})
+    if steps:
+        lines += ["", "Where a deploy's time goes (median gap between consecutive events of one "
+                  "VM in the store; the gap before `VmCreated`/`VmStarted` is the vCenter work):",
+                  "", "| step | median ms |", "|---|---|"]
+        lines += [f"| {step} | {ms:.1f} |" for step, ms in steps.items()]
     return lines
 
 
@@ -148,6 +154,9 @@ def render(results_dir: Path, out: Path) -> str:
     png = out.with_suffix(".png")
     plot(results, png)
     lines += [f"![throughput and placement]({png.name})", ""]
+    analysis = Path(__file__).with_name("analysis.md")
+    if analysis.exists():
+        lines += [analysis.read_text()]
     text = "\n".join(lines)
     out.write_text(text)
     return text
