@@ -199,6 +199,39 @@ class InventorySyncRequested(Event):
     job_id: str
 
 
+# ---- accounts and users (streams ``account-<id>``, ``user-<id>``) ------------------------
+
+
+class AccountCreated(Event):
+    account_id: str
+    name: str
+    role: str  # "admin" or "user"
+
+
+class UserCreated(Event):
+    user_id: str
+    account_id: str
+    username: str
+    email: str
+    firstname: str
+    lastname: str
+
+
+class UserKeysRegistered(Event):
+    """A new API key pair; the secret itself stays out of the event store."""
+
+    user_id: str
+    account_id: str
+    api_key: str
+
+
+class VmAssigned(Event):
+    """assignVirtualMachine: the VM (not its existing snapshots) moves to another account."""
+
+    vm_id: str
+    account_id: str
+
+
 # ---- offerings and settings ------------------------------------------------------------
 
 
@@ -502,6 +535,10 @@ AnyEvent = (
     | VmRevertRequested
     | VmReverted
     | InventorySyncRequested
+    | AccountCreated
+    | UserCreated
+    | UserKeysRegistered
+    | VmAssigned
     | ServiceOfferingCreated
     | DiskOfferingCreated
     | PoolSettingChanged

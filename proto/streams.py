@@ -36,6 +36,14 @@ def disk_offering(offering_id: str) -> str:
     return f"diskoffering-{offering_id}"
 
 
+def account(account_id: str) -> str:
+    return f"account-{account_id}"
+
+
+def user(user_id: str) -> str:
+    return f"user-{user_id}"
+
+
 def vm(vm_id: str) -> str:
     return f"vm-{vm_id}"
 
@@ -61,6 +69,8 @@ def seed_template_id(vm_snapshot_id: str, pool_id: str) -> str:
 INVENTORY = "inventory"
 
 OWN_STREAM = {
+    "account": account,
+    "user": user,
     "zone": zone,
     "host": host,
     "pool": pool,

@@ -8,7 +8,7 @@ import logging
 
 from aiohttp import web
 
-from services.gateway.app import build, ensure_admin_keys, ensure_default_offerings
+from services.gateway.app import build, ensure_admin_keys, ensure_defaults
 from services.gateway.bus import serve_deploys
 from services.gateway.http import CONTEXT
 from shared.runtime import Runtime
@@ -19,7 +19,7 @@ log = logging.getLogger("services.gateway")
 async def main(rt: Runtime) -> None:
     store = await rt.postgres()
     await ensure_admin_keys(store, rt.settings)
-    await ensure_default_offerings(store)
+    await ensure_defaults(store)
     app = build(rt, store)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

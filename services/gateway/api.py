@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 from proto.envelope import Metadata
 from shared.eventstore import Append, EventStore, NewEvent
 from shared.log import current_correlation
+from shared.projections import CHECKPOINT as PROJECTOR_CHECKPOINT
 
 # errorcode -> cserrorcode, as CloudStack pairs them
 PARAM_ERROR = 431
@@ -69,16 +71,36 @@ class Caller:
 class Context:
     store: EventStore
 
-    async def append(self, caller: Caller, *appends: Append) -> None:
-        """Append in one transaction, attributed to ``caller`` and this request."""
+    async def append(self, caller: Caller, *appends: Append) -> int:
+        """Append in one transaction, attributed to ``caller`` and this request; returns the
+        global position of the last event."""
         request_id = current_correlation() or str(uuid.uuid4())
         meta = Metadata(correlation_id=request_id, causation_id=request_id,
                         actor=caller.actor, account_id=caller.account_id)
+        last = 0
         async with self.store.pool.acquire() as conn, conn.transaction():
             for append in appends:
-                await self.store.append(append.stream_id,
-                                        [NewEvent(e, meta) for e in append.events],
-                                        append.expected_version, conn=conn)
+                recorded = await self.store.append(append.stream_id,
+                                                   [NewEvent(e, meta) for e in append.events],
+                                                   append.expected_version, conn=conn)
+                last = max([last, *(r.position for r in recorded)])
+        return last
+
+    async def change(self, caller: Caller, *appends: Append) -> None:
+        """A synchronous command's change: appended, and visible to the next list call."""
+        await self.read_models_reach(await self.append(caller, *appends))
+
+    async def read_models_reach(self, position: int, within: float = 5.0) -> None:
+        """Wait (briefly) until the projector has applied the event at ``position``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            async with self.store.pool.acquire() as conn:
+                reached = await conn.fetchval(
+                    "SELECT position FROM checkpoints WHERE name = $1", PROJECTOR_CHECKPOINT)
+            if (reached or 0) >= position or loop.time() > deadline:
+                return
+            await asyncio.sleep(0.01)
 
 
 class Params:

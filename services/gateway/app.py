@@ -6,7 +6,9 @@ import contextlib
 
 from aiohttp import web
 
+from proto import streams
 from proto.envelope import Metadata
+from proto.events import AccountCreated, Event, UserCreated
 from services.gateway import commands  # noqa: F401  (registers the commands)
 from services.gateway.api import Context
 from services.gateway.audit import stream_events
@@ -18,10 +20,18 @@ from shared.eventstore import NO_STREAM, ConcurrencyError, EventStore, NewEvent
 from shared.runtime import Runtime
 
 
-async def ensure_default_offerings(store: EventStore) -> None:
-    """The first start creates CloudStack-like default offerings; later starts find them."""
+async def ensure_defaults(store: EventStore) -> None:
+    """The first start creates the admin account and CloudStack-like default offerings;
+    later starts find them."""
     meta = Metadata(correlation_id="defaults", actor="gateway", account_id=ADMIN_ACCOUNT_ID)
-    for stream_id, event in offerings.defaults():
+    admin: list[tuple[str, Event]] = [
+        (streams.account(ADMIN_ACCOUNT_ID),
+         AccountCreated(account_id=ADMIN_ACCOUNT_ID, name="admin", role="admin")),
+        (streams.user(ADMIN_USER_ID),
+         UserCreated(user_id=ADMIN_USER_ID, account_id=ADMIN_ACCOUNT_ID, username="admin",
+                     email="admin@localhost", firstname="Admin", lastname="Admin")),
+    ]
+    for stream_id, event in admin + offerings.defaults():
         with contextlib.suppress(ConcurrencyError):
             await store.append(stream_id, [NewEvent(event, meta)], NO_STREAM)
 

@@ -26,7 +26,9 @@ async def changes(store: EventStore, hypervisor: Hypervisor) -> list[Append]:
         own_names = {r["name"] for r in await conn.fetch(
             "SELECT data ->> 'instance_name' AS name FROM events"
             " WHERE type = 'VmDeployRequested'")}
-        seen = observed(inventory, ADMIN_ACCOUNT_ID, own_names)
+        owners = {r["id"]: r["account_id"] for r in await conn.fetch(
+            "SELECT id::text AS id, account_id FROM vm_instances WHERE imported")}
+        seen = observed(inventory, ADMIN_ACCOUNT_ID, own_names, owners)
         stream_ids = [stream for stream, _ in seen]
         versions = {r["stream_id"]: r["version"] for r in await conn.fetch(
             "SELECT stream_id, max(version) AS version FROM events"

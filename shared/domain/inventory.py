@@ -56,9 +56,11 @@ def snapshot_id_of(ref: str, description: str) -> str:
     return tagged.group(1) if tagged else object_id("snapshot", ref)
 
 
-def observed(inv: Inventory, account_id: str, own_vm_names: set[str]) -> list[tuple[str, Event]]:
+def observed(inv: Inventory, account_id: str, own_vm_names: set[str],
+             owners: dict[str, str] | None = None) -> list[tuple[str, Event]]:
     """(stream id, event) for every object in ``inv``. VMs named in ``own_vm_names`` (the
-    VMs snapdeploy deploys) and templates, seeded ones included, are not imported."""
+    VMs snapdeploy deploys) and templates, seeded ones included, are not imported. A VM's
+    snapshots belong to its owner in ``owners`` (VM id → account), else to ``account_id``."""
     zone_id = object_id("zone", inv.datacenter_ref)
     out: list[tuple[str, Event]] = [
         (streams.zone(zone_id), ZoneImported(zone_id=zone_id, name=inv.datacenter_name,
@@ -85,6 +87,7 @@ def observed(inv: Inventory, account_id: str, own_vm_names: set[str]) -> list[tu
                 or not vm.disks:
             continue
         vm_id = object_id("vm", vm.ref)
+        owner = (owners or {}).get(vm_id, account_id)
         out.append((streams.vm(vm_id), VmImported(
             vm_id=vm_id, zone_id=zone_id, account_id=account_id, name=vm.name, ref=vm.ref,
             host_id=object_id("host", vm.host_ref or ""), cpu_number=vm.cpu_number,
@@ -94,7 +97,7 @@ def observed(inv: Inventory, account_id: str, own_vm_names: set[str]) -> list[tu
         for snap in vm.snapshots:
             snapshot_id = ids[snap.ref]
             out.append((streams.vm_snapshot(snapshot_id), VmSnapshotTaken(
-                snapshot_id=snapshot_id, vm_id=vm_id, account_id=account_id, name=snap.name,
+                snapshot_id=snapshot_id, vm_id=vm_id, account_id=owner, name=snap.name,
                 description=snap.description, ref=snap.ref,
                 parent_id=ids.get(snap.parent_ref) if snap.parent_ref else None,
                 created=snap.created, memory=snap.memory, cpu_number=snap.cpu_number,

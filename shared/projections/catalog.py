@@ -13,6 +13,7 @@ import msgspec
 
 from proto import streams
 from proto.events import (
+    AccountCreated,
     AnyEvent,
     CapacityReleased,
     CapacityReserved,
@@ -24,6 +25,8 @@ from proto.events import (
     ServiceOfferingCreated,
     TemplateRemoved,
     TemplateSeeded,
+    UserCreated,
+    UserKeysRegistered,
     VmExpunged,
     VmImported,
     VmSnapshotDeleted,
@@ -90,6 +93,10 @@ class Catalog:
                 return [("vmsnapshot", event.snapshot_id)]
             case VmImported():
                 return [("volume", d.volume_id) for d in event.disks]
+            case AccountCreated():
+                return [("account", event.account_id)]
+            case UserCreated() | UserKeysRegistered():
+                return [("user", event.user_id)]
             case VolumeCreated():
                 return [("volume", event.volume_id)]
             case VmExpunged():
@@ -155,6 +162,14 @@ class Catalog:
                 data.update(_fields(disk), vm_id=event.vm_id,
                             volume_type="ROOT" if disk.root else "DATADISK",
                             template_id=event.template_id if disk.root else None)
+            case AccountCreated():
+                out.update(account_id=event.account_id, name=event.name, state="enabled")
+                data.update(role=event.role)
+            case UserCreated():
+                out.update(account_id=event.account_id, name=event.username, state="enabled")
+                data.update(_fields(event, "user_id", "account_id"))
+            case UserKeysRegistered():
+                data.update(api_key=event.api_key)
             case VolumeFromSnapshotRequested():
                 out.update(account_id=event.account_id, name=event.name, state=ALLOCATED)
                 data.update(_fields(event, "account_id", "name", "job_id", "user_id"),

@@ -9,6 +9,7 @@ import msgspec
 from proto.events import (
     AnyEvent,
     NicCreated,
+    VmAssigned,
     VmCreated,
     VmDeployFailed,
     VmDeployRequested,
@@ -96,7 +97,7 @@ class VmInstances:
             previous = row or {}
             row = {
                 "id": uuid.UUID(event.vm_id),
-                "account_id": event.account_id,
+                "account_id": previous.get("account_id", event.account_id),
                 "user_id": None,
                 "name": event.name,
                 "display_name": event.name,
@@ -138,6 +139,8 @@ class VmInstances:
                 row.update(removed=recorded.recorded_at)
             case VmSnapshotTaken() if event.current:
                 row.update(current_snapshot_id=event.snapshot_id)
+            case VmAssigned():
+                row.update(account_id=event.account_id)
             case VmReverted():
                 row.update(current_snapshot_id=event.snapshot_id,
                            state=(VmState.RUNNING if event.powered_on else VmState.STOPPED).value)

@@ -1,5 +1,14 @@
 """The API commands, one module per kind of object; importing registers them."""
 
-from services.gateway.commands import catalog, events, jobs, snapshots, templates, vms, volumes
+from services.gateway.commands import (
+    accounts,
+    catalog,
+    events,
+    jobs,
+    snapshots,
+    templates,
+    vms,
+    volumes,
+)
 
-__all__ = ["catalog", "events", "jobs", "snapshots", "templates", "vms", "volumes"]
+__all__ = ["accounts", "catalog", "events", "jobs", "snapshots", "templates", "vms", "volumes"]

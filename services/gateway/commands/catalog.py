@@ -101,7 +101,7 @@ async def create_service_offering(ctx: Context, params: Params, caller: Caller) 
     event = ServiceOfferingCreated(offering_id=offering_id, name=name,
                                    display_text=params.text("displaytext") or name,
                                    cpu_number=cpus, cpu_speed=speed, memory_mb=memory)
-    await ctx.append(caller, Append(streams.service_offering(offering_id), [event], NO_STREAM))
+    await ctx.change(caller, Append(streams.service_offering(offering_id), [event], NO_STREAM))
     async with ctx.store.pool.acquire() as conn:
         row = await queries.catalog_row(conn, "serviceoffering", offering_id)
     offering = views.service_offering(row) if row else {
@@ -123,7 +123,7 @@ async def create_disk_offering(ctx: Context, params: Params, caller: Caller) -> 
     event = DiskOfferingCreated(offering_id=offering_id, name=name,
                                 display_text=params.text("displaytext") or name,
                                 disk_size_gb=size)
-    await ctx.append(caller, Append(streams.disk_offering(offering_id), [event], NO_STREAM))
+    await ctx.change(caller, Append(streams.disk_offering(offering_id), [event], NO_STREAM))
     return {"diskoffering": {"id": offering_id, "name": name, "displaytext": event.display_text,
                              "disksize": size}}
 
@@ -148,7 +148,7 @@ async def update_configuration(ctx: Context, params: Params, caller: Caller) -> 
         if await queries.catalog_row(conn, "pool", pool_id) is None:
             raise ApiError(PARAM_ERROR, f"invalid parameter storageid: no storage pool "
                            f"{pool_id} exists")
-    await ctx.append(caller, Append(streams.pool(pool_id), [
+    await ctx.change(caller, Append(streams.pool(pool_id), [
         PoolSettingChanged(pool_id=pool_id, name=name, value=value.lower())]))
     return {"configuration": {"name": name, "value": value.lower(), "scope": "storagepool",
                               "id": pool_id}}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -21,7 +20,7 @@ from services.gateway.api import (
 )
 from shared.domain.job import CREATE_VM_SNAPSHOT_CMD, VM_COMMANDS, VOLUME_COMMANDS, JobStatus
 from shared.eventstore import RecordedEvent
-from shared.projections import CHECKPOINT, AsyncJobs, Catalog, Projection, Row, VmInstances, fold
+from shared.projections import AsyncJobs, Catalog, Projection, Row, VmInstances, fold
 
 _JOBS = AsyncJobs()
 _VMS = VmInstances()
@@ -80,20 +79,8 @@ async def query_async_job_result(ctx: Context, params: Params, caller: Caller) -
                        "to your account")
     if job["status"] != JobStatus.PENDING:
         # Read your writes: once a job reports done, the next list call shows its effects.
-        await read_models_reach(ctx, records[-1].position)
+        await ctx.read_models_reach(records[-1].position)
     return views.job(job, await job_result(ctx, job, records))
-
-
-async def read_models_reach(ctx: Context, position: int, within: float = 5.0) -> None:
-    """Wait (briefly) until the projector has applied the event at ``position``."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        async with ctx.store.pool.acquire() as conn:
-            reached = await conn.fetchval("SELECT position FROM checkpoints WHERE name = $1",
-                                          CHECKPOINT)
-        if (reached or 0) >= position or asyncio.get_running_loop().time() > deadline:
-            return
-        await asyncio.sleep(0.01)
 
 
 @command("listAsyncJobs")

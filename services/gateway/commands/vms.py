@@ -9,6 +9,7 @@ from proto import streams
 from proto.commands import CommandAccepted, DeployVirtualMachine
 from proto.events import (
     JobSubmitted,
+    VmAssigned,
     VmDeployRequested,
     VmDestroyRequested,
     VmPowerRequested,
@@ -24,6 +25,7 @@ from services.gateway.api import (
     Params,
     command,
     listing,
+    require_admin,
 )
 from shared.domain.deploy import Rejected, check_deploy
 from shared.domain.job import (
@@ -198,5 +200,21 @@ async def recover_virtual_machine(ctx: Context, params: Params, caller: Caller) 
     if vm["state"] != VmState.DESTROYED:
         raise ApiError(PARAM_ERROR, f"invalid parameter id: virtual machine {vm_id} is "
                        f"{vm['state']}, not Destroyed; only a destroyed VM can be recovered")
-    await ctx.append(caller, Append(streams.vm(vm_id), [VmRecovered(vm_id=vm_id)]))
+    await ctx.change(caller, Append(streams.vm(vm_id), [VmRecovered(vm_id=vm_id)]))
     return {"virtualmachine": views.vm({**vm, "state": VmState.STOPPED.value})}
+
+
+@command("assignVirtualMachine")
+async def assign_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    """Move a VM to another account (admin); its existing VM snapshots stay where they are."""
+    require_admin(caller, "assignVirtualMachine")
+    vm_id = params.uuid("virtualmachineid", required=True)
+    account_id = params.uuid("accountid", required=True)
+    assert vm_id is not None and account_id is not None
+    vm = await visible_vm(ctx, caller, vm_id, "virtualmachineid")
+    async with ctx.store.pool.acquire() as conn:
+        if await queries.catalog_row(conn, "account", account_id) is None:
+            raise ApiError(PARAM_ERROR, f"invalid parameter accountid: no account {account_id}")
+    await ctx.change(caller, Append(streams.vm(vm_id), [VmAssigned(vm_id=vm_id,
+                                                                    account_id=account_id)]))
+    return {"virtualmachine": views.vm({**vm, "account_id": account_id})}

@@ -1,0 +1,126 @@
+"""Accounts, users and API keys: createAccount, listAccounts, registerUserKeys.
+
+Upstream's parameters and response shapes. Passwords are accepted and not kept: the API is
+used with key pairs, and no secret ever enters the event store (the secret key lives in the
+``api_keys`` table only).
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Any
+
+from proto import streams
+from proto.events import AccountCreated, UserCreated, UserKeysRegistered
+from services.gateway.api import (
+    PARAM_ERROR,
+    ApiError,
+    Caller,
+    Context,
+    Params,
+    command,
+    cs_time,
+    listing,
+    require_admin,
+)
+from shared.eventstore import NO_STREAM, Append
+from shared.projections import queries
+
+ROLES = {"0": "user", "1": "admin"}
+
+
+def _account_view(account: dict[str, Any], users: list[dict[str, Any]]) -> dict[str, Any]:
+    role = account["data"]["role"]
+    return {
+        "id": account["id"], "name": account["name"], "state": account["state"],
+        "accounttype": 1 if role == "admin" else 0,
+        "roletype": "Admin" if role == "admin" else "User",
+        "created": cs_time(account["created"]),
+        "user": [{"id": u["id"], "username": u["name"], "accountid": account["id"],
+                  "account": account["name"], "email": u["data"]["email"],
+                  "firstname": u["data"]["firstname"], "lastname": u["data"]["lastname"],
+                  "state": u["state"], "created": cs_time(u["created"])} for u in users],
+    }
+
+
+@command("createAccount")
+async def create_account(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    require_admin(caller, "createAccount")
+    username = params.text("username", required=True)
+    params.text("password", required=True, max_length=255)
+    email = params.text("email", required=True)
+    firstname = params.text("firstname", required=True)
+    lastname = params.text("lastname", required=True)
+    account_type = params.text("accounttype") or "0"
+    if account_type not in ROLES:
+        raise ApiError(PARAM_ERROR, f"invalid parameter accounttype: {account_type!r}; use 0 "
+                       "for a user account or 1 for an admin")
+    assert username and email and firstname and lastname
+    name = params.text("account") or username
+    async with ctx.store.pool.acquire() as conn:
+        taken = await conn.fetchval(
+            "SELECT 1 FROM catalog WHERE kind IN ('account', 'user') AND lower(name) = lower($1)"
+            " AND removed IS NULL LIMIT 1", name)
+        taken_user = await conn.fetchval(
+            "SELECT 1 FROM catalog WHERE kind = 'user' AND lower(name) = lower($1) LIMIT 1",
+            username)
+    if taken or taken_user:
+        raise ApiError(PARAM_ERROR, f"invalid parameter account: an account or user named "
+                       f"{name!r} exists already")
+    account_id, user_id = str(uuid.uuid4()), str(uuid.uuid4())
+    await ctx.change(
+        caller,
+        Append(streams.account(account_id), [AccountCreated(
+            account_id=account_id, name=name, role=ROLES[account_type])], NO_STREAM),
+        Append(streams.user(user_id), [UserCreated(
+            user_id=user_id, account_id=account_id, username=username, email=email,
+            firstname=firstname, lastname=lastname)], NO_STREAM),
+    )
+    async with ctx.store.pool.acquire() as conn:
+        account = await queries.catalog_row(conn, "account", account_id)
+        user = await queries.catalog_row(conn, "user", user_id)
+    if account is None or user is None:  # the projector has not caught up: answer from here
+        return {"account": {"id": account_id, "name": name, "accounttype": int(account_type),
+                            "user": [{"id": user_id, "username": username,
+                                      "accountid": account_id}]}}
+    return {"account": _account_view(account, [user])}
+
+
+@command("listAccounts")
+async def list_accounts(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    wanted = params.uuid("id")
+    name = (params.text("name") or "").lower()
+    async with ctx.store.pool.acquire() as conn:
+        accounts = await queries.catalog_rows(conn, "account")
+        users = await queries.catalog_rows(conn, "user")
+    items = [
+        _account_view(a, [u for u in users if u["account_id"] == a["id"]]) for a in accounts
+        if (caller.is_admin or a["id"] == caller.account_id)
+        and wanted in (None, a["id"]) and name in ("", a["name"].lower())
+    ]
+    return listing("account", items)
+
+
+@command("registerUserKeys")
+async def register_user_keys(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    user_id = params.uuid("id", required=True)
+    assert user_id is not None
+    async with ctx.store.pool.acquire() as conn:
+        user = await queries.catalog_row(conn, "user", user_id)
+    if user is None or not (caller.is_admin or user_id == caller.user_id):
+        raise ApiError(PARAM_ERROR, f"invalid parameter id: no user {user_id} is visible to "
+                       "your account")
+    async with ctx.store.pool.acquire() as conn:
+        account = await queries.catalog_row(conn, "account", user["account_id"])
+    api_key, secret_key = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    role = account["data"]["role"] if account else "user"
+    async with ctx.store.pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO api_keys (api_key, secret_key, account_id, account_name, user_id,"
+            " user_name, role) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            api_key, secret_key, user["account_id"], account["name"] if account else "",
+            user_id, user["name"], role)
+    await ctx.change(caller, Append(streams.user(user_id), [UserKeysRegistered(
+        user_id=user_id, account_id=user["account_id"], api_key=api_key)]))
+    return {"userkeys": {"apikey": api_key, "secretkey": secret_key}}

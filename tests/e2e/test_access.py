@@ -1,0 +1,105 @@
+"""Who may do what: one account cannot see or use another's snapshots, jobs or events."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+from cs import CloudStack, CloudStackApiException
+
+from services.gateway.auth import sign
+from tests.e2e.helpers import offering, vm_named
+
+pytestmark = pytest.mark.stack
+
+
+def account(cloud: CloudStack, stack: dict[str, Any], name: str) -> tuple[CloudStack, str]:
+    created = cloud.createAccount(username=name, password="not-kept", email=f"{name}@example.com",
+                                  firstname=name, lastname="Example", accounttype="0")
+    user = created["account"]["user"][0]
+    keys = cloud.registerUserKeys(id=user["id"])["userkeys"]
+    client = CloudStack(endpoint=stack["api_url"], key=keys["apikey"], secret=keys["secretkey"],
+                        fetch_result=True, poll_interval=0.2, job_timeout=120)
+    return client, created["account"]["id"]
+
+
+def refused(call: Any) -> dict[str, Any]:
+    with pytest.raises(CloudStackApiException) as caught:
+        call()
+    error: dict[str, Any] = caught.value.error
+    return error
+
+
+def stream_events(stack: dict[str, Any], key: str, secret: str, until: str) -> list[str]:
+    params = [("apikey", key), ("after", "0")]
+    params.append(("signature", sign(params, secret)))
+    lines: list[str] = []
+
+    async def read() -> None:
+        async with aiohttp.ClientSession() as http, http.get(stack["audit_stream_url"],
+                                                              params=params) as response:
+            async for raw in response.content:
+                lines.append(raw.decode())
+                if until in lines[-1]:
+                    return
+
+    async def bounded() -> None:
+        try:
+            await asyncio.wait_for(read(), 5)
+        except TimeoutError:
+            pass
+
+    asyncio.run(bounded())
+    return lines
+
+
+def test_accounts_see_and_use_only_their_own(stack: dict[str, Any], cloud: CloudStack) -> None:
+    alice, alice_account = account(cloud, stack, "alice")
+    bob, _ = account(cloud, stack, "bob")
+    assert [a["name"] for a in bob.listAccounts()["account"]] == ["bob"]
+    assert {"alice", "bob", "admin"} <= {a["name"] for a in cloud.listAccounts()["account"]}
+    assert alice.listVirtualMachines() == {}
+
+    vm = vm_named(cloud, "DC0_H0_VM0")
+    cloud.assignVirtualMachine(virtualmachineid=vm["id"], accountid=alice_account)
+    assert [v["id"] for v in alice.listVirtualMachines()["virtualmachine"]] == [vm["id"]]
+    taken = alice.createVMSnapshot(virtualmachineid=vm["id"], name="alices")["vmsnapshot"]
+    small = offering(alice, "Small Instance")
+    deployed = alice.deployVirtualMachine(vmsnapshotid=taken["id"], serviceofferingid=small,
+                                          name="alices-clone")["virtualmachine"]
+    assert deployed["state"] == "Running" and deployed["account"] == alice_account
+
+    # Bob sees none of it and can use none of it; each refusal names the parameter.
+    assert bob.listVirtualMachines() == {} and bob.listVMSnapshot() == {}
+    assert bob.listVolumes() == {}
+    for call, param in (
+        (lambda: bob.deployVirtualMachine(vmsnapshotid=taken["id"], serviceofferingid=small),
+         "vmsnapshotid"),
+        (lambda: bob.createVolume(vmsnapshotid=taken["id"], volumeid=vm["id"]), "vmsnapshotid"),
+        (lambda: bob.deleteVMSnapshot(vmsnapshotid=taken["id"]), "vmsnapshotid"),
+        (lambda: bob.prepareTemplate(vmsnapshotid=taken["id"]), "vmsnapshotid"),
+        (lambda: bob.destroyVirtualMachine(id=deployed["id"]), "id"),
+    ):
+        error = refused(call)
+        assert error["errorcode"] == 431 and param in error["errortext"], error
+    jobs = [j["jobid"] for j in alice.listAsyncJobs()["asyncjobs"]]
+    assert jobs and bob.listAsyncJobs() == {}
+    error = refused(lambda: bob.queryAsyncJobResult(jobid=jobs[0], fetch_result=False))
+    assert error["errorcode"] == 431 and "jobid" in error["errortext"]
+    assert refused(lambda: bob.listHosts())["errorcode"] == 531
+    assert refused(lambda: bob.createAccount(username="mallory", password="x", email="m@x",
+                                             firstname="m", lastname="m"))["errorcode"] == 531
+
+    # The audit stream: Alice's events reach Alice, not Bob.
+    bob_keys = bob.key, bob.secret
+    alice_lines = stream_events(stack, alice.key, alice.secret, until=deployed["id"])
+    bob_lines = stream_events(stack, *bob_keys, until=deployed["id"])
+    assert any(deployed["id"] in line for line in alice_lines)
+    assert not any(deployed["id"] in line or taken["id"] in line for line in bob_lines)
+
+    # Every change is attributed to the account and user that made it.
+    mine = [e for e in cloud.listEvents()["event"] if deployed["id"] in e["description"]]
+    assert mine and all(e["account"] == alice_account for e in mine)
+    assert any(e["username"] == "alice/alice" for e in mine)
