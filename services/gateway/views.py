@@ -9,8 +9,6 @@ import msgspec
 from services.gateway.api import cs_time
 from shared.domain.job import JobStatus
 
-GB = 1024**3
-
 
 def _drop_none(out: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}

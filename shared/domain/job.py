@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-PENDING_RESULT_CODE = 0
 FAILED_RESULT_CODE = 530
 
 

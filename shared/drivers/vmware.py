@@ -194,10 +194,6 @@ class VSphere:
         await self.call(Disconnect, self.si)
         self._executor.shutdown(wait=False)
 
-    async def about(self) -> str:
-        """The product vCenter says it is, e.g. ``VMware vCenter Server 8.0.3``."""
-        return str(self.content.about.fullName)
-
     async def datacenters(self) -> list[str]:
         return await self.call(lambda: [p["name"] for _, p in self._props(vim.Datacenter,
                                                                           ["name"])])
