@@ -180,8 +180,13 @@ def test_a_deleted_snapshots_template_is_collected_once_its_last_vm_is_expunged(
 
     cloud.destroyVirtualMachine(id=vm["id"], expunge="true")
     wait_for(lambda: seed_name not in vcsim.vm_names(), "the unused template to be removed")
+    # The removal is recorded once, right after vCenter's task; the list follows.
+    wait_for(lambda: events_of_type(stack, "TemplateRemoved", vm_snapshot_id=snap) == 1,
+             "the TemplateRemoved event")
+    wait_for(lambda: all(t["vmsnapshotid"] != snap
+                         for t in cloud.listTemplates().get("template", [])),
+             "listTemplates to drop the removed template")
     assert events_of_type(stack, "TemplateRemoved", vm_snapshot_id=snap) == 1
-    assert all(t["vmsnapshotid"] != snap for t in cloud.listTemplates().get("template", []))
     assert any(e["type"] == "TEMPLATE.DELETE" for e in cloud.listEvents()["event"])
 
 
