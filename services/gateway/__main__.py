@@ -8,7 +8,7 @@ import logging
 
 from aiohttp import web
 
-from services.gateway.app import build, ensure_admin_keys, ensure_defaults
+from services.gateway.app import HANDLER_ARGS, build, ensure_admin_keys, ensure_defaults
 from services.gateway.bus import serve_deploys
 from services.gateway.http import CONTEXT
 from shared.runtime import Runtime
@@ -21,7 +21,8 @@ async def main(rt: Runtime) -> None:
     await ensure_admin_keys(store, rt.settings)
     await ensure_defaults(store)
     app = build(rt, store)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, max_line_size=HANDLER_ARGS["max_line_size"],
+                           max_field_size=HANDLER_ARGS["max_field_size"])
     await runner.setup()
     host, port = rt.settings.gateway_listen.rsplit(":", 1)
     await web.TCPSite(runner, host, int(port)).start()

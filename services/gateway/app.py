@@ -49,6 +49,11 @@ async def ensure_admin_keys(store: EventStore, settings: Settings) -> None:
         )
 
 
+# Long request lines reach the API (and get CloudStack's envelope) instead of a bare 400
+# from the HTTP parser: clients send big GET requests with many comma-joined ids.
+HANDLER_ARGS = {"max_line_size": 65536, "max_field_size": 65536}
+
+
 def build(rt: Runtime, store: EventStore) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
     app[CONTEXT] = Context(store=store)
