@@ -99,11 +99,7 @@ class Bare:
         self.host_ref = host_ref
         self.pool_ref = pool_ref
         self.network = network
-        compute = session._one(host_ref, ["parent"])["parent"]
-        from pyVmomi import vim
-
-        self.resource_pool = session._props(vim.ComputeResource, ["resourcePool"], compute)[0][1][
-            "resourcePool"]._moId
+        self.resource_pool = session._resource_pool(host_ref)
         self.folder = session._datacenter()[1]["vmFolder"]
 
     def deploy(self, name: str) -> float:

@@ -49,8 +49,7 @@ class Seeder:
             snapshot_id: str | None = event.snapshot_id
         else:
             assert isinstance(event, VmExpunged)
-            first = (await self.store.read_stream(streams.vm(event.vm_id)))[:1]
-            request = deploy_request([r.event() for r in first])
+            request = await self._deploy_request(event.vm_id)
             snapshot_id = request.vm_snapshot_id if request else None
         if snapshot_id is None:
             return []
@@ -89,9 +88,13 @@ class Seeder:
         events = await self.store.read_stream(streams.seed(vm_snapshot_id, pool_id))
         return seed.fold([e.event() for e in events if up_to is None or e.version <= up_to])
 
-    async def _request(self, vm_id: str) -> VmDeployRequested:
+    async def _deploy_request(self, vm_id: str) -> VmDeployRequested | None:
+        """The request a VM's stream starts with (None for an imported VM)."""
         events = await self.store.read_stream(streams.vm(vm_id))
-        request = deploy_request([e.event() for e in events[:1]])
+        return deploy_request([e.event() for e in events[:1]])
+
+    async def _request(self, vm_id: str) -> VmDeployRequested:
+        request = await self._deploy_request(vm_id)
         if request is None:
             raise LookupError(f"VM {vm_id} has no deploy request")
         return request

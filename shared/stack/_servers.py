@@ -175,10 +175,7 @@ def _pg_user() -> str | None:
     except KeyError:
         subprocess.run(["useradd", "--system", "--no-create-home", PG_SYSTEM_USER], check=True)
     install = _pg_install()
-    for prefix in install.parents:
-        if prefix == Path("/"):
-            break
-        prefix.chmod(prefix.stat().st_mode | 0o011)
+    _let_others_traverse(install)
     for root, dirs, files in os.walk(install):
         for item in [root, *(os.path.join(root, f) for f in dirs + files)]:
             mode = os.stat(item).st_mode
@@ -186,14 +183,19 @@ def _pg_user() -> str | None:
     return PG_SYSTEM_USER
 
 
-def _give_to(path: Path, user: str | None) -> None:
-    if user is None:
-        return
-    entry = pwd.getpwnam(user)
+def _let_others_traverse(path: Path) -> None:
+    """Let another user reach ``path``: add search (x) permission to every folder above it."""
     for prefix in path.parents:
         if prefix == Path("/"):
             break
         prefix.chmod(prefix.stat().st_mode | 0o011)
+
+
+def _give_to(path: Path, user: str | None) -> None:
+    if user is None:
+        return
+    entry = pwd.getpwnam(user)
+    _let_others_traverse(path)
     os.chown(path, entry.pw_uid, entry.pw_gid)
     for root, dirs, files in os.walk(path):
         for item in dirs + files:
