@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import time
@@ -26,12 +27,15 @@ from proto import subjects
 from proto.envelope import EventEnvelope, MalformedMessage, Metadata, decode_envelope
 from shared import metrics
 from shared.config import Settings
+from shared.domain.abandon import abandoned
 from shared.eventstore import Append, ConcurrencyError, EventStore, NewEvent
 from shared.log import correlation
 
 log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW_S = 120.0
+# A handler that loses an expected-version race reruns at once, this many times at most.
+CONFLICT_RETRIES = 5
 
 
 Handler = Callable[[EventEnvelope], Awaitable[Sequence[Append]]]
@@ -107,7 +111,15 @@ def _stream_of(msg: Msg) -> str:
 
 
 class Consumer:
-    """A durable pull consumer that runs one handler per event type, exactly once in effect."""
+    """A durable pull consumer that runs one handler per event type, exactly once in effect.
+
+    A handler that fails is retried with backoff; on the last delivery attempt the consumer
+    gives up and commits what settles the work as failed (``shared.domain.abandon``), so no
+    VM or job waits forever. While a handler runs, the message is kept from redelivery; a
+    handler running past ``handler_timeout`` counts as failed. Once ``stopping`` is set the
+    consumer takes no new messages and ``run`` returns when those in hand are done; if it is
+    cancelled first, the messages in hand are handed back to NATS for redelivery at once.
+    """
 
     def __init__(
         self,
@@ -119,6 +131,8 @@ class Consumer:
         ack_wait: float = 60.0,
         max_deliver: int = 20,
         batch: int = 64,
+        handler_timeout: float = 900.0,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self.name = name
         self.js = js
@@ -127,6 +141,8 @@ class Consumer:
         self.ack_wait = ack_wait
         self.max_deliver = max_deliver
         self.batch = batch
+        self.handler_timeout = handler_timeout
+        self.stopping = stopping or asyncio.Event()
 
     def config(self) -> api.ConsumerConfig:
         return api.ConsumerConfig(
@@ -139,27 +155,36 @@ class Consumer:
         )
 
     async def run(self) -> None:
-        """Fetch and handle messages until cancelled."""
+        """Fetch and handle messages until ``stopping`` is set (or cancelled)."""
         await ensure_events_stream(self.js)
         # add_consumer creates the durable or updates it to the current handler set.
         await self.js.add_consumer(subjects.EVENTS_STREAM, self.config())
         sub = await self.js.pull_subscribe_bind(self.name, stream=subjects.EVENTS_STREAM)
         log.info("consumer %s handling %s", self.name, ", ".join(sorted(self.handlers)))
-        while True:
-            try:
-                messages = await sub.fetch(self.batch, timeout=1.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            # Messages of different streams run concurrently (their writes meet only through
-            # expected versions); those of one stream run in the order they came.
-            by_stream: dict[str, list[Msg]] = {}
-            for msg in messages:
-                by_stream.setdefault(_stream_of(msg), []).append(msg)
-            await asyncio.gather(*(self._in_order(group) for group in by_stream.values()))
+        try:
+            while not self.stopping.is_set():
+                try:
+                    messages = await sub.fetch(self.batch, timeout=1.0)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue
+                # Messages of different streams run concurrently (their writes meet only
+                # through expected versions); those of one stream run in the order they came.
+                by_stream: dict[str, list[Msg]] = {}
+                for msg in messages:
+                    by_stream.setdefault(_stream_of(msg), []).append(msg)
+                await asyncio.gather(*(self._in_order(group) for group in by_stream.values()))
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        log.info("consumer %s stopped taking messages", self.name)
 
     async def _in_order(self, messages: list[Msg]) -> None:
-        for msg in messages:
-            await self.process(msg)
+        for i, msg in enumerate(messages):
+            try:
+                await self.process(msg)
+            except asyncio.CancelledError:
+                await asyncio.shield(_hand_back(messages[i:]))
+                raise
 
     async def process(self, msg: Msg) -> None:
         """Handle one message: skip it if seen, else run the handler and commit."""
@@ -178,18 +203,23 @@ class Consumer:
                 outcome = "ignored" if handler is None else "duplicate"
                 metrics.MESSAGES_HANDLED.labels(self.name, envelope.type, outcome).inc()
                 return
+            attempt = msg.metadata.num_delivered if msg.metadata else 1
             try:
-                appends = await handler(envelope)
-                done = await self._commit(envelope, appends)
+                done = await self._keep_alive(msg, self._handle(handler, envelope))
             except ConcurrencyError as exc:
-                # Someone else moved the stream on: run again later against the new state.
-                log.info("handler for %s %s raced another writer: %s", envelope.type,
+                if attempt >= self.max_deliver:
+                    await self._give_up(msg, envelope, exc, attempt)
+                    return
+                # Others kept moving the stream on: run again later against the new state.
+                log.info("handler for %s %s raced other writers: %s", envelope.type,
                          envelope.id, exc)
-                await msg.nak(delay=random.uniform(0.01, 0.1))
+                await msg.nak(delay=random.uniform(0.05, 0.5))
                 return
-            except Exception:
+            except Exception as exc:
                 metrics.HANDLER_FAILURES.labels(self.name, envelope.type).inc()
-                attempt = msg.metadata.num_delivered if msg.metadata else 1
+                if attempt >= self.max_deliver:
+                    await self._give_up(msg, envelope, exc, attempt)
+                    return
                 log.exception("handler for %s %s failed (attempt %s of %s)", envelope.type,
                               envelope.id, attempt, self.max_deliver)
                 await msg.nak(delay=min(30.0, 0.5 * 2 ** min(attempt, 6)))
@@ -201,6 +231,52 @@ class Consumer:
             metrics.HANDLE_SECONDS.labels(self.name, envelope.type).observe(
                 time.monotonic() - started
             )
+
+    async def _handle(self, handler: Handler, envelope: EventEnvelope) -> bool:
+        """Run the handler and commit, rerunning it when another writer got there first."""
+        for conflicts in itertools.count(1):
+            try:
+                appends = await asyncio.wait_for(handler(envelope), self.handler_timeout)
+                return await self._commit(envelope, appends)
+            except ConcurrencyError:
+                if conflicts >= CONFLICT_RETRIES:
+                    raise
+                await asyncio.sleep(random.uniform(0.005, 0.05) * conflicts)
+        raise AssertionError("unreachable")
+
+    async def _keep_alive(self, msg: Msg, work: Awaitable[bool]) -> bool:
+        """Await ``work``, telling NATS it is in progress so it is not redelivered meanwhile."""
+        task = asyncio.ensure_future(work)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.ack_wait / 3)
+                if done:
+                    return task.result()
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _give_up(self, msg: Msg, envelope: EventEnvelope, exc: Exception,
+                       attempt: int) -> None:
+        """The last attempt failed: settle the work as failed, or leave it to the log."""
+        reason = f"gave up after {attempt} attempts: {type(exc).__name__}: {exc}"
+        log.error("handler for %s %s failed on its last attempt; %s", envelope.type,
+                  envelope.id, reason, exc_info=exc)
+        metrics.MESSAGES_HANDLED.labels(self.name, envelope.type, "abandoned").inc()
+        try:
+            history = [e.event() for e in await self.store.read_stream(envelope.stream_id)]
+            events = abandoned(history, envelope.data, reason)
+            await self._commit(envelope, [Append(envelope.stream_id, events)] if events else [])
+        except Exception:
+            log.exception("could not record the failure of %s %s; leaving it to redelivery",
+                          envelope.type, envelope.id)
+            await msg.nak(delay=30.0)
+            return
+        await msg.term()
 
     async def _seen(self, event_id: str) -> bool:
         async with self.store.pool.acquire() as conn:
@@ -234,6 +310,13 @@ class Consumer:
                     conn=conn,
                 )
         return True
+
+
+async def _hand_back(messages: list[Msg]) -> None:
+    """Return messages not yet done to NATS for immediate redelivery (on shutdown)."""
+    for msg in messages:
+        with contextlib.suppress(Exception):
+            await msg.nak()
 
 
 async def close(nc: NATS) -> None:

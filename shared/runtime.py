@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BACKOFF_MAX_S = 15.0
+# On SIGTERM, how long consumers may take to finish the messages in hand before the rest
+# are handed back to NATS.
+SHUTDOWN_GRACE_S = 10.0
 
 
 class Runtime:
@@ -41,6 +44,9 @@ class Runtime:
         self.checks: dict[str, str | None] = {}
         self._closers: list[Callable[[], Awaitable[Any]]] = []
         self.health_port: int | None = None
+        # Set on SIGTERM/SIGINT: stop taking work, finish what is in hand.
+        self.stopping = asyncio.Event()
+        self._consumers: list[asyncio.Event] = []
 
     # ---- health and metrics ---------------------------------------------------------
 
@@ -140,9 +146,10 @@ class Runtime:
         return nc, nc.jetstream()
 
     async def keep_running(self, what: str, work: Callable[[], Awaitable[None]]) -> None:
-        """Run ``work`` forever: when it fails, log, report ``what`` unhealthy, back off, rerun."""
+        """Run ``work`` until shutdown: when it fails, log, report ``what`` unhealthy, back
+        off, rerun."""
         delay = 0.5
-        while True:
+        while not self.stopping.is_set():
             started = asyncio.get_running_loop().time()
             try:
                 await work()
@@ -151,6 +158,8 @@ class Runtime:
             except Exception as exc:
                 self.checks[what] = f"failing: {type(exc).__name__}: {exc}"
                 log.exception("%s failed; restarting it in %.1fs", what, delay)
+            if self.stopping.is_set():
+                return
             if asyncio.get_running_loop().time() - started > 60:
                 delay = 0.5
             await asyncio.sleep(delay)
@@ -172,9 +181,14 @@ class Runtime:
 
     async def consume(self, name: str, js: JetStreamContext, store: EventStore,
                       handlers: dict[str, bus.Handler]) -> None:
-        """Run a durable consumer with ``handlers`` until stopped, restarting it on failure."""
-        consumer = bus.Consumer(name, js, store, handlers)
-        await self.keep_running(f"consumer {name}", consumer.run)
+        """Run a durable consumer with ``handlers`` until shutdown, restarting it on failure."""
+        consumer = bus.Consumer(name, js, store, handlers, stopping=self.stopping)
+        finished = asyncio.Event()
+        self._consumers.append(finished)
+        try:
+            await self.keep_running(f"consumer {name}", consumer.run)
+        finally:
+            finished.set()
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -204,7 +218,7 @@ class Runtime:
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(self._main(main))
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self._shutdown(task)))
         try:
             await task
         except asyncio.CancelledError:
@@ -214,6 +228,23 @@ class Runtime:
                 with contextlib.suppress(Exception):
                     await close()
             log.info("%s stopped", self.service)
+
+    async def _shutdown(self, task: asyncio.Future[None]) -> None:
+        """Stop taking work, give the consumers time to finish what they hold, then stop."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        pending = [c for c in self._consumers if not c.is_set()]
+        if pending:
+            log.info("%s finishing the messages in hand (at most %.0fs)", self.service,
+                     SHUTDOWN_GRACE_S)
+            waits = [asyncio.ensure_future(c.wait()) for c in pending]
+            _, not_done = await asyncio.wait(waits, timeout=SHUTDOWN_GRACE_S)
+            for waiter in not_done:
+                waiter.cancel()
+            if not_done:
+                log.warning("%s handing unfinished messages back to NATS", self.service)
+        task.cancel()
 
     async def _main(self, main: Callable[[Runtime], Awaitable[None]]) -> None:
         await self.serve_health()

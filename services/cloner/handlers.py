@@ -14,6 +14,7 @@ from proto.events import (
     Nic,
     NicCreated,
     VmCreated,
+    VmDeployFailed,
     VmDeployRequested,
     VmDestroyed,
     VmDestroyRequested,
@@ -36,7 +37,7 @@ from proto.events import (
 from proto.streams import stable_id
 from shared.bus import Handler
 from shared.domain.inventory import disks_of, nics_of, object_id, snapshot_description
-from shared.domain.vm import deploy_failure, volume_id
+from shared.domain.vm import deploy_failure, deploy_request, volume_id
 from shared.drivers.base import (
     CloneProgress,
     CloneRequest,
@@ -71,6 +72,7 @@ class Cloner:
     def handlers(self) -> dict[str, Handler]:
         return {
             "VmSourceReady": self.deploy,
+            "VmDeployFailed": self.remove_leftover,
             "VmSnapshotRequested": self.snapshot,
             "VmSnapshotDeleteRequested": self.delete_snapshot,
             "VmRevertRequested": self.revert,
@@ -133,10 +135,17 @@ class Cloner:
     async def deploy(self, envelope: EventEnvelope) -> Sequence[Append]:
         ready = envelope.data
         assert isinstance(ready, VmSourceReady)
-        history = [e.event() for e in await self.store.read_stream(envelope.stream_id)]
+        recorded = await self.store.read_stream(envelope.stream_id)
+        history = [e.event() for e in recorded]
         request = history[0]
         placed = next(e for e in reversed(history) if isinstance(e, VmPlaced))
         assert isinstance(request, VmDeployRequested)
+        if any(isinstance(e, VmStarted | VmDeployFailed) for e in history):
+            # Already settled (a redelivery, or failed meanwhile): make sure a failed VM
+            # left nothing behind, and do nothing else.
+            if any(isinstance(e, VmDeployFailed) for e in history):
+                await self._cleanup(request.instance_name, CloneProgress())
+            return []
         async with self.store.pool.acquire() as conn:
             host_ref = await queries.ref_of(conn, "host", placed.host_id)
             pool_ref = await queries.ref_of(conn, "pool", placed.pool_id)
@@ -160,8 +169,21 @@ class Cloner:
             log.error("deploy of VM %s failed at %s: %s; removing what was created",
                       request.vm_id, step, exc)
             await self._cleanup(clone.name, progress)
-            return [Append(envelope.stream_id, deploy_failure(request, step, str(exc)))]
-        return self._deployed(envelope, request, placed, ready, clone, progress)
+            return [Append(envelope.stream_id, deploy_failure(request, step, str(exc)),
+                           recorded[-1].version)]
+        return self._deployed(envelope, request, placed, ready, clone, progress,
+                              recorded[-1].version)
+
+    async def remove_leftover(self, envelope: EventEnvelope) -> Sequence[Append]:
+        """A failed deploy leaves no VM in vCenter, whoever failed it and however it died
+        (a failure on the last delivery attempt, a crash mid-clone): remove any by its name."""
+        failed = envelope.data
+        assert isinstance(failed, VmDeployFailed)
+        request = deploy_request([e.event() for e in
+                                  (await self.store.read_stream(envelope.stream_id))[:1]])
+        if request is not None:
+            await self._cleanup(request.instance_name, CloneProgress())
+        return []
 
     async def _cleanup(self, name: str, progress: CloneProgress) -> None:
         ref = progress.vm_ref or await self.hypervisor.find_vm(name)
@@ -171,7 +193,7 @@ class Cloner:
 
     def _deployed(self, envelope: EventEnvelope, request: VmDeployRequested, placed: VmPlaced,
                   ready: VmSourceReady, clone: CloneRequest,
-                  progress: CloneProgress) -> list[Append]:
+                  progress: CloneProgress, version: int) -> list[Append]:
         assert progress.vm_ref and progress.clone_task and progress.reconfigure_task
         assert progress.power_on_task
         vm_events: list[Event] = [VmCreated(
@@ -189,7 +211,9 @@ class Cloner:
         vm_events.append(JobCompleted(job_id=request.job_id, succeeded=True))
         log.info("VM %s (%s) is running on %s; vCenter tasks %s", request.vm_id, clone.name,
                  clone.host_ref, ", ".join(tasks))
-        out = [Append(envelope.stream_id, vm_events)]
+        # At the version read: if the deploy was failed meanwhile, this conflicts and the
+        # rerun sees the failure and removes the VM just made.
+        out = [Append(envelope.stream_id, vm_events, version)]
         root = progress.root_disk
         if root is not None:
             root_id = volume_id(request.vm_id, root.device_key)

@@ -77,13 +77,12 @@ class Planner:
         last = placed[-1].event()
         assert isinstance(last, VmPlaced)
         async with self.store.pool.acquire() as conn:
-            host = await queries.host_view(conn, last.host_id)
-            held = host is not None and await queries.holds_capacity(conn, host.id, event.vm_id)
-        if host is None or not held:
+            held, version = await queries.holds_capacity(conn, last.host_id, event.vm_id)
+        if not held:
             return []
-        log.info("releasing the capacity of VM %s on host %s", event.vm_id, host.name)
-        return [Append(streams.host(host.id),
-                       [CapacityReleased(host_id=host.id, vm_id=event.vm_id)], host.version)]
+        log.info("releasing the capacity of VM %s on host %s", event.vm_id, last.host_id)
+        return [Append(streams.host(last.host_id),
+                       [CapacityReleased(host_id=last.host_id, vm_id=event.vm_id)], version)]
 
     async def sync(self, envelope: EventEnvelope) -> Sequence[Append]:
         request = envelope.data

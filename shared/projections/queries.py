@@ -7,6 +7,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from proto import streams
 from shared.domain.deploy import HostView, OfferingView, SnapshotView, TemplateView
 from shared.drivers.base import NetworkBinding
 
@@ -78,12 +79,22 @@ async def host_views(conn: asyncpg.Connection) -> list[HostView]:
     return [_host(r) for r in await conn.fetch(_HOSTS + " ORDER BY id")]
 
 
-async def holds_capacity(conn: asyncpg.Connection, host_id: str, vm_id: str) -> bool:
-    """Whether ``vm_id`` has capacity reserved on ``host_id``."""
-    found = await conn.fetchval(
-        "SELECT data -> 'reservations' ? $2 FROM catalog WHERE kind = 'host' AND id = $1",
-        host_id, vm_id)
-    return bool(found)
+async def holds_capacity(conn: asyncpg.Connection, host_id: str,
+                         vm_id: str) -> tuple[bool, int]:
+    """Whether ``vm_id`` has capacity reserved on ``host_id``, and the host stream's version.
+
+    Read from the event store itself, not the read models: a release must see a reservation
+    committed a moment ago, and a second release must see the first.
+    """
+    stream = streams.host(host_id)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        last = await conn.fetchval(
+            "SELECT type FROM events WHERE stream_id = $1 AND data ->> 'vm_id' = $2"
+            " AND type IN ('CapacityReserved', 'CapacityReleased')"
+            " ORDER BY version DESC LIMIT 1", stream, vm_id)
+        version = await conn.fetchval(
+            "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1", stream)
+    return last == "CapacityReserved", int(version)
 
 
 async def offering_view(conn: asyncpg.Connection, offering_id: str) -> OfferingView | None:

@@ -240,9 +240,13 @@ class Stack:
     # ---- stop -----------------------------------------------------------------------
 
     def stop(self) -> None:
-        for child in reversed(self.children):
-            if child.process is not None:
-                terminate(child.process)
+        # SIGTERM to every service at once (each finishes the work in hand), then wait.
+        running = [c.process for c in self.children if c.process is not None]
+        for process in running:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        for process in running:
+            terminate(process)
         for server in reversed(list(self.servers.values())):
             server.stop()
         with contextlib.suppress(FileNotFoundError):

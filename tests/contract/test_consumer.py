@@ -11,7 +11,14 @@ from nats.aio.client import Client as NATS
 
 from proto import subjects
 from proto.envelope import EventEnvelope, Metadata
-from proto.events import VmDestroyed, VmStopped
+from proto.events import (
+    JobCompleted,
+    VmDeployFailed,
+    VmDeployRequested,
+    VmDestroyed,
+    VmPlaced,
+    VmStopped,
+)
 from shared import metrics
 from shared.bus import Append, Consumer, ensure_events_stream
 from shared.eventstore import EventStore, NewEvent
@@ -133,6 +140,90 @@ async def test_handler_failure_is_retried_until_it_succeeds(
         await stop(task)
     assert attempts == 3
     assert _count(metrics.HANDLER_FAILURES.labels("test-flaky", "VmStopped")) == 2
+
+
+async def test_last_attempt_ends_the_deploy_in_error_instead_of_dropping_it(
+    store: EventStore, nc: NATS, relay: None
+) -> None:
+    async def broken(envelope: EventEnvelope) -> Sequence[Append]:
+        raise TimeoutError("vCenter did not answer within 30s")
+
+    consumer = Consumer("test-giveup", nc.jetstream(), store, {"VmPlaced": broken},
+                        max_deliver=3)
+    request = VmDeployRequested(
+        vm_id="d", job_id="job-d", account_id="acct", user_id="user", name="web-d",
+        display_name="web-d", instance_name="i-acct-d-VM", zone_id="z", service_offering_id="so",
+        cpu_number=1, cpu_speed=500, memory_mb=512, pool_id="p", network_ids=[])
+    placed = VmPlaced(vm_id="d", host_id="h", pool_id="p", cpu_number=1, cpu_speed=500,
+                      memory_mb=512)
+    task = await run_consumer(consumer)
+    try:
+        meta = Metadata(correlation_id="c")
+        await store.append("vm-d", [NewEvent(request, meta), NewEvent(placed, meta)])
+        await eventually(lambda: _version_is(store, "vm-d", 4), within=30,
+                         what="the deploy settled as failed after the last attempt")
+    finally:
+        await stop(task)
+    failed, job = [e.event() for e in (await store.read_stream("vm-d"))[2:]]
+    assert isinstance(failed, VmDeployFailed) and isinstance(job, JobCompleted)
+    assert "failed at seed: gave up after 3 attempts: TimeoutError: vCenter did not answer" \
+        in failed.reason
+    assert job.job_id == "job-d" and not job.succeeded
+    assert _count(metrics.HANDLER_FAILURES.labels("test-giveup", "VmPlaced")) == 3
+    assert _count(metrics.MESSAGES_HANDLED.labels("test-giveup", "VmPlaced", "abandoned")) == 1
+
+
+async def test_stopping_finishes_the_message_in_hand_then_returns(
+    store: EventStore, nc: NATS, relay: None
+) -> None:
+    started = asyncio.Event()
+
+    async def slow(envelope: EventEnvelope) -> Sequence[Append]:
+        started.set()
+        await asyncio.sleep(1.0)
+        return [Append(envelope.stream_id, [VmDestroyed(vm_id="e")], envelope.version)]
+
+    stopping = asyncio.Event()
+    consumer = Consumer("test-drain", nc.jetstream(), store, {"VmStopped": slow},
+                        stopping=stopping)
+    task = await run_consumer(consumer)
+    try:
+        await store.append("vm-e", [NewEvent(VmStopped(vm_id="e"), Metadata(correlation_id="c"))])
+        await asyncio.wait_for(started.wait(), 30)
+        stopping.set()
+        await asyncio.wait_for(task, 30)  # returns by itself once the message is done
+    finally:
+        await stop(task)
+    assert [e.type for e in await store.read_stream("vm-e")] == ["VmStopped", "VmDestroyed"]
+
+
+async def test_cancelled_consumer_hands_its_message_back_for_immediate_redelivery(
+    store: EventStore, nc: NATS, relay: None
+) -> None:
+    started = asyncio.Event()
+
+    async def hangs(envelope: EventEnvelope) -> Sequence[Append]:
+        started.set()
+        await asyncio.sleep(3600)
+        return []
+
+    # ack_wait of 10 minutes: only the hand-back can bring the message back within the test.
+    first = Consumer("test-handback", nc.jetstream(), store, {"VmStopped": hangs}, ack_wait=600)
+    task = await run_consumer(first)
+    await store.append("vm-f", [NewEvent(VmStopped(vm_id="f"), Metadata(correlation_id="c"))])
+    await asyncio.wait_for(started.wait(), 30)
+    await stop(task)
+
+    handler = Destroyer()
+    second = Consumer("test-handback", nc.jetstream(), store, {"VmStopped": handler},
+                      ack_wait=600)
+    task = await run_consumer(second)
+    try:
+        await eventually(lambda: _version_is(store, "vm-f", 2), within=30,
+                         what="the handed-back message handled by the next consumer")
+    finally:
+        await stop(task)
+    assert handler.calls == 1
 
 
 def _count(counter: object) -> float:
