@@ -172,7 +172,8 @@ class Runtime:
 
         async def login() -> VSphere:
             return await VSphere.connect(s.vcenter_url, s.vcenter_user, s.vcenter_password,
-                                         verify_tls=s.vcenter_verify_tls)
+                                         verify_tls=s.vcenter_verify_tls,
+                                         call_timeout=s.vcenter_timeout)
 
         self.checks.setdefault("vcenter", "connecting")
         session = await self.retry("vcenter", login)

@@ -166,6 +166,11 @@ class Cloner:
             await self.hypervisor.clone(clone, progress)
         except HypervisorError as exc:
             step = failed_step(progress)
+            if exc.transient:
+                # Safe to run again: a new attempt first removes what this one left.
+                log.warning("deploy of VM %s: no answer from vCenter at %s (%s); retrying",
+                            request.vm_id, step, exc)
+                raise
             log.error("deploy of VM %s failed at %s: %s; removing what was created",
                       request.vm_id, step, exc)
             await self._cleanup(clone.name, progress)

@@ -10,6 +10,7 @@ awaited with ``WaitForUpdatesEx`` on a collector of their own, without polling.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import ssl
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -155,8 +156,11 @@ def reconfigure_spec(request: CloneRequest, current_devices: Sequence[Any]) -> A
 class VSphere:
     """One authenticated vCenter session, implementing ``shared.drivers.base.Hypervisor``."""
 
-    def __init__(self, service_instance: Any, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, service_instance: Any, executor: ThreadPoolExecutor,
+                 call_timeout: float | None = None) -> None:
         self.si = service_instance
+        # A task is waited for in long polls that must end before a call times out.
+        self._poll_s = int(min(30, max(1, (call_timeout or 60) / 2)))
         self.content = service_instance.RetrieveContent()
         self._executor = executor
         # Facts that do not change between deploys, read once per session.
@@ -166,8 +170,9 @@ class VSphere:
 
     @classmethod
     async def connect(cls, url: str, user: str, password: str, *, verify_tls: bool = True,
-                      threads: int = 16) -> VSphere:
-        """Log in to the vCenter at ``url`` (``https://host[:port]/sdk``)."""
+                      threads: int = 16, call_timeout: float | None = None) -> VSphere:
+        """Log in to the vCenter at ``url`` (``https://host[:port]/sdk``); each call then
+        fails after ``call_timeout`` seconds without an answer."""
         parts = urlsplit(url)
         executor = ThreadPoolExecutor(threads, thread_name_prefix="vsphere")
         context = None if verify_tls else ssl._create_unverified_context()
@@ -176,19 +181,26 @@ class VSphere:
             return SmartConnect(
                 host=parts.hostname, port=parts.port or 443, user=user, pwd=password,
                 protocol=parts.scheme or "https", path=parts.path or "/sdk",
-                sslContext=context, connectionPoolTimeout=30,
+                sslContext=context, connectionPoolTimeout=30, httpConnectionTimeout=call_timeout,
             )
 
         loop = asyncio.get_running_loop()
         try:
             si = await loop.run_in_executor(executor, login)
-            return await loop.run_in_executor(executor, lambda: cls(si, executor))
+            return await loop.run_in_executor(executor, lambda: cls(si, executor, call_timeout))
         except BaseException:
             executor.shutdown(wait=False)
             raise
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        """Run blocking ``fn`` on the session's threads. A call that vCenter did not answer
+        (timeout, broken connection) raises a transient ``HypervisorError``: what it asked
+        for may or may not have happened."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except (OSError, http.client.HTTPException) as exc:
+            raise HypervisorError(f"vCenter did not answer: {type(exc).__name__}: {exc}",
+                                  transient=True) from exc
 
     async def close(self) -> None:
         await self.call(Disconnect, self.si)
@@ -245,9 +257,10 @@ class VSphere:
             version, state, error = "", None, None
             waited = 0
             while state not in ("success", "error"):
-                update = collector.WaitForUpdatesEx(version, PC.WaitOptions(maxWaitSeconds=30))
+                update = collector.WaitForUpdatesEx(version, PC.WaitOptions(
+                    maxWaitSeconds=self._poll_s))
                 if update is None:
-                    waited += 30
+                    waited += self._poll_s
                     if waited >= TASK_TIMEOUT_S:
                         raise HypervisorError(f"{what}: task {task_id} did not finish within "
                                               f"{TASK_TIMEOUT_S}s", task_id=task_id,

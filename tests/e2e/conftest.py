@@ -16,6 +16,7 @@ from cs import CloudStack
 from tests.harness.vsphere import Vcsim
 
 SNAPDEPLOY = [sys.executable, "-m", "shared.cli"]
+VCENTER_TIMEOUT_S = 5
 
 
 def pids_of(info: dict[str, Any]) -> list[int]:
@@ -35,7 +36,9 @@ def alive(pid: int) -> bool:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     state = tmp_path_factory.mktemp("stack")
     trace = state / "vcsim-trace.xml"
-    env = {**os.environ, "SNAPDEPLOY_VCSIM_ARGS": f"-trace-file {trace}"}
+    # vCenter calls time out after a few seconds, so tests can make one hang past it.
+    env = {**os.environ, "SNAPDEPLOY_VCSIM_ARGS": f"-trace-file {trace}",
+           "SNAPDEPLOY_VCENTER_TIMEOUT": str(VCENTER_TIMEOUT_S)}
     subprocess.run([*SNAPDEPLOY, "up", "--detach", "--state-dir", str(state)], check=True,
                    timeout=240, env=env)
     info: dict[str, Any] = json.loads((state / "stack.json").read_text())

@@ -44,6 +44,10 @@ class Vcsim:
     def vm_names(self) -> set[str]:
         return {p["name"] for _, p in self.props(vim.VirtualMachine, ["name"])}
 
+    def count_named(self, name: str) -> int:
+        """How many VMs carry ``name`` (vCenter allows the same name in other folders)."""
+        return sum(p["name"] == name for _, p in self.props(vim.VirtualMachine, ["name"]))
+
     def vm(self, name: str) -> dict[str, Any]:
         """What a VM looks like in vCenter: host, datastores, NICs, CPU, memory, power."""
         for obj, p in self.props(vim.VirtualMachine, [
@@ -137,21 +141,26 @@ class Vcsim:
 
     # ---- fault rules of our vcsim build ----------------------------------------------
 
-    def _faults_url(self) -> str:
+    def _harness(self, what: str, method: str, body: dict[str, Any] | None = None) -> None:
         parts = urlsplit(self.url)
-        return f"{parts.scheme}://{parts.netloc}/harness/faults"
-
-    def _send(self, method: str, body: bytes | None = None) -> None:
-        request = urllib.request.Request(self._faults_url(), data=body, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{parts.scheme}://{parts.netloc}/harness/{what}", method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, context=ssl._create_unverified_context(),
                                     timeout=10) as response:
             assert response.status == 204
 
-    def fail(self, method: str, message: str, *, max_count: int = 1) -> None:
-        """Make the next ``max_count`` calls of ``method`` fail with ``message``."""
-        self._send("POST", json.dumps({"method": method, "message": message,
-                                       "max_count": max_count}).encode())
+    def fail(self, method: str, message: str, *, max_count: int = 1, delay_ms: int = 0) -> None:
+        """Make the next ``max_count`` calls of ``method`` fail with ``message`` (after
+        hanging ``delay_ms``)."""
+        self._harness("faults", "POST", {"method": method, "message": message,
+                                         "max_count": max_count, "delay_ms": delay_ms})
 
     def clear_faults(self) -> None:
-        self._send("DELETE")
+        self._harness("faults", "DELETE")
+
+    def delay(self, method: str, delay_ms: int, for_ms: int) -> None:
+        """Calls of ``method`` made in the next ``for_ms`` hang ``delay_ms``, then succeed."""
+        self._harness("delays", "POST", {"method": method, "delay_ms": delay_ms,
+                                         "for_ms": for_ms})

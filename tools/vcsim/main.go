@@ -4,8 +4,11 @@
 //
 // For test harnesses it also serves /harness/faults: POST a JSON rule
 // {"method": "ReconfigVM_Task", "object_name": "*", "message": "...", "max_count": 1}
-// to make matching calls fail, DELETE to clear the rules. -trace-file records every SOAP
-// request and response, so a test can check what a client sent.
+// to make matching calls fail, DELETE to clear the rules. /harness/delays takes
+// {"method": "PowerOnVM_Task", "delay_ms": 8000, "for_ms": 1000}: calls of that method made
+// in the next for_ms hang delay_ms and then do their work (a call that outlives its
+// client's timeout, then succeeds). -trace-file records every SOAP request and response,
+// so a test can check what a client sent.
 package main
 
 import (
@@ -20,7 +23,9 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/types"
@@ -74,6 +79,9 @@ func main() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/harness/faults", func(w http.ResponseWriter, r *http.Request) {
 		faults(model.Service, w, r)
+	})
+	mux.HandleFunc("/harness/delays", func(w http.ResponseWriter, r *http.Request) {
+		delayFor(&model.DelayConfig, w, r)
 	})
 	model.Service.ServeMux = mux
 	server := model.Service.NewServer()
@@ -147,6 +155,45 @@ func faults(service *simulator.Service, w http.ResponseWriter, r *http.Request) 
 		http.Error(w, "POST a rule or DELETE all", http.StatusMethodNotAllowed)
 		return
 	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+type delayRule struct {
+	Method  string `json:"method"`
+	DelayMS int    `json:"delay_ms"`
+	ForMS   int    `json:"for_ms"`
+}
+
+var delaysMu sync.Mutex
+
+// delayFor adds a method delay for a while. The simulator reads MethodDelay without a lock,
+// so the map is never changed in place: a new one replaces it.
+func delayFor(config *simulator.DelayConfig, w http.ResponseWriter, r *http.Request) {
+	var rule delayRule
+	if r.Method != http.MethodPost {
+		http.Error(w, "POST a rule", http.StatusMethodNotAllowed)
+		return
+	}
+	if err := json.NewDecoder(r.Body).Decode(&rule); err != nil || rule.Method == "" || rule.ForMS <= 0 {
+		http.Error(w, "a rule needs a method, delay_ms and for_ms", http.StatusBadRequest)
+		return
+	}
+	set := func(ms int) {
+		delaysMu.Lock()
+		defer delaysMu.Unlock()
+		next := map[string]int{}
+		for k, v := range config.MethodDelay {
+			next[k] = v
+		}
+		if ms > 0 {
+			next[rule.Method] = ms
+		} else {
+			delete(next, rule.Method)
+		}
+		config.MethodDelay = next
+	}
+	set(rule.DelayMS)
+	time.AfterFunc(time.Duration(rule.ForMS)*time.Millisecond, func() { set(0) })
 	w.WriteHeader(http.StatusNoContent)
 }
 
