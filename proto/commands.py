@@ -24,6 +24,9 @@ class DeployVirtualMachine(msgspec.Struct, kw_only=True, forbid_unknown_fields=T
     networkids: list[str] = []
     name: str | None = None
     displayname: str | None = None
+    # The caller's own key for this request: sending it again (a retry after a lost answer)
+    # returns the first request's VM and job instead of deploying another VM.
+    requestid: str | None = None
     schema: int = 1
 
 

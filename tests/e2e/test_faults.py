@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 from cs import CloudStack
 
 from tests.e2e.conftest import VCENTER_TIMEOUT_S
-from tests.e2e.helpers import offering, snapshot, vm_named
+from tests.e2e.helpers import fail_text, offering, snapshot, vm_named
 from tests.harness.vsphere import Vcsim
 
 pytestmark = pytest.mark.stack
@@ -60,3 +61,27 @@ def test_a_power_on_that_outlives_its_timeout_then_succeeds_leaves_one_running_v
     assert vcsim.count_named(vm["instancename"]) == 1
     assert vcsim.vm(vm["instancename"])["power"] == "poweredOn"
     assert f"deploy of VM {vm['id']}: no answer from vCenter at power-on" in cloner_log(stack)
+
+
+def test_the_same_request_sent_twice_deploys_one_vm(
+    stack: dict[str, Any], cloud: CloudStack, vcsim: Vcsim
+) -> None:
+    """A client that lost the answer sends the request again with the same requestid."""
+    snap = seeded_snapshot(cloud)
+    client = CloudStack(endpoint=stack["api_url"], key=stack["admin_api_key"],
+                        secret=stack["admin_secret_key"])  # answers without waiting for jobs
+    params = {"vmsnapshotid": snap, "name": "retried", "requestid": "order-4711",
+              "serviceofferingid": offering(cloud, "Small Instance")}
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: client.deployVirtualMachine(**params), range(4)))
+    assert len({(a["id"], a["jobid"]) for a in answers}) == 1
+    cloud.queryAsyncJobResult(jobid=answers[0]["jobid"])
+    vm = vm_named(cloud, "retried")
+    assert vm["state"] == "Running" and vm["id"] == answers[0]["id"]
+    assert len(cloud.listVirtualMachines(name="retried")["virtualmachine"]) == 1
+    assert vcsim.count_named(vm["instancename"]) == 1
+
+    again = client.deployVirtualMachine(**params)
+    assert (again["id"], again["jobid"]) == (answers[0]["id"], answers[0]["jobid"])
+    text = fail_text(lambda: client.deployVirtualMachine(**{**params, "name": "other"}))
+    assert "requestid" in text and "order-4711" in text and "different" in text

@@ -15,6 +15,7 @@ from proto.events import (
     VmPowerRequested,
     VmRecovered,
 )
+from proto.streams import stable_id
 from services.gateway import views
 from services.gateway.api import (
     PARAM_ERROR,
@@ -36,7 +37,7 @@ from shared.domain.job import (
     STOP_VM_CMD,
 )
 from shared.domain.vm import VmState, instance_name
-from shared.eventstore import NO_STREAM, Append
+from shared.eventstore import NO_STREAM, Append, ConcurrencyError
 from shared.projections import queries
 
 
@@ -66,24 +67,39 @@ async def submit_deploy(ctx: Context, caller: Caller,
     except Rejected as rejected:
         raise ApiError(rejected.code, rejected.text) from None
     assert offering is not None
-    vm_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
+    if request.requestid:
+        vm_id = stable_id("deploy-request", caller.account_id, request.requestid)
+        job_id = stable_id("deploy-job", caller.account_id, request.requestid)
+    else:
+        vm_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
     name = request.name or f"VM-{vm_id}"
-    await ctx.append(caller, Append(streams.vm(vm_id), [
-        VmDeployRequested(
-            vm_id=vm_id, job_id=job_id, account_id=caller.account_id, user_id=caller.user_id,
-            name=name, display_name=request.displayname or name,
-            instance_name=instance_name(vm_id, caller.account_id), zone_id=source.zone_id,
-            service_offering_id=offering.id, cpu_number=offering.cpu_number,
-            cpu_speed=offering.cpu_speed, memory_mb=offering.memory_mb,
-            pool_id=source.pool_id, network_ids=source.network_ids,
-            vm_snapshot_id=request.vmsnapshotid, template_id=request.templateid,
-            source_vm_id=source.source_vm_id, root_template_id=source.root_template_id,
-            disk_offering_id=source.disk_offering_id, host_id=request.hostid,
-        ),
-        JobSubmitted(job_id=job_id, cmd=DEPLOY_VM_CMD, instance_type="VirtualMachine",
-                     instance_id=vm_id, account_id=caller.account_id, user_id=caller.user_id),
-    ], NO_STREAM))
+    deploy = VmDeployRequested(
+        vm_id=vm_id, job_id=job_id, account_id=caller.account_id, user_id=caller.user_id,
+        name=name, display_name=request.displayname or name,
+        instance_name=instance_name(vm_id, caller.account_id), zone_id=source.zone_id,
+        service_offering_id=offering.id, cpu_number=offering.cpu_number,
+        cpu_speed=offering.cpu_speed, memory_mb=offering.memory_mb,
+        pool_id=source.pool_id, network_ids=source.network_ids,
+        vm_snapshot_id=request.vmsnapshotid, template_id=request.templateid,
+        source_vm_id=source.source_vm_id, root_template_id=source.root_template_id,
+        disk_offering_id=source.disk_offering_id, host_id=request.hostid,
+    )
+    try:
+        await ctx.append(caller, Append(streams.vm(vm_id), [deploy, JobSubmitted(
+            job_id=job_id, cmd=DEPLOY_VM_CMD, instance_type="VirtualMachine", instance_id=vm_id,
+            account_id=caller.account_id, user_id=caller.user_id)], NO_STREAM))
+    except ConcurrencyError:
+        # Only a repeated requestid can meet an existing stream: answer as the first time.
+        first = (await ctx.store.read_stream(streams.vm(vm_id)))[0].event()
+        if not same_deploy(first, deploy):
+            raise ApiError(PARAM_ERROR, f"invalid parameter requestid: {request.requestid!r} "
+                           "was used for a different deployVirtualMachine request") from None
     return CommandAccepted(id=vm_id, jobid=job_id)
+
+
+def same_deploy(first: object, again: VmDeployRequested) -> bool:
+    """Whether a repeated request asks for what the first one asked for."""
+    return isinstance(first, VmDeployRequested) and first == again
 
 
 @command("deployVirtualMachine")
@@ -96,6 +112,7 @@ async def deploy_virtual_machine(ctx: Context, params: Params, caller: Caller) -
         templateid=params.uuid("templateid"), hostid=params.uuid("hostid"),
         networkids=params.uuids("networkids"), name=params.text("name", max_length=63),
         displayname=params.text("displayname"),
+        requestid=params.text("requestid", max_length=255),
     ))
     return {"id": accepted.id, "jobid": accepted.jobid}
 
