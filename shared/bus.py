@@ -34,8 +34,9 @@ from shared.log import correlation
 log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW_S = 120.0
-# A handler that loses an expected-version race reruns at once, this many times at most.
-CONFLICT_RETRIES = 5
+# A handler that loses an expected-version race reruns (after a short random pause that
+# grows with each loss, at most 1 s) this many times before the message goes back to NATS.
+CONFLICT_RETRIES = 30
 
 
 Handler = Callable[[EventEnvelope], Awaitable[Sequence[Append]]]
@@ -241,7 +242,7 @@ class Consumer:
             except ConcurrencyError:
                 if conflicts >= CONFLICT_RETRIES:
                     raise
-                await asyncio.sleep(random.uniform(0.005, 0.05) * conflicts)
+                await asyncio.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** conflicts)))
         raise AssertionError("unreachable")
 
     async def _keep_alive(self, msg: Msg, work: Awaitable[bool]) -> bool:
