@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 VCSIM := $(BIN)/vcsim
 STATE_DIR ?= .state
 
-.PHONY: install run test lint bench clean docker-compose
+.PHONY: install run test lint bench chaos clean docker-compose
 
 install: $(BIN)/snapdeploy $(VCSIM) docker-compose
 
@@ -42,5 +42,11 @@ bench: install
 	$(BIN)/python -m bench.deploys
 	$(BIN)/python -m bench.report
 
+# The fault harness, long: every process SIGKILLed five times during a stream of deploys
+# (about 6 minutes). `make test` runs one round. The report feeds README.md's figures.
+chaos: install
+	$(BIN)/python -m tests.harness.chaos --rounds 5 --state-dir .chaos \
+	  --report bench/results/chaos.json
+
 clean:
-	rm -rf $(VENV) $(STATE_DIR)
+	rm -rf $(VENV) $(STATE_DIR) .chaos

@@ -53,6 +53,10 @@ def encode(msg: msgspec.Struct) -> bytes:
 def decode_envelope(raw: bytes) -> EventEnvelope:
     """Decode an event envelope, raising ``MalformedMessage`` with the reason."""
     try:
-        return _decoder.decode(raw)
+        envelope = _decoder.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise MalformedMessage(f"not a snapdeploy event envelope: {exc}") from exc
+        raise MalformedMessage(f"not a snapdeploy event envelope: {str(exc)[:200]}") from exc
+    if envelope.type != type(envelope.data).__name__:
+        raise MalformedMessage(f"event envelope of type {envelope.type[:64]!r} carries a "
+                               f"{type(envelope.data).__name__} payload")
+    return envelope

@@ -50,20 +50,29 @@ async def connect(
 ) -> NATS:
     """Connect to NATS, reconnecting forever; ``on_state(None)`` when up, else the reason."""
 
+    connected = [False]
+    client: list[NATS] = []
+
     def report(state: str | None) -> None:
+        connected[0] = state is None
         if on_state is not None:
             on_state(state)
 
     async def disconnected() -> None:
-        log.warning("lost the connection to NATS; reconnecting")
-        report("disconnected, reconnecting")
+        closing = bool(client) and (client[0].is_draining or client[0].is_closed)
+        if connected[0] and not closing:
+            log.warning("lost the connection to NATS; reconnecting")
+            report("disconnected, reconnecting")
 
     async def reconnected() -> None:
         log.info("reconnected to NATS")
         report(None)
 
     async def error(exc: Exception) -> None:
-        log.warning("NATS: %s", exc)
+        log.warning("NATS: %s: %s", type(exc).__name__, exc)
+        if not client:
+            # nats.py keeps retrying the first connection by itself, once a second.
+            report(f"unreachable: {type(exc).__name__}: {exc}")
 
     options: dict[str, object] = {}
     if settings.nats_user:
@@ -79,6 +88,7 @@ async def connect(
         error_cb=error,
         **options,
     )
+    client.append(nc)
     report(None)
     return nc
 

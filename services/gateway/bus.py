@@ -10,7 +10,14 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from proto.commands import DEPLOY_SUBJECT, CommandRejected, DeployVirtualMachine
-from services.gateway.api import AUTH_ERROR, PARAM_ERROR, ApiError, Context
+from services.gateway.api import (
+    AUTH_ERROR,
+    INTERNAL_ERROR,
+    PARAM_ERROR,
+    ApiError,
+    Context,
+    Params,
+)
 from services.gateway.http import AUTH_FAILED, caller_by_key
 from shared import metrics
 from shared.log import correlation
@@ -24,28 +31,44 @@ async def serve_deploys(nc: NATS, ctx: Context) -> None:
     """Answer deploy requests on ``DEPLOY_SUBJECT`` (queue group ``gateway``)."""
 
     async def on_request(msg: Msg) -> None:
-        with correlation(str(uuid.uuid4())):
-            reply = await handle(ctx, msg.data)
+        request_id = str(uuid.uuid4())
+        with correlation(request_id):
+            try:
+                reply = await handle(ctx, msg.data)
+            except Exception:
+                log.exception("deploy request on NATS failed")
+                reply = CommandRejected(errorcode=INTERNAL_ERROR, errortext=(
+                    f"internal error; the gateway's log has it under {request_id}"))
             if msg.reply:
-                await msg.respond(_encoder.encode(reply))
+                try:
+                    await msg.respond(_encoder.encode(reply))
+                except Exception:
+                    log.exception("could not answer a deploy request on NATS")
 
     await nc.subscribe(DEPLOY_SUBJECT, queue="gateway", cb=on_request)
     log.info("answering deploy requests on NATS subject %s", DEPLOY_SUBJECT)
 
 
 async def handle(ctx: Context, data: bytes) -> msgspec.Struct:
-    from services.gateway.commands.vms import submit_deploy
+    from services.gateway.commands.vms import deploy_params, submit_deploy
 
     try:
         request = _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         metrics.MALFORMED_MESSAGES.labels("gateway").inc()
-        return CommandRejected(errorcode=PARAM_ERROR, errortext=f"malformed request: {exc}")
+        return CommandRejected(errorcode=PARAM_ERROR,
+                               errortext=f"malformed request: {str(exc)[:200]}")
     try:
         caller = await caller_by_key(ctx, request.apikey)
         if caller is None:
             raise ApiError(AUTH_ERROR, AUTH_FAILED)
-        accepted = await submit_deploy(ctx, caller, request)
+        # The same checks as the HTTP API's parameters.
+        fields = {name: ",".join(value) if isinstance(value, list) else value
+                  for name in DeployVirtualMachine.__struct_fields__
+                  if name not in ("apikey", "schema")
+                  and (value := getattr(request, name)) not in (None, [])}
+        checked = deploy_params(Params("deployVirtualMachine", fields), request.apikey)
+        accepted = await submit_deploy(ctx, caller, checked)
     except ApiError as exc:
         return CommandRejected(errorcode=exc.code, errortext=exc.text)
     log.info("accepted deploy %s (job %s) from NATS", accepted.id, accepted.jobid)

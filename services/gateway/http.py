@@ -43,6 +43,8 @@ async def request_params(request: web.Request) -> list[tuple[str, str]]:
 
 
 async def _key(ctx: Context, api_key: str) -> tuple[Caller, str] | None:
+    if "\x00" in api_key or len(api_key) > 255:
+        return None  # no key looks like that (and PostgreSQL text cannot hold a NUL)
     async with ctx.store.pool.acquire() as conn:
         row = await conn.fetchrow(
             "SELECT secret_key, account_id, account_name, user_id, user_name, role"

@@ -87,6 +87,7 @@ class Stack:
     servers: dict[str, Server] = field(default_factory=dict)
     children: list[Child] = field(default_factory=list)
     settings: config.Settings = field(default_factory=config.Settings)
+    _server_retry: dict[str, float] = field(default_factory=dict)
 
     @property
     def logs(self) -> Path:
@@ -220,10 +221,16 @@ class Stack:
                     child.restarts += 1
                     changed = True
             for name, server in list(self.servers.items()):
-                if not server.alive():
+                if not server.alive() and now >= self._server_retry.get(name, 0.0):
                     self._progress(f"{name} exited with code {server.process.returncode}; "
                                    "restarting it")
-                    self.servers[name] = self._restart_server(server)
+                    try:
+                        self.servers[name] = self._restart_server(server)
+                    except StartError as exc:
+                        # e.g. PostgreSQL refusing while the killed server's backends exit
+                        self._progress(f"{name} did not restart: {exc}; trying again in 1s")
+                        self._server_retry[name] = time.monotonic() + 1.0
+                        continue
                     changed = True
             if changed:
                 self._write_stack_file()

@@ -102,18 +102,23 @@ def same_deploy(first: object, again: VmDeployRequested) -> bool:
     return isinstance(first, VmDeployRequested) and first == again
 
 
-@command("deployVirtualMachine")
-async def deploy_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+def deploy_params(params: Params, api_key: str = "") -> DeployVirtualMachine:
+    """deployVirtualMachine's parameters, each checked (431 naming the first bad one)."""
     offering = params.uuid("serviceofferingid", required=True)
     assert offering is not None
     params.uuid("zoneid")  # accepted and checked; the source's zone is used
-    accepted = await submit_deploy(ctx, caller, DeployVirtualMachine(
-        apikey="", serviceofferingid=offering, vmsnapshotid=params.uuid("vmsnapshotid"),
+    return DeployVirtualMachine(
+        apikey=api_key, serviceofferingid=offering, vmsnapshotid=params.uuid("vmsnapshotid"),
         templateid=params.uuid("templateid"), hostid=params.uuid("hostid"),
         networkids=params.uuids("networkids"), name=params.text("name", max_length=63),
         displayname=params.text("displayname"),
         requestid=params.text("requestid", max_length=255),
-    ))
+    )
+
+
+@command("deployVirtualMachine")
+async def deploy_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    accepted = await submit_deploy(ctx, caller, deploy_params(params))
     return {"id": accepted.id, "jobid": accepted.jobid}
 
 
