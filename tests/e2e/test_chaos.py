@@ -16,6 +16,7 @@ def test_every_process_killed_once_loses_nothing_and_leaves_nothing(tmp_path: Pa
     print(report.summary())
     assert report.kills == dict.fromkeys(TARGETS, 1)
     assert report.deploys_accepted >= 20 and report.rejected == []
+    assert report.failed_with_cleanup > 0, "no deploy failed: the cleanup went untested"
     assert report.unsettled == []
     assert report.running + report.failed_with_cleanup == report.deploys_accepted
     assert report.orphans == []

@@ -5,7 +5,8 @@ lost, nothing happened twice and nothing was left behind.
 
 Starts a stack of its own (``snapdeploy up --detach``), takes a VM snapshot, and submits
 deploys from it through the CloudStack API without pause, as a client that retries with the
-same ``requestid`` when it gets no answer. Meanwhile it SIGKILLs each process — the
+same ``requestid`` when it gets no answer; vCenter refuses a share of the reconfigure calls,
+so some deploys fail half-way and must clean up. Meanwhile it SIGKILLs each process — the
 services, nats-server and PostgreSQL — in turn at random moments, and waits for the launcher
 to bring it back before the next. When every kill is done it stops submitting, waits for
 every accepted deploy to settle, and checks:
@@ -28,6 +29,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -124,10 +126,12 @@ def _healthy(url: str) -> bool:
 
 
 class Chaos:
-    def __init__(self, state_dir: Path, rounds: int, interval: float, seed: int) -> None:
+    def __init__(self, state_dir: Path, rounds: int, interval: float, seed: int,
+                 fault_rate: float = 0.1) -> None:
         self.state_dir = state_dir
         self.rounds = rounds
         self.interval = interval
+        self.fault_rate = fault_rate
         self.rng = random.Random(seed)
         self.report = Report(rounds=rounds, kills=dict.fromkeys(TARGETS, 0))
         self.accepted: dict[str, str] = {}  # vm id -> job id
@@ -189,6 +193,13 @@ class Chaos:
         snap = cloud.createVMSnapshot(virtualmachineid=source["id"], name="chaos")
         offering = cloud.createServiceOffering(name="chaos", displaytext="chaos", cpunumber=1,
                                                cpuspeed=10, memory=32)
+        if self.fault_rate > 0:
+            # Some deploys must fail half-way (VM cloned, reconfigure refused), so their
+            # cleanup is tested under the kills too.
+            Vcsim(self.info["vcenter_url"], self.info["vcenter_user"],
+                  self.info["vcenter_password"]).fail(
+                "ReconfigVM_Task", "injected by the chaos harness", max_count=0,
+                probability=self.fault_rate)
         return {"vmsnapshotid": snap["vmsnapshot"]["id"],
                 "serviceofferingid": offering["serviceoffering"]["id"]}
 
@@ -286,7 +297,8 @@ class Chaos:
                     self.report.failed_but_in_vcenter.append(row["id"])
                 else:
                     self.report.failed_with_cleanup += 1
-                    reasons[str(row["error_text"]).split(": ", 1)[-1][:80]] += 1
+                    reason = str(row["error_text"]).split(" failed at ", 1)[-1]
+                    reasons[re.sub(r"i-\w{4}-\w{8}-VM", "<VM>", reason)[:100]] += 1
         self.report.failed_reasons = dict(reasons)
         known = {r["ref"] for r in await conn.fetch(
             "SELECT hypervisor_ref AS ref FROM vm_instances WHERE hypervisor_ref IS NOT NULL"
@@ -386,11 +398,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.2,
                         help="seconds between deploy requests (default 0.2)")
     parser.add_argument("--seed", type=int, default=1, help="random seed of the kill moments")
+    parser.add_argument("--fault-rate", type=float, default=0.1,
+                        help="share of vCenter reconfigure calls made to fail (default 0.1)")
     parser.add_argument("--state-dir", type=Path, default=Path(".chaos"),
                         help="where the stack keeps its data and logs (default .chaos)")
     parser.add_argument("--report", type=Path, help="also write the report here as JSON")
     args = parser.parse_args(argv)
-    report = Chaos(args.state_dir.resolve(), args.rounds, args.interval, args.seed).run()
+    report = Chaos(args.state_dir.resolve(), args.rounds, args.interval, args.seed,
+                   args.fault_rate).run()
     print(report.summary())
     if args.report:
         args.report.write_text(json.dumps({**asdict(report), "ok": report.ok}, indent=2) + "\n")

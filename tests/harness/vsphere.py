@@ -151,11 +151,13 @@ class Vcsim:
                                     timeout=10) as response:
             assert response.status == 204
 
-    def fail(self, method: str, message: str, *, max_count: int = 1, delay_ms: int = 0) -> None:
-        """Make the next ``max_count`` calls of ``method`` fail with ``message`` (after
-        hanging ``delay_ms``)."""
+    def fail(self, method: str, message: str, *, max_count: int = 1, delay_ms: int = 0,
+             probability: float = 1.0) -> None:
+        """Make the next ``max_count`` calls of ``method`` (0: all) fail with ``message``,
+        after hanging ``delay_ms``; with ``probability`` < 1, only that share of them."""
         self._harness("faults", "POST", {"method": method, "message": message,
-                                         "max_count": max_count, "delay_ms": delay_ms})
+                                         "max_count": max_count, "delay_ms": delay_ms,
+                                         "probability": probability})
 
     def clear_faults(self) -> None:
         self._harness("faults", "DELETE")
