@@ -467,9 +467,13 @@ class VSphere:
         return await self.call(self._find, name)
 
     def _find(self, name: str) -> str | None:
-        found = self.content.searchIndex.FindChild(entity=self._datacenter()[1]["vmFolder"],
-                                                   name=name)
-        return None if found is None else ref_of(found)
+        """The VM or template called ``name``, read with the property collector (as
+        CloudStack's VMware plugin does). Not SearchIndex.FindChild: vcsim's FindChild can
+        meet a VM still being created and then leaves the SearchIndex locked for good."""
+        for ref, p in self._props(vim.VirtualMachine, ["name"]):
+            if p.get("name") == name:
+                return ref
+        return None
 
     async def destroy_vm(self, ref: str) -> str | None:
         return await self.call(self._destroy, ref)

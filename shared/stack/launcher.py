@@ -159,7 +159,7 @@ class Stack:
                 if child.process is not None and child.process.poll() is not None:
                     raise StartError(f"{child.name} exited with code {child.process.returncode} "
                                      f"while starting; see {self.logs / (child.name + '.log')}")
-                if _healthy(child.health_url):
+                if healthy(child.health_url):
                     waiting.discard(child.name)
             if time.monotonic() > deadline:
                 raise StartError(f"not healthy after {READY_TIMEOUT_S:.0f}s: "
@@ -266,7 +266,7 @@ def _vcsim_args() -> list[str]:
     return shlex.split(os.environ.get("SNAPDEPLOY_VCSIM_ARGS", ""))
 
 
-def _healthy(url: str) -> bool:
+def healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return bool(response.status == 200)
@@ -318,7 +318,7 @@ def _up_detached(state_dir: Path, gateway_listen: str | None) -> int:
     stack_file = state_dir / STACK_FILE
     if stack_file.exists():
         running = json.loads(stack_file.read_text())
-        if _alive(running["launcher_pid"]):
+        if alive(running["launcher_pid"]):
             print(f"snapdeploy: already running in {state_dir}", file=sys.stderr)
             print(_summary(running))
             return 0
@@ -345,7 +345,7 @@ def _up_detached(state_dir: Path, gateway_listen: str | None) -> int:
     return 0
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie that no one has reaped yet counts as gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -361,15 +361,15 @@ def down(state_dir: Path, timeout: float = 60.0) -> int:
         return 0
     info = json.loads(stack_file.read_text())
     launcher = int(info["launcher_pid"])
-    if _alive(launcher):
+    if alive(launcher):
         os.kill(launcher, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(launcher) and time.monotonic() < deadline:
+        while alive(launcher) and time.monotonic() < deadline:
             time.sleep(0.1)
     pids = [launcher] + [p["pid"] for group in ("services", "servers")
                          for p in info.get(group, {}).values() if p.get("pid")]
     for pid in pids:
-        if _alive(pid):
+        if alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(FileNotFoundError):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
-import pytest
 from nats.aio.client import Client as NATS
 
 from proto import subjects
@@ -20,28 +19,9 @@ from proto.events import (
     VmStopped,
 )
 from shared import metrics
-from shared.bus import Append, Consumer, ensure_events_stream
+from shared.bus import Append, Consumer
 from shared.eventstore import EventStore, NewEvent
-from shared.relay import Relay
-from shared.stack._servers import Server
-from tests.helpers import eventually, nats_connect
-
-
-@pytest.fixture
-async def nc(nats_server: Server) -> AsyncIterator[NATS]:
-    conn = await nats_connect(nats_server)
-    yield conn
-    await conn.close()
-
-
-@pytest.fixture
-async def relay(store: EventStore, nc: NATS) -> AsyncIterator[None]:
-    await ensure_events_stream(nc.jetstream())
-    task = asyncio.create_task(Relay(store, nc.jetstream()).run())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+from tests.helpers import eventually
 
 
 class Destroyer:

@@ -35,10 +35,9 @@ from services.gateway.api import Context
 from services.gateway.app import ensure_admin_keys, ensure_defaults
 from services.gateway.bus import serve_deploys
 from shared import metrics
-from shared.bus import Consumer, ensure_events_stream
+from shared.bus import Consumer
 from shared.config import Settings
 from shared.eventstore import Append, EventStore, NewEvent
-from shared.relay import Relay
 from shared.stack._servers import Server
 from tests.helpers import eventually, nats_connect
 
@@ -177,21 +176,6 @@ async def test_an_unknown_field_name_near_the_payload_limit_still_gets_a_reply(
 
 
 # ---- event subjects --------------------------------------------------------------------
-
-
-@pytest.fixture
-async def nc(nats_server: Server) -> AsyncIterator[NATS]:
-    conn = await nats_connect(nats_server)
-    yield conn
-    await conn.close()
-
-
-@pytest.fixture
-async def relay(store: EventStore, nc: NATS) -> AsyncIterator[None]:
-    await ensure_events_stream(nc.jetstream())
-    task = asyncio.create_task(Relay(store, nc.jetstream()).run())
-    yield
-    await _stop(task)
 
 
 async def _stop(task: asyncio.Task[None]) -> None:

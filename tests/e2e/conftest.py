@@ -7,12 +7,12 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from cs import CloudStack
 
+from shared.stack.launcher import alive
 from tests.harness.vsphere import Vcsim
 
 SNAPDEPLOY = [sys.executable, "-m", "shared.cli"]
@@ -22,14 +22,6 @@ VCENTER_TIMEOUT_S = 5
 def pids_of(info: dict[str, Any]) -> list[int]:
     return [info["launcher_pid"]] + [p["pid"] for group in ("services", "servers")
                                      for p in info[group].values()]
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @pytest.fixture(scope="module")

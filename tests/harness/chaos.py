@@ -35,7 +35,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +46,7 @@ from cs import CloudStack, CloudStackApiException
 from pyVmomi import vim
 
 from proto import subjects
+from shared.stack.launcher import alive, healthy
 from tests.harness.vsphere import Vcsim
 
 SNAPDEPLOY = [sys.executable, "-m", "shared.cli"]
@@ -109,22 +109,6 @@ def _say(text: str) -> None:
     print(f"chaos: {text}", file=sys.stderr, flush=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 class Chaos:
     def __init__(self, state_dir: Path, rounds: int, interval: float, seed: int,
                  fault_rate: float = 0.1) -> None:
@@ -145,7 +129,10 @@ class Chaos:
         return info
 
     def up(self) -> None:
-        env = {**os.environ, "SNAPDEPLOY_VCENTER_TIMEOUT": "10"}
+        # 8 hosts per cluster: room for a thousand small VMs, so that capacity is not what
+        # ends the deploys of a long run.
+        env = {**os.environ, "SNAPDEPLOY_VCENTER_TIMEOUT": "10",
+               "SNAPDEPLOY_VCSIM_ARGS": "-host 8"}
         subprocess.run([*SNAPDEPLOY, "up", "--detach", "--state-dir", str(self.state_dir)],
                        check=True, timeout=300, env=env, stdout=subprocess.DEVNULL)
         self.info = self.stack()
@@ -170,10 +157,10 @@ class Chaos:
                 new_pid = self.pid_of(target)
             except (FileNotFoundError, json.JSONDecodeError, KeyError):
                 continue  # the launcher is rewriting stack.json
-            if new_pid == pid or not _alive(new_pid):
+            if new_pid == pid or not alive(new_pid):
                 continue
             services = self.stack()["services"]
-            if all(_healthy(s["health_url"]) for s in services.values()):
+            if all(healthy(s["health_url"]) for s in services.values()):
                 _say(f"killed {target} (pid {pid}); back as pid {new_pid}, all healthy")
                 return
         raise RuntimeError(f"{target} did not come back within 180s after SIGKILL")
