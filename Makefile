@@ -43,7 +43,7 @@ bench: install
 	$(BIN)/python -m bench.report
 
 # The fault harness, long: every process SIGKILLed five times during a stream of deploys
-# (about 6 minutes). `make test` runs one round. The report feeds README.md's figures.
+# (about 5 minutes). `make test` runs one round. The report feeds README.md's figures.
 chaos: install
 	$(BIN)/python -m tests.harness.chaos --rounds 5 --state-dir .chaos \
 	  --report bench/results/chaos.json

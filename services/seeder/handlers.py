@@ -12,6 +12,7 @@ from proto.events import (
     TemplateSeeded,
     TemplateSeedFailed,
     TemplateSeedStarted,
+    VmDeployFailed,
     VmDeployRequested,
     VmExpunged,
     VmPlaced,
@@ -169,7 +170,10 @@ class Seeder:
         state = await self._seed_state(failure.vm_snapshot_id, failure.pool_id, envelope.version)
         out = []
         for vm_id in state.waiters:
-            request = await self._request(vm_id)
+            history = [e.event() for e in await self.store.read_stream(streams.vm(vm_id))]
+            request = deploy_request(history)
+            if request is None or any(isinstance(e, VmDeployFailed) for e in history):
+                continue  # failed already (its last attempt gave up)
             out.append(Append(streams.vm(vm_id), deploy_failure(
                 request, "seed", f"seeding the template failed: {failure.reason}")))
         return out
