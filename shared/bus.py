@@ -161,7 +161,9 @@ class Consumer:
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
             ack_wait=self.ack_wait,
-            max_deliver=self.max_deliver,
+            # JetStream never drops a message: the consumer gives up by itself after
+            # max_deliver attempts (and if even that cannot be recorded, tries again later).
+            max_deliver=-1,
             filter_subjects=[subjects.event_filter("*", t) for t in sorted(self.handlers)],
         )
 
