@@ -33,6 +33,7 @@ from proto.events import (
     VmStarted,
     VmStopped,
     VolumeCreated,
+    VolumeDetached,
 )
 from proto.streams import stable_id
 from shared.bus import Handler
@@ -112,9 +113,24 @@ class Cloner:
         async with self.store.pool.acquire() as conn:
             ref = await conn.fetchval("SELECT hypervisor_ref FROM vm_instances"
                                       " WHERE id = $1::uuid", request.vm_id)
+            disks = await conn.fetch(
+                "SELECT id, data ->> 'volume_type' AS type, data ->> 'path' AS path FROM catalog"
+                " WHERE kind = 'volume' AND removed IS NULL AND data ->> 'vm_id' = $1",
+                request.vm_id)
+        out: list[Append] = []
         events: list[Event] = []
         try:
             if ref is not None and request.expunge:
+                # Like CloudStack: data disks are detached and kept; the root disk goes
+                # with the VM.
+                for disk in disks:
+                    if disk["type"] != "DATADISK":
+                        continue
+                    task = await self.hypervisor.detach_disk(ref, disk["path"], missing_ok=True)
+                    log.info("detached volume %s from VM %s before expunging it, task %s",
+                             disk["id"], request.vm_id, task)
+                    out.append(Append(streams.volume(disk["id"]), [VolumeDetached(
+                        volume_id=disk["id"], vm_id=request.vm_id, task_id=task or "")]))
                 task = await self.hypervisor.destroy_vm(ref)
                 log.info("expunged VM %s (%s), task %s", request.vm_id, ref, task)
             elif ref is not None:
@@ -124,13 +140,11 @@ class Cloner:
             return job_failed(envelope.stream_id, request.job_id, exc)
         events.append(VmDestroyed(vm_id=request.vm_id))
         if request.expunge:
-            async with self.store.pool.acquire() as conn:
-                volumes = [r["id"] for r in await conn.fetch(
-                    "SELECT id FROM catalog WHERE kind = 'volume' AND removed IS NULL"
-                    " AND data ->> 'vm_id' = $1", request.vm_id)]
-            events.append(VmExpunged(vm_id=request.vm_id, volume_ids=sorted(volumes)))
+            kept = {a.stream_id for a in out}
+            events.append(VmExpunged(vm_id=request.vm_id, volume_ids=sorted(
+                d["id"] for d in disks if streams.volume(d["id"]) not in kept)))
         events.append(JobCompleted(job_id=request.job_id, succeeded=True))
-        return [Append(envelope.stream_id, events)]
+        return [*out, Append(envelope.stream_id, events)]
 
     async def deploy(self, envelope: EventEnvelope) -> Sequence[Append]:
         ready = envelope.data

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg
 import msgspec
 
 from proto import EVENT_TYPES
 from proto.envelope import Metadata
 from shared.domain.accounts import ADMIN_ACCOUNT_ID
-from shared.domain.inventory import observed
+from shared.domain.inventory import observed, vanished
 from shared.drivers.base import Hypervisor
 from shared.eventstore import Append, EventStore, NewEvent
 
@@ -29,6 +30,7 @@ async def changes(store: EventStore, hypervisor: Hypervisor) -> list[Append]:
         owners = {r["id"]: r["account_id"] for r in await conn.fetch(
             "SELECT id::text AS id, account_id FROM vm_instances WHERE imported")}
         seen = observed(inventory, ADMIN_ACCOUNT_ID, own_names, owners)
+        seen += vanished(seen, *await _imported(conn))
         stream_ids = [stream for stream, _ in seen]
         versions = {r["stream_id"]: r["version"] for r in await conn.fetch(
             "SELECT stream_id, max(version) AS version FROM events"
@@ -47,6 +49,23 @@ async def changes(store: EventStore, hypervisor: Hypervisor) -> list[Append]:
             continue
         out.append(Append(stream_id, [now], versions.get(stream_id, 0)))
     return out
+
+
+async def _imported(conn: asyncpg.Connection) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """From the store itself: imported VMs not expunged (→ their volume ids), and their
+    snapshots not deleted (→ their VM)."""
+    vms = {r["vm_id"]: [d["volume_id"] for d in msgspec.json.decode(r["disks"])]
+           for r in await conn.fetch(
+               "SELECT DISTINCT ON (stream_id) data ->> 'vm_id' AS vm_id,"
+               " (data -> 'disks')::text AS disks FROM events WHERE type = 'VmImported'"
+               " AND stream_id NOT IN (SELECT stream_id FROM events WHERE type = 'VmExpunged')"
+               " ORDER BY stream_id, version DESC")}
+    snapshots = {r["snapshot_id"]: r["vm_id"] for r in await conn.fetch(
+        "SELECT DISTINCT data ->> 'snapshot_id' AS snapshot_id, data ->> 'vm_id' AS vm_id"
+        " FROM events WHERE type = 'VmSnapshotTaken' AND data ->> 'vm_id' = ANY($1::text[])"
+        " AND stream_id NOT IN (SELECT stream_id FROM events WHERE type = 'VmSnapshotDeleted')",
+        list(vms))}
+    return vms, snapshots
 
 
 def describe(appends: list[Append]) -> str:

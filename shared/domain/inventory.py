@@ -16,7 +16,9 @@ from proto.events import (
     NetworkImported,
     Nic,
     PoolImported,
+    VmExpunged,
     VmImported,
+    VmSnapshotDeleted,
     VmSnapshotTaken,
     ZoneImported,
 )
@@ -103,4 +105,24 @@ def observed(inv: Inventory, account_id: str, own_vm_names: set[str],
                 created=snap.created, memory=snap.memory, cpu_number=snap.cpu_number,
                 memory_mb=snap.memory_mb, disks=disks_of(vm_id, snap.disks),
                 nics=nics_of(vm_id, snap.nics), current=snap.ref == vm.current_snapshot_ref)))
+    return out
+
+
+def vanished(seen: list[tuple[str, Event]], imported: dict[str, list[str]],
+             snapshots: dict[str, str]) -> list[tuple[str, Event]]:
+    """(stream id, event) for what vCenter no longer shows of what an earlier sync imported.
+
+    ``imported`` maps each imported VM not yet gone to its volume ids; ``snapshots`` maps
+    each snapshot of those VMs not yet deleted to its VM. A VM gone is expunged with its
+    volumes; a snapshot gone (or whose VM is gone) is deleted.
+    """
+    present = {stream for stream, _ in seen}
+    out: list[tuple[str, Event]] = []
+    for snapshot_id, vm_id in sorted(snapshots.items()):
+        if streams.vm_snapshot(snapshot_id) not in present:
+            out.append((streams.vm_snapshot(snapshot_id),
+                        VmSnapshotDeleted(snapshot_id=snapshot_id, vm_id=vm_id)))
+    for vm_id, volume_ids in sorted(imported.items()):
+        if streams.vm(vm_id) not in present:
+            out.append((streams.vm(vm_id), VmExpunged(vm_id=vm_id, volume_ids=volume_ids)))
     return out

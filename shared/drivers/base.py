@@ -11,10 +11,12 @@ from typing import Protocol
 class HypervisorError(Exception):
     """A hypervisor call failed; the message says which call, on what, and why."""
 
-    def __init__(self, text: str, *, task_id: str | None = None, transient: bool = False):
+    def __init__(self, text: str, *, task_id: str | None = None, transient: bool = False,
+                 fault: str | None = None):
         super().__init__(text)
         self.task_id = task_id
         self.transient = transient
+        self.fault = fault  # the hypervisor's own name for the fault, e.g. "DuplicateName"
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,9 @@ class Hypervisor(Protocol):
 
     async def attach_disk(self, vm_ref: str, path: str) -> tuple[int, str]: ...
 
-    async def detach_disk(self, vm_ref: str, path: str) -> str: ...
+    async def detach_disk(self, vm_ref: str, path: str, *,
+                          missing_ok: bool = False) -> str | None:
+        """Detach the disk at ``path``, keeping its file; the task id. With ``missing_ok``,
+        a disk not attached (any more) is None instead of an error."""
 
     async def resize_disk(self, vm_ref: str | None, path: str, size_bytes: int) -> str: ...

@@ -62,6 +62,11 @@ def ref_of(obj: Any) -> str:
     return str(obj._moId)
 
 
+def _fault_name(fault: Any) -> str:
+    """``DuplicateName`` for a ``vim.fault.DuplicateName``."""
+    return type(fault).__name__.rsplit(".", 1)[-1]
+
+
 def _disks(devices: Sequence[Any]) -> list[Any]:
     """Virtual disks in boot order: the first is the root disk."""
     found = [d for d in devices if isinstance(d, vim.vm.device.VirtualDisk)]
@@ -279,7 +284,7 @@ class VSphere:
         if state == "error":
             reason = getattr(error, "msg", None) or type(error).__name__
             raise HypervisorError(f"{what} failed (vCenter task {task_id}): {reason}",
-                                  task_id=task_id)
+                                  task_id=task_id, fault=_fault_name(error))
         return self._one(task_id, ["info.result"]).get("info.result")
 
     def _run(self, start: Callable[[], Any], what: str) -> tuple[str, Any]:
@@ -287,7 +292,8 @@ class VSphere:
             task = start()
         except vmodl.MethodFault as fault:
             reason = getattr(fault, "msg", None) or type(fault).__name__
-            raise HypervisorError(f"{what} was refused: {reason}") from fault
+            raise HypervisorError(f"{what} was refused: {reason}",
+                                  fault=_fault_name(fault)) from fault
         return ref_of(task), self._wait(task, what)
 
     def _datacenter(self) -> tuple[str, dict[str, Any]]:
@@ -442,15 +448,24 @@ class VSphere:
         await self.call(self._clone, request, progress)
 
     def _clone(self, request: CloneRequest, progress: CloneProgress) -> None:
-        leftover = self._find(request.name)
-        if leftover is not None:
-            self._destroy(leftover)  # an earlier attempt died half-way
         _, dc = self._datacenter()
         template = self._mo(request.template_ref)
         spec = clone_spec(request, self._resource_pool(request.host_ref))
-        progress.clone_task, vm = self._run(
-            lambda: template.CloneVM_Task(folder=dc["vmFolder"], name=request.name, spec=spec),
-            f"clone of {request.name} from template {request.template_ref}")
+
+        def clone() -> tuple[str, Any]:
+            return self._run(
+                lambda: template.CloneVM_Task(folder=dc["vmFolder"], name=request.name,
+                                              spec=spec),
+                f"clone of {request.name} from template {request.template_ref}")
+
+        try:
+            progress.clone_task, vm = clone()
+        except HypervisorError as exc:
+            leftover = self._find(request.name) if exc.fault == "DuplicateName" else None
+            if leftover is None:
+                raise
+            self._destroy(leftover)  # an earlier attempt died half-way: start again
+            progress.clone_task, vm = clone()
         progress.vm_ref = ref_of(vm)
         devices = self._one(progress.vm_ref, ["config.hardware.device"])["config.hardware.device"]
         reconfigure = reconfigure_spec(request, devices)
@@ -571,9 +586,15 @@ class VSphere:
 
         return await self.call(attach)
 
-    async def detach_disk(self, vm_ref: str, path: str) -> str:
-        def detach() -> str:
-            disk = self._device(vm_ref, path)
+    async def detach_disk(self, vm_ref: str, path: str, *,
+                          missing_ok: bool = False) -> str | None:
+        def detach() -> str | None:
+            try:
+                disk = self._device(vm_ref, path)
+            except HypervisorError:
+                if missing_ok:
+                    return None
+                raise
             vm = self._mo(vm_ref)
             task_id, _ = self._run(lambda: vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[
                 vim.vm.device.VirtualDeviceSpec(operation="remove", device=disk)])),

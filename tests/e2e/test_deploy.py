@@ -290,3 +290,28 @@ def test_the_imported_inventory_matches_vcenter(cloud: CloudStack, vcsim: Vcsim)
     [root] = cloud.listVolumes(virtualmachineid=imported["id"])["volume"]
     assert root["type"] == "ROOT" and root["storageid"] == pools["LocalDS_0"]["id"]
     assert root["path"] == vcsim.vm("DC0_H0_VM1")["disks"][0]
+
+
+def test_sync_notices_what_was_deleted_in_vcenter(
+    cloud: CloudStack, vcsim: Vcsim
+) -> None:
+    vcsim.create_vm("short-lived", "DC0_C0_H1", "LocalDS_0", ["LocalDS_0"], ["VM Network"])
+    vcsim.take_snapshot("short-lived", "first")
+    vcsim.take_snapshot("short-lived", "second")
+    cloud.syncInventory()
+    vm = vm_named(cloud, "short-lived")
+    names = {s["name"] for s in cloud.listVMSnapshot(virtualmachineid=vm["id"])["vmSnapshot"]}
+    assert names == {"first", "second"}
+    assert len(cloud.listVolumes(virtualmachineid=vm["id"])["volume"]) == 2
+
+    vcsim.remove_snapshot("short-lived", "second")
+    cloud.syncInventory()
+    left = cloud.listVMSnapshot(virtualmachineid=vm["id"])["vmSnapshot"]
+    assert [s["name"] for s in left] == ["first"]
+
+    vcsim.destroy("short-lived")
+    cloud.syncInventory()
+    assert cloud.listVirtualMachines(name="short-lived") == {}
+    assert cloud.listVMSnapshot(virtualmachineid=vm["id"]) == {}
+    assert cloud.listVolumes(virtualmachineid=vm["id"]) == {}
+    assert "ROOT-short-lived" not in {v["name"] for v in cloud.listVolumes().get("volume", [])}

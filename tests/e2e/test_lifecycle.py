@@ -127,6 +127,15 @@ def test_volume_operations_refused_on_a_vm_with_snapshots_and_working_without(
     assert "virtualmachineid" not in detached
     assert spare["path"] not in vcsim.vm(fresh["instancename"])["disks"]
 
+    # Expunging a VM keeps its data disks, detached, as CloudStack does.
+    cloud.attachVolume(id=spare["id"], virtualmachineid=fresh["id"])
+    cloud.destroyVirtualMachine(id=fresh["id"], expunge="true")
+    assert fresh["instancename"] not in vcsim.vm_names()
+    kept = cloud.listVolumes(id=spare["id"])["volume"][0]
+    assert kept["state"] == "Ready" and "virtualmachineid" not in kept
+    assert datastore_path(vcsim, spare["path"].replace(".vmdk", "-flat.vmdk")).exists()
+    assert cloud.listVolumes(virtualmachineid=fresh["id"]) == {}
+
 
 def test_a_vm_deployed_from_a_snapshot_lives_like_any_other(
     cloud: CloudStack, vcsim: Vcsim

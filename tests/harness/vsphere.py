@@ -139,6 +139,28 @@ class Vcsim:
         self.wait(vm.PowerOnVM_Task())
         return str(vm._moId)
 
+    def take_snapshot(self, vm_name: str, name: str) -> None:
+        """A snapshot taken in vCenter, behind snapdeploy's back."""
+        self.wait(self.ref(vim.VirtualMachine, vm_name).CreateSnapshot_Task(
+            name=name, description="", memory=False, quiesce=False))
+
+    def remove_snapshot(self, vm_name: str, name: str) -> None:
+        tree = self.props(vim.VirtualMachine, ["snapshot"], self.ref(vim.VirtualMachine,
+                                                                      vm_name))[0][1]["snapshot"]
+        nodes = list(tree.rootSnapshotList)
+        while nodes:
+            node = nodes.pop()
+            if node.name == name:
+                self.wait(node.snapshot.RemoveSnapshot_Task(removeChildren=False))
+                return
+            nodes.extend(node.childSnapshotList)
+        raise AssertionError(f"{vm_name} has no snapshot {name}")
+
+    def destroy(self, vm_name: str) -> None:
+        vm = self.ref(vim.VirtualMachine, vm_name)
+        self.wait(vm.PowerOffVM_Task())
+        self.wait(vm.Destroy_Task())
+
     # ---- fault rules of our vcsim build ----------------------------------------------
 
     def _harness(self, what: str, method: str, body: dict[str, Any] | None = None) -> None:

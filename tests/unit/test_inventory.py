@@ -5,8 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from proto import streams
-from proto.events import HostImported, PoolImported, VmImported, VmSnapshotTaken
-from shared.domain.inventory import object_id, observed, snapshot_description
+from proto.events import (
+    HostImported,
+    PoolImported,
+    VmExpunged,
+    VmImported,
+    VmSnapshotDeleted,
+    VmSnapshotTaken,
+    VmStopped,
+)
+from shared.domain.inventory import object_id, observed, snapshot_description, vanished
 from shared.domain.seed import template_name
 from shared.drivers.base import (
     DiskInfo,
@@ -76,3 +84,21 @@ def test_snapshot_tree_with_configs_and_ids_of_snapshots_taken_through_snapdeplo
     assert second.parent_id == first.snapshot_id == object_id("snapshot", "snapshot-1")
     assert (first.current, second.current) == (False, True)
     assert second.cpu_number == 1 and [d.root for d in second.disks] == [True, False]
+
+
+def test_what_vcenter_no_longer_shows_is_expunged_or_deleted() -> None:
+    still = streams.vm("vm-kept")
+    seen = [(still, VmImported(vm_id="vm-kept", zone_id="z", account_id="a", name="kept",
+                               ref="vm-1", host_id="h", cpu_number=1, memory_mb=512,
+                               powered_on=True, disks=[], nics=[])),
+            (streams.vm_snapshot("snap-kept"), VmStopped(vm_id="unused"))]
+    gone = vanished(seen, {"vm-kept": ["vol-1"], "vm-gone": ["vol-2", "vol-3"]},
+                    {"snap-kept": "vm-kept", "snap-gone": "vm-kept", "snap-of-gone": "vm-gone"})
+    assert gone == [
+        (streams.vm_snapshot("snap-gone"), VmSnapshotDeleted(snapshot_id="snap-gone",
+                                                             vm_id="vm-kept")),
+        (streams.vm_snapshot("snap-of-gone"), VmSnapshotDeleted(snapshot_id="snap-of-gone",
+                                                                vm_id="vm-gone")),
+        (streams.vm("vm-gone"), VmExpunged(vm_id="vm-gone", volume_ids=["vol-2", "vol-3"])),
+    ]
+    assert vanished(seen, {"vm-kept": ["vol-1"]}, {"snap-kept": "vm-kept"}) == []
