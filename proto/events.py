@@ -226,10 +226,12 @@ class UserKeysRegistered(Event):
 
 
 class VmAssigned(Event):
-    """assignVirtualMachine: the VM (not its existing snapshots) moves to another account."""
+    """assignVirtualMachine: the VM and its volumes in ``volume_ids`` (not its existing
+    snapshots) move to another account."""
 
     vm_id: str
     account_id: str
+    volume_ids: list[str] = []
 
 
 # ---- offerings and settings ------------------------------------------------------------

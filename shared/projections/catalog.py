@@ -27,6 +27,7 @@ from proto.events import (
     TemplateSeeded,
     UserCreated,
     UserKeysRegistered,
+    VmAssigned,
     VmExpunged,
     VmImported,
     VmSnapshotDeleted,
@@ -99,7 +100,7 @@ class Catalog:
                 return [("user", event.user_id)]
             case VolumeCreated():
                 return [("volume", event.volume_id)]
-            case VmExpunged():
+            case VmExpunged() | VmAssigned():
                 return [("volume", v) for v in event.volume_ids]
             case VolumeFromSnapshotRequested() | VolumeFailed() | VolumeAttached() | \
                     VolumeDetached() | VolumeResized():
@@ -188,6 +189,9 @@ class Catalog:
                 data.update(size_bytes=event.size_bytes)
             case VmExpunged():
                 out.update(state=DESTROY, removed=recorded.recorded_at)
+            case VmAssigned():
+                out.update(account_id=event.account_id)
+                data.update(account_id=event.account_id)
             case _:
                 return row
         out["data"] = _encode(data)

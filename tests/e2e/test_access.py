@@ -65,6 +65,10 @@ def test_accounts_see_and_use_only_their_own(stack: dict[str, Any], cloud: Cloud
     vm = vm_named(cloud, "DC0_H0_VM0")
     cloud.assignVirtualMachine(virtualmachineid=vm["id"], accountid=alice_account)
     assert [v["id"] for v in alice.listVirtualMachines()["virtualmachine"]] == [vm["id"]]
+    # Its volumes move with it.
+    volumes = cloud.listVolumes(virtualmachineid=vm["id"])["volume"]
+    assert volumes and {v["id"] for v in alice.listVolumes()["volume"]} == \
+        {v["id"] for v in volumes}
     taken = alice.createVMSnapshot(virtualmachineid=vm["id"], name="alices")["vmsnapshot"]
     small = offering(alice, "Small Instance")
     deployed = alice.deployVirtualMachine(vmsnapshotid=taken["id"], serviceofferingid=small,

@@ -228,7 +228,8 @@ async def recover_virtual_machine(ctx: Context, params: Params, caller: Caller) 
 
 @command("assignVirtualMachine")
 async def assign_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    """Move a VM to another account (admin); its existing VM snapshots stay where they are."""
+    """Move a VM and its volumes to another account (admin); its existing VM snapshots stay
+    where they are."""
     require_admin(caller, "assignVirtualMachine")
     vm_id = params.uuid("virtualmachineid", required=True)
     account_id = params.uuid("accountid", required=True)
@@ -237,6 +238,9 @@ async def assign_virtual_machine(ctx: Context, params: Params, caller: Caller) -
     async with ctx.store.pool.acquire() as conn:
         if await queries.catalog_row(conn, "account", account_id) is None:
             raise ApiError(PARAM_ERROR, f"invalid parameter accountid: no account {account_id}")
-    await ctx.change(caller, Append(streams.vm(vm_id), [VmAssigned(vm_id=vm_id,
-                                                                    account_id=account_id)]))
+        volumes = [r["id"] for r in await conn.fetch(
+            "SELECT id FROM catalog WHERE kind = 'volume' AND removed IS NULL"
+            " AND data ->> 'vm_id' = $1 ORDER BY id", vm_id)]
+    await ctx.change(caller, Append(streams.vm(vm_id), [VmAssigned(
+        vm_id=vm_id, account_id=account_id, volume_ids=volumes)]))
     return {"virtualmachine": views.vm({**vm, "account_id": account_id})}
