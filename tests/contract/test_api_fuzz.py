@@ -57,7 +57,9 @@ async def gateway(pool: asyncpg.Pool) -> AsyncIterator[TestClient]:  # type: ign
     await ensure_defaults(store)
     projector = asyncio.create_task(Projector(store, ALL).run())
     server = TestServer(build(Runtime("gateway", settings_), store))
-    await server.start_server(**HANDLER_ARGS)  # as the gateway's own runner is set up
+    # as the gateway's own runner is set up
+    await server.start_server(max_line_size=HANDLER_ARGS["max_line_size"],
+                              max_field_size=HANDLER_ARGS["max_field_size"])
     client = TestClient(server)
     yield client
     await client.close()

@@ -19,8 +19,8 @@ from proto.events import (
     VmStopped,
 )
 from shared import metrics
-from shared.bus import Append, Consumer
-from shared.eventstore import EventStore, NewEvent
+from shared.bus import Consumer
+from shared.eventstore import Append, EventStore, NewEvent
 from tests.helpers import eventually
 
 

@@ -97,9 +97,9 @@ def test_accounts_see_and_use_only_their_own(stack: dict[str, Any], cloud: Cloud
                                              firstname="m", lastname="m"))["errorcode"] == 531
 
     # The audit stream: Alice's events reach Alice, not Bob.
-    bob_keys = bob.key, bob.secret
+    assert alice.key and alice.secret and bob.key and bob.secret
     alice_lines = stream_events(stack, alice.key, alice.secret, until=deployed["id"])
-    bob_lines = stream_events(stack, *bob_keys, until=deployed["id"])
+    bob_lines = stream_events(stack, bob.key, bob.secret, until=deployed["id"])
     assert any(deployed["id"] in line for line in alice_lines)
     assert not any(deployed["id"] in line or taken["id"] in line for line in bob_lines)
 

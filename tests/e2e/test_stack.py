@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -23,7 +25,8 @@ from nats.aio.msg import Msg
 from proto import decode_envelope
 from services.gateway.auth import sign
 from shared.drivers.vmware import VSphere
-from tests.e2e.conftest import SNAPDEPLOY, alive, pids_of
+from shared.stack.launcher import alive
+from tests.e2e.conftest import SNAPDEPLOY, pids_of
 
 pytestmark = pytest.mark.stack
 
@@ -70,7 +73,7 @@ def test_expired_v3_request_is_refused(stack: dict[str, Any]) -> None:
               ("apiKey", stack["admin_api_key"]), ("signatureVersion", "3"),
               ("expires", "2020-01-01T00:00:00+0000")]
     params.append(("signature", sign(params, stack["admin_secret_key"])))
-    url = stack["api_url"] + "?" + "&".join(f"{k}={urllib.request.quote(v)}" for k, v in params)
+    url = stack["api_url"] + "?" + "&".join(f"{k}={urllib.parse.quote(v)}" for k, v in params)
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(url, timeout=5)
     body = json.loads(refused.value.read())

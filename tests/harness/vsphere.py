@@ -59,14 +59,15 @@ class Vcsim:
             nics = []
             for d in devices:
                 if isinstance(d, vim.vm.device.VirtualEthernetCard):
-                    port = getattr(d.backing, "port", None)
-                    nics.append(port.portgroupKey if port is not None else d.backing.deviceName)
+                    backing: Any = d.backing
+                    port = getattr(backing, "port", None)
+                    nics.append(port.portgroupKey if port is not None else backing.deviceName)
             return {
                 "ref": obj._moId, "host": p["runtime.host"]._moId,
                 "power": p["runtime.powerState"], "cpu": p["config.hardware.numCPU"],
                 "memory": p["config.hardware.memoryMB"],
                 "datastores": sorted(d._moId for d in p["datastore"]), "nics": nics,
-                "disks": [d.backing.fileName for d in devices
+                "disks": [getattr(d.backing, "fileName", None) for d in devices
                           if isinstance(d, vim.vm.device.VirtualDisk)],
             }
         raise AssertionError(f"no VM named {name} in vcsim")

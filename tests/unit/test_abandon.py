@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from proto.events import (
+    AnyEvent,
     JobCompleted,
     TemplateSeedFailed,
     TemplateSeedStarted,
@@ -28,8 +29,9 @@ READY = VmSourceReady(vm_id="vm-1", pool_id="pool", template_id="tpl", template_
 
 
 def test_a_deploy_under_way_ends_in_error_at_the_step_that_gave_up() -> None:
-    for history, step in (([REQUEST], "placement"), ([REQUEST, PLACED], "seed"),
-                          ([REQUEST, PLACED, READY], "clone")):
+    cases: list[tuple[list[AnyEvent], str]] = [
+        ([REQUEST], "placement"), ([REQUEST, PLACED], "seed"), ([REQUEST, PLACED, READY], "clone")]
+    for history, step in cases:
         events = abandoned(history, history[-1], "gave up after 20 attempts: TimeoutError")
         failed, job = events
         assert isinstance(failed, VmDeployFailed) and failed.step == step
