@@ -424,6 +424,33 @@ class VolumeFromSnapshotRequested(Event):
     size_bytes: int
 
 
+class VolumeAllocated(Event):
+    """createVolume with diskofferingid: an empty data volume, made on the pool of the first
+    VM it is attached to (CloudStack's Allocated state until then)."""
+
+    volume_id: str
+    job_id: str
+    account_id: str
+    user_id: str
+    name: str
+    zone_id: str
+    disk_offering_id: str
+    size_bytes: int
+
+
+class VolumeDeleteRequested(Event):
+    """deleteVolume: a detached data volume goes (state Destroy until its disk is deleted)."""
+
+    volume_id: str
+
+
+class VolumeDeleted(Event):
+    """The volume's disk is deleted from its pool (none was made for an Allocated one)."""
+
+    volume_id: str
+    task_id: str | None = None
+
+
 class VolumeFailed(Event):
     volume_id: str
     reason: str
@@ -440,7 +467,7 @@ class VolumeAttached(Event):
     volume_id: str
     vm_id: str
     device_key: int
-    task_id: str
+    task_id: str | None = None  # None: found attached already (a rerun)
 
 
 class VolumeDetached(Event):
@@ -562,6 +589,9 @@ AnyEvent = (
     | CapacityReleased
     | VolumeCreated
     | VolumeFromSnapshotRequested
+    | VolumeAllocated
+    | VolumeDeleteRequested
+    | VolumeDeleted
     | VolumeFailed
     | VolumeAttachRequested
     | VolumeAttached

@@ -1,9 +1,11 @@
-"""The volume service's handlers: volumes from VM snapshots; attach, detach, resize."""
+"""The volume service's handlers: volumes from VM snapshots, empty volumes made on first
+attach; attach, detach, resize, delete."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from proto.envelope import EventEnvelope
 from proto.events import (
@@ -12,6 +14,8 @@ from proto.events import (
     VolumeAttached,
     VolumeAttachRequested,
     VolumeCreated,
+    VolumeDeleted,
+    VolumeDeleteRequested,
     VolumeDetached,
     VolumeFailed,
     VolumeFromSnapshotRequested,
@@ -41,6 +45,7 @@ class Volumes:
             "VolumeFromSnapshotRequested": self.from_snapshot,
             "VolumeAttachRequested": self.attach,
             "VolumeResizeRequested": self.resize,
+            "VolumeDeleteRequested": self.delete,
         }
 
     def _failed(self, stream_id: str, volume_id: str, job_id: str, reason: str,
@@ -85,9 +90,17 @@ class Volumes:
             return self._failed(envelope.stream_id, request.volume_id, request.job_id,
                                 "the volume or the VM no longer exists", created=True)
         path = volume["data"]["path"]
-        done: list[Event]
+        done: list[Event] = []
         try:
-            if request.attach:
+            if request.attach and path is None:
+                # An Allocated volume: made now, on the pool of the VM's root disk.
+                created = await self._create_on(volume, request.vm_id, vm_ref)
+                assert created.device_key is not None
+                task = created.task_id
+                done = [created, VolumeAttached(
+                    volume_id=request.volume_id, vm_id=request.vm_id,
+                    device_key=created.device_key, task_id=created.task_id)]
+            elif request.attach:
                 key, task = await self.hypervisor.attach_disk(vm_ref, path)
                 done = [VolumeAttached(volume_id=request.volume_id, vm_id=request.vm_id,
                                        device_key=key, task_id=task)]
@@ -104,6 +117,37 @@ class Volumes:
                  request.volume_id, "to" if request.attach else "from", request.vm_id, task)
         return [Append(envelope.stream_id, [*done,
                                             JobCompleted(job_id=request.job_id, succeeded=True)])]
+
+    async def _create_on(self, volume: dict[str, Any], vm_id: str, vm_ref: str) -> VolumeCreated:
+        async with self.store.pool.acquire() as conn:
+            pool = await conn.fetchrow(
+                "SELECT p.id, p.name FROM catalog v JOIN catalog p ON p.kind = 'pool'"
+                " AND p.id = v.data ->> 'pool_id' WHERE v.kind = 'volume' AND v.removed IS NULL"
+                " AND v.data ->> 'vm_id' = $1 AND v.data ->> 'volume_type' = 'ROOT'", vm_id)
+        if pool is None:
+            raise HypervisorError(f"VM {vm_id} has no root volume to put the new volume beside")
+        path = volume_path(pool["name"], volume["id"])
+        size = volume["data"]["size_bytes"]
+        key, task = await self.hypervisor.attach_disk(vm_ref, path, create_bytes=size)
+        log.info("created volume %s (%d GB) at %s for VM %s, task %s", volume["id"],
+                 size // 2**30, path, vm_id, task)
+        return VolumeCreated(volume_id=volume["id"], account_id=volume["account_id"],
+                             name=volume["name"], volume_type="DATADISK", pool_id=pool["id"],
+                             size_bytes=size, path=path,
+                             disk_offering_id=volume["data"].get("disk_offering_id"),
+                             device_key=key, task_id=task)
+
+    async def delete(self, envelope: EventEnvelope) -> Sequence[Append]:
+        request = envelope.data
+        assert isinstance(request, VolumeDeleteRequested)
+        async with self.store.pool.acquire() as conn:
+            volume = await queries.catalog_row(conn, "volume", request.volume_id)
+        path = volume["data"].get("path") if volume else None
+        task = await self.hypervisor.delete_disk(path) if path else None
+        log.info("deleted volume %s (%s), task %s", request.volume_id, path or "never made",
+                 task)
+        return [Append(envelope.stream_id, [VolumeDeleted(volume_id=request.volume_id,
+                                                          task_id=task)])]
 
     async def resize(self, envelope: EventEnvelope) -> Sequence[Append]:
         request = envelope.data

@@ -178,7 +178,13 @@ class Hypervisor(Protocol):
 
     async def copy_disk(self, source_path: str, dest_path: str) -> str: ...
 
-    async def attach_disk(self, vm_ref: str, path: str) -> tuple[int, str]: ...
+    async def attach_disk(self, vm_ref: str, path: str, *,
+                          create_bytes: int | None = None) -> tuple[int, str | None]:
+        """Attach the disk at ``path`` (made new, of ``create_bytes``, if given): its device
+        key and task id (None if it was attached already)."""
+
+    async def delete_disk(self, path: str) -> str | None:
+        """Delete the disk file at ``path``: the task id (None if it was gone already)."""
 
     async def detach_disk(self, vm_ref: str, path: str, *,
                           missing_ok: bool = False) -> str | None:

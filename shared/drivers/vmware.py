@@ -540,14 +540,8 @@ class VSphere:
         """Copy a disk file (a snapshot's own, not the VM's current one) to ``dest_path``."""
 
         def copy() -> str:
-            dc_ref, _ = self._datacenter()
-            dc = self._mo(dc_ref)
-            folder = dest_path.rsplit("/", 1)[0]
-            try:
-                self.content.fileManager.MakeDirectory(name=folder, datacenter=dc,
-                                                       createParentDirectories=True)
-            except vim.fault.FileAlreadyExists:
-                pass
+            dc = self._mo(self._datacenter()[0])
+            self._make_folder(dest_path)
             manager = self.content.virtualDiskManager
             task_id, _ = self._run(
                 lambda: manager.CopyVirtualDisk_Task(sourceName=source_path,
@@ -558,6 +552,15 @@ class VSphere:
 
         return await self.call(copy)
 
+    def _make_folder(self, file_path: str) -> None:
+        """The datastore folder ``file_path`` ("[pool] dir/file.vmdk") will be in."""
+        try:
+            self.content.fileManager.MakeDirectory(
+                name=file_path.rsplit("/", 1)[0], datacenter=self._mo(self._datacenter()[0]),
+                createParentDirectories=True)
+        except vim.fault.FileAlreadyExists:
+            pass
+
     def _device(self, vm_ref: str, path: str) -> Any:
         devices = self._one(vm_ref, ["config.hardware.device"])["config.hardware.device"]
         for disk in _disks(devices):
@@ -565,26 +568,52 @@ class VSphere:
                 return disk
         raise HypervisorError(f"VM {vm_ref} has no disk {path}")
 
-    async def attach_disk(self, vm_ref: str, path: str) -> tuple[int, str]:
-        def attach() -> tuple[int, str]:
+    async def attach_disk(self, vm_ref: str, path: str, *,
+                          create_bytes: int | None = None) -> tuple[int, str | None]:
+        def attach() -> tuple[int, str | None]:
             disks = _disks(self._one(vm_ref, ["config.hardware.device"])[
                 "config.hardware.device"])
             if not disks:
                 raise HypervisorError(f"VM {vm_ref} has no disk controller to attach to")
+            there = next((d for d in disks if d.backing.fileName == path), None)
+            if there is not None:
+                return there.key, None
             controller = disks[0].controllerKey
             used = {d.unitNumber for d in disks if d.controllerKey == controller} | {7}
             unit = next(u for u in range(16) if u not in used)
             disk = vim.vm.device.VirtualDisk(
                 key=-1, controllerKey=controller, unitNumber=unit,
-                backing=vim.vm.device.VirtualDisk.FlatVer2BackingInfo(fileName=path,
-                                                                     diskMode="persistent"))
+                backing=vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
+                    fileName=path, diskMode="persistent",
+                    thinProvisioned=True if create_bytes else None))
+            change = vim.vm.device.VirtualDeviceSpec(operation="add", device=disk)
+            if create_bytes:
+                disk.capacityInKB = create_bytes // 1024
+                change.fileOperation = vim.vm.device.VirtualDeviceSpec.FileOperation.create
+                self._make_folder(path)
             vm = self._mo(vm_ref)
-            task_id, _ = self._run(lambda: vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[
-                vim.vm.device.VirtualDeviceSpec(operation="add", device=disk)])),
-                f"attach of {path} to {vm_ref}")
+            task_id, _ = self._run(
+                lambda: vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[change])),
+                f"{'creating and ' if create_bytes else ''}attaching {path} to {vm_ref}")
             return self._device(vm_ref, path).key, task_id
 
         return await self.call(attach)
+
+    async def delete_disk(self, path: str) -> str | None:
+        def delete() -> str | None:
+            dc = self._mo(self._datacenter()[0])
+            manager = self.content.virtualDiskManager
+            try:
+                task_id, _ = self._run(
+                    lambda: manager.DeleteVirtualDisk_Task(name=path, datacenter=dc),
+                    f"deleting {path}")
+            except HypervisorError as exc:
+                if exc.fault in ("FileNotFound", "NotFound"):
+                    return None
+                raise
+            return task_id
+
+        return await self.call(delete)
 
     async def detach_disk(self, vm_ref: str, path: str, *,
                           missing_ok: bool = False) -> str | None:

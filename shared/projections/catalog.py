@@ -32,8 +32,11 @@ from proto.events import (
     VmImported,
     VmSnapshotDeleted,
     VmSnapshotTaken,
+    VolumeAllocated,
     VolumeAttached,
     VolumeCreated,
+    VolumeDeleted,
+    VolumeDeleteRequested,
     VolumeDetached,
     VolumeFailed,
     VolumeFromSnapshotRequested,
@@ -49,6 +52,7 @@ _decode = msgspec.json.decode
 READY = "Ready"
 ALLOCATED = "Allocated"
 DESTROY = "Destroy"
+EXPUNGED = "Expunged"
 
 
 def _fields(event: msgspec.Struct, *skip: str) -> dict[str, Any]:
@@ -103,7 +107,8 @@ class Catalog:
             case VmExpunged() | VmAssigned():
                 return [("volume", v) for v in event.volume_ids]
             case VolumeFromSnapshotRequested() | VolumeFailed() | VolumeAttached() | \
-                    VolumeDetached() | VolumeResized():
+                    VolumeDetached() | VolumeResized() | VolumeAllocated() | \
+                    VolumeDeleteRequested() | VolumeDeleted():
                 return [("volume", event.volume_id)]
         return []
 
@@ -175,9 +180,18 @@ class Catalog:
                 out.update(account_id=event.account_id, name=event.name, state=ALLOCATED)
                 data.update(_fields(event, "account_id", "name", "job_id", "user_id"),
                             volume_type="DATADISK", vm_id=None, path=None)
+            case VolumeAllocated():
+                out.update(zone_id=event.zone_id, account_id=event.account_id, name=event.name,
+                           state=ALLOCATED)
+                data.update(_fields(event, "account_id", "name", "job_id", "zone_id"),
+                            volume_type="DATADISK", vm_id=None, path=None, pool_id=None)
             case VolumeCreated():
                 out.update(account_id=event.account_id, name=event.name, state=READY)
                 data.update(_fields(event, "account_id", "name"))
+            case VolumeDeleteRequested():
+                out.update(state=DESTROY)
+            case VolumeDeleted():
+                out.update(state=EXPUNGED, removed=recorded.recorded_at)
             case VolumeFailed():
                 out.update(state="Error")
                 data.update(reason=event.reason)

@@ -11,6 +11,7 @@ from cs import CloudStack, CloudStackApiException
 from pyVmomi import vim
 
 from tests.e2e.helpers import (
+    by_name,
     clone_calls,
     copy_calls,
     events_of_type,
@@ -215,3 +216,37 @@ def test_create_volume_from_a_data_disk_of_an_older_snapshot(
     assert copy["size"] == data["size"] and copy["storageid"] == data["storageid"]
     copied = datastore_path(vcsim, copy["path"].replace(".vmdk", "-flat.vmdk"))
     assert copied.read_bytes() == content
+
+
+def test_an_empty_volume_is_made_on_its_first_attach_and_deleted_once_detached(
+    cloud: CloudStack, vcsim: Vcsim
+) -> None:
+    small = by_name(cloud.listDiskOfferings()["diskoffering"], "Small")
+    volume = cloud.createVolume(diskofferingid=small["id"], name="scratch")["volume"]
+    assert volume["state"] == "Allocated" and volume["size"] == 5 * 1024**3
+    assert "path" not in volume and "virtualmachineid" not in volume
+    assert "fixed size of 5 GB" in fail_text(
+        lambda: cloud.createVolume(diskofferingid=small["id"], size=7))
+
+    snap = snapshot(cloud, vm_named(cloud, "DC0_C0_RP0_VM0")["id"], "scratch-base")
+    vm = cloud.deployVirtualMachine(vmsnapshotid=snap, name="with-scratch",
+                                    serviceofferingid=offering(cloud, "Small Instance"),
+                                    )["virtualmachine"]
+    attached = cloud.attachVolume(id=volume["id"], virtualmachineid=vm["id"])["volume"]
+    assert attached["state"] == "Ready" and attached["virtualmachineid"] == vm["id"]
+    assert attached["path"] in vcsim.vm(vm["instancename"])["disks"]
+    [root] = cloud.listVolumes(virtualmachineid=vm["id"], type="ROOT")["volume"]
+    assert attached["storageid"] == root["storageid"]  # made beside the VM's root disk
+    made = datastore_path(vcsim, attached["path"])
+    assert made.exists()
+
+    assert "detach it first" in fail_text(lambda: cloud.deleteVolume(id=volume["id"]))
+    assert "root volume" in fail_text(lambda: cloud.deleteVolume(id=root["id"]))
+    cloud.detachVolume(id=volume["id"])
+    assert cloud.deleteVolume(id=volume["id"])["success"] in (True, "true")
+    wait_for(lambda: cloud.listVolumes(id=volume["id"]) == {}, "the volume to be expunged")
+    assert not made.exists()
+
+    never_used = cloud.createVolume(diskofferingid=small["id"])["volume"]
+    cloud.deleteVolume(id=never_used["id"])
+    wait_for(lambda: cloud.listVolumes(id=never_used["id"]) == {}, "the Allocated volume gone")

@@ -79,8 +79,13 @@ _simple_list("listDiskOfferings", "diskoffering", "diskoffering", views.disk_off
 @command("listVolumes")
 async def list_volumes(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     vm_id = params.uuid("virtualmachineid")
+    volume_type = params.text("type")
+    if volume_type is not None and volume_type.upper() not in ("ROOT", "DATADISK"):
+        raise ApiError(PARAM_ERROR, f"invalid parameter type: {volume_type[:64]!r} is not ROOT "
+                       "or DATADISK")
     rows = [r for r in await _rows(ctx, "volume", params, caller, per_account=True)
-            if vm_id in (None, r["data"].get("vm_id"))]
+            if vm_id in (None, r["data"].get("vm_id"))
+            and (volume_type is None or r["data"]["volume_type"] == volume_type.upper())]
     items, total = _page(params, [views.volume(r) for r in rows])
     return listing("volume", items, total)
 

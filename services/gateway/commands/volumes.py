@@ -1,4 +1,5 @@
-"""Volume commands: createVolume from a VM snapshot's disk; attach, detach, resize.
+"""Volume commands: createVolume (from a VM snapshot's disk, or empty from a disk offering);
+attach, detach, resize, delete.
 
 Attaching, detaching and resizing are refused for a VM that has VM snapshots, as CloudStack
 does (the spec's limitation): the snapshots' disk chains would no longer match the VM.
@@ -11,8 +12,11 @@ from typing import Any
 
 from proto import streams
 from proto.events import (
+    JobCompleted,
     JobSubmitted,
+    VolumeAllocated,
     VolumeAttachRequested,
+    VolumeDeleteRequested,
     VolumeFromSnapshotRequested,
     VolumeResizeRequested,
 )
@@ -69,9 +73,15 @@ async def refuse_if_vm_has_snapshots(ctx: Context, vm_id: str, command_name: str
 async def create_volume(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     snapshot_id = params.uuid("vmsnapshotid")
     source_id = params.uuid("volumeid")
+    if params.has("snapshotid"):
+        raise ApiError(PARAM_ERROR, "invalid parameter snapshotid: snapdeploy has no volume "
+                       "snapshots; use vmsnapshotid with volumeid, or diskofferingid")
+    if snapshot_id is None and params.has("diskofferingid"):
+        return await _allocate(ctx, params, caller)
     if snapshot_id is None:
-        raise ApiError(PARAM_ERROR, "missing parameter vmsnapshotid: snapdeploy creates "
-                       "volumes from the disks of VM snapshots (vmsnapshotid with volumeid)")
+        raise ApiError(PARAM_ERROR, "missing parameter vmsnapshotid or diskofferingid: a volume "
+                       "is a disk of a VM snapshot (vmsnapshotid with volumeid) or empty "
+                       "(diskofferingid)")
     for other in ("diskofferingid", "snapshotid"):
         if params.has(other):
             raise ApiError(PARAM_ERROR, f"invalid parameter {other}: vmsnapshotid and {other} "
@@ -97,6 +107,59 @@ async def create_volume(ctx: Context, params: Params, caller: Caller) -> dict[st
     return {"id": volume_id, "jobid": job_id}
 
 
+async def _allocate(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    """An empty data volume of a disk offering's size, Allocated until first attached."""
+    offering_id = params.uuid("diskofferingid", required=True)
+    zone_id = params.uuid("zoneid")
+    assert offering_id is not None
+    async with ctx.store.pool.acquire() as conn:
+        offering = await queries.catalog_row(conn, "diskoffering", offering_id)
+        zones = [r["id"] for r in await conn.fetch(
+            "SELECT id FROM catalog WHERE kind = 'zone' AND removed IS NULL ORDER BY id")]
+    if offering is None:
+        raise ApiError(PARAM_ERROR, f"invalid parameter diskofferingid: no disk offering "
+                       f"{offering_id}")
+    if zone_id is None and len(zones) == 1:
+        zone_id = zones[0]
+    if zone_id is None or zone_id not in zones:
+        raise ApiError(PARAM_ERROR, f"invalid parameter zoneid: no zone {zone_id}"
+                       if zone_id else "missing parameter zoneid: the zone of the volume")
+    size_gb = offering["data"]["disk_size_gb"]
+    if params.has("size") and params.integer("size", minimum=1) != size_gb:
+        raise ApiError(PARAM_ERROR, f"invalid parameter size: disk offering "
+                       f"{offering['name']} has a fixed size of {size_gb} GB")
+    volume_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
+    name = params.text("name") or f"DATA-{volume_id[:8]}"
+    await ctx.change(caller, Append(streams.volume(volume_id), [
+        VolumeAllocated(volume_id=volume_id, job_id=job_id, account_id=caller.account_id,
+                        user_id=caller.user_id, name=name, zone_id=zone_id,
+                        disk_offering_id=offering_id, size_bytes=size_gb * GB),
+        _job(job_id, CREATE_VOLUME_CMD, volume_id, caller),
+        JobCompleted(job_id=job_id, succeeded=True),
+    ], NO_STREAM))
+    return {"id": volume_id, "jobid": job_id}
+
+
+@command("deleteVolume")
+async def delete_volume(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    """Delete a detached data volume; its disk is removed from its pool shortly after."""
+    volume_id = params.uuid("id", required=True)
+    assert volume_id is not None
+    volume = await visible_volume(ctx, caller, volume_id)
+    if volume["data"].get("volume_type") == "ROOT":
+        raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume_id} is a root "
+                       "volume; it goes when its VM is expunged")
+    if volume["data"].get("vm_id"):
+        raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume_id} is attached to "
+                       f"virtual machine {volume['data']['vm_id']}; detach it first")
+    if volume["state"] not in ("Ready", "Allocated", "Error"):
+        raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume_id} is "
+                       f"{volume['state']}")
+    await ctx.change(caller, Append(streams.volume(volume_id), [
+        VolumeDeleteRequested(volume_id=volume_id)]))
+    return {"success": True}
+
+
 async def _attach_or_detach(ctx: Context, caller: Caller, volume: dict[str, Any], vm_id: str,
                             attach: bool) -> dict[str, Any]:
     job_id = str(uuid.uuid4())
@@ -116,10 +179,10 @@ async def attach_volume(ctx: Context, params: Params, caller: Caller) -> dict[st
     assert volume_id is not None and vm_id is not None
     volume = await visible_volume(ctx, caller, volume_id)
     await visible_vm(ctx, caller, vm_id, "virtualmachineid")
-    if volume["state"] != "Ready" or volume["data"].get("vm_id"):
+    if volume["state"] not in ("Ready", "Allocated") or volume["data"].get("vm_id"):
         raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume_id} is "
                        f"{volume['state']} and attached to {volume['data'].get('vm_id')}; "
-                       "only a Ready, detached volume can be attached")
+                       "only a Ready or Allocated, detached volume can be attached")
     await refuse_if_vm_has_snapshots(ctx, vm_id, "attachVolume")
     return await _attach_or_detach(ctx, caller, volume, vm_id, True)
 
