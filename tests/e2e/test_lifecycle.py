@@ -243,6 +243,9 @@ def test_an_empty_volume_is_made_on_its_first_attach_and_deleted_once_detached(
     assert "detach it first" in fail_text(lambda: cloud.deleteVolume(id=volume["id"]))
     assert "root volume" in fail_text(lambda: cloud.deleteVolume(id=root["id"]))
     cloud.detachVolume(id=volume["id"])
+    # A detached volume grows through vCenter's virtual disk manager.
+    resized = cloud.resizeVolume(id=volume["id"], size=8)["volume"]
+    assert resized["size"] == 8 * 1024**3 and "virtualmachineid" not in resized
     assert cloud.deleteVolume(id=volume["id"])["success"] in (True, "true")
     wait_for(lambda: cloud.listVolumes(id=volume["id"]) == {}, "the volume to be expunged")
     assert not made.exists()
