@@ -100,7 +100,7 @@ class Bare:
         self.pool_ref = pool_ref
         self.network = network
         self.resource_pool = session._resource_pool(host_ref)
-        self.folder = session._datacenter()[1]["vmFolder"]
+        self.folder = session._datacenter_of(template["template_ref"])[1]["vmFolder"]
 
     def deploy(self, name: str) -> float:
         request = CloneRequest(name=name, template_ref=self.template["template_ref"],

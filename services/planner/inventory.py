@@ -22,14 +22,15 @@ _IMPORT_TYPES = ["ZoneImported", "HostImported", "PoolImported", "NetworkImporte
 
 async def changes(store: EventStore, hypervisor: Hypervisor) -> list[Append]:
     """The appends that bring the store up to what vCenter shows now."""
-    inventory = await hypervisor.inventory()
+    inventories = await hypervisor.inventory()
     async with store.pool.acquire() as conn:
         own_names = {r["name"] for r in await conn.fetch(
             "SELECT data ->> 'instance_name' AS name FROM events"
             " WHERE type = 'VmDeployRequested'")}
         owners = {r["id"]: r["account_id"] for r in await conn.fetch(
             "SELECT id::text AS id, account_id FROM vm_instances WHERE imported")}
-        seen = observed(inventory, ADMIN_ACCOUNT_ID, own_names, owners)
+        seen = [found for inventory in inventories
+                for found in observed(inventory, ADMIN_ACCOUNT_ID, own_names, owners)]
         seen += vanished(seen, *await _imported(conn))
         stream_ids = [stream for stream, _ in seen]
         versions = {r["stream_id"]: r["version"] for r in await conn.fetch(

@@ -66,7 +66,8 @@ class Volumes:
         log.info("creating volume %s from %s as of VM snapshot %s", request.volume_id,
                  request.source_path, request.vm_snapshot_id)
         try:
-            task = await self.hypervisor.copy_disk(request.source_path, dest)
+            task = await self.hypervisor.copy_disk(request.source_path, dest,
+                                                   pool["data"]["ref"])
         except HypervisorError as exc:
             log.error("volume %s from snapshot %s failed: %s", request.volume_id,
                       request.vm_snapshot_id, exc)
@@ -142,8 +143,10 @@ class Volumes:
         assert isinstance(request, VolumeDeleteRequested)
         async with self.store.pool.acquire() as conn:
             volume = await queries.catalog_row(conn, "volume", request.volume_id)
-        path = volume["data"].get("path") if volume else None
-        task = await self.hypervisor.delete_disk(path) if path else None
+            path = volume["data"].get("path") if volume else None
+            pool_ref = await queries.ref_of(conn, "pool", volume["data"]["pool_id"]) \
+                if volume and path else None
+        task = await self.hypervisor.delete_disk(path, pool_ref) if path and pool_ref else None
         log.info("deleted volume %s (%s), task %s", request.volume_id, path or "never made",
                  task)
         return [Append(envelope.stream_id, [VolumeDeleted(volume_id=request.volume_id,
@@ -157,12 +160,16 @@ class Volumes:
             vm_id = volume["data"].get("vm_id") if volume else None
             vm_ref = await conn.fetchval("SELECT hypervisor_ref FROM vm_instances"
                                          " WHERE id = $1::uuid", vm_id) if vm_id else None
+            path = volume["data"].get("path") if volume else None
+            pool_ref = await queries.ref_of(conn, "pool", volume["data"]["pool_id"]) \
+                if volume and path else None
         if volume is None:
             return self._failed(envelope.stream_id, request.volume_id, request.job_id,
                                 "the volume no longer exists", created=True)
         try:
-            task = await self.hypervisor.resize_disk(vm_ref, volume["data"]["path"],
-                                                     request.size_bytes)
+            # An Allocated volume has no disk yet: it will be made at the new size.
+            task = await self.hypervisor.resize_disk(vm_ref, path, request.size_bytes,
+                                                     pool_ref) if path and pool_ref else None
         except HypervisorError as exc:
             return self._failed(envelope.stream_id, request.volume_id, request.job_id,
                                 str(exc), created=True)

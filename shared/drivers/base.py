@@ -95,6 +95,8 @@ class NetworkInfo:
 
 @dataclass(frozen=True)
 class Inventory:
+    """One datacenter and what is in it."""
+
     datacenter_ref: str
     datacenter_name: str
     hosts: list[HostInfo]
@@ -148,7 +150,8 @@ class CloneProgress:
 
 
 class Hypervisor(Protocol):
-    async def inventory(self) -> Inventory: ...
+    async def inventory(self) -> list[Inventory]:
+        """What vCenter holds, one inventory per datacenter (a CloudStack zone each)."""
 
     async def seed_template(self, vm_ref: str, snapshot_ref: str, pool_ref: str,
                             name: str) -> Seeded: ...
@@ -176,14 +179,15 @@ class Hypervisor(Protocol):
 
     async def reboot(self, ref: str) -> str: ...
 
-    async def copy_disk(self, source_path: str, dest_path: str) -> str: ...
+    async def copy_disk(self, source_path: str, dest_path: str, pool_ref: str) -> str:
+        """Copy a disk file to ``dest_path``, both on the pool ``pool_ref``: the task id."""
 
     async def attach_disk(self, vm_ref: str, path: str, *,
                           create_bytes: int | None = None) -> tuple[int, str | None]:
         """Attach the disk at ``path`` (made new, of ``create_bytes``, if given): its device
         key and task id (None if it was attached already)."""
 
-    async def delete_disk(self, path: str) -> str | None:
+    async def delete_disk(self, path: str, pool_ref: str) -> str | None:
         """Delete the disk file at ``path``: the task id (None if it was gone already)."""
 
     async def detach_disk(self, vm_ref: str, path: str, *,
@@ -191,4 +195,6 @@ class Hypervisor(Protocol):
         """Detach the disk at ``path``, keeping its file; the task id. With ``missing_ok``,
         a disk not attached (any more) is None instead of an error."""
 
-    async def resize_disk(self, vm_ref: str | None, path: str, size_bytes: int) -> str: ...
+    async def resize_disk(self, vm_ref: str | None, path: str, size_bytes: int,
+                          pool_ref: str) -> str:
+        """Grow the disk at ``path`` on ``pool_ref`` (through ``vm_ref`` if attached)."""

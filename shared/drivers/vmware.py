@@ -169,7 +169,8 @@ class VSphere:
         self.content = service_instance.RetrieveContent()
         self._executor = executor
         # Facts that do not change between deploys, read once per session.
-        self._dc: tuple[str, dict[str, Any]] | None = None
+        self._dcs: list[tuple[str, dict[str, Any]]] = []
+        self._dc_of: dict[str, str] = {}  # object ref -> its datacenter's ref
         self._resource_pools: dict[str, str] = {}
         self._portgroup_map: dict[str, str] | None = None
 
@@ -223,12 +224,13 @@ class VSphere:
             raise HypervisorError(f"unknown vCenter object id {ref!r}")
         return kind(ref, self.si._stub)
 
-    def _props(self, kind: Any, paths: list[str],
-               obj: Any = None) -> list[tuple[str, dict[str, Any]]]:
+    def _props(self, kind: Any, paths: list[str], obj: Any = None,
+               root: Any = None) -> list[tuple[str, dict[str, Any]]]:
+        """``paths`` of ``obj``, or of every ``kind`` below ``root`` (all of vCenter)."""
         view = None
         if obj is None:
-            view = self.content.viewManager.CreateContainerView(self.content.rootFolder, [kind],
-                                                                True)
+            view = self.content.viewManager.CreateContainerView(
+                root or self.content.rootFolder, [kind], True)
             spec_obj = PC.ObjectSpec(obj=view, skip=True, selectSet=[PC.TraversalSpec(
                 name="view", path="view", skip=False, type=vim.view.ContainerView)])
         else:
@@ -296,13 +298,24 @@ class VSphere:
                                   fault=_fault_name(fault)) from fault
         return ref_of(task), self._wait(task, what)
 
-    def _datacenter(self) -> tuple[str, dict[str, Any]]:
-        if self._dc is None:
-            found = self._props(vim.Datacenter, ["name", "vmFolder"])
-            if not found:
+    def _datacenters(self) -> list[tuple[str, dict[str, Any]]]:
+        if not self._dcs:
+            self._dcs = self._props(vim.Datacenter, ["name", "vmFolder", "datastore"])
+            if not self._dcs:
                 raise HypervisorError("vCenter has no datacenter")
-            self._dc = found[0]
-        return self._dc
+        return self._dcs
+
+    def _datacenter_of(self, ref: str) -> tuple[str, dict[str, Any]]:
+        """The datacenter a VM (or any inventory object) is in: up its parents."""
+        if ref not in self._dc_of:
+            obj = self._mo(ref)
+            while not isinstance(obj, vim.Datacenter):
+                parent = self._props(type(obj), ["parent"], obj)[0][1].get("parent")
+                if parent is None:
+                    raise HypervisorError(f"vCenter object {ref} is in no datacenter")
+                obj = parent
+            self._dc_of[ref] = ref_of(obj)
+        return next(dc for dc in self._datacenters() if dc[0] == self._dc_of[ref])
 
     def _portgroups(self, refresh: bool = False) -> dict[str, str]:
         """Distributed port group key (and standard network name) → network ref."""
@@ -322,12 +335,15 @@ class VSphere:
 
     # ---- inventory ---------------------------------------------------------------------
 
-    async def inventory(self) -> Inventory:
-        return await self.call(self._inventory)
+    async def inventory(self) -> list[Inventory]:
+        """One inventory per datacenter (a zone each)."""
+        return await self.call(lambda: [self._inventory(ref, dc)
+                                        for ref, dc in self._datacenters()])
 
-    def _inventory(self) -> Inventory:
-        dc_ref, dc = self._datacenter()
-        parents = {ref: p["name"] for ref, p in self._props(vim.ComputeResource, ["name"])}
+    def _inventory(self, dc_ref: str, dc: dict[str, Any]) -> Inventory:
+        root = self._mo(dc_ref)
+        parents = {ref: p["name"] for ref, p in self._props(vim.ComputeResource, ["name"],
+                                                            root=root)}
         hosts = [
             HostInfo(ref, p["name"], parents.get(ref_of(p["parent"]), ""),
                      int(p["summary.hardware.numCpuCores"]), int(p["summary.hardware.cpuMhz"]),
@@ -335,21 +351,22 @@ class VSphere:
                      sorted(ref_of(d) for d in p.get("datastore", [])))
             for ref, p in self._props(vim.HostSystem, [
                 "name", "parent", "summary.hardware.numCpuCores", "summary.hardware.cpuMhz",
-                "summary.hardware.memorySize", "datastore"])
+                "summary.hardware.memorySize", "datastore"], root=root)
         ]
         pools = [
             PoolInfo(ref, p["name"], p["summary.url"], int(p["summary.capacity"]),
                      int(p["summary.freeSpace"]),
                      sorted(ref_of(m.key) for m in p.get("host", [])))
             for ref, p in self._props(vim.Datastore, [
-                "name", "summary.url", "summary.capacity", "summary.freeSpace", "host"])
+                "name", "summary.url", "summary.capacity", "summary.freeSpace", "host"],
+                root=root)
         ]
         switches = {ref: p["uuid"] for ref, p in
-                    self._props(vim.DistributedVirtualSwitch, ["uuid"])}
+                    self._props(vim.DistributedVirtualSwitch, ["uuid"], root=root)}
         dvpgs = {ref: p for ref, p in self._props(vim.dvs.DistributedVirtualPortgroup, [
-            "key", "config.distributedVirtualSwitch", "tag"])}
+            "key", "config.distributedVirtualSwitch", "tag"], root=root)}
         networks = []
-        for ref, p in self._props(vim.Network, ["name"]):
+        for ref, p in self._props(vim.Network, ["name"], root=root):
             pg = dvpgs.get(ref)
             if pg is None:
                 networks.append(NetworkInfo(ref, p["name"], None, None))
@@ -361,7 +378,7 @@ class VSphere:
         vms = [self._vm_info(ref, p, portgroups) for ref, p in self._props(vim.VirtualMachine, [
             "name", "config.uuid", "config.template", "runtime.host", "config.hardware.numCPU",
             "config.hardware.memoryMB", "runtime.powerState", "config.hardware.device",
-            "snapshot"])]
+            "snapshot"], root=root)]
         return Inventory(dc_ref, dc["name"], hosts, pools, networks, vms)
 
     def _vm_info(self, ref: str, p: dict[str, Any], portgroups: dict[str, str]) -> VmInfo:
@@ -421,7 +438,7 @@ class VSphere:
                 return Seeded(existing, ref_of(tree.rootSnapshotList[0].snapshot),
                               root.backing.fileName, [])
             self._destroy(existing)  # a seed interrupted half-way: start again
-        _, dc = self._datacenter()
+        _, dc = self._datacenter_of(vm_ref)
         devices = self._one(snapshot_ref, ["config.hardware.device"])["config.hardware.device"]
         spec = seed_spec(snapshot_ref, pool_ref, devices)
         source = self._mo(vm_ref)
@@ -448,7 +465,7 @@ class VSphere:
         await self.call(self._clone, request, progress)
 
     def _clone(self, request: CloneRequest, progress: CloneProgress) -> None:
-        _, dc = self._datacenter()
+        _, dc = self._datacenter_of(request.template_ref)
         template = self._mo(request.template_ref)
         spec = clone_spec(request, self._resource_pool(request.host_ref))
 
@@ -536,28 +553,27 @@ class VSphere:
 
     # ---- virtual disks -------------------------------------------------------------------
 
-    async def copy_disk(self, source_path: str, dest_path: str) -> str:
+    async def copy_disk(self, source_path: str, dest_path: str, pool_ref: str) -> str:
         """Copy a disk file (a snapshot's own, not the VM's current one) to ``dest_path``."""
 
         def copy() -> str:
-            dc = self._mo(self._datacenter()[0])
-            self._make_folder(dest_path)
+            dc = self._mo(self._datacenter_of(pool_ref)[0])
+            self._make_folder(dest_path, dc)
             manager = self.content.virtualDiskManager
             task_id, _ = self._run(
-                lambda: manager.CopyVirtualDisk_Task(sourceName=source_path,
-                                                     sourceDatacenter=dc, destName=dest_path,
-                                                     destDatacenter=dc, force=False),
+                lambda: manager.CopyVirtualDisk_Task(
+                    sourceName=source_path, sourceDatacenter=dc, destName=dest_path,
+                    destDatacenter=dc, force=False),
                 f"copy of {source_path} to {dest_path}")
             return task_id
 
         return await self.call(copy)
 
-    def _make_folder(self, file_path: str) -> None:
+    def _make_folder(self, file_path: str, dc: Any) -> None:
         """The datastore folder ``file_path`` ("[pool] dir/file.vmdk") will be in."""
         try:
             self.content.fileManager.MakeDirectory(
-                name=file_path.rsplit("/", 1)[0], datacenter=self._mo(self._datacenter()[0]),
-                createParentDirectories=True)
+                name=file_path.rsplit("/", 1)[0], datacenter=dc, createParentDirectories=True)
         except vim.fault.FileAlreadyExists:
             pass
 
@@ -590,7 +606,7 @@ class VSphere:
             if create_bytes:
                 disk.capacityInKB = create_bytes // 1024
                 change.fileOperation = vim.vm.device.VirtualDeviceSpec.FileOperation.create
-                self._make_folder(path)
+                self._make_folder(path, self._mo(self._datacenter_of(vm_ref)[0]))
             vm = self._mo(vm_ref)
             task_id, _ = self._run(
                 lambda: vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[change])),
@@ -599,9 +615,9 @@ class VSphere:
 
         return await self.call(attach)
 
-    async def delete_disk(self, path: str) -> str | None:
+    async def delete_disk(self, path: str, pool_ref: str) -> str | None:
         def delete() -> str | None:
-            dc = self._mo(self._datacenter()[0])
+            dc = self._mo(self._datacenter_of(pool_ref)[0])
             manager = self.content.virtualDiskManager
             try:
                 task_id, _ = self._run(
@@ -632,13 +648,13 @@ class VSphere:
 
         return await self.call(detach)
 
-    async def resize_disk(self, vm_ref: str | None, path: str, size_bytes: int) -> str:
+    async def resize_disk(self, vm_ref: str | None, path: str, size_bytes: int,
+                          pool_ref: str) -> str:
         def resize() -> str:
             if vm_ref is None:
-                dc_ref, _ = self._datacenter()
                 manager = self.content.virtualDiskManager
                 task_id, _ = self._run(lambda: manager.ExtendVirtualDisk_Task(
-                    name=path, datacenter=self._mo(dc_ref),
+                    name=path, datacenter=self._mo(self._datacenter_of(pool_ref)[0]),
                     newCapacityKb=size_bytes // 1024, eagerZero=False),
                     f"extension of {path}")
                 return task_id

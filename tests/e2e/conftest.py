@@ -25,11 +25,14 @@ def pids_of(info: dict[str, Any]) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def stack(tmp_path_factory: pytest.TempPathFactory,
+          request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """The module's stack; a module's VCSIM_ARGS (e.g. "-dc 2") shape its vCenter."""
     state = tmp_path_factory.mktemp("stack")
     trace = state / "vcsim-trace.xml"
+    vcsim_args = f"-trace-file {trace} {getattr(request.module, 'VCSIM_ARGS', '')}"
     # vCenter calls time out after a few seconds, so tests can make one hang past it.
-    env = {**os.environ, "SNAPDEPLOY_VCSIM_ARGS": f"-trace-file {trace}",
+    env = {**os.environ, "SNAPDEPLOY_VCSIM_ARGS": vcsim_args,
            "SNAPDEPLOY_VCENTER_TIMEOUT": str(VCENTER_TIMEOUT_S)}
     subprocess.run([*SNAPDEPLOY, "up", "--detach", "--state-dir", str(state)], check=True,
                    timeout=240, env=env)
