@@ -191,16 +191,21 @@ Handler = Callable[[Context, Params, Caller], Awaitable[dict[str, Any]]]
 class Command:
     name: str
     handler: Handler
+    is_async: bool = False  # answers with a jobid, like CloudStack's async commands
+
+    @property
+    def description(self) -> str:
+        return (self.handler.__doc__ or "").strip().split("\n", 1)[0]
 
 
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str) -> Callable[[Handler], Handler]:
+def command(name: str, *, is_async: bool = False) -> Callable[[Handler], Handler]:
     """Register ``handler`` as the CloudStack command ``name``."""
 
     def register(handler: Handler) -> Handler:
-        COMMANDS[name.lower()] = Command(name, handler)
+        COMMANDS[name.lower()] = Command(name, handler, is_async)
         return handler
 
     return register

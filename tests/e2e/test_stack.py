@@ -68,6 +68,17 @@ def test_gateway_answers_cs_and_refuses_bad_signatures(stack: dict[str, Any]) ->
     assert "noSuchCommand" in unknown.value.error["errortext"]
 
 
+def test_clients_can_discover_the_api(stack: dict[str, Any]) -> None:
+    """What CloudMonkey's `sync` and other clients ask first."""
+    apis = {a["name"]: a for a in client(stack).listApis()["api"]}
+    assert apis["deployVirtualMachine"]["isasync"] is True
+    assert apis["listVirtualMachines"]["isasync"] is False
+    assert {"prepareTemplate", "createVolume", "listApis", "listCapabilities"} <= set(apis)
+    assert [a["name"] for a in client(stack).listApis(name="listzones")["api"]] == ["listZones"]
+    capability = client(stack).listCapabilities()["capability"]
+    assert capability["cloudstackversion"].count(".") == 2
+
+
 def test_expired_v3_request_is_refused(stack: dict[str, Any]) -> None:
     params = [("command", "listVirtualMachines"), ("response", "json"),
               ("apiKey", stack["admin_api_key"]), ("signatureVersion", "3"),

@@ -3,6 +3,7 @@
 from services.gateway.commands import (
     accounts,
     catalog,
+    discovery,
     events,
     jobs,
     snapshots,
@@ -11,4 +12,5 @@ from services.gateway.commands import (
     volumes,
 )
 
-__all__ = ["accounts", "catalog", "events", "jobs", "snapshots", "templates", "vms", "volumes"]
+__all__ = ["accounts", "catalog", "discovery", "events", "jobs", "snapshots", "templates",
+           "vms", "volumes"]

@@ -159,7 +159,7 @@ async def update_configuration(ctx: Context, params: Params, caller: Caller) -> 
                               "id": pool_id}}
 
 
-@command("syncInventory")
+@command("syncInventory", is_async=True)
 async def sync_inventory(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     """Read vCenter again: new hosts, pools, networks, VMs and snapshots appear."""
     require_admin(caller, "syncInventory")

@@ -49,7 +49,7 @@ def _job(job_id: str, cmd: str, instance: str, caller: Caller) -> JobSubmitted:
                         user_id=caller.user_id)
 
 
-@command("createVMSnapshot")
+@command("createVMSnapshot", is_async=True)
 async def create_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     vm_id = params.uuid("virtualmachineid", required=True)
     assert vm_id is not None
@@ -101,12 +101,12 @@ async def _snapshot_job(ctx: Context, params: Params, caller: Caller, cmd: str,
     return {"jobid": job_id}
 
 
-@command("deleteVMSnapshot")
+@command("deleteVMSnapshot", is_async=True)
 async def delete_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     return await _snapshot_job(ctx, params, caller, DELETE_VM_SNAPSHOT_CMD,
                                VmSnapshotDeleteRequested)
 
 
-@command("revertToVMSnapshot")
+@command("revertToVMSnapshot", is_async=True)
 async def revert_to_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     return await _snapshot_job(ctx, params, caller, REVERT_VM_SNAPSHOT_CMD, VmRevertRequested)

@@ -116,7 +116,7 @@ def deploy_params(params: Params, api_key: str = "") -> DeployVirtualMachine:
     )
 
 
-@command("deployVirtualMachine")
+@command("deployVirtualMachine", is_async=True)
 async def deploy_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     accepted = await submit_deploy(ctx, caller, deploy_params(params))
     return {"id": accepted.id, "jobid": accepted.jobid}
@@ -160,7 +160,7 @@ async def visible_vm(ctx: Context, caller: Caller, vm_id: str, param: str) -> di
     return dict(row)
 
 
-@command("destroyVirtualMachine")
+@command("destroyVirtualMachine", is_async=True)
 async def destroy_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     vm_id = params.uuid("id", required=True)
     assert vm_id is not None
@@ -198,18 +198,18 @@ async def _power(ctx: Context, params: Params, caller: Caller, action: str, cmd:
     return {"id": vm_id, "jobid": job_id}
 
 
-@command("stopVirtualMachine")
+@command("stopVirtualMachine", is_async=True)
 async def stop_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     params.boolean("forced")
     return await _power(ctx, params, caller, "stop", STOP_VM_CMD, (VmState.RUNNING,))
 
 
-@command("startVirtualMachine")
+@command("startVirtualMachine", is_async=True)
 async def start_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     return await _power(ctx, params, caller, "start", START_VM_CMD, (VmState.STOPPED,))
 
 
-@command("rebootVirtualMachine")
+@command("rebootVirtualMachine", is_async=True)
 async def reboot_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     return await _power(ctx, params, caller, "reboot", REBOOT_VM_CMD, (VmState.RUNNING,))
 

@@ -69,7 +69,7 @@ async def refuse_if_vm_has_snapshots(ctx: Context, vm_id: str, command_name: str
                        "cannot be attached, detached or resized; delete its VM snapshots first")
 
 
-@command("createVolume")
+@command("createVolume", is_async=True)
 async def create_volume(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     snapshot_id = params.uuid("vmsnapshotid")
     source_id = params.uuid("volumeid")
@@ -172,7 +172,7 @@ async def _attach_or_detach(ctx: Context, caller: Caller, volume: dict[str, Any]
     return {"id": volume["id"], "jobid": job_id}
 
 
-@command("attachVolume")
+@command("attachVolume", is_async=True)
 async def attach_volume(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     volume_id = params.uuid("id", required=True)
     vm_id = params.uuid("virtualmachineid", required=True)
@@ -187,7 +187,7 @@ async def attach_volume(ctx: Context, params: Params, caller: Caller) -> dict[st
     return await _attach_or_detach(ctx, caller, volume, vm_id, True)
 
 
-@command("detachVolume")
+@command("detachVolume", is_async=True)
 async def detach_volume(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     volume_id = params.uuid("id", required=True)
     assert volume_id is not None
@@ -200,7 +200,7 @@ async def detach_volume(ctx: Context, params: Params, caller: Caller) -> dict[st
     return await _attach_or_detach(ctx, caller, volume, vm_id, False)
 
 
-@command("resizeVolume")
+@command("resizeVolume", is_async=True)
 async def resize_volume(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     volume_id = params.uuid("id", required=True)
     size_gb = params.integer("size", minimum=1, maximum=64 * 1024)
