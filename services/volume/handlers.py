@@ -7,6 +7,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
+
 from proto.envelope import EventEnvelope
 from proto.events import (
     Event,
@@ -138,14 +140,21 @@ class Volumes:
                              disk_offering_id=volume["data"].get("disk_offering_id"),
                              device_key=key, task_id=task)
 
+    @staticmethod
+    async def _disk(conn: asyncpg.Connection, volume_id: str) -> tuple[
+            dict[str, Any] | None, str | None, str | None]:
+        """A volume's catalog row, and its disk's path and pool ref (None before it is made)."""
+        volume = await queries.catalog_row(conn, "volume", volume_id)
+        path = volume["data"].get("path") if volume else None
+        if volume is None or path is None:
+            return volume, None, None
+        return volume, path, await queries.ref_of(conn, "pool", volume["data"]["pool_id"])
+
     async def delete(self, envelope: EventEnvelope) -> Sequence[Append]:
         request = envelope.data
         assert isinstance(request, VolumeDeleteRequested)
         async with self.store.pool.acquire() as conn:
-            volume = await queries.catalog_row(conn, "volume", request.volume_id)
-            path = volume["data"].get("path") if volume else None
-            pool_ref = await queries.ref_of(conn, "pool", volume["data"]["pool_id"]) \
-                if volume and path else None
+            _, path, pool_ref = await self._disk(conn, request.volume_id)
         task = await self.hypervisor.delete_disk(path, pool_ref) if path and pool_ref else None
         log.info("deleted volume %s (%s), task %s", request.volume_id, path or "never made",
                  task)
@@ -156,13 +165,10 @@ class Volumes:
         request = envelope.data
         assert isinstance(request, VolumeResizeRequested)
         async with self.store.pool.acquire() as conn:
-            volume = await queries.catalog_row(conn, "volume", request.volume_id)
+            volume, path, pool_ref = await self._disk(conn, request.volume_id)
             vm_id = volume["data"].get("vm_id") if volume else None
             vm_ref = await conn.fetchval("SELECT hypervisor_ref FROM vm_instances"
                                          " WHERE id = $1::uuid", vm_id) if vm_id else None
-            path = volume["data"].get("path") if volume else None
-            pool_ref = await queries.ref_of(conn, "pool", volume["data"]["pool_id"]) \
-                if volume and path else None
         if volume is None:
             return self._failed(envelope.stream_id, request.volume_id, request.job_id,
                                 "the volume no longer exists", created=True)
