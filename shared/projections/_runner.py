@@ -3,7 +3,8 @@
 Per batch, each projection loads the rows the batch touches, evolves them in memory with
 its pure ``evolve``, and writes them back in one statement; the batch's last position is
 saved as the checkpoint in that transaction. A rebuild truncates the tables and replays
-from position 0 in one transaction, so readers see the old tables until it commits.
+from position 0 in one transaction, so readers see the old tables until it commits; it
+keeps the rows in memory while it replays and writes each once.
 """
 
 from __future__ import annotations
@@ -29,10 +30,18 @@ def fold(
     events: Sequence[tuple[RecordedEvent, AnyEvent]],
 ) -> tuple[dict[Key, Row], set[Key]]:
     """Evolve ``rows`` through ``events``; returns (changed rows, deleted keys)."""
+    return _fold(projection, rows, [(r, e, projection.keys(e)) for r, e in events])
+
+
+def _fold(
+    projection: Projection,
+    rows: dict[Key, Row],
+    events: Sequence[tuple[RecordedEvent, AnyEvent, list[Key]]],
+) -> tuple[dict[Key, Row], set[Key]]:
     changed: dict[Key, Row] = {}
     deleted: set[Key] = set()
-    for recorded, event in events:
-        for key in projection.keys(event):
+    for recorded, event, keys in events:
+        for key in keys:
             row = projection.evolve(rows.get(key), key, recorded, event)
             if row is None:
                 rows.pop(key, None)
@@ -46,18 +55,34 @@ def fold(
 
 
 async def apply_batch(
-    conn: asyncpg.Connection, projections: Sequence[Projection], batch: Sequence[RecordedEvent]
+    conn: asyncpg.Connection, projections: Sequence[Projection], batch: Sequence[RecordedEvent],
+    held: dict[str, dict[Key, Row]] | None = None,
 ) -> None:
+    """Apply ``batch`` to every projection's table. With ``held`` (a rebuild into empty
+    tables), rows are kept there between batches instead of read back, and not written:
+    ``write_held`` writes them once at the end."""
     decoded = [(recorded, recorded.event()) for recorded in batch]
     for projection in projections:
-        keys = {k for _, e in decoded for k in projection.keys(e)}
-        if not keys:
+        touched = [(r, e, keys) for r, e in decoded if (keys := projection.keys(e))]
+        if not touched:
             continue
-        rows = await projection.table.load(conn, sorted(keys))
-        changed, deleted = fold(projection, rows, decoded)
-        await projection.table.delete(conn, sorted(deleted))
+        if held is not None:
+            _fold(projection, held.setdefault(projection.table.name, {}), touched)
+            continue
+        rows = await projection.table.load(conn, list({k for *_, keys in touched
+                                                       for k in keys}))
+        changed, deleted = _fold(projection, rows, touched)
+        await projection.table.delete(conn, list(deleted))
         await projection.table.upsert(conn, list(changed.values()))
     metrics.PROJECTED_EVENTS.inc(len(batch))
+
+
+async def write_held(conn: asyncpg.Connection, projections: Sequence[Projection],
+                     held: dict[str, dict[Key, Row]], chunk: int = 20_000) -> None:
+    for projection in projections:
+        rows = list(held.get(projection.table.name, {}).values())
+        for start in range(0, len(rows), chunk):
+            await projection.table.upsert(conn, rows[start:start + chunk])
 
 
 class Projector:
@@ -123,13 +148,15 @@ class Projector:
             tables = ", ".join(p.table.name for p in self.projections)
             await conn.execute(f"TRUNCATE {tables}")
             position = 0
+            held: dict[str, dict[Key, Row]] = {}
             while True:
                 batch = await self.store.read_all(position, self.batch, conn=conn)
                 if not batch:
                     break
-                await apply_batch(conn, self.projections, batch)
+                await apply_batch(conn, self.projections, batch, held)
                 position = batch[-1].position
                 applied += len(batch)
+            await write_held(conn, self.projections, held)
             await self._save(conn, position)
         log.info("rebuilt %s from %d events", tables, applied)
         return applied

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import functools
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -11,6 +13,12 @@ from shared.eventstore import RecordedEvent
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def parse_uuid(text: str) -> uuid.UUID:
+    """A uuid key column's value (cached: an object's events repeat its id)."""
+    return uuid.UUID(text)
 
 
 @dataclass(frozen=True)

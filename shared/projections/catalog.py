@@ -7,6 +7,7 @@ object's own stream (the planner appends capacity reservations at it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -59,6 +60,32 @@ def _fields(event: msgspec.Struct, *skip: str) -> dict[str, Any]:
     return {k: v for k, v in msgspec.to_builtins(event).items() if k not in ("type", *skip)}
 
 
+def _one(kind: str, field: str) -> Callable[[Any], list[Key]]:
+    return lambda event: [(kind, getattr(event, field))]
+
+
+# The catalog rows each event type touches, looked up by type (a `match` over these classes
+# cost more than the rest of a rebuild's per-event work).
+_KEYS: dict[type, Callable[[Any], list[Key]]] = {
+    ZoneImported: _one("zone", "zone_id"),
+    **dict.fromkeys((HostImported, CapacityReserved, CapacityReleased), _one("host", "host_id")),
+    **dict.fromkeys((PoolImported, PoolSettingChanged), _one("pool", "pool_id")),
+    NetworkImported: _one("network", "network_id"),
+    ServiceOfferingCreated: _one("serviceoffering", "offering_id"),
+    DiskOfferingCreated: _one("diskoffering", "offering_id"),
+    **dict.fromkeys((TemplateSeeded, TemplateRemoved), lambda e: [
+        ("template", streams.seed_template_id(e.vm_snapshot_id, e.pool_id))]),
+    **dict.fromkeys((VmSnapshotTaken, VmSnapshotDeleted), _one("vmsnapshot", "snapshot_id")),
+    VmImported: lambda e: [("volume", d.volume_id) for d in e.disks],
+    AccountCreated: _one("account", "account_id"),
+    **dict.fromkeys((UserCreated, UserKeysRegistered), _one("user", "user_id")),
+    **dict.fromkeys((VmExpunged, VmAssigned), lambda e: [("volume", v) for v in e.volume_ids]),
+    **dict.fromkeys((VolumeCreated, VolumeFromSnapshotRequested, VolumeFailed, VolumeAttached,
+                     VolumeDetached, VolumeResized, VolumeAllocated, VolumeDeleteRequested,
+                     VolumeDeleted), _one("volume", "volume_id")),
+}
+
+
 class Catalog:
     table = Table(
         "catalog",
@@ -78,39 +105,8 @@ class Catalog:
     )
 
     def keys(self, event: AnyEvent) -> list[Key]:
-        match event:
-            case ZoneImported():
-                return [("zone", event.zone_id)]
-            case HostImported() | CapacityReserved() | CapacityReleased():
-                return [("host", event.host_id)]
-            case PoolImported() | PoolSettingChanged():
-                return [("pool", event.pool_id)]
-            case NetworkImported():
-                return [("network", event.network_id)]
-            case ServiceOfferingCreated():
-                return [("serviceoffering", event.offering_id)]
-            case DiskOfferingCreated():
-                return [("diskoffering", event.offering_id)]
-            case TemplateSeeded() | TemplateRemoved():
-                return [("template", streams.seed_template_id(event.vm_snapshot_id,
-                                                               event.pool_id))]
-            case VmSnapshotTaken() | VmSnapshotDeleted():
-                return [("vmsnapshot", event.snapshot_id)]
-            case VmImported():
-                return [("volume", d.volume_id) for d in event.disks]
-            case AccountCreated():
-                return [("account", event.account_id)]
-            case UserCreated() | UserKeysRegistered():
-                return [("user", event.user_id)]
-            case VolumeCreated():
-                return [("volume", event.volume_id)]
-            case VmExpunged() | VmAssigned():
-                return [("volume", v) for v in event.volume_ids]
-            case VolumeFromSnapshotRequested() | VolumeFailed() | VolumeAttached() | \
-                    VolumeDetached() | VolumeResized() | VolumeAllocated() | \
-                    VolumeDeleteRequested() | VolumeDeleted():
-                return [("volume", event.volume_id)]
-        return []
+        keys_of = _KEYS.get(type(event))
+        return [] if keys_of is None else keys_of(event)
 
     def evolve(
         self, row: Row | None, key: Key, recorded: RecordedEvent, event: AnyEvent

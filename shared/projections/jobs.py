@@ -7,7 +7,7 @@ import uuid
 from proto.events import AnyEvent, JobCompleted, JobSubmitted
 from shared.domain.job import FAILED_RESULT_CODE, JobStatus
 from shared.eventstore import RecordedEvent
-from shared.projections._table import Key, Row, Table
+from shared.projections._table import Key, Row, Table, parse_uuid
 
 
 class AsyncJobs:
@@ -32,7 +32,7 @@ class AsyncJobs:
 
     def keys(self, event: AnyEvent) -> list[Key]:
         if isinstance(event, JobSubmitted | JobCompleted):
-            return [(uuid.UUID(event.job_id),)]
+            return [(parse_uuid(event.job_id),)]
         return []
 
     def evolve(

@@ -22,7 +22,7 @@ from proto.events import (
 )
 from shared.domain.vm import VmState, state_after
 from shared.eventstore import RecordedEvent
-from shared.projections._table import Key, Row, Table
+from shared.projections._table import Key, Row, Table, parse_uuid
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -63,7 +63,7 @@ class VmInstances:
 
     def keys(self, event: AnyEvent) -> list[Key]:
         vm_id = getattr(event, "vm_id", None)
-        return [] if vm_id is None else [(uuid.UUID(vm_id),)]
+        return [] if vm_id is None else [(parse_uuid(vm_id),)]
 
     def evolve(
         self, row: Row | None, key: Key, recorded: RecordedEvent, event: AnyEvent
