@@ -22,6 +22,8 @@ from shared.projections._table import Key, Projection, Row
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "projector"
+# A rebuild holds at most this many rows in memory (about 1 KB each) before writing them.
+HOLD_MAX_ROWS = 2_000_000
 
 
 def fold(
@@ -148,7 +150,7 @@ class Projector:
             tables = ", ".join(p.table.name for p in self.projections)
             await conn.execute(f"TRUNCATE {tables}")
             position = 0
-            held: dict[str, dict[Key, Row]] = {}
+            held: dict[str, dict[Key, Row]] | None = {}
             while True:
                 batch = await self.store.read_all(position, self.batch, conn=conn)
                 if not batch:
@@ -156,7 +158,12 @@ class Projector:
                 await apply_batch(conn, self.projections, batch, held)
                 position = batch[-1].position
                 applied += len(batch)
-            await write_held(conn, self.projections, held)
+                if held is not None and sum(map(len, held.values())) > HOLD_MAX_ROWS:
+                    # Too big to hold: write what is held, go on as the live projector does.
+                    await write_held(conn, self.projections, held)
+                    held = None
+            if held is not None:
+                await write_held(conn, self.projections, held)
             await self._save(conn, position)
         log.info("rebuilt %s from %d events", tables, applied)
         return applied
