@@ -9,6 +9,7 @@ keeps the rows in memory while it replays and writes each once.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Sequence
 
@@ -144,6 +145,18 @@ class Projector:
 
     async def rebuild(self) -> int:
         """Truncate every read model and replay the whole stream; returns the events applied."""
+        # The rows held are plain data without cycles: reference counting frees what is
+        # dropped, and the cyclic collector, run again and again over a growing heap of
+        # held rows, only costs time (a third of a rebuild's in a measured run).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return await self._rebuild()
+        finally:
+            if collecting:
+                gc.enable()
+
+    async def _rebuild(self) -> int:
         applied = 0
         async with self.store.pool.acquire() as conn, conn.transaction():
             await self._lock_checkpoint(conn)
