@@ -213,8 +213,7 @@ class VSphere:
         self._executor.shutdown(wait=False)
 
     async def datacenters(self) -> list[str]:
-        return await self.call(lambda: [p["name"] for _, p in self._props(vim.Datacenter,
-                                                                          ["name"])])
+        return await self.call(lambda: [p["name"] for _, p in self._datacenters()])
 
     # ---- blocking helpers (run on the executor) ----------------------------------------
 
