@@ -131,6 +131,13 @@ class VmImported(Event):
     template_id: str | None = None
 
 
+class InventoryObjectGone(Event):
+    """A zone, host, pool or network an earlier sync imported is no longer in vCenter."""
+
+    kind: str  # "zone", "host", "pool" or "network", as in the catalog
+    object_id: str
+
+
 class VmSnapshotTaken(Event):
     """A VM snapshot and the VM's configuration at snapshot time (GetVmSnapshotConfigs)."""
 
@@ -555,6 +562,7 @@ AnyEvent = (
     | HostImported
     | PoolImported
     | NetworkImported
+    | InventoryObjectGone
     | VmImported
     | VmSnapshotTaken
     | VmSnapshotRequested

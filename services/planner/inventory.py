@@ -16,8 +16,8 @@ from shared.eventstore import Append, EventStore, NewEvent
 
 log = logging.getLogger(__name__)
 
-_IMPORT_TYPES = ["ZoneImported", "HostImported", "PoolImported", "NetworkImported",
-                 "VmImported", "VmSnapshotTaken"]
+_OBJECT_TYPES = ["ZoneImported", "HostImported", "PoolImported", "NetworkImported"]
+_IMPORT_TYPES = [*_OBJECT_TYPES, "VmImported", "VmSnapshotTaken"]
 
 
 async def changes(store: EventStore, hypervisor: Hypervisor) -> list[Append]:
@@ -40,10 +40,16 @@ async def changes(store: EventStore, hypervisor: Hypervisor) -> list[Append]:
             "SELECT DISTINCT ON (stream_id, type) stream_id, type, data FROM events"
             " WHERE stream_id = ANY($1) AND type = ANY($2)"
             " ORDER BY stream_id, type, version DESC", stream_ids, _IMPORT_TYPES)}
+        # Gone once, back now: imported again even if it looks as it did.
+        returned = {r["stream_id"] for r in await conn.fetch(
+            "SELECT DISTINCT ON (stream_id) stream_id, type FROM events"
+            " WHERE stream_id = ANY($1) AND type = ANY($2) ORDER BY stream_id, version DESC",
+            stream_ids, [*_OBJECT_TYPES, "InventoryObjectGone"])
+            if r["type"] == "InventoryObjectGone"}
     out = []
     for stream_id, event in seen:
         kind = type(event)
-        before = last.get((stream_id, kind.__name__))
+        before = None if stream_id in returned else last.get((stream_id, kind.__name__))
         now = msgspec.json.decode(msgspec.json.encode(event), type=kind)
         if before is not None and msgspec.json.decode(before, type=EVENT_TYPES[kind.__name__]) \
                 == now:
@@ -52,9 +58,11 @@ async def changes(store: EventStore, hypervisor: Hypervisor) -> list[Append]:
     return out
 
 
-async def _imported(conn: asyncpg.Connection) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """From the store itself: imported VMs not expunged (→ their volume ids), and their
-    snapshots not deleted (→ their VM)."""
+async def _imported(conn: asyncpg.Connection) -> tuple[
+        dict[str, list[str]], dict[str, str], dict[str, tuple[str, str]]]:
+    """From the store itself: imported VMs not expunged (→ their volume ids), their
+    snapshots not deleted (→ their VM), and zones, hosts, pools and networks not gone
+    (stream → (kind, id))."""
     vms = {r["vm_id"]: [d["volume_id"] for d in msgspec.json.decode(r["disks"])]
            for r in await conn.fetch(
                "SELECT DISTINCT ON (stream_id) data ->> 'vm_id' AS vm_id,"
@@ -66,7 +74,14 @@ async def _imported(conn: asyncpg.Connection) -> tuple[dict[str, list[str]], dic
         " FROM events WHERE type = 'VmSnapshotTaken' AND data ->> 'vm_id' = ANY($1::text[])"
         " AND stream_id NOT IN (SELECT stream_id FROM events WHERE type = 'VmSnapshotDeleted')",
         list(vms))}
-    return vms, snapshots
+    objects = {r["stream_id"]: (r["type"].removesuffix("Imported").lower(), r["object_id"])
+               for r in await conn.fetch(
+                   "SELECT DISTINCT ON (stream_id) stream_id, type, coalesce(data ->> 'host_id',"
+                   " data ->> 'pool_id', data ->> 'network_id', data ->> 'zone_id') AS object_id"
+                   " FROM events WHERE type = ANY($1::text[]) ORDER BY stream_id, version DESC",
+                   [*_OBJECT_TYPES, "InventoryObjectGone"])
+               if r["type"] != "InventoryObjectGone"}
+    return vms, snapshots, objects
 
 
 def describe(appends: list[Append]) -> str:

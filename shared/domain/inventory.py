@@ -7,12 +7,14 @@ the planner appends only what changed since the last sync.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from proto import streams
 from proto.events import (
     Disk,
     Event,
     HostImported,
+    InventoryObjectGone,
     NetworkImported,
     Nic,
     PoolImported,
@@ -108,16 +110,22 @@ def observed(inv: Inventory, account_id: str, own_vm_names: set[str],
     return out
 
 
-def vanished(seen: list[tuple[str, Event]], imported: dict[str, list[str]],
-             snapshots: dict[str, str]) -> list[tuple[str, Event]]:
+def vanished(seen: Sequence[tuple[str, Event]], imported: dict[str, list[str]],
+             snapshots: dict[str, str],
+             objects: dict[str, tuple[str, str]] | None = None) -> list[tuple[str, Event]]:
     """(stream id, event) for what vCenter no longer shows of what an earlier sync imported.
 
     ``imported`` maps each imported VM not yet gone to its volume ids; ``snapshots`` maps
-    each snapshot of those VMs not yet deleted to its VM. A VM gone is expunged with its
-    volumes; a snapshot gone (or whose VM is gone) is deleted.
+    each snapshot of those VMs not yet deleted to its VM; ``objects`` maps the stream of
+    each zone, host, pool and network not yet gone to its (kind, id). A VM gone is expunged
+    with its volumes; a snapshot gone (or whose VM is gone) is deleted; any other object
+    gone is marked so (no longer listed, placed on or deployed to).
     """
     present = {stream for stream, _ in seen}
-    out: list[tuple[str, Event]] = []
+    out: list[tuple[str, Event]] = [
+        (stream, InventoryObjectGone(kind=kind, object_id=object_id))
+        for stream, (kind, object_id) in sorted((objects or {}).items())
+        if stream not in present]
     for snapshot_id, vm_id in sorted(snapshots.items()):
         if streams.vm_snapshot(snapshot_id) not in present:
             out.append((streams.vm_snapshot(snapshot_id),

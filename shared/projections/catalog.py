@@ -20,6 +20,7 @@ from proto.events import (
     CapacityReserved,
     DiskOfferingCreated,
     HostImported,
+    InventoryObjectGone,
     NetworkImported,
     PoolImported,
     PoolSettingChanged,
@@ -71,6 +72,7 @@ _KEYS: dict[type, Callable[[Any], list[Key]]] = {
     **dict.fromkeys((HostImported, CapacityReserved, CapacityReleased), _one("host", "host_id")),
     **dict.fromkeys((PoolImported, PoolSettingChanged), _one("pool", "pool_id")),
     NetworkImported: _one("network", "network_id"),
+    InventoryObjectGone: lambda e: [(e.kind, e.object_id)],
     ServiceOfferingCreated: _one("serviceoffering", "offering_id"),
     DiskOfferingCreated: _one("diskoffering", "offering_id"),
     **dict.fromkeys((TemplateSeeded, TemplateRemoved), lambda e: [
@@ -119,11 +121,13 @@ class Catalog:
             "state": READY, "created": recorded.recorded_at, "removed": None,
         }
         match event:
+            case InventoryObjectGone():
+                out.update(state="Removed", removed=recorded.recorded_at)
             case ZoneImported():
-                out.update(zone_id=event.zone_id, name=event.name)
+                out.update(zone_id=event.zone_id, name=event.name, removed=None)
                 data.update(ref=event.ref)
             case HostImported():
-                out.update(zone_id=event.zone_id, name=event.name, state="Up")
+                out.update(zone_id=event.zone_id, name=event.name, state="Up", removed=None)
                 data.update(_fields(event, "host_id", "zone_id", "name"))
                 data.setdefault("reservations", {})
             case CapacityReserved() | CapacityReleased():
@@ -136,13 +140,14 @@ class Catalog:
                 data["reserved_cpu_mhz"] = sum(r[0] for r in held.values())
                 data["reserved_memory_mb"] = sum(r[1] for r in held.values())
             case PoolImported():
-                out.update(zone_id=event.zone_id, name=event.name, state="Up")
+                out.update(zone_id=event.zone_id, name=event.name, state="Up", removed=None)
                 data.update(_fields(event, "pool_id", "zone_id", "name"))
                 data.setdefault("settings", {})
             case PoolSettingChanged():
                 data.setdefault("settings", {})[event.name] = event.value
             case NetworkImported():
-                out.update(zone_id=event.zone_id, name=event.name, state="Implemented")
+                out.update(zone_id=event.zone_id, name=event.name, state="Implemented",
+                           removed=None)
                 data.update(_fields(event, "network_id", "zone_id", "name"))
             case ServiceOfferingCreated() | DiskOfferingCreated():
                 out.update(name=event.name)

@@ -309,8 +309,14 @@ def test_sync_notices_what_was_deleted_in_vcenter(
     left = cloud.listVMSnapshot(virtualmachineid=vm["id"])["vmSnapshot"]
     assert [s["name"] for s in left] == ["first"]
 
-    vcsim.destroy("short-lived")
+    vcsim.add_portgroup("short-lived-net")
     cloud.syncInventory()
+    assert "short-lived-net" in {n["name"] for n in cloud.listNetworks()["network"]}
+
+    vcsim.destroy("short-lived")
+    vcsim.destroy_portgroup("short-lived-net")
+    cloud.syncInventory()
+    assert "short-lived-net" not in {n["name"] for n in cloud.listNetworks()["network"]}
     assert cloud.listVirtualMachines(name="short-lived") == {}
     assert cloud.listVMSnapshot(virtualmachineid=vm["id"]) == {}
     assert cloud.listVolumes(virtualmachineid=vm["id"]) == {}

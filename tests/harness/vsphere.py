@@ -157,6 +157,14 @@ class Vcsim:
             nodes.extend(node.childSnapshotList)
         raise AssertionError(f"{vm_name} has no snapshot {name}")
 
+    def add_portgroup(self, name: str, switch: str = "DVS0") -> None:
+        dvs = self.ref(vim.DistributedVirtualSwitch, switch)
+        self.wait(dvs.AddDVPortgroup_Task([vim.dvs.DistributedVirtualPortgroup.ConfigSpec(
+            name=name, type="earlyBinding", numPorts=8)]))
+
+    def destroy_portgroup(self, name: str) -> None:
+        self.wait(self.ref(vim.dvs.DistributedVirtualPortgroup, name).Destroy_Task())
+
     def destroy(self, vm_name: str) -> None:
         vm = self.ref(vim.VirtualMachine, vm_name)
         self.wait(vm.PowerOffVM_Task())

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from proto import streams
 from proto.events import (
     HostImported,
+    InventoryObjectGone,
     PoolImported,
     VmExpunged,
     VmImported,
@@ -102,3 +103,14 @@ def test_what_vcenter_no_longer_shows_is_expunged_or_deleted() -> None:
         (streams.vm("vm-gone"), VmExpunged(vm_id="vm-gone", volume_ids=["vol-2", "vol-3"])),
     ]
     assert vanished(seen, {"vm-kept": ["vol-1"]}, {"snap-kept": "vm-kept"}) == []
+
+
+def test_hosts_pools_networks_and_zones_no_longer_shown_are_gone() -> None:
+    seen = [(streams.host("h-kept"), VmStopped(vm_id="unused"))]
+    objects = {streams.host("h-kept"): ("host", "h-kept"),
+               streams.host("h-gone"): ("host", "h-gone"),
+               streams.network("n-gone"): ("network", "n-gone")}
+    assert vanished(seen, {}, {}, objects) == [
+        (streams.host("h-gone"), InventoryObjectGone(kind="host", object_id="h-gone")),
+        (streams.network("n-gone"), InventoryObjectGone(kind="network", object_id="n-gone")),
+    ]
