@@ -249,7 +249,8 @@ class Consumer:
         """Run the handler and commit, rerunning it when another writer got there first."""
         for conflicts in itertools.count(1):
             try:
-                appends = await asyncio.wait_for(handler(envelope), self.handler_timeout)
+                async with asyncio.timeout(self.handler_timeout):  # not wait_for: see follow()
+                    appends = await handler(envelope)
                 return await self._commit(envelope, appends)
             except ConcurrencyError:
                 if conflicts >= CONFLICT_RETRIES:
@@ -334,4 +335,5 @@ async def _hand_back(messages: list[Msg]) -> None:
 
 async def close(nc: NATS) -> None:
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(nc.drain(), 5)
+        async with asyncio.timeout(5):
+            await nc.drain()

@@ -77,7 +77,8 @@ class Relay:
                     },
                 )
             )
-        await asyncio.wait_for(asyncio.gather(*acks), ACK_TIMEOUT_S)
+        async with asyncio.timeout(ACK_TIMEOUT_S):  # not wait_for: see EventStore.follow
+            await asyncio.gather(*acks)
         metrics.RELAYED_EVENTS.inc(len(batch))
 
     async def _save(self, position: int) -> None:

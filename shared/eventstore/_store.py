@@ -253,8 +253,12 @@ class EventStore:
                         position = events[-1].position
                         yield events
                         continue
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                    # cancellation that arrives as the wait ends, and the follower would
+                    # never stop.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), idle_poll)
+                        async with asyncio.timeout(idle_poll):
+                            await wake.wait()
             finally:
                 with contextlib.suppress(Exception):
                     await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
