@@ -174,8 +174,13 @@ class Consumer:
         await self.js.add_consumer(subjects.EVENTS_STREAM, self.config())
         sub = await self.js.pull_subscribe_bind(self.name, stream=subjects.EVENTS_STREAM)
         log.info("consumer %s handling %s", self.name, ", ".join(sorted(self.handlers)))
+        this = asyncio.current_task()
         try:
             while not self.stopping.is_set():
+                if this is not None and this.cancelling():
+                    # Cancelled, but a library call (nats.py's fetch waits with wait_for)
+                    # swallowed the CancelledError: stop anyway.
+                    raise asyncio.CancelledError
                 try:
                     messages = await sub.fetch(self.batch, timeout=1.0)
                 except (TimeoutError, nats.errors.TimeoutError):
