@@ -31,7 +31,8 @@ async def changes(store: EventStore, hypervisor: Hypervisor) -> list[Append]:
             "SELECT id::text AS id, account_id FROM vm_instances WHERE imported")}
         seen = [found for inventory in inventories
                 for found in observed(inventory, ADMIN_ACCOUNT_ID, own_names, owners)]
-        seen += vanished(seen, *await _imported(conn))
+        vms, snapshots, objects, gone = await _imported(conn)
+        seen += vanished(seen, vms, snapshots, objects)
         stream_ids = [stream for stream, _ in seen]
         versions = {r["stream_id"]: r["version"] for r in await conn.fetch(
             "SELECT stream_id, max(version) AS version FROM events"
@@ -40,16 +41,11 @@ async def changes(store: EventStore, hypervisor: Hypervisor) -> list[Append]:
             "SELECT DISTINCT ON (stream_id, type) stream_id, type, data FROM events"
             " WHERE stream_id = ANY($1) AND type = ANY($2)"
             " ORDER BY stream_id, type, version DESC", stream_ids, _IMPORT_TYPES)}
-        # Gone once, back now: imported again even if it looks as it did.
-        returned = {r["stream_id"] for r in await conn.fetch(
-            "SELECT DISTINCT ON (stream_id) stream_id, type FROM events"
-            " WHERE stream_id = ANY($1) AND type = ANY($2) ORDER BY stream_id, version DESC",
-            stream_ids, [*_OBJECT_TYPES, "InventoryObjectGone"])
-            if r["type"] == "InventoryObjectGone"}
     out = []
     for stream_id, event in seen:
         kind = type(event)
-        before = None if stream_id in returned else last.get((stream_id, kind.__name__))
+        # Gone once, back now: imported again even if it looks as it did.
+        before = None if stream_id in gone else last.get((stream_id, kind.__name__))
         now = msgspec.json.decode(msgspec.json.encode(event), type=kind)
         if before is not None and msgspec.json.decode(before, type=EVENT_TYPES[kind.__name__]) \
                 == now:
@@ -59,10 +55,10 @@ async def changes(store: EventStore, hypervisor: Hypervisor) -> list[Append]:
 
 
 async def _imported(conn: asyncpg.Connection) -> tuple[
-        dict[str, list[str]], dict[str, str], dict[str, tuple[str, str]]]:
+        dict[str, list[str]], dict[str, str], dict[str, tuple[str, str]], set[str]]:
     """From the store itself: imported VMs not expunged (→ their volume ids), their
-    snapshots not deleted (→ their VM), and zones, hosts, pools and networks not gone
-    (stream → (kind, id))."""
+    snapshots not deleted (→ their VM), zones, hosts, pools and networks not gone
+    (stream → (kind, id)), and the streams of those that are gone."""
     vms = {r["vm_id"]: [d["volume_id"] for d in msgspec.json.decode(r["disks"])]
            for r in await conn.fetch(
                "SELECT DISTINCT ON (stream_id) data ->> 'vm_id' AS vm_id,"
@@ -74,14 +70,15 @@ async def _imported(conn: asyncpg.Connection) -> tuple[
         " FROM events WHERE type = 'VmSnapshotTaken' AND data ->> 'vm_id' = ANY($1::text[])"
         " AND stream_id NOT IN (SELECT stream_id FROM events WHERE type = 'VmSnapshotDeleted')",
         list(vms))}
+    latest = await conn.fetch(
+        "SELECT DISTINCT ON (stream_id) stream_id, type, coalesce(data ->> 'host_id',"
+        " data ->> 'pool_id', data ->> 'network_id', data ->> 'zone_id') AS object_id"
+        " FROM events WHERE type = ANY($1::text[]) ORDER BY stream_id, version DESC",
+        [*_OBJECT_TYPES, "InventoryObjectGone"])
     objects = {r["stream_id"]: (r["type"].removesuffix("Imported").lower(), r["object_id"])
-               for r in await conn.fetch(
-                   "SELECT DISTINCT ON (stream_id) stream_id, type, coalesce(data ->> 'host_id',"
-                   " data ->> 'pool_id', data ->> 'network_id', data ->> 'zone_id') AS object_id"
-                   " FROM events WHERE type = ANY($1::text[]) ORDER BY stream_id, version DESC",
-                   [*_OBJECT_TYPES, "InventoryObjectGone"])
-               if r["type"] != "InventoryObjectGone"}
-    return vms, snapshots, objects
+               for r in latest if r["type"] != "InventoryObjectGone"}
+    gone = {r["stream_id"] for r in latest if r["type"] == "InventoryObjectGone"}
+    return vms, snapshots, objects, gone
 
 
 def describe(appends: list[Append]) -> str:
