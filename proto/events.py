@@ -480,7 +480,7 @@ class VolumeAttached(Event):
 class VolumeDetached(Event):
     volume_id: str
     vm_id: str
-    task_id: str
+    task_id: str | None = None  # None: found detached already (a rerun)
 
 
 class VolumeResizeRequested(Event):

@@ -130,7 +130,7 @@ class Cloner:
                     log.info("detached volume %s from VM %s before expunging it, task %s",
                              disk["id"], request.vm_id, task)
                     out.append(Append(streams.volume(disk["id"]), [VolumeDetached(
-                        volume_id=disk["id"], vm_id=request.vm_id, task_id=task or "")]))
+                        volume_id=disk["id"], vm_id=request.vm_id, task_id=task)]))
                 task = await self.hypervisor.destroy_vm(ref)
                 log.info("expunged VM %s (%s), task %s", request.vm_id, ref, task)
             elif ref is not None:

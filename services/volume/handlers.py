@@ -108,9 +108,7 @@ class Volumes:
                 done = [VolumeAttached(volume_id=request.volume_id, vm_id=request.vm_id,
                                        device_key=key, task_id=task)]
             else:
-                detached = await self.hypervisor.detach_disk(vm_ref, path)
-                assert detached is not None
-                task = detached
+                task = await self.hypervisor.detach_disk(vm_ref, path)
                 done = [VolumeDetached(volume_id=request.volume_id, vm_id=request.vm_id,
                                        task_id=task)]
         except HypervisorError as exc:
