@@ -233,12 +233,13 @@ class UserKeysRegistered(Event):
 
 
 class VmAssigned(Event):
-    """assignVirtualMachine: the VM and its volumes in ``volume_ids`` (not its existing
-    snapshots) move to another account."""
+    """assignVirtualMachine: the VM, its volumes in ``volume_ids`` and its VM snapshots in
+    ``snapshot_ids`` (with the templates seeded from them) move to another account."""
 
     vm_id: str
     account_id: str
     volume_ids: list[str] = []
+    snapshot_ids: list[str] = []
 
 
 # ---- offerings and settings ------------------------------------------------------------

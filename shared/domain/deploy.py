@@ -6,6 +6,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from shared.domain.access import visible_to
 from shared.domain.vm import valid_hostname
 
 PARAM_ERROR = 431
@@ -29,7 +30,7 @@ def invalid(param: str, reason: str) -> Rejected:
 class SnapshotView:
     id: str
     vm_id: str
-    account_id: str
+    account_id: str | None
     zone_id: str
     cpu_number: int
     memory_mb: int
@@ -41,6 +42,8 @@ class SnapshotView:
 
 @dataclass(frozen=True)
 class TemplateView:
+    """A seeded template; it belongs to the owner of the VM snapshot it was seeded from."""
+
     id: str
     account_id: str | None
     zone_id: str
@@ -120,7 +123,7 @@ def check_deploy(
         raise invalid("serviceofferingid", f"no service offering {offering_id} exists")
 
     if vm_snapshot_id is not None:
-        if snapshot is None or not (is_admin or snapshot.account_id == account_id):
+        if snapshot is None or not visible_to(snapshot.account_id, account_id, is_admin):
             raise invalid("vmsnapshotid", f"no VM snapshot {vm_snapshot_id} is visible to "
                           "your account")
         if offering.cpu_number != snapshot.cpu_number:
@@ -138,7 +141,7 @@ def check_deploy(
             disk_offering_id=snapshot.root_disk_offering_id,
         )
     else:
-        if template is None or not (is_admin or template.account_id in (None, account_id)):
+        if template is None or not visible_to(template.account_id, account_id, is_admin):
             raise invalid("templateid", f"no template {template_id} is visible to your account")
         source = DeploySource(zone_id=template.zone_id, pool_id=template.pool_id,
                               network_ids=network_ids, source_vm_id=None,

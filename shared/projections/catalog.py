@@ -81,7 +81,9 @@ _KEYS: dict[type, Callable[[Any], list[Key]]] = {
     VmImported: lambda e: [("volume", d.volume_id) for d in e.disks],
     AccountCreated: _one("account", "account_id"),
     **dict.fromkeys((UserCreated, UserKeysRegistered), _one("user", "user_id")),
-    **dict.fromkeys((VmExpunged, VmAssigned), lambda e: [("volume", v) for v in e.volume_ids]),
+    VmExpunged: lambda e: [("volume", v) for v in e.volume_ids],
+    VmAssigned: lambda e: [("volume", v) for v in e.volume_ids]
+    + [("vmsnapshot", s) for s in e.snapshot_ids],
     **dict.fromkeys((VolumeCreated, VolumeFromSnapshotRequested, VolumeFailed, VolumeAttached,
                      VolumeDetached, VolumeResized, VolumeAllocated, VolumeDeleteRequested,
                      VolumeDeleted), _one("volume", "volume_id")),
@@ -206,7 +208,6 @@ class Catalog:
                 out.update(state=DESTROY, removed=recorded.recorded_at)
             case VmAssigned():
                 out.update(account_id=event.account_id)
-                data.update(account_id=event.account_id)
             case _:
                 return row
         out["data"] = _encode(data)

@@ -106,13 +106,28 @@ async def offering_view(conn: asyncpg.Connection, offering_id: str) -> OfferingV
                         data["memory_mb"])
 
 
+async def snapshot_owners(conn: asyncpg.Connection) -> dict[str, str | None]:
+    """The owning account of every VM snapshot, deleted ones included (a template seeded
+    from a deleted snapshot stays its owner's until it is collected)."""
+    return {r["id"]: r["account_id"] for r in await conn.fetch(
+        "SELECT id, account_id FROM catalog WHERE kind = 'vmsnapshot'")}
+
+
+async def template_owner(conn: asyncpg.Connection, template: dict[str, Any]) -> str | None:
+    """A seeded template's owner: the owner of the VM snapshot it was seeded from."""
+    owner: str | None = await conn.fetchval(
+        "SELECT account_id FROM catalog WHERE kind = 'vmsnapshot' AND id = $1",
+        template["data"]["vm_snapshot_id"])
+    return owner
+
+
 async def template_view(conn: asyncpg.Connection, template_id: str) -> TemplateView | None:
     row = await catalog_row(conn, "template", template_id)
     if row is None:
         return None
     pool = await catalog_row(conn, "pool", row["data"]["pool_id"])
-    return TemplateView(row["id"], row["account_id"], pool["zone_id"] if pool else "",
-                        row["data"]["pool_id"])
+    return TemplateView(row["id"], await template_owner(conn, row),
+                        pool["zone_id"] if pool else "", row["data"]["pool_id"])
 
 
 async def network_ids(conn: asyncpg.Connection) -> set[str]:

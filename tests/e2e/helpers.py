@@ -105,3 +105,22 @@ def wait_for(check: Any, what: str, timeout: float = 20.0) -> Any:
             return result
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def account(cloud: CloudStack, stack: dict[str, Any], name: str) -> tuple[CloudStack, str]:
+    """A new user account made by the admin, and a cs client with its user's keys."""
+    created = cloud.createAccount(username=name, password="not-kept", email=f"{name}@example.com",
+                                  firstname=name, lastname="Example", accounttype="0")
+    user = created["account"]["user"][0]
+    keys = cloud.registerUserKeys(id=user["id"])["userkeys"]
+    client = CloudStack(endpoint=stack["api_url"], key=keys["apikey"], secret=keys["secretkey"],
+                        fetch_result=True, poll_interval=0.2, job_timeout=120)
+    return client, created["account"]["id"]
+
+
+def refused(call: Any) -> dict[str, Any]:
+    """The error envelope of a call that must fail."""
+    with pytest.raises(CloudStackApiException) as caught:
+        call()
+    error: dict[str, Any] = caught.value.error
+    return error

@@ -7,29 +7,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from cs import CloudStack, CloudStackApiException
+from cs import CloudStack
 
 from services.gateway.auth import sign
-from tests.e2e.helpers import offering, vm_named
+from tests.e2e.helpers import account, offering, refused, vm_named
 
 pytestmark = pytest.mark.stack
-
-
-def account(cloud: CloudStack, stack: dict[str, Any], name: str) -> tuple[CloudStack, str]:
-    created = cloud.createAccount(username=name, password="not-kept", email=f"{name}@example.com",
-                                  firstname=name, lastname="Example", accounttype="0")
-    user = created["account"]["user"][0]
-    keys = cloud.registerUserKeys(id=user["id"])["userkeys"]
-    client = CloudStack(endpoint=stack["api_url"], key=keys["apikey"], secret=keys["secretkey"],
-                        fetch_result=True, poll_interval=0.2, job_timeout=120)
-    return client, created["account"]["id"]
-
-
-def refused(call: Any) -> dict[str, Any]:
-    with pytest.raises(CloudStackApiException) as caught:
-        call()
-    error: dict[str, Any] = caught.value.error
-    return error
 
 
 def stream_events(stack: dict[str, Any], key: str, secret: str, until: str) -> list[str]:

@@ -80,10 +80,27 @@ def test_networks_and_name() -> None:
 
 
 def test_a_seeded_template_is_a_source_too() -> None:
-    template = TemplateView("t1", None, "z1", "p1")
+    template = TemplateView("t1", "alice", "z1", "p1")
     source = check(vm_snapshot_id=None, snapshot=None, template_id="t1", template=template)
     assert source.root_template_id == "t1" and source.source_vm_id is None
     assert "templateid" in rejected(vm_snapshot_id=None, snapshot=None, template_id="t1")
+
+
+def test_a_template_is_its_snapshot_owners_alone() -> None:
+    """Another account's template, or one whose owner is unknown, is refused exactly as an
+    id that does not exist; an admin may use either."""
+    missing = rejected(vm_snapshot_id=None, snapshot=None, template_id="t1", template=None)
+    for owner in ("bob", None):
+        template = TemplateView("t1", owner, "z1", "p1")
+        assert rejected(vm_snapshot_id=None, snapshot=None, template_id="t1",
+                        template=template) == missing
+        assert check(vm_snapshot_id=None, snapshot=None, template_id="t1", template=template,
+                     is_admin=True).pool_id == "p1"
+
+
+def test_a_snapshot_with_no_owner_is_nobodys() -> None:
+    orphan = SnapshotView(**{**SNAP.__dict__, "account_id": None})
+    assert rejected(snapshot=orphan) == rejected(snapshot=None)
 
 
 def test_choose_host_prefers_the_most_free_memory_among_those_that_reach() -> None:

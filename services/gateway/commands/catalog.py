@@ -26,6 +26,7 @@ from services.gateway.api import (
     listing,
     require_admin,
 )
+from shared.domain.access import visible_to
 from shared.domain.job import SYNC_INVENTORY_CMD
 from shared.eventstore import NO_STREAM, Append
 from shared.projections import queries
@@ -44,7 +45,8 @@ async def _rows(ctx: Context, kind: str, params: Params, caller: Caller,
     return [r for r in rows
             if wanted in (None, r["id"]) and zone in (None, r["zone_id"])
             and name in ("", r["name"].lower()) and keyword in r["name"].lower()
-            and (not per_account or caller.is_admin or r["account_id"] == caller.account_id)]
+            and (not per_account or visible_to(r["account_id"], caller.account_id,
+                                                  caller.is_admin))]
 
 
 def _page(params: Params, items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:

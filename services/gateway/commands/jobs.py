@@ -18,6 +18,7 @@ from services.gateway.api import (
     command,
     listing,
 )
+from shared.domain.access import visible_to
 from shared.domain.job import CREATE_VM_SNAPSHOT_CMD, VM_COMMANDS, VOLUME_COMMANDS, JobStatus
 from shared.eventstore import RecordedEvent
 from shared.projections import AsyncJobs, Catalog, Projection, Row, VmInstances, fold
@@ -74,7 +75,7 @@ async def query_async_job_result(ctx: Context, params: Params, caller: Caller) -
     job_id = params.uuid("jobid", required=True)
     assert job_id is not None
     job, records = await job_from_stream(ctx, job_id)
-    if not job or (not caller.is_admin and job["account_id"] != caller.account_id):
+    if not job or not visible_to(job["account_id"], caller.account_id, caller.is_admin):
         raise ApiError(PARAM_ERROR, f"invalid parameter jobid: no job {job_id} is visible "
                        "to your account")
     if job["status"] != JobStatus.PENDING:

@@ -24,6 +24,7 @@ from services.gateway.api import (
     listing,
 )
 from services.gateway.commands.vms import visible_vm
+from shared.domain.access import visible_to
 from shared.domain.job import (
     CREATE_VM_SNAPSHOT_CMD,
     DELETE_VM_SNAPSHOT_CMD,
@@ -37,7 +38,7 @@ from shared.projections import queries
 async def visible_snapshot(ctx: Context, caller: Caller, snapshot_id: str) -> dict[str, Any]:
     async with ctx.store.pool.acquire() as conn:
         row = await queries.catalog_row(conn, "vmsnapshot", snapshot_id)
-    if row is None or not (caller.is_admin or row["account_id"] == caller.account_id):
+    if row is None or not visible_to(row["account_id"], caller.account_id, caller.is_admin):
         raise ApiError(PARAM_ERROR, f"invalid parameter vmsnapshotid: no VM snapshot "
                        f"{snapshot_id} is visible to your account")
     return row
@@ -80,7 +81,7 @@ async def list_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> dict
             "SELECT id, current_snapshot_id FROM vm_instances")}
     items = [
         views.vm_snapshot(r, current.get(r["data"]["vm_id"]) == r["id"]) for r in rows
-        if (caller.is_admin or r["account_id"] == caller.account_id)
+        if visible_to(r["account_id"], caller.account_id, caller.is_admin)
         and wanted in (None, r["id"]) and vm_id in (None, r["data"]["vm_id"])
     ]
     return listing("vmSnapshot", items)

@@ -24,6 +24,7 @@ from services.gateway.api import (
 from services.gateway.commands.catalog import _page, _rows
 from services.gateway.commands.snapshots import visible_snapshot
 from shared.domain import seed
+from shared.domain.access import visible_to
 from shared.eventstore import NO_STREAM, Append, ConcurrencyError
 from shared.projections import Catalog, fold, queries
 
@@ -31,18 +32,28 @@ PREPARE_TIMEOUT_S = 600.0
 _CATALOG = Catalog()
 
 
-@command("listTemplates")
-async def list_templates(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    params.text("templatefilter")  # all, self, featured...: every seeded template is listed
+async def _visible_templates(ctx: Context, params: Params,
+                             caller: Caller) -> list[dict[str, Any]]:
+    """The seeded templates the caller may see, matching ``id``/``zoneid``/``name``, each
+    with its owner (its VM snapshot's owner) and its pool's zone."""
     rows = await _rows(ctx, "template", params, caller)
     async with ctx.store.pool.acquire() as conn:
         zones = {r["id"]: r["zone_id"] for r in await queries.catalog_rows(conn, "pool")}
-        snapshots = {r["id"]: r["account_id"] for r in await queries.catalog_rows(
-            conn, "vmsnapshot")}
-    visible = [r for r in rows if caller.is_admin
-               or snapshots.get(r["data"]["vm_snapshot_id"]) == caller.account_id]
-    items, total = _page(params, [views.template(r, zones.get(r["data"]["pool_id"]))
-                                  for r in visible])
+        owners = await queries.snapshot_owners(conn)
+    out = []
+    for row in rows:
+        owner = owners.get(row["data"]["vm_snapshot_id"])
+        if visible_to(owner, caller.account_id, caller.is_admin):
+            out.append({**row, "account_id": owner,
+                        "zone_id": zones.get(row["data"]["pool_id"])})
+    return out
+
+
+@command("listTemplates")
+async def list_templates(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    params.text("templatefilter")  # all, self, featured...: every visible template is listed
+    rows = await _visible_templates(ctx, params, caller)
+    items, total = _page(params, [views.template(r, r["zone_id"]) for r in rows])
     return listing("template", items, total)
 
 
@@ -65,12 +76,12 @@ async def prepare_template(ctx: Context, params: Params, caller: Caller) -> dict
         raise ApiError(PARAM_ERROR, "Please provide only one of the following parameters - "
                        "template ID or VM snapshot ID (vmsnapshotid or templateid)")
     if template_id is not None:
-        rows = [r for r in await _rows(ctx, "template", Params("prepareTemplate",
-                                                               {"id": template_id}), caller)]
+        rows = await _visible_templates(ctx, Params("prepareTemplate", {"id": template_id}),
+                                        caller)
         if not rows:
             raise ApiError(PARAM_ERROR, f"invalid parameter templateid: no template "
                            f"{template_id} is visible to your account")
-        return {"template": [views.template(rows[0], None)]}
+        return {"template": [views.template(rows[0], rows[0]["zone_id"])]}
     assert snapshot_id is not None
     await visible_snapshot(ctx, caller, snapshot_id)
     async with ctx.store.pool.acquire() as conn:
@@ -90,7 +101,8 @@ async def prepare_template(ctx: Context, params: Params, caller: Caller) -> dict
         state, row = await _seed_row(ctx, snapshot_id, pool_id)
         if state.status == seed.READY and row is not None:
             return {"template": [views.template(
-                {**row, "data": msgspec.json.decode(row["data"])}, snapshot.zone_id)]}
+                {**row, "account_id": snapshot.account_id,
+                 "data": msgspec.json.decode(row["data"])}, snapshot.zone_id)]}
         if state.status == seed.ERROR and started:
             raise ApiError(INTERNAL_ERROR, f"seeding VM snapshot {snapshot_id} on pool "
                            f"{pool_id} failed: {state.failure}")

@@ -28,6 +28,7 @@ from services.gateway.api import (
     listing,
     require_admin,
 )
+from shared.domain.access import visible_to
 from shared.domain.deploy import Rejected, check_deploy
 from shared.domain.job import (
     DEPLOY_VM_CMD,
@@ -154,7 +155,7 @@ async def visible_vm(ctx: Context, caller: Caller, vm_id: str, param: str) -> di
     async with ctx.store.pool.acquire() as conn:
         row = await conn.fetchrow("SELECT * FROM vm_instances WHERE id = $1::uuid"
                                   " AND removed IS NULL", vm_id)
-    if row is None or not (caller.is_admin or row["account_id"] == caller.account_id):
+    if row is None or not visible_to(row["account_id"], caller.account_id, caller.is_admin):
         raise ApiError(PARAM_ERROR, f"invalid parameter {param}: no virtual machine {vm_id} "
                        "is visible to your account")
     return dict(row)
@@ -228,8 +229,7 @@ async def recover_virtual_machine(ctx: Context, params: Params, caller: Caller) 
 
 @command("assignVirtualMachine")
 async def assign_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    """Move a VM and its volumes to another account (admin); its existing VM snapshots stay
-    where they are."""
+    """Move a VM with its volumes and VM snapshots to another account (admin)."""
     require_admin(caller, "assignVirtualMachine")
     vm_id = params.uuid("virtualmachineid", required=True)
     account_id = params.uuid("accountid", required=True)
@@ -241,6 +241,9 @@ async def assign_virtual_machine(ctx: Context, params: Params, caller: Caller) -
         volumes = [r["id"] for r in await conn.fetch(
             "SELECT id FROM catalog WHERE kind = 'volume' AND removed IS NULL"
             " AND data ->> 'vm_id' = $1 ORDER BY id", vm_id)]
+        snapshots = [r["id"] for r in await conn.fetch(
+            "SELECT id FROM catalog WHERE kind = 'vmsnapshot' AND data ->> 'vm_id' = $1"
+            " ORDER BY id", vm_id)]
     await ctx.change(caller, Append(streams.vm(vm_id), [VmAssigned(
-        vm_id=vm_id, account_id=account_id, volume_ids=volumes)]))
+        vm_id=vm_id, account_id=account_id, volume_ids=volumes, snapshot_ids=snapshots)]))
     return {"virtualmachine": views.vm({**vm, "account_id": account_id})}

@@ -31,6 +31,7 @@ from services.gateway.api import (
 )
 from services.gateway.commands.snapshots import visible_snapshot
 from services.gateway.commands.vms import visible_vm
+from shared.domain.access import visible_to
 from shared.domain.job import (
     ATTACH_VOLUME_CMD,
     CREATE_VOLUME_CMD,
@@ -52,7 +53,7 @@ async def visible_volume(ctx: Context, caller: Caller, volume_id: str,
                          param: str = "id") -> dict[str, Any]:
     async with ctx.store.pool.acquire() as conn:
         row = await queries.catalog_row(conn, "volume", volume_id)
-    if row is None or not (caller.is_admin or row["account_id"] == caller.account_id):
+    if row is None or not visible_to(row["account_id"], caller.account_id, caller.is_admin):
         raise ApiError(PARAM_ERROR, f"invalid parameter {param}: no volume {volume_id} is "
                        "visible to your account")
     return row

@@ -1,0 +1,161 @@
+"""A hostile tenant: Bob tries every command that takes an id on Alice's things.
+
+For each, Bob must get exactly the answer he gets for an id that does not exist (the ids
+aside), and nothing may change: no event is recorded for Bob's account, no capacity is
+reserved, Alice's VM, snapshot, template and volumes stay as they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+from cs import CloudStack, CloudStackApiException
+
+from tests.e2e.helpers import account, offering, refused, snapshot, vm_named
+
+pytestmark = pytest.mark.stack
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def answer(client: CloudStack, command: str, params: dict[str, str]) -> Any:
+    """What ``command`` answers, with every id in it blanked: an error's code and text, or
+    the response."""
+    try:
+        result = getattr(client, command)(fetch_result=False, **params)
+    except CloudStackApiException as exc:
+        return ("error", exc.error["errorcode"], UUID.sub("<id>", str(exc.error["errortext"])))
+    return ("ok", UUID.sub("<id>", repr(result)))
+
+
+def store_query(stack: dict[str, Any], sql: str, *args: object) -> Any:
+    async def run() -> Any:
+        conn = await asyncpg.connect(stack["database_url"])
+        try:
+            return await conn.fetchval(sql, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def test_bob_gets_nothing_of_alices_and_changes_nothing(stack: dict[str, Any],
+                                                        cloud: CloudStack) -> None:
+    alice, alice_account = account(cloud, stack, "alice")
+    bob, bob_account = account(cloud, stack, "bob")
+    alice_user = alice.listAccounts()["account"][0]["user"][0]["id"]
+
+    # Alice's things: a VM, a snapshot of it, its seeded template, a VM deployed from that,
+    # a volume copied from the snapshot, an empty volume, and their jobs.
+    vm = vm_named(cloud, "DC0_H0_VM0")
+    cloud.assignVirtualMachine(virtualmachineid=vm["id"], accountid=alice_account)
+    snap = snapshot(alice, vm["id"], "alices")
+    template = alice.prepareTemplate(vmsnapshotid=snap)["template"][0]
+    small = offering(alice, "Small Instance")
+    clone = alice.deployVirtualMachine(templateid=template["id"], serviceofferingid=small,
+                                       name="alices-clone")["virtualmachine"]
+    assert clone["state"] == "Running"
+    [root] = alice.listVolumes(virtualmachineid=vm["id"], type="ROOT")["volume"]
+    copied = alice.createVolume(vmsnapshotid=snap, volumeid=root["id"])["volume"]
+    disk_offering = cloud.createDiskOffering(name="hostile-1g", disksize="1")["diskoffering"]
+    empty = alice.createVolume(diskofferingid=disk_offering["id"], name="alices-empty")["volume"]
+    bobs_volume = bob.createVolume(diskofferingid=disk_offering["id"], name="bobs")["volume"]
+    job = alice.listAsyncJobs()["asyncjobs"][0]["jobid"]
+    alices = {vm["id"], snap, template["id"], clone["id"], root["id"], copied["id"],
+              empty["id"], job, alice_user, alice_account}
+
+    bob_events = store_query(stack, "SELECT count(*) FROM events"
+                             " WHERE metadata ->> 'account_id' = $1", bob_account)
+    reservations = store_query(stack, "SELECT count(*) FROM events"
+                               " WHERE type = 'CapacityReserved'")
+
+    probes: list[tuple[str, dict[str, str]]] = [
+        ("deployVirtualMachine", {"vmsnapshotid": snap, "serviceofferingid": small}),
+        ("deployVirtualMachine", {"templateid": template["id"], "serviceofferingid": small}),
+        ("prepareTemplate", {"vmsnapshotid": snap}),
+        ("prepareTemplate", {"templateid": template["id"]}),
+        ("listTemplates", {"templatefilter": "all", "id": template["id"]}),
+        ("listTemplates", {"templatefilter": "all"}),
+        ("listVMSnapshot", {"vmsnapshotid": snap}),
+        ("listVMSnapshot", {"virtualmachineid": vm["id"]}),
+        ("createVMSnapshot", {"virtualmachineid": vm["id"]}),
+        ("deleteVMSnapshot", {"vmsnapshotid": snap}),
+        ("revertToVMSnapshot", {"vmsnapshotid": snap}),
+        ("listVirtualMachines", {"id": clone["id"]}),
+        ("stopVirtualMachine", {"id": clone["id"]}),
+        ("startVirtualMachine", {"id": clone["id"]}),
+        ("rebootVirtualMachine", {"id": clone["id"]}),
+        ("destroyVirtualMachine", {"id": clone["id"], "expunge": "true"}),
+        ("recoverVirtualMachine", {"id": clone["id"]}),
+        ("listVolumes", {"id": copied["id"]}),
+        ("listVolumes", {"virtualmachineid": vm["id"]}),
+        ("createVolume", {"vmsnapshotid": snap, "volumeid": root["id"]}),
+        ("deleteVolume", {"id": empty["id"]}),
+        ("attachVolume", {"id": empty["id"], "virtualmachineid": clone["id"]}),
+        ("attachVolume", {"id": bobs_volume["id"], "virtualmachineid": clone["id"]}),
+        ("detachVolume", {"id": copied["id"]}),
+        ("resizeVolume", {"id": copied["id"], "size": "100"}),
+        ("queryAsyncJobResult", {"jobid": job}),
+        ("registerUserKeys", {"id": alice_user}),
+        ("listAccounts", {"id": alice_account}),
+        ("assignVirtualMachine", {"virtualmachineid": clone["id"], "accountid": bob_account}),
+    ]
+    for command, params in probes:
+        missing = {k: str(uuid.uuid4()) if v in alices else v for k, v in params.items()}
+        assert answer(bob, command, params) == answer(bob, command, missing), (command, params)
+
+    # What Bob may list shows none of Alice's things.
+    for listed in (bob.listVirtualMachines(), bob.listVMSnapshot(), bob.listVolumes(),
+                   bob.listTemplates(templatefilter="all"), bob.listAsyncJobs(),
+                   bob.listEvents(), bob.listAccounts()):
+        assert not alices & set(UUID.findall(repr(listed))), listed
+
+    # Nothing changed: no event for Bob's account, no capacity reserved, Alice's intact.
+    assert store_query(stack, "SELECT count(*) FROM events WHERE metadata ->> 'account_id' = $1",
+                       bob_account) == bob_events
+    assert store_query(stack, "SELECT count(*) FROM events WHERE type = 'CapacityReserved'"
+                       ) == reservations
+    assert vm_named(alice, "alices-clone")["state"] == "Running"
+    assert [s["id"] for s in alice.listVMSnapshot(vmsnapshotid=snap)["vmSnapshot"]] == [snap]
+    assert [t["id"] for t in alice.listTemplates(templatefilter="all")["template"]] == \
+        [template["id"]]
+    assert {v["id"] for v in alice.listVolumes()["volume"]} >= {copied["id"], empty["id"]}
+
+
+def test_a_vms_snapshots_and_templates_follow_it_to_its_new_owner(
+    stack: dict[str, Any], cloud: CloudStack
+) -> None:
+    carol, carol_account = account(cloud, stack, "carol")
+    dave, dave_account = account(cloud, stack, "dave")
+    vm = vm_named(cloud, "DC0_H0_VM1")
+    cloud.assignVirtualMachine(virtualmachineid=vm["id"], accountid=carol_account)
+    snap = snapshot(carol, vm["id"], "carols")
+    template = carol.prepareTemplate(vmsnapshotid=snap)["template"][0]
+    assert template["account"] == carol_account
+
+    cloud.assignVirtualMachine(virtualmachineid=vm["id"], accountid=dave_account)
+    # Carol no longer reaches the VM, its snapshot or its template ...
+    for call, param in (
+        (lambda: carol.revertToVMSnapshot(vmsnapshotid=snap), "vmsnapshotid"),
+        (lambda: carol.deleteVMSnapshot(vmsnapshotid=snap), "vmsnapshotid"),
+        (lambda: carol.prepareTemplate(templateid=template["id"]), "templateid"),
+        (lambda: carol.deployVirtualMachine(templateid=template["id"],
+                                            serviceofferingid=offering(carol, "Small Instance")),
+         "templateid"),
+    ):
+        error = refused(call)
+        assert error["errorcode"] == 431 and param in error["errortext"], error
+    assert carol.listVMSnapshot() == {} and carol.listTemplates(templatefilter="all") == {}
+    # ... and Dave, the new owner, does.
+    assert [s["id"] for s in dave.listVMSnapshot()["vmSnapshot"]] == [snap]
+    [listed] = dave.listTemplates(templatefilter="all")["template"]
+    assert listed["id"] == template["id"] and listed["account"] == dave_account
+    deployed = dave.deployVirtualMachine(templateid=template["id"],
+                                         serviceofferingid=offering(dave, "Small Instance"),
+                                         name="daves")["virtualmachine"]
+    assert deployed["state"] == "Running" and deployed["account"] == dave_account
