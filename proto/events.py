@@ -215,6 +215,15 @@ class AccountCreated(Event):
     role: str  # "admin" or "user"
 
 
+class ResourceLimitUpdated(Event):
+    """updateResourceLimit: the account may hold at most ``max`` of ``resource`` (CloudStack's
+    resourcetypename, e.g. ``user_vm``, ``cpu``); -1 is unlimited."""
+
+    account_id: str
+    resource: str
+    max: int
+
+
 class UserCreated(Event):
     user_id: str
     account_id: str
@@ -574,6 +583,7 @@ AnyEvent = (
     | VmReverted
     | InventorySyncRequested
     | AccountCreated
+    | ResourceLimitUpdated
     | UserCreated
     | UserKeysRegistered
     | VmAssigned

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from proto.envelope import Metadata
+from shared.config import Settings
 from shared.eventstore import Append, EventStore, NewEvent
 from shared.log import current_correlation
 from shared.projections import CHECKPOINT as PROJECTOR_CHECKPOINT
@@ -22,10 +23,13 @@ INTERNAL_ERROR = 530
 PERMISSION_DENIED = 531
 INSUFFICIENT_CAPACITY = 533
 RESOURCE_UNAVAILABLE = 534
+RESOURCE_ALLOCATION = 535
 RESOURCE_IN_USE = 536
 _CS_ERROR_CODES = {
     PARAM_ERROR: 4350,
     PERMISSION_DENIED: 4365,
+    RESOURCE_ALLOCATION: 4370,
+    RESOURCE_IN_USE: 4375,
     RESOURCE_UNAVAILABLE: 4380,
     INTERNAL_ERROR: 4250,
 }
@@ -70,6 +74,7 @@ class Caller:
 @dataclass(frozen=True)
 class Context:
     store: EventStore
+    settings: Settings = field(default_factory=Settings)
 
     async def append(self, caller: Caller, *appends: Append) -> int:
         """Append in one transaction, attributed to ``caller`` and this request; returns the

@@ -24,6 +24,7 @@ from proto.events import (
     NetworkImported,
     PoolImported,
     PoolSettingChanged,
+    ResourceLimitUpdated,
     ServiceOfferingCreated,
     TemplateRemoved,
     TemplateSeeded,
@@ -79,7 +80,7 @@ _KEYS: dict[type, Callable[[Any], list[Key]]] = {
         ("template", streams.seed_template_id(e.vm_snapshot_id, e.pool_id))]),
     **dict.fromkeys((VmSnapshotTaken, VmSnapshotDeleted), _one("vmsnapshot", "snapshot_id")),
     VmImported: lambda e: [("volume", d.volume_id) for d in e.disks],
-    AccountCreated: _one("account", "account_id"),
+    **dict.fromkeys((AccountCreated, ResourceLimitUpdated), _one("account", "account_id")),
     **dict.fromkeys((UserCreated, UserKeysRegistered), _one("user", "user_id")),
     VmExpunged: lambda e: [("volume", v) for v in e.volume_ids],
     VmAssigned: lambda e: [("volume", v) for v in e.volume_ids]
@@ -174,6 +175,8 @@ class Catalog:
             case AccountCreated():
                 out.update(account_id=event.account_id, name=event.name, state="enabled")
                 data.update(role=event.role)
+            case ResourceLimitUpdated():
+                data.setdefault("limits", {})[event.resource] = event.max
             case UserCreated():
                 out.update(account_id=event.account_id, name=event.username, state="enabled")
                 data.update(_fields(event, "user_id", "account_id"))

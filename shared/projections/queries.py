@@ -9,6 +9,7 @@ import msgspec
 
 from proto import streams
 from shared.domain.deploy import HostView, OfferingView, SnapshotView, TemplateView
+from shared.domain.limits import Usage
 from shared.drivers.base import NetworkBinding
 
 _decode = msgspec.json.decode
@@ -159,3 +160,31 @@ async def full_clone(conn: asyncpg.Connection, pool_id: str) -> bool:
     row = await catalog_row(conn, "pool", pool_id)
     settings = row["data"].get("settings", {}) if row else {}
     return str(settings.get("vmware.create.full.clone", "false")).lower() == "true"
+
+
+async def account_usage(conn: asyncpg.Connection, account_id: str) -> Usage:
+    """What an account holds, as its resource limits count it: VMs that are not Error,
+    Destroyed or gone (with their CPUs and memory); volumes that are not deleted or failed,
+    plus the root volume of each VM still starting; templates seeded from its snapshots."""
+    vms = await conn.fetchrow(
+        "SELECT count(*) AS n, coalesce(sum(cpu_number), 0) AS cpu,"
+        " coalesce(sum(memory_mb), 0) AS memory,"
+        " count(*) FILTER (WHERE state = 'Starting') AS starting"
+        " FROM vm_instances WHERE account_id = $1 AND removed IS NULL"
+        " AND state NOT IN ('Error', 'Destroyed', 'Expunging')", account_id)
+    volumes = await conn.fetchval(
+        "SELECT count(*) FROM catalog WHERE kind = 'volume' AND account_id = $1"
+        " AND removed IS NULL AND state NOT IN ('Destroy', 'Expunged', 'Error')", account_id)
+    templates = await conn.fetchval(
+        "SELECT count(*) FROM catalog t JOIN catalog s ON s.kind = 'vmsnapshot'"
+        " AND s.id = t.data ->> 'vm_snapshot_id'"
+        " WHERE t.kind = 'template' AND t.removed IS NULL AND s.account_id = $1", account_id)
+    return Usage(user_vm=vms["n"], volume=volumes + vms["starting"], template=templates,
+                 cpu=vms["cpu"], memory=vms["memory"])
+
+
+async def account_limits(conn: asyncpg.Connection, account_id: str) -> dict[str, int]:
+    """The limits set for an account (resources not set take CloudStack's defaults)."""
+    row = await catalog_row(conn, "account", account_id)
+    limits: dict[str, int] = row["data"].get("limits", {}) if row else {}
+    return limits

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import asyncpg
@@ -159,3 +160,48 @@ def test_a_vms_snapshots_and_templates_follow_it_to_its_new_owner(
                                          serviceofferingid=offering(dave, "Small Instance"),
                                          name="daves")["virtualmachine"]
     assert deployed["state"] == "Running" and deployed["account"] == dave_account
+
+
+def test_one_tenant_cannot_take_all_capacity(stack: dict[str, Any], cloud: CloudStack) -> None:
+    erin, erin_account = account(cloud, stack, "erin")
+    vm = vm_named(cloud, "DC0_C0_RP0_VM1")
+    cloud.assignVirtualMachine(virtualmachineid=vm["id"], accountid=erin_account)
+    snap = snapshot(erin, vm["id"], "erins")
+    small = offering(erin, "Small Instance")
+    # CloudStack's defaults, until an admin sets a limit; users may read, not set, them.
+    defaults = {r["resourcetypename"]: r["max"] for r in
+                erin.listResourceLimits()["resourcelimit"]}
+    assert defaults == {"user_vm": 20, "volume": 20, "template": 20, "cpu": 40, "memory": 40960}
+    assert refused(lambda: erin.updateResourceLimit(account="erin", resourcetype="0",
+                                                    max="100"))["errorcode"] == 531
+    held = len(erin.listVirtualMachines()["virtualmachine"])
+    updated = cloud.updateResourceLimit(account="erin", resourcetype="0", max=str(held + 2))
+    assert updated["resourcelimit"]["max"] == held + 2
+    assert updated["resourcelimit"]["resourcetypename"] == "user_vm"
+
+    # Four deploys at once against room for two: exactly two are accepted.
+    def deploy(n: int) -> Any:
+        return answer(erin, "deployVirtualMachine", {"vmsnapshotid": snap,
+                                                     "serviceofferingid": small,
+                                                     "name": f"erin-{n}"})
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(deploy, range(4)))
+    accepted = [a for a in answers if a[0] == "ok"]
+    refusals = [a for a in answers if a[0] == "error"]
+    assert len(accepted) == 2 and len(refusals) == 2, answers
+    for _, code, text in refusals:
+        assert code == 535 and "'user_vm'" in text and "name=erin" in text, text
+    assert store_query(stack, "SELECT count(*) FROM events WHERE type = 'VmDeployRequested'"
+                       " AND data ->> 'account_id' = $1", erin_account) == 2
+
+    # Memory counts the offering's memory of every VM the account holds.
+    cloud.updateResourceLimit(account="erin", resourcetype="9", max="1")
+    error = refused(lambda: erin.createVolume(vmsnapshotid=snap, volumeid=vm["id"]))
+    assert error["errorcode"] == 431  # a volume is not memory: only its own checks apply
+    cloud.updateResourceLimit(account="erin", resourcetype="0", max="-1")
+    error = refused(lambda: erin.deployVirtualMachine(vmsnapshotid=snap,
+                                                      serviceofferingid=small))
+    assert error["errorcode"] == 535 and "'memory'" in error["errortext"], error
+    [memory] = erin.listResourceLimits(resourcetype="9")["resourcelimit"]
+    assert memory["max"] == 1 and memory["account"] == "erin"

@@ -6,11 +6,12 @@ from services.gateway.commands import (
     discovery,
     events,
     jobs,
+    limits,
     snapshots,
     templates,
     vms,
     volumes,
 )
 
-__all__ = ["accounts", "catalog", "discovery", "events", "jobs", "snapshots", "templates",
+__all__ = ["accounts", "catalog", "discovery", "events", "jobs", "limits", "snapshots", "templates",
            "vms", "volumes"]

@@ -22,9 +22,11 @@ from services.gateway.api import (
     listing,
 )
 from services.gateway.commands.catalog import _page, _rows
+from services.gateway.commands.limits import within_limits
 from services.gateway.commands.snapshots import visible_snapshot
 from shared.domain import seed
 from shared.domain.access import visible_to
+from shared.domain.limits import Usage
 from shared.eventstore import NO_STREAM, Append, ConcurrencyError
 from shared.projections import Catalog, fold, queries
 
@@ -112,8 +114,9 @@ async def prepare_template(ctx: Context, params: Params, caller: Caller) -> dict
                 template_id=streams.seed_template_id(snapshot_id, pool_id),
                 name=seed.template_name(snapshot_id, pool_id))
             try:
-                await ctx.append(caller, Append(streams.seed(snapshot_id, pool_id), [start],
-                                                state.version or NO_STREAM))
+                async with within_limits(ctx, caller, Usage(template=1)):
+                    await ctx.append(caller, Append(streams.seed(snapshot_id, pool_id), [start],
+                                                    state.version or NO_STREAM))
             except ConcurrencyError:
                 continue  # someone else moved the seed on: look again
         started = started or state.status != seed.CREATING

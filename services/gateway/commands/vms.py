@@ -28,6 +28,7 @@ from services.gateway.api import (
     listing,
     require_admin,
 )
+from services.gateway.commands.limits import within_limits
 from shared.domain.access import visible_to
 from shared.domain.deploy import Rejected, check_deploy
 from shared.domain.job import (
@@ -37,6 +38,7 @@ from shared.domain.job import (
     START_VM_CMD,
     STOP_VM_CMD,
 )
+from shared.domain.limits import Usage
 from shared.domain.vm import VmState, instance_name
 from shared.eventstore import NO_STREAM, Append, ConcurrencyError
 from shared.projections import queries
@@ -85,16 +87,30 @@ async def submit_deploy(ctx: Context, caller: Caller,
         source_vm_id=source.source_vm_id, root_template_id=source.root_template_id,
         disk_offering_id=source.disk_offering_id, host_id=request.hostid,
     )
-    try:
-        await ctx.append(caller, Append(streams.vm(vm_id), [deploy, JobSubmitted(
-            job_id=job_id, cmd=DEPLOY_VM_CMD, instance_type="VirtualMachine", instance_id=vm_id,
-            account_id=caller.account_id, user_id=caller.user_id)], NO_STREAM))
-    except ConcurrencyError:
-        # Only a repeated requestid can meet an existing stream: answer as the first time.
-        first = (await ctx.store.read_stream(streams.vm(vm_id)))[0].event()
-        if not same_deploy(first, deploy):
+
+    async def repeated() -> bool:
+        """Whether this is a repeated requestid: answered as the first time, if it asks
+        for the same."""
+        recorded = await ctx.store.read_stream(streams.vm(vm_id))
+        if recorded and not same_deploy(recorded[0].event(), deploy):
             raise ApiError(PARAM_ERROR, f"invalid parameter requestid: {request.requestid!r} "
-                           "was used for a different deployVirtualMachine request") from None
+                           "was used for a different deployVirtualMachine request")
+        return bool(recorded)
+
+    async def accept() -> None:
+        try:
+            await ctx.append(caller, Append(streams.vm(vm_id), [deploy, JobSubmitted(
+                job_id=job_id, cmd=DEPLOY_VM_CMD, instance_type="VirtualMachine",
+                instance_id=vm_id, account_id=caller.account_id, user_id=caller.user_id)],
+                NO_STREAM))
+        except ConcurrencyError:
+            # Only a repeated requestid can meet an existing stream (sent twice at once).
+            await repeated()
+
+    if not (request.requestid and await repeated()):
+        wanted = Usage(user_vm=1, volume=1, cpu=offering.cpu_number, memory=offering.memory_mb)
+        async with within_limits(ctx, caller, wanted):
+            await accept()
     return CommandAccepted(id=vm_id, jobid=job_id)
 
 

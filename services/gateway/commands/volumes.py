@@ -29,6 +29,7 @@ from services.gateway.api import (
     Params,
     command,
 )
+from services.gateway.commands.limits import within_limits
 from services.gateway.commands.snapshots import visible_snapshot
 from services.gateway.commands.vms import visible_vm
 from shared.domain.access import visible_to
@@ -38,6 +39,7 @@ from shared.domain.job import (
     DETACH_VOLUME_CMD,
     RESIZE_VOLUME_CMD,
 )
+from shared.domain.limits import Usage
 from shared.eventstore import NO_STREAM, Append
 from shared.projections import queries
 
@@ -97,14 +99,15 @@ async def create_volume(ctx: Context, params: Params, caller: Caller) -> dict[st
                        f"volume of VM {snapshot['data']['vm_id']} in VM snapshot {snapshot_id}")
     volume_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
     name = params.text("name") or f"volume-from-{snapshot['name']}"[:255]
-    await ctx.append(caller, Append(streams.volume(volume_id), [
-        VolumeFromSnapshotRequested(
-            volume_id=volume_id, job_id=job_id, account_id=caller.account_id,
-            user_id=caller.user_id, name=name, vm_snapshot_id=snapshot_id,
-            source_volume_id=source_id, source_path=disk["path"], pool_id=disk["pool_id"],
-            size_bytes=disk["size_bytes"]),
-        _job(job_id, CREATE_VOLUME_CMD, volume_id, caller),
-    ], NO_STREAM))
+    async with within_limits(ctx, caller, Usage(volume=1)):
+        await ctx.append(caller, Append(streams.volume(volume_id), [
+            VolumeFromSnapshotRequested(
+                volume_id=volume_id, job_id=job_id, account_id=caller.account_id,
+                user_id=caller.user_id, name=name, vm_snapshot_id=snapshot_id,
+                source_volume_id=source_id, source_path=disk["path"], pool_id=disk["pool_id"],
+                size_bytes=disk["size_bytes"]),
+            _job(job_id, CREATE_VOLUME_CMD, volume_id, caller),
+        ], NO_STREAM))
     return {"id": volume_id, "jobid": job_id}
 
 
@@ -131,13 +134,14 @@ async def _allocate(ctx: Context, params: Params, caller: Caller) -> dict[str, A
                        f"{offering['name']} has a fixed size of {size_gb} GB")
     volume_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
     name = params.text("name") or f"DATA-{volume_id[:8]}"
-    await ctx.change(caller, Append(streams.volume(volume_id), [
-        VolumeAllocated(volume_id=volume_id, job_id=job_id, account_id=caller.account_id,
-                        user_id=caller.user_id, name=name, zone_id=zone_id,
-                        disk_offering_id=offering_id, size_bytes=size_gb * GB),
-        _job(job_id, CREATE_VOLUME_CMD, volume_id, caller),
-        JobCompleted(job_id=job_id, succeeded=True),
-    ], NO_STREAM))
+    async with within_limits(ctx, caller, Usage(volume=1)):
+        await ctx.change(caller, Append(streams.volume(volume_id), [
+            VolumeAllocated(volume_id=volume_id, job_id=job_id, account_id=caller.account_id,
+                            user_id=caller.user_id, name=name, zone_id=zone_id,
+                            disk_offering_id=offering_id, size_bytes=size_gb * GB),
+            _job(job_id, CREATE_VOLUME_CMD, volume_id, caller),
+            JobCompleted(job_id=job_id, succeeded=True),
+        ], NO_STREAM))
     return {"id": volume_id, "jobid": job_id}
 
 

@@ -1,0 +1,122 @@
+"""Per-account resource limits: updateResourceLimit, listResourceLimits, and the check made
+when a request that would hold more is accepted."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from proto import streams
+from proto.events import ResourceLimitUpdated
+from services.gateway.api import (
+    PARAM_ERROR,
+    ApiError,
+    Caller,
+    Context,
+    Params,
+    command,
+    listing,
+    require_admin,
+)
+from shared.domain import limits
+from shared.domain.access import visible_to
+from shared.eventstore import Append
+from shared.projections import queries
+
+
+@contextlib.asynccontextmanager
+async def within_limits(ctx: Context, caller: Caller,
+                        wanted: limits.Usage) -> AsyncIterator[None]:
+    """Enter (to record the request) only if ``wanted`` keeps the caller's account within
+    its limits; 535 naming the resource otherwise. Administrators are not limited, as
+    CloudStack's root admins are not.
+
+    One request per account is decided at a time (an advisory lock in PostgreSQL, so
+    several gateways agree), after the read models have caught up with every event already
+    recorded: two concurrent requests cannot both take the last unit.
+    """
+    if caller.is_admin:
+        yield
+        return
+    lock = f"limits:{caller.account_id}"
+    async with ctx.store.pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", lock)
+        try:
+            head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+            await ctx.read_models_reach(head)
+            held = await queries.account_usage(conn, caller.account_id)
+            set_limits = await queries.account_limits(conn, caller.account_id)
+            try:
+                limits.check(caller.account_name, held, wanted, set_limits)
+            except limits.LimitExceeded as exceeded:
+                raise ApiError(exceeded.code, exceeded.text) from None
+            yield
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", lock)
+
+
+def _view(account: dict[str, Any], res: limits.Resource) -> dict[str, Any]:
+    return {"account": account["name"], "accountid": account["id"], "domain": "ROOT",
+            "resourcetype": str(res.number), "resourcetypename": res.name,
+            "max": limits.limit_of(res, account["data"].get("limits", {}))}
+
+
+def _resource(params: Params, *, required: bool) -> limits.Resource | None:
+    value = params.text("resourcetype", required=required) or params.text("resourcetypename")
+    if value is None:
+        return None
+    res = limits.resource(value)
+    if res is None:
+        known = ", ".join(f"{r.number} ({r.name})" for r in limits.RESOURCES)
+        raise ApiError(PARAM_ERROR, f"invalid parameter resourcetype: {value[:32]!r} is not a "
+                       f"resource snapdeploy limits; it limits {known}")
+    return res
+
+
+async def _account(ctx: Context, params: Params, caller: Caller,
+                   *, required: bool) -> list[dict[str, Any]]:
+    """The accounts named by ``account`` (a name, as CloudStack takes it) or ``accountid``
+    that the caller may see; without either, every account the caller may see."""
+    name = params.text("account")
+    account_id = params.uuid("accountid")
+    params.uuid("domainid")  # accepted: snapdeploy has one domain, ROOT
+    if required and name is None and account_id is None:
+        raise ApiError(PARAM_ERROR, "missing parameter account: name the account whose limit "
+                       "to set")
+    async with ctx.store.pool.acquire() as conn:
+        rows = await queries.catalog_rows(conn, "account")
+    found = [r for r in rows if visible_to(r["id"], caller.account_id, caller.is_admin)
+             and (name is None or r["name"].lower() == name.lower())
+             and account_id in (None, r["id"])]
+    if (name is not None or account_id is not None) and not found:
+        param = "account" if name is not None else "accountid"
+        raise ApiError(PARAM_ERROR, f"invalid parameter {param}: no account "
+                       f"{name or account_id} is visible to your account")
+    return found
+
+
+@command("updateResourceLimit")
+async def update_resource_limit(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    """Set how much of a resource an account may hold (admin); -1 is unlimited."""
+    require_admin(caller, "updateResourceLimit")
+    res = _resource(params, required=True)
+    maximum = params.integer("max", minimum=-1, maximum=2**62)
+    [account] = await _account(ctx, params, caller, required=True)
+    assert res is not None
+    if maximum is None:
+        maximum = res.default
+    await ctx.change(caller, Append(streams.account(account["id"]), [ResourceLimitUpdated(
+        account_id=account["id"], resource=res.name, max=maximum)]))
+    updated = {**account, "data": {**account["data"], "limits": {
+        **account["data"].get("limits", {}), res.name: maximum}}}
+    return {"resourcelimit": _view(updated, res)}
+
+
+@command("listResourceLimits")
+async def list_resource_limits(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    """Each account's limits (a user sees their own account's)."""
+    res = _resource(params, required=False)
+    accounts = await _account(ctx, params, caller, required=False)
+    items = [_view(a, r) for a in accounts for r in limits.RESOURCES if res in (None, r)]
+    return listing("resourcelimit", items)
