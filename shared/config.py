@@ -34,6 +34,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     admin_api_key: str = ""
     admin_secret_key: str = ""
     log_level: str = "INFO"
+    # Open /client/events streams one account may hold in one gateway; one more is a 429.
+    max_event_streams_per_account: int = 5
 
 
 SECRET_FIELDS = frozenset({"nats_password", "vcenter_password", "admin_secret_key"})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -11,7 +13,8 @@ from proto.envelope import Metadata
 from proto.events import AccountCreated, Event, UserCreated
 from services.gateway import commands  # noqa: F401  (registers the commands)
 from services.gateway.api import Context
-from services.gateway.audit import stream_events
+from services.gateway.audit import FANOUT, stream_events
+from services.gateway.fanout import Fanout
 from services.gateway.http import CONTEXT, api
 from shared.config import Settings
 from shared.domain import offerings
@@ -54,11 +57,22 @@ async def ensure_admin_keys(store: EventStore, settings: Settings) -> None:
 HANDLER_ARGS = {"max_line_size": 65536, "max_field_size": 65536}
 
 
+async def _run_fanout(app: web.Application) -> AsyncIterator[None]:
+    """The audit streams' shared reader of new events runs while the app serves."""
+    task = asyncio.ensure_future(app[FANOUT].run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def build(rt: Runtime, store: EventStore) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
     app[CONTEXT] = Context(store=store)
     app.router.add_route("GET", "/client/api", api)
     app.router.add_route("POST", "/client/api", api)
+    app[FANOUT] = Fanout(store, max_per_account=rt.settings.max_event_streams_per_account)
+    app.cleanup_ctx.append(_run_fanout)
     app.router.add_get("/client/events", stream_events)
     rt.add_health_routes(app)
     return app
