@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from shared.stack.launcher import read_stack
+
 RESULTS = Path(__file__).parent / "results"
 SNAPDEPLOY = [sys.executable, "-m", "shared.cli"]
 
@@ -80,7 +82,7 @@ def stack(state_dir: Path, vcsim_args: str = "") -> Iterator[dict[str, Any]]:
     subprocess.run([*SNAPDEPLOY, "up", "--detach", "--state-dir", str(state_dir)], check=True,
                    env=env, stdout=subprocess.DEVNULL)
     try:
-        yield json.loads((state_dir / "stack.json").read_text())
+        yield read_stack(state_dir)
     finally:
         subprocess.run([*SNAPDEPLOY, "down", "--state-dir", str(state_dir)], check=True,
                        stdout=subprocess.DEVNULL)

@@ -35,7 +35,7 @@ def _up(args: argparse.Namespace) -> int:
     from shared.stack.launcher import up
 
     return up(Path(args.state_dir).resolve(), detach=args.detach,
-              gateway_listen=args.gateway_listen)
+              gateway_listen=args.gateway_listen, show_keys=not args.hide_keys)
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -57,8 +57,10 @@ def parser() -> argparse.ArgumentParser:
         help="start the whole system",
         description="Start nats-server, PostgreSQL (unless DATABASE_URL is set), vcsim (unless "
         "SNAPDEPLOY_VCENTER_URL is set), every service and the gateway. Writes "
-        "STATE_DIR/stack.json with the URLs and the admin API keys. Runs in the foreground "
-        "until Ctrl-C unless --detach is given.",
+        "STATE_DIR/stack.json with the URLs and pids (the generated credentials stay in "
+        "STATE_DIR/secrets.json, mode 0600) and prints the admin's keys once. Runs in the "
+        "foreground until Ctrl-C unless --detach is given. Refuses to start if a stack "
+        "already runs on STATE_DIR.",
     )
     up.add_argument("--state-dir", default=".state", help="where data, logs and stack.json go "
                     "(default: .state)")
@@ -67,11 +69,15 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--gateway-listen", default=None, metavar="HOST:PORT",
                     help="gateway address (default: SNAPDEPLOY_GATEWAY_LISTEN, else a free "
                     "port on 127.0.0.1)")
+    # The background launcher `--detach` starts: its output goes to a log, so it prints no
+    # secret key (the `up --detach` that started it prints them to the terminal).
+    up.add_argument("--hide-keys", action="store_true", help=argparse.SUPPRESS)
     up.set_defaults(run=_up)
 
     down = commands.add_parser(
         "down", help="stop a stack started with `up`",
-        description="Stop everything `snapdeploy up` started for STATE_DIR.",
+        description="Stop everything `snapdeploy up` started for STATE_DIR. Only processes "
+        "that stack.json records with their start time and command line are signalled.",
     )
     down.add_argument("--state-dir", default=".state", help="the stack's state folder")
     down.set_defaults(run=_down)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib.util
+import json
 import os
 import pwd
 import shutil
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +100,9 @@ def spawn(
     cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in its own session with output appended to ``log_path``."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
+    private_dir(log_path.parent)
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "ab") as log:
         return subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -137,15 +140,68 @@ def tool_path(name: str) -> str:
 # ---- NATS ---------------------------------------------------------------------------
 
 
-def start_nats(state_dir: Path, port: int, user: str, password: str) -> Server:
-    """nats-server with JetStream, its data under ``state_dir/nats``."""
-    data = state_dir / "nats"
-    data.mkdir(parents=True, exist_ok=True)
+def private_dir(path: Path) -> Path:
+    """``path`` created if missing, readable by its owner only (0700)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, the file readable by its owner only (0600) from its
+    first byte."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    tmp.replace(path)
+
+
+def bcrypt_hash(password: str) -> str:
+    """The bcrypt hash nats-server accepts in place of a password (cost 10)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+
+    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1024))
+
+
+def nats_config(state_dir: Path, port: int, authorization: str) -> Path:
+    """Write nats-server's configuration (0600): loopback ``port``, JetStream under
+    ``state_dir/nats``, and ``authorization`` (a config block, or an ``include``)."""
+    data = private_dir(state_dir / "nats")
+    path = data / "nats.conf"
+    write_private(path, "\n".join([
+        "# Written by snapdeploy; passwords appear only as bcrypt hashes.",
+        f"listen: {json.dumps(f'127.0.0.1:{port}')}",
+        f"pid_file: {json.dumps(str((data / 'nats.pid').resolve()))}",
+        f"jetstream {{ store_dir: {json.dumps(str(data.resolve()))} }}",
+        authorization,
+        "",
+    ]))
+    return path
+
+
+def single_user(user: str, password: str) -> str:
+    """An authorization block with one all-powerful user (tests, and servers of one user)."""
+    entry = {"user": user, "password": bcrypt_hash(password)}
+    return f"authorization {{ users = [ {json.dumps(entry)} ] }}"
+
+
+def start_nats(state_dir: Path, port: int, user: str, password: str, *,
+               authorization: str | None = None) -> Server:
+    """nats-server with JetStream, its data under ``state_dir/nats``.
+
+    The server reads everything, credentials included, from a configuration file of mode
+    0600: none of it is on its command line. ``authorization`` is the config's
+    authorization section (snapdeploy's identities, see ``shared.natsauth``); without it
+    ``user`` may do anything. ``user`` and ``password`` are what ``Server`` reports.
+    """
     log = state_dir / "logs" / "nats-server.log"
-    argv = [
-        tool_path("nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(data),
-        "--user", user, "--pass", password,
-    ]
+    config = nats_config(state_dir, port, authorization or single_user(user, password))
+    argv = [tool_path("nats-server"), "-c", str(config.resolve())]
     process = spawn("nats-server", argv, log)
     wait_for_port("nats-server", process, port, log)
     return Server("nats-server", process, f"nats://127.0.0.1:{port}", log, user, password)
@@ -191,6 +247,16 @@ def _let_others_traverse(path: Path) -> None:
         prefix.chmod(prefix.stat().st_mode | 0o011)
 
 
+def _only_traverse_for(folder: Path, user: str | None) -> None:
+    """Keep ``folder`` private (0700), except that ``user`` (PostgreSQL's system user, when
+    snapdeploy runs as root) may pass through it to its own data: group ``user``, 0710."""
+    if user is None:
+        folder.chmod(0o700)
+        return
+    os.chown(folder, -1, pwd.getpwnam(user).pw_gid)
+    folder.chmod(0o710)
+
+
 def _give_to(path: Path, user: str | None) -> None:
     if user is None:
         return
@@ -228,7 +294,7 @@ def start_postgres(state_dir: Path, port: int, password: str, database: str = "s
     if fresh:
         data.mkdir(parents=True, exist_ok=True)
         pwfile = data.parent / ".pg-password"
-        pwfile.write_text(password + "\n")
+        write_private(pwfile, password + "\n")
         _give_to(data, run_as)
         _give_to(pwfile, run_as)
         init = subprocess.run(
@@ -242,6 +308,7 @@ def start_postgres(state_dir: Path, port: int, password: str, database: str = "s
     sockets = state_dir / "pg-sockets"
     sockets.mkdir(exist_ok=True)
     _give_to(sockets, run_as)
+    _only_traverse_for(state_dir, run_as)
     log.parent.mkdir(parents=True, exist_ok=True)
     argv = [
         _pg_bin("postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
@@ -269,10 +336,9 @@ def start_vcsim(state_dir: Path, port: int, user: str, password: str,
                 extra_args: list[str] | None = None) -> Server:
     """VMware's vCenter simulator, built from tools/vcsim by `make install`."""
     log = state_dir / "logs" / "vcsim.log"
-    argv = [
-        tool_path("vcsim"), "-l", f"127.0.0.1:{port}", "-username", user, "-password", password,
-        *(extra_args or []),
-    ]
-    process = spawn("vcsim", argv, log)
+    argv = [tool_path("vcsim"), "-l", f"127.0.0.1:{port}", "-username", user,
+            *(extra_args or [])]
+    # The password goes by the environment, which only its owner can read, not argv.
+    process = spawn("vcsim", argv, log, env={**os.environ, "VCSIM_PASSWORD": password})
     wait_for_port("vcsim", process, port, log)
     return Server("vcsim", process, f"https://127.0.0.1:{port}/sdk", log, user, password)

@@ -10,6 +10,7 @@ launcher with a parent-death signal, so killing the launcher leaves nothing runn
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -23,6 +24,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from msgspec.structs import replace
 
@@ -31,15 +33,19 @@ from shared.stack._servers import (
     Server,
     StartError,
     free_port,
+    private_dir,
     spawn,
     start_nats,
     start_postgres,
     start_vcsim,
     terminate,
+    write_private,
 )
 
 SERVICES = ("relay", "projector", "planner", "seeder", "cloner", "volume", "gateway")
 STACK_FILE = "stack.json"
+SECRETS_FILE = "secrets.json"
+LOCK_FILE = "launcher.lock"
 READY_TIMEOUT_S = 120.0
 
 
@@ -61,6 +67,54 @@ def _secrets(state_dir: Path) -> dict[str, str]:
     path.touch(mode=0o600)
     path.write_text(json.dumps(values, indent=2))
     return values
+
+
+def _lock(state_dir: Path) -> int | None:
+    """Take the state folder's launcher lock (held until this process exits), or None if
+    another launcher holds it. The file descriptor is not inherited by children."""
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _locked(state_dir: Path) -> bool:
+    """True while a launcher holds ``state_dir``."""
+    if not (state_dir / LOCK_FILE).exists():
+        return False
+    fd = _lock(state_dir)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def process_identity(pid: int) -> dict[str, Any] | None:
+    """What tells a process apart from a later one with the same pid: its start time (clock
+    ticks after boot) and command line. None if ``pid`` is not running."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":
+        return None
+    return {"pid": pid, "start_time": int(fields[19]),
+            "cmdline": [a.decode(errors="replace") for a in cmdline.split(b"\0") if a]}
+
+
+def is_recorded_process(record: dict[str, Any]) -> bool:
+    """True if ``record`` (from stack.json) is a running process with that same identity."""
+    pid = record.get("pid")
+    if not isinstance(pid, int) or pid <= 1 or "start_time" not in record:
+        return False
+    now = process_identity(pid)
+    return now is not None and now["start_time"] == record["start_time"] and \
+        now["cmdline"] == record.get("cmdline")
 
 
 @dataclass
@@ -96,8 +150,10 @@ class Stack:
     # ---- start ----------------------------------------------------------------------
 
     def start(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir)
+        private_dir(self.logs)
         creds = _secrets(self.state_dir)
+        self._generated: dict[str, str] = {}
         given = config.given()
         settings = config.load()
 
@@ -107,23 +163,27 @@ class Stack:
                                            creds["nats_password"]))
             settings = replace(settings, nats_url=nats.url, nats_user=nats.user,
                                nats_password=nats.password)
+            self._generated["nats_password"] = "nats_password"
         if "database_url" not in given:
             self._progress("starting PostgreSQL")
             pg = self._server(start_postgres(self.state_dir, free_port(),
                                              creds["postgres_password"]))
             settings = replace(settings, database_url=pg.url)
+            self._generated["database_password"] = "postgres_password"
         if "vcenter_url" not in given:
             self._progress("starting vcsim (vCenter simulator)")
             vc = self._server(start_vcsim(self.state_dir, free_port(), creds["vcenter_user"],
                                           creds["vcenter_password"], _vcsim_args()))
             settings = replace(settings, vcenter_url=vc.url, vcenter_user=vc.user,
                                vcenter_password=vc.password, vcenter_verify_tls=False)
+            self._generated["vcenter_password"] = "vcenter_password"
         listen = self.gateway_listen or (
             settings.gateway_listen if "gateway_listen" in given else f"127.0.0.1:{free_port()}"
         )
         if "admin_api_key" not in given:
             settings = replace(settings, admin_api_key=creds["admin_api_key"],
                                admin_secret_key=creds["admin_secret_key"])
+            self._generated["admin_secret_key"] = "admin_secret_key"
         self.settings = replace(settings, gateway_listen=listen)
 
         for name in SERVICES:
@@ -167,6 +227,8 @@ class Stack:
             time.sleep(0.2)
 
     def describe(self) -> dict[str, Any]:
+        """What stack.json holds: no password and no secret key, only where the generated
+        ones are kept (``generated``: field -> key in secrets.json; see ``read_stack``)."""
         s = self.settings
         return {
             "gateway_url": f"http://{s.gateway_listen}",
@@ -174,29 +236,24 @@ class Stack:
             "audit_stream_url": f"http://{s.gateway_listen}/client/events",
             "nats_url": s.nats_url,
             "nats_user": s.nats_user,
-            "nats_password": s.nats_password,
-            "database_url": s.database_url,
+            "database_url": config.redact_url(s.database_url),
             "vcenter_url": s.vcenter_url,
             "vcenter_user": s.vcenter_user,
-            "vcenter_password": s.vcenter_password,
             "admin_api_key": s.admin_api_key,
-            "admin_secret_key": s.admin_secret_key,
+            "generated": dict(getattr(self, "_generated", {})),
             "launcher_pid": os.getpid(),
+            "launcher": process_identity(os.getpid()),
             "state_dir": str(self.state_dir.resolve()),
-            "servers": {name: {"pid": srv.pid, "url": config.redact_url(srv.url),
+            "servers": {name: {**_identity_of(srv.pid), "url": config.redact_url(srv.url),
                                "log": str(srv.log_path)} for name, srv in self.servers.items()},
-            "services": {c.name: {"pid": c.process.pid if c.process else None,
+            "services": {c.name: {**_identity_of(c.process.pid if c.process else None),
                                   "health_url": c.health_url,
                                   "log": str(self.logs / f"{c.name}.log")}
                          for c in self.children},
         }
 
     def _write_stack_file(self) -> None:
-        path = self.state_dir / STACK_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.touch(mode=0o600)
-        tmp.write_text(json.dumps(self.describe(), indent=2))
-        tmp.replace(path)
+        write_private(self.state_dir / STACK_FILE, json.dumps(self.describe(), indent=2))
 
     # ---- supervise ------------------------------------------------------------------
 
@@ -260,6 +317,27 @@ class Stack:
             (self.state_dir / STACK_FILE).unlink()
 
 
+def _identity_of(pid: int | None) -> dict[str, Any]:
+    found = process_identity(pid) if pid else None
+    return found or {"pid": pid}
+
+
+def read_stack(state_dir: Path) -> dict[str, Any]:
+    """stack.json with the generated credentials filled in from secrets.json (mode 0600):
+    ``nats_password``, ``vcenter_password``, ``admin_secret_key`` and the password in
+    ``database_url``, for the ones ``up`` generated."""
+    info: dict[str, Any] = json.loads((state_dir / STACK_FILE).read_text())
+    creds: dict[str, str] = json.loads((state_dir / SECRETS_FILE).read_text())
+    for name, key in info.get("generated", {}).items():
+        if name == "database_password":
+            parts = urlsplit(info["database_url"])
+            netloc = f"{parts.username}:{creds[key]}@{parts.netloc.rsplit('@', 1)[1]}"
+            info["database_url"] = urlunsplit(parts._replace(netloc=netloc))
+        else:
+            info[name] = creds[key]
+    return info
+
+
 def _vcsim_args() -> list[str]:
     """Extra vcsim flags for test harnesses (method delays, SOAP trace), from
     SNAPDEPLOY_VCSIM_ARGS."""
@@ -274,22 +352,42 @@ def healthy(url: str) -> bool:
         return False
 
 
-def _summary(info: dict[str, Any]) -> str:
-    return "\n".join([
+def _summary(info: dict[str, Any], *, keys: bool = True) -> str:
+    lines = [
         "snapdeploy is up.",
         f"  API (CloudStack)   {info['api_url']}",
         f"  audit stream       {info['audit_stream_url']}",
         f"  admin API key      {info['admin_api_key']}",
-        f"  admin secret key   {info['admin_secret_key']}",
+    ]
+    if keys and info.get("admin_secret_key"):
+        lines.append(f"  admin secret key   {info['admin_secret_key']}")
+    return "\n".join([
+        *lines,
         f"  NATS               {info['nats_url']}",
         f"  vCenter            {info['vcenter_url']}",
         f"  state and logs     {info['state_dir']}",
     ])
 
 
-def up(state_dir: Path, *, detach: bool = False, gateway_listen: str | None = None) -> int:
+def _refuse(state_dir: Path) -> int:
+    print(f"snapdeploy: a stack is already running in {state_dir}; stop it with "
+          f"`snapdeploy down --state-dir {state_dir}` first", file=sys.stderr)
+    return 1
+
+
+def up(state_dir: Path, *, detach: bool = False, gateway_listen: str | None = None,
+       show_keys: bool = True) -> int:
+    """Start the stack and supervise it until SIGINT/SIGTERM (or, with ``detach``, start it
+    in the background and return once it is up). ``show_keys=False`` (the background
+    launcher, whose output goes to launcher.log) prints no secret key."""
     if detach:
         return _up_detached(state_dir, gateway_listen)
+    private_dir(state_dir)
+    lock = _lock(state_dir)
+    if lock is None:
+        # Another launcher runs on this folder: a second one would start a second
+        # nats-server on the same JetStream data and remove the first one's stack.json.
+        return _refuse(state_dir)
     stack = Stack(state_dir, gateway_listen)
     should_stop = [False]
 
@@ -300,7 +398,7 @@ def up(state_dir: Path, *, detach: bool = False, gateway_listen: str | None = No
     signal.signal(signal.SIGTERM, on_signal)
     try:
         stack.start()
-        print(_summary(stack.describe()), flush=True)
+        print(_summary(read_stack(state_dir), keys=show_keys), flush=True)
         print("Ctrl-C stops everything.", flush=True)
         stack.supervise(should_stop)
     except StartError as exc:
@@ -309,26 +407,29 @@ def up(state_dir: Path, *, detach: bool = False, gateway_listen: str | None = No
     finally:
         stack._progress("stopping")
         stack.stop()
+        os.close(lock)
     stack._progress("stopped")
     return 0
 
 
 def _up_detached(state_dir: Path, gateway_listen: str | None) -> int:
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)
     stack_file = state_dir / STACK_FILE
-    if stack_file.exists():
-        running = json.loads(stack_file.read_text())
-        if alive(running["launcher_pid"]):
-            print(f"snapdeploy: already running in {state_dir}", file=sys.stderr)
-            print(_summary(running))
-            return 0
+    if _locked(state_dir):
+        if not stack_file.exists():
+            return _refuse(state_dir)
+        print(f"snapdeploy: already running in {state_dir}", file=sys.stderr)
+        print(_summary(read_stack(state_dir)))
+        return 0
+    with contextlib.suppress(FileNotFoundError):
         stack_file.unlink()
-    argv = [sys.executable, "-m", "shared.cli", "up", "--state-dir", str(state_dir)]
+    argv = [sys.executable, "-m", "shared.cli", "up", "--state-dir", str(state_dir),
+            "--hide-keys"]
     if gateway_listen:
         argv += ["--gateway-listen", gateway_listen]
-    log_path = state_dir / "logs" / "launcher.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
+    log_path = private_dir(state_dir / "logs") / "launcher.log"
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "ab") as log:
         launcher = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + READY_TIMEOUT_S + 30
@@ -340,7 +441,8 @@ def _up_detached(state_dir: Path, gateway_listen: str | None) -> int:
                 launcher.terminate()
             return 1
         time.sleep(0.2)
-    print(_summary(json.loads(stack_file.read_text())))
+    # The keys go to this terminal, once; the background launcher's log never has them.
+    print(_summary(read_stack(state_dir)))
     print(f"Stop it with: snapdeploy down --state-dir {state_dir}")
     return 0
 
@@ -355,24 +457,37 @@ def alive(pid: int) -> bool:
 
 
 def down(state_dir: Path, timeout: float = 60.0) -> int:
+    """Stop the stack of ``state_dir``: SIGTERM to its launcher (which stops the rest), then
+    SIGKILL to whatever it started that still runs. A process is signalled only if it is
+    the one stack.json recorded: same pid, start time and command line."""
     stack_file = state_dir / STACK_FILE
     if not stack_file.exists():
         print(f"snapdeploy: nothing running in {state_dir}")
         return 0
     info = json.loads(stack_file.read_text())
-    launcher = int(info["launcher_pid"])
-    if alive(launcher):
-        os.kill(launcher, signal.SIGTERM)
+    launcher = info.get("launcher") or {"pid": info.get("launcher_pid")}
+    records = [(f"{group[:-1]} {name}", record) for group in ("services", "servers")
+               for name, record in info.get(group, {}).items()]
+    if is_recorded_process(launcher):
+        os.kill(launcher["pid"], signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while alive(launcher) and time.monotonic() < deadline:
+        while is_recorded_process(launcher) and time.monotonic() < deadline:
             time.sleep(0.1)
-    pids = [launcher] + [p["pid"] for group in ("services", "servers")
-                         for p in info.get(group, {}).values() if p.get("pid")]
-    for pid in pids:
-        if alive(pid):
+    elif alive_pid(launcher.get("pid")):
+        print(f"snapdeploy: pid {launcher.get('pid')} is not the launcher stack.json recorded;"
+              " leaving it alone", file=sys.stderr)
+    for what, record in [("launcher", launcher), *records]:
+        if is_recorded_process(record):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(record["pid"], signal.SIGKILL)
+        elif what != "launcher" and alive_pid(record.get("pid")):
+            print(f"snapdeploy: pid {record.get('pid')} is not the {what} stack.json "
+                  "recorded; leaving it alone", file=sys.stderr)
     with contextlib.suppress(FileNotFoundError):
         stack_file.unlink()
     print(f"snapdeploy: stopped the stack in {state_dir}")
     return 0
+
+
+def alive_pid(pid: object) -> bool:
+    return isinstance(pid, int) and pid > 0 and alive(pid)

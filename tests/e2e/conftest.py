@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from cs import CloudStack
 
-from shared.stack.launcher import alive
+from shared.stack.launcher import alive, read_stack
 from tests.harness.vsphere import Vcsim
 
 SNAPDEPLOY = [sys.executable, "-m", "shared.cli"]
@@ -36,7 +36,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory,
            "SNAPDEPLOY_VCENTER_TIMEOUT": str(VCENTER_TIMEOUT_S)}
     subprocess.run([*SNAPDEPLOY, "up", "--detach", "--state-dir", str(state)], check=True,
                    timeout=240, env=env)
-    info: dict[str, Any] = json.loads((state / "stack.json").read_text())
+    info = read_stack(state)  # stack.json, with the generated credentials from secrets.json
     info["vcsim_trace"] = str(trace)
     yield info
     current = json.loads((state / "stack.json").read_text())

@@ -191,6 +191,70 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     assert not stack_file.exists()
 
 
+def test_a_second_up_on_a_running_state_dir_is_refused(stack: dict[str, Any]) -> None:
+    """A second launcher on the same folder would start a second nats-server on the same
+    JetStream data and, stopping, delete the running stack's stack.json."""
+    state = Path(stack["state_dir"])
+    stack_file = state / "stack.json"
+    before = stack_file.read_text()
+    nats_dir = str(state / "nats")
+
+    def nats_servers() -> list[str]:
+        listed = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True,
+                                check=True).stdout.splitlines()
+        return [line for line in listed if "nats-server" in line and nats_dir in line]
+
+    assert len(nats_servers()) == 1
+    for detach in ([], ["--detach"]):
+        second = subprocess.run([*SNAPDEPLOY, "up", *detach, "--state-dir", str(state)],
+                                capture_output=True, text=True, timeout=60)
+        if detach:  # as before: says so, and shows the running stack
+            assert second.returncode == 0, second.stderr
+            assert "already running" in second.stderr
+        else:
+            assert second.returncode == 1, (second.stdout, second.stderr)
+            assert "already running" in second.stderr
+            assert f"snapdeploy down --state-dir {state}" in second.stderr
+        assert stack_file.read_text() == before
+        assert len(nats_servers()) == 1
+    for name, service in stack["services"].items():
+        assert healthy(service["health_url"]), name
+    assert client(stack).listZones()["count"] >= 1
+
+
+def test_down_signals_only_processes_it_started(stack: dict[str, Any], tmp_path: Path) -> None:
+    """A stack.json whose pids point at unrelated processes (reused pids, or tampering):
+    `down` leaves them alone. The recorded start time and command line must match too."""
+    info = json.loads((Path(stack["state_dir"]) / "stack.json").read_text())
+    bystanders = [subprocess.Popen(["sleep", "300"]) for _ in range(3)]
+    try:
+        launcher, planner, nats_server = (p.pid for p in bystanders)
+        # Every pid is replaced (so this copy cannot reach the real stack); the launcher's
+        # and planner's records keep their start times and command lines, the server's has
+        # the bystander's own command line but the server's start time.
+        info["launcher_pid"] = launcher
+        info["launcher"]["pid"] = launcher
+        for group in ("services", "servers"):
+            for record in info[group].values():
+                record["pid"] = planner
+        info["services"]["planner"]["pid"] = planner
+        info["servers"]["nats-server"].update(pid=nats_server, cmdline=["sleep", "300"])
+        (tmp_path / "stack.json").write_text(json.dumps(info))
+        stopped = subprocess.run([*SNAPDEPLOY, "down", "--state-dir", str(tmp_path)],
+                                 capture_output=True, text=True, timeout=60)
+        assert stopped.returncode == 0, stopped.stderr
+        assert "leaving it alone" in stopped.stderr
+        assert [p.poll() for p in bystanders] == [None, None, None]
+        assert all(alive(pid) for pid in (launcher, planner, nats_server))
+    finally:
+        for process in bystanders:
+            process.kill()
+            process.wait()
+    # The real stack was not touched either.
+    for name, service in stack["services"].items():
+        assert healthy(service["health_url"]), name
+
+
 @pytest.mark.parametrize("argv", [
     [*SNAPDEPLOY, "--help"],
     [*SNAPDEPLOY, "up", "--help"],
@@ -209,7 +273,8 @@ def test_every_command_explains_itself(argv: list[str]) -> None:
 
 def test_docker_compose_file_is_valid() -> None:
     root = Path(__file__).parents[2]
-    env = {**os.environ, "SNAPDEPLOY_ADMIN_API_KEY": "k", "SNAPDEPLOY_ADMIN_SECRET_KEY": "s"}
+    env = {**os.environ, "SNAPDEPLOY_ADMIN_API_KEY": "k", "SNAPDEPLOY_ADMIN_SECRET_KEY": "s",
+           "SNAPDEPLOY_KEY_ENCRYPTION_KEY": "k" * 32}
     checked = subprocess.run(["docker-compose", "config"], cwd=root, env=env,
                              capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stderr

@@ -46,7 +46,7 @@ from cs import CloudStack, CloudStackApiException
 from pyVmomi import vim
 
 from proto import subjects
-from shared.stack.launcher import alive, healthy
+from shared.stack.launcher import alive, healthy, read_stack
 from tests.harness.vsphere import Vcsim
 
 SNAPDEPLOY = [sys.executable, "-m", "shared.cli"]
@@ -125,8 +125,7 @@ class Chaos:
     # ---- the stack ---------------------------------------------------------------------
 
     def stack(self) -> dict[str, Any]:
-        info: dict[str, Any] = json.loads((self.state_dir / "stack.json").read_text())
-        return info
+        return read_stack(self.state_dir)
 
     def up(self) -> None:
         # 8 hosts per cluster: room for a thousand small VMs, so that capacity is not what

@@ -12,6 +12,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/tls"
 	"encoding/json"
 	"flag"
@@ -43,18 +45,22 @@ func main() {
 	listen := flag.String("l", "127.0.0.1:8989", "listen address")
 	useTLS := flag.Bool("tls", true, "serve HTTPS with a self-signed certificate")
 	user := flag.String("username", "", "the only accepted login user (any if empty)")
-	pass := flag.String("password", "", "the only accepted login password (any if empty)")
+	pass := flag.String("password", "", "the only accepted login password (any if empty; "+
+		"VCSIM_PASSWORD from the environment is used when not given, keeping it off the command line)")
 	delays := flag.String("method-delay", "", "per-method delays in ms: 'CloneVM_Task:200,PowerOnVM_Task:50'")
 	trace := flag.String("trace-file", "", "record every SOAP request and response in this file")
 	flag.Parse()
+	if *pass == "" {
+		*pass = os.Getenv("VCSIM_PASSWORD")
+	}
 
 	if *trace != "" {
-		file, err := os.Create(*trace)
+		file, err := os.OpenFile(*trace, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
 			log.Fatalf("-trace-file: %v", err)
 		}
 		defer file.Close()
-		simulator.TraceFile = file
+		simulator.TraceFile = redactTrace(file, *pass)
 		simulator.Trace = true
 	}
 
@@ -211,4 +217,29 @@ func parseDelays(spec string) (map[string]int, error) {
 		byMethod[name] = n
 	}
 	return byMethod, nil
+}
+
+// redactTrace returns the file the simulator writes its trace to: a pipe copied line by line
+// into out with the login password replaced by "***" (Login requests carry it in their body).
+func redactTrace(out *os.File, secret string) *os.File {
+	if secret == "" {
+		return out
+	}
+	reader, writer, err := os.Pipe()
+	if err != nil {
+		log.Fatalf("-trace-file: %v", err)
+	}
+	go func() {
+		lines := bufio.NewReader(reader)
+		for {
+			line, err := lines.ReadBytes('\n')
+			if len(line) > 0 {
+				_, _ = out.Write(bytes.ReplaceAll(line, []byte(secret), []byte("***")))
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return writer
 }
