@@ -2,16 +2,22 @@
 
 It tails the store by global position, publishes each event with ``Nats-Msg-Id`` set to
 the event id (JetStream drops a repeat within its duplicate window), waits for every
-acknowledgement of a batch, and only then moves its checkpoint. On start it resumes from
-the later of its checkpoint and the position of the last event already in the stream, so
-a crash between publishing and checkpointing republishes nothing that a consumer would
-see as new, however long the relay was down.
+acknowledgement of a batch, and only then moves its checkpoint.
+
+Where to resume is decided from the event store, never from what a message claims: the
+relay's own checkpoint, moved on to the stored position of the newest event that the
+stream holds (its ``Nats-Msg-Id`` looked up in the store), so a crash between publishing
+and checkpointing republishes nothing that a consumer would see as new, however long the
+relay was down. A message in the stream whose id the store does not know (or a position
+header of any size) moves nothing; a checkpoint beyond the store's head, which only a
+corrupted row can hold, is replaced by what the stream proves was published.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -25,6 +31,9 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "relay"
 ACK_TIMEOUT_S = 30.0
+# How many messages, newest first, the relay reads back from the stream looking for one it
+# published (one normally: the newest).
+LOOKBACK = 200
 
 
 class Relay:
@@ -41,25 +50,63 @@ class Relay:
         return int(position or 0)
 
     async def last_published(self) -> int:
-        """The position of the newest event in the JetStream stream (0 if none)."""
+        """The store's position of the newest event the stream holds (0 if none).
+
+        Messages are read newest first; the first whose ``Nats-Msg-Id`` is the id of a
+        stored event gives that event's position as the store records it. Headers and
+        payloads are not trusted: a message the relay did not publish names no stored
+        event and is passed over.
+        """
         try:
             info = await self.js.stream_info(subjects.EVENTS_STREAM)
-            if not info.state.last_seq:
-                return 0
-            msg = await self.js.get_msg(subjects.EVENTS_STREAM, info.state.last_seq)
         except NotFoundError:
             return 0
-        return int((msg.headers or {}).get(subjects.POSITION_HEADER, 0))
+        last, first = info.state.last_seq or 0, info.state.first_seq or 0
+        for seq in range(last, max(first, last - LOOKBACK + 1) - 1, -1):
+            if seq <= 0:
+                break
+            try:
+                msg = await self.js.get_msg(subjects.EVENTS_STREAM, seq)
+            except NotFoundError:
+                continue  # deleted
+            position = await self._stored_position((msg.headers or {}).get("Nats-Msg-Id"))
+            if position is not None:
+                return position
+            log.warning("message %d in %s names no stored event; passing over it", seq,
+                        subjects.EVENTS_STREAM)
+        return 0
+
+    async def _stored_position(self, msg_id: str | None) -> int | None:
+        try:
+            event_id = uuid.UUID(msg_id or "")
+        except ValueError:
+            return None
+        async with self.store.pool.acquire() as conn:
+            position = await conn.fetchval(
+                "SELECT position FROM events WHERE event_id = $1", event_id)
+        return None if position is None else int(position)
+
+    async def resume_position(self) -> int:
+        """Where to resume: the checkpoint, or the newest event the stream is proven to
+        hold if that is later. Saved before anything is published."""
+        saved = await self.checkpoint()
+        head = await self.store.head()
+        published = await self.last_published()
+        if saved > head:
+            log.error("relay checkpoint %d is beyond the store's head %d; resuming after "
+                      "position %d, the newest event the stream holds", saved, head, published)
+            position = published
+        else:
+            position = max(saved, published)
+        if position != saved:
+            await self._save(position)
+        log.info("relay resuming after position %d (checkpoint %d, stream %d, head %d)",
+                 position, saved, published, head)
+        return position
 
     async def run(self) -> None:
         await ensure_events_stream(self.js)
-        saved = await self.checkpoint()
-        published = await self.last_published()
-        position = max(saved, published)
-        if position != saved:
-            await self._save(position)
-        log.info("relay resuming after position %d (checkpoint %d, stream %d)",
-                 position, saved, published)
+        position = await self.resume_position()
         async for batch in self.store.follow(position, batch=self.batch):
             await self.publish(batch)
             await self._save(batch[-1].position)

@@ -127,3 +127,95 @@ async def test_relay_behind_its_checkpoint_republishes_nothing(
     finally:
         terminate(relay)
         await nc.close()
+
+
+async def _relay_process_published(store: EventStore, nc, settings, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                   count: int) -> None:
+    relay = start_service("relay", settings, tmp_path)
+    try:
+        await eventually(lambda: _has(nc, count), what=f"{count} events published")
+    finally:
+        relay.send_signal(signal.SIGKILL)
+        relay.wait()
+
+
+async def test_a_forged_position_header_does_not_move_the_relay(
+    store: EventStore, database_url: str, nats_server: Server, tmp_path: Path
+) -> None:
+    """Messages the relay did not publish, last in the stream when it restarts, claiming a
+    huge position (one with no id, one reusing a real event's id): the relay resumes from
+    its own checkpoint and later events still flow, each once."""
+    settings = settings_for(database_url, nats_server)
+    nc = await nats_connect(nats_server)
+    await append_many(store, 20)
+    await _relay_process_published(store, nc, settings, tmp_path, 20)
+    first = (await store.read_all(0, 1))[0]
+    js = nc.jetstream()
+    # Let the duplicate window pass, so that a copy of a real event's id is stored too.
+    config = (await js.stream_info(subjects.EVENTS_STREAM)).config
+    config.duplicate_window = 0.1
+    await js.update_stream(config)
+    await asyncio.sleep(0.3)
+    huge = str(2**62)
+    subject = subjects.event_subject("vm-x", "VmStopped")
+    await js.publish(subject, b"junk", headers={subjects.POSITION_HEADER: huge})
+    await js.publish(subject, b"{}", headers={"Nats-Msg-Id": "not-an-event",
+                                               subjects.POSITION_HEADER: huge})
+    await js.publish(subject, first.wire(), headers={"Nats-Msg-Id": str(first.event_id),
+                                                     subjects.POSITION_HEADER: huge})
+    planted = await stream_count(nc)
+    relay = start_service("relay", settings, tmp_path)
+    try:
+        await append_many(store, 10)
+        await eventually(lambda: _has(nc, planted + 10), what="10 later events published")
+        await asyncio.sleep(1.0)
+        assert await stream_count(nc) == planted + 10
+        async with store.pool.acquire() as conn:
+            checkpoint = await conn.fetchval(
+                "SELECT position FROM checkpoints WHERE name = 'relay'")
+        assert checkpoint == await store.head() == 30
+        # The later events are the newest in the stream, in store order.
+        tail = (await stream_messages_after(nc, planted))
+        assert tail == [str(e.event_id) for e in await store.read_all(20, 10)]
+    finally:
+        terminate(relay)
+        await nc.close()
+
+
+async def test_a_checkpoint_beyond_the_store_is_replaced_by_what_the_stream_holds(
+    store: EventStore, database_url: str, nats_server: Server, tmp_path: Path
+) -> None:
+    """A checkpoint that an earlier relay saved from a forged header: the relay resumes after
+    the newest event the stream is proven to hold, republishing nothing and skipping
+    nothing."""
+    settings = settings_for(database_url, nats_server)
+    nc = await nats_connect(nats_server)
+    await append_many(store, 15)
+    await _relay_process_published(store, nc, settings, tmp_path, 15)
+    async with store.pool.acquire() as conn:
+        await conn.execute("UPDATE checkpoints SET position = $1 WHERE name = 'relay'", 2**62)
+    relay = start_service("relay", settings, tmp_path)
+    try:
+        await append_many(store, 5)
+        await eventually(lambda: _has(nc, 20), what="5 later events published")
+        await asyncio.sleep(1.0)
+        published = await stream_messages(nc)
+        assert published == [(str(e.event_id), e.position) for e in await store.read_all(0, 50)]
+        async with store.pool.acquire() as conn:
+            checkpoint = await conn.fetchval(
+                "SELECT position FROM checkpoints WHERE name = 'relay'")
+        assert checkpoint == await store.head() == 20
+    finally:
+        terminate(relay)
+        await nc.close()
+
+
+async def stream_messages_after(nc, seq: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """The Nats-Msg-Id of every message after stream sequence ``seq``."""
+    js = nc.jetstream()
+    info = await js.stream_info(subjects.EVENTS_STREAM)
+    out = []
+    for n in range(seq + 1, info.state.last_seq + 1):
+        msg = await js.get_msg(subjects.EVENTS_STREAM, n)
+        out.append((msg.headers or {})["Nats-Msg-Id"])
+    return out
