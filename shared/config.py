@@ -33,12 +33,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     health_listen: str = "127.0.0.1:0"
     admin_api_key: str = ""
     admin_secret_key: str = ""
+    # Seals the secret keys kept in the api_keys table (AES-GCM); `up` generates one. At
+    # least 32 characters; the gateway refuses to start without it.
+    key_encryption_key: str = ""
+    # How far ahead of the server's clock a signed request's `expires` may lie.
+    signature_max_expiry_s: int = 3600
     log_level: str = "INFO"
     # Open /client/events streams one account may hold in one gateway; one more is a 429.
     max_event_streams_per_account: int = 5
 
 
-SECRET_FIELDS = frozenset({"nats_password", "vcenter_password", "admin_secret_key"})
+SECRET_FIELDS = frozenset({"nats_password", "vcenter_password", "admin_secret_key",
+                           "key_encryption_key"})
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:

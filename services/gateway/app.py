@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -11,7 +12,7 @@ from aiohttp import web
 from proto import streams
 from proto.envelope import Metadata
 from proto.events import AccountCreated, Event, UserCreated
-from services.gateway import commands  # noqa: F401  (registers the commands)
+from services.gateway import commands, keys  # noqa: F401  (commands: registers them)
 from services.gateway.api import Context
 from services.gateway.audit import FANOUT, stream_events
 from services.gateway.fanout import Fanout
@@ -21,6 +22,8 @@ from shared.domain import offerings
 from shared.domain.accounts import ADMIN_ACCOUNT_ID, ADMIN_USER_ID
 from shared.eventstore import NO_STREAM, ConcurrencyError, EventStore, NewEvent
 from shared.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 async def ensure_defaults(store: EventStore) -> None:
@@ -40,16 +43,29 @@ async def ensure_defaults(store: EventStore) -> None:
 
 
 async def ensure_admin_keys(store: EventStore, settings: Settings) -> None:
-    """Register the configured admin key pair (the launcher generates one on first start)."""
-    if not settings.admin_api_key:
-        return
+    """Seal any secret key still stored in clear, then register the configured admin key
+    pair (the launcher generates one on first start) as the admin's live pair.
+
+    Raises:
+        SystemExit: no usable key encryption key is configured.
+    """
+    try:
+        secrets = keys.box(settings)
+    except ValueError as exc:
+        raise SystemExit(f"snapdeploy gateway: {exc}") from None
     async with store.pool.acquire() as conn:
-        await conn.execute(
-            "INSERT INTO api_keys (api_key, secret_key, account_id, account_name, user_id,"
-            " user_name, role) VALUES ($1, $2, $3, 'admin', $4, 'admin', 'admin')"
-            " ON CONFLICT (api_key) DO UPDATE SET secret_key = excluded.secret_key",
-            settings.admin_api_key, settings.admin_secret_key, ADMIN_ACCOUNT_ID, ADMIN_USER_ID,
-        )
+        sealed = await keys.seal_clear_rows(conn, secrets)
+        if sealed:
+            log.info("sealed %d secret keys that were stored in clear", sealed)
+        if not settings.admin_api_key:
+            return
+        live = await keys.ensure_configured(
+            conn, secrets, api_key=settings.admin_api_key, secret=settings.admin_secret_key,
+            account_id=ADMIN_ACCOUNT_ID, account_name="admin", user_id=ADMIN_USER_ID,
+            user_name="admin", role="admin")
+    if not live:
+        log.warning("the configured admin API key was replaced by registerUserKeys and stays "
+                    "revoked; use the admin's newer key pair, or configure a new one")
 
 
 # Long request lines reach the API (and get CloudStack's envelope) instead of a bare 400
@@ -68,7 +84,7 @@ async def _run_fanout(app: web.Application) -> AsyncIterator[None]:
 
 def build(rt: Runtime, store: EventStore) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
-    app[CONTEXT] = Context(store=store)
+    app[CONTEXT] = Context(store=store, settings=rt.settings)
     app.router.add_route("GET", "/client/api", api)
     app.router.add_route("POST", "/client/api", api)
     app[FANOUT] = Fanout(store, max_per_account=rt.settings.max_event_streams_per_account)

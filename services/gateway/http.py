@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 from multidict import MultiMapping
 
-from services.gateway import auth
+from services.gateway import auth, keys
 from services.gateway.api import (
     AUTH_ERROR,
     COMMANDS,
@@ -43,17 +43,18 @@ async def request_params(request: web.Request) -> list[tuple[str, str]]:
 
 
 async def _key(ctx: Context, api_key: str) -> tuple[Caller, str] | None:
+    """The owner and secret key of a live ``api_key``; None for an unknown or revoked one."""
     if "\x00" in api_key or len(api_key) > 255:
         return None  # no key looks like that (and PostgreSQL text cannot hold a NUL)
+    secrets = keys.box(ctx.settings)
     async with ctx.store.pool.acquire() as conn:
-        row = await conn.fetchrow(
-            "SELECT secret_key, account_id, account_name, user_id, user_name, role"
-            " FROM api_keys WHERE api_key = $1", api_key)
-    if row is None:
+        found = await keys.lookup(conn, secrets, api_key)
+    if found is None:
         return None
+    row, secret = found
     caller = Caller(row["account_id"], row["account_name"], row["user_id"], row["user_name"],
                     row["role"])
-    return caller, row["secret_key"]
+    return caller, secret
 
 
 async def caller_by_key(ctx: Context, api_key: str) -> Caller | None:
@@ -62,12 +63,29 @@ async def caller_by_key(ctx: Context, api_key: str) -> Caller | None:
     return None if found is None else found[0]
 
 
+def check_request(pairs: list[tuple[str, str]], now: datetime,
+                  max_ahead: timedelta) -> tuple[str, str]:
+    """The api key and signature of a request whose shape allows verifying it; ApiError
+    (431 for a malformed parameter name, 401 otherwise) for one that cannot be."""
+    try:
+        auth.check_names(pairs)
+        values = {k.lower(): v for k, v in pairs}
+        api_key, signature = values.get("apikey"), values.get("signature")
+        if not api_key or not signature:
+            raise ApiError(AUTH_ERROR, AUTH_FAILED)
+        auth.check_expiry(values, now, max_ahead)
+    except auth.Refused as refused:
+        if refused.param_error:
+            raise ApiError(PARAM_ERROR, refused.text) from None
+        raise ApiError(AUTH_ERROR, f"{AUTH_FAILED}: {refused.text}") from None
+    return api_key, signature
+
+
 async def caller_for(ctx: Context, pairs: list[tuple[str, str]]) -> Caller:
-    """The user whose key signed the request, or ApiError(401)."""
-    values = {k.lower(): v for k, v in pairs}
-    api_key, signature = values.get("apikey"), values.get("signature")
-    if not api_key or not signature:
-        raise ApiError(AUTH_ERROR, AUTH_FAILED)
+    """The user whose key signed the request, or ApiError(401); a request whose parameter
+    names or expiry make its signature meaningless is refused before the key is looked up."""
+    api_key, signature = check_request(
+        pairs, datetime.now(UTC), timedelta(seconds=ctx.settings.signature_max_expiry_s))
     found = await _key(ctx, api_key)
     if found is None:
         raise ApiError(AUTH_ERROR, AUTH_FAILED)
@@ -75,15 +93,6 @@ async def caller_for(ctx: Context, pairs: list[tuple[str, str]]) -> Caller:
     signed = [(k, v) for k, v in pairs if k.lower() != "signature"]
     if not auth.verify(signed, signature, secret):
         raise ApiError(AUTH_ERROR, AUTH_FAILED)
-    if values.get("signatureversion") == "3":
-        try:
-            expires = auth.parse_expires(values.get("expires", ""))
-        except ValueError:
-            raise ApiError(AUTH_ERROR, f"{AUTH_FAILED}: signatureVersion 3 needs a valid "
-                           "expires parameter") from None
-        if expires < datetime.now(UTC):
-            raise ApiError(AUTH_ERROR, f"{AUTH_FAILED}: the request expired at "
-                           f"{expires.isoformat()}")
     return caller
 
 

@@ -54,7 +54,12 @@ def _secrets(state_dir: Path) -> dict[str, str]:
     path = state_dir / "secrets.json"
     if path.exists():
         saved: dict[str, str] = json.loads(path.read_text())
-        return saved
+        if "key_encryption_key" in saved:
+            return saved
+        # A state directory from before secret keys were sealed: add the key, keep the rest.
+        values = {**saved, "key_encryption_key": secrets.token_urlsafe(32)}
+        path.write_text(json.dumps(values, indent=2))
+        return values
     values = {
         "nats_user": "snapdeploy",
         "nats_password": secrets.token_urlsafe(18),
@@ -63,6 +68,7 @@ def _secrets(state_dir: Path) -> dict[str, str]:
         "vcenter_password": secrets.token_urlsafe(12),
         "admin_api_key": secrets.token_urlsafe(32),
         "admin_secret_key": secrets.token_urlsafe(32),
+        "key_encryption_key": secrets.token_urlsafe(32),
     }
     path.touch(mode=0o600)
     path.write_text(json.dumps(values, indent=2))
@@ -184,6 +190,8 @@ class Stack:
             settings = replace(settings, admin_api_key=creds["admin_api_key"],
                                admin_secret_key=creds["admin_secret_key"])
             self._generated["admin_secret_key"] = "admin_secret_key"
+        if "key_encryption_key" not in given:
+            settings = replace(settings, key_encryption_key=creds["key_encryption_key"])
         self.settings = replace(settings, gateway_listen=listen)
 
         for name in SERVICES:

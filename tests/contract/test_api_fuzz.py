@@ -52,7 +52,7 @@ requests = st.tuples(commands, st.dictionaries(st.sampled_from(PARAMS), values, 
 @pytest.fixture
 async def gateway(pool: asyncpg.Pool) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
     store = EventStore(pool)
-    settings_ = Settings(admin_api_key=KEY, admin_secret_key=SECRET)
+    settings_ = Settings(admin_api_key=KEY, admin_secret_key=SECRET, key_encryption_key="k" * 32)
     await ensure_admin_keys(store, settings_)
     await ensure_defaults(store)
     projector = asyncio.create_task(Projector(store, ALL).run())

@@ -2,7 +2,7 @@
 
 Upstream's parameters and response shapes. Passwords are accepted and not kept: the API is
 used with key pairs, and no secret ever enters the event store (the secret key lives in the
-``api_keys`` table only).
+``api_keys`` table only, sealed; see ``services.gateway.keys``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 from proto import streams
 from proto.events import AccountCreated, UserCreated, UserKeysRegistered
+from services.gateway import keys
 from services.gateway.api import (
     PARAM_ERROR,
     ApiError,
@@ -116,11 +117,11 @@ async def register_user_keys(ctx: Context, params: Params, caller: Caller) -> di
     api_key, secret_key = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     role = account["data"]["role"] if account else "user"
     async with ctx.store.pool.acquire() as conn:
-        await conn.execute(
-            "INSERT INTO api_keys (api_key, secret_key, account_id, account_name, user_id,"
-            " user_name, role) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            api_key, secret_key, user["account_id"], account["name"] if account else "",
-            user_id, user["name"], role)
+        # As in CloudStack, the new pair replaces the user's others at once.
+        await keys.replace_user_keys(
+            conn, keys.box(ctx.settings), api_key=api_key, secret=secret_key,
+            account_id=user["account_id"], account_name=account["name"] if account else "",
+            user_id=user_id, user_name=user["name"], role=role)
     await ctx.change(caller, Append(streams.user(user_id), [UserKeysRegistered(
         user_id=user_id, account_id=user["account_id"], api_key=api_key)]))
     return {"userkeys": {"apikey": api_key, "secretkey": secret_key}}
