@@ -1,4 +1,10 @@
-"""The NATS door: deploy requests published by other programs, answered like the API."""
+"""The NATS door: deploy requests published by other programs, answered like the API.
+
+A request is authenticated as an HTTP call is: its signature over the call's parameters is
+checked against the API key's secret (``caller_for``, the HTTP API's own check), and it must
+carry ``expires`` (signature version 3). Knowing an API key, the public half of a key pair,
+deploys nothing.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from services.gateway.api import (
     Context,
     Params,
 )
-from services.gateway.http import AUTH_FAILED, caller_by_key
+from services.gateway.http import AUTH_FAILED, caller_for
 from shared import metrics
 from shared.log import correlation
 
@@ -59,15 +65,14 @@ async def handle(ctx: Context, data: bytes) -> msgspec.Struct:
         return CommandRejected(errorcode=PARAM_ERROR,
                                errortext=f"malformed request: {str(exc)[:200]}")
     try:
-        caller = await caller_by_key(ctx, request.apikey)
-        if caller is None:
-            raise ApiError(AUTH_ERROR, AUTH_FAILED)
+        if not request.signature or not request.expires:
+            raise ApiError(AUTH_ERROR, f"{AUTH_FAILED}: a request on NATS must be signed, "
+                           "with signatureversion 3 and expires")
+        caller = await caller_for(ctx, [*request.signed_params(),
+                                        ("signature", request.signature)])
         # The same checks as the HTTP API's parameters.
-        fields = {name: ",".join(value) if isinstance(value, list) else value
-                  for name in DeployVirtualMachine.__struct_fields__
-                  if name not in ("apikey", "schema")
-                  and (value := getattr(request, name)) not in (None, [])}
-        checked = deploy_params(Params("deployVirtualMachine", fields), request.apikey)
+        checked = deploy_params(Params("deployVirtualMachine", request.fields()),
+                                request.apikey)
         accepted = await submit_deploy(ctx, caller, checked)
     except ApiError as exc:
         return CommandRejected(errorcode=exc.code, errortext=exc.text)

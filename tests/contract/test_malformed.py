@@ -16,13 +16,15 @@ import functools
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 
 from proto import subjects
-from proto.commands import DEPLOY_SUBJECT, CommandRejected
+from proto.commands import DEPLOY_SUBJECT, CommandRejected, DeployVirtualMachine
 from proto.envelope import EventEnvelope, Metadata
 from proto.events import (
     Event,
@@ -33,6 +35,7 @@ from proto.events import (
 )
 from services.gateway.api import Context
 from services.gateway.app import ensure_admin_keys, ensure_defaults
+from services.gateway.auth import sign
 from services.gateway.bus import serve_deploys
 from shared import metrics
 from shared.bus import Consumer
@@ -67,12 +70,11 @@ class Door:
 @pytest.fixture
 async def door(store: EventStore, nats_server: Server) -> AsyncIterator[Door]:
     """The gateway's NATS door, served as services/gateway/__main__.py serves it."""
-    settings = Settings(admin_api_key=KEY, admin_secret_key=SECRET, key_encryption_key="k" * 32)
-    await ensure_admin_keys(store, settings)
+    await ensure_admin_keys(store, Settings(admin_api_key=KEY, admin_secret_key=SECRET))
     await ensure_defaults(store)
     server_side = await nats_connect(nats_server)
     client = await nats_connect(nats_server)
-    await serve_deploys(server_side, Context(store=store, settings=settings))
+    await serve_deploys(server_side, Context(store=store))
     await server_side.flush()
     yield Door(client, store)
     await client.close()
@@ -114,6 +116,49 @@ MALFORMED: list[tuple[str, bytes, list[str]]] = [
 ]
 
 
+def signed(secret: str = SECRET, expires_in: float = 300, **fields: Any) -> DeployVirtualMachine:
+    """A deploy request signed as a client signs it, expiring ``expires_in`` seconds from now."""
+    expires = (datetime.now(UTC) + timedelta(seconds=expires_in)).strftime(
+        "%Y-%m-%dT%H:%M:%S+0000")
+    request = DeployVirtualMachine(apikey=KEY, expires=expires, **fields)
+    return msgspec.structs.replace(request, signature=sign(request.signed_params(), secret))
+
+
+async def test_a_deploy_request_must_be_signed_with_the_keys_secret_and_unexpired(
+    door: Door,
+) -> None:
+    """The API key alone is public: a request on NATS is signed like an HTTP call, over its
+    fields, and expires. Each forgery is a 401; the same request signed right gets past
+    authentication to the parameter checks (here a 431 naming the offering, which does not
+    exist)."""
+    rows_before = await _event_rows(door.store)
+    offering = str(uuid.uuid4())
+    fields = {"serviceofferingid": offering, "vmsnapshotid": str(uuid.uuid4()), "name": "n"}
+    good = signed(**fields)
+    forgeries = {
+        "the API key alone": DeployVirtualMachine(apikey=KEY, **fields),
+        "no expires": msgspec.structs.replace(good, expires=""),
+        "signed with another secret": signed("not-the-secret", **fields),
+        "a field changed after signing": msgspec.structs.replace(good, name="other"),
+        "a field added after signing": msgspec.structs.replace(good, hostid=str(uuid.uuid4())),
+        "expires changed after signing": msgspec.structs.replace(
+            good, expires="2099-01-01T00:00:00+0000"),
+        "expired": signed(expires_in=-60, **fields),
+        "the signature of another request": msgspec.structs.replace(
+            signed(**{**fields, "name": "other"}), name="n"),
+    }
+    for what, request in forgeries.items():
+        rejected = await _ask(door, _json(request))
+        assert rejected.errorcode == 401, (what, rejected)
+        assert "unable to verify user credentials" in rejected.errortext, (what, rejected)
+    expired = await _ask(door, _json(forgeries["expired"]))
+    assert "expired" in expired.errortext
+    accepted_by_auth = await _ask(door, _json(good))
+    assert accepted_by_auth.errorcode == 431, accepted_by_auth
+    assert "serviceofferingid" in accepted_by_auth.errortext
+    assert await _event_rows(door.store) == rows_before
+
+
 async def test_malformed_deploy_requests_are_refused_counted_and_never_stored(
     door: Door,
 ) -> None:
@@ -133,9 +178,10 @@ async def test_malformed_deploy_requests_are_refused_counted_and_never_stored(
                                        "vmsnapshotid": str(uuid.uuid4())}))
     assert stranger.errorcode == 401
     assert "unable to verify user credentials" in stranger.errortext
-    # Well-formed, the right key, unicode where an id belongs: refused naming the parameter.
-    odd = await _ask(door, _json({"apikey": KEY, "serviceofferingid": "\U0001f600\u202e",
-                                  "vmsnapshotid": "снимок"}))
+    # Well-formed, signed with the right key, unicode where an id belongs: refused naming
+    # the parameter.
+    odd = await _ask(door, _json(signed(serviceofferingid="\U0001f600\u202e",
+                                        vmsnapshotid="снимок")))
     assert odd.errorcode == 431 and "serviceofferingid" in odd.errortext, odd
 
     assert _count(metrics.MALFORMED_MESSAGES.labels("gateway")) - malformed_before == len(

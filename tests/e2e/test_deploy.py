@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from cs import CloudStack, CloudStackApiException
 
 from proto.commands import DEPLOY_SUBJECT, CommandAccepted, CommandRejected, DeployVirtualMachine
+from services.gateway.auth import sign
 from tests.e2e.helpers import (
     clone_calls,
     fail_text,
@@ -226,9 +228,13 @@ def test_deploy_request_published_on_nats(stack: dict[str, Any], cloud: CloudSta
 
     original = vm_named(cloud, "DC0_C0_RP0_VM0")
     snap = cloud.listVMSnapshot(virtualmachineid=original["id"])["vmSnapshot"][0]["id"]
-    request = DeployVirtualMachine(apikey=stack["admin_api_key"], vmsnapshotid=snap,
-                                   serviceofferingid=offering(cloud, "Small Instance"),
-                                   name="from-nats")
+    expires = (datetime.now(UTC) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S+0000")
+    unsigned = DeployVirtualMachine(apikey=stack["admin_api_key"], vmsnapshotid=snap,
+                                    serviceofferingid=offering(cloud, "Small Instance"),
+                                    name="from-nats", expires=expires)
+    # Signed like the HTTP call, with the key's secret.
+    request = msgspec.structs.replace(unsigned, signature=sign(unsigned.signed_params(),
+                                                               stack["admin_secret_key"]))
 
     async def publish(payload: bytes) -> bytes:
         nc = await nats.connect(stack["nats_url"], user=stack["nats_user"],
@@ -256,6 +262,8 @@ def test_deploy_request_published_on_nats(stack: dict[str, Any], cloud: CloudSta
     assert rejected.errorcode == 431 and "malformed" in rejected.errortext
     wrong_key = msgspec.json.encode(msgspec.structs.replace(request, apikey="nobody"))
     assert json.loads(asyncio.run(publish(wrong_key)))["errorcode"] == 401
+    # The API key alone, the public half of the pair, deploys nothing.
+    assert json.loads(asyncio.run(publish(msgspec.json.encode(unsigned))))["errorcode"] == 401
 
 
 def test_deleting_the_snapshot_leaves_deployed_vms_and_expunge_removes_them(
