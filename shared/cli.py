@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+import asyncpg
 
 from shared import config, db
 from shared.eventstore import EventStore
 from shared.projections import ALL, Projector
 
 
-def _rebuild(args: argparse.Namespace) -> int:
+def _owner_url() -> str:
+    """The schema owner's database URL: SNAPDEPLOY_DATABASE_ADMIN_URL, else DATABASE_URL."""
     settings = config.load()
+    return settings.database_admin_url or settings.database_url
 
+
+def _rebuild(args: argparse.Namespace) -> int:
     async def run() -> int:
-        pool = await db.create_pool(settings.database_url, max_size=2)
+        pool = await db.create_pool(_owner_url(), max_size=2)
         try:
             async with pool.acquire() as conn:
                 await db.migrate(conn)
@@ -28,6 +35,30 @@ def _rebuild(args: argparse.Namespace) -> int:
     applied = asyncio.run(run())
     names = ", ".join(p.table.name for p in ALL)
     print(f"rebuilt {names} from {applied} events")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    async def run() -> list[int]:
+        conn = await asyncpg.connect(_owner_url())
+        try:
+            if args.role:
+                password = os.environ.get("SNAPDEPLOY_SERVICE_PASSWORD", "")
+                if not password:
+                    raise SystemExit("snapdeploy db migrate --role: set the role's password "
+                                     "in SNAPDEPLOY_SERVICE_PASSWORD")
+                return await db.prepare(conn, args.role, password)
+            return await db.migrate(conn)
+        finally:
+            await conn.close()
+
+    applied = asyncio.run(run())
+    print(f"applied migrations {applied}" if applied else "the schema is current")
+    return 0
+
+
+def _grants(args: argparse.Namespace) -> int:
+    print(db.grants_sql(args.role, args.database))
     return 0
 
 
@@ -93,6 +124,31 @@ def parser() -> argparse.ArgumentParser:
         "transaction (readers see the old tables until it commits). Uses DATABASE_URL.",
     )
     rebuild.set_defaults(run=_rebuild)
+
+    database = commands.add_parser(
+        "db", help="the database schema and the services' role",
+        description="Migrate the schema as its owner and give the services' role only the "
+        "rights it uses (read events, append through append_events(), write checkpoints, "
+        "inbox, read models and API keys). `snapdeploy up` does this for its own PostgreSQL.",
+    )
+    steps = database.add_subparsers(dest="action", required=True, metavar="ACTION")
+    migrate = steps.add_parser(
+        "migrate", help="apply pending migrations as the schema's owner",
+        description="Apply pending schema migrations, connecting with "
+        "SNAPDEPLOY_DATABASE_ADMIN_URL (else DATABASE_URL). With --role, also create or "
+        "update that login role (password from SNAPDEPLOY_SERVICE_PASSWORD) and grant it "
+        "the services' rights; needs CREATEROLE.",
+    )
+    migrate.add_argument("--role", default=None, help="the role the services connect as")
+    migrate.set_defaults(run=_migrate)
+    grants = steps.add_parser(
+        "grants", help="print the SQL that grants a role the services' rights",
+        description="Print the GRANT statements for a role the services connect as, for a "
+        "database administrator to run after `snapdeploy db migrate`.",
+    )
+    grants.add_argument("--role", required=True, help="the services' role")
+    grants.add_argument("--database", default="snapdeploy", help="the database name")
+    grants.set_defaults(run=_grants)
     return top
 
 

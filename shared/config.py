@@ -22,6 +22,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     nats_user: str = ""
     nats_password: str = ""
     database_url: str = "postgresql://snapdeploy@127.0.0.1:5432/snapdeploy"
+    # The schema owner's URL, for `snapdeploy db migrate` and `projections rebuild` (the
+    # services connect with database_url, a role that may not change the schema).
+    database_admin_url: str = ""
     vcenter_url: str = ""
     vcenter_user: str = ""
     vcenter_password: str = ""
@@ -39,6 +42,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # How far ahead of the server's clock a signed request's `expires` may lie.
     signature_max_expiry_s: int = 3600
     log_level: str = "INFO"
+    # nats-server's authorization file that the gateway keeps current (one NATS user per API
+    # key; see shared.natsauth); empty when the NATS server's configuration is kept elsewhere.
+    nats_auth_file: str = ""
     # Open /client/events streams one account may hold in one gateway; one more is a 429.
     max_event_streams_per_account: int = 5
 

@@ -110,8 +110,12 @@ class Runtime:
 
         async def open_pool() -> asyncpg.Pool:
             pool = await db.create_pool(self.settings.database_url, timeout=5)
-            async with pool.acquire() as conn:
-                await db.migrate(conn)
+            try:
+                async with pool.acquire() as conn:
+                    await _current_schema(conn)
+            except BaseException:
+                await pool.close()
+                raise
             return pool
 
         self.checks.setdefault("postgres", "connecting")
@@ -251,3 +255,17 @@ class Runtime:
         await self.serve_health()
         log.info("%s starting; health and metrics on port %s", self.service, self.health_port)
         await main(self)
+
+
+async def _current_schema(conn: asyncpg.Connection) -> None:
+    """Apply pending migrations when this role may (a single-role database); a role with
+    only the services' rights waits for `snapdeploy db migrate` to be run by the owner."""
+    missing = await db.pending(conn)
+    if not missing:
+        return
+    try:
+        await db.migrate(conn)
+    except asyncpg.InsufficientPrivilegeError:
+        raise RuntimeError(f"the schema is behind ({', '.join(missing)} not applied) and this "
+                           "role may not change it: run `snapdeploy db migrate` with the "
+                           "schema owner's SNAPDEPLOY_DATABASE_ADMIN_URL") from None

@@ -1,7 +1,9 @@
 """Versioned schema migrations: ``migrations/NNNN_name.sql`` applied once each, in order.
 
-Every service calls ``migrate`` on start; an advisory lock makes concurrent starts safe and
-the ``schema_migrations`` table records what has been applied.
+Services migrate on start when the schema is behind and their role may change it (a
+single-role database); otherwise ``snapdeploy db migrate`` (or ``snapdeploy up``) does, as
+the schema's owner. An advisory lock makes concurrent migrators safe and the
+``schema_migrations`` table records what has been applied.
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ async def applied_versions(conn: asyncpg.Connection) -> list[int]:
         "SELECT version FROM schema_migrations ORDER BY version"
     )
     return [row["version"] for row in rows]
+
+
+async def pending(conn: asyncpg.Connection) -> list[str]:
+    """The migrations not yet applied (all of them on an empty database). Needs only read
+    access, so a service whose role may not change the schema can tell it is current."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    done = set(await applied_versions(conn)) if exists else set()
+    return [name for version, name, _ in _migrations() if version not in done]
 
 
 async def migrate(conn: asyncpg.Connection) -> list[int]:

@@ -9,6 +9,7 @@ launcher with a parent-death signal, so killing the launcher leaves nothing runn
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -26,9 +27,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 from msgspec.structs import replace
 
-from shared import config
+from shared import config, db
 from shared.stack._servers import (
     Server,
     StartError,
@@ -52,24 +54,23 @@ READY_TIMEOUT_S = 120.0
 def _secrets(state_dir: Path) -> dict[str, str]:
     """Credentials generated on the first start and reused after (PostgreSQL keeps its own)."""
     path = state_dir / "secrets.json"
-    if path.exists():
-        saved: dict[str, str] = json.loads(path.read_text())
-        if "key_encryption_key" in saved:
-            return saved
-        # A state directory from before secret keys were sealed: add the key, keep the rest.
-        values = {**saved, "key_encryption_key": secrets.token_urlsafe(32)}
-        path.write_text(json.dumps(values, indent=2))
-        return values
-    values = {
+    fresh = {
         "nats_user": "snapdeploy",
         "nats_password": secrets.token_urlsafe(18),
         "postgres_password": secrets.token_urlsafe(18),
+        "postgres_service_password": secrets.token_urlsafe(18),
         "vcenter_user": "administrator@vsphere.local",
         "vcenter_password": secrets.token_urlsafe(12),
         "admin_api_key": secrets.token_urlsafe(32),
         "admin_secret_key": secrets.token_urlsafe(32),
         "key_encryption_key": secrets.token_urlsafe(32),
     }
+    saved: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    if saved.keys() >= fresh.keys():
+        return saved
+    # First start, or a state directory from an older snapdeploy: add what is missing
+    # (e.g. the key encryption key), keep the rest.
+    values = {**fresh, **saved}
     path.touch(mode=0o600)
     path.write_text(json.dumps(values, indent=2))
     return values
@@ -174,8 +175,17 @@ class Stack:
             self._progress("starting PostgreSQL")
             pg = self._server(start_postgres(self.state_dir, free_port(),
                                              creds["postgres_password"]))
-            settings = replace(settings, database_url=pg.url)
-            self._generated["database_password"] = "postgres_password"
+            # The schema's owner migrates; the services connect as a role that may not
+            # change the schema or rewrite events (shared/db/_roles.py).
+            password = creds["postgres_service_password"]
+            asyncio.run(_prepare_database(pg.url, SERVICE_ROLE, password))
+            settings = replace(settings, database_admin_url=pg.url,
+                               database_url=_with_user(pg.url, SERVICE_ROLE, password))
+            self._generated["database_password"] = "postgres_service_password"
+            self._generated["database_admin_password"] = "postgres_password"
+        elif settings.database_admin_url:
+            self._progress("migrating the database schema as its owner")
+            asyncio.run(_prepare_database(settings.database_admin_url))
         if "vcenter_url" not in given:
             self._progress("starting vcsim (vCenter simulator)")
             vc = self._server(start_vcsim(self.state_dir, free_port(), creds["vcenter_user"],
@@ -210,7 +220,9 @@ class Stack:
         return server
 
     def _start_child(self, child: Child) -> None:
-        settings = replace(self.settings, health_listen=f"127.0.0.1:{child.health_port}")
+        # Services get the database role that may not change the schema, never the owner's.
+        settings = replace(self.settings, health_listen=f"127.0.0.1:{child.health_port}",
+                           database_admin_url="")
         env = {**os.environ, **config.as_env(settings)}
         env.pop("DATABASE_URL", None)  # the child's SNAPDEPLOY_DATABASE_URL is the one to use
         child.process = spawn(child.name, [sys.executable, "-m", f"services.{child.name}"],
@@ -245,6 +257,7 @@ class Stack:
             "nats_url": s.nats_url,
             "nats_user": s.nats_user,
             "database_url": config.redact_url(s.database_url),
+            "database_admin_url": config.redact_url(s.database_admin_url),
             "vcenter_url": s.vcenter_url,
             "vcenter_user": s.vcenter_user,
             "admin_api_key": s.admin_api_key,
@@ -337,13 +350,31 @@ def read_stack(state_dir: Path) -> dict[str, Any]:
     info: dict[str, Any] = json.loads((state_dir / STACK_FILE).read_text())
     creds: dict[str, str] = json.loads((state_dir / SECRETS_FILE).read_text())
     for name, key in info.get("generated", {}).items():
-        if name == "database_password":
-            parts = urlsplit(info["database_url"])
-            netloc = f"{parts.username}:{creds[key]}@{parts.netloc.rsplit('@', 1)[1]}"
-            info["database_url"] = urlunsplit(parts._replace(netloc=netloc))
+        if name in ("database_password", "database_admin_password"):
+            url = name.replace("password", "url")
+            info[url] = _with_user(info[url], urlsplit(info[url]).username or "", creds[key])
         else:
             info[name] = creds[key]
     return info
+
+
+SERVICE_ROLE = "snapdeploy_service"
+
+
+def _with_user(url: str, user: str, password: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@"
+                                            f"{parts.netloc.rsplit('@', 1)[-1]}"))
+
+
+async def _prepare_database(owner_url: str, role: str = "", password: str = "") -> None:
+    """Migrate as the schema's owner; with ``role``, also create it with the services'
+    rights."""
+    conn = await asyncpg.connect(owner_url)
+    try:
+        await (db.prepare(conn, role, password) if role else db.migrate(conn))
+    finally:
+        await conn.close()
 
 
 def _vcsim_args() -> list[str]:

@@ -205,3 +205,30 @@ def test_one_tenant_cannot_take_all_capacity(stack: dict[str, Any], cloud: Cloud
     assert error["errorcode"] == 535 and "'memory'" in error["errortext"], error
     [memory] = erin.listResourceLimits(resourcetype="9")["resourcelimit"]
     assert memory["max"] == 1 and memory["account"] == "erin"
+
+
+def test_the_services_database_role_cannot_rewrite_history(stack: dict[str, Any]) -> None:
+    """The stack's services connect as a role that is no superuser and may not change or
+    delete events; the schema's owner is a different role."""
+
+    async def probe() -> tuple[bool, str, str]:
+        conn = await asyncpg.connect(stack["database_url"])
+        try:
+            superuser = await conn.fetchval(
+                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("UPDATE events SET type = 'Forged'")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("DELETE FROM events")
+            user: str = await conn.fetchval("SELECT current_user")
+        finally:
+            await conn.close()
+        owner = await asyncpg.connect(stack["database_admin_url"])
+        try:
+            owner_name: str = await owner.fetchval("SELECT current_user")
+        finally:
+            await owner.close()
+        return bool(superuser), user, owner_name
+
+    superuser, user, owner = asyncio.run(probe())
+    assert not superuser and user != owner

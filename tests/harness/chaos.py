@@ -362,7 +362,8 @@ class Chaos:
     async def _rebuild(self, conn: asyncpg.Connection) -> None:
         await self._caught_up(conn, "projector")
         live = await _read_models(conn)
-        env = {**os.environ, "SNAPDEPLOY_DATABASE_URL": self.info["database_url"]}
+        env = {**os.environ, "SNAPDEPLOY_DATABASE_URL": self.info["database_url"],
+               "SNAPDEPLOY_DATABASE_ADMIN_URL": self.info["database_admin_url"]}
         await asyncio.to_thread(subprocess.run, [*SNAPDEPLOY, "projections", "rebuild"],
                                 check=True, env=env, stdout=subprocess.DEVNULL, timeout=600)
         self.report.projections_equal_rebuild = live == await _read_models(conn)

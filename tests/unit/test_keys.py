@@ -80,7 +80,7 @@ def test_up_generates_the_key_encryption_key_on_first_start(tmp_path: Path) -> N
     assert _secrets(tmp_path) == created  # and reuses it
 
 
-def test_an_older_state_dir_gets_a_key_encryption_key_and_keeps_the_rest(
+def test_an_older_state_dir_gets_the_secrets_it_lacks_and_keeps_the_rest(
         tmp_path: Path) -> None:
     path = tmp_path / "secrets.json"
     older = {"nats_user": "snapdeploy", "nats_password": "n", "postgres_password": "p",
@@ -89,7 +89,8 @@ def test_an_older_state_dir_gets_a_key_encryption_key_and_keeps_the_rest(
     path.touch(mode=0o600)
     path.write_text(json.dumps(older))
     found = _secrets(tmp_path)
-    assert {k: v for k, v in found.items() if k != "key_encryption_key"} == older
-    assert len(found["key_encryption_key"]) >= 32
+    added = ("key_encryption_key", "postgres_service_password")
+    assert {k: v for k, v in found.items() if k not in added} == older
+    assert len(found["key_encryption_key"]) >= 32 and found["postgres_service_password"]
     assert json.loads(path.read_text()) == found
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
