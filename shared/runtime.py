@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared import bus, config, db
-from shared.drivers.vmware import VSphere
+from shared.drivers.vmware import SessionLost, VSphere
 from shared.eventstore import EventStore
 from shared.log import configure
 
@@ -34,6 +34,8 @@ BACKOFF_MAX_S = 15.0
 # On SIGTERM, how long consumers may take to finish the messages in hand before the rest
 # are handed back to NATS.
 SHUTDOWN_GRACE_S = 10.0
+# How often a service asks vCenter whether its session is still logged in.
+VCENTER_CHECK_S = 5.0
 
 
 class Runtime:
@@ -182,7 +184,29 @@ class Runtime:
         self.checks.setdefault("vcenter", "connecting")
         session = await self.retry("vcenter", login)
         self._closers.append(session.close)
+        self._spawn(self._watch_vcenter(session))
         return session
+
+    async def _watch_vcenter(self, session: VSphere) -> None:
+        """Report vCenter in /healthz as it is now: a lost session (vCenter restarted, or
+        the session expired) is logged in again; while that fails, or vCenter does not
+        answer, vcenter is unhealthy."""
+        while True:
+            await asyncio.sleep(VCENTER_CHECK_S)
+            try:
+                await session.check_session()
+            except SessionLost as exc:
+                state: str | None = str(exc)
+            except Exception as exc:
+                state = f"unreachable: {type(exc).__name__}: {exc}"
+            else:
+                state = None
+            previous = self.checks.get("vcenter")
+            if state is not None and previous != state:
+                log.warning("vcenter: %s", state)
+            elif state is None and previous is not None:
+                log.info("vcenter reachable again, logged in")
+            self.checks["vcenter"] = state
 
     async def consume(self, name: str, js: JetStreamContext, store: EventStore,
                       handlers: dict[str, bus.Handler]) -> None:

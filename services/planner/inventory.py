@@ -10,7 +10,7 @@ import msgspec
 from proto import EVENT_TYPES
 from proto.envelope import Metadata
 from shared.domain.accounts import ADMIN_ACCOUNT_ID
-from shared.domain.inventory import observed, vanished
+from shared.domain.inventory import DeployedVm, observed, vanished
 from shared.drivers.base import Hypervisor
 from shared.eventstore import Append, EventStore, NewEvent
 
@@ -22,7 +22,12 @@ _IMPORT_TYPES = [*_OBJECT_TYPES, "VmImported", "VmSnapshotTaken"]
 
 async def changes(store: EventStore, hypervisor: Hypervisor) -> list[Append]:
     """The appends that bring the store up to what vCenter shows now."""
+    # Deployed VMs count as gone only if they were running before vCenter was read: one
+    # that a deploy finishes meanwhile is simply not in this reading yet.
+    async with store.pool.acquire() as conn:
+        deployed_before = set(await _deployed(conn))
     inventories = await hypervisor.inventory()
+    vm_names = {vm.name for inventory in inventories for vm in inventory.vms}
     async with store.pool.acquire() as conn:
         own_names = {r["name"] for r in await conn.fetch(
             "SELECT data ->> 'instance_name' AS name FROM events"
@@ -32,7 +37,9 @@ async def changes(store: EventStore, hypervisor: Hypervisor) -> list[Append]:
         seen = [found for inventory in inventories
                 for found in observed(inventory, ADMIN_ACCOUNT_ID, own_names, owners)]
         vms, snapshots, objects, gone = await _imported(conn)
-        seen += vanished(seen, vms, snapshots, objects)
+        deployed = {vm_id: vm for vm_id, vm in (await _deployed(conn)).items()
+                    if vm_id in deployed_before}
+        seen += vanished(seen, vms, snapshots, objects, deployed=deployed, vm_names=vm_names)
         stream_ids = [stream for stream, _ in seen]
         versions = {r["stream_id"]: r["version"] for r in await conn.fetch(
             "SELECT stream_id, max(version) AS version FROM events"
@@ -79,6 +86,38 @@ async def _imported(conn: asyncpg.Connection) -> tuple[
                for r in latest if r["type"] != "InventoryObjectGone"}
     gone = {r["stream_id"] for r in latest if r["type"] == "InventoryObjectGone"}
     return vms, snapshots, objects, gone
+
+
+async def _deployed(conn: asyncpg.Connection) -> dict[str, DeployedVm]:
+    """VMs snapdeploy deployed that started and are neither expunged nor being destroyed
+    (a destroy removes the VM in vCenter before it records the expunge), with their
+    volumes and their snapshots not deleted."""
+    rows = await conn.fetch(
+        "SELECT data ->> 'vm_id' AS vm_id, data ->> 'instance_name' AS name FROM events e"
+        " WHERE type = 'VmDeployRequested'"
+        " AND stream_id IN (SELECT stream_id FROM events WHERE type = 'VmStarted')"
+        " AND stream_id NOT IN (SELECT stream_id FROM events"
+        "                       WHERE type IN ('VmExpunged', 'VmDeployFailed'))"
+        " AND (SELECT type FROM events last WHERE last.stream_id = e.stream_id"
+        "      ORDER BY version DESC LIMIT 1) <> 'VmDestroyRequested'")
+    if not rows:
+        return {}
+    ids = [r["vm_id"] for r in rows]
+    volumes: dict[str, list[str]] = {}
+    for r in await conn.fetch(
+            "SELECT id, data ->> 'vm_id' AS vm_id FROM catalog WHERE kind = 'volume'"
+            " AND removed IS NULL AND data ->> 'vm_id' = ANY($1::text[])", ids):
+        volumes.setdefault(r["vm_id"], []).append(r["id"])
+    snapshots: dict[str, list[str]] = {}
+    for r in await conn.fetch(
+            "SELECT DISTINCT data ->> 'snapshot_id' AS snapshot_id, data ->> 'vm_id' AS vm_id"
+            " FROM events WHERE type = 'VmSnapshotTaken' AND data ->> 'vm_id' = ANY($1::text[])"
+            " AND stream_id NOT IN (SELECT stream_id FROM events"
+            "                       WHERE type = 'VmSnapshotDeleted')", ids):
+        snapshots.setdefault(r["vm_id"], []).append(r["snapshot_id"])
+    return {r["vm_id"]: DeployedVm(r["name"], sorted(volumes.get(r["vm_id"], [])),
+                                   sorted(snapshots.get(r["vm_id"], [])))
+            for r in rows}
 
 
 def describe(appends: list[Append]) -> str:

@@ -7,7 +7,8 @@ the planner appends only what changed since the last sync.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from proto import streams
 from proto.events import (
@@ -110,16 +111,35 @@ def observed(inv: Inventory, account_id: str, own_vm_names: set[str],
     return out
 
 
+@dataclass(frozen=True)
+class DeployedVm:
+    """A VM snapdeploy deployed, started and not expunged, as the store knows it."""
+
+    instance_name: str
+    volume_ids: list[str] = field(default_factory=list)
+    snapshot_ids: list[str] = field(default_factory=list)  # its snapshots not deleted
+
+
 def vanished(seen: Sequence[tuple[str, Event]], imported: dict[str, list[str]],
              snapshots: dict[str, str],
-             objects: dict[str, tuple[str, str]] | None = None) -> list[tuple[str, Event]]:
-    """(stream id, event) for what vCenter no longer shows of what an earlier sync imported.
+             objects: dict[str, tuple[str, str]] | None = None, *,
+             deployed: Mapping[str, DeployedVm] | None = None,
+             vm_names: Collection[str] = ()) -> list[tuple[str, Event]]:
+    """(stream id, event) for what vCenter no longer shows of what snapdeploy knows.
 
     ``imported`` maps each imported VM not yet gone to its volume ids; ``snapshots`` maps
     each snapshot of those VMs not yet deleted to its VM; ``objects`` maps the stream of
-    each zone, host, pool and network not yet gone to its (kind, id). A VM gone is expunged
-    with its volumes; a snapshot gone (or whose VM is gone) is deleted; any other object
-    gone is marked so (no longer listed, placed on or deployed to).
+    each zone, host, pool and network not yet gone to its (kind, id); ``deployed`` maps
+    each VM snapdeploy deployed to what the store knows of it, and ``vm_names`` are the
+    names of every VM and template vCenter shows now.
+
+    A VM gone is expunged with its volumes, imported or deployed alike (its disks went with
+    it in vCenter, so there is nothing left to start again); a snapshot gone, or whose VM is
+    gone, is deleted; any other object gone is marked so (no longer listed, placed on or
+    deployed to). A deployed VM is found by its instance name, the name snapdeploy gave it
+    in vCenter, not by its object id: a vCenter that restarted with a fresh inventory hands
+    out the same ids again to other VMs. The snapshots of a deployed VM that is still there
+    are left alone (``seen`` does not describe deployed VMs).
     """
     present = {stream for stream, _ in seen}
     out: list[tuple[str, Event]] = [
@@ -133,4 +153,13 @@ def vanished(seen: Sequence[tuple[str, Event]], imported: dict[str, list[str]],
     for vm_id, volume_ids in sorted(imported.items()):
         if streams.vm(vm_id) not in present:
             out.append((streams.vm(vm_id), VmExpunged(vm_id=vm_id, volume_ids=volume_ids)))
+    names = set(vm_names)
+    for vm_id, vm in sorted((deployed or {}).items()):
+        if vm.instance_name in names:
+            continue
+        out += [(streams.vm_snapshot(snapshot_id),
+                 VmSnapshotDeleted(snapshot_id=snapshot_id, vm_id=vm_id))
+                for snapshot_id in sorted(vm.snapshot_ids)]
+        out.append((streams.vm(vm_id),
+                    VmExpunged(vm_id=vm_id, volume_ids=sorted(vm.volume_ids))))
     return out

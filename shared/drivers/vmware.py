@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import logging
 import ssl
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -36,6 +38,7 @@ from shared.drivers.base import (
     VmInfo,
 )
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 PC = vmodl.query.PropertyCollector
 
@@ -56,6 +59,91 @@ _KINDS: dict[str, Any] = {
     "group": vim.Folder,
     "datacenter": vim.Datacenter,
 }
+
+
+class SessionLost(HypervisorError):
+    """vCenter no longer knows this session (it restarted, or the session expired or was
+    terminated) and logging in again failed; a later call tries again."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"vCenter session lost; logging in again failed: {reason}",
+                         transient=True)
+
+
+# Calls that are not retried after logging in again: they are the login itself.
+_SESSION_CALLS = frozenset({"Login", "Logout", "LoginByToken", "LoginExtensionByCertificate"})
+# Calls that change nothing in vCenter (reads, and views and collectors of this session),
+# sent once more when the connection they went out on turns out dead: after a restart of
+# vCenter the connections pyVmomi keeps open are all dead, and the first call meets one.
+_SAFE_TO_RESEND = frozenset({
+    "RetrieveContents", "RetrieveProperties", "RetrievePropertiesEx",
+    "ContinueRetrievePropertiesEx", "RetrieveServiceContent", "CurrentTime",
+    "CreateContainerView", "DestroyView", "CreatePropertyCollector",
+})
+
+
+class _Relogin:
+    """Wraps a pyVmomi stub so that a call vCenter refuses with ``NotAuthenticated`` logs
+    in again on the same stub and is sent once more.
+
+    Every SOAP call of the session, and so every driver call, goes through the stub's
+    ``InvokeMethod`` (property reads too), so this covers them all. A refused call did not
+    run, so sending it again is safe. The managed objects already held stay valid: they
+    name the stub, whose session cookie the new login replaces.
+    """
+
+    def __init__(self, stub: Any, manager: Any, user: str, password: str,
+                 on_login: Callable[[], None]) -> None:
+        self._manager = manager
+        self._invoke = stub.InvokeMethod
+        self._user = user
+        self._password = password
+        self._on_login = on_login
+        self._lock = threading.Lock()
+        self.generation = 0  # logins since the first
+        stub.InvokeMethod = self.invoke
+
+    def invoke(self, mo: Any, info: Any, args: Any, *rest: Any, **kwargs: Any) -> Any:
+        method = str(getattr(info, "wsdlName", ""))
+        generation = self.generation
+        try:
+            return self._send(method, mo, info, args, *rest, **kwargs)
+        except vim.fault.NotAuthenticated:
+            if method in _SESSION_CALLS:
+                raise
+            self.log_in_again(generation, f"{method} was refused with NotAuthenticated")
+        return self._send(method, mo, info, args, *rest, **kwargs)
+
+    def _send(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._invoke(*args, **kwargs)
+        except (OSError, http.client.HTTPException) as exc:
+            # Not after a timeout: a call unanswered that long has had its time.
+            if method not in _SAFE_TO_RESEND or isinstance(exc, TimeoutError):
+                raise
+            # pyVmomi dropped its pooled connections on that failure; this opens a new one.
+            return self._invoke(*args, **kwargs)
+
+    def log_in_again(self, generation: int, why: str) -> None:
+        """Log in again, unless another thread did since ``generation`` was read.
+
+        Raises:
+            SessionLost: vCenter refused the login or did not answer it.
+        """
+        with self._lock:
+            if self.generation != generation:
+                return
+            try:
+                self._manager.Login(self._user, self._password, None)
+            except vmodl.MethodFault as fault:
+                reason = getattr(fault, "msg", None) or _fault_name(fault)
+                raise SessionLost(f"{_fault_name(fault)}: {reason}") from fault
+            except (OSError, http.client.HTTPException) as exc:
+                raise SessionLost(f"vCenter did not answer: {type(exc).__name__}: {exc}") \
+                    from exc
+            self.generation += 1
+            self._on_login()
+            log.warning("vCenter session lost (%s); logged in again", why)
 
 
 def ref_of(obj: Any) -> str:
@@ -162,7 +250,8 @@ class VSphere:
     """One authenticated vCenter session, implementing ``shared.drivers.base.Hypervisor``."""
 
     def __init__(self, service_instance: Any, executor: ThreadPoolExecutor,
-                 call_timeout: float | None = None) -> None:
+                 call_timeout: float | None = None,
+                 credentials: tuple[str, str] | None = None) -> None:
         self.si = service_instance
         # A task is waited for in long polls that must end before a call times out.
         self._poll_s = int(min(30, max(1, (call_timeout or 60) / 2)))
@@ -173,6 +262,17 @@ class VSphere:
         self._dc_of: dict[str, str] = {}  # object ref -> its datacenter's ref
         self._resource_pools: dict[str, str] = {}
         self._portgroup_map: dict[str, str] | None = None
+        # With credentials, a session vCenter forgot is logged in again on first refusal.
+        self._relogin = None if credentials is None else _Relogin(
+            service_instance._stub, self.content.sessionManager, *credentials,
+            on_login=self._forget_cached)
+
+    def _forget_cached(self) -> None:
+        """After a new login: vCenter may have restarted with another inventory."""
+        self._dcs = []
+        self._dc_of = {}
+        self._resource_pools = {}
+        self._portgroup_map = None
 
     @classmethod
     async def connect(cls, url: str, user: str, password: str, *, verify_tls: bool = True,
@@ -193,7 +293,8 @@ class VSphere:
         loop = asyncio.get_running_loop()
         try:
             si = await loop.run_in_executor(executor, login)
-            return await loop.run_in_executor(executor, lambda: cls(si, executor, call_timeout))
+            return await loop.run_in_executor(
+                executor, lambda: cls(si, executor, call_timeout, (user, password)))
         except BaseException:
             executor.shutdown(wait=False)
             raise
@@ -207,6 +308,24 @@ class VSphere:
         except (OSError, http.client.HTTPException) as exc:
             raise HypervisorError(f"vCenter did not answer: {type(exc).__name__}: {exc}",
                                   transient=True) from exc
+
+    async def check_session(self) -> None:
+        """Ask vCenter whether this session is still logged in; log in again if not.
+
+        Raises:
+            SessionLost: the session is gone and logging in again failed.
+            HypervisorError: vCenter did not answer (transient).
+        """
+        def check() -> None:
+            generation = 0 if self._relogin is None else self._relogin.generation
+            current = self._props(vim.SessionManager, ["currentSession"],
+                                  self.content.sessionManager)
+            if (not current or current[0][1].get("currentSession") is None) \
+                    and self._relogin is not None:
+                # A vCenter that lets an unauthenticated session read this says "none".
+                self._relogin.log_in_again(generation, "no current session")
+
+        await self.call(check)
 
     async def close(self) -> None:
         await self.call(Disconnect, self.si)

@@ -15,7 +15,13 @@ from proto.events import (
     VmSnapshotTaken,
     VmStopped,
 )
-from shared.domain.inventory import object_id, observed, snapshot_description, vanished
+from shared.domain.inventory import (
+    DeployedVm,
+    object_id,
+    observed,
+    snapshot_description,
+    vanished,
+)
 from shared.domain.seed import template_name
 from shared.drivers.base import (
     DiskInfo,
@@ -114,3 +120,35 @@ def test_hosts_pools_networks_and_zones_no_longer_shown_are_gone() -> None:
         (streams.host("h-gone"), InventoryObjectGone(kind="host", object_id="h-gone")),
         (streams.network("n-gone"), InventoryObjectGone(kind="network", object_id="n-gone")),
     ]
+
+
+def test_deployed_vms_gone_from_vcenter_are_expunged_with_their_snapshots() -> None:
+    deployed = {
+        "vm-gone": DeployedVm("i-1234-aaaaaaaa-VM", ["vol-root", "vol-data"], ["snap-of-gone"]),
+        "vm-there": DeployedVm("i-1234-bbbbbbbb-VM", ["vol-there"], ["snap-of-there"]),
+    }
+    # vCenter restarted with a fresh inventory: its own VMs, and a new deploy's VM.
+    names = {"DC0_H0_VM0", "i-1234-bbbbbbbb-VM", "i-1234-cccccccc-VM"}
+    assert vanished([], {}, {}, deployed=deployed, vm_names=names) == [
+        (streams.vm_snapshot("snap-of-gone"),
+         VmSnapshotDeleted(snapshot_id="snap-of-gone", vm_id="vm-gone")),
+        (streams.vm("vm-gone"), VmExpunged(vm_id="vm-gone", volume_ids=["vol-data",
+                                                                        "vol-root"])),
+    ]
+
+
+def test_deployed_vms_still_in_vcenter_keep_their_snapshots() -> None:
+    """Deployed VMs are not described by ``seen``: their snapshots are not taken for gone
+    because of that, only because their VM is."""
+    deployed = {"vm-a": DeployedVm("i-1-a-VM", ["vol-a"], ["snap-1", "snap-2"])}
+    assert vanished([], {}, {}, deployed=deployed, vm_names={"i-1-a-VM"}) == []
+    assert vanished([], {}, {}, deployed={}, vm_names=set()) == []
+
+
+def test_a_deployed_vm_is_found_by_its_name_not_by_an_object_id_reused() -> None:
+    """After a restart vCenter may give a new VM the object id the deployed one had; only
+    the instance name says whether the deployed VM is still there."""
+    seen = observed(inventory(vm("i-9-new-VM")), "admin", {"i-9-new-VM"})
+    deployed = {object_id("vm", "vm-i-9-new-VM"): DeployedVm("i-9-old-VM", ["vol"], [])}
+    gone = vanished(seen, {}, {}, deployed=deployed, vm_names={"i-9-new-VM"})
+    assert [type(e) for _, e in gone] == [VmExpunged]
