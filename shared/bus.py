@@ -4,6 +4,12 @@ A consumer hands each event to the handler registered for its type. The handler 
 and acts, and returns what to append; those events and the consumer's inbox row commit in
 one transaction, and only then is the message acknowledged. A redelivered message whose
 inbox row exists is acknowledged without running the handler again.
+
+A message is only a notice that an event exists: the consumer reads the event itself from
+the store (in the same query that checks its inbox) and acts on what the store holds. A
+message naming no stored event is counted and dropped, whatever it says, so even a NATS
+server without snapdeploy's permissions (see shared.natsauth) cannot be used to forge
+work.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import itertools
 import logging
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
@@ -28,7 +35,7 @@ from proto.envelope import EventEnvelope, MalformedMessage, Metadata, decode_env
 from shared import metrics
 from shared.config import Settings
 from shared.domain.abandon import abandoned
-from shared.eventstore import Append, ConcurrencyError, EventStore, NewEvent
+from shared.eventstore import Append, ConcurrencyError, EventStore, NewEvent, RecordedEvent
 from shared.log import correlation
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,8 @@ CONFLICT_RETRIES = 30
 
 
 Handler = Callable[[EventEnvelope], Awaitable[Sequence[Append]]]
+_EVENT_COLUMNS = ("position, event_id, stream_id, version, type, schema, data, metadata,"
+                  " recorded_at")
 
 
 async def connect(
@@ -76,7 +85,10 @@ async def connect(
 
     options: dict[str, object] = {}
     if settings.nats_user:
-        options.update(user=settings.nats_user, password=settings.nats_password)
+        # Replies (JetStream's included) come to this identity's own inbox prefix, the only
+        # inboxes its permissions let it read (shared.natsauth).
+        options.update(user=settings.nats_user, password=settings.nats_password,
+                       inbox_prefix=f"_INBOX.{settings.nats_user}")
     nc = await nats.connect(
         settings.nats_url,
         name=name,
@@ -169,7 +181,12 @@ class Consumer:
 
     async def run(self) -> None:
         """Fetch and handle messages until ``stopping`` is set (or cancelled)."""
-        await ensure_events_stream(self.js)
+        try:
+            await self.js.stream_info(subjects.EVENTS_STREAM)
+        except NotFoundError:
+            # The relay creates it; a service's NATS identity may not (it fails, and the
+            # consumer is run again after a pause).
+            await ensure_events_stream(self.js)
         # add_consumer creates the durable or updates it to the current handler set.
         await self.js.add_consumer(subjects.EVENTS_STREAM, self.config())
         sub = await self.js.pull_subscribe_bind(self.name, stream=subjects.EVENTS_STREAM)
@@ -215,8 +232,19 @@ class Consumer:
             await msg.term()
             return
         handler = self.handlers.get(envelope.type)
+        seen = False
+        if handler is not None:
+            stored, seen = await self._stored(envelope.id)
+            if stored is None:
+                metrics.MESSAGES_HANDLED.labels(self.name, envelope.type, "unknown").inc()
+                log.error("dropped a message on %s naming no stored event (%s)", msg.subject,
+                          envelope.id[:64])
+                await msg.term()
+                return
+            envelope = stored.envelope()
+            handler = self.handlers.get(envelope.type)
         with correlation(envelope.metadata.correlation_id):
-            if handler is None or await self._seen(envelope.id):
+            if handler is None or seen:
                 await msg.ack()
                 outcome = "ignored" if handler is None else "duplicate"
                 metrics.MESSAGES_HANDLED.labels(self.name, envelope.type, outcome).inc()
@@ -297,13 +325,22 @@ class Consumer:
             return
         await msg.term()
 
-    async def _seen(self, event_id: str) -> bool:
+    async def _stored(self, event_id: str) -> tuple[RecordedEvent | None, bool]:
+        """The stored event of that id (None if there is none), and whether this consumer
+        handled it already."""
+        try:
+            key = uuid.UUID(event_id)
+        except ValueError:
+            return None, False
         async with self.store.pool.acquire() as conn:
-            found = await conn.fetchval(
-                "SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2",
-                self.name, event_id,
+            row = await conn.fetchrow(
+                f"SELECT {_EVENT_COLUMNS}, EXISTS (SELECT 1 FROM inbox WHERE consumer = $1"
+                " AND event_id = $2) AS seen FROM events WHERE event_id = $2",
+                self.name, key,
             )
-        return found is not None
+        if row is None:
+            return None, False
+        return RecordedEvent(*list(row.values())[:-1]), bool(row["seen"])
 
     async def _commit(self, cause: EventEnvelope, appends: Sequence[Append]) -> bool:
         """Record the handled message and append its results; False if already recorded."""

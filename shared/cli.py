@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -35,6 +36,54 @@ def _rebuild(args: argparse.Namespace) -> int:
     applied = asyncio.run(run())
     names = ", ".join(p.table.name for p in ALL)
     print(f"rebuilt {names} from {applied} events")
+    return 0
+
+
+IDENTITY_SECRET_ENV = "SNAPDEPLOY_NATS_IDENTITY_SECRET"
+
+
+def _nats_auth(args: argparse.Namespace) -> int:
+    import os
+
+    from msgspec.structs import replace
+
+    from services.gateway.api import Context
+    from services.gateway.bus import client_keys
+    from shared import natsauth
+    from shared.stack.launcher import SECRETS_FILE, read_stack
+
+    settings = config.load()
+    if args.state_dir:
+        state = Path(args.state_dir).resolve()
+        info = read_stack(state)
+        saved = json.loads((state / SECRETS_FILE).read_text())
+        secret = saved["nats_password"]
+        settings = replace(settings, database_url=info["database_url"],
+                           key_encryption_key=saved.get("key_encryption_key",
+                                                        settings.key_encryption_key))
+        out = state / "nats" / "auth.conf"
+    else:
+        secret = os.environ.get(IDENTITY_SECRET_ENV, "")
+        if not secret or not args.out:
+            print(f"snapdeploy: give --state-dir, or --out with {IDENTITY_SECRET_ENV} set",
+                  file=sys.stderr)
+            return 2
+        out = Path(args.out)
+
+    async def keys() -> list[natsauth.ClientKey]:
+        pool = await db.create_pool(settings.database_url, max_size=2)
+        try:
+            return await client_keys(Context(store=EventStore(pool), settings=settings))
+        finally:
+            await pool.close()
+
+    found = asyncio.run(keys())
+    natsauth.write_identities(out, secret)
+    written = natsauth.refresh(out, found)
+    print(f"wrote {out}: {len(natsauth.SERVICES) + 1} service identities, {written} API keys")
+    if args.passwords:
+        for name in (*natsauth.SERVICES, natsauth.MONITOR):
+            print(f"{name} {natsauth.password_for(secret, name)}")
     return 0
 
 
@@ -149,6 +198,28 @@ def parser() -> argparse.ArgumentParser:
     grants.add_argument("--role", required=True, help="the services' role")
     grants.add_argument("--database", default="snapdeploy", help="the database name")
     grants.set_defaults(run=_grants)
+
+    nats_auth = commands.add_parser(
+        "nats-auth", help="write nats-server's users and permissions",
+        description="Write the authorization section of nats-server's configuration (mode "
+        "0600; passwords only as bcrypt hashes): one user per service (relay, planner, "
+        "seeder, cloner, volume, gateway), a read-only monitor, and one user per live API "
+        "key (user name: the API key; password: its secret key) allowed to publish on "
+        "snapdeploy.api.> and read its own account's snapdeploy.audit.<account>.>. With "
+        "--state-dir, for a stack `up` runs: rewrites STATE_DIR/nats/auth.conf and has its "
+        "nats-server reload (the gateway also does this whenever keys change). With --out, "
+        "for a NATS server of your own: the identities' passwords derive from "
+        f"{IDENTITY_SECRET_ENV}; include FILE in the server's configuration, then reload "
+        "it (nats-server --signal reload). Reads keys from DATABASE_URL.",
+    )
+    nats_auth.add_argument("--state-dir", default=None, help="a stack started by `up`")
+    nats_auth.add_argument("--out", default=None, metavar="FILE",
+                           help="where to write the authorization section")
+    nats_auth.add_argument("--passwords", action="store_true",
+                           help="also print each service identity's password (give each "
+                           "service its own as SNAPDEPLOY_NATS_PASSWORD, with "
+                           "SNAPDEPLOY_NATS_USER set to its name)")
+    nats_auth.set_defaults(run=_nats_auth)
     return top
 
 

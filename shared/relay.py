@@ -19,6 +19,7 @@ import asyncio
 import logging
 import uuid
 
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -37,10 +38,16 @@ LOOKBACK = 200
 
 
 class Relay:
-    def __init__(self, store: EventStore, js: JetStreamContext, *, batch: int = 500) -> None:
+    """Publishes each committed event to the stream, then announces it on its account's
+    audit subject (core NATS, at most once: the stream and /client/events are the durable
+    records)."""
+
+    def __init__(self, store: EventStore, js: JetStreamContext, *, batch: int = 500,
+                 nc: NATS | None = None) -> None:
         self.store = store
         self.js = js
         self.batch = batch
+        self.nc: NATS = nc if nc is not None else js._nc
 
     async def checkpoint(self) -> int:
         async with self.store.pool.acquire() as conn:
@@ -127,6 +134,9 @@ class Relay:
         async with asyncio.timeout(ACK_TIMEOUT_S):  # not wait_for: see EventStore.follow
             await asyncio.gather(*acks)
         metrics.RELAYED_EVENTS.inc(len(batch))
+        for event in batch:
+            await self.nc.publish(subjects.audit_subject(event.meta().account_id, event.type),
+                                  event.wire())
 
     async def _save(self, position: int) -> None:
         async with self.store.pool.acquire() as conn:

@@ -4,12 +4,19 @@ A request is authenticated as an HTTP call is: its signature over the call's par
 checked against the API key's secret (``caller_for``, the HTTP API's own check), and it must
 carry ``expires`` (signature version 3). Knowing an API key, the public half of a key pair,
 deploys nothing.
+
+The gateway also keeps nats-server's authorization file current (``nats_auth_file``): one
+NATS user per live API key (``shared.natsauth``), rewritten when it starts and whenever an
+event says keys changed, then reloaded by the server.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
+from pathlib import Path
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -24,8 +31,8 @@ from services.gateway.api import (
     Context,
     Params,
 )
-from services.gateway.http import AUTH_FAILED, caller_for
-from shared import metrics
+from services.gateway.http import AUTH_FAILED, _key, caller_for
+from shared import metrics, natsauth
 from shared.log import correlation
 
 log = logging.getLogger(__name__)
@@ -51,8 +58,57 @@ async def serve_deploys(nc: NATS, ctx: Context) -> None:
                 except Exception:
                     log.exception("could not answer a deploy request on NATS")
 
+    if ctx.settings.nats_auth_file:
+        await refresh_nats_identities(ctx)
+        _watchers.add(asyncio.ensure_future(_follow_key_changes(ctx)))
     await nc.subscribe(DEPLOY_SUBJECT, queue="gateway", cb=on_request)
     log.info("answering deploy requests on NATS subject %s", DEPLOY_SUBJECT)
+
+
+# Events after which the set of NATS identities may differ.
+KEY_EVENTS = frozenset({"UserKeysRegistered", "AccountCreated", "UserCreated",
+                        "AccountRemoved", "UserRemoved", "AccountDeleted", "UserDeleted"})
+_watchers: set[asyncio.Future[None]] = set()
+
+
+async def client_keys(ctx: Context) -> list[natsauth.ClientKey]:
+    """Every live API key with its secret, read through the gateway's own key lookup (the
+    one that checks signatures), so NATS identities follow however keys are stored."""
+    async with ctx.store.pool.acquire() as conn:
+        names = [r["api_key"] for r in await conn.fetch("SELECT api_key FROM api_keys")]
+    out = []
+    for api_key in names:
+        found = await _key(ctx, api_key)
+        if found is not None:  # revoked, or unreadable
+            caller, secret = found
+            out.append(natsauth.ClientKey(api_key, secret, caller.account_id, caller.is_admin))
+    return out
+
+
+async def refresh_nats_identities(ctx: Context) -> None:
+    """Rewrite the NATS authorization file from the key store and have nats-server reload
+    it (nothing without ``nats_auth_file``). Call after any change of API keys."""
+    if not ctx.settings.nats_auth_file:
+        return
+    keys = await client_keys(ctx)
+    written = await asyncio.to_thread(natsauth.refresh, Path(ctx.settings.nats_auth_file), keys)
+    log.info("NATS identities rewritten: %d API keys", written)
+
+
+async def _follow_key_changes(ctx: Context) -> None:
+    """Refresh the NATS identities after each event that may change them, from now on."""
+    while True:
+        try:
+            async for batch in ctx.store.follow(await ctx.store.head(), idle_poll=1.0):
+                if any(e.type in KEY_EVENTS for e in batch):
+                    await refresh_nats_identities(ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not refresh the NATS identities; trying again in 5s")
+            with contextlib.suppress(Exception):
+                await refresh_nats_identities(ctx)
+            await asyncio.sleep(5)
 
 
 async def handle(ctx: Context, data: bytes) -> msgspec.Struct:

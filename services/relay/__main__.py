@@ -6,8 +6,8 @@ from shared.runtime import Runtime
 
 async def main(rt: Runtime) -> None:
     store = await rt.postgres()
-    _, js = await rt.jetstream()
-    await rt.keep_running("relay", Relay(store, js).run)
+    nc, js = await rt.jetstream()
+    await rt.keep_running("relay", Relay(store, js, nc=nc).run)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from msgspec.structs import replace
 
-from shared import config, db
+from shared import config, db, natsauth
 from shared.stack._servers import (
     Server,
     StartError,
@@ -49,6 +49,8 @@ STACK_FILE = "stack.json"
 SECRETS_FILE = "secrets.json"
 LOCK_FILE = "launcher.lock"
 READY_TIMEOUT_S = 120.0
+# nats-server's configuration takes its users from the file the gateway keeps current.
+NATS_AUTHORIZATION = 'include "auth.conf"'
 
 
 def _secrets(state_dir: Path) -> dict[str, str]:
@@ -149,6 +151,8 @@ class Stack:
     children: list[Child] = field(default_factory=list)
     settings: config.Settings = field(default_factory=config.Settings)
     _server_retry: dict[str, float] = field(default_factory=dict)
+    # The secret the NATS identities' passwords derive from, when `up` runs nats-server.
+    _nats_secret: str = ""
 
     @property
     def logs(self) -> Path:
@@ -166,10 +170,16 @@ class Stack:
 
         if "nats_url" not in given:
             self._progress("starting nats-server (JetStream)")
-            nats = self._server(start_nats(self.state_dir, free_port(), creds["nats_user"],
-                                           creds["nats_password"]))
+            # One NATS user per service and per API key, each with its own permissions
+            # (shared.natsauth); stack.json names the read-only monitor identity.
+            self._nats_secret = creds["nats_password"]
+            natsauth.write_identities(self._nats_auth_file, self._nats_secret)
+            monitor = natsauth.password_for(self._nats_secret, natsauth.MONITOR)
+            nats = self._server(start_nats(self.state_dir, free_port(), natsauth.MONITOR,
+                                           monitor, authorization=NATS_AUTHORIZATION))
             settings = replace(settings, nats_url=nats.url, nats_user=nats.user,
-                               nats_password=nats.password)
+                               nats_password=nats.password,
+                               nats_auth_file=str(self._nats_auth_file))
             self._generated["nats_password"] = "nats_password"
         if "database_url" not in given:
             self._progress("starting PostgreSQL")
@@ -219,10 +229,21 @@ class Stack:
         self.servers[server.name] = server
         return server
 
+    @property
+    def _nats_auth_file(self) -> Path:
+        return self.state_dir / "nats" / "auth.conf"
+
     def _start_child(self, child: Child) -> None:
         # Services get the database role that may not change the schema, never the owner's.
         settings = replace(self.settings, health_listen=f"127.0.0.1:{child.health_port}",
                            database_admin_url="")
+        if self._nats_secret:
+            # Each service connects as itself; only the gateway rewrites the identities.
+            user = child.name if child.name in natsauth.SERVICES else ""
+            settings = replace(
+                settings, nats_user=user,
+                nats_password=natsauth.password_for(self._nats_secret, user) if user else "",
+                nats_auth_file=settings.nats_auth_file if child.name == "gateway" else "")
         env = {**os.environ, **config.as_env(settings)}
         env.pop("DATABASE_URL", None)  # the child's SNAPDEPLOY_DATABASE_URL is the one to use
         child.process = spawn(child.name, [sys.executable, "-m", f"services.{child.name}"],
@@ -256,6 +277,7 @@ class Stack:
             "audit_stream_url": f"http://{s.gateway_listen}/client/events",
             "nats_url": s.nats_url,
             "nats_user": s.nats_user,
+            "nats_identities": bool(self._nats_secret),
             "database_url": config.redact_url(s.database_url),
             "database_admin_url": config.redact_url(s.database_admin_url),
             "vcenter_url": s.vcenter_url,
@@ -317,7 +339,8 @@ class Stack:
     def _restart_server(self, server: Server) -> Server:
         port = int(server.url.rsplit(":", 1)[1].split("/", 1)[0])
         if server.name == "nats-server":
-            return start_nats(self.state_dir, port, server.user, server.password)
+            return start_nats(self.state_dir, port, server.user, server.password,
+                              authorization=NATS_AUTHORIZATION if self._nats_secret else None)
         if server.name == "postgres":
             return start_postgres(self.state_dir, port, server.password)
         return start_vcsim(self.state_dir, port, server.user, server.password, _vcsim_args())
@@ -345,14 +368,17 @@ def _identity_of(pid: int | None) -> dict[str, Any]:
 
 def read_stack(state_dir: Path) -> dict[str, Any]:
     """stack.json with the generated credentials filled in from secrets.json (mode 0600):
-    ``nats_password``, ``vcenter_password``, ``admin_secret_key`` and the password in
-    ``database_url``, for the ones ``up`` generated."""
+    ``nats_password`` (the monitor identity's, when ``up`` runs nats-server),
+    ``vcenter_password``, ``admin_secret_key`` and the password in ``database_url``, for the
+    ones ``up`` generated."""
     info: dict[str, Any] = json.loads((state_dir / STACK_FILE).read_text())
     creds: dict[str, str] = json.loads((state_dir / SECRETS_FILE).read_text())
     for name, key in info.get("generated", {}).items():
         if name in ("database_password", "database_admin_password"):
             url = name.replace("password", "url")
             info[url] = _with_user(info[url], urlsplit(info[url]).username or "", creds[key])
+        elif name == "nats_password" and info.get("nats_identities"):
+            info[name] = natsauth.password_for(creds[key], info["nats_user"])
         else:
             info[name] = creds[key]
     return info

@@ -70,11 +70,12 @@ class Door:
 @pytest.fixture
 async def door(store: EventStore, nats_server: Server) -> AsyncIterator[Door]:
     """The gateway's NATS door, served as services/gateway/__main__.py serves it."""
-    await ensure_admin_keys(store, Settings(admin_api_key=KEY, admin_secret_key=SECRET))
+    settings = Settings(admin_api_key=KEY, admin_secret_key=SECRET, key_encryption_key="k" * 32)
+    await ensure_admin_keys(store, settings)
     await ensure_defaults(store)
     server_side = await nats_connect(nats_server)
     client = await nats_connect(nats_server)
-    await serve_deploys(server_side, Context(store=store))
+    await serve_deploys(server_side, Context(store=store, settings=settings))
     await server_side.flush()
     yield Door(client, store)
     await client.close()
@@ -133,7 +134,8 @@ async def test_a_deploy_request_must_be_signed_with_the_keys_secret_and_unexpire
     exist)."""
     rows_before = await _event_rows(door.store)
     offering = str(uuid.uuid4())
-    fields = {"serviceofferingid": offering, "vmsnapshotid": str(uuid.uuid4()), "name": "n"}
+    fields: dict[str, Any] = {"serviceofferingid": offering, "vmsnapshotid": str(uuid.uuid4()),
+                              "name": "n"}
     good = signed(**fields)
     forgeries = {
         "the API key alone": DeployVirtualMachine(apikey=KEY, **fields),

@@ -237,8 +237,10 @@ def test_deploy_request_published_on_nats(stack: dict[str, Any], cloud: CloudSta
                                                                stack["admin_secret_key"]))
 
     async def publish(payload: bytes) -> bytes:
-        nc = await nats.connect(stack["nats_url"], user=stack["nats_user"],
-                                password=stack["nats_password"])
+        # As the admin's own NATS identity: the API key pair, replies to its inbox prefix.
+        nc = await nats.connect(stack["nats_url"], user=stack["admin_api_key"],
+                                password=stack["admin_secret_key"],
+                                inbox_prefix=f"_INBOX.{stack['admin_api_key']}")
         try:
             return (await nc.request(DEPLOY_SUBJECT, payload, timeout=10)).data
         finally:

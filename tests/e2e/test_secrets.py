@@ -27,6 +27,7 @@ import pytest
 from cs import CloudStack, CloudStackApiException
 
 from proto.commands import DEPLOY_SUBJECT, CommandRejected, DeployVirtualMachine
+from shared import natsauth
 from shared.stack._servers import PG_SYSTEM_USER
 from shared.stack.launcher import SERVICES, read_stack
 from tests.e2e.helpers import offering, snapshot, vm_named
@@ -59,8 +60,9 @@ def client(stack: dict[str, Any], key: str, secret: str) -> CloudStack:
 
 def nats_requests(stack: dict[str, Any], payloads: list[bytes]) -> list[CommandRejected]:
     async def ask() -> list[CommandRejected]:
-        nc = await nats.connect(stack["nats_url"], user=stack["nats_user"],
-                                password=stack["nats_password"])
+        nc = await nats.connect(stack["nats_url"], user=stack["admin_api_key"],
+                                password=stack["admin_secret_key"],
+                                inbox_prefix=f"_INBOX.{stack['admin_api_key']}")
         try:
             replies = [await nc.request(DEPLOY_SUBJECT, p, timeout=15) for p in payloads]
         finally:
@@ -176,7 +178,12 @@ def test_no_generated_secret_in_any_file_of_the_state_dir(
     JetStream data, PostgreSQL's data, vcsim's trace), after the requests above: none holds a
     generated secret, except secrets.json itself."""
     state = Path(stack["state_dir"])
-    wanted = {name: value.encode() for name, value in _generated_secrets(state).items()}
+    generated = _generated_secrets(state)
+    # The NATS identities' passwords, derived from the generated NATS secret.
+    generated |= {f"NATS password of {name}": natsauth.password_for(generated["nats_password"],
+                                                                    name)
+                  for name in (*natsauth.SERVICES, natsauth.MONITOR)}
+    wanted = {name: value.encode() for name, value in generated.items()}
     scanned, leaks = 0, []
     for path in sorted(state.rglob("*")):
         if path.name == "secrets.json" and path.parent == state:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import aiohttp
 import nats
 import pytest
 from cs import CloudStack, CloudStackApiException
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from proto import decode_envelope
@@ -142,6 +144,81 @@ async def test_api_changes_reach_nats_the_http_audit_stream_and_the_read_models(
     assert any(line.startswith("id: ") for line in sse)
     listed = await asyncio.to_thread(client(stack).listServiceOfferings, id=offering_id)
     assert listed["serviceoffering"][0]["name"] == name
+
+
+async def _connect_when_allowed(stack: dict[str, Any], user: str, password: str,
+                                errors: list[str]) -> NATS:
+    """Connect as ``user`` once the gateway has written its identity and nats-server has
+    reloaded (a few seconds after registerUserKeys at most)."""
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return await nats.connect(stack["nats_url"], user=user, password=password,
+                                      inbox_prefix=f"_INBOX.{user}", error_cb=on_error,
+                                      allow_reconnect=False, max_reconnect_attempts=0)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def test_each_api_key_is_a_nats_identity_of_its_own_account(
+    stack: dict[str, Any]
+) -> None:
+    """A user's key pair registered through the API becomes a NATS user: it may not publish
+    on the event stream nor read the admin account's audit subjects; the admin's own
+    identity reads its account's audit events, which the relay announces."""
+    admin = client(stack)
+    name = f"nats-{uuid.uuid4().hex[:6]}"
+    created = await asyncio.to_thread(
+        admin.createAccount, username=name, password="x" * 12, email=f"{name}@example.com",
+        firstname="N", lastname="A", accounttype="0")
+    keys = (await asyncio.to_thread(admin.registerUserKeys,
+                                    id=created["account"]["user"][0]["id"]))["userkeys"]
+    user_errors: list[str] = []
+    user = await _connect_when_allowed(stack, keys["apikey"], keys["secretkey"], user_errors)
+    admin_errors: list[str] = []
+    admin_nc = await _connect_when_allowed(stack, stack["admin_api_key"],
+                                           stack["admin_secret_key"], admin_errors)
+    got: list[str] = []
+    user_got: list[str] = []
+
+    async def on_audit(msg: Msg) -> None:
+        got.append(msg.subject)
+
+    async def on_user_audit(msg: Msg) -> None:
+        user_got.append(msg.subject)
+
+    try:
+        await admin_nc.subscribe("snapdeploy.audit.>", cb=on_audit)
+        await admin_nc.flush()
+        await user.publish("snapdeploy.events.vm.VmPowerRequested", b"{}")
+        await user.subscribe("snapdeploy.audit.>", cb=on_user_audit)
+        await user.subscribe("snapdeploy.events.>", cb=on_user_audit)
+        offering = f"Audit-{uuid.uuid4().hex[:6]}"
+        await asyncio.to_thread(admin.createServiceOffering, name=offering, displaytext="a",
+                                cpunumber=1, cpuspeed=100, memory=128)
+        for _ in range(100):
+            if any(s.endswith(".ServiceOfferingCreated") for s in got):
+                break
+            with contextlib.suppress(Exception):
+                await user.flush(timeout=1)
+            await asyncio.sleep(0.1)
+    finally:
+        await user.close()
+        await admin_nc.close()
+    refusals = [e.lower() for e in user_errors if "permissions violation" in e.lower()]
+    assert any('publish to "snapdeploy.events.vm.vmpowerrequested"' in e for e in refusals)
+    assert any('subscription to "snapdeploy.audit.>"' in e for e in refusals)
+    assert any('subscription to "snapdeploy.events.>"' in e for e in refusals)
+    assert user_got == []
+    assert any(s.startswith("snapdeploy.audit.") and s.endswith(".ServiceOfferingCreated")
+               for s in got), got
+    assert admin_errors == []
 
 
 def test_vcenter_of_the_stack_answers_pyvmomi(stack: dict[str, Any]) -> None:
