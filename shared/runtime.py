@@ -23,7 +23,8 @@ from nats.js import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared import bus, config, db
-from shared.drivers.vmware import SessionLost, VSphere
+from shared.drivers import configured
+from shared.drivers.base import Hypervisor, SessionLost
 from shared.eventstore import EventStore
 from shared.log import configure
 
@@ -172,22 +173,16 @@ class Runtime:
             delay = min(BACKOFF_MAX_S, delay * 2)
             self.checks[what] = None
 
-    async def vcenter(self) -> VSphere:
-        """A vCenter session, once vCenter answers."""
-        s = self.settings
-
-        async def login() -> VSphere:
-            return await VSphere.connect(s.vcenter_url, s.vcenter_user, s.vcenter_password,
-                                         verify_tls=s.vcenter_verify_tls,
-                                         call_timeout=s.vcenter_timeout)
-
+    async def vcenter(self) -> Hypervisor:
+        """A session with the configured hypervisor (vCenter), once it answers."""
+        driver = configured(self.settings)
         self.checks.setdefault("vcenter", "connecting")
-        session = await self.retry("vcenter", login)
+        session = await self.retry("vcenter", lambda: driver.connect(self.settings))
         self._closers.append(session.close)
         self._spawn(self._watch_vcenter(session))
         return session
 
-    async def _watch_vcenter(self, session: VSphere) -> None:
+    async def _watch_vcenter(self, session: Hypervisor) -> None:
         """Report vCenter in /healthz as it is now: a lost session (vCenter restarted, or
         the session expired) is logged in again; while that fails, or vCenter does not
         answer, vcenter is unhealthy."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from proto import streams
 from proto.envelope import EventEnvelope
@@ -40,6 +41,8 @@ from shared.bus import Handler
 from shared.domain.inventory import disks_of, nics_of, object_id, snapshot_description
 from shared.domain.vm import deploy_failure, deploy_request, volume_id
 from shared.drivers.base import (
+    CLONE,
+    RECONFIGURE,
     CloneProgress,
     CloneRequest,
     Hypervisor,
@@ -57,12 +60,10 @@ def job_failed(stream_id: str, job_id: str, error: Exception) -> list[Append]:
                                             error_text=str(error))])]
 
 
-def failed_step(progress: CloneProgress) -> str:
-    if progress.clone_task is None:
-        return "clone"
-    if progress.reconfigure_task is None:
-        return "reconfigure"
-    return "power-on"
+def pool_setting(pool: dict[str, Any] | None, name: str) -> str:
+    """A per-pool setting as set with updateConfiguration (``false`` unless set)."""
+    settings = pool["data"].get("settings", {}) if pool else {}
+    return str(settings.get(name, "false")).lower()
 
 
 class Cloner:
@@ -126,7 +127,8 @@ class Cloner:
                 for disk in disks:
                     if disk["type"] != "DATADISK":
                         continue
-                    task = await self.hypervisor.detach_disk(ref, disk["path"], missing_ok=True)
+                    task = await self.hypervisor.detach_volume(ref, disk["path"],
+                                                               missing_ok=True)
                     log.info("detached volume %s from VM %s before expunging it, task %s",
                              disk["id"], request.vm_id, task)
                     out.append(Append(streams.volume(disk["id"]), [VolumeDetached(
@@ -164,7 +166,8 @@ class Cloner:
             host_ref = await queries.ref_of(conn, "host", placed.host_id)
             pool_ref = await queries.ref_of(conn, "pool", placed.pool_id)
             networks = await queries.network_bindings(conn, request.network_ids)
-            full = await queries.full_clone(conn, placed.pool_id)
+            pool = await queries.catalog_row(conn, "pool", placed.pool_id)
+        full = pool_setting(pool, self.hypervisor.kind.full_clone_setting) == "true"
         clone = CloneRequest(
             name=request.instance_name, template_ref=ready.template_ref,
             base_snapshot_ref=ready.base_snapshot_ref, host_ref=host_ref, pool_ref=pool_ref,
@@ -179,11 +182,11 @@ class Cloner:
         try:
             await self.hypervisor.clone(clone, progress)
         except HypervisorError as exc:
-            step = failed_step(progress)
+            step = progress.failed_step()
             if exc.transient:
                 # Safe to run again: a new attempt first removes what this one left.
-                log.warning("deploy of VM %s: no answer from vCenter at %s (%s); retrying",
-                            request.vm_id, step, exc)
+                log.warning("deploy of VM %s: no answer from %s at %s (%s); retrying",
+                            request.vm_id, self.hypervisor.kind.manager, step, exc)
                 raise
             log.error("deploy of VM %s failed at %s: %s; removing what was created",
                       request.vm_id, step, exc)
@@ -194,7 +197,7 @@ class Cloner:
                               recorded[-1].version)
 
     async def remove_leftover(self, envelope: EventEnvelope) -> Sequence[Append]:
-        """A failed deploy leaves no VM in vCenter, whoever failed it and however it died
+        """A failed deploy leaves no VM behind, whoever failed it and however it died
         (a failure on the last delivery attempt, a crash mid-clone): remove any by its name."""
         failed = envelope.data
         assert isinstance(failed, VmDeployFailed)
@@ -213,22 +216,22 @@ class Cloner:
     def _deployed(self, envelope: EventEnvelope, request: VmDeployRequested, placed: VmPlaced,
                   ready: VmSourceReady, clone: CloneRequest,
                   progress: CloneProgress, version: int) -> list[Append]:
-        assert progress.vm_ref and progress.clone_task and progress.reconfigure_task
-        assert progress.power_on_task
+        assert progress.vm_ref
+        cloned, reconfigured = progress.operations[CLONE], progress.operations[RECONFIGURE]
         vm_events: list[Event] = [VmCreated(
             vm_id=request.vm_id, ref=progress.vm_ref, host_id=placed.host_id,
-            pool_id=placed.pool_id, linked=clone.linked, task_id=progress.clone_task)]
+            pool_id=placed.pool_id, linked=clone.linked, task_id=cloned)]
         for nic, network_id in zip(progress.nics, request.network_ids, strict=False):
-            vm_events.append(NicCreated(vm_id=request.vm_id, task_id=progress.reconfigure_task,
+            vm_events.append(NicCreated(vm_id=request.vm_id, task_id=reconfigured,
                                         nic=Nic(nic_id=stable_id("nic", request.vm_id,
                                                                  str(nic.device_key)),
                                                 network_id=network_id, mac=nic.mac,
                                                 device_key=nic.device_key)))
-        tasks = [progress.clone_task, progress.reconfigure_task, progress.power_on_task]
+        tasks = progress.operation_ids()
         vm_events.append(VmStarted(vm_id=request.vm_id, host_id=placed.host_id,
                                    hypervisor_ref=progress.vm_ref, task_ids=tasks))
         vm_events.append(JobCompleted(job_id=request.job_id, succeeded=True))
-        log.info("VM %s (%s) is running on %s; vCenter tasks %s", request.vm_id, clone.name,
+        log.info("VM %s (%s) is running on %s; operations %s", request.vm_id, clone.name,
                  clone.host_ref, ", ".join(tasks))
         # At the version read: if the deploy was failed meanwhile, this conflicts and the
         # rerun sees the failure and removes the VM just made.
@@ -241,7 +244,7 @@ class Cloner:
                 volume_type="ROOT", pool_id=ready.pool_id, size_bytes=root.size_bytes,
                 path=root.path, vm_id=request.vm_id, template_id=request.root_template_id,
                 disk_offering_id=request.disk_offering_id or request.service_offering_id,
-                device_key=root.device_key, task_id=progress.clone_task)], NO_STREAM))
+                device_key=root.device_key, task_id=cloned)], NO_STREAM))
         return out
 
     # ---- VM snapshots ----------------------------------------------------------------
@@ -252,7 +255,7 @@ class Cloner:
                 "SELECT hypervisor_ref, account_id, zone_id FROM vm_instances"
                 " WHERE id = $1::uuid", vm_id)
         if vm is None or vm["hypervisor_ref"] is None:
-            raise HypervisorError(f"VM {vm_id} has no VM in vCenter")
+            raise HypervisorError(f"VM {vm_id} has no VM in {self.hypervisor.kind.manager}")
         return vm["hypervisor_ref"], vm["account_id"], vm["zone_id"]
 
     async def snapshot(self, envelope: EventEnvelope) -> Sequence[Append]:

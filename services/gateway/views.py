@@ -8,6 +8,8 @@ import msgspec
 
 from services.gateway.api import cs_time
 from shared.domain.job import JobStatus
+from shared.drivers import for_zone
+from shared.drivers.base import NetworkInfo
 
 
 def _drop_none(out: dict[str, Any]) -> dict[str, Any]:
@@ -32,7 +34,7 @@ def vm(row: dict[str, Any]) -> dict[str, Any]:
         "memory": row["memory_mb"],
         "state": row["state"],
         "created": cs_time(row["created"]),
-        "hypervisor": "VMware",
+        "hypervisor": for_zone(row["zone_id"]).hypervisor,
         "errortext": row["error_text"],
         "nic": [{"id": n["nic_id"], "networkid": n["network_id"], "macaddress": n["mac"],
                  "isdefault": i == 0} for i, n in enumerate(nics)],
@@ -71,7 +73,8 @@ def host(row: dict[str, Any]) -> dict[str, Any]:
     d = row["data"]
     return {
         "id": row["id"], "name": row["name"], "zoneid": row["zone_id"], "type": "Routing",
-        "hypervisor": "VMware", "state": row["state"], "resourcestate": "Enabled",
+        "hypervisor": for_zone(row["zone_id"]).hypervisor, "state": row["state"],
+        "resourcestate": "Enabled",
         "clustername": d["cluster"], "cpunumber": d["cpu_cores"], "cpuspeed": d["cpu_mhz"],
         "cpuallocated": d.get("reserved_cpu_mhz", 0), "memorytotal": d["memory_bytes"],
         "memoryallocated": d.get("reserved_memory_mb", 0) * 1024 * 1024,
@@ -81,12 +84,14 @@ def host(row: dict[str, Any]) -> dict[str, Any]:
 
 def pool(row: dict[str, Any]) -> dict[str, Any]:
     d = row["data"]
+    driver = for_zone(row["zone_id"])
     return {
         "id": row["id"], "name": row["name"], "zoneid": row["zone_id"], "state": row["state"],
-        "type": "VMFS", "scope": "CLUSTER" if len(d["host_ids"]) > 1 else "HOST",
+        "type": driver.pool_type, "scope": "CLUSTER" if len(d["host_ids"]) > 1 else "HOST",
         "path": d["url"], "disksizetotal": d["capacity_bytes"],
         "disksizeused": d["capacity_bytes"] - d["free_bytes"], "hostids": d["host_ids"],
-        "vmwarecreatefullclone": d.get("settings", {}).get("vmware.create.full.clone",
+        # CloudStack's field name for the setting, whichever driver's setting it is.
+        "vmwarecreatefullclone": d.get("settings", {}).get(driver.full_clone_setting,
                                                            "false") == "true",
     }
 
@@ -96,7 +101,8 @@ def network(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "name": row["name"], "displaytext": row["name"],
             "zoneid": row["zone_id"], "state": row["state"], "type": "Shared",
             "traffictype": "Guest",
-            "broadcasturi": f"vmware://{d.get('portgroup_key') or d['ref']}"}
+            "broadcasturi": for_zone(row["zone_id"]).network_uri(NetworkInfo(
+                d["ref"], row["name"], d.get("switch_uuid"), d.get("portgroup_key")))}
 
 
 def service_offering(row: dict[str, Any]) -> dict[str, Any]:
@@ -117,7 +123,8 @@ def template(row: dict[str, Any], zone_id: str | None) -> dict[str, Any]:
     return _drop_none({
         "id": row["id"], "name": row["name"],
         "displaytext": f"seeded from VM snapshot {d['vm_snapshot_id']}",
-        "zoneid": zone_id, "hypervisor": "VMware", "format": "OVA", "isready": True,
+        "zoneid": zone_id, "hypervisor": for_zone(zone_id).hypervisor,
+        "format": for_zone(zone_id).template_format, "isready": True,
         "status": "Download Complete", "templatetype": "USER", "account": row["account_id"],
         "created": cs_time(row["created"]), "vmsnapshotid": d["vm_snapshot_id"],
         "storageid": d["pool_id"], "installpath": d["install_path"],

@@ -32,11 +32,6 @@ from shared.projections import queries
 log = logging.getLogger(__name__)
 
 
-def volume_path(pool_name: str, volume_id: str) -> str:
-    """Where a volume made by snapdeploy lives on its pool."""
-    return f"[{pool_name}] snapdeploy-volumes/{volume_id}.vmdk"
-
-
 class Volumes:
     def __init__(self, store: EventStore, hypervisor: Hypervisor) -> None:
         self.store = store
@@ -64,12 +59,12 @@ class Volumes:
         if pool is None:
             return self._failed(envelope.stream_id, request.volume_id, request.job_id,
                                 f"storage pool {request.pool_id} no longer exists")
-        dest = volume_path(pool["name"], request.volume_id)
+        dest = self.hypervisor.kind.volume_location(pool["name"], request.volume_id)
         log.info("creating volume %s from %s as of VM snapshot %s", request.volume_id,
                  request.source_path, request.vm_snapshot_id)
         try:
-            task = await self.hypervisor.copy_disk(request.source_path, dest,
-                                                   pool["data"]["ref"])
+            task = await self.hypervisor.copy_volume(request.source_path, pool["data"]["ref"],
+                                                     dest)
         except HypervisorError as exc:
             log.error("volume %s from snapshot %s failed: %s", request.volume_id,
                       request.vm_snapshot_id, exc)
@@ -104,11 +99,11 @@ class Volumes:
                     volume_id=request.volume_id, vm_id=request.vm_id,
                     device_key=created.device_key, task_id=created.task_id)]
             elif request.attach:
-                key, task = await self.hypervisor.attach_disk(vm_ref, path)
+                key, task = await self.hypervisor.attach_volume(vm_ref, path)
                 done = [VolumeAttached(volume_id=request.volume_id, vm_id=request.vm_id,
                                        device_key=key, task_id=task)]
             else:
-                task = await self.hypervisor.detach_disk(vm_ref, path)
+                task = await self.hypervisor.detach_volume(vm_ref, path)
                 done = [VolumeDetached(volume_id=request.volume_id, vm_id=request.vm_id,
                                        task_id=task)]
         except HypervisorError as exc:
@@ -127,9 +122,9 @@ class Volumes:
                 " AND v.data ->> 'vm_id' = $1 AND v.data ->> 'volume_type' = 'ROOT'", vm_id)
         if pool is None:
             raise HypervisorError(f"VM {vm_id} has no root volume to put the new volume beside")
-        path = volume_path(pool["name"], volume["id"])
+        path = self.hypervisor.kind.volume_location(pool["name"], volume["id"])
         size = volume["data"]["size_bytes"]
-        key, task = await self.hypervisor.attach_disk(vm_ref, path, create_bytes=size)
+        key, task = await self.hypervisor.attach_volume(vm_ref, path, create_bytes=size)
         log.info("created volume %s (%d GB) at %s for VM %s, task %s", volume["id"],
                  size // 2**30, path, vm_id, task)
         return VolumeCreated(volume_id=volume["id"], account_id=volume["account_id"],
@@ -153,7 +148,7 @@ class Volumes:
         assert isinstance(request, VolumeDeleteRequested)
         async with self.store.pool.acquire() as conn:
             _, path, pool_ref = await self._disk(conn, request.volume_id)
-        task = await self.hypervisor.delete_disk(path, pool_ref) if path and pool_ref else None
+        task = await self.hypervisor.delete_volume(path, pool_ref) if path and pool_ref else None
         log.info("deleted volume %s (%s), task %s", request.volume_id, path or "never made",
                  task)
         return [Append(envelope.stream_id, [VolumeDeleted(volume_id=request.volume_id,
@@ -172,8 +167,8 @@ class Volumes:
                                 "the volume no longer exists", created=True)
         try:
             # An Allocated volume has no disk yet: it will be made at the new size.
-            task = await self.hypervisor.resize_disk(vm_ref, path, request.size_bytes,
-                                                     pool_ref) if path and pool_ref else None
+            task = await self.hypervisor.resize_volume(vm_ref, path, request.size_bytes,
+                                                       pool_ref) if path and pool_ref else None
         except HypervisorError as exc:
             return self._failed(envelope.stream_id, request.volume_id, request.job_id,
                                 str(exc), created=True)

@@ -22,10 +22,15 @@ from urllib.parse import urlsplit
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
+from shared.config import Settings
 from shared.drivers.base import (
+    CLONE,
+    POWER_ON,
+    RECONFIGURE,
     CloneProgress,
     CloneRequest,
     DiskInfo,
+    DriverKind,
     HostInfo,
     HypervisorError,
     Inventory,
@@ -34,6 +39,7 @@ from shared.drivers.base import (
     NicInfo,
     PoolInfo,
     Seeded,
+    SessionLost,
     SnapshotInfo,
     VmInfo,
 )
@@ -61,13 +67,32 @@ _KINDS: dict[str, Any] = {
 }
 
 
-class SessionLost(HypervisorError):
-    """vCenter no longer knows this session (it restarted, or the session expired or was
-    terminated) and logging in again failed; a later call tries again."""
+__all__ = ["KIND", "SessionLost", "VSphere", "clone_spec", "reconfigure_spec", "seed_spec"]
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"vCenter session lost; logging in again failed: {reason}",
-                         transient=True)
+
+def volume_location(pool_name: str, volume_id: str) -> str:
+    """Where a volume made by snapdeploy lives on its datastore."""
+    return f"[{pool_name}] snapdeploy-volumes/{volume_id}.vmdk"
+
+
+def network_uri(network: NetworkInfo) -> str:
+    """CloudStack's broadcast URI of a vSphere network: its port group key, or its id."""
+    return f"vmware://{network.portgroup_key or network.ref}"
+
+
+async def connect(settings: Settings) -> VSphere:
+    """A session with the vCenter the settings name."""
+    return await VSphere.connect(settings.vcenter_url, settings.vcenter_user,
+                                 settings.vcenter_password,
+                                 verify_tls=settings.vcenter_verify_tls,
+                                 call_timeout=settings.vcenter_timeout)
+
+
+KIND = DriverKind(
+    name="vmware", hypervisor="VMware", manager="vCenter", template_format="OVA",
+    pool_type="VMFS",
+    full_clone_setting="vmware.create.full.clone", volume_location=volume_location,
+    network_uri=network_uri, connect=connect)
 
 
 # Calls that are not retried after logging in again: they are the login itself.
@@ -248,6 +273,8 @@ def reconfigure_spec(request: CloneRequest, current_devices: Sequence[Any]) -> A
 
 class VSphere:
     """One authenticated vCenter session, implementing ``shared.drivers.base.Hypervisor``."""
+
+    kind = KIND
 
     def __init__(self, service_instance: Any, executor: ThreadPoolExecutor,
                  call_timeout: float | None = None,
@@ -594,24 +621,25 @@ class VSphere:
                 f"clone of {request.name} from template {request.template_ref}")
 
         try:
-            progress.clone_task, vm = clone()
+            task, vm = clone()
         except HypervisorError as exc:
             leftover = self._find(request.name) if exc.fault == "DuplicateName" else None
             if leftover is None:
                 raise
             self._destroy(leftover)  # an earlier attempt died half-way: start again
-            progress.clone_task, vm = clone()
+            task, vm = clone()
+        progress.operations[CLONE] = task
         progress.vm_ref = ref_of(vm)
         devices = self._one(progress.vm_ref, ["config.hardware.device"])["config.hardware.device"]
         reconfigure = reconfigure_spec(request, devices)
-        progress.reconfigure_task, _ = self._run(
+        progress.operations[RECONFIGURE], _ = self._run(
             lambda: vm.ReconfigVM_Task(reconfigure), f"reconfigure of {request.name}")
         devices = self._one(progress.vm_ref, ["config.hardware.device"])["config.hardware.device"]
         progress.nics = _nics(devices, self._portgroups())
         disks = _disks(devices)
         progress.root_disk = _disk_info(disks[0]) if disks else None
-        progress.power_on_task, _ = self._run(vm.PowerOnVM_Task,
-                                              f"power-on of {request.name}")
+        progress.operations[POWER_ON], _ = self._run(vm.PowerOnVM_Task,
+                                                     f"power-on of {request.name}")
 
     async def find_vm(self, name: str) -> str | None:
         return await self.call(self._find, name)
@@ -671,8 +699,8 @@ class VSphere:
 
     # ---- virtual disks -------------------------------------------------------------------
 
-    async def copy_disk(self, source_path: str, dest_path: str, pool_ref: str) -> str:
-        """Copy a disk file (a snapshot's own, not the VM's current one) to ``dest_path``."""
+    async def copy_volume(self, source: str, pool_ref: str, dest: str) -> str:
+        source_path, dest_path = source, dest
 
         def copy() -> str:
             dc = self._mo(self._datacenter_of(pool_ref)[0])
@@ -702,8 +730,10 @@ class VSphere:
                 return disk
         raise HypervisorError(f"VM {vm_ref} has no disk {path}")
 
-    async def attach_disk(self, vm_ref: str, path: str, *,
-                          create_bytes: int | None = None) -> tuple[int, str | None]:
+    async def attach_volume(self, vm_ref: str, location: str, *,
+                            create_bytes: int | None = None) -> tuple[int, str | None]:
+        path = location
+
         def attach() -> tuple[int, str | None]:
             disks = _disks(self._one(vm_ref, ["config.hardware.device"])[
                 "config.hardware.device"])
@@ -733,7 +763,9 @@ class VSphere:
 
         return await self.call(attach)
 
-    async def delete_disk(self, path: str, pool_ref: str) -> str | None:
+    async def delete_volume(self, location: str, pool_ref: str) -> str | None:
+        path = location
+
         def delete() -> str | None:
             dc = self._mo(self._datacenter_of(pool_ref)[0])
             manager = self.content.virtualDiskManager
@@ -749,8 +781,10 @@ class VSphere:
 
         return await self.call(delete)
 
-    async def detach_disk(self, vm_ref: str, path: str, *,
-                          missing_ok: bool = False) -> str | None:
+    async def detach_volume(self, vm_ref: str, location: str, *,
+                            missing_ok: bool = False) -> str | None:
+        path = location
+
         def detach() -> str | None:
             try:
                 disk = self._device(vm_ref, path)
@@ -766,8 +800,10 @@ class VSphere:
 
         return await self.call(detach)
 
-    async def resize_disk(self, vm_ref: str | None, path: str, size_bytes: int,
-                          pool_ref: str) -> str:
+    async def resize_volume(self, vm_ref: str | None, location: str, size_bytes: int,
+                            pool_ref: str) -> str:
+        path = location
+
         def resize() -> str:
             if vm_ref is None:
                 manager = self.content.virtualDiskManager

@@ -26,12 +26,13 @@ from services.gateway.api import (
     listing,
     require_admin,
 )
+from shared import drivers
 from shared.domain.access import visible_to
 from shared.domain.job import SYNC_INVENTORY_CMD
 from shared.eventstore import NO_STREAM, Append
 from shared.projections import queries
 
-FULL_CLONE_SETTING = "vmware.create.full.clone"
+FULL_CLONE_SETTING = drivers.for_zone(None).full_clone_setting
 
 
 async def _rows(ctx: Context, kind: str, params: Params, caller: Caller,
