@@ -308,9 +308,10 @@ class Hypervisor(Protocol):
         (not transient)."""
 
     async def revert_snapshot(self, snapshot_ref: str) -> str:
-        """Bring the snapshot's VM back to it (power state included: a snapshot without
-        memory leaves the VM off); it becomes the current snapshot. Repeatable: reverting
-        twice gives the same VM. A snapshot that does not exist is an error."""
+        """Bring the snapshot's VM back to it; it becomes the current snapshot. The power
+        state afterwards is the hypervisor's to decide (vSphere: off unless the snapshot
+        holds memory; ask ``vm_powered_on``). Repeatable: reverting twice gives the same VM.
+        A snapshot that does not exist is an error (not transient)."""
 
     async def copy_volume(self, source: str, pool_ref: str, dest: str) -> str:
         """Copy the disk at location ``source`` (any disk of the pool's datacenter: a

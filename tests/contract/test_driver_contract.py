@@ -1,0 +1,281 @@
+"""The promises of ``shared.drivers.base.Hypervisor``, checked against every driver: the
+vSphere driver on vcsim, and the in-memory fake.
+
+Each test gets a source VM of its own (a root disk on a pool, one NIC, powered on), made
+beside whatever else the hypervisor holds, and names everything it makes uniquely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from shared.drivers import fake, vmware
+from shared.drivers.base import (
+    CLONE,
+    CLONE_STEPS,
+    POWER_ON,
+    RECONFIGURE,
+    CloneProgress,
+    CloneRequest,
+    DriverKind,
+    Hypervisor,
+    HypervisorError,
+    NetworkBinding,
+)
+from shared.stack._servers import Server
+from tests.harness.vsphere import Vcsim
+
+DRIVERS = ["fake", "vmware"]
+
+
+@dataclass
+class World:
+    driver: Hypervisor
+    vm_ref: str  # the source VM, powered on
+    host_ref: str
+    pool_ref: str
+    pool_name: str
+    networks: list[NetworkBinding]
+    prefix: str  # for the names of what a test makes
+
+
+async def _vmware_world(server: Server, prefix: str) -> World:
+    vcsim = await asyncio.to_thread(Vcsim, server.url, server.user, server.password)
+    driver = await vmware.VSphere.connect(server.url, server.user, server.password,
+                                          verify_tls=False, call_timeout=30)
+    vm_ref = await asyncio.to_thread(vcsim.create_vm, f"{prefix}-source", "DC0_C0_H0",
+                                     "LocalDS_0", [], ["VM Network"])
+    [inventory] = await driver.inventory()
+    host = next(h for h in inventory.hosts if h.name == "DC0_C0_H0")
+    pool = next(p for p in inventory.pools if p.name == "LocalDS_0")
+    networks = [NetworkBinding(n.ref, n.name, n.switch_uuid, n.portgroup_key)
+                for n in inventory.networks if n.name in ("VM Network", "DC0_DVPG0")]
+    return World(driver, vm_ref, host.ref, pool.ref, pool.name, networks, prefix)
+
+
+def _fake_world(prefix: str) -> World:
+    driver = fake.FakeHypervisor.standard()
+    vm_ref = driver.add_vm(f"{prefix}-source", "host-1", "pool-1", ["network-1"],
+                           powered_on=True)
+    networks = [NetworkBinding(n.ref, n.name, n.switch_uuid, n.portgroup_key)
+                for n in driver.networks.values()]
+    return World(driver, vm_ref, "host-1", "pool-1", "pool0", networks, prefix)
+
+
+@pytest.fixture(params=DRIVERS)
+async def world(request: pytest.FixtureRequest) -> AsyncIterator[World]:
+    prefix = f"contract-{secrets.token_hex(3)}"
+    if request.param == "vmware":
+        made = await _vmware_world(request.getfixturevalue("vcsim_server"), prefix)
+    else:
+        made = _fake_world(prefix)
+    assert len(made.networks) == 2
+    yield made
+    await made.driver.close()
+
+
+async def seeded_template(w: World, name: str) -> tuple[str, str]:
+    snapshot_ref, _ = await w.driver.create_snapshot(w.vm_ref, f"{name}-snap", "", False, False)
+    seeded = await w.driver.seed_template(w.vm_ref, snapshot_ref, w.pool_ref, name)
+    return seeded.template_ref, seeded.base_snapshot_ref
+
+
+def clone_request(w: World, name: str, template: tuple[str, str]) -> CloneRequest:
+    return CloneRequest(name=name, template_ref=template[0], base_snapshot_ref=template[1],
+                        host_ref=w.host_ref, pool_ref=w.pool_ref, linked=True, cpu_number=2,
+                        cpu_mhz=2000, memory_mb=512, networks=w.networks)
+
+
+async def test_the_kind_names_what_the_gateway_shows(world: World) -> None:
+    kind: DriverKind = world.driver.kind
+    assert kind.hypervisor and kind.manager and kind.template_format and kind.pool_type
+    assert kind.full_clone_setting
+    first = kind.volume_location(world.pool_name, "volume-a")
+    assert world.pool_name in first and "volume-a" in first
+    assert kind.volume_location(world.pool_name, "volume-b") != first
+    uris = {kind.network_uri(n) for n in (await world.driver.inventory())[0].networks}
+    assert all(u.startswith(f"{kind.name}://") for u in uris)
+
+
+async def test_inventory_shows_the_source_vm_root_disk_first(world: World) -> None:
+    [inventory] = await world.driver.inventory()
+    assert inventory.datacenter_name in await world.driver.datacenters()
+    vm = next(v for v in inventory.vms if v.ref == world.vm_ref)
+    assert vm.name == f"{world.prefix}-source" and vm.powered_on and not vm.template
+    assert vm.disks[0].pool_ref == world.pool_ref and vm.disks[0].size_bytes > 0
+    assert [n.network_ref for n in vm.nics] == [
+        next(n.ref for n in world.networks if n.name == "VM Network")]
+    host = next(h for h in inventory.hosts if h.ref == world.host_ref)
+    assert world.pool_ref in host.pool_refs
+    assert await world.driver.find_vm(vm.name) == world.vm_ref
+    assert await world.driver.find_vm(f"{world.prefix}-nothing") is None
+
+
+async def test_seed_is_idempotent_by_name(world: World) -> None:
+    name = f"{world.prefix}-seed"
+    snapshot_ref, _ = await world.driver.create_snapshot(world.vm_ref, "s", "", False, False)
+    first = await world.driver.seed_template(world.vm_ref, snapshot_ref, world.pool_ref, name)
+    assert first.task_ids and first.install_path
+    again = await world.driver.seed_template(world.vm_ref, snapshot_ref, world.pool_ref, name)
+    assert (again.template_ref, again.base_snapshot_ref, again.task_ids) == \
+        (first.template_ref, first.base_snapshot_ref, [])
+    assert await world.driver.find_vm(name) == first.template_ref
+    [inventory] = await world.driver.inventory()
+    template = next(v for v in inventory.vms if v.ref == first.template_ref)
+    assert template.template and not template.nics and len(template.disks) == 1
+    assert template.disks[0].pool_ref == world.pool_ref
+
+
+async def test_clone_runs_every_step_and_replaces_a_leftover(world: World) -> None:
+    template = await seeded_template(world, f"{world.prefix}-t")
+    name = f"{world.prefix}-clone"
+    progress = CloneProgress()
+    await world.driver.clone(clone_request(world, name, template), progress)
+    assert list(progress.operations) == list(CLONE_STEPS)
+    assert progress.operation_ids() == [progress.operations[s] for s in CLONE_STEPS]
+    assert progress.vm_ref is not None and await world.driver.vm_powered_on(progress.vm_ref)
+    assert [n.network_ref for n in progress.nics] == [n.ref for n in world.networks]
+    assert len({n.device_key for n in progress.nics}) == len(world.networks)
+    assert progress.root_disk is not None and progress.root_disk.pool_ref == world.pool_ref
+
+    # An earlier attempt's VM of that name is removed; one VM of the name remains.
+    again = CloneProgress()
+    await world.driver.clone(clone_request(world, name, template), again)
+    assert again.vm_ref is not None and again.failed_step() == POWER_ON
+    [inventory] = await world.driver.inventory()
+    assert [v.ref for v in inventory.vms if v.name == name] == [again.vm_ref]
+
+
+async def test_destroy_is_idempotent(world: World) -> None:
+    template = await seeded_template(world, f"{world.prefix}-t")
+    progress = CloneProgress()
+    await world.driver.clone(clone_request(world, f"{world.prefix}-d", template), progress)
+    assert progress.vm_ref is not None
+    assert await world.driver.destroy_vm(progress.vm_ref)
+    assert await world.driver.destroy_vm(progress.vm_ref) is None
+    assert await world.driver.find_vm(f"{world.prefix}-d") is None
+
+
+async def test_power_calls_are_idempotent_and_a_missing_vm_is_refused(world: World) -> None:
+    d = world.driver
+    assert await d.power_on(world.vm_ref) is None
+    assert await d.power_off(world.vm_ref)
+    assert not await d.vm_powered_on(world.vm_ref)
+    assert await d.power_off(world.vm_ref) is None
+    assert await d.power_on(world.vm_ref)
+    assert await d.reboot(world.vm_ref)
+    assert await d.vm_powered_on(world.vm_ref)
+    template = await seeded_template(world, f"{world.prefix}-t")
+    progress = CloneProgress()
+    await d.clone(clone_request(world, f"{world.prefix}-gone", template), progress)
+    assert progress.vm_ref is not None
+    await d.destroy_vm(progress.vm_ref)
+    for call in (d.power_on, d.power_off, d.vm_powered_on):
+        with pytest.raises(HypervisorError) as refused:
+            await call(progress.vm_ref)
+        assert not refused.value.transient
+
+
+async def test_snapshots_are_taken_reverted_and_removed(world: World) -> None:
+    d = world.driver
+    first, task = await d.create_snapshot(world.vm_ref, "one", "first [tag]", False, False)
+    assert task
+    second, _ = await d.create_snapshot(world.vm_ref, "two", "", False, False)
+    info = await d.snapshot_info(world.vm_ref, second)
+    assert (info.name, info.parent_ref, info.memory) == ("two", first, False)
+    assert info.disks and info.disks[0].pool_ref == world.pool_ref
+    assert (await d.snapshot_info(world.vm_ref, first)).description == "first [tag]"
+
+    assert await d.revert_snapshot(first)
+    assert await d.revert_snapshot(first)
+    [inventory] = await d.inventory()
+    vm = next(v for v in inventory.vms if v.ref == world.vm_ref)
+    assert vm.current_snapshot_ref == first
+
+    assert await d.remove_snapshot(second)
+    with pytest.raises(HypervisorError) as missing:
+        await d.snapshot_info(world.vm_ref, second)
+    assert not missing.value.transient
+    with pytest.raises(HypervisorError) as gone:
+        await d.remove_snapshot(second)
+    assert not gone.value.transient
+
+
+async def test_volumes_are_made_attached_resized_detached_copied_and_deleted(
+    world: World,
+) -> None:
+    d = world.driver
+    location = d.kind.volume_location(world.pool_name, f"{world.prefix}-vol")
+    key, task = await d.attach_volume(world.vm_ref, location, create_bytes=2**30)
+    assert task
+    assert await d.attach_volume(world.vm_ref, location) == (key, None)
+    [inventory] = await d.inventory()
+    vm = next(v for v in inventory.vms if v.ref == world.vm_ref)
+    assert [disk.device_key for disk in vm.disks if disk.path == location] == [key]
+    assert vm.disks[0].path != location  # the root disk stays first
+
+    assert await d.resize_volume(world.vm_ref, location, 2 * 2**30, world.pool_ref)
+    assert await d.detach_volume(world.vm_ref, location)
+    assert await d.detach_volume(world.vm_ref, location, missing_ok=True) is None
+    with pytest.raises(HypervisorError) as not_attached:
+        await d.detach_volume(world.vm_ref, location)
+    assert not not_attached.value.transient
+    assert await d.resize_volume(None, location, 3 * 2**30, world.pool_ref)
+
+    copy = d.kind.volume_location(world.pool_name, f"{world.prefix}-copy")
+    assert await d.copy_volume(location, world.pool_ref, copy)
+    with pytest.raises(HypervisorError) as exists:
+        await d.copy_volume(location, world.pool_ref, copy)
+    assert not exists.value.transient
+
+    for made in (location, copy):
+        assert await d.delete_volume(made, world.pool_ref)
+        assert await d.delete_volume(made, world.pool_ref) is None
+
+
+async def test_a_volume_is_copied_from_a_snapshot_disk(world: World) -> None:
+    d = world.driver
+    snapshot_ref, _ = await d.create_snapshot(world.vm_ref, "for-volume", "", False, False)
+    source = (await d.snapshot_info(world.vm_ref, snapshot_ref)).disks[0].path
+    dest = d.kind.volume_location(world.pool_name, f"{world.prefix}-from-snap")
+    assert await d.copy_volume(source, world.pool_ref, dest)
+    key, _ = await d.attach_volume(world.vm_ref, dest)
+    assert await d.detach_volume(world.vm_ref, dest)
+    assert key > 0
+    assert await d.delete_volume(dest, world.pool_ref)
+
+
+def test_steps_name_where_a_clone_stopped() -> None:
+    progress = CloneProgress()
+    assert progress.failed_step() == CLONE
+    progress.operations[CLONE] = "op-1"
+    assert progress.failed_step() == RECONFIGURE
+    progress.operations[RECONFIGURE] = "op-2"
+    assert progress.failed_step() == POWER_ON
+    assert progress.operation_ids() == ["op-1", "op-2"]
+
+
+async def test_fake_failures_stop_a_clone_at_the_step_injected() -> None:
+    driver = fake.FakeHypervisor.standard()
+    vm_ref = next(iter(driver.vms))
+    snapshot_ref, _ = await driver.create_snapshot(vm_ref, "s", "", False, False)
+    seeded = await driver.seed_template(vm_ref, snapshot_ref, "pool-1", "t")
+    request = CloneRequest(name="c", template_ref=seeded.template_ref,
+                           base_snapshot_ref=seeded.base_snapshot_ref, host_ref="host-1",
+                           pool_ref="pool-1", linked=True, cpu_number=1, cpu_mhz=100,
+                           memory_mb=64, networks=[])
+    driver.fail(POWER_ON, transient=True)
+    progress = CloneProgress()
+    with pytest.raises(HypervisorError) as failed:
+        await driver.clone(request, progress)
+    assert failed.value.transient and progress.failed_step() == POWER_ON
+    assert progress.vm_ref is not None and not await driver.vm_powered_on(progress.vm_ref)
+    driver.fail("power_on")
+    with pytest.raises(HypervisorError) as refused:
+        await driver.power_on(progress.vm_ref)
+    assert not refused.value.transient
