@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
+import msgspec
+import nats
 import pytest
 from cs import CloudStack, CloudStackApiException
+
+from proto.commands import DEPLOY_SUBJECT, DeployVirtualMachine
+from services.gateway.auth import sign
 
 
 def by_name(items: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -124,3 +131,69 @@ def refused(call: Any) -> dict[str, Any]:
         call()
     error: dict[str, Any] = caught.value.error
     return error
+
+
+def stream_events(stack: dict[str, Any], key: str, secret: str, until: str) -> list[str]:
+    """The audit stream's lines for a key, from the start, until one holds ``until`` (or
+    five seconds pass)."""
+    params = [("apikey", key), ("after", "0")]
+    params.append(("signature", sign(params, secret)))
+    lines: list[str] = []
+
+    async def read() -> None:
+        async with aiohttp.ClientSession() as http, http.get(stack["audit_stream_url"],
+                                                              params=params) as response:
+            async for raw in response.content:
+                lines.append(raw.decode())
+                if until in lines[-1]:
+                    return
+
+    async def bounded() -> None:
+        try:
+            await asyncio.wait_for(read(), 5)
+        except TimeoutError:
+            pass
+
+    asyncio.run(bounded())
+    return lines
+
+
+async def nats_client(stack: dict[str, Any], key: str, secret: str,
+                      errors: list[str] | None = None) -> Any:
+    """A NATS connection as the key pair's own identity (replies under its inbox prefix);
+    a key registered a moment ago becomes an identity within seconds, so connecting is
+    retried for a while. Errors the server reports (permission violations) go to
+    ``errors``."""
+
+    async def on_error(exc: Exception) -> None:
+        if errors is not None:
+            errors.append(str(exc))
+
+    for _ in range(100):
+        try:
+            return await nats.connect(stack["nats_url"], user=key, password=secret,
+                                      inbox_prefix=f"_INBOX.{key}", error_cb=on_error,
+                                      allow_reconnect=False, connect_timeout=2)
+        except Exception:  # not (yet) an identity the server knows
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"NATS never accepted the identity of key {key[:8]}...")
+
+
+def nats_deploy(stack: dict[str, Any], key: str, secret: str, **fields: Any) -> dict[str, Any]:
+    """A signed deploy request on the NATS door, as the key's owner; its reply."""
+    expires = (datetime.now(UTC) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S+0000")
+    unsigned = DeployVirtualMachine(apikey=key, expires=expires, **fields)
+    request = msgspec.structs.replace(unsigned, signature=sign(unsigned.signed_params(),
+                                                               secret))
+
+    async def publish() -> bytes:
+        nc = await nats_client(stack, key, secret)
+        try:
+            reply = await nc.request(DEPLOY_SUBJECT, msgspec.json.encode(request), timeout=10)
+            data: bytes = reply.data
+            return data
+        finally:
+            await nc.close()
+
+    answer: dict[str, Any] = msgspec.json.decode(asyncio.run(publish()))
+    return answer

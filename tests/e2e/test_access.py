@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-import aiohttp
 import pytest
 from cs import CloudStack
 
-from services.gateway.auth import sign
-from tests.e2e.helpers import account, offering, refused, vm_named
+from tests.e2e.helpers import account, offering, refused, stream_events, vm_named
 
 pytestmark = pytest.mark.stack
-
-
-def stream_events(stack: dict[str, Any], key: str, secret: str, until: str) -> list[str]:
-    params = [("apikey", key), ("after", "0")]
-    params.append(("signature", sign(params, secret)))
-    lines: list[str] = []
-
-    async def read() -> None:
-        async with aiohttp.ClientSession() as http, http.get(stack["audit_stream_url"],
-                                                              params=params) as response:
-            async for raw in response.content:
-                lines.append(raw.decode())
-                if until in lines[-1]:
-                    return
-
-    async def bounded() -> None:
-        try:
-            await asyncio.wait_for(read(), 5)
-        except TimeoutError:
-            pass
-
-    asyncio.run(bounded())
-    return lines
 
 
 def test_accounts_see_and_use_only_their_own(stack: dict[str, Any], cloud: CloudStack) -> None:

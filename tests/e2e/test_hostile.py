@@ -17,7 +17,16 @@ import asyncpg
 import pytest
 from cs import CloudStack, CloudStackApiException
 
-from tests.e2e.helpers import account, offering, refused, snapshot, vm_named
+from tests.e2e.helpers import (
+    account,
+    nats_client,
+    nats_deploy,
+    offering,
+    refused,
+    snapshot,
+    stream_events,
+    vm_named,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -110,6 +119,15 @@ def test_bob_gets_nothing_of_alices_and_changes_nothing(stack: dict[str, Any],
         missing = {k: str(uuid.uuid4()) if v in alices else v for k, v in params.items()}
         assert answer(bob, command, params) == answer(bob, command, missing), (command, params)
 
+    # The NATS door: Bob's own signed requests naming Alice's snapshot or template.
+    assert bob.key and bob.secret
+    for fields in ({"vmsnapshotid": snap}, {"templateid": template["id"]}):
+        missing = {name: str(uuid.uuid4()) for name in fields}
+        got, expected = (nats_deploy(stack, bob.key, bob.secret, serviceofferingid=small,
+                                     **request) for request in (fields, missing))
+        assert got["errorcode"] == expected["errorcode"] == 431, (got, expected)
+        assert UUID.sub("<id>", got["errortext"]) == UUID.sub("<id>", expected["errortext"])
+
     # What Bob may list shows none of Alice's things.
     for listed in (bob.listVirtualMachines(), bob.listVMSnapshot(), bob.listVolumes(),
                    bob.listTemplates(templatefilter="all"), bob.listAsyncJobs(),
@@ -126,6 +144,36 @@ def test_bob_gets_nothing_of_alices_and_changes_nothing(stack: dict[str, Any],
     assert [t["id"] for t in alice.listTemplates(templatefilter="all")["template"]] == \
         [template["id"]]
     assert {v["id"] for v in alice.listVolumes()["volume"]} >= {copied["id"], empty["id"]}
+
+    # The audit streams: on NATS, Bob may not subscribe to Alice's subject, to all accounts'
+    # or to the event stream, and hears nothing of what Alice does; nor on SSE.
+    errors: list[str] = []
+    heard: list[bytes] = []
+
+    async def hear(msg: Any) -> None:
+        heard.append(msg.data)
+
+    async def listen() -> str:
+        assert bob.key and bob.secret
+        nc = await nats_client(stack, bob.key, bob.secret, errors)
+        try:
+            for subject in (f"snapdeploy.audit.{alice_account}.>", "snapdeploy.audit.>",
+                            "snapdeploy.events.>"):
+                await nc.subscribe(subject, cb=hear)
+            await nc.flush()
+            taken = await asyncio.to_thread(snapshot, alice, vm["id"], "while-bob-listens")
+            await asyncio.sleep(1)
+            return taken
+        finally:
+            await nc.close()
+
+    taken = asyncio.run(listen())
+    refusals = [e for e in errors if "permissions violation" in e.lower()]
+    assert heard == [] and len(refusals) == 3, errors
+    alice_lines = stream_events(stack, alice.key or "", alice.secret or "", until=taken)
+    assert any(taken in line for line in alice_lines)
+    bob_lines = stream_events(stack, bob.key, bob.secret, until=taken)
+    assert not alices & set(UUID.findall("".join(bob_lines))) and taken not in "".join(bob_lines)
 
 
 def test_a_vms_snapshots_and_templates_follow_it_to_its_new_owner(
