@@ -338,6 +338,10 @@ def test_down_signals_only_processes_it_started(stack: dict[str, Any], tmp_path:
     [*SNAPDEPLOY, "down", "--help"],
     [*SNAPDEPLOY, "projections", "--help"],
     [*SNAPDEPLOY, "projections", "rebuild", "--help"],
+    [*SNAPDEPLOY, "db", "--help"],
+    [*SNAPDEPLOY, "db", "migrate", "--help"],
+    [*SNAPDEPLOY, "db", "grants", "--help"],
+    [*SNAPDEPLOY, "nats-auth", "--help"],
     *([sys.executable, "-m", f"services.{name}", "--help"]
       for name in ("gateway", "planner", "seeder", "cloner", "volume", "relay", "projector")),
 ])
@@ -355,6 +359,6 @@ def test_docker_compose_file_is_valid() -> None:
     checked = subprocess.run(["docker-compose", "config"], cwd=root, env=env,
                              capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stderr
-    for service in ("nats", "postgres", "vcsim", "relay", "projector", "planner", "seeder",
-                    "cloner", "volume", "gateway"):
+    for service in ("nats", "postgres", "migrate", "vcsim", "relay", "projector", "planner",
+                    "seeder", "cloner", "volume", "gateway"):
         assert f"\n  {service}:\n" in checked.stdout
