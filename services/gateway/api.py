@@ -11,47 +11,12 @@ from typing import Any
 
 from proto.envelope import Metadata
 from shared.config import Settings
+from shared.errors import PARAM_ERROR, PERMISSION_DENIED, ApiError
 from shared.eventstore import Append, EventStore, NewEvent
 from shared.log import current_correlation
 from shared.projections import CHECKPOINT as PROJECTOR_CHECKPOINT
 
-# errorcode -> cserrorcode, as CloudStack pairs them
-PARAM_ERROR = 431
-UNSUPPORTED = 432
-AUTH_ERROR = 401
-INTERNAL_ERROR = 530
-PERMISSION_DENIED = 531
-INSUFFICIENT_CAPACITY = 533
-RESOURCE_UNAVAILABLE = 534
-RESOURCE_ALLOCATION = 535
-RESOURCE_IN_USE = 536
-_CS_ERROR_CODES = {
-    PARAM_ERROR: 4350,
-    PERMISSION_DENIED: 4365,
-    RESOURCE_ALLOCATION: 4370,
-    RESOURCE_IN_USE: 4375,
-    RESOURCE_UNAVAILABLE: 4380,
-    INTERNAL_ERROR: 4250,
-}
-
 MAX_PARAM_LENGTH = 4096
-
-
-class ApiError(Exception):
-    """An error answered in CloudStack's envelope; ``code`` is also the HTTP status."""
-
-    def __init__(self, code: int, text: str) -> None:
-        super().__init__(text)
-        self.code = code
-        self.text = text
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "uuidList": [],
-            "errorcode": self.code,
-            "cserrorcode": _CS_ERROR_CODES.get(self.code, 9999),
-            "errortext": self.text,
-        }
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,10 @@ import logging
 
 from aiohttp import web
 
-from services.gateway.api import PARAM_ERROR, ApiError, Params
+from services.gateway.api import Params
 from services.gateway.fanout import Fanout, FellBehind, TooManyStreams
 from services.gateway.http import CONTEXT, caller_for, envelope, request_params
+from shared.errors import API_LIMIT_EXCEEDED, PARAM_ERROR, ApiError
 from shared.eventstore import RecordedEvent
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,6 @@ CHECK_S = 1.0
 WRITE_TIMEOUT_S = 30.0
 # The largest global position the event store can hold (a PostgreSQL bigint).
 MAX_POSITION = 2**63 - 1
-# CloudStack's errorcode and cserrorcode for a request over an API limit
-# (ApiErrorCode.API_LIMIT_EXCEED, RequestLimitException).
-API_LIMIT_EXCEEDED = 429
-_CS_API_LIMIT_EXCEEDED = 4545
 
 
 def position_from(header: str) -> int:
@@ -58,12 +55,10 @@ def position_from(header: str) -> int:
 
 
 def too_many(exc: TooManyStreams, account_name: str) -> web.Response:
-    body = ApiError(API_LIMIT_EXCEEDED, (
+    error = ApiError(API_LIMIT_EXCEEDED, (
         f"There are too many open event streams: account {account_name} has reached its "
-        f"limit of {exc.limit} (max_event_streams_per_account); close one and retry"
-    )).body()
-    body["cserrorcode"] = _CS_API_LIMIT_EXCEEDED
-    return envelope("streamevents", body, API_LIMIT_EXCEEDED)
+        f"limit of {exc.limit} (max_event_streams_per_account); close one and retry"))
+    return envelope("streamevents", error.body(), error.code)
 
 
 def _frame(events: list[RecordedEvent]) -> bytes:

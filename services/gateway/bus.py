@@ -23,16 +23,10 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from proto.commands import DEPLOY_SUBJECT, CommandRejected, DeployVirtualMachine
-from services.gateway.api import (
-    AUTH_ERROR,
-    INTERNAL_ERROR,
-    PARAM_ERROR,
-    ApiError,
-    Context,
-    Params,
-)
+from services.gateway.api import Context, Params
 from services.gateway.http import AUTH_FAILED, _key, caller_for
 from shared import metrics, natsauth
+from shared.errors import AUTH_ERROR, INTERNAL_ERROR, PARAM_ERROR, ApiError
 from shared.log import correlation
 
 log = logging.getLogger(__name__)

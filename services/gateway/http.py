@@ -12,19 +12,9 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from services.gateway import auth, keys
-from services.gateway.api import (
-    AUTH_ERROR,
-    COMMANDS,
-    INTERNAL_ERROR,
-    MAX_PARAM_LENGTH,
-    PARAM_ERROR,
-    UNSUPPORTED,
-    ApiError,
-    Caller,
-    Context,
-    Params,
-)
+from services.gateway.api import COMMANDS, MAX_PARAM_LENGTH, Caller, Context, Params
 from shared import metrics
+from shared.errors import AUTH_ERROR, INTERNAL_ERROR, PARAM_ERROR, UNSUPPORTED, ApiError
 from shared.log import correlation
 
 log = logging.getLogger(__name__)

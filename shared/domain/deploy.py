@@ -8,18 +8,11 @@ from dataclasses import dataclass
 
 from shared.domain.access import visible_to
 from shared.domain.vm import valid_hostname
-
-PARAM_ERROR = 431
-INSUFFICIENT_CAPACITY = 533
+from shared.errors import INSUFFICIENT_CAPACITY, PARAM_ERROR, ApiError
 
 
-class Rejected(Exception):
-    """The request cannot be served; ``text`` names the parameter and the reason."""
-
-    def __init__(self, code: int, text: str) -> None:
-        super().__init__(text)
-        self.code = code
-        self.text = text
+class Rejected(ApiError):
+    """A deploy rule refused the request; ``text`` names the parameter and the reason."""
 
 
 def invalid(param: str, reason: str) -> Rejected:

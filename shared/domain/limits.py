@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-RESOURCE_ALLOCATION_ERROR = 535
+from shared.errors import RESOURCE_ALLOCATION, ApiError
+
 UNLIMITED = -1
 
 
@@ -53,13 +54,11 @@ def limit_of(res: Resource, limits: dict[str, int]) -> int:
     return limits.get(res.name, res.default)
 
 
-class LimitExceeded(Exception):
-    """A request would take an account past one of its limits."""
+class LimitExceeded(ApiError):
+    """A request would take an account past one of its limits (CloudStack's 535)."""
 
     def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.code = RESOURCE_ALLOCATION_ERROR
-        self.text = text
+        super().__init__(RESOURCE_ALLOCATION, text)
 
 
 def check(account_name: str, held: Usage, wanted: Usage, limits: dict[str, int]) -> None:

@@ -14,8 +14,8 @@ import pytest
 from libcloud.common.cloudstack import CloudStackConnection
 
 from services.gateway import auth
-from services.gateway.api import ApiError
 from services.gateway.http import check_request
+from shared.errors import ApiError
 
 SECRET = "s3cr3t-Key_with~tilde"
 PARAMS = [

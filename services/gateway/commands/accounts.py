@@ -14,17 +14,8 @@ from typing import Any
 from proto import streams
 from proto.events import AccountCreated, UserCreated, UserKeysRegistered
 from services.gateway import keys
-from services.gateway.api import (
-    PARAM_ERROR,
-    ApiError,
-    Caller,
-    Context,
-    Params,
-    command,
-    cs_time,
-    listing,
-    require_admin,
-)
+from services.gateway.api import Caller, Context, Params, command, cs_time, listing, require_admin
+from shared.errors import PARAM_ERROR, ApiError
 from shared.eventstore import NO_STREAM, Append
 from shared.projections import queries
 

@@ -16,19 +16,11 @@ from proto.events import (
     ServiceOfferingCreated,
 )
 from services.gateway import views
-from services.gateway.api import (
-    PARAM_ERROR,
-    ApiError,
-    Caller,
-    Context,
-    Params,
-    command,
-    listing,
-    require_admin,
-)
+from services.gateway.api import Caller, Context, Params, command, listing, require_admin
 from shared import drivers
 from shared.domain.access import visible_to
 from shared.domain.job import SYNC_INVENTORY_CMD
+from shared.errors import PARAM_ERROR, ApiError
 from shared.eventstore import NO_STREAM, Append
 from shared.projections import queries
 

@@ -9,17 +9,10 @@ import msgspec
 
 from proto import streams
 from services.gateway import views
-from services.gateway.api import (
-    PARAM_ERROR,
-    ApiError,
-    Caller,
-    Context,
-    Params,
-    command,
-    listing,
-)
+from services.gateway.api import Caller, Context, Params, command, listing
 from shared.domain.access import visible_to
 from shared.domain.job import CREATE_VM_SNAPSHOT_CMD, VM_COMMANDS, VOLUME_COMMANDS, JobStatus
+from shared.errors import PARAM_ERROR, ApiError
 from shared.eventstore import RecordedEvent
 from shared.projections import AsyncJobs, Catalog, Projection, Row, VmInstances, fold
 

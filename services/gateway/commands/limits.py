@@ -9,18 +9,10 @@ from typing import Any
 
 from proto import streams
 from proto.events import ResourceLimitUpdated
-from services.gateway.api import (
-    PARAM_ERROR,
-    ApiError,
-    Caller,
-    Context,
-    Params,
-    command,
-    listing,
-    require_admin,
-)
+from services.gateway.api import Caller, Context, Params, command, listing, require_admin
 from shared.domain import limits
 from shared.domain.access import visible_to
+from shared.errors import PARAM_ERROR, ApiError
 from shared.eventstore import Append
 from shared.projections import queries
 
@@ -47,10 +39,7 @@ async def within_limits(ctx: Context, caller: Caller,
             await ctx.read_models_reach(head)
             held = await queries.account_usage(conn, caller.account_id)
             set_limits = await queries.account_limits(conn, caller.account_id)
-            try:
-                limits.check(caller.account_name, held, wanted, set_limits)
-            except limits.LimitExceeded as exceeded:
-                raise ApiError(exceeded.code, exceeded.text) from None
+            limits.check(caller.account_name, held, wanted, set_limits)
             yield
         finally:
             await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", lock)

@@ -13,16 +13,7 @@ from proto.events import (
     VmSnapshotRequested,
 )
 from services.gateway import views
-from services.gateway.api import (
-    PARAM_ERROR,
-    RESOURCE_IN_USE,
-    ApiError,
-    Caller,
-    Context,
-    Params,
-    command,
-    listing,
-)
+from services.gateway.api import Caller, Context, Params, command, listing
 from services.gateway.commands.vms import visible_vm
 from shared.domain.access import visible_to
 from shared.domain.job import (
@@ -31,6 +22,7 @@ from shared.domain.job import (
     REVERT_VM_SNAPSHOT_CMD,
 )
 from shared.domain.vm import VmState
+from shared.errors import PARAM_ERROR, RESOURCE_IN_USE, ApiError
 from shared.eventstore import Append
 from shared.projections import queries
 

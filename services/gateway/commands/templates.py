@@ -11,22 +11,14 @@ import msgspec
 from proto import streams
 from proto.events import TemplateSeedStarted
 from services.gateway import views
-from services.gateway.api import (
-    INTERNAL_ERROR,
-    PARAM_ERROR,
-    ApiError,
-    Caller,
-    Context,
-    Params,
-    command,
-    listing,
-)
+from services.gateway.api import Caller, Context, Params, command, listing
 from services.gateway.commands.catalog import _page, _rows
 from services.gateway.commands.limits import within_limits
 from services.gateway.commands.snapshots import visible_snapshot
 from shared.domain import seed
 from shared.domain.access import visible_to
 from shared.domain.limits import Usage
+from shared.errors import INTERNAL_ERROR, PARAM_ERROR, ApiError
 from shared.eventstore import NO_STREAM, Append, ConcurrencyError
 from shared.projections import Catalog, fold, queries
 

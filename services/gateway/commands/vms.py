@@ -17,20 +17,10 @@ from proto.events import (
 )
 from proto.streams import stable_id
 from services.gateway import views
-from services.gateway.api import (
-    PARAM_ERROR,
-    RESOURCE_IN_USE,
-    ApiError,
-    Caller,
-    Context,
-    Params,
-    command,
-    listing,
-    require_admin,
-)
+from services.gateway.api import Caller, Context, Params, command, listing, require_admin
 from services.gateway.commands.limits import within_limits
 from shared.domain.access import visible_to
-from shared.domain.deploy import Rejected, check_deploy
+from shared.domain.deploy import check_deploy
 from shared.domain.job import (
     DEPLOY_VM_CMD,
     DESTROY_VM_CMD,
@@ -40,6 +30,7 @@ from shared.domain.job import (
 )
 from shared.domain.limits import Usage
 from shared.domain.vm import VmState, instance_name
+from shared.errors import PARAM_ERROR, RESOURCE_IN_USE, ApiError
 from shared.eventstore import NO_STREAM, Append, ConcurrencyError
 from shared.projections import queries
 
@@ -59,16 +50,13 @@ async def submit_deploy(ctx: Context, caller: Caller,
         offering = await queries.offering_view(conn, request.serviceofferingid)
         host = await queries.host_view(conn, request.hostid) if request.hostid else None
         known_networks = await queries.network_ids(conn)
-    try:
-        source = check_deploy(
-            account_id=caller.account_id, is_admin=caller.is_admin,
-            vm_snapshot_id=request.vmsnapshotid, template_id=request.templateid,
-            snapshot=snapshot, template=template, offering=offering,
-            offering_id=request.serviceofferingid, host_id=request.hostid, host=host,
-            network_ids=request.networkids, known_networks=known_networks, name=request.name,
-        )
-    except Rejected as rejected:
-        raise ApiError(rejected.code, rejected.text) from None
+    source = check_deploy(
+        account_id=caller.account_id, is_admin=caller.is_admin,
+        vm_snapshot_id=request.vmsnapshotid, template_id=request.templateid,
+        snapshot=snapshot, template=template, offering=offering,
+        offering_id=request.serviceofferingid, host_id=request.hostid, host=host,
+        network_ids=request.networkids, known_networks=known_networks, name=request.name,
+    )
     assert offering is not None
     if request.requestid:
         vm_id = stable_id("deploy-request", caller.account_id, request.requestid)

@@ -20,15 +20,7 @@ from proto.events import (
     VolumeFromSnapshotRequested,
     VolumeResizeRequested,
 )
-from services.gateway.api import (
-    PARAM_ERROR,
-    RESOURCE_IN_USE,
-    ApiError,
-    Caller,
-    Context,
-    Params,
-    command,
-)
+from services.gateway.api import Caller, Context, Params, command
 from services.gateway.commands.limits import within_limits
 from services.gateway.commands.snapshots import visible_snapshot
 from services.gateway.commands.vms import visible_vm
@@ -40,6 +32,7 @@ from shared.domain.job import (
     RESIZE_VOLUME_CMD,
 )
 from shared.domain.limits import Usage
+from shared.errors import PARAM_ERROR, RESOURCE_IN_USE, ApiError
 from shared.eventstore import NO_STREAM, Append
 from shared.projections import queries
 
