@@ -20,8 +20,10 @@ import itertools
 import logging
 import random
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeVar
 
 import msgspec
 import nats
@@ -32,10 +34,11 @@ from nats.js.errors import NotFoundError
 
 from proto import subjects
 from proto.envelope import EventEnvelope, MalformedMessage, Metadata, decode_envelope
+from proto.events import Event
 from shared import metrics
 from shared.config import Settings
 from shared.domain.abandon import abandoned
-from shared.eventstore import Append, ConcurrencyError, EventStore, NewEvent, RecordedEvent
+from shared.eventstore import Append, ConcurrencyError, Store
 from shared.log import correlation
 
 log = logging.getLogger(__name__)
@@ -47,8 +50,43 @@ CONFLICT_RETRIES = 30
 
 
 Handler = Callable[[EventEnvelope], Awaitable[Sequence[Append]]]
-_EVENT_COLUMNS = ("position, event_id, stream_id, version, type, schema, data, metadata,"
-                  " recorded_at")
+"""What a consumer runs for one stored event: the appends that record its outcome."""
+
+E = TypeVar("E", bound=Event)
+TypedHandler = Callable[[E, EventEnvelope], Awaitable[Sequence[Append]]]
+"""A handler of one event class: the event, typed, and its envelope (stream, version, id)."""
+
+
+class Handlers(Mapping[str, Handler]):
+    """A service's handlers, registered by event class so the type checker sees each
+    handler's event type; read by event type name, as a consumer dispatches."""
+
+    def __init__(self) -> None:
+        self._by_type: dict[str, Handler] = {}
+
+    def on(self, event_type: type[E], handler: TypedHandler[E]) -> Handlers:
+        """Run ``handler`` for every stored ``event_type``; returns self, to chain."""
+        name = event_type.__name__
+        if name in self._by_type:
+            raise ValueError(f"a handler for {name} is registered already")
+
+        async def handle(envelope: EventEnvelope) -> Sequence[Append]:
+            event = envelope.data
+            if not isinstance(event, event_type):
+                raise TypeError(f"event {envelope.id} is a {type(event).__name__}, not {name}")
+            return await handler(event, envelope)
+
+        self._by_type[name] = handle
+        return self
+
+    def __getitem__(self, event_type: str) -> Handler:
+        return self._by_type[event_type]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_type)
+
+    def __len__(self) -> int:
+        return len(self._by_type)
 
 
 async def connect(
@@ -133,23 +171,132 @@ def _stream_of(msg: Msg) -> str:
         return ""
 
 
+class Outcome(StrEnum):
+    HANDLED = "handled"
+    DUPLICATE = "duplicate"  # handled before: its inbox row exists
+    IGNORED = "ignored"  # no handler for the stored event's type
+    UNKNOWN = "unknown"  # no stored event has that id
+    RETRY = "retry"  # failed, or raced other writers too often: deliver again later
+    ABANDONED = "abandoned"  # failed on its last attempt, and settled as failed
+    UNRECORDED = "unrecorded"  # failed on its last attempt; the give-up could not be recorded
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    outcome: Outcome
+    event_type: str
+    retry_after: float = 0.0
+
+
+class Dispatcher:
+    """Runs one consumer's handlers against the store, whatever brings the event ids: the
+    NATS ``Consumer`` in a service, or a test delivering in process.
+
+    For one delivery attempt of one event: read the stored event and whether this consumer
+    handled it (a duplicate is skipped); run its handler; commit the handler's appends with
+    the consumer's inbox row in one transaction (``Store.commit``), rerunning the handler
+    when another writer moved one of its streams first; on the last attempt, settle the
+    work as failed (``shared.domain.abandon``) instead of retrying.
+    """
+
+    def __init__(self, name: str, store: Store, handlers: Mapping[str, Handler], *,
+                 max_deliver: int = 20, handler_timeout: float = 900.0) -> None:
+        self.name = name
+        self.store = store
+        self.handlers = handlers
+        self.max_deliver = max_deliver
+        self.handler_timeout = handler_timeout
+
+    async def dispatch(self, event_id: str, attempt: int) -> Dispatched:
+        """Handle the stored event ``event_id``, on its ``attempt``-th delivery (from 1)."""
+        stored, seen = await self.store.stored(event_id, self.name)
+        if stored is None:
+            log.error("dropped a message naming no stored event (%s)", event_id[:64])
+            return Dispatched(Outcome.UNKNOWN, "")
+        envelope = stored.envelope()
+        handler = self.handlers.get(envelope.type)
+        with correlation(envelope.metadata.correlation_id):
+            if handler is None:
+                return Dispatched(Outcome.IGNORED, envelope.type)
+            if seen:
+                return Dispatched(Outcome.DUPLICATE, envelope.type)
+            try:
+                done = await self._handle(handler, envelope)
+            except ConcurrencyError as exc:
+                if attempt >= self.max_deliver:
+                    return await self._give_up(envelope, exc, attempt)
+                # Others kept moving the stream on: run again later against the new state.
+                log.info("handler for %s %s raced other writers: %s", envelope.type,
+                         envelope.id, exc)
+                return Dispatched(Outcome.RETRY, envelope.type, random.uniform(0.05, 0.5))
+            except Exception as exc:
+                metrics.HANDLER_FAILURES.labels(self.name, envelope.type).inc()
+                if attempt >= self.max_deliver:
+                    return await self._give_up(envelope, exc, attempt)
+                log.exception("handler for %s %s failed (attempt %s of %s)", envelope.type,
+                              envelope.id, attempt, self.max_deliver)
+                return Dispatched(Outcome.RETRY, envelope.type,
+                                  min(30.0, 0.5 * 2 ** min(attempt, 6)))
+        return Dispatched(Outcome.HANDLED if done else Outcome.DUPLICATE, envelope.type)
+
+    async def _handle(self, handler: Handler, envelope: EventEnvelope) -> bool:
+        """Run the handler and commit, rerunning it when another writer got there first."""
+        for conflicts in itertools.count(1):
+            try:
+                async with asyncio.timeout(self.handler_timeout):  # not wait_for: see follow()
+                    appends = await handler(envelope)
+                return await self._commit(envelope, appends)
+            except ConcurrencyError:
+                if conflicts >= CONFLICT_RETRIES:
+                    raise
+                await asyncio.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** conflicts)))
+        raise AssertionError("unreachable")
+
+    async def _give_up(self, envelope: EventEnvelope, exc: Exception,
+                       attempt: int) -> Dispatched:
+        """The last attempt failed: settle the work as failed, or leave it to the log."""
+        reason = f"gave up after {attempt} attempts: {type(exc).__name__}: {exc}"
+        log.error("handler for %s %s failed on its last attempt; %s", envelope.type,
+                  envelope.id, reason, exc_info=exc)
+        try:
+            history = [e.event() for e in await self.store.read_stream(envelope.stream_id)]
+            events = abandoned(history, envelope.data, reason)
+            await self._commit(envelope, [Append(envelope.stream_id, events)] if events else [])
+        except Exception:
+            log.exception("could not record the failure of %s %s; leaving it to redelivery",
+                          envelope.type, envelope.id)
+            return Dispatched(Outcome.UNRECORDED, envelope.type, 30.0)
+        return Dispatched(Outcome.ABANDONED, envelope.type)
+
+    async def _commit(self, cause: EventEnvelope, appends: Sequence[Append]) -> bool:
+        """Record the handled event and append its results; False if already recorded."""
+        metadata = Metadata(
+            correlation_id=cause.metadata.correlation_id,
+            causation_id=cause.id,
+            actor=self.name,
+            account_id=cause.metadata.account_id,
+        )
+        return await self.store.commit(appends, metadata, inbox=(self.name, cause.id))
+
+
 class Consumer:
     """A durable pull consumer that runs one handler per event type, exactly once in effect.
 
-    A handler that fails is retried with backoff; on the last delivery attempt the consumer
-    gives up and commits what settles the work as failed (``shared.domain.abandon``), so no
-    VM or job waits forever. While a handler runs, the message is kept from redelivery; a
-    handler running past ``handler_timeout`` counts as failed. Once ``stopping`` is set the
-    consumer takes no new messages and ``run`` returns when those in hand are done; if it is
-    cancelled first, the messages in hand are handed back to NATS for redelivery at once.
+    Each message is handed to a ``Dispatcher`` with its delivery count: a handler that
+    fails is retried with backoff; on the last delivery attempt the work is settled as
+    failed, so no VM or job waits forever. While a handler runs, the message is kept from
+    redelivery; a handler running past ``handler_timeout`` counts as failed. Once
+    ``stopping`` is set the consumer takes no new messages and ``run`` returns when those
+    in hand are done; if it is cancelled first, the messages in hand are handed back to
+    NATS for redelivery at once.
     """
 
     def __init__(
         self,
         name: str,
         js: JetStreamContext,
-        store: EventStore,
-        handlers: dict[str, Handler],
+        store: Store,
+        handlers: Mapping[str, Handler],
         *,
         ack_wait: float = 60.0,
         max_deliver: int = 20,
@@ -164,7 +311,8 @@ class Consumer:
         self.ack_wait = ack_wait
         self.max_deliver = max_deliver
         self.batch = batch
-        self.handler_timeout = handler_timeout
+        self.dispatcher = Dispatcher(name, store, handlers, max_deliver=max_deliver,
+                                     handler_timeout=handler_timeout)
         self.stopping = stopping or asyncio.Event()
 
     def config(self) -> api.ConsumerConfig:
@@ -231,67 +379,27 @@ class Consumer:
             log.error("rejected a malformed message on %s: %s", msg.subject, exc)
             await msg.term()
             return
-        handler = self.handlers.get(envelope.type)
-        seen = False
-        if handler is not None:
-            stored, seen = await self._stored(envelope.id)
-            if stored is None:
-                metrics.MESSAGES_HANDLED.labels(self.name, envelope.type, "unknown").inc()
-                log.error("dropped a message on %s naming no stored event (%s)", msg.subject,
-                          envelope.id[:64])
-                await msg.term()
-                return
-            envelope = stored.envelope()
-            handler = self.handlers.get(envelope.type)
-        with correlation(envelope.metadata.correlation_id):
-            if handler is None or seen:
-                await msg.ack()
-                outcome = "ignored" if handler is None else "duplicate"
-                metrics.MESSAGES_HANDLED.labels(self.name, envelope.type, outcome).inc()
-                return
-            attempt = msg.metadata.num_delivered if msg.metadata else 1
-            try:
-                done = await self._keep_alive(msg, self._handle(handler, envelope))
-            except ConcurrencyError as exc:
-                if attempt >= self.max_deliver:
-                    await self._give_up(msg, envelope, exc, attempt)
-                    return
-                # Others kept moving the stream on: run again later against the new state.
-                log.info("handler for %s %s raced other writers: %s", envelope.type,
-                         envelope.id, exc)
-                await msg.nak(delay=random.uniform(0.05, 0.5))
-                return
-            except Exception as exc:
-                metrics.HANDLER_FAILURES.labels(self.name, envelope.type).inc()
-                if attempt >= self.max_deliver:
-                    await self._give_up(msg, envelope, exc, attempt)
-                    return
-                log.exception("handler for %s %s failed (attempt %s of %s)", envelope.type,
-                              envelope.id, attempt, self.max_deliver)
-                await msg.nak(delay=min(30.0, 0.5 * 2 ** min(attempt, 6)))
-                return
+        if envelope.type not in self.handlers:
             await msg.ack()
-            metrics.MESSAGES_HANDLED.labels(
-                self.name, envelope.type, "handled" if done else "duplicate"
-            ).inc()
-            metrics.HANDLE_SECONDS.labels(self.name, envelope.type).observe(
-                time.monotonic() - started
-            )
+            metrics.MESSAGES_HANDLED.labels(self.name, envelope.type, "ignored").inc()
+            return
+        attempt = msg.metadata.num_delivered if msg.metadata else 1
+        result = await self._keep_alive(msg, self.dispatcher.dispatch(envelope.id, attempt))
+        event_type = result.event_type or envelope.type
+        match result.outcome:
+            case Outcome.UNKNOWN | Outcome.ABANDONED:
+                await msg.term()
+            case Outcome.RETRY | Outcome.UNRECORDED:
+                await msg.nak(delay=result.retry_after)
+                return
+            case _:
+                await msg.ack()
+        metrics.MESSAGES_HANDLED.labels(self.name, event_type, result.outcome.value).inc()
+        if result.outcome is Outcome.HANDLED:
+            metrics.HANDLE_SECONDS.labels(self.name, event_type).observe(
+                time.monotonic() - started)
 
-    async def _handle(self, handler: Handler, envelope: EventEnvelope) -> bool:
-        """Run the handler and commit, rerunning it when another writer got there first."""
-        for conflicts in itertools.count(1):
-            try:
-                async with asyncio.timeout(self.handler_timeout):  # not wait_for: see follow()
-                    appends = await handler(envelope)
-                return await self._commit(envelope, appends)
-            except ConcurrencyError:
-                if conflicts >= CONFLICT_RETRIES:
-                    raise
-                await asyncio.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** conflicts)))
-        raise AssertionError("unreachable")
-
-    async def _keep_alive(self, msg: Msg, work: Awaitable[bool]) -> bool:
+    async def _keep_alive(self, msg: Msg, work: Awaitable[Dispatched]) -> Dispatched:
         """Await ``work``, telling NATS it is in progress so it is not redelivered meanwhile."""
         task = asyncio.ensure_future(work)
         try:
@@ -306,66 +414,6 @@ class Consumer:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-
-    async def _give_up(self, msg: Msg, envelope: EventEnvelope, exc: Exception,
-                       attempt: int) -> None:
-        """The last attempt failed: settle the work as failed, or leave it to the log."""
-        reason = f"gave up after {attempt} attempts: {type(exc).__name__}: {exc}"
-        log.error("handler for %s %s failed on its last attempt; %s", envelope.type,
-                  envelope.id, reason, exc_info=exc)
-        metrics.MESSAGES_HANDLED.labels(self.name, envelope.type, "abandoned").inc()
-        try:
-            history = [e.event() for e in await self.store.read_stream(envelope.stream_id)]
-            events = abandoned(history, envelope.data, reason)
-            await self._commit(envelope, [Append(envelope.stream_id, events)] if events else [])
-        except Exception:
-            log.exception("could not record the failure of %s %s; leaving it to redelivery",
-                          envelope.type, envelope.id)
-            await msg.nak(delay=30.0)
-            return
-        await msg.term()
-
-    async def _stored(self, event_id: str) -> tuple[RecordedEvent | None, bool]:
-        """The stored event of that id (None if there is none), and whether this consumer
-        handled it already."""
-        try:
-            key = uuid.UUID(event_id)
-        except ValueError:
-            return None, False
-        async with self.store.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                f"SELECT {_EVENT_COLUMNS}, EXISTS (SELECT 1 FROM inbox WHERE consumer = $1"
-                " AND event_id = $2) AS seen FROM events WHERE event_id = $2",
-                self.name, key,
-            )
-        if row is None:
-            return None, False
-        return RecordedEvent(*list(row.values())[:-1]), bool(row["seen"])
-
-    async def _commit(self, cause: EventEnvelope, appends: Sequence[Append]) -> bool:
-        """Record the handled message and append its results; False if already recorded."""
-        metadata = Metadata(
-            correlation_id=cause.metadata.correlation_id,
-            causation_id=cause.id,
-            actor=self.name,
-            account_id=cause.metadata.account_id,
-        )
-        async with self.store.pool.acquire() as conn, conn.transaction():
-            fresh = await conn.fetchval(
-                "INSERT INTO inbox (consumer, event_id) VALUES ($1, $2)"
-                " ON CONFLICT DO NOTHING RETURNING true",
-                self.name, cause.id,
-            )
-            if not fresh:
-                return False
-            for append in appends:
-                await self.store.append(
-                    append.stream_id,
-                    [NewEvent(event, metadata) for event in append.events],
-                    append.expected_version,
-                    conn=conn,
-                )
-        return True
 
 
 async def _hand_back(messages: list[Msg]) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import asyncpg
@@ -204,7 +204,7 @@ class Runtime:
             self.checks["vcenter"] = state
 
     async def consume(self, name: str, js: JetStreamContext, store: EventStore,
-                      handlers: dict[str, bus.Handler]) -> None:
+                      handlers: Mapping[str, bus.Handler]) -> None:
         """Run a durable consumer with ``handlers`` until shutdown, restarting it on failure."""
         consumer = bus.Consumer(name, js, store, handlers, stopping=self.stopping)
         finished = asyncio.Event()

@@ -1,7 +1,7 @@
 """python -m services.planner: validate and place VMs; keep the inventory in step with vCenter."""
 
 from services.planner.handlers import Planner
-from services.planner.inventory import sync
+from services.planner.inventory import changes, sync
 from shared.runtime import Runtime
 
 
@@ -10,7 +10,7 @@ async def main(rt: Runtime) -> None:
     _, js = await rt.jetstream()
     hypervisor = await rt.vcenter()
     await rt.retry("inventory", lambda: sync(store, hypervisor))
-    planner = Planner(store, hypervisor)
+    planner = Planner(store, lambda: changes(store, hypervisor))
     await rt.consume("planner", js, store, planner.handlers())
 
 

@@ -12,7 +12,7 @@ from proto.envelope import Metadata
 from shared.domain.accounts import ADMIN_ACCOUNT_ID
 from shared.domain.inventory import DeployedVm, observed, vanished
 from shared.drivers.base import Hypervisor
-from shared.eventstore import Append, EventStore, NewEvent
+from shared.eventstore import Append, EventStore
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +131,7 @@ def describe(appends: list[Append]) -> str:
 async def sync(store: EventStore, hypervisor: Hypervisor) -> str:
     """Sync now, appending in one transaction; returns what changed."""
     appends = await changes(store, hypervisor)
-    meta = Metadata(correlation_id="inventory-sync", actor="planner")
-    async with store.pool.acquire() as conn, conn.transaction():
-        for append in appends:
-            await store.append(append.stream_id, [NewEvent(e, meta) for e in append.events],
-                               append.expected_version, conn=conn)
+    await store.commit(appends, Metadata(correlation_id="inventory-sync", actor="planner"))
     summary = describe(appends)
     log.info("inventory sync: %s", summary)
     return summary

@@ -16,6 +16,8 @@ from shared.db._migrate import migrate
 # (privileges, tables): every table the services use, with what they do to it.
 GRANTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("SELECT", ("events", "schema_migrations")),
+    # Written only by a trigger on events, as the events' owner (migration 0007).
+    ("SELECT", ("host_capacity", "host_reservations")),
     ("SELECT, INSERT, UPDATE", ("checkpoints",)),
     ("SELECT, INSERT", ("inbox",)),
     ("SELECT, INSERT, UPDATE, DELETE",

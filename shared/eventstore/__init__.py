@@ -1,5 +1,6 @@
 """The event store: append-only streams in PostgreSQL, read by stream or in global order."""
 
+from shared.eventstore._memory import MemoryEventStore
 from shared.eventstore._store import (
     ANY_VERSION,
     NO_STREAM,
@@ -8,6 +9,7 @@ from shared.eventstore._store import (
     EventStore,
     NewEvent,
     RecordedEvent,
+    Store,
 )
 
 __all__ = [
@@ -16,6 +18,8 @@ __all__ = [
     "Append",
     "ConcurrencyError",
     "EventStore",
+    "MemoryEventStore",
     "NewEvent",
     "RecordedEvent",
+    "Store",
 ]

@@ -6,12 +6,14 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 import asyncpg
 import msgspec
 
 from proto.envelope import EventEnvelope, Metadata
 from proto.events import AnyEvent, Event
+from shared.domain.deploy import HostView
 
 ANY_VERSION = -1
 """Append whatever the stream's current version is."""
@@ -121,6 +123,55 @@ class _WireEnvelope(msgspec.Struct, frozen=True, kw_only=True):
 
 _COLUMNS = "position, event_id, stream_id, version, type, schema, data, metadata, recorded_at"
 
+
+class Store(Protocol):
+    """What the write side needs of an event store; PostgreSQL's ``EventStore`` and the
+    in-memory ``MemoryEventStore`` both keep these promises (tests/contract/test_write_side.py).
+    """
+
+    async def append(self, stream_id: str, events: Sequence[NewEvent],
+                     expected_version: int = ANY_VERSION) -> list[RecordedEvent]:
+        """Append ``events`` to one stream as one batch, committed on its own.
+
+        Raises:
+            ConcurrencyError: the stream is not at ``expected_version``.
+        """
+        ...
+
+    async def commit(self, appends: Sequence[Append], metadata: Metadata, *,
+                     inbox: tuple[str, str] | None = None) -> bool:
+        """Append every batch of ``appends`` with ``metadata``, all or none.
+
+        With ``inbox`` = (consumer, event id), record that the consumer handled that event
+        in the same transaction; if it was recorded already, append nothing and return
+        False.
+
+        Raises:
+            ConcurrencyError: a stream is not at its batch's expected version (nothing is
+                appended).
+        """
+        ...
+
+    async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        """The events of one stream from ``from_version`` on, oldest first ([] if none)."""
+        ...
+
+    async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Up to ``limit`` events with a global position above ``after``, in order."""
+        ...
+
+    async def stored(self, event_id: str, consumer: str) -> tuple[RecordedEvent | None, bool]:
+        """The stored event of that id (None if there is none, or the id is no UUID), and
+        whether ``consumer`` has handled it already."""
+        ...
+
+    async def hosts(self) -> list[HostView]:
+        """Every host new VMs may be placed on (imported, not gone), with its reserved
+        capacity and its stream's version, as of the last committed append: never behind
+        the store (``shared.domain.capacity`` is the rule)."""
+        ...
+
+
 class EventStore:
     """Appends and reads events in one PostgreSQL database.
 
@@ -190,6 +241,53 @@ class EventStore:
                                        int(getattr(exc, "detail", "0") or 0)) from None
             raise
         return sorted((RecordedEvent(*row) for row in rows), key=lambda r: r.position)
+
+    async def commit(self, appends: Sequence[Append], metadata: Metadata, *,
+                     inbox: tuple[str, str] | None = None) -> bool:
+        """See ``Store.commit``: one transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if inbox is not None:
+                fresh = await conn.fetchval(
+                    "INSERT INTO inbox (consumer, event_id) VALUES ($1, $2)"
+                    " ON CONFLICT DO NOTHING RETURNING true", inbox[0], uuid.UUID(inbox[1]))
+                if not fresh:
+                    return False
+            for append in appends:
+                await self._append(conn, append.stream_id,
+                                   [NewEvent(event, metadata) for event in append.events],
+                                   append.expected_version)
+        return True
+
+    async def stored(self, event_id: str, consumer: str) -> tuple[RecordedEvent | None, bool]:
+        """See ``Store.stored``: one query."""
+        try:
+            key = uuid.UUID(event_id)
+        except ValueError:
+            return None, False
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_COLUMNS}, EXISTS (SELECT 1 FROM inbox WHERE consumer = $1"
+                " AND event_id = $2) AS seen FROM events WHERE event_id = $2",
+                consumer, key,
+            )
+        if row is None:
+            return None, False
+        return RecordedEvent(*list(row.values())[:-1]), bool(row["seen"])
+
+    async def hosts(self) -> list[HostView]:
+        """See ``Store.hosts``: the ``host_capacity`` table, kept by a trigger on events
+        in each append's transaction (migration 0007)."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT host_id, name, zone_id, pool_ids, cpu_mhz_total, memory_mb_total,"
+                " reserved_cpu_mhz, reserved_memory_mb, version FROM host_capacity"
+                " WHERE imported AND NOT gone ORDER BY host_id")
+        return [HostView(id=r["host_id"], name=r["name"], zone_id=r["zone_id"],
+                         pool_ids=list(r["pool_ids"]), cpu_mhz_total=r["cpu_mhz_total"],
+                         memory_mb_total=r["memory_mb_total"],
+                         reserved_cpu_mhz=r["reserved_cpu_mhz"],
+                         reserved_memory_mb=r["reserved_memory_mb"], version=r["version"])
+                for r in rows]
 
     async def stream_version(self, stream_id: str) -> int:
         async with self.pool.acquire() as conn:

@@ -1,0 +1,157 @@
+"""The write side's promises, kept alike by PostgreSQL's EventStore and the in-memory store:
+commits all or nothing with the inbox, and hosts' capacity never behind the store (on
+PostgreSQL, a trigger keeps it, for events stored before the trigger too)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from proto import streams
+from proto.events import (
+    CapacityReleased,
+    CapacityReserved,
+    Event,
+    InventoryObjectGone,
+    VmDestroyed,
+    VmStopped,
+)
+from shared import db
+from shared.db import create_pool, migrate
+from shared.eventstore import (
+    NO_STREAM,
+    Append,
+    ConcurrencyError,
+    EventStore,
+    MemoryEventStore,
+    Store,
+)
+from tests.kit import META, host
+
+MIGRATIONS = Path(__file__).parents[2] / "shared" / "db" / "migrations"
+
+# A host's life: imported, reservations made and released, gone, imported again smaller.
+HOST_LIFE: list[tuple[str, Event]] = [
+    ("h1", host("h1", ["p1", "p2"], cpu_cores=8, memory_mb=16384)),
+    ("h2", host("h2", ["p2"])),
+    ("h1", CapacityReserved(host_id="h1", vm_id="v1", cpu_mhz=2000, memory_mb=2048)),
+    ("h1", CapacityReserved(host_id="h1", vm_id="v2", cpu_mhz=1000, memory_mb=1024)),
+    ("h2", CapacityReserved(host_id="h2", vm_id="v3", cpu_mhz=500, memory_mb=512)),
+    ("h1", CapacityReleased(host_id="h1", vm_id="v1")),
+    ("h1", CapacityReleased(host_id="h1", vm_id="v1")),
+    ("h2", InventoryObjectGone(kind="host", object_id="h2")),
+    ("h3", host("h3", ["p1"])),
+    ("h3", InventoryObjectGone(kind="host", object_id="h3")),
+    ("h3", host("h3", ["p3"], memory_mb=2048)),
+    ("h1", host("h1", ["p1"], cpu_cores=4, memory_mb=8192)),
+]
+
+
+@pytest.fixture(params=["postgres", "memory"])
+async def any_store(request: pytest.FixtureRequest, database_url: str) -> AsyncIterator[Store]:
+    if request.param == "memory":
+        yield MemoryEventStore()
+        return
+    pool = await create_pool(database_url, max_size=4)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        yield EventStore(pool)
+    finally:
+        await pool.close()
+
+
+async def live_host_life(store: Store) -> None:
+    for host_id, event in HOST_LIFE:
+        await store.commit([Append(streams.host(host_id), [event])], META)
+
+
+async def test_hosts_are_what_their_streams_say(any_store: Store) -> None:
+    await live_host_life(any_store)
+    hosts = {h.id: h for h in await any_store.hosts()}
+    assert sorted(hosts) == ["h1", "h3"]
+    h1, h3 = hosts["h1"], hosts["h3"]
+    assert (h1.pool_ids, h1.cpu_mhz_total, h1.memory_mb_total) == (["p1"], 8000, 8192)
+    assert (h1.reserved_cpu_mhz, h1.reserved_memory_mb, h1.version) == (1000, 1024, 6)
+    assert (h3.pool_ids, h3.memory_mb_total, h3.reserved_memory_mb, h3.version) == (
+        ["p3"], 2048, 0, 3)
+
+
+async def test_a_commit_is_all_or_nothing_and_recorded_once(any_store: Store) -> None:
+    await any_store.commit([Append("vm-a", [VmStopped(vm_id="a")], NO_STREAM)], META)
+    with pytest.raises(ConcurrencyError):
+        await any_store.commit([Append("vm-b", [VmStopped(vm_id="b")], NO_STREAM),
+                                Append("vm-a", [VmDestroyed(vm_id="a")], NO_STREAM)], META,
+                               inbox=("c", "00000000-0000-0000-0000-000000000001"))
+    assert await any_store.read_stream("vm-b") == []
+    stopped = (await any_store.read_stream("vm-a"))[0]
+    assert await any_store.stored(str(stopped.event_id), "c") == (stopped, False)
+
+    cause = ("c", str(stopped.event_id))
+    assert await any_store.commit([Append("vm-a", [VmDestroyed(vm_id="a")], 1)], META,
+                                  inbox=cause)
+    assert not await any_store.commit([Append("vm-a", [VmDestroyed(vm_id="a")])], META,
+                                      inbox=cause)
+    assert [e.type for e in await any_store.read_stream("vm-a")] == ["VmStopped", "VmDestroyed"]
+    assert (await any_store.stored(str(stopped.event_id), "c"))[1]
+    assert (await any_store.stored(str(stopped.event_id), "other"))[1] is False
+    assert await any_store.stored("not-a-uuid", "c") == (None, False)
+    destroyed = (await any_store.read_stream("vm-a"))[1]
+    assert destroyed.meta() == META
+    positions = [e.position for e in await any_store.read_all(0)]
+    assert len(positions) == 2 and positions == sorted(positions)
+
+
+async def test_hosts_stored_before_the_trigger_are_summarised_by_its_migration(
+    database_url: str,
+) -> None:
+    pool = await create_pool(database_url, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
+                               " name text NOT NULL, applied_at timestamptz NOT NULL"
+                               " DEFAULT now())")
+            for path in sorted(MIGRATIONS.glob("000[1-6]_*.sql")):
+                await conn.execute(path.read_text())
+                await conn.execute("INSERT INTO schema_migrations (version, name)"
+                                   " VALUES ($1, $2)", int(path.name[:4]), path.name)
+        old = EventStore(pool)
+        await live_host_life(old)
+        async with pool.acquire() as conn:
+            assert await migrate(conn) == [7]
+        memory = MemoryEventStore()
+        await live_host_life(memory)
+        assert await old.hosts() == await memory.hosts()
+    finally:
+        await pool.close()
+
+
+async def test_the_services_role_reads_host_capacity_but_only_the_trigger_writes_it(
+    database_url: str,
+) -> None:
+    role, password = f"svc_{uuid.uuid4().hex[:12]}", "secret"
+    owner = await asyncpg.connect(database_url)
+    try:
+        await db.prepare(owner, role, password)
+    finally:
+        await owner.close()
+    parts = urlsplit(database_url)
+    url = urlunsplit(parts._replace(netloc=f"{role}:{password}@{parts.netloc.rsplit('@', 1)[1]}"))
+    pool = await create_pool(url, max_size=2)
+    try:
+        store = EventStore(pool)
+        await live_host_life(store)
+        assert [h.id for h in await store.hosts()] == ["h1", "h3"]
+        async with pool.acquire() as conn:
+            for sql in ("UPDATE host_capacity SET reserved_memory_mb = 0",
+                        "DELETE FROM host_reservations",
+                        "INSERT INTO host_capacity (host_id, version) VALUES ('forged', 1)"):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute(sql)
+    finally:
+        await pool.close()

@@ -1,0 +1,94 @@
+"""Handlers in process: a durable consumer's delivery without NATS, for unit-speed tests.
+
+``Delivery`` hands every stored event, in global order, to each service's ``Dispatcher``
+that has a handler for its type, as JetStream would: a failed attempt is delivered again
+at once (no backoff) until it is handled or given up on its last attempt. Each dispatcher
+keeps its own cursor, as each durable consumer does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from proto.envelope import Metadata
+from proto.events import Event, HostImported, VmDeployRequested
+from proto.streams import stable_id
+from shared.bus import Dispatched, Dispatcher, Outcome
+from shared.eventstore import NO_STREAM, Append, Store
+
+META = Metadata(correlation_id="test", actor="admin/admin", account_id="admin")
+
+
+@dataclass
+class Delivered:
+    consumer: str
+    event_type: str
+    attempts: int
+    outcome: Outcome
+
+
+@dataclass
+class Delivery:
+    store: Store
+    dispatchers: list[Dispatcher]
+    log: list[Delivered] = field(default_factory=list)
+    _cursors: dict[str, int] = field(default_factory=dict)
+
+    async def settle(self, rounds: int = 100) -> list[Delivered]:
+        """Deliver until no consumer has anything left; returns what was delivered now."""
+        start = len(self.log)
+        for _ in range(rounds):
+            moved = False
+            for dispatcher in self.dispatchers:
+                after = self._cursors.get(dispatcher.name, 0)
+                for recorded in await self.store.read_all(after):
+                    self._cursors[dispatcher.name] = recorded.position
+                    moved = True
+                    if recorded.type not in dispatcher.handlers:
+                        continue
+                    result, attempts = await deliver(dispatcher, str(recorded.event_id))
+                    self.log.append(Delivered(dispatcher.name, result.event_type, attempts,
+                                              result.outcome))
+            if not moved:
+                return self.log[start:]
+        raise AssertionError(f"still delivering after {rounds} rounds")
+
+
+async def deliver(dispatcher: Dispatcher, event_id: str) -> tuple[Dispatched, int]:
+    """One event to one consumer, redelivered at once until it settles."""
+    for attempt in range(1, dispatcher.max_deliver + 1):
+        result = await dispatcher.dispatch(event_id, attempt)
+        if result.outcome not in (Outcome.RETRY, Outcome.UNRECORDED):
+            return result, attempt
+    raise AssertionError(f"event {event_id} was not settled in {dispatcher.max_deliver} "
+                         "attempts")
+
+
+async def given(store: Store, stream_id: str, *events: Event) -> None:
+    """Events a test starts from, appended as if by the gateway or an earlier sync."""
+    await store.commit([Append(stream_id, list(events))], META)
+
+
+async def new_stream(store: Store, stream_id: str, *events: Event) -> None:
+    await store.commit([Append(stream_id, list(events), NO_STREAM)], META)
+
+
+def host(host_id: str, pools: list[str], *, cpu_cores: int = 4, cpu_mhz: int = 2000,
+         memory_mb: int = 8192, zone_id: str = "zone-1") -> HostImported:
+    return HostImported(host_id=host_id, zone_id=zone_id, name=f"host-{host_id}",
+                        ref=f"ref-{host_id}", cluster="c1", cpu_cores=cpu_cores,
+                        cpu_mhz=cpu_mhz, memory_bytes=memory_mb * 1024 * 1024,
+                        pool_ids=pools)
+
+
+def deploy(vm_id: str, *, pool_id: str = "pool-1", cpu_number: int = 1, cpu_speed: int = 1000,
+           memory_mb: int = 1024, host_id: str | None = None,
+           vm_snapshot_id: str | None = "snap-1", template_id: str | None = None,
+           network_ids: list[str] | None = None) -> VmDeployRequested:
+    return VmDeployRequested(
+        vm_id=vm_id, job_id=stable_id("job", vm_id), account_id="acct-1", user_id="user-1",
+        name=f"vm-{vm_id}", display_name=f"vm-{vm_id}", instance_name=f"i-acct-{vm_id}-VM",
+        zone_id="zone-1", service_offering_id="small", cpu_number=cpu_number,
+        cpu_speed=cpu_speed, memory_mb=memory_mb, pool_id=pool_id,
+        network_ids=network_ids or [], vm_snapshot_id=vm_snapshot_id,
+        template_id=template_id, host_id=host_id)

@@ -1,0 +1,234 @@
+"""The planner's handlers in process: an in-memory store, no NATS, no PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from proto import streams
+from proto.envelope import EventEnvelope, Metadata
+from proto.events import (
+    AnyEvent,
+    CapacityReserved,
+    InventoryObjectGone,
+    InventorySyncRequested,
+    JobCompleted,
+    VmDeployFailed,
+    VmExpunged,
+    VmPlaced,
+    ZoneImported,
+)
+from services.planner.handlers import Planner
+from shared.bus import Dispatcher, Outcome
+from shared.domain import capacity
+from shared.domain.deploy import HostView
+from shared.eventstore import Append, MemoryEventStore
+from tests.kit import Delivery, deliver, deploy, given, host, new_stream
+
+
+async def no_changes() -> list[Append]:
+    return []
+
+
+def planner(store: MemoryEventStore) -> Dispatcher:
+    return Dispatcher("planner", store, Planner(store, no_changes).handlers(),
+                      max_deliver=5)
+
+
+async def vm_events(store: MemoryEventStore, vm_id: str) -> list[AnyEvent]:
+    return [e.event() for e in await store.read_stream(streams.vm(vm_id))]
+
+
+async def host_state(store: MemoryEventStore, host_id: str) -> capacity.Host:
+    events = await store.read_stream(streams.host(host_id))
+    return capacity.fold(host_id, [e.event() for e in events])
+
+
+async def test_places_on_a_host_that_reaches_the_pool_and_reserves_its_capacity() -> None:
+    store = MemoryEventStore()
+    await given(store, streams.host("h1"), host("h1", ["pool-2"]))
+    await given(store, streams.host("h2"), host("h2", ["pool-1"]))
+    await new_stream(store, streams.vm("v1"), deploy("v1", cpu_number=2, memory_mb=2048))
+
+    delivered = await Delivery(store, [planner(store)]).settle()
+
+    assert [(d.event_type, d.outcome) for d in delivered] == [
+        ("VmDeployRequested", Outcome.HANDLED)]
+    placed = (await vm_events(store, "v1"))[-1]
+    assert isinstance(placed, VmPlaced) and placed.host_id == "h2"
+    h2 = await host_state(store, "h2")
+    assert h2.reservations == {"v1": (2000, 2048)}
+    assert (await store.read_stream(streams.host("h2")))[-1].meta().causation_id
+
+
+async def test_the_requested_host_is_honoured_even_when_another_has_more_room() -> None:
+    store = MemoryEventStore()
+    await given(store, streams.host("big"), host("big", ["pool-1"], memory_mb=65536))
+    await given(store, streams.host("small"), host("small", ["pool-1"], memory_mb=4096))
+    await new_stream(store, streams.vm("v1"), deploy("v1", host_id="small"))
+
+    await Delivery(store, [planner(store)]).settle()
+
+    placed = (await vm_events(store, "v1"))[-1]
+    assert isinstance(placed, VmPlaced) and placed.host_id == "small"
+
+
+async def test_no_room_ends_the_deploy_in_error_with_533_and_reserves_nothing() -> None:
+    store = MemoryEventStore()
+    await given(store, streams.host("h1"), host("h1", ["pool-1"], memory_mb=2048))
+    for n in range(3):
+        await new_stream(store, streams.vm(f"v{n}"), deploy(f"v{n}", memory_mb=1024))
+
+    await Delivery(store, [planner(store)]).settle()
+
+    outcomes = [(await vm_events(store, f"v{n}"))[1:] for n in range(3)]
+    assert [type(e[0]) for e in outcomes] == [VmPlaced, VmPlaced, VmDeployFailed]
+    failed, job = outcomes[2]
+    assert isinstance(failed, VmDeployFailed) and failed.error_code == 533
+    assert failed.step == "plan" and "no host that reaches pool pool-1 has room" in failed.reason
+    assert isinstance(job, JobCompleted) and not job.succeeded and job.error_code == 533
+    assert set((await host_state(store, "h1")).reservations) == {"v0", "v1"}
+
+
+async def test_a_host_gone_from_the_inventory_gets_no_new_vms() -> None:
+    store = MemoryEventStore()
+    await given(store, streams.host("h1"), host("h1", ["pool-1"]),
+                InventoryObjectGone(kind="host", object_id="h1"))
+    await new_stream(store, streams.vm("v1"), deploy("v1"))
+
+    await Delivery(store, [planner(store)]).settle()
+
+    failed = (await vm_events(store, "v1"))[1]
+    assert isinstance(failed, VmDeployFailed)
+    assert "no host can reach primary storage pool pool-1" in failed.reason
+
+
+async def test_a_failed_or_expunged_vm_releases_its_capacity_once() -> None:
+    store = MemoryEventStore()
+    await given(store, streams.host("h1"), host("h1", ["pool-1"], memory_mb=1024))
+    await new_stream(store, streams.vm("v1"), deploy("v1", memory_mb=1024))
+    delivery = Delivery(store, [planner(store)])
+    await delivery.settle()
+    assert set((await host_state(store, "h1")).reservations) == {"v1"}
+
+    await given(store, streams.vm("v1"),
+                VmDeployFailed(vm_id="v1", step="clone", reason="refused"),
+                VmExpunged(vm_id="v1"))
+    await delivery.settle()
+
+    h1 = await host_state(store, "h1")
+    assert h1.reservations == {}
+    types = [e.type for e in await store.read_stream(streams.host("h1"))]
+    assert types == ["HostImported", "CapacityReserved", "CapacityReleased"]
+    # The room is there again for the next VM.
+    await new_stream(store, streams.vm("v2"), deploy("v2", memory_mb=1024))
+    await delivery.settle()
+    assert isinstance((await vm_events(store, "v2"))[-1], VmPlaced)
+
+
+async def test_a_vm_never_placed_releases_nothing() -> None:
+    store = MemoryEventStore()
+    await given(store, streams.vm("v1"), VmExpunged(vm_id="v1"))
+    delivered = await Delivery(store, [planner(store)]).settle()
+    assert [d.outcome for d in delivered] == [Outcome.HANDLED]
+    assert await store.head() == 1
+
+
+class Interleaving(MemoryEventStore):
+    """Lets other handlers run between reading hosts and appending, as a real store does."""
+
+    async def hosts(self) -> list[HostView]:
+        hosts = await super().hosts()
+        await asyncio.sleep(0)
+        return hosts
+
+
+async def test_concurrent_placements_on_one_host_conflict_and_never_overbook() -> None:
+    store = Interleaving()
+    await given(store, streams.host("h1"), host("h1", ["pool-1"], memory_mb=4096))
+    for n in range(6):
+        await new_stream(store, streams.vm(f"v{n}"), deploy(f"v{n}", memory_mb=1024))
+    dispatcher = planner(store)
+    requests = [e for e in await store.read_all() if e.type == "VmDeployRequested"]
+
+    results = await asyncio.gather(*(deliver(dispatcher, str(r.event_id)) for r in requests))
+
+    assert {result.outcome for result, _ in results} == {Outcome.HANDLED}
+    h1 = await host_state(store, "h1")
+    assert len(h1.reservations) == 4
+    assert sum(memory for _, memory in h1.reservations.values()) == 4096
+    ends = [type((await vm_events(store, f"v{n}"))[1]) for n in range(6)]
+    assert ends.count(VmPlaced) == 4 and ends.count(VmDeployFailed) == 2
+
+
+class Unreachable(MemoryEventStore):
+    async def hosts(self) -> list[HostView]:
+        raise ConnectionError("the database did not answer")
+
+
+async def test_placement_that_keeps_failing_is_given_up_and_the_deploy_ends_in_error() -> None:
+    store = Unreachable()
+    await new_stream(store, streams.vm("v1"), deploy("v1"))
+
+    delivered = await Delivery(store, [planner(store)]).settle()
+
+    assert [(d.event_type, d.attempts, d.outcome) for d in delivered] == [
+        ("VmDeployRequested", 5, Outcome.ABANDONED), ("VmDeployFailed", 1, Outcome.HANDLED)]
+    failed, job = (await vm_events(store, "v1"))[1:]
+    assert isinstance(failed, VmDeployFailed) and failed.step == "placement"
+    assert "gave up after 5 attempts: ConnectionError" in failed.reason
+    assert isinstance(job, JobCompleted) and not job.succeeded
+
+
+async def test_a_redelivered_request_is_recognised_and_not_placed_twice() -> None:
+    store = MemoryEventStore()
+    await given(store, streams.host("h1"), host("h1", ["pool-1"]))
+    await new_stream(store, streams.vm("v1"), deploy("v1"))
+    dispatcher = planner(store)
+    request = (await store.read_stream(streams.vm("v1")))[0]
+
+    first, _ = await deliver(dispatcher, str(request.event_id))
+    again, _ = await deliver(dispatcher, str(request.event_id))
+
+    assert (first.outcome, again.outcome) == (Outcome.HANDLED, Outcome.DUPLICATE)
+    assert [type(e) for e in await vm_events(store, "v1")].count(VmPlaced) == 1
+    assert list((await host_state(store, "h1")).reservations) == ["v1"]
+
+
+async def test_inventory_sync_appends_the_changes_and_completes_its_job() -> None:
+    store = MemoryEventStore()
+    zone = ZoneImported(zone_id="z1", name="DC0", ref="datacenter-1")
+
+    async def changes() -> list[Append]:
+        return [Append(streams.zone("z1"), [zone], 0)]
+
+    dispatcher = Dispatcher("planner", store, Planner(store, changes).handlers())
+    await given(store, "inventory", InventorySyncRequested(job_id="job-9"))
+
+    await Delivery(store, [dispatcher]).settle()
+
+    assert [e.event() for e in await store.read_stream(streams.zone("z1"))] == [zone]
+    done = (await store.read_stream("inventory"))[-1].event()
+    assert done == JobCompleted(job_id="job-9", succeeded=True)
+
+
+def test_handlers_are_registered_by_event_class() -> None:
+    handlers = Planner(MemoryEventStore(), no_changes).handlers()
+    assert sorted(handlers) == ["InventorySyncRequested", "VmDeployFailed",
+                                "VmDeployRequested", "VmExpunged"]
+
+
+async def test_a_handler_given_an_event_of_another_class_refuses_it() -> None:
+    handlers = Planner(MemoryEventStore(), no_changes).handlers()
+    envelope = EventEnvelope(id="e1", stream_id="vm-v1", version=1, position=1,
+                             type="VmDeployRequested", schema=1, recorded_at=datetime.now(UTC),
+                             metadata=Metadata(correlation_id="c"),
+                             data=CapacityReserved(host_id="h", vm_id="v", cpu_mhz=1,
+                                                   memory_mb=1))
+    try:
+        await handlers["VmDeployRequested"](envelope)
+    except TypeError as exc:
+        assert "is a CapacityReserved, not VmDeployRequested" in str(exc)
+    else:
+        raise AssertionError("a CapacityReserved was handled as a VmDeployRequested")
+
