@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -14,7 +14,7 @@ from shared.config import Settings
 from shared.errors import PARAM_ERROR, PERMISSION_DENIED, ApiError
 from shared.eventstore import Append, EventStore, NewEvent
 from shared.log import current_correlation
-from shared.projections import CHECKPOINT as PROJECTOR_CHECKPOINT
+from shared.projections.read import Paging, ReadModels, Viewer
 
 MAX_PARAM_LENGTH = 4096
 
@@ -35,11 +35,21 @@ class Caller:
     def actor(self) -> str:
         return f"{self.account_name}/{self.user_name}"
 
+    @property
+    def viewer(self) -> Viewer:
+        """The caller as the read models' visibility rule takes it."""
+        return Viewer(account_id=self.account_id, is_admin=self.is_admin)
+
 
 @dataclass(frozen=True)
 class Context:
     store: EventStore
     settings: Settings = field(default_factory=Settings)
+
+    @functools.cached_property
+    def read(self) -> ReadModels:
+        """The read models, through their query API."""
+        return ReadModels(self.store)
 
     async def append(self, caller: Caller, *appends: Append) -> int:
         """Append in one transaction, attributed to ``caller`` and this request; returns the
@@ -58,19 +68,7 @@ class Context:
 
     async def change(self, caller: Caller, *appends: Append) -> None:
         """A synchronous command's change: appended, and visible to the next list call."""
-        await self.read_models_reach(await self.append(caller, *appends))
-
-    async def read_models_reach(self, position: int, within: float = 5.0) -> None:
-        """Wait (briefly) until the projector has applied the event at ``position``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while True:
-            async with self.store.pool.acquire() as conn:
-                reached = await conn.fetchval(
-                    "SELECT position FROM checkpoints WHERE name = $1", PROJECTOR_CHECKPOINT)
-            if (reached or 0) >= position or loop.time() > deadline:
-                return
-            await asyncio.sleep(0.01)
+        await self.read.reach(await self.append(caller, *appends))
 
 
 class Params:
@@ -144,14 +142,14 @@ class Params:
                            f"{minimum}..{maximum}")
         return number
 
-    def page(self) -> tuple[int, int] | None:
-        """(limit, offset) from ``page`` and ``pagesize``, or None to list everything."""
+    def page(self) -> Paging | None:
+        """The slice ``page`` and ``pagesize`` ask for, or None to list everything."""
         page = self.integer("page", minimum=1)
         size = self.integer("pagesize", minimum=1, maximum=10_000)
         if page is None and size is None:
             return None
         size = size or 500
-        return size, ((page or 1) - 1) * size
+        return Paging(limit=size, offset=((page or 1) - 1) * size)
 
 
 Handler = Callable[[Context, Params, Caller], Awaitable[dict[str, Any]]]

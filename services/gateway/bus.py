@@ -23,8 +23,9 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from proto.commands import DEPLOY_SUBJECT, CommandRejected, DeployVirtualMachine
+from services.gateway import keys
 from services.gateway.api import Context, Params
-from services.gateway.http import AUTH_FAILED, _key, caller_for
+from services.gateway.http import AUTH_FAILED, caller_for, key_owner
 from shared import metrics, natsauth
 from shared.errors import AUTH_ERROR, INTERNAL_ERROR, PARAM_ERROR, ApiError
 from shared.log import correlation
@@ -69,10 +70,10 @@ async def client_keys(ctx: Context) -> list[natsauth.ClientKey]:
     """Every live API key with its secret, read through the gateway's own key lookup (the
     one that checks signatures), so NATS identities follow however keys are stored."""
     async with ctx.store.pool.acquire() as conn:
-        names = [r["api_key"] for r in await conn.fetch("SELECT api_key FROM api_keys")]
+        names = await keys.api_keys(conn)
     out = []
     for api_key in names:
-        found = await _key(ctx, api_key)
+        found = await key_owner(ctx, api_key)
         if found is not None:  # revoked, or unreadable
             caller, secret = found
             out.append(natsauth.ClientKey(api_key, secret, caller.account_id, caller.is_admin))
@@ -84,8 +85,8 @@ async def refresh_nats_identities(ctx: Context) -> None:
     it (nothing without ``nats_auth_file``). Call after any change of API keys."""
     if not ctx.settings.nats_auth_file:
         return
-    keys = await client_keys(ctx)
-    written = await asyncio.to_thread(natsauth.refresh, Path(ctx.settings.nats_auth_file), keys)
+    live = await client_keys(ctx)
+    written = await asyncio.to_thread(natsauth.refresh, Path(ctx.settings.nats_auth_file), live)
     log.info("NATS identities rewritten: %d API keys", written)
 
 

@@ -32,7 +32,7 @@ async def request_params(request: web.Request) -> list[tuple[str, str]]:
     return pairs
 
 
-async def _key(ctx: Context, api_key: str) -> tuple[Caller, str] | None:
+async def key_owner(ctx: Context, api_key: str) -> tuple[Caller, str] | None:
     """The owner and secret key of a live ``api_key``; None for an unknown or revoked one."""
     if "\x00" in api_key or len(api_key) > 255:
         return None  # no key looks like that (and PostgreSQL text cannot hold a NUL)
@@ -45,12 +45,6 @@ async def _key(ctx: Context, api_key: str) -> tuple[Caller, str] | None:
     caller = Caller(row["account_id"], row["account_name"], row["user_id"], row["user_name"],
                     row["role"])
     return caller, secret
-
-
-async def caller_by_key(ctx: Context, api_key: str) -> Caller | None:
-    """The owner of ``api_key`` (for requests that arrive over authenticated NATS)."""
-    found = await _key(ctx, api_key)
-    return None if found is None else found[0]
 
 
 def check_request(pairs: list[tuple[str, str]], now: datetime,
@@ -76,7 +70,7 @@ async def caller_for(ctx: Context, pairs: list[tuple[str, str]]) -> Caller:
     names or expiry make its signature meaningless is refused before the key is looked up."""
     api_key, signature = check_request(
         pairs, datetime.now(UTC), timedelta(seconds=ctx.settings.signature_max_expiry_s))
-    found = await _key(ctx, api_key)
+    found = await key_owner(ctx, api_key)
     if found is None:
         raise ApiError(AUTH_ERROR, AUTH_FAILED)
     caller, secret = found

@@ -100,6 +100,11 @@ async def lookup(conn: asyncpg.Connection, secrets: SecretBox,
     return dict(row), secret
 
 
+async def api_keys(conn: asyncpg.Connection) -> list[str]:
+    """Every API key stored, live or revoked (``lookup`` tells which are live)."""
+    return [r["api_key"] for r in await conn.fetch("SELECT api_key FROM api_keys")]
+
+
 async def replace_user_keys(conn: asyncpg.Connection, secrets: SecretBox, *, api_key: str,
                             secret: str, account_id: str, account_name: str, user_id: str,
                             user_name: str, role: str) -> int:

@@ -1,155 +1,173 @@
-"""Read-model rows rendered as the CloudStack API's response objects."""
+"""The read models' views rendered as the CloudStack API's response objects."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from services.gateway.api import cs_time
-from shared.domain.job import JobStatus
+from shared.domain.job import CREATE_VM_SNAPSHOT_CMD, VM_COMMANDS, VOLUME_COMMANDS, JobStatus
 from shared.drivers import for_zone
 from shared.drivers.base import NetworkInfo
+from shared.projections import read
 
 
 def _drop_none(out: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def vm(row: dict[str, Any]) -> dict[str, Any]:
-    nics = msgspec.json.decode(row["nics"])
+def vm(v: read.Vm) -> dict[str, Any]:
     return _drop_none({
-        "id": str(row["id"]),
-        "name": row["name"],
-        "displayname": row["display_name"],
-        "instancename": row["instance_name"],
-        "account": row["account_id"],
-        "zoneid": row["zone_id"],
-        "serviceofferingid": row["service_offering_id"],
-        "templateid": row["template_id"],
-        "vmsnapshotid": row["vm_snapshot_id"],
-        "hostid": row["host_id"],
-        "cpunumber": row["cpu_number"],
-        "cpuspeed": row["cpu_speed"],
-        "memory": row["memory_mb"],
-        "state": row["state"],
-        "created": cs_time(row["created"]),
-        "hypervisor": for_zone(row["zone_id"]).hypervisor,
-        "errortext": row["error_text"],
-        "nic": [{"id": n["nic_id"], "networkid": n["network_id"], "macaddress": n["mac"],
-                 "isdefault": i == 0} for i, n in enumerate(nics)],
+        "id": v.id,
+        "name": v.name,
+        "displayname": v.display_name,
+        "instancename": v.instance_name,
+        "account": v.account_id,
+        "zoneid": v.zone_id,
+        "serviceofferingid": v.service_offering_id,
+        "templateid": v.template_id,
+        "vmsnapshotid": v.vm_snapshot_id,
+        "hostid": v.host_id,
+        "cpunumber": v.cpu_number,
+        "cpuspeed": v.cpu_speed,
+        "memory": v.memory_mb,
+        "state": v.state,
+        "created": cs_time(v.created),
+        "hypervisor": for_zone(v.zone_id).hypervisor,
+        "errortext": v.error_text,
+        "nic": [{"id": n.id, "networkid": n.network_id, "macaddress": n.mac,
+                 "isdefault": i == 0} for i, n in enumerate(v.nics)],
     })
 
 
-def job(row: dict[str, Any], result: dict[str, Any] | None) -> dict[str, Any]:
+def job_result(job: read.Job, made: read.Vm | read.Volume | read.VmSnapshot | None
+               ) -> dict[str, Any] | None:
+    """A succeeded job's ``jobresult``: the object it made or changed, or ``success``."""
+    if job.status != JobStatus.SUCCEEDED:
+        return None
+    if isinstance(made, read.Vm):
+        return {"virtualmachine": vm(made)}
+    if isinstance(made, read.Volume):
+        return {"volume": volume(made)}
+    if isinstance(made, read.VmSnapshot):
+        return {"vmsnapshot": vm_snapshot(made)}
+    if job.cmd in VM_COMMANDS or job.cmd in VOLUME_COMMANDS or job.cmd == CREATE_VM_SNAPSHOT_CMD:
+        return None  # its object is gone
+    return {"success": True}
+
+
+def job(j: read.Job, result: dict[str, Any] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "jobid": str(row["id"]),
-        "accountid": row["account_id"],
-        "userid": row["user_id"],
-        "cmd": row["cmd"],
-        "jobstatus": row["status"],
+        "jobid": j.id,
+        "accountid": j.account_id,
+        "userid": j.user_id,
+        "cmd": j.cmd,
+        "jobstatus": int(j.status),
         "jobprocstatus": 0,
-        "jobresultcode": row["result_code"],
+        "jobresultcode": j.result_code,
         "jobresulttype": "object",
-        "jobinstancetype": row["instance_type"],
-        "jobinstanceid": str(row["instance_id"]),
-        "created": cs_time(row["created"]),
+        "jobinstancetype": j.instance_type,
+        "jobinstanceid": j.instance_id,
+        "created": cs_time(j.created),
     }
-    if row["completed"] is not None:
-        out["completed"] = cs_time(row["completed"])
-    if row["status"] == JobStatus.FAILED:
-        out["jobresult"] = {"errorcode": row["error_code"], "errortext": row["error_text"]}
+    if j.completed is not None:
+        out["completed"] = cs_time(j.completed)
+    if j.status == JobStatus.FAILED:
+        out["jobresult"] = {"errorcode": j.error_code, "errortext": j.error_text}
     elif result is not None:
         out["jobresult"] = result
     return out
 
 
-def zone(row: dict[str, Any]) -> dict[str, Any]:
-    return {"id": row["id"], "name": row["name"], "networktype": "Advanced",
+def zone(z: read.Zone) -> dict[str, Any]:
+    return {"id": z.id, "name": z.name, "networktype": "Advanced",
             "allocationstate": "Enabled", "localstorageenabled": False}
 
 
-def host(row: dict[str, Any]) -> dict[str, Any]:
-    d = row["data"]
+def host(h: read.Host) -> dict[str, Any]:
     return {
-        "id": row["id"], "name": row["name"], "zoneid": row["zone_id"], "type": "Routing",
-        "hypervisor": for_zone(row["zone_id"]).hypervisor, "state": row["state"],
+        "id": h.id, "name": h.name, "zoneid": h.zone_id, "type": "Routing",
+        "hypervisor": for_zone(h.zone_id).hypervisor, "state": h.state,
         "resourcestate": "Enabled",
-        "clustername": d["cluster"], "cpunumber": d["cpu_cores"], "cpuspeed": d["cpu_mhz"],
-        "cpuallocated": d.get("reserved_cpu_mhz", 0), "memorytotal": d["memory_bytes"],
-        "memoryallocated": d.get("reserved_memory_mb", 0) * 1024 * 1024,
-        "storagepoolids": d["pool_ids"],
+        "clustername": h.cluster, "cpunumber": h.cpu_cores, "cpuspeed": h.cpu_mhz,
+        "cpuallocated": h.reserved_cpu_mhz, "memorytotal": h.memory_bytes,
+        "memoryallocated": h.reserved_memory_mb * 1024 * 1024,
+        "storagepoolids": h.pool_ids,
     }
 
 
-def pool(row: dict[str, Any]) -> dict[str, Any]:
-    d = row["data"]
-    driver = for_zone(row["zone_id"])
+def pool(p: read.Pool) -> dict[str, Any]:
+    driver = for_zone(p.zone_id)
     return {
-        "id": row["id"], "name": row["name"], "zoneid": row["zone_id"], "state": row["state"],
-        "type": driver.pool_type, "scope": "CLUSTER" if len(d["host_ids"]) > 1 else "HOST",
-        "path": d["url"], "disksizetotal": d["capacity_bytes"],
-        "disksizeused": d["capacity_bytes"] - d["free_bytes"], "hostids": d["host_ids"],
+        "id": p.id, "name": p.name, "zoneid": p.zone_id, "state": p.state,
+        "type": driver.pool_type, "scope": "CLUSTER" if len(p.host_ids) > 1 else "HOST",
+        "path": p.url, "disksizetotal": p.capacity_bytes,
+        "disksizeused": p.capacity_bytes - p.free_bytes, "hostids": p.host_ids,
         # CloudStack's field name for the setting, whichever driver's setting it is.
-        "vmwarecreatefullclone": d.get("settings", {}).get(driver.full_clone_setting,
-                                                           "false") == "true",
+        "vmwarecreatefullclone": p.settings.get(driver.full_clone_setting, "false") == "true",
     }
 
 
-def network(row: dict[str, Any]) -> dict[str, Any]:
-    d = row["data"]
-    return {"id": row["id"], "name": row["name"], "displaytext": row["name"],
-            "zoneid": row["zone_id"], "state": row["state"], "type": "Shared",
+def network(n: read.Network) -> dict[str, Any]:
+    return {"id": n.id, "name": n.name, "displaytext": n.name,
+            "zoneid": n.zone_id, "state": n.state, "type": "Shared",
             "traffictype": "Guest",
-            "broadcasturi": for_zone(row["zone_id"]).network_uri(NetworkInfo(
-                d["ref"], row["name"], d.get("switch_uuid"), d.get("portgroup_key")))}
+            "broadcasturi": for_zone(n.zone_id).network_uri(NetworkInfo(
+                n.ref, n.name, n.switch_uuid, n.portgroup_key))}
 
 
-def service_offering(row: dict[str, Any]) -> dict[str, Any]:
-    d = row["data"]
-    return {"id": row["id"], "name": row["name"], "displaytext": d["display_text"],
-            "cpunumber": d["cpu_number"], "cpuspeed": d["cpu_speed"], "memory": d["memory_mb"],
-            "created": cs_time(row["created"])}
+def service_offering(o: read.ServiceOffering) -> dict[str, Any]:
+    return {"id": o.id, "name": o.name, "displaytext": o.display_text,
+            "cpunumber": o.cpu_number, "cpuspeed": o.cpu_speed, "memory": o.memory_mb,
+            "created": cs_time(o.created)}
 
 
-def disk_offering(row: dict[str, Any]) -> dict[str, Any]:
-    d = row["data"]
-    return {"id": row["id"], "name": row["name"], "displaytext": d["display_text"],
-            "disksize": d["disk_size_gb"], "created": cs_time(row["created"])}
+def disk_offering(o: read.DiskOffering) -> dict[str, Any]:
+    return {"id": o.id, "name": o.name, "displaytext": o.display_text,
+            "disksize": o.disk_size_gb, "created": cs_time(o.created)}
 
 
-def template(row: dict[str, Any], zone_id: str | None) -> dict[str, Any]:
-    d = row["data"]
+def template(t: read.Template) -> dict[str, Any]:
     return _drop_none({
-        "id": row["id"], "name": row["name"],
-        "displaytext": f"seeded from VM snapshot {d['vm_snapshot_id']}",
-        "zoneid": zone_id, "hypervisor": for_zone(zone_id).hypervisor,
-        "format": for_zone(zone_id).template_format, "isready": True,
-        "status": "Download Complete", "templatetype": "USER", "account": row["account_id"],
-        "created": cs_time(row["created"]), "vmsnapshotid": d["vm_snapshot_id"],
-        "storageid": d["pool_id"], "installpath": d["install_path"],
+        "id": t.id, "name": t.name,
+        "displaytext": f"seeded from VM snapshot {t.vm_snapshot_id}",
+        "zoneid": t.zone_id, "hypervisor": for_zone(t.zone_id).hypervisor,
+        "format": for_zone(t.zone_id).template_format, "isready": True,
+        "status": "Download Complete", "templatetype": "USER", "account": t.account_id,
+        "created": cs_time(t.created), "vmsnapshotid": t.vm_snapshot_id,
+        "storageid": t.pool_id, "installpath": t.install_path,
     })
 
 
-def vm_snapshot(row: dict[str, Any], current: bool) -> dict[str, Any]:
-    d = row["data"]
+def vm_snapshot(s: read.VmSnapshot) -> dict[str, Any]:
     return _drop_none({
-        "id": row["id"], "name": row["name"], "displayname": row["name"],
-        "description": d["description"], "virtualmachineid": d["vm_id"],
-        "parent": d["parent_id"], "parentName": None, "current": current,
-        "type": "DiskAndMemory" if d["memory"] else "Disk", "state": row["state"],
-        "created": cs_time(row["created"]), "account": row["account_id"],
-        "cpunumber": d["cpu_number"], "memory": d["memory_mb"],
+        "id": s.id, "name": s.name, "displayname": s.name,
+        "description": s.description, "virtualmachineid": s.vm_id,
+        "parent": s.parent_id, "parentName": None, "current": s.current,
+        "type": "DiskAndMemory" if s.memory else "Disk", "state": s.state,
+        "created": cs_time(s.created), "account": s.account_id,
+        "cpunumber": s.cpu_number, "memory": s.memory_mb,
     })
 
 
-def volume(row: dict[str, Any]) -> dict[str, Any]:
-    d = row["data"]
+def volume(v: read.Volume) -> dict[str, Any]:
     return _drop_none({
-        "id": row["id"], "name": row["name"], "type": d["volume_type"],
-        "size": d["size_bytes"], "storageid": d["pool_id"], "path": d["path"],
-        "virtualmachineid": d.get("vm_id"), "templateid": d.get("template_id"),
-        "diskofferingid": d.get("disk_offering_id"), "state": row["state"],
-        "account": row["account_id"], "zoneid": row["zone_id"],
-        "created": cs_time(row["created"]),
+        "id": v.id, "name": v.name, "type": v.volume_type,
+        "size": v.size_bytes, "storageid": v.pool_id, "path": v.path,
+        "virtualmachineid": v.vm_id, "templateid": v.template_id,
+        "diskofferingid": v.disk_offering_id, "state": v.state,
+        "account": v.account_id, "zoneid": v.zone_id,
+        "created": cs_time(v.created),
     })
+
+
+def account(a: read.Account) -> dict[str, Any]:
+    return {
+        "id": a.id, "name": a.name, "state": a.state,
+        "accounttype": 1 if a.is_admin else 0,
+        "roletype": "Admin" if a.is_admin else "User",
+        "created": cs_time(a.created),
+        "user": [{"id": u.id, "username": u.name, "accountid": a.id,
+                  "account": a.name, "email": u.email,
+                  "firstname": u.firstname, "lastname": u.lastname,
+                  "state": u.state, "created": cs_time(u.created)} for u in a.users],
+    }

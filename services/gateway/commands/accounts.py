@@ -13,27 +13,12 @@ from typing import Any
 
 from proto import streams
 from proto.events import AccountCreated, UserCreated, UserKeysRegistered
-from services.gateway import keys
-from services.gateway.api import Caller, Context, Params, command, cs_time, listing, require_admin
+from services.gateway import keys, views
+from services.gateway.api import Caller, Context, Params, command, listing, require_admin
 from shared.errors import PARAM_ERROR, ApiError
 from shared.eventstore import NO_STREAM, Append
-from shared.projections import queries
 
 ROLES = {"0": "user", "1": "admin"}
-
-
-def _account_view(account: dict[str, Any], users: list[dict[str, Any]]) -> dict[str, Any]:
-    role = account["data"]["role"]
-    return {
-        "id": account["id"], "name": account["name"], "state": account["state"],
-        "accounttype": 1 if role == "admin" else 0,
-        "roletype": "Admin" if role == "admin" else "User",
-        "created": cs_time(account["created"]),
-        "user": [{"id": u["id"], "username": u["name"], "accountid": account["id"],
-                  "account": account["name"], "email": u["data"]["email"],
-                  "firstname": u["data"]["firstname"], "lastname": u["data"]["lastname"],
-                  "state": u["state"], "created": cs_time(u["created"])} for u in users],
-    }
 
 
 @command("createAccount")
@@ -50,14 +35,7 @@ async def create_account(ctx: Context, params: Params, caller: Caller) -> dict[s
                        "for a user account or 1 for an admin")
     assert username and email and firstname and lastname
     name = params.text("account") or username
-    async with ctx.store.pool.acquire() as conn:
-        taken = await conn.fetchval(
-            "SELECT 1 FROM catalog WHERE kind IN ('account', 'user') AND lower(name) = lower($1)"
-            " AND removed IS NULL LIMIT 1", name)
-        taken_user = await conn.fetchval(
-            "SELECT 1 FROM catalog WHERE kind = 'user' AND lower(name) = lower($1) LIMIT 1",
-            username)
-    if taken or taken_user:
+    if await ctx.read.name_taken(name, username):
         raise ApiError(PARAM_ERROR, f"invalid parameter account: an account or user named "
                        f"{name!r} exists already")
     account_id, user_id = str(uuid.uuid4()), str(uuid.uuid4())
@@ -69,50 +47,38 @@ async def create_account(ctx: Context, params: Params, caller: Caller) -> dict[s
             user_id=user_id, account_id=account_id, username=username, email=email,
             firstname=firstname, lastname=lastname)], NO_STREAM),
     )
-    async with ctx.store.pool.acquire() as conn:
-        account = await queries.catalog_row(conn, "account", account_id)
-        user = await queries.catalog_row(conn, "user", user_id)
-    if account is None or user is None:  # the projector has not caught up: answer from here
+    account = await ctx.read.account(caller.viewer, account_id)
+    if account is None or not account.users:  # the projector has not caught up: answer
         return {"account": {"id": account_id, "name": name, "accounttype": int(account_type),
                             "user": [{"id": user_id, "username": username,
                                       "accountid": account_id}]}}
-    return {"account": _account_view(account, [user])}
+    return {"account": views.account(account)}
 
 
 @command("listAccounts")
 async def list_accounts(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    wanted = params.uuid("id")
-    name = (params.text("name") or "").lower()
-    async with ctx.store.pool.acquire() as conn:
-        accounts = await queries.catalog_rows(conn, "account")
-        users = await queries.catalog_rows(conn, "user")
-    items = [
-        _account_view(a, [u for u in users if u["account_id"] == a["id"]]) for a in accounts
-        if (caller.is_admin or a["id"] == caller.account_id)
-        and wanted in (None, a["id"]) and name in ("", a["name"].lower())
-    ]
-    return listing("account", items)
+    accounts = await ctx.read.accounts(caller.viewer, account_id=params.uuid("id"),
+                                       name=params.text("name"))
+    return listing("account", [views.account(a) for a in accounts])
 
 
 @command("registerUserKeys")
 async def register_user_keys(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     user_id = params.uuid("id", required=True)
     assert user_id is not None
-    async with ctx.store.pool.acquire() as conn:
-        user = await queries.catalog_row(conn, "user", user_id)
+    user = await ctx.read.user(caller.viewer, user_id)
+    # A user registers keys for themselves only, an administrator for anyone.
     if user is None or not (caller.is_admin or user_id == caller.user_id):
         raise ApiError(PARAM_ERROR, f"invalid parameter id: no user {user_id} is visible to "
                        "your account")
-    async with ctx.store.pool.acquire() as conn:
-        account = await queries.catalog_row(conn, "account", user["account_id"])
+    account = await ctx.read.account(caller.viewer, user.account_id)
     api_key, secret_key = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    role = account["data"]["role"] if account else "user"
     async with ctx.store.pool.acquire() as conn:
         # As in CloudStack, the new pair replaces the user's others at once.
         await keys.replace_user_keys(
             conn, keys.box(ctx.settings), api_key=api_key, secret=secret_key,
-            account_id=user["account_id"], account_name=account["name"] if account else "",
-            user_id=user_id, user_name=user["name"], role=role)
+            account_id=user.account_id, account_name=account.name if account else "",
+            user_id=user_id, user_name=user.name, role=account.role if account else "user")
     await ctx.change(caller, Append(streams.user(user_id), [UserKeysRegistered(
-        user_id=user_id, account_id=user["account_id"], api_key=api_key)]))
+        user_id=user_id, account_id=user.account_id, api_key=api_key)]))
     return {"userkeys": {"apikey": api_key, "secretkey": secret_key}}

@@ -4,8 +4,7 @@ offerings, templates, volumes; and the admin's inventory sync and per-pool setti
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from proto import streams
 from proto.events import (
@@ -18,57 +17,83 @@ from proto.events import (
 from services.gateway import views
 from services.gateway.api import Caller, Context, Params, command, listing, require_admin
 from shared import drivers
-from shared.domain.access import visible_to
 from shared.domain.job import SYNC_INVENTORY_CMD
 from shared.errors import PARAM_ERROR, ApiError
 from shared.eventstore import NO_STREAM, Append
-from shared.projections import queries
+from shared.projections.read import Paging
 
 FULL_CLONE_SETTING = drivers.for_zone(None).full_clone_setting
 
 
-async def _rows(ctx: Context, kind: str, params: Params, caller: Caller,
-                *, per_account: bool = False) -> list[dict[str, Any]]:
-    wanted = params.uuid("id")
-    zone = params.uuid("zoneid")
-    name = (params.text("name") or "").lower()
-    keyword = (params.text("keyword") or "").lower()
-    async with ctx.store.pool.acquire() as conn:
-        rows = await queries.catalog_rows(conn, kind)
-    return [r for r in rows
-            if wanted in (None, r["id"]) and zone in (None, r["zone_id"])
-            and name in ("", r["name"].lower()) and keyword in r["name"].lower()
-            and (not per_account or visible_to(r["account_id"], caller.account_id,
-                                                  caller.is_admin))]
+class Filters(NamedTuple):
+    """The filters every list command takes: ``id``, ``zoneid``, ``name`` (whole, any case),
+    ``keyword`` (within the name), and the page."""
+
+    obj_id: str | None
+    zone_id: str | None
+    name: str | None
+    keyword: str | None
+    paging: Paging | None
 
 
-def _page(params: Params, items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
-    page = params.page()
-    if page is None:
-        return items, len(items)
-    size, offset = page
-    return items[offset:offset + size], len(items)
+def filters(params: Params) -> Filters:
+    """The common filters; ``zoneid`` does not narrow offerings, which every zone has."""
+    return Filters(params.uuid("id"), params.uuid("zoneid"), params.text("name"),
+                   params.text("keyword"), params.page())
 
 
-def _simple_list(name: str, kind: str, key: str, view: Callable[[dict[str, Any]], dict[str, Any]],
-                 *, admin_only: bool = False) -> None:
-    """Register ``name``: the catalog rows of ``kind``, filtered and paged, under ``key``."""
-
-    async def handler(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-        if admin_only:
-            require_admin(caller, name)
-        items, total = _page(params, [view(r) for r in await _rows(ctx, kind, params, caller)])
-        return listing(key, items, total)
-
-    command(name)(handler)
+@command("listZones")
+async def list_zones(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    f = filters(params)
+    if f.obj_id and f.zone_id and f.obj_id != f.zone_id:
+        return listing("zone", [])  # both name the zone: no zone is two
+    found = await ctx.read.zones(zone_id=f.obj_id or f.zone_id, name=f.name,
+                                 keyword=f.keyword, paging=f.paging)
+    return listing("zone", [views.zone(z) for z in found.items], found.total)
 
 
-_simple_list("listZones", "zone", "zone", views.zone)
-_simple_list("listHosts", "host", "host", views.host, admin_only=True)
-_simple_list("listStoragePools", "pool", "storagepool", views.pool, admin_only=True)
-_simple_list("listNetworks", "network", "network", views.network)
-_simple_list("listServiceOfferings", "serviceoffering", "serviceoffering", views.service_offering)
-_simple_list("listDiskOfferings", "diskoffering", "diskoffering", views.disk_offering)
+@command("listHosts")
+async def list_hosts(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    require_admin(caller, "listHosts")
+    f = filters(params)
+    found = await ctx.read.hosts(host_id=f.obj_id, zone_id=f.zone_id, name=f.name,
+                                 keyword=f.keyword, paging=f.paging)
+    return listing("host", [views.host(h) for h in found.items], found.total)
+
+
+@command("listStoragePools")
+async def list_storage_pools(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    require_admin(caller, "listStoragePools")
+    f = filters(params)
+    found = await ctx.read.pools(pool_id=f.obj_id, zone_id=f.zone_id, name=f.name,
+                                 keyword=f.keyword, paging=f.paging)
+    return listing("storagepool", [views.pool(p) for p in found.items], found.total)
+
+
+@command("listNetworks")
+async def list_networks(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    f = filters(params)
+    found = await ctx.read.networks(network_id=f.obj_id, zone_id=f.zone_id, name=f.name,
+                                    keyword=f.keyword, paging=f.paging)
+    return listing("network", [views.network(n) for n in found.items], found.total)
+
+
+@command("listServiceOfferings")
+async def list_service_offerings(ctx: Context, params: Params, caller: Caller
+                                 ) -> dict[str, Any]:
+    f = filters(params)
+    found = await ctx.read.service_offerings(offering_id=f.obj_id, name=f.name,
+                                             keyword=f.keyword, paging=f.paging)
+    return listing("serviceoffering", [views.service_offering(o) for o in found.items],
+                   found.total)
+
+
+@command("listDiskOfferings")
+async def list_disk_offerings(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    f = filters(params)
+    found = await ctx.read.disk_offerings(offering_id=f.obj_id, name=f.name,
+                                          keyword=f.keyword, paging=f.paging)
+    return listing("diskoffering", [views.disk_offering(o) for o in found.items], found.total)
 
 
 @command("listVolumes")
@@ -78,11 +103,11 @@ async def list_volumes(ctx: Context, params: Params, caller: Caller) -> dict[str
     if volume_type is not None and volume_type.upper() not in ("ROOT", "DATADISK"):
         raise ApiError(PARAM_ERROR, f"invalid parameter type: {volume_type[:64]!r} is not ROOT "
                        "or DATADISK")
-    rows = [r for r in await _rows(ctx, "volume", params, caller, per_account=True)
-            if vm_id in (None, r["data"].get("vm_id"))
-            and (volume_type is None or r["data"]["volume_type"] == volume_type.upper())]
-    items, total = _page(params, [views.volume(r) for r in rows])
-    return listing("volume", items, total)
+    f = filters(params)
+    found = await ctx.read.volumes(caller.viewer, volume_id=f.obj_id, vm_id=vm_id,
+                                   volume_type=volume_type, zone_id=f.zone_id, name=f.name,
+                                   keyword=f.keyword, paging=f.paging)
+    return listing("volume", [views.volume(v) for v in found.items], found.total)
 
 
 @command("createServiceOffering")
@@ -102,8 +127,7 @@ async def create_service_offering(ctx: Context, params: Params, caller: Caller) 
                                    display_text=params.text("displaytext") or name,
                                    cpu_number=cpus, cpu_speed=speed, memory_mb=memory)
     await ctx.change(caller, Append(streams.service_offering(offering_id), [event], NO_STREAM))
-    async with ctx.store.pool.acquire() as conn:
-        row = await queries.catalog_row(conn, "serviceoffering", offering_id)
+    row = await ctx.read.service_offering(offering_id)
     offering = views.service_offering(row) if row else {
         "id": offering_id, "name": name, "displaytext": event.display_text, "cpunumber": cpus,
         "cpuspeed": speed, "memory": memory}
@@ -144,10 +168,9 @@ async def update_configuration(ctx: Context, params: Params, caller: Caller) -> 
     if value.lower() not in ("true", "false"):
         raise ApiError(PARAM_ERROR, f"invalid parameter value: {FULL_CLONE_SETTING} is true "
                        "or false")
-    async with ctx.store.pool.acquire() as conn:
-        if await queries.catalog_row(conn, "pool", pool_id) is None:
-            raise ApiError(PARAM_ERROR, f"invalid parameter storageid: no storage pool "
-                           f"{pool_id} exists")
+    if await ctx.read.pool(pool_id) is None:
+        raise ApiError(PARAM_ERROR, f"invalid parameter storageid: no storage pool "
+                       f"{pool_id} exists")
     await ctx.change(caller, Append(streams.pool(pool_id), [
         PoolSettingChanged(pool_id=pool_id, name=name, value=value.lower())]))
     return {"configuration": {"name": name, "value": value.lower(), "scope": "storagepool",

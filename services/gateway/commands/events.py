@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from services.gateway.api import Caller, Context, Params, command, cs_time, listing
+from shared.projections.read import Paging
 
 # event type -> (CloudStack event type, level, what to say)
 _SHOWN: dict[str, tuple[str, str]] = {
@@ -44,30 +43,17 @@ def describe(kind: str, data: dict[str, Any]) -> str:
 
 @command("listEvents")
 async def list_events(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    page = params.page() or (500, 0)
+    paging = params.page() or Paging(limit=500)
     wanted = params.text("type")
-    args: list[object] = [list(_SHOWN)]
-    where = ["type = ANY($1)"]
-    if not caller.is_admin:
-        args.append(caller.account_id)
-        where.append(f"metadata ->> 'account_id' = ${len(args)}")
-    args.extend(page)
-    async with ctx.store.pool.acquire() as conn:
-        rows = await conn.fetch(
-            f"SELECT position, event_id, type, data, metadata, recorded_at FROM events"
-            f" WHERE {' AND '.join(where)} ORDER BY position DESC"
-            f" LIMIT ${len(args) - 1} OFFSET ${len(args)}", *args)
+    types = [t for t, (cs_type, _) in _SHOWN.items()
+             if wanted is None or wanted.upper() == cs_type]
     items = []
-    for row in rows:
-        cs_type, level = _SHOWN[row["type"]]
-        if wanted is not None and wanted.upper() != cs_type:
-            continue
-        data = msgspec.json.decode(row["data"])
-        meta = msgspec.json.decode(row["metadata"])
+    for event in await ctx.read.audit_events(caller.viewer, types, paging):
+        cs_type, level = _SHOWN[event.type]
         items.append({
-            "id": str(row["event_id"]), "type": cs_type, "level": level, "state": "Completed",
-            "description": describe(row["type"], data), "username": meta.get("actor"),
-            "account": meta.get("account_id"), "created": cs_time(row["recorded_at"]),
-            "parentid": meta.get("causation_id"),
+            "id": event.id, "type": cs_type, "level": level, "state": "Completed",
+            "description": describe(event.type, event.data), "username": event.actor,
+            "account": event.account_id, "created": cs_time(event.recorded_at),
+            "parentid": event.causation_id,
         })
     return listing("event", items)

@@ -7,14 +7,15 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
+
 from proto import streams
 from proto.events import ResourceLimitUpdated
 from services.gateway.api import Caller, Context, Params, command, listing, require_admin
 from shared.domain import limits
-from shared.domain.access import visible_to
 from shared.errors import PARAM_ERROR, ApiError
 from shared.eventstore import Append
-from shared.projections import queries
+from shared.projections.read import Account
 
 
 @contextlib.asynccontextmanager
@@ -24,31 +25,23 @@ async def within_limits(ctx: Context, caller: Caller,
     its limits; 535 naming the resource otherwise. Administrators are not limited, as
     CloudStack's root admins are not.
 
-    One request per account is decided at a time (an advisory lock in PostgreSQL, so
-    several gateways agree), after the read models have caught up with every event already
-    recorded: two concurrent requests cannot both take the last unit.
+    One request per account is decided at a time (``ReadModels.account_decision``: an
+    advisory lock in PostgreSQL, so several gateways agree), after the read models have
+    caught up with every event already recorded: two concurrent requests cannot both take
+    the last unit.
     """
     if caller.is_admin:
         yield
         return
-    lock = f"limits:{caller.account_id}"
-    async with ctx.store.pool.acquire() as conn:
-        await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", lock)
-        try:
-            head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
-            await ctx.read_models_reach(head)
-            held = await queries.account_usage(conn, caller.account_id)
-            set_limits = await queries.account_limits(conn, caller.account_id)
-            limits.check(caller.account_name, held, wanted, set_limits)
-            yield
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", lock)
+    async with ctx.read.account_decision(caller.account_id) as holdings:
+        limits.check(caller.account_name, holdings.usage, wanted, holdings.limits)
+        yield
 
 
-def _view(account: dict[str, Any], res: limits.Resource) -> dict[str, Any]:
-    return {"account": account["name"], "accountid": account["id"], "domain": "ROOT",
+def _view(account: Account, res: limits.Resource) -> dict[str, Any]:
+    return {"account": account.name, "accountid": account.id, "domain": "ROOT",
             "resourcetype": str(res.number), "resourcetypename": res.name,
-            "max": limits.limit_of(res, account["data"].get("limits", {}))}
+            "max": limits.limit_of(res, account.limits)}
 
 
 def _resource(params: Params, *, required: bool) -> limits.Resource | None:
@@ -64,7 +57,7 @@ def _resource(params: Params, *, required: bool) -> limits.Resource | None:
 
 
 async def _account(ctx: Context, params: Params, caller: Caller,
-                   *, required: bool) -> list[dict[str, Any]]:
+                   *, required: bool) -> list[Account]:
     """The accounts named by ``account`` (a name, as CloudStack takes it) or ``accountid``
     that the caller may see; without either, every account the caller may see."""
     name = params.text("account")
@@ -73,11 +66,7 @@ async def _account(ctx: Context, params: Params, caller: Caller,
     if required and name is None and account_id is None:
         raise ApiError(PARAM_ERROR, "missing parameter account: name the account whose limit "
                        "to set")
-    async with ctx.store.pool.acquire() as conn:
-        rows = await queries.catalog_rows(conn, "account")
-    found = [r for r in rows if visible_to(r["id"], caller.account_id, caller.is_admin)
-             and (name is None or r["name"].lower() == name.lower())
-             and account_id in (None, r["id"])]
+    found = await ctx.read.accounts(caller.viewer, account_id=account_id, name=name)
     if (name is not None or account_id is not None) and not found:
         param = "account" if name is not None else "accountid"
         raise ApiError(PARAM_ERROR, f"invalid parameter {param}: no account "
@@ -95,10 +84,9 @@ async def update_resource_limit(ctx: Context, params: Params, caller: Caller) ->
     assert res is not None
     if maximum is None:
         maximum = res.default
-    await ctx.change(caller, Append(streams.account(account["id"]), [ResourceLimitUpdated(
-        account_id=account["id"], resource=res.name, max=maximum)]))
-    updated = {**account, "data": {**account["data"], "limits": {
-        **account["data"].get("limits", {}), res.name: maximum}}}
+    await ctx.change(caller, Append(streams.account(account.id), [ResourceLimitUpdated(
+        account_id=account.id, resource=res.name, max=maximum)]))
+    updated = msgspec.structs.replace(account, limits={**account.limits, res.name: maximum})
     return {"resourcelimit": _view(updated, res)}
 
 

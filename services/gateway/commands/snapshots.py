@@ -15,7 +15,6 @@ from proto.events import (
 from services.gateway import views
 from services.gateway.api import Caller, Context, Params, command, listing
 from services.gateway.commands.vms import visible_vm
-from shared.domain.access import visible_to
 from shared.domain.job import (
     CREATE_VM_SNAPSHOT_CMD,
     DELETE_VM_SNAPSHOT_CMD,
@@ -24,16 +23,15 @@ from shared.domain.job import (
 from shared.domain.vm import VmState
 from shared.errors import PARAM_ERROR, RESOURCE_IN_USE, ApiError
 from shared.eventstore import Append
-from shared.projections import queries
+from shared.projections.read import VmSnapshot
 
 
-async def visible_snapshot(ctx: Context, caller: Caller, snapshot_id: str) -> dict[str, Any]:
-    async with ctx.store.pool.acquire() as conn:
-        row = await queries.catalog_row(conn, "vmsnapshot", snapshot_id)
-    if row is None or not visible_to(row["account_id"], caller.account_id, caller.is_admin):
+async def visible_snapshot(ctx: Context, caller: Caller, snapshot_id: str) -> VmSnapshot:
+    snapshot = await ctx.read.vm_snapshot(caller.viewer, snapshot_id)
+    if snapshot is None:
         raise ApiError(PARAM_ERROR, f"invalid parameter vmsnapshotid: no VM snapshot "
                        f"{snapshot_id} is visible to your account")
-    return row
+    return snapshot
 
 
 def _job(job_id: str, cmd: str, instance: str, caller: Caller) -> JobSubmitted:
@@ -47,16 +45,16 @@ async def create_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> di
     vm_id = params.uuid("virtualmachineid", required=True)
     assert vm_id is not None
     vm = await visible_vm(ctx, caller, vm_id, "virtualmachineid")
-    if vm["state"] not in (VmState.RUNNING, VmState.STOPPED):
-        raise ApiError(RESOURCE_IN_USE, f"virtual machine {vm_id} is {vm['state']}; snapshots "
+    if vm.state not in (VmState.RUNNING, VmState.STOPPED):
+        raise ApiError(RESOURCE_IN_USE, f"virtual machine {vm_id} is {vm.state}; snapshots "
                        "are taken of Running or Stopped VMs")
     memory = bool(params.boolean("snapshotmemory"))
     snapshot_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
-    name = params.text("name") or f"{vm['name']}_snapshot_{snapshot_id[:8]}"
+    name = params.text("name") or f"{vm.name}_snapshot_{snapshot_id[:8]}"
     await ctx.append(caller, Append(streams.vm(vm_id), [
         VmSnapshotRequested(job_id=job_id, snapshot_id=snapshot_id, vm_id=vm_id, name=name,
                             description=params.text("description") or "",
-                            memory=memory and vm["state"] == VmState.RUNNING,
+                            memory=memory and vm.state == VmState.RUNNING,
                             quiesce=bool(params.boolean("quiescevm"))),
         _job(job_id, CREATE_VM_SNAPSHOT_CMD, snapshot_id, caller),
     ]))
@@ -65,18 +63,9 @@ async def create_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> di
 
 @command("listVMSnapshot")
 async def list_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    wanted = params.uuid("vmsnapshotid")
-    vm_id = params.uuid("virtualmachineid")
-    async with ctx.store.pool.acquire() as conn:
-        rows = await queries.catalog_rows(conn, "vmsnapshot")
-        current = {str(r["id"]): r["current_snapshot_id"] for r in await conn.fetch(
-            "SELECT id, current_snapshot_id FROM vm_instances")}
-    items = [
-        views.vm_snapshot(r, current.get(r["data"]["vm_id"]) == r["id"]) for r in rows
-        if visible_to(r["account_id"], caller.account_id, caller.is_admin)
-        and wanted in (None, r["id"]) and vm_id in (None, r["data"]["vm_id"])
-    ]
-    return listing("vmSnapshot", items)
+    found = await ctx.read.vm_snapshots(caller.viewer, snapshot_id=params.uuid("vmsnapshotid"),
+                                        vm_id=params.uuid("virtualmachineid"))
+    return listing("vmSnapshot", [views.vm_snapshot(s) for s in found.items])
 
 
 async def _snapshot_job(ctx: Context, params: Params, caller: Caller, cmd: str,
@@ -85,7 +74,7 @@ async def _snapshot_job(ctx: Context, params: Params, caller: Caller, cmd: str,
     """A job on one of the caller's snapshots, recorded on its VM's stream."""
     snapshot_id = params.uuid("vmsnapshotid", required=True)
     assert snapshot_id is not None
-    vm_id = (await visible_snapshot(ctx, caller, snapshot_id))["data"]["vm_id"]
+    vm_id = (await visible_snapshot(ctx, caller, snapshot_id)).vm_id
     job_id = str(uuid.uuid4())
     await ctx.append(caller, Append(streams.vm(vm_id), [
         request(job_id=job_id, snapshot_id=snapshot_id, vm_id=vm_id),

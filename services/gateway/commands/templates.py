@@ -6,57 +6,39 @@ import asyncio
 import time
 from typing import Any
 
-import msgspec
-
 from proto import streams
 from proto.events import TemplateSeedStarted
 from services.gateway import views
 from services.gateway.api import Caller, Context, Params, command, listing
-from services.gateway.commands.catalog import _page, _rows
+from services.gateway.commands.catalog import filters
 from services.gateway.commands.limits import within_limits
 from services.gateway.commands.snapshots import visible_snapshot
 from shared.domain import seed
-from shared.domain.access import visible_to
+from shared.domain.deploy import SnapshotView
 from shared.domain.limits import Usage
 from shared.errors import INTERNAL_ERROR, PARAM_ERROR, ApiError
 from shared.eventstore import NO_STREAM, Append, ConcurrencyError
-from shared.projections import Catalog, fold, queries
+from shared.projections.read import Template, template_from_stream
 
 PREPARE_TIMEOUT_S = 600.0
-_CATALOG = Catalog()
-
-
-async def _visible_templates(ctx: Context, params: Params,
-                             caller: Caller) -> list[dict[str, Any]]:
-    """The seeded templates the caller may see, matching ``id``/``zoneid``/``name``, each
-    with its owner (its VM snapshot's owner) and its pool's zone."""
-    rows = await _rows(ctx, "template", params, caller)
-    async with ctx.store.pool.acquire() as conn:
-        zones = {r["id"]: r["zone_id"] for r in await queries.catalog_rows(conn, "pool")}
-        owners = await queries.snapshot_owners(conn)
-    out = []
-    for row in rows:
-        owner = owners.get(row["data"]["vm_snapshot_id"])
-        if visible_to(owner, caller.account_id, caller.is_admin):
-            out.append({**row, "account_id": owner,
-                        "zone_id": zones.get(row["data"]["pool_id"])})
-    return out
 
 
 @command("listTemplates")
 async def list_templates(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     params.text("templatefilter")  # all, self, featured...: every visible template is listed
-    rows = await _visible_templates(ctx, params, caller)
-    items, total = _page(params, [views.template(r, r["zone_id"]) for r in rows])
-    return listing("template", items, total)
+    f = filters(params)
+    found = await ctx.read.templates(caller.viewer, template_id=f.obj_id, zone_id=f.zone_id,
+                                     name=f.name, keyword=f.keyword, paging=f.paging)
+    return listing("template", [views.template(t) for t in found.items], found.total)
 
 
-async def _seed_row(ctx: Context, snapshot_id: str, pool_id: str) -> tuple[seed.Seed, Any]:
-    records = await ctx.store.read_stream(streams.seed(snapshot_id, pool_id))
-    state = seed.fold([r.event() for r in records])
-    rows, _ = fold(_CATALOG, {}, [(r, r.event()) for r in records])
-    row = rows.get(("template", streams.seed_template_id(snapshot_id, pool_id)))
-    return state, row
+async def _seed(ctx: Context, snapshot: SnapshotView,
+                pool_id: str) -> tuple[seed.Seed, Template | None]:
+    """The seed of ``snapshot`` on ``pool_id`` and its template, from the seed's stream."""
+    records = await ctx.store.read_stream(streams.seed(snapshot.id, pool_id))
+    template = template_from_stream(records, streams.seed_template_id(snapshot.id, pool_id),
+                                    owner=snapshot.account_id, zone_id=snapshot.zone_id)
+    return seed.fold([r.event() for r in records]), template
 
 
 @command("prepareTemplate")
@@ -70,17 +52,17 @@ async def prepare_template(ctx: Context, params: Params, caller: Caller) -> dict
         raise ApiError(PARAM_ERROR, "Please provide only one of the following parameters - "
                        "template ID or VM snapshot ID (vmsnapshotid or templateid)")
     if template_id is not None:
-        rows = await _visible_templates(ctx, Params("prepareTemplate", {"id": template_id}),
-                                        caller)
-        if not rows:
+        template = await ctx.read.template(caller.viewer, template_id)
+        if template is None:
             raise ApiError(PARAM_ERROR, f"invalid parameter templateid: no template "
                            f"{template_id} is visible to your account")
-        return {"template": [views.template(rows[0], rows[0]["zone_id"])]}
+        return {"template": [views.template(template)]}
     assert snapshot_id is not None
     await visible_snapshot(ctx, caller, snapshot_id)
-    async with ctx.store.pool.acquire() as conn:
-        snapshot = await queries.snapshot_view(conn, snapshot_id)
-    assert snapshot is not None
+    snapshot = await ctx.read.snapshot_source(snapshot_id)
+    if snapshot is None:  # deleted a moment ago
+        raise ApiError(PARAM_ERROR, f"invalid parameter vmsnapshotid: no VM snapshot "
+                       f"{snapshot_id} is visible to your account")
     pool_id = snapshot.root_pool_id
     if pool_id is None:
         raise ApiError(PARAM_ERROR, f"invalid parameter vmsnapshotid: VM snapshot {snapshot_id} "
@@ -92,11 +74,9 @@ async def prepare_template(ctx: Context, params: Params, caller: Caller) -> dict
     deadline = time.monotonic() + PREPARE_TIMEOUT_S
     started = False
     while time.monotonic() < deadline:
-        state, row = await _seed_row(ctx, snapshot_id, pool_id)
-        if state.status == seed.READY and row is not None:
-            return {"template": [views.template(
-                {**row, "account_id": snapshot.account_id,
-                 "data": msgspec.json.decode(row["data"])}, snapshot.zone_id)]}
+        state, template = await _seed(ctx, snapshot, pool_id)
+        if state.status == seed.READY and template is not None:
+            return {"template": [views.template(template)]}
         if state.status == seed.ERROR and started:
             raise ApiError(INTERNAL_ERROR, f"seeding VM snapshot {snapshot_id} on pool "
                            f"{pool_id} failed: {state.failure}")

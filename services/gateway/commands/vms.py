@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import msgspec
+
 from proto import streams
 from proto.commands import CommandAccepted, DeployVirtualMachine
 from proto.events import (
@@ -19,7 +21,6 @@ from proto.streams import stable_id
 from services.gateway import views
 from services.gateway.api import Caller, Context, Params, command, listing, require_admin
 from services.gateway.commands.limits import within_limits
-from shared.domain.access import visible_to
 from shared.domain.deploy import check_deploy
 from shared.domain.job import (
     DEPLOY_VM_CMD,
@@ -32,7 +33,7 @@ from shared.domain.limits import Usage
 from shared.domain.vm import VmState, instance_name
 from shared.errors import PARAM_ERROR, RESOURCE_IN_USE, ApiError
 from shared.eventstore import NO_STREAM, Append, ConcurrencyError
-from shared.projections import queries
+from shared.projections.read import Vm
 
 
 async def submit_deploy(ctx: Context, caller: Caller,
@@ -42,21 +43,18 @@ async def submit_deploy(ctx: Context, caller: Caller,
     Raises:
         ApiError: 431 naming the parameter and the reason, before any work is done.
     """
-    async with ctx.store.pool.acquire() as conn:
-        snapshot = (await queries.snapshot_view(conn, request.vmsnapshotid)
-                    if request.vmsnapshotid else None)
-        template = (await queries.template_view(conn, request.templateid)
-                    if request.templateid else None)
-        offering = await queries.offering_view(conn, request.serviceofferingid)
-        host = await queries.host_view(conn, request.hostid) if request.hostid else None
-        known_networks = await queries.network_ids(conn)
+    named = await ctx.read.deploy_inputs(
+        snapshot_id=request.vmsnapshotid, template_id=request.templateid,
+        offering_id=request.serviceofferingid, host_id=request.hostid)
     source = check_deploy(
         account_id=caller.account_id, is_admin=caller.is_admin,
         vm_snapshot_id=request.vmsnapshotid, template_id=request.templateid,
-        snapshot=snapshot, template=template, offering=offering,
-        offering_id=request.serviceofferingid, host_id=request.hostid, host=host,
-        network_ids=request.networkids, known_networks=known_networks, name=request.name,
+        snapshot=named.snapshot, template=named.template, offering=named.offering,
+        offering_id=request.serviceofferingid, host_id=request.hostid, host=named.host,
+        network_ids=request.networkids, known_networks=named.known_networks,
+        name=request.name,
     )
+    offering = named.offering
     assert offering is not None
     if request.requestid:
         vm_id = stable_id("deploy-request", caller.account_id, request.requestid)
@@ -129,40 +127,19 @@ async def deploy_virtual_machine(ctx: Context, params: Params, caller: Caller) -
 
 @command("listVirtualMachines")
 async def list_virtual_machines(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    where, args = ["removed IS NULL"], list[object]()
-    if not caller.is_admin:
-        args.append(caller.account_id)
-        where.append(f"account_id = ${len(args)}")
-    vm_id = params.uuid("id")
-    if vm_id is not None:
-        args.append(vm_id)
-        where.append(f"id = ${len(args)}::uuid")
-    for name, column in (("state", "state"), ("name", "name"), ("hostid", "host_id"),
-                         ("zoneid", "zone_id")):
-        text = params.text(name)
-        if text is not None:
-            args.append(text)
-            where.append(f"lower({column}) = lower(${len(args)})")
-    sql = f"SELECT *, count(*) OVER () AS total FROM vm_instances WHERE {' AND '.join(where)}" \
-          " ORDER BY created, id"
-    page = params.page()
-    if page is not None:
-        args.extend(page)
-        sql += f" LIMIT ${len(args) - 1} OFFSET ${len(args)}"
-    async with ctx.store.pool.acquire() as conn:
-        rows = await conn.fetch(sql, *args)
-    total = rows[0]["total"] if rows else 0
-    return listing("virtualmachine", [views.vm(dict(r)) for r in rows], total)
+    found = await ctx.read.vms(
+        caller.viewer, vm_id=params.uuid("id"), state=params.text("state"),
+        name=params.text("name"), host_id=params.text("hostid"), zone_id=params.text("zoneid"),
+        keyword=params.text("keyword"), paging=params.page())
+    return listing("virtualmachine", [views.vm(vm) for vm in found.items], found.total)
 
 
-async def visible_vm(ctx: Context, caller: Caller, vm_id: str, param: str) -> dict[str, Any]:
-    async with ctx.store.pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT * FROM vm_instances WHERE id = $1::uuid"
-                                  " AND removed IS NULL", vm_id)
-    if row is None or not visible_to(row["account_id"], caller.account_id, caller.is_admin):
+async def visible_vm(ctx: Context, caller: Caller, vm_id: str, param: str) -> Vm:
+    vm = await ctx.read.vm(caller.viewer, vm_id)
+    if vm is None:
         raise ApiError(PARAM_ERROR, f"invalid parameter {param}: no virtual machine {vm_id} "
                        "is visible to your account")
-    return dict(row)
+    return vm
 
 
 @command("destroyVirtualMachine", is_async=True)
@@ -171,10 +148,10 @@ async def destroy_virtual_machine(ctx: Context, params: Params, caller: Caller) 
     assert vm_id is not None
     expunge = bool(params.boolean("expunge"))
     vm = await visible_vm(ctx, caller, vm_id, "id")
-    if vm["state"] == VmState.STARTING:
+    if vm.state == VmState.STARTING:
         raise ApiError(RESOURCE_IN_USE, f"virtual machine {vm_id} is still being deployed; "
                        "destroy it once it is Running or Error")
-    if vm["state"] == VmState.DESTROYED and not expunge:
+    if vm.state == VmState.DESTROYED and not expunge:
         raise ApiError(PARAM_ERROR, f"invalid parameter id: virtual machine {vm_id} is "
                        "already destroyed; pass expunge=true to remove it")
     job_id = str(uuid.uuid4())
@@ -191,8 +168,8 @@ async def _power(ctx: Context, params: Params, caller: Caller, action: str, cmd:
     vm_id = params.uuid("id", required=True)
     assert vm_id is not None
     vm = await visible_vm(ctx, caller, vm_id, "id")
-    if vm["state"] not in allowed:
-        raise ApiError(RESOURCE_IN_USE, f"virtual machine {vm_id} is {vm['state']}; it can be "
+    if vm.state not in allowed:
+        raise ApiError(RESOURCE_IN_USE, f"virtual machine {vm_id} is {vm.state}; it can be "
                        f"{action}ed when {' or '.join(allowed)}")
     job_id = str(uuid.uuid4())
     await ctx.append(caller, Append(streams.vm(vm_id), [
@@ -224,11 +201,11 @@ async def recover_virtual_machine(ctx: Context, params: Params, caller: Caller) 
     vm_id = params.uuid("id", required=True)
     assert vm_id is not None
     vm = await visible_vm(ctx, caller, vm_id, "id")
-    if vm["state"] != VmState.DESTROYED:
+    if vm.state != VmState.DESTROYED:
         raise ApiError(PARAM_ERROR, f"invalid parameter id: virtual machine {vm_id} is "
-                       f"{vm['state']}, not Destroyed; only a destroyed VM can be recovered")
+                       f"{vm.state}, not Destroyed; only a destroyed VM can be recovered")
     await ctx.change(caller, Append(streams.vm(vm_id), [VmRecovered(vm_id=vm_id)]))
-    return {"virtualmachine": views.vm({**vm, "state": VmState.STOPPED.value})}
+    return {"virtualmachine": views.vm(msgspec.structs.replace(vm, state=VmState.STOPPED.value))}
 
 
 @command("assignVirtualMachine")
@@ -239,15 +216,9 @@ async def assign_virtual_machine(ctx: Context, params: Params, caller: Caller) -
     account_id = params.uuid("accountid", required=True)
     assert vm_id is not None and account_id is not None
     vm = await visible_vm(ctx, caller, vm_id, "virtualmachineid")
-    async with ctx.store.pool.acquire() as conn:
-        if await queries.catalog_row(conn, "account", account_id) is None:
-            raise ApiError(PARAM_ERROR, f"invalid parameter accountid: no account {account_id}")
-        volumes = [r["id"] for r in await conn.fetch(
-            "SELECT id FROM catalog WHERE kind = 'volume' AND removed IS NULL"
-            " AND data ->> 'vm_id' = $1 ORDER BY id", vm_id)]
-        snapshots = [r["id"] for r in await conn.fetch(
-            "SELECT id FROM catalog WHERE kind = 'vmsnapshot' AND data ->> 'vm_id' = $1"
-            " ORDER BY id", vm_id)]
+    if await ctx.read.account(caller.viewer, account_id) is None:
+        raise ApiError(PARAM_ERROR, f"invalid parameter accountid: no account {account_id}")
+    volumes, snapshots = await ctx.read.vm_parts(vm_id)
     await ctx.change(caller, Append(streams.vm(vm_id), [VmAssigned(
         vm_id=vm_id, account_id=account_id, volume_ids=volumes, snapshot_ids=snapshots)]))
-    return {"virtualmachine": views.vm({**vm, "account_id": account_id})}
+    return {"virtualmachine": views.vm(msgspec.structs.replace(vm, account_id=account_id))}

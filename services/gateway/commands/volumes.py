@@ -24,7 +24,6 @@ from services.gateway.api import Caller, Context, Params, command
 from services.gateway.commands.limits import within_limits
 from services.gateway.commands.snapshots import visible_snapshot
 from services.gateway.commands.vms import visible_vm
-from shared.domain.access import visible_to
 from shared.domain.job import (
     ATTACH_VOLUME_CMD,
     CREATE_VOLUME_CMD,
@@ -34,7 +33,7 @@ from shared.domain.job import (
 from shared.domain.limits import Usage
 from shared.errors import PARAM_ERROR, RESOURCE_IN_USE, ApiError
 from shared.eventstore import NO_STREAM, Append
-from shared.projections import queries
+from shared.projections.read import Volume
 
 GB = 1024**3
 
@@ -45,20 +44,16 @@ def _job(job_id: str, cmd: str, volume_id: str, caller: Caller) -> JobSubmitted:
 
 
 async def visible_volume(ctx: Context, caller: Caller, volume_id: str,
-                         param: str = "id") -> dict[str, Any]:
-    async with ctx.store.pool.acquire() as conn:
-        row = await queries.catalog_row(conn, "volume", volume_id)
-    if row is None or not visible_to(row["account_id"], caller.account_id, caller.is_admin):
+                         param: str = "id") -> Volume:
+    volume = await ctx.read.volume(caller.viewer, volume_id)
+    if volume is None:
         raise ApiError(PARAM_ERROR, f"invalid parameter {param}: no volume {volume_id} is "
                        "visible to your account")
-    return row
+    return volume
 
 
 async def refuse_if_vm_has_snapshots(ctx: Context, vm_id: str, command_name: str) -> None:
-    async with ctx.store.pool.acquire() as conn:
-        count = await conn.fetchval(
-            "SELECT count(*) FROM catalog WHERE kind = 'vmsnapshot' AND removed IS NULL"
-            " AND data ->> 'vm_id' = $1", vm_id)
+    count = await ctx.read.vm_snapshot_count(vm_id)
     if count:
         raise ApiError(RESOURCE_IN_USE, f"{command_name} is refused: virtual machine {vm_id} "
                        f"has {count} VM snapshot(s), and volumes of a VM with VM snapshots "
@@ -86,19 +81,19 @@ async def create_volume(ctx: Context, params: Params, caller: Caller) -> dict[st
         raise ApiError(PARAM_ERROR, "missing parameter volumeid: name the volume of the VM "
                        "snapshot's VM to copy")
     snapshot = await visible_snapshot(ctx, caller, snapshot_id)
-    disk = next((d for d in snapshot["data"]["disks"] if d["volume_id"] == source_id), None)
+    disk = next((d for d in snapshot.disks if d.volume_id == source_id), None)
     if disk is None:
         raise ApiError(PARAM_ERROR, f"invalid parameter volumeid: volume {source_id} is not a "
-                       f"volume of VM {snapshot['data']['vm_id']} in VM snapshot {snapshot_id}")
+                       f"volume of VM {snapshot.vm_id} in VM snapshot {snapshot_id}")
     volume_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
-    name = params.text("name") or f"volume-from-{snapshot['name']}"[:255]
+    name = params.text("name") or f"volume-from-{snapshot.name}"[:255]
     async with within_limits(ctx, caller, Usage(volume=1)):
         await ctx.append(caller, Append(streams.volume(volume_id), [
             VolumeFromSnapshotRequested(
                 volume_id=volume_id, job_id=job_id, account_id=caller.account_id,
                 user_id=caller.user_id, name=name, vm_snapshot_id=snapshot_id,
-                source_volume_id=source_id, source_path=disk["path"], pool_id=disk["pool_id"],
-                size_bytes=disk["size_bytes"]),
+                source_volume_id=source_id, source_path=disk.path, pool_id=disk.pool_id,
+                size_bytes=disk.size_bytes),
             _job(job_id, CREATE_VOLUME_CMD, volume_id, caller),
         ], NO_STREAM))
     return {"id": volume_id, "jobid": job_id}
@@ -109,10 +104,8 @@ async def _allocate(ctx: Context, params: Params, caller: Caller) -> dict[str, A
     offering_id = params.uuid("diskofferingid", required=True)
     zone_id = params.uuid("zoneid")
     assert offering_id is not None
-    async with ctx.store.pool.acquire() as conn:
-        offering = await queries.catalog_row(conn, "diskoffering", offering_id)
-        zones = [r["id"] for r in await conn.fetch(
-            "SELECT id FROM catalog WHERE kind = 'zone' AND removed IS NULL ORDER BY id")]
+    offering = await ctx.read.disk_offering(offering_id)
+    zones = sorted(z.id for z in (await ctx.read.zones()).items)
     if offering is None:
         raise ApiError(PARAM_ERROR, f"invalid parameter diskofferingid: no disk offering "
                        f"{offering_id}")
@@ -121,10 +114,10 @@ async def _allocate(ctx: Context, params: Params, caller: Caller) -> dict[str, A
     if zone_id is None or zone_id not in zones:
         raise ApiError(PARAM_ERROR, f"invalid parameter zoneid: no zone {zone_id}"
                        if zone_id else "missing parameter zoneid: the zone of the volume")
-    size_gb = offering["data"]["disk_size_gb"]
+    size_gb = offering.disk_size_gb
     if params.has("size") and params.integer("size", minimum=1) != size_gb:
         raise ApiError(PARAM_ERROR, f"invalid parameter size: disk offering "
-                       f"{offering['name']} has a fixed size of {size_gb} GB")
+                       f"{offering.name} has a fixed size of {size_gb} GB")
     volume_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
     name = params.text("name") or f"DATA-{volume_id[:8]}"
     async with within_limits(ctx, caller, Usage(volume=1)):
@@ -144,30 +137,30 @@ async def delete_volume(ctx: Context, params: Params, caller: Caller) -> dict[st
     volume_id = params.uuid("id", required=True)
     assert volume_id is not None
     volume = await visible_volume(ctx, caller, volume_id)
-    if volume["data"].get("volume_type") == "ROOT":
+    if volume.volume_type == "ROOT":
         raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume_id} is a root "
                        "volume; it goes when its VM is expunged")
-    if volume["data"].get("vm_id"):
+    if volume.vm_id:
         raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume_id} is attached to "
-                       f"virtual machine {volume['data']['vm_id']}; detach it first")
-    if volume["state"] not in ("Ready", "Allocated", "Error"):
+                       f"virtual machine {volume.vm_id}; detach it first")
+    if volume.state not in ("Ready", "Allocated", "Error"):
         raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume_id} is "
-                       f"{volume['state']}")
+                       f"{volume.state}")
     await ctx.change(caller, Append(streams.volume(volume_id), [
         VolumeDeleteRequested(volume_id=volume_id)]))
     return {"success": True}
 
 
-async def _attach_or_detach(ctx: Context, caller: Caller, volume: dict[str, Any], vm_id: str,
+async def _attach_or_detach(ctx: Context, caller: Caller, volume: Volume, vm_id: str,
                             attach: bool) -> dict[str, Any]:
     job_id = str(uuid.uuid4())
     cmd = ATTACH_VOLUME_CMD if attach else DETACH_VOLUME_CMD
-    await ctx.append(caller, Append(streams.volume(volume["id"]), [
-        VolumeAttachRequested(volume_id=volume["id"], vm_id=vm_id, job_id=job_id,
+    await ctx.append(caller, Append(streams.volume(volume.id), [
+        VolumeAttachRequested(volume_id=volume.id, vm_id=vm_id, job_id=job_id,
                               attach=attach),
-        _job(job_id, cmd, volume["id"], caller),
+        _job(job_id, cmd, volume.id, caller),
     ]))
-    return {"id": volume["id"], "jobid": job_id}
+    return {"id": volume.id, "jobid": job_id}
 
 
 @command("attachVolume", is_async=True)
@@ -177,9 +170,9 @@ async def attach_volume(ctx: Context, params: Params, caller: Caller) -> dict[st
     assert volume_id is not None and vm_id is not None
     volume = await visible_volume(ctx, caller, volume_id)
     await visible_vm(ctx, caller, vm_id, "virtualmachineid")
-    if volume["state"] not in ("Ready", "Allocated") or volume["data"].get("vm_id"):
+    if volume.state not in ("Ready", "Allocated") or volume.vm_id:
         raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume_id} is "
-                       f"{volume['state']} and attached to {volume['data'].get('vm_id')}; "
+                       f"{volume.state} and attached to {volume.vm_id}; "
                        "only a Ready or Allocated, detached volume can be attached")
     await refuse_if_vm_has_snapshots(ctx, vm_id, "attachVolume")
     return await _attach_or_detach(ctx, caller, volume, vm_id, True)
@@ -190,8 +183,8 @@ async def detach_volume(ctx: Context, params: Params, caller: Caller) -> dict[st
     volume_id = params.uuid("id", required=True)
     assert volume_id is not None
     volume = await visible_volume(ctx, caller, volume_id)
-    vm_id = volume["data"].get("vm_id")
-    if not vm_id or volume["data"].get("volume_type") == "ROOT":
+    vm_id = volume.vm_id
+    if not vm_id or volume.volume_type == "ROOT":
         raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume_id} is not an "
                        "attached data volume")
     await refuse_if_vm_has_snapshots(ctx, vm_id, "detachVolume")
@@ -206,11 +199,11 @@ async def resize_volume(ctx: Context, params: Params, caller: Caller) -> dict[st
     if size_gb is None:
         raise ApiError(PARAM_ERROR, "missing parameter size: the new size in GB")
     volume = await visible_volume(ctx, caller, volume_id)
-    if size_gb * GB <= volume["data"]["size_bytes"]:
+    if size_gb * GB <= volume.size_bytes:
         raise ApiError(PARAM_ERROR, f"invalid parameter size: {size_gb} GB does not grow volume "
-                       f"{volume_id} ({volume['data']['size_bytes'] / GB:.1f} GB); volumes only "
+                       f"{volume_id} ({volume.size_bytes / GB:.1f} GB); volumes only "
                        "grow")
-    vm_id = volume["data"].get("vm_id")
+    vm_id = volume.vm_id
     if vm_id:
         await refuse_if_vm_has_snapshots(ctx, vm_id, "resizeVolume")
     job_id = str(uuid.uuid4())

@@ -1,0 +1,754 @@
+"""``ReadModels``: the queries of the read-model tables, answered as typed views."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+import msgspec
+
+from proto import streams
+from shared.domain.deploy import HostView, OfferingView, SnapshotView, TemplateView
+from shared.domain.job import CREATE_VM_SNAPSHOT_CMD, VM_COMMANDS, VOLUME_COMMANDS, JobStatus
+from shared.domain.limits import Usage
+from shared.eventstore import EventStore, RecordedEvent
+from shared.projections._runner import CHECKPOINT, fold
+from shared.projections._table import Projection, Row
+from shared.projections.catalog import Catalog
+from shared.projections.jobs import AsyncJobs
+from shared.projections.read._views import (
+    Account,
+    AuditEvent,
+    DeployInputs,
+    DiskOffering,
+    Holdings,
+    Host,
+    Job,
+    JobWithResult,
+    Network,
+    Nic,
+    Page,
+    Paging,
+    Pool,
+    ServiceOffering,
+    SnapshotDisk,
+    Template,
+    User,
+    Viewer,
+    Vm,
+    VmSnapshot,
+    Volume,
+    Zone,
+)
+from shared.projections.vms import VmInstances
+
+T = TypeVar("T")
+_decode = msgspec.json.decode
+
+
+# Rows to views ----------------------------------------------------------------------------
+
+
+def _data(row: Row) -> dict[str, Any]:
+    data: dict[str, Any] = _decode(row["data"])
+    return data
+
+
+def _vm(row: Row) -> Vm:
+    nics = _decode(row["nics"])
+    return Vm(
+        id=str(row["id"]), account_id=row["account_id"], user_id=row["user_id"],
+        name=row["name"], display_name=row["display_name"], instance_name=row["instance_name"],
+        zone_id=row["zone_id"], service_offering_id=row["service_offering_id"],
+        template_id=row["template_id"], vm_snapshot_id=row["vm_snapshot_id"],
+        host_id=row["host_id"], pool_id=row["pool_id"], cpu_number=row["cpu_number"],
+        cpu_speed=row["cpu_speed"], memory_mb=row["memory_mb"], state=row["state"],
+        error_text=row["error_text"], current_snapshot_id=row["current_snapshot_id"],
+        imported=row["imported"], created=row["created"],
+        nics=[Nic(id=n["nic_id"], network_id=n["network_id"], mac=n["mac"]) for n in nics])
+
+
+def _zone(row: Row) -> Zone:
+    return Zone(id=row["id"], name=row["name"], created=row["created"])
+
+
+def _host(row: Row) -> Host:
+    d = _data(row)
+    return Host(id=row["id"], name=row["name"], zone_id=row["zone_id"], state=row["state"],
+                cluster=d["cluster"], cpu_cores=d["cpu_cores"], cpu_mhz=d["cpu_mhz"],
+                memory_bytes=d["memory_bytes"], reserved_cpu_mhz=d.get("reserved_cpu_mhz", 0),
+                reserved_memory_mb=d.get("reserved_memory_mb", 0), pool_ids=d["pool_ids"],
+                created=row["created"])
+
+
+def _pool(row: Row) -> Pool:
+    d = _data(row)
+    return Pool(id=row["id"], name=row["name"], zone_id=row["zone_id"], state=row["state"],
+                url=d["url"], capacity_bytes=d["capacity_bytes"], free_bytes=d["free_bytes"],
+                host_ids=d["host_ids"],
+                settings={k: str(v) for k, v in d.get("settings", {}).items()},
+                created=row["created"])
+
+
+def _network(row: Row) -> Network:
+    d = _data(row)
+    return Network(id=row["id"], name=row["name"], zone_id=row["zone_id"], state=row["state"],
+                   ref=d["ref"], switch_uuid=d.get("switch_uuid"),
+                   portgroup_key=d.get("portgroup_key"), created=row["created"])
+
+
+def _service_offering(row: Row) -> ServiceOffering:
+    d = _data(row)
+    return ServiceOffering(id=row["id"], name=row["name"], display_text=d["display_text"],
+                           cpu_number=d["cpu_number"], cpu_speed=d["cpu_speed"],
+                           memory_mb=d["memory_mb"], created=row["created"])
+
+
+def _disk_offering(row: Row) -> DiskOffering:
+    d = _data(row)
+    return DiskOffering(id=row["id"], name=row["name"], display_text=d["display_text"],
+                        disk_size_gb=d["disk_size_gb"], created=row["created"])
+
+
+def _template(row: Row, owner: str | None, zone_id: str | None) -> Template:
+    d = _data(row)
+    return Template(id=row["id"], name=row["name"], account_id=owner, zone_id=zone_id,
+                    vm_snapshot_id=d["vm_snapshot_id"], pool_id=d["pool_id"],
+                    install_path=d["install_path"], created=row["created"])
+
+
+def _vm_snapshot(row: Row, current: bool) -> VmSnapshot:
+    d = _data(row)
+    return VmSnapshot(
+        id=row["id"], name=row["name"], account_id=row["account_id"], vm_id=d["vm_id"],
+        description=d["description"], parent_id=d["parent_id"], memory=d["memory"],
+        state=row["state"], cpu_number=d["cpu_number"], memory_mb=d["memory_mb"],
+        disks=[SnapshotDisk(volume_id=k["volume_id"], path=k["path"], pool_id=k["pool_id"],
+                            size_bytes=k["size_bytes"], root=k["root"]) for k in d["disks"]],
+        network_ids=[n["network_id"] for n in d["nics"]], current=current,
+        created=row["created"])
+
+
+def _volume(row: Row) -> Volume:
+    d = _data(row)
+    return Volume(id=row["id"], name=row["name"], account_id=row["account_id"],
+                  zone_id=row["zone_id"], volume_type=d["volume_type"],
+                  size_bytes=d["size_bytes"], pool_id=d.get("pool_id"), path=d.get("path"),
+                  vm_id=d.get("vm_id"), template_id=d.get("template_id"),
+                  disk_offering_id=d.get("disk_offering_id"), state=row["state"],
+                  created=row["created"])
+
+
+def _user(row: Row) -> User:
+    d = _data(row)
+    return User(id=row["id"], name=row["name"], account_id=row["account_id"],
+                email=d["email"], firstname=d["firstname"], lastname=d["lastname"],
+                state=row["state"], created=row["created"])
+
+
+def _account(row: Row, users: list[User]) -> Account:
+    d = _data(row)
+    return Account(id=row["id"], name=row["name"], state=row["state"], role=d["role"],
+                   limits=d.get("limits", {}), users=users, created=row["created"])
+
+
+def _job(row: Row) -> Job:
+    return Job(id=str(row["id"]), account_id=row["account_id"], user_id=row["user_id"],
+               cmd=row["cmd"], instance_type=row["instance_type"],
+               instance_id=str(row["instance_id"]), status=JobStatus(row["status"]),
+               result_code=row["result_code"], error_code=row["error_code"],
+               error_text=row["error_text"], created=row["created"], completed=row["completed"])
+
+
+# Queries ----------------------------------------------------------------------------------
+
+
+class _Where:
+    """A WHERE clause built condition by condition, with its numbered arguments."""
+
+    def __init__(self, *conditions: str) -> None:
+        self.conditions = list(conditions)
+        self.args: list[object] = []
+
+    def arg(self, value: object) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+    def add(self, condition: Callable[[str], str], value: object) -> None:
+        """Add ``condition(placeholder)`` when ``value`` is given (a text that PostgreSQL
+        cannot hold, with a NUL, matches nothing)."""
+        if isinstance(value, str) and "\x00" in value:
+            self.conditions.append("false")
+        elif value is not None:
+            self.conditions.append(condition(self.arg(value)))
+
+    def owned(self, viewer: Viewer, column: str) -> None:
+        """Only the rows ``viewer`` may see by their owner in ``column`` (every row for an
+        administrator; a row with no owner for none but them)."""
+        if not viewer.is_admin:
+            self.conditions.append(f"{column} = {self.arg(viewer.account_id)}")
+
+    def sql(self) -> str:
+        return " AND ".join(self.conditions) or "true"
+
+
+def _storable(*values: str) -> bool:
+    """Whether PostgreSQL text can hold every one of ``values`` (not a NUL): an id or a name
+    it cannot hold names nothing."""
+    return not any("\x00" in v for v in values)
+
+
+def _uuid(value: str | None) -> uuid.UUID | None:
+    """A uuid filter; one that is not a UUID matches nothing (the nil UUID names nothing)."""
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return uuid.UUID(int=0)
+
+
+async def _paged(conn: asyncpg.Connection, select: str, where: _Where, order: str,
+                 paging: Paging | None) -> tuple[list[asyncpg.Record], int]:
+    """The rows of ``select`` (with ``*``-style columns) matching ``where``, in ``order``,
+    sliced by ``paging``; and how many match in all."""
+    sql = f"{select} WHERE {where.sql()}"
+    if paging is None:
+        rows = await conn.fetch(f"{sql} ORDER BY {order}", *where.args)
+        return rows, len(rows)
+    rows = await conn.fetch(
+        f"SELECT *, count(*) OVER () AS total FROM ({sql}) AS matching ORDER BY {order}"
+        f" LIMIT {int(paging.limit)} OFFSET {int(paging.offset)}", *where.args)
+    if rows:
+        return rows, int(rows[0]["total"])
+    total = await conn.fetchval(f"SELECT count(*) FROM ({sql}) AS matching", *where.args)
+    return [], int(total)
+
+
+def _named(where: _Where, name: str | None, keyword: str | None, *columns: str) -> None:
+    """``name`` equal to the first column, ``keyword`` within any, case-insensitively."""
+    where.add(lambda p: f"lower({columns[0]}) = lower({p})", name)
+    where.add(lambda p: "(" + " OR ".join(f"strpos(lower({c}), lower({p})) > 0"
+                                          for c in columns) + ")", keyword)
+
+
+_CATALOG_ORDER = "name, id"
+# A host's per-VM reservation map is left in the table: the totals beside it are shown.
+_HOSTS = ("SELECT kind, id, zone_id, account_id, name, state, data - 'reservations' AS data,"
+          " version, created, removed FROM catalog")
+# A template with its owner (its VM snapshot's, deleted snapshots included) and its pool's zone.
+_TEMPLATES = (
+    "SELECT * FROM (SELECT t.id, t.name, t.data, t.created, s.account_id AS owner,"
+    " p.zone_id AS pool_zone_id FROM catalog t"
+    " LEFT JOIN catalog s ON s.kind = 'vmsnapshot' AND s.id = t.data ->> 'vm_snapshot_id'"
+    " LEFT JOIN catalog p ON p.kind = 'pool' AND p.id = t.data ->> 'pool_id'"
+    " AND p.removed IS NULL"
+    " WHERE t.kind = 'template' AND t.removed IS NULL) AS templates")
+_SNAPSHOTS = (
+    "SELECT * FROM (SELECT s.*, v.current_snapshot_id = s.id AS is_current FROM catalog s"
+    " LEFT JOIN vm_instances v ON v.id::text = s.data ->> 'vm_id'"
+    " WHERE s.kind = 'vmsnapshot' AND s.removed IS NULL) AS snapshots")
+
+
+def _template_row(row: Row) -> Template:
+    return _template(row, row["owner"], row["pool_zone_id"])
+
+
+_JOBS = AsyncJobs()
+_VMS = VmInstances()
+_CATALOG = Catalog()
+
+
+def _fold(projection: Projection, records: Sequence[RecordedEvent]) -> dict[Any, Row]:
+    rows, _ = fold(projection, {}, [(r, r.event()) for r in records])
+    return rows
+
+
+def template_from_stream(records: Sequence[RecordedEvent], template_id: str,
+                         owner: str | None, zone_id: str | None) -> Template | None:
+    """Template ``template_id`` as the events of its seed's stream (``streams.seed``) have
+    made it so far, folded as the catalog projection folds them; None until it is seeded.
+    Its owner and zone are the caller's to give (its VM snapshot's owner, its pool's zone)."""
+    row = _fold(_CATALOG, records).get(("template", template_id))
+    return None if row is None else _template(row, owner, zone_id)
+
+
+class ReadModels:
+    """Queries of the projections, for one event store's read models."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+        self._pool = store.pool
+
+    # Progress of the read models ------------------------------------------------------------
+
+    async def position(self) -> int:
+        """The global position of the last event the projector has applied."""
+        async with self._pool.acquire() as conn:
+            reached = await conn.fetchval("SELECT position FROM checkpoints WHERE name = $1",
+                                          CHECKPOINT)
+        return int(reached or 0)
+
+    async def reach(self, position: int, within: float = 5.0) -> bool:
+        """Wait (at most ``within`` seconds) until the projector has applied the event at
+        ``position``; whether it did."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            if await self.position() >= position:
+                return True
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+
+    # Virtual machines -----------------------------------------------------------------------
+
+    async def vms(self, viewer: Viewer, *, vm_id: str | None = None,
+                  account_id: str | None = None, state: str | None = None,
+                  name: str | None = None, host_id: str | None = None,
+                  zone_id: str | None = None, keyword: str | None = None,
+                  paging: Paging | None = None) -> Page[Vm]:
+        """The VMs ``viewer`` sees that match every filter given (``state``, ``name``,
+        ``host_id`` and ``zone_id`` case-insensitively; ``keyword`` within the name or
+        display name), oldest first; expunged VMs are gone."""
+        where = _Where("removed IS NULL")
+        where.owned(viewer, "account_id")
+        where.add(lambda p: f"id = {p}", _uuid(vm_id))
+        where.add(lambda p: f"account_id = {p}", account_id)
+        where.add(lambda p: f"lower(state) = lower({p})", state)
+        where.add(lambda p: f"lower(host_id) = lower({p})", host_id)
+        where.add(lambda p: f"lower(zone_id) = lower({p})", zone_id)
+        _named(where, name, keyword, "name", "display_name")
+        async with self._pool.acquire() as conn:
+            rows, total = await _paged(conn, "SELECT * FROM vm_instances", where,
+                                       "created, id", paging)
+        items = [_vm(dict(r)) for r in rows]
+        return Page([vm for vm in items if viewer.sees(vm.account_id)], total)
+
+    async def vm(self, viewer: Viewer, vm_id: str) -> Vm | None:
+        """One VM, if ``viewer`` sees it and it is not expunged."""
+        page = await self.vms(viewer, vm_id=vm_id)
+        return page.items[0] if page.items else None
+
+    async def vm_parts(self, vm_id: str) -> tuple[list[str], list[str]]:
+        """The ids of a VM's volumes (not deleted) and of its VM snapshots (deleted ones
+        too: a template seeded from one stays its owner's), each sorted."""
+        if not _storable(vm_id):
+            return [], []
+        async with self._pool.acquire() as conn:
+            volumes = await conn.fetch(
+                "SELECT id FROM catalog WHERE kind = 'volume' AND removed IS NULL"
+                " AND data ->> 'vm_id' = $1 ORDER BY id", vm_id)
+            snapshots = await conn.fetch(
+                "SELECT id FROM catalog WHERE kind = 'vmsnapshot' AND data ->> 'vm_id' = $1"
+                " ORDER BY id", vm_id)
+        return [r["id"] for r in volumes], [r["id"] for r in snapshots]
+
+    # VM snapshots ---------------------------------------------------------------------------
+
+    async def vm_snapshots(self, viewer: Viewer, *, snapshot_id: str | None = None,
+                           vm_id: str | None = None, name: str | None = None,
+                           keyword: str | None = None,
+                           paging: Paging | None = None) -> Page[VmSnapshot]:
+        """The VM snapshots ``viewer`` sees (not deleted), by name."""
+        where = _Where()
+        where.owned(viewer, "account_id")
+        where.add(lambda p: f"id = {p}", snapshot_id)
+        where.add(lambda p: f"data ->> 'vm_id' = {p}", vm_id)
+        _named(where, name, keyword, "name")
+        async with self._pool.acquire() as conn:
+            rows, total = await _paged(conn, _SNAPSHOTS, where, _CATALOG_ORDER, paging)
+        items = [_vm_snapshot(dict(r), bool(r["is_current"])) for r in rows]
+        return Page([s for s in items if viewer.sees(s.account_id)], total)
+
+    async def vm_snapshot(self, viewer: Viewer, snapshot_id: str) -> VmSnapshot | None:
+        page = await self.vm_snapshots(viewer, snapshot_id=snapshot_id)
+        return page.items[0] if page.items else None
+
+    async def vm_snapshot_count(self, vm_id: str) -> int:
+        """How many VM snapshots (not deleted) a VM has."""
+        if not _storable(vm_id):
+            return 0
+        async with self._pool.acquire() as conn:
+            count = await conn.fetchval(
+                "SELECT count(*) FROM catalog WHERE kind = 'vmsnapshot' AND removed IS NULL"
+                " AND data ->> 'vm_id' = $1", vm_id)
+        return int(count)
+
+    # Templates ------------------------------------------------------------------------------
+
+    async def templates(self, viewer: Viewer, *, template_id: str | None = None,
+                        zone_id: str | None = None, name: str | None = None,
+                        keyword: str | None = None,
+                        paging: Paging | None = None) -> Page[Template]:
+        """The seeded templates ``viewer`` sees (by their VM snapshot's owner), by name;
+        ``zone_id`` is their pool's zone."""
+        where = _Where()
+        where.owned(viewer, "owner")
+        where.add(lambda p: f"id = {p}", template_id)
+        where.add(lambda p: f"pool_zone_id = {p}", zone_id)
+        _named(where, name, keyword, "name")
+        async with self._pool.acquire() as conn:
+            rows, total = await _paged(conn, _TEMPLATES, where, _CATALOG_ORDER, paging)
+        items = [_template_row(dict(r)) for r in rows]
+        return Page([t for t in items if viewer.sees(t.account_id)], total)
+
+    async def template(self, viewer: Viewer, template_id: str) -> Template | None:
+        page = await self.templates(viewer, template_id=template_id)
+        return page.items[0] if page.items else None
+
+    # Volumes --------------------------------------------------------------------------------
+
+    async def volumes(self, viewer: Viewer, *, volume_id: str | None = None,
+                      vm_id: str | None = None, volume_type: str | None = None,
+                      zone_id: str | None = None, name: str | None = None,
+                      keyword: str | None = None,
+                      paging: Paging | None = None) -> Page[Volume]:
+        """The volumes ``viewer`` sees (not deleted), by name; ``volume_type`` is ROOT or
+        DATADISK."""
+        where = _Where("kind = 'volume'", "removed IS NULL")
+        where.owned(viewer, "account_id")
+        where.add(lambda p: f"id = {p}", volume_id)
+        where.add(lambda p: f"data ->> 'vm_id' = {p}", vm_id)
+        where.add(lambda p: f"data ->> 'volume_type' = upper({p})", volume_type)
+        where.add(lambda p: f"zone_id = {p}", zone_id)
+        _named(where, name, keyword, "name")
+        async with self._pool.acquire() as conn:
+            rows, total = await _paged(conn, "SELECT * FROM catalog", where, _CATALOG_ORDER,
+                                       paging)
+        items = [_volume(dict(r)) for r in rows]
+        return Page([v for v in items if viewer.sees(v.account_id)], total)
+
+    async def volume(self, viewer: Viewer, volume_id: str) -> Volume | None:
+        page = await self.volumes(viewer, volume_id=volume_id)
+        return page.items[0] if page.items else None
+
+    # What the cloud is made of: visible to every account ------------------------------------
+
+    async def _catalog(self, kind: str, convert: Callable[[Row], T], *, obj_id: str | None,
+                       zone_id: str | None, name: str | None, keyword: str | None,
+                       paging: Paging | None, select: str = "SELECT * FROM catalog") -> Page[T]:
+        where = _Where("removed IS NULL")
+        where.add(lambda p: f"kind = {p}", kind)
+        where.add(lambda p: f"id = {p}", obj_id)
+        where.add(lambda p: f"zone_id = {p}", zone_id)
+        _named(where, name, keyword, "name")
+        async with self._pool.acquire() as conn:
+            rows, total = await _paged(conn, select, where, _CATALOG_ORDER, paging)
+        return Page([convert(dict(r)) for r in rows], total)
+
+    async def zones(self, *, zone_id: str | None = None, name: str | None = None,
+                    keyword: str | None = None, paging: Paging | None = None) -> Page[Zone]:
+        return await self._catalog("zone", _zone, obj_id=zone_id, zone_id=None, name=name,
+                                   keyword=keyword, paging=paging)
+
+    async def hosts(self, *, host_id: str | None = None, zone_id: str | None = None,
+                    name: str | None = None, keyword: str | None = None,
+                    paging: Paging | None = None) -> Page[Host]:
+        return await self._catalog("host", _host, obj_id=host_id, zone_id=zone_id, name=name,
+                                   keyword=keyword, paging=paging, select=_HOSTS)
+
+    async def pools(self, *, pool_id: str | None = None, zone_id: str | None = None,
+                    name: str | None = None, keyword: str | None = None,
+                    paging: Paging | None = None) -> Page[Pool]:
+        return await self._catalog("pool", _pool, obj_id=pool_id, zone_id=zone_id, name=name,
+                                   keyword=keyword, paging=paging)
+
+    async def pool(self, pool_id: str) -> Pool | None:
+        page = await self.pools(pool_id=pool_id)
+        return page.items[0] if page.items else None
+
+    async def networks(self, *, network_id: str | None = None, zone_id: str | None = None,
+                       name: str | None = None, keyword: str | None = None,
+                       paging: Paging | None = None) -> Page[Network]:
+        return await self._catalog("network", _network, obj_id=network_id, zone_id=zone_id,
+                                   name=name, keyword=keyword, paging=paging)
+
+    async def service_offerings(self, *, offering_id: str | None = None,
+                                name: str | None = None, keyword: str | None = None,
+                                paging: Paging | None = None) -> Page[ServiceOffering]:
+        return await self._catalog("serviceoffering", _service_offering, obj_id=offering_id,
+                                   zone_id=None, name=name, keyword=keyword, paging=paging)
+
+    async def service_offering(self, offering_id: str) -> ServiceOffering | None:
+        page = await self.service_offerings(offering_id=offering_id)
+        return page.items[0] if page.items else None
+
+    async def disk_offerings(self, *, offering_id: str | None = None, name: str | None = None,
+                             keyword: str | None = None,
+                             paging: Paging | None = None) -> Page[DiskOffering]:
+        return await self._catalog("diskoffering", _disk_offering, obj_id=offering_id,
+                                   zone_id=None, name=name, keyword=keyword, paging=paging)
+
+    async def disk_offering(self, offering_id: str) -> DiskOffering | None:
+        page = await self.disk_offerings(offering_id=offering_id)
+        return page.items[0] if page.items else None
+
+    # Accounts and users ---------------------------------------------------------------------
+
+    async def accounts(self, viewer: Viewer, *, account_id: str | None = None,
+                       name: str | None = None) -> list[Account]:
+        """The accounts ``viewer`` sees (an administrator: all; anyone else: their own),
+        each with its users; ``name`` case-insensitively; by name."""
+        where = _Where("kind = 'account'", "removed IS NULL")
+        where.owned(viewer, "id")
+        where.add(lambda p: f"id = {p}", account_id)
+        where.add(lambda p: f"lower(name) = lower({p})", name)
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT * FROM catalog WHERE {where.sql()} ORDER BY {_CATALOG_ORDER}",
+                *where.args)
+            users = await conn.fetch(
+                "SELECT * FROM catalog WHERE kind = 'user' AND removed IS NULL"
+                f" AND account_id = ANY($1) ORDER BY {_CATALOG_ORDER}", [r["id"] for r in rows])
+        by_account: dict[str, list[User]] = {}
+        for row in users:
+            user = _user(dict(row))
+            by_account.setdefault(user.account_id, []).append(user)
+        return [_account(dict(r), by_account.get(r["id"], [])) for r in rows
+                if viewer.sees(r["id"])]
+
+    async def account(self, viewer: Viewer, account_id: str) -> Account | None:
+        found = await self.accounts(viewer, account_id=account_id)
+        return found[0] if found else None
+
+    async def user(self, viewer: Viewer, user_id: str) -> User | None:
+        """A user of an account ``viewer`` sees."""
+        if not _storable(user_id):
+            return None
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT * FROM catalog WHERE kind = 'user' AND id = $1 AND removed IS NULL",
+                user_id)
+        if row is None or not viewer.sees(row["account_id"]):
+            return None
+        return _user(dict(row))
+
+    async def name_taken(self, account_name: str, username: str) -> bool:
+        """Whether a new account ``account_name`` with its first user ``username`` would
+        share a name (case-insensitively) with a live account or user, or the user's name
+        with any user there ever was."""
+        if not _storable(account_name, username):
+            return False
+        async with self._pool.acquire() as conn:
+            taken = await conn.fetchval(
+                "SELECT 1 FROM catalog WHERE (kind IN ('account', 'user')"
+                " AND lower(name) = lower($1) AND removed IS NULL)"
+                " OR (kind = 'user' AND lower(name) = lower($2)) LIMIT 1",
+                account_name, username)
+        return taken is not None
+
+    # Resource limits ------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def account_decision(self, account_id: str) -> AsyncIterator[Holdings]:
+        """Hold the account's decision lock while inside, with what it holds.
+
+        One decision per account at a time: a PostgreSQL advisory lock (so several
+        gateways agree), taken before the read models are caught up with every event
+        already recorded; what is recorded inside counts for the next holder.
+        """
+        lock = f"limits:{account_id}"
+        async with self._pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", lock)
+            try:
+                await self.reach(await self._store.head())
+                yield Holdings(usage=await _account_usage(conn, account_id),
+                               limits=await _account_limits(conn, account_id))
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", lock)
+
+    async def account_usage(self, account_id: str) -> Usage:
+        async with self._pool.acquire() as conn:
+            return await _account_usage(conn, account_id)
+
+    # Deploys --------------------------------------------------------------------------------
+
+    async def deploy_inputs(self, *, snapshot_id: str | None, template_id: str | None,
+                            offering_id: str, host_id: str | None) -> DeployInputs:
+        """What a deploy request names, for the deploy rules to check (who may use the
+        snapshot or template is theirs to decide, from the owner each view carries)."""
+        async with self._pool.acquire() as conn:
+            return DeployInputs(
+                snapshot=await _snapshot_source(conn, snapshot_id) if snapshot_id else None,
+                template=await _template_source(conn, template_id) if template_id else None,
+                offering=await _offering(conn, offering_id),
+                host=await _host_capacity(conn, host_id) if host_id else None,
+                known_networks={r["id"] for r in await conn.fetch(
+                    "SELECT id FROM catalog WHERE kind = 'network' AND removed IS NULL")})
+
+    async def snapshot_source(self, snapshot_id: str) -> SnapshotView | None:
+        """A VM snapshot as a deploy or a seed starts from it."""
+        async with self._pool.acquire() as conn:
+            return await _snapshot_source(conn, snapshot_id)
+
+    # Jobs -----------------------------------------------------------------------------------
+
+    async def jobs(self, viewer: Viewer, *, paging: Paging | None = None) -> Page[Job]:
+        """The jobs ``viewer`` sees (those started by its account), newest first."""
+        where = _Where()
+        where.owned(viewer, "account_id")
+        async with self._pool.acquire() as conn:
+            rows, total = await _paged(conn, "SELECT * FROM async_jobs", where,
+                                       "created DESC, id", paging)
+        items = [_job(dict(r)) for r in rows]
+        return Page([j for j in items if viewer.sees(j.account_id)], total)
+
+    async def job(self, viewer: Viewer, job_id: str) -> JobWithResult | None:
+        """A job folded straight from the store, so a job id the gateway has returned is
+        visible at once whatever the projector's lag; None if ``viewer`` does not see it."""
+        if not _storable(job_id):
+            return None
+        async with self._pool.acquire() as conn:
+            stream_id = await conn.fetchval(
+                "SELECT stream_id FROM events WHERE data ->> 'job_id' = $1 AND data ? 'job_id'"
+                " ORDER BY position LIMIT 1", job_id)
+        if stream_id is None:
+            return None
+        records = await self._store.read_stream(stream_id)
+        row = _fold(_JOBS, records).get((_uuid(job_id),))
+        if row is None or not viewer.sees(row["account_id"]):
+            return None
+        job = _job(row)
+        result = await self._job_result(job, records) if job.status == JobStatus.SUCCEEDED \
+            else None
+        return JobWithResult(job=job, result=result, position=records[-1].position)
+
+    async def _job_result(self, job: Job,
+                          records: list[RecordedEvent]) -> Vm | Volume | VmSnapshot | None:
+        if job.cmd in VM_COMMANDS:
+            vm = next(iter(_fold(_VMS, records).values()), None)
+            return None if vm is None else _vm(vm)
+        if job.cmd in VOLUME_COMMANDS:
+            volume_id = records[0].stream_id.removeprefix("volume-")
+            row = _fold(_CATALOG, records).get(("volume", volume_id))
+            return None if row is None else _volume(row)
+        if job.cmd == CREATE_VM_SNAPSHOT_CMD:
+            rows = _fold(_CATALOG, await self._store.read_stream(
+                streams.vm_snapshot(job.instance_id)))
+            row = rows.get(("vmsnapshot", job.instance_id))
+            return None if row is None else _vm_snapshot(row, current=True)
+        return None
+
+    # The audit trail ------------------------------------------------------------------------
+
+    async def audit_events(self, viewer: Viewer, types: Sequence[str],
+                           paging: Paging) -> list[AuditEvent]:
+        """The recorded events of ``types`` that ``viewer`` sees (its account's; an
+        administrator: all), newest first."""
+        where = _Where()
+        where.add(lambda p: f"type = ANY({p})", list(types))
+        where.owned(viewer, "metadata ->> 'account_id'")
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT position, event_id, type, data, metadata, recorded_at FROM events"
+                f" WHERE {where.sql()} ORDER BY position DESC"
+                f" LIMIT {int(paging.limit)} OFFSET {int(paging.offset)}", *where.args)
+        out = []
+        for row in rows:
+            meta = _decode(row["metadata"])
+            if viewer.sees(meta.get("account_id")):
+                out.append(AuditEvent(
+                    id=str(row["event_id"]), position=row["position"], type=row["type"],
+                    data=_decode(row["data"]), actor=meta.get("actor"),
+                    account_id=meta.get("account_id"), causation_id=meta.get("causation_id"),
+                    recorded_at=row["recorded_at"]))
+        return out
+
+
+async def _catalog_row(conn: asyncpg.Connection, kind: str, obj_id: str) -> Row | None:
+    if not _storable(obj_id):
+        return None
+    row = await conn.fetchrow(
+        "SELECT * FROM catalog WHERE kind = $1 AND id = $2 AND removed IS NULL", kind,
+        obj_id)
+    return None if row is None else dict(row)
+
+
+async def _snapshot_source(conn: asyncpg.Connection, snapshot_id: str) -> SnapshotView | None:
+    row = await _catalog_row(conn, "vmsnapshot", snapshot_id)
+    if row is None:
+        return None
+    data = _data(row)
+    vm = await conn.fetchrow("SELECT zone_id, template_id FROM vm_instances WHERE id::text = $1",
+                             data["vm_id"])
+    root = next((d for d in data["disks"] if d["root"]), None)
+    disk_offering = None
+    if root is not None:
+        volume = await _catalog_row(conn, "volume", root["volume_id"])
+        disk_offering = _data(volume).get("disk_offering_id") if volume else None
+    return SnapshotView(
+        id=row["id"], vm_id=data["vm_id"], account_id=row["account_id"],
+        zone_id=vm["zone_id"] if vm else "", cpu_number=data["cpu_number"],
+        memory_mb=data["memory_mb"], root_pool_id=root["pool_id"] if root else None,
+        root_template_id=vm["template_id"] if vm else None,
+        root_disk_offering_id=disk_offering,
+        network_ids=[n["network_id"] for n in data["nics"]],
+    )
+
+
+async def _template_source(conn: asyncpg.Connection, template_id: str) -> TemplateView | None:
+    if not _storable(template_id):
+        return None
+    row = await conn.fetchrow(f"{_TEMPLATES} WHERE id = $1", template_id)
+    if row is None:
+        return None
+    template = _template_row(dict(row))
+    return TemplateView(template.id, template.account_id, template.zone_id or "",
+                        template.pool_id)
+
+
+async def _offering(conn: asyncpg.Connection, offering_id: str) -> OfferingView | None:
+    row = await _catalog_row(conn, "serviceoffering", offering_id)
+    if row is None:
+        return None
+    offering = _service_offering(row)
+    return OfferingView(offering.id, offering.name, offering.cpu_number, offering.cpu_speed,
+                        offering.memory_mb)
+
+
+async def _host_capacity(conn: asyncpg.Connection, host_id: str) -> HostView | None:
+    if not _storable(host_id):
+        return None
+    row = await conn.fetchrow(f"{_HOSTS} WHERE kind = 'host' AND id = $1 AND removed IS NULL",
+                              host_id)
+    if row is None:
+        return None
+    host = _host(dict(row))
+    return HostView(id=host.id, name=host.name, zone_id=host.zone_id or "",
+                    pool_ids=host.pool_ids, cpu_mhz_total=host.cpu_cores * host.cpu_mhz,
+                    memory_mb_total=host.memory_bytes // (1024 * 1024),
+                    reserved_cpu_mhz=host.reserved_cpu_mhz,
+                    reserved_memory_mb=host.reserved_memory_mb, version=row["version"])
+
+
+async def _account_usage(conn: asyncpg.Connection, account_id: str) -> Usage:
+    """What an account holds, as its resource limits count it: VMs that are not Error,
+    Destroyed or gone (with their CPUs and memory); volumes that are not deleted or failed,
+    plus the root volume of each VM still starting; templates seeded from its snapshots."""
+    vms = await conn.fetchrow(
+        "SELECT count(*) AS n, coalesce(sum(cpu_number), 0) AS cpu,"
+        " coalesce(sum(memory_mb), 0) AS memory,"
+        " count(*) FILTER (WHERE state = 'Starting') AS starting"
+        " FROM vm_instances WHERE account_id = $1 AND removed IS NULL"
+        " AND state NOT IN ('Error', 'Destroyed', 'Expunging')", account_id)
+    volumes = await conn.fetchval(
+        "SELECT count(*) FROM catalog WHERE kind = 'volume' AND account_id = $1"
+        " AND removed IS NULL AND state NOT IN ('Destroy', 'Expunged', 'Error')", account_id)
+    templates = await conn.fetchval(
+        "SELECT count(*) FROM catalog t JOIN catalog s ON s.kind = 'vmsnapshot'"
+        " AND s.id = t.data ->> 'vm_snapshot_id'"
+        " WHERE t.kind = 'template' AND t.removed IS NULL AND s.account_id = $1", account_id)
+    return Usage(user_vm=vms["n"], volume=volumes + vms["starting"], template=templates,
+                 cpu=vms["cpu"], memory=vms["memory"])
+
+
+async def _account_limits(conn: asyncpg.Connection, account_id: str) -> dict[str, int]:
+    """The limits set for an account (resources not set take CloudStack's defaults)."""
+    row = await _catalog_row(conn, "account", account_id)
+    limits: dict[str, int] = _data(row).get("limits", {}) if row else {}
+    return limits
