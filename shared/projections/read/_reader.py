@@ -674,8 +674,8 @@ async def _snapshot_source(conn: asyncpg.Connection, snapshot_id: str) -> Snapsh
     if row is None:
         return None
     data = _data(row)
-    vm = await conn.fetchrow("SELECT zone_id, template_id FROM vm_instances WHERE id::text = $1",
-                             data["vm_id"])
+    vm = await conn.fetchrow("SELECT zone_id, template_id FROM vm_instances WHERE id = $1",
+                             _uuid(data["vm_id"]))
     root = next((d for d in data["disks"] if d["root"]), None)
     disk_offering = None
     if root is not None:

@@ -1,0 +1,54 @@
+"""The read API's typed views rendered as CloudStack's response objects: pure, no I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from services.gateway import views
+from shared.domain.job import DEPLOY_VM_CMD, SYNC_INVENTORY_CMD, JobStatus
+from shared.projections import read
+
+NOW = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+VM = read.Vm(
+    id="vm-1", account_id="alice", user_id="u-1", name="web-1", display_name="web-1",
+    instance_name="i-alic-vm-1-VM", zone_id="z-1", service_offering_id="o-1",
+    template_id=None, vm_snapshot_id="s-1", host_id="h-1", pool_id="p-1", cpu_number=2,
+    cpu_speed=1000, memory_mb=2048, state="Running", error_text=None,
+    current_snapshot_id=None, imported=False, created=NOW,
+    nics=[read.Nic(id="n-1", network_id="net-1", mac="00:50:56:00:00:01"),
+          read.Nic(id="n-2", network_id="net-2", mac="00:50:56:00:00:02")])
+
+
+def job(cmd: str, status: JobStatus) -> read.Job:
+    failed = status == JobStatus.FAILED
+    return read.Job(id="j-1", account_id="alice", user_id="u-1", cmd=cmd,
+                    instance_type="VirtualMachine", instance_id="vm-1", status=status,
+                    result_code=530 if failed else 0, error_code=431 if failed else None,
+                    error_text="no room" if failed else None, created=NOW,
+                    completed=None if status == JobStatus.PENDING else NOW)
+
+
+def test_a_vm_as_libcloud_reads_it() -> None:
+    out = views.vm(VM)
+    assert (out["id"], out["state"], out["created"]) == ("vm-1", "Running",
+                                                          "2026-11-28T10:00:00+0000")
+    assert "templateid" not in out and "errortext" not in out  # None is left out
+    assert [(n["networkid"], n["isdefault"]) for n in out["nic"]] == [("net-1", True),
+                                                                     ("net-2", False)]
+
+
+def test_a_succeeded_job_carries_what_it_made_or_success() -> None:
+    done = job(DEPLOY_VM_CMD, JobStatus.SUCCEEDED)
+    assert views.job_result(done, VM) == {"virtualmachine": views.vm(VM)}
+    assert views.job_result(done, None) is None  # its VM is gone
+    assert views.job_result(job(SYNC_INVENTORY_CMD, JobStatus.SUCCEEDED), None) == {
+        "success": True}
+    assert views.job_result(job(DEPLOY_VM_CMD, JobStatus.PENDING), VM) is None
+
+
+def test_a_failed_job_carries_its_error_and_a_pending_one_no_result() -> None:
+    failed = views.job(job(DEPLOY_VM_CMD, JobStatus.FAILED), {"ignored": True})
+    assert (failed["jobstatus"], failed["jobresultcode"]) == (2, 530)
+    assert failed["jobresult"] == {"errorcode": 431, "errortext": "no room"}
+    pending = views.job(job(DEPLOY_VM_CMD, JobStatus.PENDING))
+    assert pending["jobstatus"] == 0 and "jobresult" not in pending and "completed" not in pending
