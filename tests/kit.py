@@ -11,9 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from proto.envelope import Metadata
-from proto.events import Event, HostImported, VmDeployRequested
+from proto.events import (
+    Event,
+    HostImported,
+    NetworkImported,
+    PoolImported,
+    VmDeployRequested,
+    VmImported,
+    VmSnapshotTaken,
+    ZoneImported,
+)
 from proto.streams import stable_id
 from shared.bus import Dispatched, Dispatcher, Outcome
+from shared.domain.inventory import observed
+from shared.drivers.fake import FakeHypervisor
 from shared.eventstore import NO_STREAM, Append, Store
 
 META = Metadata(correlation_id="test", actor="admin/admin", account_id="admin")
@@ -92,3 +103,35 @@ def deploy(vm_id: str, *, pool_id: str = "pool-1", cpu_number: int = 1, cpu_spee
         cpu_speed=cpu_speed, memory_mb=memory_mb, pool_id=pool_id,
         network_ids=network_ids or [], vm_snapshot_id=vm_snapshot_id,
         template_id=template_id, host_id=host_id)
+
+
+@dataclass(frozen=True)
+class World:
+    """What a fake hypervisor's inventory gave the store: ids to deploy with."""
+
+    zone_id: str
+    pool_id: str
+    host_ids: list[str]
+    network_ids: list[str]
+    vm_id: str
+    snapshot_id: str
+
+
+async def imported(store: Store, fake: FakeHypervisor) -> World:
+    """The fake's inventory imported, with one snapshot of its first VM taken first."""
+    vm_ref = next(iter(fake.vms))
+    await fake.create_snapshot(vm_ref, "before-upgrade", "", False, False)
+    events: list[Event] = []
+    for inventory in await fake.inventory():
+        for stream_id, event in observed(inventory, "acct-1", set()):
+            await given(store, stream_id, event)
+            events.append(event)
+    pools = [e.pool_id for e in events if isinstance(e, PoolImported)]
+    return World(
+        zone_id=next(e.zone_id for e in events if isinstance(e, ZoneImported)),
+        pool_id=pools[0],
+        host_ids=[e.host_id for e in events if isinstance(e, HostImported)],
+        network_ids=[e.network_id for e in events if isinstance(e, NetworkImported)],
+        vm_id=next(e.vm_id for e in events if isinstance(e, VmImported)),
+        snapshot_id=next(e.snapshot_id for e in events if isinstance(e, VmSnapshotTaken)),
+    )

@@ -17,7 +17,7 @@ from shared.db._migrate import migrate
 GRANTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("SELECT", ("events", "schema_migrations")),
     # Written only by a trigger on events, as the events' owner (migration 0007).
-    ("SELECT", ("host_capacity", "host_reservations")),
+    ("SELECT", ("host_capacity", "host_reservations", "snapshot_uses", "seed_templates")),
     ("SELECT, INSERT, UPDATE", ("checkpoints",)),
     ("SELECT, INSERT", ("inbox",)),
     ("SELECT, INSERT, UPDATE, DELETE",

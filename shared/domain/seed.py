@@ -18,8 +18,10 @@ from proto.events import (
     TemplateSeedFailed,
     TemplateSeedStarted,
     VmAwaitingTemplate,
+    VmDeployRequested,
     VmSourceReady,
 )
+from shared.domain.vm import deploy_failure
 from shared.eventstore import NO_STREAM, Append
 
 NONE, CREATING, READY, ERROR, DESTROYED = "None", "Creating", "Ready", "Error", "Destroyed"
@@ -78,3 +80,26 @@ def on_placed(seed: Seed, vm_id: str, vm_snapshot_id: str, pool_id: str) -> list
         name=template_name(vm_snapshot_id, pool_id),
     )
     return [Append(stream, [start, waiting], seed.version if seed.version else NO_STREAM)]
+
+
+def from_template(seed: Seed, request: VmDeployRequested) -> Append:
+    """A deploy from a seeded template: that template is its source, if it still exists."""
+    if seed.status == READY and seed.template is not None:
+        return source_ready(request.vm_id, seed.template)
+    return Append(streams.vm(request.vm_id), deploy_failure(
+        request, "seed", f"template {request.template_id} no longer exists"))
+
+
+def failed(started: TemplateSeedStarted, reason: str) -> TemplateSeedFailed:
+    return TemplateSeedFailed(vm_snapshot_id=started.vm_snapshot_id, pool_id=started.pool_id,
+                              reason=reason)
+
+
+def removal(seed: Seed, vm_snapshot_id: str, pool_id: str) -> Append | None:
+    """What removes a ready template (None if there is none to remove); appended at the
+    version read, so a deploy that starts using it meanwhile is not left without it."""
+    if seed.status != READY or seed.template is None:
+        return None
+    return Append(streams.seed(vm_snapshot_id, pool_id),
+                  [TemplateRemoved(vm_snapshot_id=vm_snapshot_id, pool_id=pool_id)],
+                  seed.version)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from proto.events import (
     AnyEvent,
     Event,
     JobCompleted,
+    VmAssigned,
+    VmCreated,
     VmDeployFailed,
     VmDeployRequested,
     VmDestroyed,
     VmExpunged,
+    VmImported,
     VmPlaced,
     VmRecovered,
     VmStarted,
@@ -80,3 +85,53 @@ def deploy_failure(request: VmDeployRequested, step: str, reason: str,
 def deploy_request(events: list[AnyEvent]) -> VmDeployRequested | None:
     """The request a VM stream starts with (None for an imported VM)."""
     return events[0] if events and isinstance(events[0], VmDeployRequested) else None
+
+
+@dataclass(frozen=True)
+class Vm:
+    """A VM as its stream tells it: what the write side decides on."""
+
+    id: str
+    request: VmDeployRequested | None = None
+    account_id: str | None = None
+    zone_id: str | None = None
+    ref: str | None = None
+    host_id: str | None = None
+    root_pool_id: str | None = None
+    state: VmState | None = None
+    expunged: bool = False
+    version: int = 0
+
+
+def evolve(vm: Vm, event: AnyEvent) -> Vm:
+    """The VM after one more event of its stream."""
+    vm = replace(vm, version=vm.version + 1)
+    match event:
+        case VmDeployRequested():
+            vm = replace(vm, request=event, account_id=event.account_id,
+                         zone_id=event.zone_id, root_pool_id=event.pool_id)
+        case VmImported():
+            vm = replace(vm, account_id=vm.account_id or event.account_id,
+                         zone_id=event.zone_id, ref=event.ref, host_id=event.host_id,
+                         root_pool_id=next((d.pool_id for d in event.disks if d.root), None),
+                         expunged=False,
+                         state=VmState.RUNNING if event.powered_on else VmState.STOPPED)
+        case VmPlaced():
+            vm = replace(vm, host_id=event.host_id, root_pool_id=event.pool_id)
+        case VmCreated():
+            vm = replace(vm, ref=event.ref, host_id=event.host_id, root_pool_id=event.pool_id)
+        case VmStarted():
+            vm = replace(vm, ref=event.hypervisor_ref, host_id=event.host_id)
+        case VmExpunged():
+            vm = replace(vm, expunged=True)
+        case VmAssigned():
+            vm = replace(vm, account_id=event.account_id)
+    state = state_after(event)
+    return vm if state is None else replace(vm, state=state)
+
+
+def fold(vm_id: str, events: Iterable[AnyEvent]) -> Vm:
+    vm = Vm(vm_id)
+    for event in events:
+        vm = evolve(vm, event)
+    return vm

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from proto.envelope import Metadata
+from proto.events import TemplateSeedStarted, VmDeployRequested, VmExpunged
 from shared.domain import capacity
 from shared.domain.deploy import HostView
 from shared.eventstore._store import (
@@ -109,3 +110,24 @@ class MemoryEventStore:
                  for stream_id, events in sorted(self._streams.items())
                  if stream_id.startswith("host-")]
         return [host.view() for host in hosts if capacity.placeable(host)]
+
+    async def snapshot_uses(self, vm_snapshot_id: str) -> tuple[list[str], list[str]]:
+        vms: set[str] = set()
+        expunged: set[str] = set()
+        pools: set[str] = set()
+        for recorded in self.events:
+            match recorded.event():
+                case VmDeployRequested() as request if request.vm_snapshot_id == vm_snapshot_id:
+                    vms.add(request.vm_id)
+                case VmExpunged() as gone:
+                    expunged.add(gone.vm_id)
+                case TemplateSeedStarted() as started if started.vm_snapshot_id == vm_snapshot_id:
+                    pools.add(started.pool_id)
+        return sorted(vms - expunged), sorted(pools)
+
+    async def template_seed(self, template_id: str) -> tuple[str, str] | None:
+        for recorded in self.events:
+            event = recorded.event()
+            if isinstance(event, TemplateSeedStarted) and event.template_id == template_id:
+                return event.vm_snapshot_id, event.pool_id
+        return None

@@ -171,6 +171,16 @@ class Store(Protocol):
         the store (``shared.domain.capacity`` is the rule)."""
         ...
 
+    async def snapshot_uses(self, vm_snapshot_id: str) -> tuple[list[str], list[str]]:
+        """What depends on a VM snapshot, never behind the store: the VMs deployed from it
+        and not expunged, and the pools a seed of it was started on (both sorted)."""
+        ...
+
+    async def template_seed(self, template_id: str) -> tuple[str, str] | None:
+        """The (VM snapshot, pool) whose seed the template of that id is (None if no seed
+        was ever started for it)."""
+        ...
+
 
 class EventStore:
     """Appends and reads events in one PostgreSQL database.
@@ -288,6 +298,22 @@ class EventStore:
                          reserved_cpu_mhz=r["reserved_cpu_mhz"],
                          reserved_memory_mb=r["reserved_memory_mb"], version=r["version"])
                 for r in rows]
+
+    async def snapshot_uses(self, vm_snapshot_id: str) -> tuple[list[str], list[str]]:
+        """See ``Store.snapshot_uses``: the ``snapshot_uses`` table (migration 0007)."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT kind, id FROM snapshot_uses WHERE vm_snapshot_id = $1 AND live"
+                " ORDER BY kind, id", vm_snapshot_id)
+        return ([r["id"] for r in rows if r["kind"] == "vm"],
+                [r["id"] for r in rows if r["kind"] == "seed"])
+
+    async def template_seed(self, template_id: str) -> tuple[str, str] | None:
+        """See ``Store.template_seed``: the ``seed_templates`` table (migration 0007)."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow("SELECT vm_snapshot_id, pool_id FROM seed_templates"
+                                      " WHERE template_id = $1", template_id)
+        return None if row is None else (row["vm_snapshot_id"], row["pool_id"])
 
     async def stream_version(self, stream_id: str) -> int:
         async with self.pool.acquire() as conn:

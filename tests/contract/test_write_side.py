@@ -18,7 +18,9 @@ from proto.events import (
     CapacityReserved,
     Event,
     InventoryObjectGone,
+    TemplateSeedStarted,
     VmDestroyed,
+    VmExpunged,
     VmStopped,
 )
 from shared import db
@@ -31,7 +33,7 @@ from shared.eventstore import (
     MemoryEventStore,
     Store,
 )
-from tests.kit import META, host
+from tests.kit import META, deploy, host
 
 MIGRATIONS = Path(__file__).parents[2] / "shared" / "db" / "migrations"
 
@@ -66,9 +68,37 @@ async def any_store(request: pytest.FixtureRequest, database_url: str) -> AsyncI
         await pool.close()
 
 
+SNAPSHOT_LIFE: list[tuple[str, Event]] = [
+    (streams.vm("v1"), deploy("v1", vm_snapshot_id="s1")),
+    (streams.vm("v2"), deploy("v2", vm_snapshot_id="s1")),
+    (streams.vm("v3"), deploy("v3", vm_snapshot_id=None, template_id="t1")),
+    (streams.vm("v4"), deploy("v4", vm_snapshot_id="s2")),
+    (streams.seed("s1", "p1"), TemplateSeedStarted(vm_snapshot_id="s1", pool_id="p1",
+                                                   template_id="t1", name="seed-t1")),
+    (streams.seed("s1", "p2"), TemplateSeedStarted(vm_snapshot_id="s1", pool_id="p2",
+                                                   template_id="t2", name="seed-t2")),
+    (streams.seed("s1", "p1"), TemplateSeedStarted(vm_snapshot_id="s1", pool_id="p1",
+                                                   template_id="t1", name="seed-t1")),
+    (streams.vm("v1"), VmExpunged(vm_id="v1")),
+    (streams.vm("v3"), VmExpunged(vm_id="v3")),
+]
+
+
 async def live_host_life(store: Store) -> None:
     for host_id, event in HOST_LIFE:
         await store.commit([Append(streams.host(host_id), [event])], META)
+    for stream_id, event in SNAPSHOT_LIFE:
+        await store.commit([Append(stream_id, [event])], META)
+
+
+async def test_snapshot_uses_and_seeded_templates_are_what_the_streams_say(
+        any_store: Store) -> None:
+    await live_host_life(any_store)
+    assert await any_store.snapshot_uses("s1") == (["v2"], ["p1", "p2"])
+    assert await any_store.snapshot_uses("s2") == (["v4"], [])
+    assert await any_store.snapshot_uses("s3") == ([], [])
+    assert await any_store.template_seed("t2") == ("s1", "p2")
+    assert await any_store.template_seed("t3") is None
 
 
 async def test_hosts_are_what_their_streams_say(any_store: Store) -> None:
@@ -127,6 +157,9 @@ async def test_hosts_stored_before_the_trigger_are_summarised_by_its_migration(
         memory = MemoryEventStore()
         await live_host_life(memory)
         assert await old.hosts() == await memory.hosts()
+        for snapshot in ("s1", "s2"):
+            assert await old.snapshot_uses(snapshot) == await memory.snapshot_uses(snapshot)
+        assert await old.template_seed("t1") == await memory.template_seed("t1") == ("s1", "p1")
     finally:
         await pool.close()
 

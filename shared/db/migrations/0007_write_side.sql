@@ -1,4 +1,4 @@
--- Write-side tables: what the planner decides placements from, kept by the database in
+-- Write-side tables: lookups across streams that handlers decide from, kept by the database in
 -- the transaction of the events they summarise (a trigger on events), so they are never
 -- behind the store, whoever appends and whether or not the projector runs. They are not
 -- read models: the projector never writes them and a rebuild leaves them alone.
@@ -30,7 +30,7 @@ CREATE TABLE host_reservations (
 );
 
 -- The same rules as shared.domain.capacity.evolve (the in-memory store folds with that;
--- tests/contract/test_write_side.py checks both give the same hosts).
+-- tests/contract/test_write_side.py checks both give the same answers).
 CREATE FUNCTION summarise_host(e events) RETURNS void
 LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
 DECLARE
@@ -87,6 +87,68 @@ DECLARE
 BEGIN
     FOR e IN SELECT * FROM events WHERE starts_with(stream_id, 'host-') ORDER BY position LOOP
         PERFORM summarise_host(e);
+    END LOOP;
+END;
+$$;
+
+-- snapshot_uses: what depends on a VM snapshot, for removing its templates once it is
+-- deleted: the VMs deployed from it (live until expunged) and the pools it was seeded on.
+-- seed_templates: a seeded template's id → its seed (the stream spoolref-<snapshot>-<pool>).
+CREATE TABLE snapshot_uses (
+    vm_snapshot_id text    NOT NULL,
+    kind           text    NOT NULL CHECK (kind IN ('vm', 'seed')),
+    id             text    NOT NULL,  -- the VM's id, or the pool's
+    live           boolean NOT NULL,
+    PRIMARY KEY (vm_snapshot_id, kind, id)
+);
+CREATE INDEX snapshot_uses_by_id ON snapshot_uses (kind, id);
+
+CREATE TABLE seed_templates (
+    template_id    text PRIMARY KEY,
+    vm_snapshot_id text NOT NULL,
+    pool_id        text NOT NULL
+);
+
+CREATE FUNCTION summarise_snapshot_use(e events) RETURNS void
+LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
+BEGIN
+    IF e.type = 'VmDeployRequested' AND e.data ->> 'vm_snapshot_id' IS NOT NULL THEN
+        INSERT INTO snapshot_uses VALUES (e.data ->> 'vm_snapshot_id', 'vm', e.data ->> 'vm_id',
+                                          true)
+            ON CONFLICT DO NOTHING;
+    ELSIF e.type = 'VmExpunged' THEN
+        UPDATE snapshot_uses SET live = false WHERE kind = 'vm' AND id = e.data ->> 'vm_id';
+    ELSIF e.type = 'TemplateSeedStarted' THEN
+        INSERT INTO snapshot_uses VALUES (e.data ->> 'vm_snapshot_id', 'seed',
+                                          e.data ->> 'pool_id', true)
+            ON CONFLICT DO NOTHING;
+        INSERT INTO seed_templates VALUES (e.data ->> 'template_id', e.data ->> 'vm_snapshot_id',
+                                           e.data ->> 'pool_id')
+            ON CONFLICT DO NOTHING;
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION events_summarise_snapshot_use() RETURNS trigger
+LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
+BEGIN
+    PERFORM summarise_snapshot_use(NEW);
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER events_snapshot_uses AFTER INSERT ON events
+    FOR EACH ROW WHEN (NEW.type IN ('VmDeployRequested', 'VmExpunged', 'TemplateSeedStarted'))
+    EXECUTE FUNCTION events_summarise_snapshot_use();
+
+DO $$
+DECLARE
+    e events;
+BEGIN
+    FOR e IN SELECT * FROM events
+             WHERE type IN ('VmDeployRequested', 'VmExpunged', 'TemplateSeedStarted')
+             ORDER BY position LOOP
+        PERFORM summarise_snapshot_use(e);
     END LOOP;
 END;
 $$;

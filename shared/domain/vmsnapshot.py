@@ -1,0 +1,31 @@
+"""A VM snapshot as its stream ``vmsnapshot-<id>`` tells it: taken (or imported), then
+perhaps deleted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from proto.events import AnyEvent, VmSnapshotDeleted, VmSnapshotTaken
+
+
+@dataclass(frozen=True)
+class VmSnapshot:
+    taken: VmSnapshotTaken | None = None
+    deleted: bool = False
+
+    @property
+    def live(self) -> VmSnapshotTaken | None:
+        """The snapshot as last taken, unless it was deleted since."""
+        return None if self.deleted else self.taken
+
+
+def fold(events: Iterable[AnyEvent]) -> VmSnapshot:
+    snapshot = VmSnapshot()
+    for event in events:
+        match event:
+            case VmSnapshotTaken():
+                snapshot = VmSnapshot(taken=event)
+            case VmSnapshotDeleted():
+                snapshot = VmSnapshot(taken=snapshot.taken, deleted=True)
+    return snapshot

@@ -1,0 +1,199 @@
+"""The seeder's handlers in process, with the planner ahead of them: an in-memory store and
+the fake driver."""
+
+from __future__ import annotations
+
+import asyncio
+
+from proto import streams
+from proto.events import (
+    AnyEvent,
+    JobCompleted,
+    TemplateRemoved,
+    TemplateSeeded,
+    TemplateSeedFailed,
+    VmDeployFailed,
+    VmExpunged,
+    VmSnapshotDeleted,
+    VmSourceReady,
+)
+from services.planner.handlers import Planner
+from services.seeder.handlers import Seeder
+from shared.bus import Dispatcher, Outcome
+from shared.domain import seed
+from shared.drivers.fake import FakeHypervisor
+from shared.eventstore import Append, MemoryEventStore
+from tests.kit import Delivery, World, deploy, given, imported, new_stream
+
+
+async def no_changes() -> list[Append]:
+    return []
+
+
+async def setup() -> tuple[MemoryEventStore, FakeHypervisor, World, Delivery]:
+    store, fake = MemoryEventStore(), FakeHypervisor.standard()
+    world = await imported(store, fake)
+    delivery = Delivery(store, [
+        Dispatcher("planner", store, Planner(store, no_changes).handlers(), max_deliver=4),
+        Dispatcher("seeder", store, Seeder(store, fake).handlers(), max_deliver=4),
+    ])
+    return store, fake, world, delivery
+
+
+async def vm_events(store: MemoryEventStore, vm_id: str) -> list[AnyEvent]:
+    return [e.event() for e in await store.read_stream(streams.vm(vm_id))]
+
+
+async def seed_events(store: MemoryEventStore, world: World) -> list[AnyEvent]:
+    stream = streams.seed(world.snapshot_id, world.pool_id)
+    return [e.event() for e in await store.read_stream(stream)]
+
+
+async def request(store: MemoryEventStore, world: World, vm_id: str,
+                  template_id: str | None = None) -> None:
+    """A deploy from the world's snapshot, or from ``template_id``."""
+    await new_stream(store, streams.vm(vm_id), deploy(
+        vm_id, pool_id=world.pool_id, template_id=template_id,
+        vm_snapshot_id=None if template_id else world.snapshot_id))
+
+
+async def test_racing_deploys_seed_the_snapshot_once_and_all_get_its_template() -> None:
+    store, fake, world, delivery = await setup()
+    for vm_id in ("a", "b", "c"):
+        await request(store, world, vm_id)
+
+    await delivery.settle()
+
+    seeded = [e for e in await seed_events(store, world) if isinstance(e, TemplateSeeded)]
+    assert len(seeded) == 1
+    templates = [vm for vm in fake.vms.values() if vm.template]
+    assert [t.ref for t in templates] == [seeded[0].template_ref]
+    for vm_id in ("a", "b", "c"):
+        ready = (await vm_events(store, vm_id))[-1]
+        assert isinstance(ready, VmSourceReady) and ready.template_ref == seeded[0].template_ref
+
+    # A later deploy uses the ready template at once: no second seed.
+    await request(store, world, "d")
+    await delivery.settle()
+    assert isinstance((await vm_events(store, "d"))[-1], VmSourceReady)
+    assert len([vm for vm in fake.vms.values() if vm.template]) == 1
+
+
+async def test_a_refused_seed_fails_it_and_every_waiting_deploy() -> None:
+    store, fake, world, delivery = await setup()
+    fake.fail("seed_template")
+    for vm_id in ("a", "b"):
+        await request(store, world, vm_id)
+
+    await delivery.settle()
+
+    assert isinstance((await seed_events(store, world))[-1], TemplateSeedFailed)
+    for vm_id in ("a", "b"):
+        failed, job = (await vm_events(store, vm_id))[-2:]
+        assert isinstance(failed, VmDeployFailed) and failed.step == "seed"
+        assert "seeding the template failed: seed_template: injected refusal" in failed.reason
+        assert isinstance(job, JobCompleted) and not job.succeeded
+    # The next deploy starts a new seed, which succeeds.
+    await request(store, world, "c")
+    await delivery.settle()
+    assert isinstance((await vm_events(store, "c"))[-1], VmSourceReady)
+
+
+async def test_a_seed_without_answer_is_retried_and_then_succeeds() -> None:
+    store, fake, world, delivery = await setup()
+    fake.fail("seed_template", transient=True, times=2)
+    await request(store, world, "a")
+
+    delivered = await delivery.settle()
+
+    seeds = [d for d in delivered if d.event_type == "TemplateSeedStarted"]
+    assert [(d.attempts, d.outcome) for d in seeds] == [(3, Outcome.HANDLED)]
+    assert isinstance((await vm_events(store, "a"))[-1], VmSourceReady)
+
+
+async def test_a_seed_that_never_answers_is_given_up_and_its_deploys_end_in_error() -> None:
+    store, fake, world, delivery = await setup()
+    fake.fail("seed_template", transient=True, times=4)
+    await request(store, world, "a")
+
+    delivered = await delivery.settle()
+
+    seeds = [d for d in delivered if d.event_type == "TemplateSeedStarted"]
+    assert [(d.attempts, d.outcome) for d in seeds] == [(4, Outcome.ABANDONED)]
+    failure = (await seed_events(store, world))[-1]
+    assert isinstance(failure, TemplateSeedFailed) and "gave up after 4 attempts" in failure.reason
+    failed = (await vm_events(store, "a"))[-2]
+    assert isinstance(failed, VmDeployFailed) and failed.step == "seed"
+    # Its capacity was released by the planner.
+    released = [e.type for e in store.events if e.type == "CapacityReleased"]
+    assert released == ["CapacityReleased"]
+
+
+async def test_a_deploy_from_a_seeded_template_uses_it_and_one_from_an_unknown_fails() -> None:
+    store, _, world, delivery = await setup()
+    await request(store, world, "a")
+    await delivery.settle()
+    template_id = streams.seed_template_id(world.snapshot_id, world.pool_id)
+
+    await request(store, world, "b", template_id=template_id)
+    await request(store, world, "c", template_id="no-such-template")
+    await delivery.settle()
+
+    ready = (await vm_events(store, "b"))[-1]
+    assert isinstance(ready, VmSourceReady) and ready.template_id == template_id
+    failed = (await vm_events(store, "c"))[-2]
+    assert isinstance(failed, VmDeployFailed)
+    assert "template no-such-template no longer exists" in failed.reason
+
+
+async def test_a_seed_whose_snapshot_was_deleted_fails() -> None:
+    store, fake, world, delivery = await setup()
+    await given(store, streams.vm_snapshot(world.snapshot_id),
+                VmSnapshotDeleted(snapshot_id=world.snapshot_id, vm_id=world.vm_id))
+    await request(store, world, "a")
+
+    await delivery.settle()
+
+    failure = [e for e in await seed_events(store, world) if isinstance(e, TemplateSeedFailed)]
+    assert len(failure) == 1 and "no longer exists" in failure[0].reason
+    assert isinstance((await vm_events(store, "a"))[-2], VmDeployFailed)
+    assert not [vm for vm in fake.vms.values() if vm.template]
+
+
+async def test_the_template_of_a_deleted_snapshot_goes_with_its_last_vm() -> None:
+    store, fake, world, delivery = await setup()
+    for vm_id in ("a", "b"):
+        await request(store, world, vm_id)
+    await delivery.settle()
+    assert [vm for vm in fake.vms.values() if vm.template]
+
+    await given(store, streams.vm_snapshot(world.snapshot_id),
+                VmSnapshotDeleted(snapshot_id=world.snapshot_id, vm_id=world.vm_id))
+    await given(store, streams.vm("a"), VmExpunged(vm_id="a"))
+    await delivery.settle()
+    # VM b still depends on the template.
+    assert [vm for vm in fake.vms.values() if vm.template]
+    assert not isinstance((await seed_events(store, world))[-1], TemplateRemoved)
+
+    await given(store, streams.vm("b"), VmExpunged(vm_id="b"))
+    await delivery.settle()
+    assert not [vm for vm in fake.vms.values() if vm.template]
+    assert isinstance((await seed_events(store, world))[-1], TemplateRemoved)
+    assert seed.fold(await seed_events(store, world)).status == seed.DESTROYED
+
+
+async def test_placements_of_one_snapshot_handled_at_once_all_wait_on_one_seed() -> None:
+    store, _, world, delivery = await setup()
+    for vm_id in ("a", "b", "c", "d"):
+        await request(store, world, vm_id)
+    planner = delivery.dispatchers[0]
+    seeder = delivery.dispatchers[1]
+    for recorded in [e for e in store.events if e.type == "VmDeployRequested"]:
+        await planner.dispatch(str(recorded.event_id), 1)
+    placed = [e for e in store.events if e.type == "VmPlaced"]
+
+    results = await asyncio.gather(*(seeder.dispatch(str(p.event_id), 1) for p in placed))
+
+    assert {r.outcome for r in results} == {Outcome.HANDLED}
+    state = seed.fold(await seed_events(store, world))
+    assert state.status == seed.CREATING and sorted(state.waiters) == ["a", "b", "c", "d"]
