@@ -31,6 +31,7 @@ class Host:
 
     id: str
     name: str = ""
+    ref: str = ""  # the hypervisor's id of the host
     zone_id: str = ""
     pool_ids: tuple[str, ...] = ()
     cpu_mhz_total: int = 0
@@ -55,7 +56,7 @@ def evolve(host: Host, event: AnyEvent) -> Host:
     version = host.version + 1
     match event:
         case HostImported():
-            return replace(host, name=event.name, zone_id=event.zone_id,
+            return replace(host, name=event.name, ref=event.ref, zone_id=event.zone_id,
                            pool_ids=tuple(event.pool_ids),
                            cpu_mhz_total=event.cpu_cores * event.cpu_mhz,
                            memory_mb_total=event.memory_bytes // (1024 * 1024),

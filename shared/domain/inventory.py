@@ -22,13 +22,14 @@ from proto.events import (
     VmExpunged,
     VmImported,
     VmSnapshotDeleted,
+    VmSnapshotRequested,
     VmSnapshotTaken,
     ZoneImported,
 )
 from proto.streams import stable_id
 from shared.domain.seed import SEED_PREFIX
 from shared.domain.vm import volume_id
-from shared.drivers.base import DiskInfo, Inventory, NicInfo
+from shared.drivers.base import DiskInfo, Inventory, NicInfo, SnapshotInfo
 
 
 def object_id(kind: str, ref: str) -> str:
@@ -59,6 +60,20 @@ def snapshot_description(description: str, snapshot_id: str) -> str:
 def snapshot_id_of(ref: str, description: str) -> str:
     tagged = SNAPSHOT_TAG.search(description)
     return tagged.group(1) if tagged else object_id("snapshot", ref)
+
+
+def snapshot_taken(request: VmSnapshotRequested, account_id: str, info: SnapshotInfo,
+                   parent_id: str | None) -> VmSnapshotTaken:
+    """A snapshot taken through snapdeploy, as the hypervisor describes it. ``parent_id``
+    is the snapshot snapdeploy knows by the parent's ref (None: derived from the ref, as an
+    import would)."""
+    parent = parent_id or (object_id("snapshot", info.parent_ref) if info.parent_ref else None)
+    return VmSnapshotTaken(
+        snapshot_id=request.snapshot_id, vm_id=request.vm_id, account_id=account_id,
+        name=request.name, description=request.description, ref=info.ref, parent_id=parent,
+        created=info.created, memory=info.memory, cpu_number=info.cpu_number,
+        memory_mb=info.memory_mb, disks=disks_of(request.vm_id, info.disks),
+        nics=nics_of(request.vm_id, info.nics), current=True)
 
 
 def observed(inv: Inventory, account_id: str, own_vm_names: set[str],

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-FAILED_RESULT_CODE = 530
+from proto.events import JobCompleted
+from shared.errors import INTERNAL_ERROR
+
+FAILED_RESULT_CODE = INTERNAL_ERROR
 
 
 class JobStatus(IntEnum):
@@ -29,3 +32,13 @@ DETACH_VOLUME_CMD = "org.apache.cloudstack.api.command.user.volume.DetachVolumeC
 RESIZE_VOLUME_CMD = "org.apache.cloudstack.api.command.user.volume.ResizeVolumeCmd"
 VM_COMMANDS = {DEPLOY_VM_CMD, DESTROY_VM_CMD, START_VM_CMD, STOP_VM_CMD, REBOOT_VM_CMD}
 VOLUME_COMMANDS = {CREATE_VOLUME_CMD, ATTACH_VOLUME_CMD, DETACH_VOLUME_CMD, RESIZE_VOLUME_CMD}
+
+
+def failed(job_id: str, reason: str) -> JobCompleted:
+    """A job that could not be done, with CloudStack's code for it and the reason."""
+    return JobCompleted(job_id=job_id, succeeded=False, error_code=FAILED_RESULT_CODE,
+                        error_text=reason)
+
+
+def succeeded(job_id: str) -> JobCompleted:
+    return JobCompleted(job_id=job_id, succeeded=True)

@@ -11,19 +11,28 @@ from proto.events import (
     AnyEvent,
     Event,
     JobCompleted,
+    Nic,
+    NicCreated,
     VmAssigned,
     VmCreated,
     VmDeployFailed,
     VmDeployRequested,
     VmDestroyed,
+    VmDestroyRequested,
     VmExpunged,
     VmImported,
     VmPlaced,
+    VmPowerRequested,
+    VmRebooted,
     VmRecovered,
+    VmSourceReady,
     VmStarted,
     VmStopped,
+    VolumeCreated,
 )
 from proto.streams import stable_id
+from shared.drivers.base import CLONE, RECONFIGURE, CloneProgress
+from shared.errors import INTERNAL_ERROR
 
 
 class VmState(StrEnum):
@@ -73,7 +82,7 @@ def volume_id(vm_id: str, device_key: int) -> str:
 
 
 def deploy_failure(request: VmDeployRequested, step: str, reason: str,
-                   code: int = 530) -> list[Event]:
+                   code: int = INTERNAL_ERROR) -> list[Event]:
     """The events that end a deploy in Error: the VM's and its job's."""
     text = f"deploy of VM {request.name} ({request.vm_id}) failed at {step}: {reason}"
     return [
@@ -135,3 +144,74 @@ def fold(vm_id: str, events: Iterable[AnyEvent]) -> Vm:
     for event in events:
         vm = evolve(vm, event)
     return vm
+
+
+def settled(history: Iterable[AnyEvent]) -> tuple[bool, bool]:
+    """Whether a deploy is over (started, or failed), and whether it failed."""
+    events = list(history)
+    failed = any(isinstance(e, VmDeployFailed) for e in events)
+    return failed or any(isinstance(e, VmStarted) for e in events), failed
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """A deploy done: the VM's events (created, its NICs, started, its job done) and its
+    root volume's creation (None if the clone reported no root disk)."""
+
+    vm_events: list[Event]
+    root_volume: VolumeCreated | None
+
+
+def deployed(request: VmDeployRequested, placed: VmPlaced, ready: VmSourceReady, linked: bool,
+             progress: CloneProgress) -> Deployed:
+    """What a finished clone records, from what the clone reported in ``progress``."""
+    assert progress.vm_ref is not None
+    cloned, reconfigured = progress.operations[CLONE], progress.operations[RECONFIGURE]
+    events: list[Event] = [VmCreated(
+        vm_id=request.vm_id, ref=progress.vm_ref, host_id=placed.host_id,
+        pool_id=placed.pool_id, linked=linked, task_id=cloned)]
+    for nic, network_id in zip(progress.nics, request.network_ids, strict=False):
+        events.append(NicCreated(vm_id=request.vm_id, task_id=reconfigured, nic=Nic(
+            nic_id=stable_id("nic", request.vm_id, str(nic.device_key)),
+            network_id=network_id, mac=nic.mac, device_key=nic.device_key)))
+    events.append(VmStarted(vm_id=request.vm_id, host_id=placed.host_id,
+                            hypervisor_ref=progress.vm_ref, task_ids=progress.operation_ids()))
+    events.append(JobCompleted(job_id=request.job_id, succeeded=True))
+    root = progress.root_disk
+    if root is None:
+        return Deployed(events, None)
+    root_id = volume_id(request.vm_id, root.device_key)
+    return Deployed(events, VolumeCreated(
+        volume_id=root_id, account_id=request.account_id, name=f"ROOT-{request.name}",
+        volume_type="ROOT", pool_id=ready.pool_id, size_bytes=root.size_bytes, path=root.path,
+        vm_id=request.vm_id, template_id=request.root_template_id,
+        disk_offering_id=request.disk_offering_id or request.service_offering_id,
+        device_key=root.device_key, task_id=cloned))
+
+
+def powered(request: VmPowerRequested, vm: Vm, task: str | None) -> list[Event]:
+    """What a stop, start or reboot done records (the job's success included)."""
+    done: Event
+    if request.action == "stop":
+        done = VmStopped(vm_id=request.vm_id)
+    elif request.action == "start":
+        assert vm.ref is not None and vm.host_id is not None
+        done = VmStarted(vm_id=request.vm_id, host_id=vm.host_id, hypervisor_ref=vm.ref,
+                         task_ids=[task] if task else [])
+    else:
+        assert task is not None
+        done = VmRebooted(vm_id=request.vm_id, task_id=task)
+    return [done, JobCompleted(job_id=request.job_id, succeeded=True)]
+
+
+def destroyed(request: VmDestroyRequested, volume_ids: Iterable[str],
+              detached: Iterable[str]) -> list[Event]:
+    """What a destroy done records: on expunge, the volumes that went with the VM (all of
+    ``volume_ids`` but those ``detached`` first, which are kept)."""
+    events: list[Event] = [VmDestroyed(vm_id=request.vm_id)]
+    if request.expunge:
+        kept = set(detached)
+        events.append(VmExpunged(vm_id=request.vm_id,
+                                 volume_ids=sorted(set(volume_ids) - kept)))
+    events.append(JobCompleted(job_id=request.job_id, succeeded=True))
+    return events

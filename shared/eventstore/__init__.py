@@ -1,6 +1,7 @@
 """The event store: append-only streams in PostgreSQL, read by stream or in global order."""
 
 from shared.eventstore._memory import MemoryEventStore
+from shared.eventstore._repository import Repository
 from shared.eventstore._store import (
     ANY_VERSION,
     NO_STREAM,
@@ -10,6 +11,7 @@ from shared.eventstore._store import (
     NewEvent,
     RecordedEvent,
     Store,
+    VmEntry,
 )
 
 __all__ = [
@@ -21,5 +23,7 @@ __all__ = [
     "MemoryEventStore",
     "NewEvent",
     "RecordedEvent",
+    "Repository",
     "Store",
+    "VmEntry",
 ]

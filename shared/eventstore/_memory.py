@@ -2,12 +2,34 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import msgspec
 
 from proto.envelope import Metadata
-from proto.events import TemplateSeedStarted, VmDeployRequested, VmExpunged
+from proto.events import (
+    AnyEvent,
+    HostImported,
+    InventoryObjectGone,
+    NetworkImported,
+    PoolImported,
+    TemplateSeedStarted,
+    VmAssigned,
+    VmDeployFailed,
+    VmDeployRequested,
+    VmDestroyRequested,
+    VmExpunged,
+    VmImported,
+    VmSnapshotDeleted,
+    VmSnapshotTaken,
+    VmStarted,
+    VolumeAttached,
+    VolumeCreated,
+    VolumeDeleted,
+    VolumeDetached,
+    ZoneImported,
+)
 from shared.domain import capacity
 from shared.domain.deploy import HostView
 from shared.eventstore._store import (
@@ -16,9 +38,82 @@ from shared.eventstore._store import (
     ConcurrencyError,
     NewEvent,
     RecordedEvent,
+    VmEntry,
 )
 
 _encoder = msgspec.json.Encoder()
+
+
+@dataclass
+class _Volume:
+    imported_with: str | None = None
+    vm_id: str | None = None
+    live: bool = True
+
+
+@dataclass
+class _Lookups:
+    """The lookups of migration 0008, folded from every event in order by the same rules
+    as its trigger."""
+
+    vms: dict[str, VmEntry] = field(default_factory=dict)
+    volumes: dict[str, _Volume] = field(default_factory=dict)
+    snapshots: dict[str, tuple[str, str, bool]] = field(default_factory=dict)  # vm, ref, live
+    objects: dict[str, tuple[str, str, bool]] = field(default_factory=dict)
+
+    def apply(self, recorded: RecordedEvent) -> None:
+        event = recorded.event()
+        if recorded.stream_id.startswith("vm-"):
+            self._vm(recorded.stream_id.removeprefix("vm-"), event)
+        match event:
+            case VolumeCreated():
+                volume = self.volumes.setdefault(event.volume_id, _Volume())
+                volume.vm_id, volume.live = event.vm_id, True
+            case VolumeAttached():
+                self.volumes.setdefault(event.volume_id, _Volume()).vm_id = event.vm_id
+            case VolumeDetached() if event.volume_id in self.volumes:
+                self.volumes[event.volume_id].vm_id = None
+            case VolumeDeleted() if event.volume_id in self.volumes:
+                self.volumes[event.volume_id].live = False
+            case VmSnapshotTaken():
+                self.snapshots[event.snapshot_id] = (event.vm_id, event.ref, True)
+            case VmSnapshotDeleted() if event.snapshot_id in self.snapshots:
+                vm_id, ref, _ = self.snapshots[event.snapshot_id]
+                self.snapshots[event.snapshot_id] = (vm_id, ref, False)
+            case ZoneImported() | HostImported() | PoolImported() | NetworkImported():
+                kind = type(event).__name__.removesuffix("Imported").lower()
+                self.objects[recorded.stream_id] = (kind, getattr(event, f"{kind}_id"), False)
+            case InventoryObjectGone():
+                kind, object_id, _ = self.objects.get(recorded.stream_id,
+                                                      (event.kind, event.object_id, True))
+                self.objects[recorded.stream_id] = (kind, object_id, True)
+
+    def _vm(self, vm_id: str, event: AnyEvent) -> None:
+        entry = self.vms.get(vm_id)
+        if entry is not None:
+            entry = replace(entry, destroying=isinstance(event, VmDestroyRequested))
+        match event:
+            case VmDeployRequested() if entry is None:
+                entry = VmEntry(vm_id, event.instance_name, False, event.account_id, False,
+                                False, False)
+            case VmImported():
+                entry = replace(entry, imported=True, ended=False) if entry else VmEntry(
+                    vm_id, None, True, event.account_id, False, False, False)
+                for disk in event.disks:
+                    self.volumes[disk.volume_id] = _Volume(vm_id, vm_id, True)
+            case VmStarted() if entry is not None:
+                entry = replace(entry, started=True)
+            case VmExpunged() | VmDeployFailed() if entry is not None:
+                entry = replace(entry, ended=True)
+            case VmAssigned() if entry is not None:
+                entry = replace(entry, account_id=event.account_id)
+        match event:
+            case VmExpunged():
+                for volume_id in event.volume_ids:
+                    if volume_id in self.volumes:
+                        self.volumes[volume_id].live = False
+        if entry is not None:
+            self.vms[vm_id] = entry
 
 
 class MemoryEventStore:
@@ -34,6 +129,7 @@ class MemoryEventStore:
         self._streams: dict[str, list[RecordedEvent]] = {}
         self._by_id: dict[uuid.UUID, RecordedEvent] = {}
         self._inbox: set[tuple[str, str]] = set()
+        self._lookups = _Lookups()
 
     async def append(self, stream_id: str, events: Sequence[NewEvent],
                      expected_version: int = ANY_VERSION) -> list[RecordedEvent]:
@@ -80,6 +176,7 @@ class MemoryEventStore:
             self.events.append(recorded)
             stream.append(recorded)
             self._by_id[recorded.event_id] = recorded
+            self._lookups.apply(recorded)
             out.append(recorded)
         return out
 
@@ -131,3 +228,33 @@ class MemoryEventStore:
             if isinstance(event, TemplateSeedStarted) and event.template_id == template_id:
                 return event.vm_snapshot_id, event.pool_id
         return None
+
+    async def vms(self) -> list[VmEntry]:
+        return [self._lookups.vms[vm_id] for vm_id in sorted(self._lookups.vms)]
+
+    async def attached_volumes(self, vm_ids: Sequence[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for volume_id, volume in sorted(self._lookups.volumes.items()):
+            if volume.live and volume.vm_id is not None and volume.vm_id in vm_ids:
+                out.setdefault(volume.vm_id, []).append(volume_id)
+        return out
+
+    async def volume_origin(self, volume_id: str) -> str | None:
+        volume = self._lookups.volumes.get(volume_id)
+        return None if volume is None else volume.imported_with
+
+    async def vm_snapshots(self, vm_ids: Sequence[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for snapshot_id, (vm_id, _, live) in sorted(self._lookups.snapshots.items()):
+            if live and vm_id in vm_ids:
+                out.setdefault(vm_id, []).append(snapshot_id)
+        return out
+
+    async def snapshot_by_ref(self, vm_id: str, ref: str) -> str | None:
+        found = sorted((not live, snapshot_id)
+                       for snapshot_id, (of, at, live) in self._lookups.snapshots.items()
+                       if of == vm_id and at == ref)
+        return found[0][1] if found else None
+
+    async def inventory_objects(self) -> dict[str, tuple[str, str, bool]]:
+        return dict(self._lookups.objects)

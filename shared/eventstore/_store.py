@@ -109,6 +109,19 @@ class RecordedEvent(msgspec.Struct, frozen=True):
         )
 
 
+@dataclass(frozen=True)
+class VmEntry:
+    """A VM as the write side's index has it (``Store.vms``)."""
+
+    id: str
+    instance_name: str | None  # a deployed VM's name in the hypervisor; None if imported
+    imported: bool
+    account_id: str
+    started: bool
+    ended: bool  # expunged, or its deploy failed
+    destroying: bool  # its stream's last event is a destroy request
+
+
 class _WireEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     stream_id: str
@@ -179,6 +192,36 @@ class Store(Protocol):
     async def template_seed(self, template_id: str) -> tuple[str, str] | None:
         """The (VM snapshot, pool) whose seed the template of that id is (None if no seed
         was ever started for it)."""
+        ...
+
+    async def vms(self) -> list[VmEntry]:
+        """Every VM the store knows, deployed or imported, ordered by id, never behind the
+        store."""
+        ...
+
+    async def attached_volumes(self, vm_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The volumes attached to each of ``vm_ids`` now (neither deleted nor expunged
+        with their VM), sorted; a VM with none is left out."""
+        ...
+
+    async def volume_origin(self, volume_id: str) -> str | None:
+        """The VM whose import describes the volume's disk (None for a volume snapdeploy
+        made, or an unknown one)."""
+        ...
+
+    async def vm_snapshots(self, vm_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The VM snapshots of each of ``vm_ids`` not deleted, sorted; a VM with none is
+        left out."""
+        ...
+
+    async def snapshot_by_ref(self, vm_id: str, ref: str) -> str | None:
+        """The VM snapshot of ``vm_id`` that the hypervisor knows as ``ref`` (one not
+        deleted first; None if there is none)."""
+        ...
+
+    async def inventory_objects(self) -> dict[str, tuple[str, str, bool]]:
+        """Every zone, host, pool and network an inventory sync imported: its stream →
+        (kind, id, gone since)."""
         ...
 
 
@@ -314,6 +357,59 @@ class EventStore:
             row = await conn.fetchrow("SELECT vm_snapshot_id, pool_id FROM seed_templates"
                                       " WHERE template_id = $1", template_id)
         return None if row is None else (row["vm_snapshot_id"], row["pool_id"])
+
+    async def vms(self) -> list[VmEntry]:
+        """See ``Store.vms``: the ``vm_index`` table (migration 0008)."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT vm_id, instance_name, imported, account_id, started, ended, destroying"
+                " FROM vm_index ORDER BY vm_id")
+        return [VmEntry(*row) for row in rows]
+
+    async def attached_volumes(self, vm_ids: Sequence[str]) -> dict[str, list[str]]:
+        """See ``Store.attached_volumes``: the ``volume_links`` table (migration 0008)."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT vm_id, volume_id FROM volume_links WHERE live AND vm_id = ANY($1)"
+                " ORDER BY vm_id, volume_id", list(vm_ids))
+        out: dict[str, list[str]] = {}
+        for row in rows:
+            out.setdefault(row["vm_id"], []).append(row["volume_id"])
+        return out
+
+    async def volume_origin(self, volume_id: str) -> str | None:
+        """See ``Store.volume_origin``: the ``volume_links`` table (migration 0008)."""
+        async with self.pool.acquire() as conn:
+            origin: str | None = await conn.fetchval(
+                "SELECT imported_with FROM volume_links WHERE volume_id = $1", volume_id)
+        return origin
+
+    async def vm_snapshots(self, vm_ids: Sequence[str]) -> dict[str, list[str]]:
+        """See ``Store.vm_snapshots``: the ``vm_snapshot_refs`` table (migration 0008)."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT vm_id, snapshot_id FROM vm_snapshot_refs WHERE live"
+                " AND vm_id = ANY($1) ORDER BY vm_id, snapshot_id", list(vm_ids))
+        out: dict[str, list[str]] = {}
+        for row in rows:
+            out.setdefault(row["vm_id"], []).append(row["snapshot_id"])
+        return out
+
+    async def snapshot_by_ref(self, vm_id: str, ref: str) -> str | None:
+        """See ``Store.snapshot_by_ref``: the ``vm_snapshot_refs`` table (migration 0008)."""
+        async with self.pool.acquire() as conn:
+            found: str | None = await conn.fetchval(
+                "SELECT snapshot_id FROM vm_snapshot_refs WHERE vm_id = $1 AND ref = $2"
+                " ORDER BY live DESC, snapshot_id LIMIT 1", vm_id, ref)
+        return found
+
+    async def inventory_objects(self) -> dict[str, tuple[str, str, bool]]:
+        """See ``Store.inventory_objects``: the ``inventory_objects`` table (migration
+        0008)."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch("SELECT stream_id, kind, object_id, gone"
+                                    " FROM inventory_objects")
+        return {r["stream_id"]: (r["kind"], r["object_id"], r["gone"]) for r in rows}
 
     async def stream_version(self, stream_id: str) -> int:
         async with self.pool.acquire() as conn:

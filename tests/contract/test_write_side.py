@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,12 +17,24 @@ from proto import streams
 from proto.events import (
     CapacityReleased,
     CapacityReserved,
+    Disk,
     Event,
     InventoryObjectGone,
     TemplateSeedStarted,
+    VmAssigned,
+    VmDeployFailed,
     VmDestroyed,
+    VmDestroyRequested,
     VmExpunged,
+    VmImported,
+    VmSnapshotDeleted,
+    VmSnapshotTaken,
+    VmStarted,
     VmStopped,
+    VolumeAttached,
+    VolumeCreated,
+    VolumeDeleted,
+    VolumeDetached,
 )
 from shared import db
 from shared.db import create_pool, migrate
@@ -32,6 +45,7 @@ from shared.eventstore import (
     EventStore,
     MemoryEventStore,
     Store,
+    VmEntry,
 )
 from tests.kit import META, deploy, host
 
@@ -84,11 +98,106 @@ SNAPSHOT_LIFE: list[tuple[str, Event]] = [
 ]
 
 
+
+
+def disk(volume_id: str, root: bool) -> Disk:
+    return Disk(volume_id=volume_id, device_key=2000 + (not root), path=f"[ds] {volume_id}",
+                pool_id="p1", size_bytes=2**30, root=root)
+
+
+def imported_vm(vm_id: str, *disks: Disk) -> VmImported:
+    return VmImported(vm_id=vm_id, zone_id="z1", account_id="acct-0", name=vm_id,
+                      ref=f"ref-{vm_id}", host_id="h1", cpu_number=1, memory_mb=512,
+                      powered_on=True, disks=list(disks), nics=[])
+
+
+def volume(volume_id: str, vm_id: str | None) -> VolumeCreated:
+    return VolumeCreated(volume_id=volume_id, account_id="acct-1", name=volume_id,
+                         volume_type="DATADISK", pool_id="p1", size_bytes=2**30,
+                         path=f"[ds] {volume_id}", vm_id=vm_id)
+
+
+def taken(snapshot_id: str, vm_id: str, ref: str) -> VmSnapshotTaken:
+    return VmSnapshotTaken(snapshot_id=snapshot_id, vm_id=vm_id, account_id="acct-0",
+                           name=snapshot_id, description="", ref=ref, parent_id=None,
+                           created=datetime(2026, 11, 29, tzinfo=UTC), memory=False,
+                           cpu_number=1, memory_mb=512, disks=[], nics=[])
+
+
+# VMs deployed, failed, destroyed and imported; their volumes and snapshots.
+VM_LIFE: list[tuple[str, Event]] = [
+    (streams.vm("w1"), deploy("w1")),
+    (streams.vm("w1"), VmStarted(vm_id="w1", host_id="h1", hypervisor_ref="r-w1")),
+    (streams.volume("r1"), VolumeCreated(
+        volume_id="r1", account_id="acct-1", name="ROOT-w1", volume_type="ROOT",
+        pool_id="p1", size_bytes=2**30, path="[ds] r1", vm_id="w1")),
+    (streams.volume("d1"), volume("d1", None)),
+    (streams.volume("d1"), VolumeAttached(volume_id="d1", vm_id="w1", device_key=2001)),
+    (streams.volume("d2"), volume("d2", "w1")),
+    (streams.volume("d2"), VolumeDetached(volume_id="d2", vm_id="w1")),
+    (streams.volume("d2"), VolumeDeleted(volume_id="d2")),
+    (streams.vm("w2"), deploy("w2")),
+    (streams.vm("w2"), VmDeployFailed(vm_id="w2", step="plan", reason="no host")),
+    (streams.vm("i1"), imported_vm("i1", disk("i1-root", True), disk("i1-data", False))),
+    (streams.vm("i1"), VmAssigned(vm_id="i1", account_id="acct-2")),
+    (streams.volume("i1-data"), VolumeDetached(volume_id="i1-data", vm_id="i1")),
+    (streams.vm("i2"), imported_vm("i2", disk("i2-root", True))),
+    (streams.vm("i2"), VmExpunged(vm_id="i2", volume_ids=["i2-root"])),
+    (streams.vm("w3"), deploy("w3")),
+    (streams.vm("w3"), VmStarted(vm_id="w3", host_id="h1", hypervisor_ref="r-w3")),
+    (streams.vm("w3"), VmDestroyRequested(vm_id="w3", job_id="j3", expunge=True)),
+    (streams.vm("w3"), VmDestroyed(vm_id="w3")),
+    (streams.vm("w3"), VmExpunged(vm_id="w3")),
+    (streams.vm("w1"), VmDestroyRequested(vm_id="w1", job_id="j1", expunge=True)),
+    (streams.vm_snapshot("s1"), taken("s1", "i1", "sr-1")),
+    (streams.vm_snapshot("s2"), taken("s2", "i1", "sr-2")),
+    (streams.vm_snapshot("s2"), VmSnapshotDeleted(snapshot_id="s2", vm_id="i1")),
+]
+
+
 async def live_host_life(store: Store) -> None:
     for host_id, event in HOST_LIFE:
         await store.commit([Append(streams.host(host_id), [event])], META)
-    for stream_id, event in SNAPSHOT_LIFE:
+    for stream_id, event in [*SNAPSHOT_LIFE, *VM_LIFE]:
         await store.commit([Append(stream_id, [event])], META)
+
+
+async def lookups(store: Store) -> tuple[object, ...]:
+    """Every answer of the lookups of migration 0008 for the lives above."""
+    vm_ids = ["w1", "w2", "w3", "i1", "i2", "none"]
+    return (await store.vms(), await store.attached_volumes(vm_ids),
+            [await store.volume_origin(v) for v in ("r1", "i1-data", "i2-root", "none")],
+            await store.vm_snapshots(vm_ids),
+            [await store.snapshot_by_ref("i1", r) for r in ("sr-1", "sr-2", "sr-3")],
+            await store.inventory_objects())
+
+
+async def memory_life() -> MemoryEventStore:
+    memory = MemoryEventStore()
+    await live_host_life(memory)
+    return memory
+
+
+async def test_vms_volumes_snapshots_and_imported_objects_are_what_the_streams_say(
+        any_store: Store) -> None:
+    await live_host_life(any_store)
+    vms = {v.id: v for v in await any_store.vms()}
+    assert [v.id for v in await any_store.vms()] == sorted(vms)
+    assert vms["w1"] == VmEntry("w1", "i-acct-w1-VM", False, "acct-1", True, False, True)
+    assert vms["w2"] == VmEntry("w2", "i-acct-w2-VM", False, "acct-1", False, True, False)
+    assert vms["w3"] == VmEntry("w3", "i-acct-w3-VM", False, "acct-1", True, True, False)
+    assert vms["i1"] == VmEntry("i1", None, True, "acct-2", False, False, False)
+    assert vms["i2"] == VmEntry("i2", None, True, "acct-0", False, True, False)
+    assert await any_store.attached_volumes(["w1", "i1", "i2"]) == {
+        "w1": ["d1", "r1"], "i1": ["i1-root"]}
+    assert [await any_store.volume_origin(v) for v in ("r1", "i1-data", "nothing")] == [
+        None, "i1", None]
+    assert await any_store.vm_snapshots(["i1", "w1"]) == {"i1": ["s1"]}
+    assert await any_store.snapshot_by_ref("i1", "sr-2") == "s2"
+    assert await any_store.snapshot_by_ref("w1", "sr-1") is None
+    assert await any_store.inventory_objects() == {
+        "host-h1": ("host", "h1", False), "host-h2": ("host", "h2", True),
+        "host-h3": ("host", "h3", False)}
 
 
 async def test_snapshot_uses_and_seeded_templates_are_what_the_streams_say(
@@ -153,13 +262,14 @@ async def test_hosts_stored_before_the_trigger_are_summarised_by_its_migration(
         old = EventStore(pool)
         await live_host_life(old)
         async with pool.acquire() as conn:
-            assert await migrate(conn) == [7]
+            assert await migrate(conn) == [7, 8]
         memory = MemoryEventStore()
         await live_host_life(memory)
         assert await old.hosts() == await memory.hosts()
         for snapshot in ("s1", "s2"):
             assert await old.snapshot_uses(snapshot) == await memory.snapshot_uses(snapshot)
         assert await old.template_seed("t1") == await memory.template_seed("t1") == ("s1", "p1")
+        assert await lookups(old) == await lookups(memory)
     finally:
         await pool.close()
 
@@ -180,10 +290,15 @@ async def test_the_services_role_reads_host_capacity_but_only_the_trigger_writes
         store = EventStore(pool)
         await live_host_life(store)
         assert [h.id for h in await store.hosts()] == ["h1", "h3"]
+        assert await lookups(store) == await lookups(await memory_life())
         async with pool.acquire() as conn:
             for sql in ("UPDATE host_capacity SET reserved_memory_mb = 0",
                         "DELETE FROM host_reservations",
-                        "INSERT INTO host_capacity (host_id, version) VALUES ('forged', 1)"):
+                        "INSERT INTO host_capacity (host_id, version) VALUES ('forged', 1)",
+                        "UPDATE vm_index SET ended = true",
+                        "DELETE FROM volume_links",
+                        "UPDATE vm_snapshot_refs SET live = false",
+                        "DELETE FROM inventory_objects"):
                 with pytest.raises(asyncpg.InsufficientPrivilegeError):
                     await conn.execute(sql)
     finally:

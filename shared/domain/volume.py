@@ -1,0 +1,106 @@
+"""A volume as its stream ``volume-<id>`` tells it, and the volume service's decisions.
+
+A volume is requested from a VM snapshot's disk, allocated empty, or created with a
+deployed VM (its root disk); then attached, detached, resized and deleted. The disks of
+an imported VM are volumes too: their stream starts empty, and their state starts from the
+VM's import (``imported``), which the store's ``volume_origin`` names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from proto.events import (
+    AnyEvent,
+    Disk,
+    Event,
+    JobCompleted,
+    VmImported,
+    VolumeAllocated,
+    VolumeAttached,
+    VolumeCreated,
+    VolumeDeleted,
+    VolumeDetached,
+    VolumeFailed,
+    VolumeFromSnapshotRequested,
+    VolumeResized,
+)
+from shared.errors import INTERNAL_ERROR
+
+ROOT, DATADISK = "ROOT", "DATADISK"
+
+
+@dataclass(frozen=True)
+class Volume:
+    id: str
+    account_id: str | None = None
+    name: str = ""
+    volume_type: str = DATADISK
+    pool_id: str | None = None
+    path: str | None = None  # None until its disk is made (an Allocated volume)
+    size_bytes: int = 0
+    vm_id: str | None = None  # the VM it is attached to
+    disk_offering_id: str | None = None
+    known: bool = False  # requested, allocated, created or imported
+    deleted: bool = False
+    version: int = 0
+
+    @property
+    def live(self) -> bool:
+        return self.known and not self.deleted
+
+
+def imported(volume_id: str, vm: VmImported) -> Volume:
+    """A disk of an imported VM, as its import describes it (an unknown volume if the VM
+    has no such disk now)."""
+    disk: Disk | None = next((d for d in vm.disks if d.volume_id == volume_id), None)
+    if disk is None:
+        return Volume(volume_id)
+    return Volume(volume_id, account_id=vm.account_id,
+                  name=f"{ROOT if disk.root else 'DATA'}-{vm.name}-{disk.device_key}",
+                  volume_type=ROOT if disk.root else DATADISK, pool_id=disk.pool_id,
+                  path=disk.path, size_bytes=disk.size_bytes, vm_id=vm.vm_id, known=True)
+
+
+def evolve(volume: Volume, event: AnyEvent) -> Volume:
+    """The volume after one more event of its stream."""
+    volume = replace(volume, version=volume.version + 1)
+    match event:
+        case VolumeFromSnapshotRequested():
+            return replace(volume, account_id=event.account_id, name=event.name,
+                           pool_id=event.pool_id, size_bytes=event.size_bytes, known=True)
+        case VolumeAllocated():
+            return replace(volume, account_id=event.account_id, name=event.name,
+                           size_bytes=event.size_bytes, disk_offering_id=event.disk_offering_id,
+                           known=True)
+        case VolumeCreated():
+            return replace(volume, account_id=event.account_id, name=event.name,
+                           volume_type=event.volume_type, pool_id=event.pool_id,
+                           path=event.path, size_bytes=event.size_bytes, vm_id=event.vm_id,
+                           disk_offering_id=event.disk_offering_id, known=True)
+        case VolumeAttached():
+            return replace(volume, vm_id=event.vm_id)
+        case VolumeDetached():
+            return replace(volume, vm_id=None)
+        case VolumeResized():
+            return replace(volume, size_bytes=event.size_bytes)
+        case VolumeDeleted():
+            return replace(volume, deleted=True)
+    return volume
+
+
+def fold(volume_id: str, events: Iterable[AnyEvent], start: Volume | None = None) -> Volume:
+    """The volume from its stream's events, from ``start`` (an imported disk) if given."""
+    volume = start or Volume(volume_id)
+    for event in events:
+        volume = evolve(volume, event)
+    return volume
+
+
+def failed(volume_id: str, job_id: str, reason: str, *, made: bool = False) -> list[Event]:
+    """What a failed volume job records: the volume in Error (unless it was ``made``
+    already: a failed attach, detach or resize leaves it as it was) and the job failed."""
+    events: list[Event] = [] if made else [VolumeFailed(volume_id=volume_id, reason=reason)]
+    return [*events, JobCompleted(job_id=job_id, succeeded=False, error_code=INTERNAL_ERROR,
+                                  error_text=reason)]
