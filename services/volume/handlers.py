@@ -1,180 +1,164 @@
 """The volume service's handlers: volumes from VM snapshots, empty volumes made on first
-attach; attach, detach, resize, delete."""
+attach; attach, detach, resize, delete.
+
+Each loads the volume, its VM and its pool from the event store
+(``shared.eventstore.Repository``), acts on the hypervisor and answers the events to
+append (``shared.domain.volume``).
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
-
-import asyncpg
 
 from proto.envelope import EventEnvelope
 from proto.events import (
     Event,
-    JobCompleted,
     VolumeAttached,
     VolumeAttachRequested,
     VolumeCreated,
     VolumeDeleted,
     VolumeDeleteRequested,
     VolumeDetached,
-    VolumeFailed,
     VolumeFromSnapshotRequested,
     VolumeResized,
     VolumeResizeRequested,
 )
-from shared.bus import Handler
+from shared.bus import Handlers
+from shared.domain import job, volume
+from shared.domain.vm import Vm
 from shared.drivers.base import Hypervisor, HypervisorError
-from shared.eventstore import Append, EventStore
-from shared.projections import queries
+from shared.eventstore import Append, Repository, Store
 
 log = logging.getLogger(__name__)
 
 
 class Volumes:
-    def __init__(self, store: EventStore, hypervisor: Hypervisor) -> None:
+    def __init__(self, store: Store, hypervisor: Hypervisor) -> None:
         self.store = store
+        self.repo = Repository(store)
         self.hypervisor = hypervisor
 
-    def handlers(self) -> dict[str, Handler]:
-        return {
-            "VolumeFromSnapshotRequested": self.from_snapshot,
-            "VolumeAttachRequested": self.attach,
-            "VolumeResizeRequested": self.resize,
-            "VolumeDeleteRequested": self.delete,
-        }
+    def handlers(self) -> Handlers:
+        return (Handlers()
+                .on(VolumeFromSnapshotRequested, self.from_snapshot)
+                .on(VolumeAttachRequested, self.attach)
+                .on(VolumeResizeRequested, self.resize)
+                .on(VolumeDeleteRequested, self.delete))
 
-    def _failed(self, stream_id: str, volume_id: str, job_id: str, reason: str,
-                created: bool = False) -> list[Append]:
-        events = [] if created else [VolumeFailed(volume_id=volume_id, reason=reason)]
-        return [Append(stream_id, [*events, JobCompleted(
-            job_id=job_id, succeeded=False, error_code=530, error_text=reason)])]
+    async def _pool_ref(self, pool_id: str | None) -> str | None:
+        """The hypervisor's id of a pool (None if it was never imported)."""
+        pool = await self.repo.pool(pool_id) if pool_id else None
+        return pool.imported.ref if pool and pool.imported else None
 
-    async def from_snapshot(self, envelope: EventEnvelope) -> Sequence[Append]:
-        request = envelope.data
-        assert isinstance(request, VolumeFromSnapshotRequested)
-        async with self.store.pool.acquire() as conn:
-            pool = await queries.catalog_row(conn, "pool", request.pool_id)
+    async def from_snapshot(self, request: VolumeFromSnapshotRequested,
+                            envelope: EventEnvelope) -> Sequence[Append]:
+        pool = (await self.repo.pool(request.pool_id)).live
         if pool is None:
-            return self._failed(envelope.stream_id, request.volume_id, request.job_id,
-                                f"storage pool {request.pool_id} no longer exists")
-        dest = self.hypervisor.kind.volume_location(pool["name"], request.volume_id)
+            return [Append(envelope.stream_id, volume.failed(
+                request.volume_id, request.job_id,
+                f"storage pool {request.pool_id} no longer exists"))]
+        dest = self.hypervisor.kind.volume_location(pool.name, request.volume_id)
         log.info("creating volume %s from %s as of VM snapshot %s", request.volume_id,
                  request.source_path, request.vm_snapshot_id)
         try:
-            task = await self.hypervisor.copy_volume(request.source_path, pool["data"]["ref"],
-                                                     dest)
+            task = await self.hypervisor.copy_volume(request.source_path, pool.ref, dest)
         except HypervisorError as exc:
             log.error("volume %s from snapshot %s failed: %s", request.volume_id,
                       request.vm_snapshot_id, exc)
-            return self._failed(envelope.stream_id, request.volume_id, request.job_id,
-                                f"copying {request.source_path} failed: {exc}")
+            return [Append(envelope.stream_id, volume.failed(
+                request.volume_id, request.job_id,
+                f"copying {request.source_path} failed: {exc}"))]
         return [Append(envelope.stream_id, [
             VolumeCreated(volume_id=request.volume_id, account_id=request.account_id,
-                          name=request.name, volume_type="DATADISK", pool_id=request.pool_id,
-                          size_bytes=request.size_bytes, path=dest, task_id=task),
-            JobCompleted(job_id=request.job_id, succeeded=True),
+                          name=request.name, volume_type=volume.DATADISK,
+                          pool_id=request.pool_id, size_bytes=request.size_bytes, path=dest,
+                          task_id=task),
+            job.succeeded(request.job_id),
         ])]
 
-    async def attach(self, envelope: EventEnvelope) -> Sequence[Append]:
-        request = envelope.data
-        assert isinstance(request, VolumeAttachRequested)
-        async with self.store.pool.acquire() as conn:
-            volume = await queries.catalog_row(conn, "volume", request.volume_id)
-            vm_ref = await conn.fetchval("SELECT hypervisor_ref FROM vm_instances"
-                                         " WHERE id = $1::uuid", request.vm_id)
-        if volume is None or vm_ref is None:
-            return self._failed(envelope.stream_id, request.volume_id, request.job_id,
-                                "the volume or the VM no longer exists", created=True)
-        path = volume["data"]["path"]
-        done: list[Event] = []
+    async def attach(self, request: VolumeAttachRequested,
+                     envelope: EventEnvelope) -> Sequence[Append]:
+        disk = await self.repo.volume(request.volume_id)
+        machine = await self.repo.vm(request.vm_id)
+        if not disk.live or machine.ref is None or machine.expunged:
+            return [Append(envelope.stream_id, volume.failed(
+                request.volume_id, request.job_id, "the volume or the VM no longer exists",
+                made=True))]
+        done: list[Event]
         try:
-            if request.attach and path is None:
+            if request.attach and disk.path is None:
                 # An Allocated volume: made now, on the pool of the VM's root disk.
-                created = await self._create_on(volume, request.vm_id, vm_ref)
+                created = await self._create_on(disk, machine)
                 assert created.device_key is not None
                 task = created.task_id
                 done = [created, VolumeAttached(
                     volume_id=request.volume_id, vm_id=request.vm_id,
                     device_key=created.device_key, task_id=created.task_id)]
             elif request.attach:
-                key, task = await self.hypervisor.attach_volume(vm_ref, path)
+                assert disk.path is not None
+                key, task = await self.hypervisor.attach_volume(machine.ref, disk.path)
                 done = [VolumeAttached(volume_id=request.volume_id, vm_id=request.vm_id,
                                        device_key=key, task_id=task)]
             else:
-                task = await self.hypervisor.detach_volume(vm_ref, path)
+                if disk.path is None:
+                    raise HypervisorError(f"volume {request.volume_id} has no disk to detach")
+                task = await self.hypervisor.detach_volume(machine.ref, disk.path)
                 done = [VolumeDetached(volume_id=request.volume_id, vm_id=request.vm_id,
                                        task_id=task)]
         except HypervisorError as exc:
-            return self._failed(envelope.stream_id, request.volume_id, request.job_id,
-                                str(exc), created=True)
+            return [Append(envelope.stream_id, volume.failed(
+                request.volume_id, request.job_id, str(exc), made=True))]
         log.info("%s volume %s %s VM %s, task %s", "attached" if request.attach else "detached",
                  request.volume_id, "to" if request.attach else "from", request.vm_id, task)
-        return [Append(envelope.stream_id, [*done,
-                                            JobCompleted(job_id=request.job_id, succeeded=True)])]
+        return [Append(envelope.stream_id, [*done, job.succeeded(request.job_id)])]
 
-    async def _create_on(self, volume: dict[str, Any], vm_id: str, vm_ref: str) -> VolumeCreated:
-        async with self.store.pool.acquire() as conn:
-            pool = await conn.fetchrow(
-                "SELECT p.id, p.name FROM catalog v JOIN catalog p ON p.kind = 'pool'"
-                " AND p.id = v.data ->> 'pool_id' WHERE v.kind = 'volume' AND v.removed IS NULL"
-                " AND v.data ->> 'vm_id' = $1 AND v.data ->> 'volume_type' = 'ROOT'", vm_id)
-        if pool is None:
-            raise HypervisorError(f"VM {vm_id} has no root volume to put the new volume beside")
-        path = self.hypervisor.kind.volume_location(pool["name"], volume["id"])
-        size = volume["data"]["size_bytes"]
-        key, task = await self.hypervisor.attach_volume(vm_ref, path, create_bytes=size)
-        log.info("created volume %s (%d GB) at %s for VM %s, task %s", volume["id"],
-                 size // 2**30, path, vm_id, task)
-        return VolumeCreated(volume_id=volume["id"], account_id=volume["account_id"],
-                             name=volume["name"], volume_type="DATADISK", pool_id=pool["id"],
-                             size_bytes=size, path=path,
-                             disk_offering_id=volume["data"].get("disk_offering_id"),
-                             device_key=key, task_id=task)
+    async def _create_on(self, disk: volume.Volume, machine: Vm) -> VolumeCreated:
+        assert machine.ref is not None
+        pool = (await self.repo.pool(machine.root_pool_id)).live \
+            if machine.root_pool_id else None
+        if pool is None or disk.account_id is None:
+            raise HypervisorError(f"VM {machine.id} has no root volume to put the new volume "
+                                  "beside")
+        path = self.hypervisor.kind.volume_location(pool.name, disk.id)
+        key, task = await self.hypervisor.attach_volume(machine.ref, path,
+                                                        create_bytes=disk.size_bytes)
+        log.info("created volume %s (%d GB) at %s for VM %s, task %s", disk.id,
+                 disk.size_bytes // 2**30, path, machine.id, task)
+        return VolumeCreated(volume_id=disk.id, account_id=disk.account_id, name=disk.name,
+                             volume_type=volume.DATADISK, pool_id=pool.pool_id,
+                             size_bytes=disk.size_bytes, path=path,
+                             disk_offering_id=disk.disk_offering_id, device_key=key,
+                             task_id=task)
 
-    @staticmethod
-    async def _disk(conn: asyncpg.Connection, volume_id: str) -> tuple[
-            dict[str, Any] | None, str | None, str | None]:
-        """A volume's catalog row, and its disk's path and pool ref (None before it is made)."""
-        volume = await queries.catalog_row(conn, "volume", volume_id)
-        path = volume["data"].get("path") if volume else None
-        if volume is None or path is None:
-            return volume, None, None
-        return volume, path, await queries.ref_of(conn, "pool", volume["data"]["pool_id"])
-
-    async def delete(self, envelope: EventEnvelope) -> Sequence[Append]:
-        request = envelope.data
-        assert isinstance(request, VolumeDeleteRequested)
-        async with self.store.pool.acquire() as conn:
-            _, path, pool_ref = await self._disk(conn, request.volume_id)
-        task = await self.hypervisor.delete_volume(path, pool_ref) if path and pool_ref else None
-        log.info("deleted volume %s (%s), task %s", request.volume_id, path or "never made",
-                 task)
+    async def delete(self, request: VolumeDeleteRequested,
+                     envelope: EventEnvelope) -> Sequence[Append]:
+        disk = await self.repo.volume(request.volume_id)
+        pool_ref = await self._pool_ref(disk.pool_id)
+        task = await self.hypervisor.delete_volume(disk.path, pool_ref) \
+            if disk.path and pool_ref else None
+        log.info("deleted volume %s (%s), task %s", request.volume_id,
+                 disk.path or "never made", task)
         return [Append(envelope.stream_id, [VolumeDeleted(volume_id=request.volume_id,
                                                           task_id=task)])]
 
-    async def resize(self, envelope: EventEnvelope) -> Sequence[Append]:
-        request = envelope.data
-        assert isinstance(request, VolumeResizeRequested)
-        async with self.store.pool.acquire() as conn:
-            volume, path, pool_ref = await self._disk(conn, request.volume_id)
-            vm_id = volume["data"].get("vm_id") if volume else None
-            vm_ref = await conn.fetchval("SELECT hypervisor_ref FROM vm_instances"
-                                         " WHERE id = $1::uuid", vm_id) if vm_id else None
-        if volume is None:
-            return self._failed(envelope.stream_id, request.volume_id, request.job_id,
-                                "the volume no longer exists", created=True)
+    async def resize(self, request: VolumeResizeRequested,
+                     envelope: EventEnvelope) -> Sequence[Append]:
+        disk = await self.repo.volume(request.volume_id)
+        if not disk.live:
+            return [Append(envelope.stream_id, volume.failed(
+                request.volume_id, request.job_id, "the volume no longer exists", made=True))]
+        vm_ref = (await self.repo.vm(disk.vm_id)).ref if disk.vm_id else None
+        pool_ref = await self._pool_ref(disk.pool_id)
         try:
             # An Allocated volume has no disk yet: it will be made at the new size.
-            task = await self.hypervisor.resize_volume(vm_ref, path, request.size_bytes,
-                                                       pool_ref) if path and pool_ref else None
+            task = await self.hypervisor.resize_volume(vm_ref, disk.path, request.size_bytes,
+                                                       pool_ref) \
+                if disk.path and pool_ref else None
         except HypervisorError as exc:
-            return self._failed(envelope.stream_id, request.volume_id, request.job_id,
-                                str(exc), created=True)
+            return [Append(envelope.stream_id, volume.failed(
+                request.volume_id, request.job_id, str(exc), made=True))]
         return [Append(envelope.stream_id, [
             VolumeResized(volume_id=request.volume_id, size_bytes=request.size_bytes,
                           task_id=task),
-            JobCompleted(job_id=request.job_id, succeeded=True)])]
-
-
+            job.succeeded(request.job_id)])]
