@@ -3,11 +3,12 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 VCSIM := $(BIN)/vcsim
+GUEST := $(VENV)/share/snapdeploy-guest
 STATE_DIR ?= .state
 
-.PHONY: install run test lint bench chaos clean docker-compose
+.PHONY: install run test lint bench chaos clean docker-compose kvm-packages
 
-install: $(BIN)/snapdeploy $(VCSIM) docker-compose
+install: $(BIN)/snapdeploy $(VCSIM) $(GUEST)/root.qcow2 docker-compose
 
 # docker-compose (Debian's package) validates docker-compose.yml in the tests.
 docker-compose:
@@ -15,13 +16,37 @@ docker-compose:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq docker-compose; \
 	  else echo "install docker-compose (apt-get install docker-compose)" >&2; exit 1; fi; }
 
-$(BIN)/snapdeploy: pyproject.toml
+# KVM's data plane, from Debian: a private libvirt daemon with QEMU (TCG) and qemu-img, the
+# cloud kernel and busybox the demo guest is built from, and what libvirt-python builds
+# against. Without libvirt-daemon-system the users libvirt's QEMU driver looks up at start
+# do not exist: they are made here.
+KVM_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 \
+  qemu-utils linux-image-cloud-amd64 busybox-static libvirt-dev pkg-config
+kvm-packages:
+	@missing=; for tool in libvirtd qemu-img qemu-io qemu-system-x86_64 busybox pkg-config; do \
+	  command -v $$tool >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ] || ! ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 \
+	    || ! pkg-config --exists libvirt; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends $(KVM_PACKAGES); \
+	  else echo "install the KVM packages (apt-get install $(KVM_PACKAGES))" >&2; exit 1; fi; fi
+	@if [ "$$(id -u)" = 0 ]; then \
+	  getent group kvm >/dev/null || groupadd -r kvm; \
+	  getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu; \
+	  id -u libvirt-qemu >/dev/null 2>&1 || useradd -r -g libvirt-qemu -G kvm \
+	    -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu; fi
+
+$(BIN)/snapdeploy: pyproject.toml | kvm-packages
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
 $(VCSIM): tools/vcsim/main.go tools/vcsim/go.mod tools/vcsim/go.sum | $(BIN)/snapdeploy
 	cd tools/vcsim && go build -o ../../$(VCSIM) .
+
+# The demo guest a KVM VM boots, built from the packages above (see tools/guest/build.sh).
+$(GUEST)/root.qcow2: tools/guest/build.sh tools/guest/init | $(BIN)/snapdeploy kvm-packages
+	tools/guest/build.sh $(GUEST)
 
 run: install
 	$(BIN)/snapdeploy up --state-dir $(STATE_DIR) --gateway-listen 127.0.0.1:8080

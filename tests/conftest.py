@@ -1,4 +1,5 @@
-"""Fixtures that start real servers: PostgreSQL, nats-server (JetStream) and vcsim.
+"""Fixtures that start real servers: PostgreSQL, nats-server (JetStream), vcsim and a
+private libvirt daemon (a KVM host).
 
 They use the same start functions as `snapdeploy up`. One PostgreSQL server serves the
 session and each test gets a fresh database; NATS servers are cheap, so each test that
@@ -18,6 +19,7 @@ import pytest
 from shared.db import create_pool, migrate
 from shared.eventstore import EventStore
 from shared.stack._servers import Server, free_port, start_nats, start_postgres, start_vcsim
+from tests.harness.libvirt import KvmSite
 
 _databases = itertools.count()
 
@@ -66,3 +68,10 @@ def vcsim_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = start_vcsim(tmp_path_factory.mktemp("vcsim"), free_port(), "admin", "vcsim-pass")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def kvm_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KvmSite]:
+    site = KvmSite(tmp_path_factory.mktemp("kvm"))
+    yield site
+    site.stop()

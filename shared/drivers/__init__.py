@@ -1,7 +1,8 @@
 """Hypervisor drivers, one module per hypervisor, all behind ``base.Hypervisor``.
 
-``KINDS`` is the registry of driver kinds (today one: ``vmware``, VMware vSphere through
-pyvmomi); ``shared.drivers.fake`` is an in-memory driver for tests. Services get their
+``KINDS`` is the registry of driver kinds: ``vmware`` (VMware vSphere through pyvmomi) and
+``kvm`` (KVM through libvirt and qemu-img); ``shared.drivers.fake`` is an in-memory driver
+for tests. Services get their
 session from ``Runtime.vcenter()``, which connects to the kind ``configured()`` names; the
 gateway renders a zone's hypervisor facts from ``for_zone()``.
 """
@@ -9,10 +10,10 @@ gateway renders a zone's hypervisor facts from ``for_zone()``.
 from __future__ import annotations
 
 from shared.config import Settings
-from shared.drivers import vmware
+from shared.drivers import libvirt, vmware
 from shared.drivers.base import DriverKind
 
-KINDS: dict[str, DriverKind] = {kind.name: kind for kind in (vmware.KIND,)}
+KINDS: dict[str, DriverKind] = {kind.name: kind for kind in (vmware.KIND, libvirt.KIND)}
 
 
 def kind(name: str) -> DriverKind:

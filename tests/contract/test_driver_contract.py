@@ -1,5 +1,6 @@
 """The promises of ``shared.drivers.base.Hypervisor``, checked against every driver: the
-vSphere driver on vcsim, and the in-memory fake.
+vSphere driver on vcsim, the libvirt driver on a private libvirt daemon with VMs that boot,
+and the in-memory fake.
 
 Each test gets a source VM of its own (a root disk on a pool, one NIC, powered on), made
 beside whatever else the hypervisor holds, and names everything it makes uniquely.
@@ -9,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
 
-from shared.drivers import fake, vmware
+from shared.drivers import fake, libvirt, vmware
 from shared.drivers.base import (
     CLONE,
     CLONE_STEPS,
@@ -28,9 +29,10 @@ from shared.drivers.base import (
     NetworkBinding,
 )
 from shared.stack._servers import Server
+from tests.harness.libvirt import HOST, NETWORKS, KvmSite
 from tests.harness.vsphere import Vcsim
 
-DRIVERS = ["fake", "vmware"]
+DRIVERS = ["fake", "vmware", "kvm"]
 
 
 @dataclass
@@ -42,6 +44,9 @@ class World:
     pool_name: str
     networks: list[NetworkBinding]
     prefix: str  # for the names of what a test makes
+    source_network: str = "VM Network"  # the network of the source VM's NIC
+    # Waits until the source VM's guest has booted, where the hypervisor needs one.
+    booted: Callable[[], Awaitable[None]] | None = None
 
 
 async def _vmware_world(server: Server, prefix: str) -> World:
@@ -58,6 +63,22 @@ async def _vmware_world(server: Server, prefix: str) -> World:
     return World(driver, vm_ref, host.ref, pool.ref, pool.name, networks, prefix)
 
 
+async def _kvm_world(site: KvmSite, prefix: str) -> World:
+    driver = await libvirt.LibvirtHypervisor.connect({HOST: site.uri})
+    vm_ref = await asyncio.to_thread(site.create_vm, f"{prefix}-source")
+    [inventory] = await driver.inventory()
+    pool = inventory.pools[0]
+    networks = [NetworkBinding(n.ref, n.name) for name in NETWORKS
+                for n in inventory.networks if n.name == name]
+
+    async def booted() -> None:
+        await asyncio.to_thread(site.wait_for_console, f"{prefix}-source",
+                                "snapdeploy-guest: ready")
+
+    return World(driver, vm_ref, HOST, pool.ref, pool.name, networks, prefix, NETWORKS[0],
+                 booted)
+
+
 def _fake_world(prefix: str) -> World:
     driver = fake.FakeHypervisor.standard()
     vm_ref = driver.add_vm(f"{prefix}-source", "host-1", "pool-1", ["network-1"],
@@ -70,13 +91,19 @@ def _fake_world(prefix: str) -> World:
 @pytest.fixture(params=DRIVERS)
 async def world(request: pytest.FixtureRequest) -> AsyncIterator[World]:
     prefix = f"contract-{secrets.token_hex(3)}"
+    site: KvmSite | None = None
     if request.param == "vmware":
         made = await _vmware_world(request.getfixturevalue("vcsim_server"), prefix)
+    elif request.param == "kvm":
+        site = request.getfixturevalue("kvm_site")
+        made = await _kvm_world(site, prefix)
     else:
         made = _fake_world(prefix)
     assert len(made.networks) == 2
     yield made
     await made.driver.close()
+    if site is not None:  # guests left running would take the CPU from later tests
+        await asyncio.to_thread(site.remove_all, prefix)
 
 
 async def seeded_template(w: World, name: str) -> tuple[str, str]:
@@ -109,7 +136,7 @@ async def test_inventory_shows_the_source_vm_root_disk_first(world: World) -> No
     assert vm.name == f"{world.prefix}-source" and vm.powered_on and not vm.template
     assert vm.disks[0].pool_ref == world.pool_ref and vm.disks[0].size_bytes > 0
     assert [n.network_ref for n in vm.nics] == [
-        next(n.ref for n in world.networks if n.name == "VM Network")]
+        next(n.ref for n in world.networks if n.name == world.source_network)]
     host = next(h for h in inventory.hosts if h.ref == world.host_ref)
     assert world.pool_ref in host.pool_refs
     assert await world.driver.find_vm(vm.name) == world.vm_ref
@@ -210,6 +237,8 @@ async def test_volumes_are_made_attached_resized_detached_copied_and_deleted(
     world: World,
 ) -> None:
     d = world.driver
+    if world.booted is not None:  # KVM: a disk leaves a running VM when its guest answers
+        await world.booted()
     location = d.kind.volume_location(world.pool_name, f"{world.prefix}-vol")
     key, task = await d.attach_volume(world.vm_ref, location, create_bytes=2**30)
     assert task
@@ -240,6 +269,8 @@ async def test_volumes_are_made_attached_resized_detached_copied_and_deleted(
 
 async def test_a_volume_is_copied_from_a_snapshot_disk(world: World) -> None:
     d = world.driver
+    if world.booted is not None:
+        await world.booted()
     snapshot_ref, _ = await d.create_snapshot(world.vm_ref, "for-volume", "", False, False)
     source = (await d.snapshot_info(world.vm_ref, snapshot_ref)).disks[0].path
     dest = d.kind.volume_location(world.pool_name, f"{world.prefix}-from-snap")

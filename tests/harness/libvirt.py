@@ -1,0 +1,127 @@
+"""Test-harness access to a private libvirt daemon: a KVM site to test against, and ways to
+look at what the product did (guest consoles, disk bytes) independent of its driver.
+
+A site is one daemon with a directory pool ``pool0`` and two isolated networks, ``guest0``
+and ``guest1``; its source VMs boot the demo guest that `make install` builds
+(tools/guest), which prints each disk's marker on its serial console.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from shared.drivers.libvirt import (
+    CONSOLE_LOG,
+    default_guest_folder,
+    guest_domain_xml,
+    guest_files,
+)
+from shared.stack._libvirt import Libvirtd, start_libvirtd
+
+POOL = "pool0"
+NETWORKS = ("guest0", "guest1")
+HOST = "kvm0"
+# The demo guest reads each disk's marker from the 512 bytes at 31 MiB (tools/guest/init).
+MARKER_OFFSET = 31 * 2**20
+MARKER_BYTES = 512
+
+
+class KvmSite:
+    """A private libvirt daemon set up as a KVM host: ``pool0`` and two networks."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.daemon: Libvirtd = start_libvirtd(state_dir)
+        self.pool_dir = state_dir / "pools" / POOL
+        self.pool_dir.mkdir(parents=True, exist_ok=True)
+        self.conn: Any = libvirt.open(self.daemon.uri)
+        pool = self.conn.storagePoolDefineXML(
+            f"<pool type='dir'><name>{POOL}</name>"
+            f"<target><path>{self.pool_dir}</path></target></pool>", 0)
+        pool.create(0)
+        for index, name in enumerate(NETWORKS):
+            network = self.conn.networkDefineXML(
+                f"<network><name>{name}</name><bridge name='sdbr{index}' stp='off'/></network>")
+            network.create()
+
+    @property
+    def uri(self) -> str:
+        return self.daemon.uri
+
+    def stop(self) -> None:
+        self.conn.close()
+        self.daemon.stop()
+
+    def create_vm(self, name: str, *, networks: tuple[str, ...] = NETWORKS[:1],
+                  start: bool = True) -> str:
+        """A VM booting a copy of the demo guest's root disk in ``pool0``: its uuid."""
+        disk = self.pool_dir / f"{name}.qcow2"
+        shutil.copyfile(guest_files(default_guest_folder())["root"], disk)
+        self.conn.storagePoolLookupByName(POOL).refresh(0)
+        domain = self.conn.defineXML(guest_domain_xml(name, disk, networks=list(networks)))
+        if start:
+            domain.create()
+        return str(domain.UUIDString())
+
+    def remove_all(self, prefix: str) -> None:
+        """Every domain and pool file whose name starts with ``prefix``, clones before the
+        templates they are backed by."""
+        domains = [d for d in self.conn.listAllDomains(0) if d.name().startswith(prefix)]
+        for domain in domains:
+            if domain.isActive():
+                domain.destroy()
+            domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+        for file in self.pool_dir.iterdir():
+            if file.name.startswith(prefix) or file.name.startswith(f".{prefix}"):
+                file.unlink()
+        self.conn.storagePoolLookupByName(POOL).refresh(0)
+
+    def console(self, name: str) -> str:
+        """What the VM ``name`` printed on its serial console so far."""
+        path = self.daemon.host_path(CONSOLE_LOG.format(name=name))
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_for_console(self, name: str, text: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            printed = self.console(name)
+            if text in printed:
+                return printed
+            time.sleep(0.2)
+        raise AssertionError(f"{name} did not print {text!r} within {timeout:.0f}s; "
+                             f"its console:\n{self.console(name)[-2000:]}")
+
+
+def write_marker(disk: Path, text: str) -> None:
+    """Write ``text`` as the disk's marker through QEMU's block layer (the disk is not in
+    use by a running guest)."""
+    data = text.encode().ljust(MARKER_BYTES, b"\0")
+    with tempfile.NamedTemporaryFile() as pattern:
+        pattern.write(data)
+        pattern.flush()
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c",
+                        f"write -s {pattern.name} {MARKER_OFFSET} {MARKER_BYTES}", str(disk)],
+                       check=True, capture_output=True)
+
+
+def read_marker(disk: Path, snapshot: str | None = None) -> str:
+    """The disk's marker now, or as of its internal ``snapshot``."""
+    with tempfile.TemporaryDirectory() as work:
+        raw = Path(work) / "disk.raw"
+        args = ["qemu-img", "convert", "-U", "-O", "raw"]
+        if snapshot is not None:
+            args += ["-l", f"snapshot.name={snapshot}"]
+        subprocess.run([*args, str(disk), str(raw)], check=True, capture_output=True)
+        with raw.open("rb") as image:
+            image.seek(MARKER_OFFSET)
+            return image.read(MARKER_BYTES).rstrip(b"\0").decode()
+
+
+def qemu_img(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["qemu-img", *args], capture_output=True, text=True, check=False)
