@@ -363,6 +363,8 @@ class VmDeployFailed(Event):
     vm_id: str
     step: str
     reason: str
+    # CloudStack's internal error, shared.errors.INTERNAL_ERROR (proto imports nothing of
+    # shared; tests/unit/test_handlers_cloner.py checks the two agree).
     error_code: int = 530
 
 

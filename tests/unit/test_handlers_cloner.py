@@ -319,3 +319,7 @@ async def test_delete_and_revert_act_on_the_snapshot_and_fail_once_it_is_gone() 
                                                     vm_id=world.vm_id))
     await delivery.settle()
     assert not (await job_result(store, vm_stream, job("r", "2"))).succeeded
+
+
+def test_a_failed_deploy_carries_cloudstacks_internal_error_unless_told_otherwise() -> None:
+    assert VmDeployFailed(vm_id="a", step="clone", reason="r").error_code == INTERNAL_ERROR

@@ -1,0 +1,125 @@
+"""The inventory sync in process: what it appends from the fake driver's inventory, read
+against an in-memory store's streams and lookups."""
+
+from __future__ import annotations
+
+from proto import streams
+from proto.events import (
+    HostImported,
+    InventoryObjectGone,
+    VmAssigned,
+    VmDestroyRequested,
+    VmExpunged,
+    VmImported,
+    VmSnapshotDeleted,
+    VmSnapshotRequested,
+    VmSnapshotTaken,
+    ZoneImported,
+)
+from services.cloner.handlers import Cloner
+from services.planner.handlers import Planner
+from services.planner.inventory import changes, describe, sync
+from services.seeder.handlers import Seeder
+from shared.bus import Dispatcher
+from shared.domain.inventory import object_id
+from shared.drivers.fake import FakeHypervisor
+from shared.eventstore import Append, MemoryEventStore, Repository
+from tests.kit import Delivery, deploy, given, new_stream
+
+
+async def no_changes() -> list[Append]:
+    return []
+
+
+async def synced() -> tuple[MemoryEventStore, FakeHypervisor]:
+    store, fake = MemoryEventStore(), FakeHypervisor.standard()
+    await fake.create_snapshot(next(iter(fake.vms)), "before-upgrade", "", False, False)
+    await sync(store, fake)
+    return store, fake
+
+
+async def test_a_first_sync_imports_everything_and_a_second_finds_nothing_new() -> None:
+    store, fake = await synced()
+
+    assert describe(await changes(store, fake)) == "no changes"
+    imported = [type(e.event()).__name__ for e in store.events]
+    assert sorted(set(imported)) == ["HostImported", "NetworkImported", "PoolImported",
+                                     "VmImported", "VmSnapshotTaken", "ZoneImported"]
+    assert isinstance(store.events[0].event(), ZoneImported)
+
+
+async def test_a_host_gone_is_marked_so_and_imported_again_when_it_is_back() -> None:
+    store, fake = await synced()
+    host = fake.hosts.pop("host-2")
+    stream = streams.host(object_id("host", "host-2"))
+
+    gone = await changes(store, fake)
+    await sync(store, fake)
+    fake.hosts["host-2"] = host
+    back = await changes(store, fake)
+
+    assert [(a.stream_id, type(a.events[0])) for a in gone] == [(stream, InventoryObjectGone)]
+    assert gone[0].expected_version == 1
+    assert [(a.stream_id, type(a.events[0])) for a in back] == [(stream, HostImported)]
+
+
+async def test_an_imported_vm_gone_is_expunged_with_its_volumes_and_snapshots() -> None:
+    store, fake = await synced()
+    vm0 = fake.vms.pop(next(iter(fake.vms)))
+    vm_id = object_id("vm", vm0.ref)
+    (snapshot_id,) = (await store.vm_snapshots([vm_id]))[vm_id]
+
+    appended = [e for a in await changes(store, fake) for e in a.events]
+
+    assert VmSnapshotDeleted(snapshot_id=snapshot_id, vm_id=vm_id) in appended
+    expunged = next(e for e in appended if isinstance(e, VmExpunged))
+    assert expunged.vm_id == vm_id
+    assert expunged.volume_ids == (await store.attached_volumes([vm_id]))[vm_id]
+
+
+async def test_snapshots_of_an_imported_vm_belong_to_its_owner_now() -> None:
+    store, fake = await synced()
+    vm_ref = next(iter(fake.vms))
+    vm_id = object_id("vm", vm_ref)
+    await given(store, streams.vm(vm_id), VmAssigned(vm_id=vm_id, account_id="acct-2"))
+    await fake.create_snapshot(vm_ref, "after", "", False, False)
+
+    appended = [e for a in await changes(store, fake) for e in a.events]
+
+    taken = [e for e in appended if isinstance(e, VmSnapshotTaken) and e.name == "after"]
+    assert [e.account_id for e in taken] == ["acct-2"]
+    assert not any(isinstance(e, VmImported) for e in appended)
+
+
+async def test_a_deployed_vm_gone_is_expunged_unless_it_is_being_destroyed() -> None:
+    store, fake = await synced()
+    pool_id = object_id("pool", "pool-1")
+    snapshot_id = next(e.snapshot_id for e in (r.event() for r in store.events)
+                       if isinstance(e, VmSnapshotTaken))
+    delivery = Delivery(store, [
+        Dispatcher("planner", store, Planner(store, no_changes).handlers()),
+        Dispatcher("seeder", store, Seeder(store, fake).handlers()),
+        Dispatcher("cloner", store, Cloner(store, fake).handlers()),
+    ])
+    for vm_id in ("a", "b"):
+        await new_stream(store, streams.vm(vm_id), deploy(vm_id, pool_id=pool_id,
+                                                          vm_snapshot_id=snapshot_id))
+    await delivery.settle()
+    await given(store, streams.vm("a"), VmSnapshotRequested(
+        job_id="j", snapshot_id="s-a", vm_id="a", name="s", description="", memory=False,
+        quiesce=False))
+    await delivery.settle()
+    assert describe(await changes(store, fake)) == "no changes"
+    for vm_id in ("a", "b"):
+        ref = (await Repository(store).vm(vm_id)).ref
+        assert ref is not None
+        del fake.vms[ref]
+    await given(store, streams.vm("b"), VmDestroyRequested(vm_id="b", job_id="jb",
+                                                           expunge=True))
+
+    appended = [(a.stream_id, e) for a in await changes(store, fake) for e in a.events]
+
+    (root,) = (await store.attached_volumes(["a"]))["a"]
+    assert appended == [
+        (streams.vm_snapshot("s-a"), VmSnapshotDeleted(snapshot_id="s-a", vm_id="a")),
+        (streams.vm("a"), VmExpunged(vm_id="a", volume_ids=[root]))]
