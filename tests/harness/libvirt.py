@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,26 @@ class KvmSite:
             if file.name.startswith(prefix) or file.name.startswith(f".{prefix}"):
                 file.unlink()
         self.conn.storagePoolLookupByName(POOL).refresh(0)
+
+    def write_marker_live(self, name: str, text: str) -> None:
+        """Write ``text`` as the root disk's marker while the VM runs, through its QEMU
+        (the monitor's qemu-io on the guest's disk device)."""
+        import libvirt_qemu
+
+        data = text.encode().ljust(MARKER_BYTES, b"\0")
+        pattern = self.daemon.root / "run" / f"{name}-marker"
+        pattern.write_bytes(data)
+        try:
+            domain = self.conn.lookupByName(name)
+            alias = ET.fromstring(domain.XMLDesc(0)).find("devices/disk/alias")
+            assert alias is not None and alias.get("name"), "the disk has no device id"
+            reply = libvirt_qemu.qemuMonitorCommand(
+                domain, f'qemu-io -d /machine/peripheral/{alias.get("name")}/virtio-backend '
+                f'"write -s {pattern} {MARKER_OFFSET} {MARKER_BYTES}"',
+                libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+            assert "error" not in reply.lower(), reply
+        finally:
+            pattern.unlink()
 
     def console(self, name: str) -> str:
         """What the VM ``name`` printed on its serial console so far."""
