@@ -2,8 +2,9 @@
 
     python -m bench.placement [--vms 10000] [--rounds 300]
 
-Measures the planner's decision as it runs it: read every host's capacity view from the
-catalog in PostgreSQL, then `choose_host`; and the decision alone, without the read.
+Measures the planner's decision as it runs it: read every host's capacity from the
+write-side table the event store keeps (`host_capacity`, `EventStore.hosts()`), then
+`choose_host`; and the decision alone, without the read.
 """
 
 from __future__ import annotations
@@ -16,34 +17,34 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from bench.common import goal_line, postgres, summary, write
 from shared.db import create_pool, migrate
 from shared.domain.deploy import choose_host
-from shared.projections import queries
+from shared.eventstore import EventStore
 
 
-async def level(pool: Any, hosts: int, vms: int, rounds: int) -> dict[str, Any]:
+async def level(store: EventStore, hosts: int, vms: int, rounds: int) -> dict[str, Any]:
     rng = random.Random(hosts)
-    async with pool.acquire() as conn:
-        await conn.execute("DELETE FROM catalog WHERE kind = 'host'")
-        reservations: list[dict[str, list[int]]] = [{} for _ in range(hosts)]
-        for _ in range(vms):
-            reservations[rng.randrange(hosts)][str(uuid.uuid4())] = [10, 32]
+    held = [0] * hosts
+    for _ in range(vms):
+        held[rng.randrange(hosts)] += 1
+    async with store.pool.acquire() as conn:
+        await conn.execute("DELETE FROM host_reservations")
+        await conn.execute("DELETE FROM host_capacity")
         await conn.executemany(
-            "INSERT INTO catalog (kind, id, zone_id, name, state, data, version, created)"
-            " VALUES ('host', $1, 'z', $2, 'Up', $3, 1, now())",
-            [(f"h{i}", f"host-{i}", msgspec.json.encode({
-                "cpu_cores": 64, "cpu_mhz": 2000, "memory_bytes": 1024 * 2**30,
-                "pool_ids": ["p1"], "reservations": reservations[i], "ref": f"host-{i}",
-                "cluster": "c", "reserved_cpu_mhz": 10 * len(reservations[i]),
-                "reserved_memory_mb": 32 * len(reservations[i])})) for i in range(hosts)])
+            "INSERT INTO host_capacity (host_id, name, zone_id, pool_ids, cpu_mhz_total,"
+            " memory_mb_total, reserved_cpu_mhz, reserved_memory_mb, imported, version)"
+            " VALUES ($1, $2, 'z', '{p1}', $3, $4, $5, $6, true, $7)",
+            [(f"h{i}", f"host-{i}", 64 * 2000, 1024 * 1024, 10 * held[i], 32 * held[i],
+              held[i] + 1) for i in range(hosts)])
+        await conn.executemany(
+            "INSERT INTO host_reservations (host_id, vm_id, cpu_mhz, memory_mb)"
+            " VALUES ($1, $2, 10, 32)",
+            [(f"h{i}", str(uuid.uuid4())) for i in range(hosts) for _ in range(held[i])])
     total, decide = [], []
     for n in range(rounds):
         started = time.perf_counter()
-        async with pool.acquire() as conn:
-            views = await queries.host_views(conn)
+        views = await store.hosts()
         read = time.perf_counter()
         choose_host(views, "p1", 10, 32, spread_key=f"vm-{n}")
         done = time.perf_counter()
@@ -58,7 +59,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         pool = await create_pool(url, max_size=2)
         async with pool.acquire() as conn:
             await migrate(conn)
-        levels = [await level(pool, hosts, args.vms, args.rounds) for hosts in (10, 100, 1000)]
+        store = EventStore(pool)
+        levels = [await level(store, hosts, args.vms, args.rounds)
+                  for hosts in (10, 100, 1000)]
         await pool.close()
     growth = levels[-1]["placement_ms"]["median"] / levels[0]["placement_ms"]["median"]
     return {"levels": levels, "growth_10_to_1000_hosts": growth}

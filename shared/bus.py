@@ -276,7 +276,8 @@ class Dispatcher:
             actor=self.name,
             account_id=cause.metadata.account_id,
         )
-        return await self.store.commit(appends, metadata, inbox=(self.name, cause.id))
+        return await self.store.commit(appends, metadata,
+                                       inbox=(self.name, cause.id)) is not None
 
 
 class Consumer:

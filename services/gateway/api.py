@@ -12,7 +12,7 @@ from typing import Any
 from proto.envelope import Metadata
 from shared.config import Settings
 from shared.errors import PARAM_ERROR, PERMISSION_DENIED, ApiError
-from shared.eventstore import Append, EventStore, NewEvent
+from shared.eventstore import Append, EventStore
 from shared.log import current_correlation
 from shared.projections.read import Paging, ReadModels, Viewer
 
@@ -57,13 +57,8 @@ class Context:
         request_id = current_correlation() or str(uuid.uuid4())
         meta = Metadata(correlation_id=request_id, causation_id=request_id,
                         actor=caller.actor, account_id=caller.account_id)
-        last = 0
-        async with self.store.pool.acquire() as conn, conn.transaction():
-            for append in appends:
-                recorded = await self.store.append(append.stream_id,
-                                                   [NewEvent(e, meta) for e in append.events],
-                                                   append.expected_version, conn=conn)
-                last = max([last, *(r.position for r in recorded)])
+        last = await self.store.commit(appends, meta)
+        assert last is not None  # no inbox, so always appended
         return last
 
     async def change(self, caller: Caller, *appends: Append) -> None:

@@ -20,7 +20,7 @@ from services.gateway.http import CONTEXT, api
 from shared.config import Settings
 from shared.domain import offerings
 from shared.domain.accounts import ADMIN_ACCOUNT_ID, ADMIN_USER_ID
-from shared.eventstore import NO_STREAM, ConcurrencyError, EventStore, NewEvent
+from shared.eventstore import NO_STREAM, Append, ConcurrencyError, EventStore
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ async def ensure_defaults(store: EventStore) -> None:
     ]
     for stream_id, event in admin + offerings.defaults():
         with contextlib.suppress(ConcurrencyError):
-            await store.append(stream_id, [NewEvent(event, meta)], NO_STREAM)
+            await store.commit([Append(stream_id, [event], NO_STREAM)], meta)
 
 
 async def ensure_admin_keys(store: EventStore, settings: Settings) -> None:

@@ -230,8 +230,7 @@ class Fanout:
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
             try:
                 if not self.ready.is_set():
-                    self.head = await conn.fetchval(
-                        "SELECT coalesce(max(position), 0) FROM events")
+                    self.head = await self.store.head()
                     self.ready.set()
                 while True:
                     self._wake.clear()

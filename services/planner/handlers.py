@@ -17,7 +17,7 @@ from proto.events import (
 from services.planner.inventory import describe
 from shared.bus import Handlers
 from shared.domain import capacity
-from shared.eventstore import Append, Store
+from shared.eventstore import Append, Repository, Store
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ class Planner:
     def __init__(self, store: Store,
                  inventory_changes: Callable[[], Awaitable[list[Append]]]) -> None:
         self.store = store
+        self.repo = Repository(store)
         self.inventory_changes = inventory_changes
 
     def handlers(self) -> Handlers:
@@ -54,13 +55,11 @@ class Planner:
 
     async def release(self, event: VmDeployFailed | VmExpunged,
                       envelope: EventEnvelope) -> Sequence[Append]:
-        vm_events = await self.store.read_stream(streams.vm(event.vm_id))
-        placed = capacity.last_placement(e.event() for e in vm_events)
+        placed = capacity.last_placement(await self.repo.events(streams.vm(event.vm_id)))
         if placed is None:
             return []
         stream = streams.host(placed.host_id)
-        host = capacity.fold(placed.host_id,
-                             [e.event() for e in await self.store.read_stream(stream)])
+        host = await self.repo.host(placed.host_id)
         released = capacity.release(host, event.vm_id)
         if released:
             log.info("releasing the capacity of VM %s on host %s", event.vm_id, placed.host_id)

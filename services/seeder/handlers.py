@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from proto import streams
 from proto.envelope import EventEnvelope
 from proto.events import (
-    AnyEvent,
     TemplateSeeded,
     TemplateSeedFailed,
     TemplateSeedStarted,
@@ -19,10 +18,10 @@ from proto.events import (
     VmSnapshotDeleted,
 )
 from shared.bus import Handlers
-from shared.domain import pool, seed, vm, vmsnapshot
+from shared.domain import seed
 from shared.domain.vm import deploy_failure, deploy_request
 from shared.drivers.base import Hypervisor, HypervisorError
-from shared.eventstore import Append, Store
+from shared.eventstore import Append, Repository, Store
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +29,7 @@ log = logging.getLogger(__name__)
 class Seeder:
     def __init__(self, store: Store, hypervisor: Hypervisor) -> None:
         self.store = store
+        self.repo = Repository(store)
         self.hypervisor = hypervisor
 
     def handlers(self) -> Handlers:
@@ -41,29 +41,17 @@ class Seeder:
                 .on(VmSnapshotDeleted, self.collect)
                 .on(VmExpunged, self.collect))
 
-    async def _events(self, stream_id: str, up_to: int | None = None) -> list[AnyEvent]:
-        return [e.event() for e in await self.store.read_stream(stream_id)
-                if up_to is None or e.version <= up_to]
-
-    async def _seed_state(self, vm_snapshot_id: str, pool_id: str,
-                          up_to: int | None = None) -> seed.Seed:
-        return seed.fold(await self._events(streams.seed(vm_snapshot_id, pool_id), up_to))
-
-    async def _deploy_request(self, vm_id: str) -> VmDeployRequested | None:
-        """The request a VM's stream starts with (None for an imported VM)."""
-        return deploy_request((await self._events(streams.vm(vm_id)))[:1])
-
     async def collect(self, event: VmSnapshotDeleted | VmExpunged,
                       envelope: EventEnvelope) -> Sequence[Append]:
         """Remove the templates of deleted snapshots once no VM depends on them."""
         if isinstance(event, VmSnapshotDeleted):
             snapshot_id: str | None = event.snapshot_id
         else:
-            request = await self._deploy_request(event.vm_id)
+            request = await self.repo.deploy_request(event.vm_id)
             snapshot_id = request.vm_snapshot_id if request else None
         if snapshot_id is None:
             return []
-        snapshot = vmsnapshot.fold(await self._events(streams.vm_snapshot(snapshot_id)))
+        snapshot = await self.repo.vm_snapshot(snapshot_id)
         # From the store's own lookup, not the read models: a VM requested a moment ago
         # counts as a dependent even before the projector has seen it.
         dependents, pools = await self.store.snapshot_uses(snapshot_id)
@@ -71,7 +59,7 @@ class Seeder:
             return []
         out = []
         for pool_id in pools:
-            state = await self._seed_state(snapshot_id, pool_id)
+            state = await self.repo.seed(snapshot_id, pool_id)
             removed = seed.removal(state, snapshot_id, pool_id)
             if removed is None or state.template is None:
                 continue
@@ -83,12 +71,12 @@ class Seeder:
         return out
 
     async def placed(self, placed: VmPlaced, envelope: EventEnvelope) -> Sequence[Append]:
-        request = await self._deploy_request(placed.vm_id)
+        request = await self.repo.deploy_request(placed.vm_id)
         if request is None:
             raise LookupError(f"VM {placed.vm_id} has no deploy request")
         if request.vm_snapshot_id is None:
             return [await self._from_template(request)]
-        state = await self._seed_state(request.vm_snapshot_id, placed.pool_id)
+        state = await self.repo.seed(request.vm_snapshot_id, placed.pool_id)
         log.info("VM %s placed; the seed of snapshot %s on pool %s is %s", placed.vm_id,
                  request.vm_snapshot_id, placed.pool_id, state.status)
         return seed.on_placed(state, placed.vm_id, request.vm_snapshot_id, placed.pool_id)
@@ -97,17 +85,14 @@ class Seeder:
         """A deploy from a seeded template: it is its own source."""
         assert request.template_id is not None
         found = await self.store.template_seed(request.template_id)
-        state = await self._seed_state(*found) if found else seed.Seed()
+        state = await self.repo.seed(*found) if found else seed.Seed()
         return seed.from_template(state, request)
 
     async def seed(self, started: TemplateSeedStarted,
                    envelope: EventEnvelope) -> Sequence[Append]:
-        snapshot = vmsnapshot.fold(
-            await self._events(streams.vm_snapshot(started.vm_snapshot_id))).live
-        source = vm.fold(snapshot.vm_id, await self._events(streams.vm(snapshot.vm_id))) \
-            if snapshot else None
-        target = pool.fold(started.pool_id,
-                           await self._events(streams.pool(started.pool_id))).live
+        snapshot = (await self.repo.vm_snapshot(started.vm_snapshot_id)).live
+        source = await self.repo.vm(snapshot.vm_id) if snapshot else None
+        target = (await self.repo.pool(started.pool_id)).live
         if snapshot is None or source is None or source.ref is None or target is None:
             reason = (f"VM snapshot {started.vm_snapshot_id}, its VM or pool {started.pool_id}"
                       " no longer exists")
@@ -134,16 +119,16 @@ class Seeder:
 
     async def seeded(self, template: TemplateSeeded,
                      envelope: EventEnvelope) -> Sequence[Append]:
-        state = await self._seed_state(template.vm_snapshot_id, template.pool_id,
+        state = await self.repo.seed(template.vm_snapshot_id, template.pool_id,
                                        envelope.version)
         return [seed.source_ready(vm_id, template) for vm_id in state.waiters]
 
     async def failed(self, failure: TemplateSeedFailed,
                      envelope: EventEnvelope) -> Sequence[Append]:
-        state = await self._seed_state(failure.vm_snapshot_id, failure.pool_id, envelope.version)
+        state = await self.repo.seed(failure.vm_snapshot_id, failure.pool_id, envelope.version)
         out = []
         for vm_id in state.waiters:
-            history = await self._events(streams.vm(vm_id))
+            history = await self.repo.events(streams.vm(vm_id))
             request = deploy_request(history)
             if request is None or any(isinstance(e, VmDeployFailed) for e in history):
                 continue  # failed already (its last attempt gave up)

@@ -22,7 +22,7 @@ from proto.events import (
     VmSourceReady,
 )
 from shared.domain.vm import deploy_failure
-from shared.eventstore import NO_STREAM, Append
+from shared.eventstore._store import NO_STREAM, Append  # not the package: it loads this module
 
 NONE, CREATING, READY, ERROR, DESTROYED = "None", "Creating", "Ready", "Error", "Destroyed"
 SEED_PREFIX = "snapdeploy-seed-"

@@ -138,11 +138,11 @@ class MemoryEventStore:
         return self._write(stream_id, events)
 
     async def commit(self, appends: Sequence[Append], metadata: Metadata, *,
-                     inbox: tuple[str, str] | None = None) -> bool:
+                     inbox: tuple[str, str] | None = None) -> int | None:
         if inbox is not None:
             inbox = (inbox[0], str(uuid.UUID(inbox[1])))
             if inbox in self._inbox:
-                return False
+                return None
         # Check every batch against the versions the earlier batches leave, then write.
         versions: dict[str, int] = {}
         for append in appends:
@@ -153,9 +153,12 @@ class MemoryEventStore:
             versions[append.stream_id] = current + len(append.events)
         if inbox is not None:
             self._inbox.add(inbox)
+        last = 0
         for append in appends:
-            self._write(append.stream_id, [NewEvent(e, metadata) for e in append.events])
-        return True
+            recorded = self._write(append.stream_id,
+                                   [NewEvent(e, metadata) for e in append.events])
+            last = max([last, *(r.position for r in recorded)])
+        return last
 
     @staticmethod
     def _check(versions: dict[str, int], stream_id: str, expected: int) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from proto import streams
-from proto.events import AnyEvent, VmImported
+from proto.events import AnyEvent, VmDeployRequested, VmImported
 from shared.domain import capacity as _capacity
 from shared.domain import network as _network
 from shared.domain import pool as _pool
+from shared.domain import seed as _seed
 from shared.domain import vm as _vm
 from shared.domain import vmsnapshot as _vmsnapshot
 from shared.domain import volume as _volume
@@ -20,8 +21,19 @@ class Repository:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def events(self, stream_id: str) -> list[AnyEvent]:
-        return [e.event() for e in await self.store.read_stream(stream_id)]
+    async def events(self, stream_id: str, up_to: int | None = None) -> list[AnyEvent]:
+        """A stream's events, oldest first; with ``up_to``, only those up to that version
+        (the state as a handled event left it)."""
+        return [e.event() for e in await self.store.read_stream(stream_id)
+                if up_to is None or e.version <= up_to]
+
+    async def deploy_request(self, vm_id: str) -> VmDeployRequested | None:
+        """The request a VM's stream starts with (None for an imported VM)."""
+        return _vm.deploy_request((await self.events(streams.vm(vm_id)))[:1])
+
+    async def seed(self, vm_snapshot_id: str, pool_id: str,
+                   up_to: int | None = None) -> _seed.Seed:
+        return _seed.fold(await self.events(streams.seed(vm_snapshot_id, pool_id), up_to))
 
     async def vm(self, vm_id: str) -> _vm.Vm:
         return _vm.fold(vm_id, await self.events(streams.vm(vm_id)))

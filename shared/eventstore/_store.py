@@ -152,12 +152,14 @@ class Store(Protocol):
         ...
 
     async def commit(self, appends: Sequence[Append], metadata: Metadata, *,
-                     inbox: tuple[str, str] | None = None) -> bool:
-        """Append every batch of ``appends`` with ``metadata``, all or none.
+                     inbox: tuple[str, str] | None = None) -> int | None:
+        """Append every batch of ``appends`` with ``metadata``, all or none; the one way
+        anything is appended with its metadata. Returns the global position of the last
+        event appended (0 if none).
 
         With ``inbox`` = (consumer, event id), record that the consumer handled that event
         in the same transaction; if it was recorded already, append nothing and return
-        False.
+        None.
 
         Raises:
             ConcurrencyError: a stream is not at its batch's expected version (nothing is
@@ -296,20 +298,23 @@ class EventStore:
         return sorted((RecordedEvent(*row) for row in rows), key=lambda r: r.position)
 
     async def commit(self, appends: Sequence[Append], metadata: Metadata, *,
-                     inbox: tuple[str, str] | None = None) -> bool:
+                     inbox: tuple[str, str] | None = None) -> int | None:
         """See ``Store.commit``: one transaction."""
+        last = 0
         async with self.pool.acquire() as conn, conn.transaction():
             if inbox is not None:
                 fresh = await conn.fetchval(
                     "INSERT INTO inbox (consumer, event_id) VALUES ($1, $2)"
                     " ON CONFLICT DO NOTHING RETURNING true", inbox[0], uuid.UUID(inbox[1]))
                 if not fresh:
-                    return False
+                    return None
             for append in appends:
-                await self._append(conn, append.stream_id,
-                                   [NewEvent(event, metadata) for event in append.events],
-                                   append.expected_version)
-        return True
+                recorded = await self._append(
+                    conn, append.stream_id,
+                    [NewEvent(event, metadata) for event in append.events],
+                    append.expected_version)
+                last = max([last, *(r.position for r in recorded)])
+        return last
 
     async def stored(self, event_id: str, consumer: str) -> tuple[RecordedEvent | None, bool]:
         """See ``Store.stored``: one query."""
