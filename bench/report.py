@@ -90,7 +90,8 @@ def eventstore(r: dict[str, Any]) -> list[str]:
 
 def placement(r: dict[str, Any]) -> list[str]:
     lines = ["## Placement (`python -m bench.placement`)", "",
-             "Reading every host's capacity from the catalog and choosing, as the planner does.",
+             "Reading every host's capacity from the store's write-side table "
+             "(`host_capacity`, `EventStore.hosts()`) and choosing, as the planner does.",
              "", "| hosts | VMs placed | median | p99 | goal | |", "|---|---|---|---|---|---|"]
     for row in r["levels"]:
         p99 = row["placement_ms"]["p99"]
