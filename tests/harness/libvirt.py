@@ -95,11 +95,14 @@ class KvmSite:
             domain = self.conn.lookupByName(name)
             alias = ET.fromstring(domain.XMLDesc(0)).find("devices/disk/alias")
             assert alias is not None and alias.get("name"), "the disk has no device id"
-            reply = libvirt_qemu.qemuMonitorCommand(
-                domain, f'qemu-io -d /machine/peripheral/{alias.get("name")}/virtio-backend '
-                f'"write -s {pattern} {MARKER_OFFSET} {MARKER_BYTES}"',
-                libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
-            assert "error" not in reply.lower(), reply
+            device = f"/machine/peripheral/{alias.get('name')}/virtio-backend"
+            # Flushed, so the image file (read by qemu-img) holds the write, not only
+            # QEMU's cache of the qcow2 tables.
+            for command in (f"write -s {pattern} {MARKER_OFFSET} {MARKER_BYTES}", "flush"):
+                reply = libvirt_qemu.qemuMonitorCommand(
+                    domain, f'qemu-io -d {device} "{command}"',
+                    libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+                assert "error" not in reply.lower(), reply
         finally:
             pattern.unlink()
 
