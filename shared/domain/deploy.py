@@ -1,5 +1,6 @@
 """Deploying a VM from a VM snapshot (or a known template): what is checked before any
-work, and where the VM goes. Pure functions over plain views of the read models."""
+work, and where the VM goes. Pure functions over plain views of what the event store
+holds (``shared.eventstore.Repository.deploy_inputs`` loads them)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,18 @@ class HostView:
     @property
     def memory_mb_free(self) -> int:
         return self.memory_mb_total - self.reserved_memory_mb
+
+
+@dataclass(frozen=True)
+class DeployInputs:
+    """What a deploy request names, for ``check_deploy`` (who may use the snapshot or the
+    template is its to decide, from the owner each view carries)."""
+
+    snapshot: SnapshotView | None
+    template: TemplateView | None
+    offering: OfferingView | None
+    host: HostView | None
+    known_networks: set[str]
 
 
 @dataclass(frozen=True)

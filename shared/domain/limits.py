@@ -3,8 +3,10 @@ check made when a request that would hold more is accepted. Pure: no I/O."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
+from proto.events import AnyEvent, ResourceLimitUpdated
 from shared.errors import RESOURCE_ALLOCATION, ApiError
 
 UNLIMITED = -1
@@ -47,6 +49,12 @@ class Usage:
     def __add__(self, other: Usage) -> Usage:
         return Usage(**{f.name: getattr(self, f.name) + getattr(other, f.name)
                         for f in fields(self)})
+
+
+def account_limits(events: Iterable[AnyEvent]) -> dict[str, int]:
+    """The limits set for an account, from its stream (a resource not set takes
+    CloudStack's default, ``limit_of``)."""
+    return {e.resource: e.max for e in events if isinstance(e, ResourceLimitUpdated)}
 
 
 def limit_of(res: Resource, limits: dict[str, int]) -> int:

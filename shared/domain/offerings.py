@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from proto import streams
-from proto.events import DiskOfferingCreated, Event, ServiceOfferingCreated
+from proto.events import AnyEvent, DiskOfferingCreated, Event, ServiceOfferingCreated
 from proto.streams import stable_id
+from shared.domain.deploy import OfferingView
 
 
 def defaults() -> list[tuple[str, Event]]:
@@ -29,3 +32,13 @@ def defaults() -> list[tuple[str, Event]]:
             offering_id=offering_id, name=name, display_text=f"{name} disk, {size} GB",
             disk_size_gb=size)))
     return out
+
+
+def service_offering(events: Iterable[AnyEvent]) -> OfferingView | None:
+    """A service offering as its stream tells it (None if it was never created)."""
+    found = None
+    for event in events:
+        if isinstance(event, ServiceOfferingCreated):
+            found = OfferingView(event.offering_id, event.name, event.cpu_number,
+                                 event.cpu_speed, event.memory_mb)
+    return found

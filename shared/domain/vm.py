@@ -109,6 +109,7 @@ class Vm:
     root_pool_id: str | None = None
     state: VmState | None = None
     expunged: bool = False
+    template_id: str | None = None  # the template its root disk comes from, if known
     version: int = 0
 
 
@@ -118,12 +119,13 @@ def evolve(vm: Vm, event: AnyEvent) -> Vm:
     match event:
         case VmDeployRequested():
             vm = replace(vm, request=event, account_id=event.account_id,
-                         zone_id=event.zone_id, root_pool_id=event.pool_id)
+                         zone_id=event.zone_id, root_pool_id=event.pool_id,
+                         template_id=event.root_template_id or event.template_id)
         case VmImported():
             vm = replace(vm, account_id=vm.account_id or event.account_id,
                          zone_id=event.zone_id, ref=event.ref, host_id=event.host_id,
                          root_pool_id=next((d.pool_id for d in event.disks if d.root), None),
-                         expunged=False,
+                         template_id=event.template_id, expunged=False,
                          state=VmState.RUNNING if event.powered_on else VmState.STOPPED)
         case VmPlaced():
             vm = replace(vm, host_id=event.host_id, root_pool_id=event.pool_id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from proto.events import AnyEvent, VmSnapshotDeleted, VmSnapshotTaken
+from proto.events import AnyEvent, VmAssigned, VmSnapshotDeleted, VmSnapshotTaken
 
 
 @dataclass(frozen=True)
@@ -29,3 +29,16 @@ def fold(events: Iterable[AnyEvent]) -> VmSnapshot:
             case VmSnapshotDeleted():
                 snapshot = VmSnapshot(taken=snapshot.taken, deleted=True)
     return snapshot
+
+
+def owner(snapshot_id: str, events: Iterable[AnyEvent]) -> str | None:
+    """Whose the VM snapshot is: the account it was taken for, or the one its VM was
+    assigned to later with it. ``events``: its own stream's and its VM's, in global order."""
+    found = None
+    for event in events:
+        match event:
+            case VmSnapshotTaken() if event.snapshot_id == snapshot_id:
+                found = event.account_id
+            case VmAssigned() if snapshot_id in event.snapshot_ids:
+                found = event.account_id
+    return found

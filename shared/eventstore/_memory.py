@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -14,6 +16,8 @@ from proto.events import (
     InventoryObjectGone,
     NetworkImported,
     PoolImported,
+    TemplateRemoved,
+    TemplateSeeded,
     TemplateSeedStarted,
     VmAssigned,
     VmDeployFailed,
@@ -21,17 +25,24 @@ from proto.events import (
     VmDestroyRequested,
     VmExpunged,
     VmImported,
+    VmReverted,
     VmSnapshotDeleted,
     VmSnapshotTaken,
     VmStarted,
+    VolumeAllocated,
     VolumeAttached,
     VolumeCreated,
     VolumeDeleted,
+    VolumeDeleteRequested,
     VolumeDetached,
+    VolumeFailed,
+    VolumeFromSnapshotRequested,
     ZoneImported,
 )
 from shared.domain import capacity
 from shared.domain.deploy import HostView
+from shared.domain.limits import Usage
+from shared.domain.vm import VmState, state_after
 from shared.eventstore._store import (
     ANY_VERSION,
     Append,
@@ -116,6 +127,110 @@ class _Lookups:
             self.vms[vm_id] = entry
 
 
+_NOT_HELD: dict[str, set[str]] = {"vm": {VmState.ERROR, VmState.DESTROYED, VmState.EXPUNGING},
+             "volume": {"Error", "Destroy", "Expunged"}, "template": set()}
+
+
+@dataclass
+class _Held:
+    account_id: str = ""
+    state: str = ""
+    cpu_number: int = 0
+    memory_mb: int = 0
+    vm_snapshot_id: str | None = None
+    pool_id: str | None = None
+    gone: bool = False
+
+
+@dataclass
+class _Holdings:
+    """The ``account_holdings`` of migration 0009, folded from every event in order by the
+    same rules as its trigger."""
+
+    rows: dict[tuple[str, str], _Held] = field(default_factory=dict)
+
+    def _row(self, kind: str, obj_id: str, account_id: str = "", state: str = "") -> _Held:
+        return self.rows.setdefault((kind, obj_id), _Held(account_id, state))
+
+    def apply(self, recorded: RecordedEvent) -> None:
+        event = recorded.event()
+        if recorded.stream_id.startswith("vm-"):
+            self._vm(recorded.stream_id.removeprefix("vm-"), event)
+        match event:
+            case (VolumeFromSnapshotRequested() | VolumeAllocated() | VolumeCreated()
+                  | VolumeDeleteRequested() | VolumeDeleted() | VolumeFailed()):
+                volume = self._row("volume", event.volume_id, state="Ready")
+                match event:
+                    case VolumeFromSnapshotRequested() | VolumeAllocated():
+                        volume.account_id, volume.state = event.account_id, "Allocated"
+                    case VolumeCreated():
+                        volume.account_id, volume.state = event.account_id, "Ready"
+                    case VolumeDeleteRequested():
+                        volume.state = "Destroy"
+                    case VolumeDeleted():
+                        volume.state, volume.gone = "Expunged", True
+                    case VolumeFailed():
+                        volume.state = "Error"
+            case VmSnapshotTaken():
+                self._row("vmsnapshot", event.snapshot_id).account_id = event.account_id
+            case TemplateSeeded():
+                template = self._row("template", event.template_id)
+                template.vm_snapshot_id, template.pool_id = event.vm_snapshot_id, event.pool_id
+                template.gone = False
+            case TemplateRemoved():
+                for (kind, _), row in self.rows.items():
+                    if kind == "template" and (row.vm_snapshot_id, row.pool_id) == (
+                            event.vm_snapshot_id, event.pool_id):
+                        row.gone = True
+
+    def _vm(self, vm_id: str, event: AnyEvent) -> None:
+        match event:
+            case VmDeployRequested():
+                self.rows["vm", vm_id] = _Held(event.account_id, VmState.STARTING,
+                                               event.cpu_number, event.memory_mb)
+            case VmImported():
+                vm = self._row("vm", vm_id, account_id=event.account_id)
+                vm.cpu_number, vm.memory_mb, vm.gone = event.cpu_number, event.memory_mb, False
+                vm.state = VmState.RUNNING if event.powered_on else VmState.STOPPED
+                for disk in event.disks:
+                    self._row("volume", disk.volume_id, state="Ready").account_id = \
+                        event.account_id
+            case VmAssigned():
+                if ("vm", vm_id) in self.rows:
+                    self.rows["vm", vm_id].account_id = event.account_id
+                for volume_id in event.volume_ids:
+                    self._row("volume", volume_id, state="Ready").account_id = event.account_id
+                for snapshot_id in event.snapshot_ids:
+                    self._row("vmsnapshot", snapshot_id).account_id = event.account_id
+            case VmExpunged():
+                if ("vm", vm_id) in self.rows:
+                    self.rows["vm", vm_id].gone = True
+                for volume_id in event.volume_ids:
+                    volume = self._row("volume", volume_id)
+                    volume.state, volume.gone = "Destroy", True
+        state = state_after(event)
+        if isinstance(event, VmReverted):
+            state = VmState.RUNNING if event.powered_on else VmState.STOPPED
+        if state is not None and ("vm", vm_id) in self.rows:
+            self.rows["vm", vm_id].state = state
+
+    def held(self, kind: str, account_id: str) -> list[_Held]:
+        return [row for (of, _), row in sorted(self.rows.items())
+                if of == kind and row.account_id == account_id and not row.gone
+                and row.state not in _NOT_HELD[kind]]
+
+    def usage(self, account_id: str) -> Usage:
+        vms = self.held("vm", account_id)
+        snapshots = {obj_id for (kind, obj_id), row in self.rows.items()
+                     if kind == "vmsnapshot" and row.account_id == account_id}
+        templates = [row for (kind, _), row in self.rows.items()
+                     if kind == "template" and not row.gone and row.vm_snapshot_id in snapshots]
+        starting = [vm for vm in vms if vm.state == VmState.STARTING]
+        return Usage(user_vm=len(vms), volume=len(self.held("volume", account_id)) + len(starting),
+                     template=len(templates), cpu=sum(vm.cpu_number for vm in vms),
+                     memory=sum(vm.memory_mb for vm in vms))
+
+
 class MemoryEventStore:
     """An event store in memory, for running handlers in process at unit speed.
 
@@ -130,6 +245,8 @@ class MemoryEventStore:
         self._by_id: dict[uuid.UUID, RecordedEvent] = {}
         self._inbox: set[tuple[str, str]] = set()
         self._lookups = _Lookups()
+        self._holdings = _Holdings()
+        self._decisions: dict[str, asyncio.Lock] = {}
 
     async def append(self, stream_id: str, events: Sequence[NewEvent],
                      expected_version: int = ANY_VERSION) -> list[RecordedEvent]:
@@ -180,6 +297,7 @@ class MemoryEventStore:
             stream.append(recorded)
             self._by_id[recorded.event_id] = recorded
             self._lookups.apply(recorded)
+            self._holdings.apply(recorded)
             out.append(recorded)
         return out
 
@@ -261,3 +379,11 @@ class MemoryEventStore:
 
     async def inventory_objects(self) -> dict[str, tuple[str, str, bool]]:
         return dict(self._lookups.objects)
+
+    async def holdings(self, account_id: str) -> Usage:
+        return self._holdings.usage(account_id)
+
+    @contextlib.asynccontextmanager
+    async def account_decision(self, account_id: str) -> AsyncIterator[Usage]:
+        async with self._decisions.setdefault(account_id, asyncio.Lock()):
+            yield self._holdings.usage(account_id)

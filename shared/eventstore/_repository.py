@@ -5,13 +5,22 @@ from __future__ import annotations
 from proto import streams
 from proto.events import AnyEvent, VmDeployRequested, VmImported
 from shared.domain import capacity as _capacity
+from shared.domain import limits as _limits
 from shared.domain import network as _network
+from shared.domain import offerings as _offerings
 from shared.domain import pool as _pool
 from shared.domain import seed as _seed
 from shared.domain import vm as _vm
 from shared.domain import vmsnapshot as _vmsnapshot
 from shared.domain import volume as _volume
-from shared.eventstore._store import Store
+from shared.domain.deploy import (
+    DeployInputs,
+    HostView,
+    OfferingView,
+    SnapshotView,
+    TemplateView,
+)
+from shared.eventstore._store import RecordedEvent, Store
 
 
 class Repository:
@@ -62,3 +71,76 @@ class Repository:
             if described:
                 start = _volume.imported(volume_id, described[-1])
         return _volume.fold(volume_id, await self.events(streams.volume(volume_id)), start)
+
+    async def vm_snapshot_owner(self, snapshot_id: str) -> str | None:
+        """The account a VM snapshot belongs to now (``shared.domain.vmsnapshot.owner``)."""
+        own, vm_records = await self._vm_snapshot_records(snapshot_id)
+        return _vmsnapshot.owner(snapshot_id, (
+            e.event() for e in sorted([*own, *vm_records], key=lambda e: e.position)))
+
+    async def _vm_snapshot_records(
+            self, snapshot_id: str) -> tuple[list[RecordedEvent], list[RecordedEvent]]:
+        """A VM snapshot's stream and its VM's ([] for the VM if it was never taken)."""
+        own = await self.store.read_stream(streams.vm_snapshot(snapshot_id))
+        taken = _vmsnapshot.fold(e.event() for e in own).taken
+        if taken is None:
+            return own, []
+        return own, await self.store.read_stream(streams.vm(taken.vm_id))
+
+    async def snapshot_source(self, snapshot_id: str) -> SnapshotView | None:
+        """A VM snapshot not deleted, as a deploy or a seed starts from it: its owner, its
+        VM's zone and template, its configuration, its root disk's pool and offering."""
+        own, vm_records = await self._vm_snapshot_records(snapshot_id)
+        taken = _vmsnapshot.fold(e.event() for e in own).live
+        if taken is None:
+            return None
+        vm = _vm.fold(taken.vm_id, (e.event() for e in vm_records))
+        owner = _vmsnapshot.owner(snapshot_id, (
+            e.event() for e in sorted([*own, *vm_records], key=lambda e: e.position)))
+        root = next((d for d in taken.disks if d.root), None)
+        disk_offering = None if root is None else (
+            await self.volume(root.volume_id)).disk_offering_id
+        return SnapshotView(
+            id=snapshot_id, vm_id=taken.vm_id, account_id=owner, zone_id=vm.zone_id or "",
+            cpu_number=taken.cpu_number, memory_mb=taken.memory_mb,
+            root_pool_id=root.pool_id if root else None, root_template_id=vm.template_id,
+            root_disk_offering_id=disk_offering,
+            network_ids=[n.network_id for n in taken.nics])
+
+    async def template_source(self, template_id: str) -> TemplateView | None:
+        """A seeded template not removed: its snapshot's owner, its pool's zone ("" if the
+        pool is gone)."""
+        seeded = await self.store.template_seed(template_id)
+        if seeded is None:
+            return None
+        snapshot_id, pool_id = seeded
+        if (await self.seed(snapshot_id, pool_id)).status != _seed.READY:
+            return None
+        pool = (await self.pool(pool_id)).live
+        return TemplateView(template_id, await self.vm_snapshot_owner(snapshot_id),
+                            pool.zone_id if pool else "", pool_id)
+
+    async def service_offering(self, offering_id: str) -> OfferingView | None:
+        return _offerings.service_offering(
+            await self.events(streams.service_offering(offering_id)))
+
+    async def account_limits(self, account_id: str) -> dict[str, int]:
+        """The resource limits set for an account (``shared.domain.limits``)."""
+        return _limits.account_limits(await self.events(streams.account(account_id)))
+
+    async def deploy_inputs(self, *, snapshot_id: str | None, template_id: str | None,
+                            offering_id: str, host_id: str | None) -> DeployInputs:
+        """What a deploy request names, from the store alone: the snapshot or template,
+        the offering, the host (placeable: imported and not gone, with its capacity) and
+        the networks not gone."""
+        host: HostView | None = None
+        if host_id is not None:
+            host = next((h for h in await self.store.hosts() if h.id == host_id), None)
+        networks = {object_id for kind, object_id, gone
+                    in (await self.store.inventory_objects()).values()
+                    if kind == "network" and not gone}
+        return DeployInputs(
+            snapshot=await self.snapshot_source(snapshot_id) if snapshot_id else None,
+            template=await self.template_source(template_id) if template_id else None,
+            offering=await self.service_offering(offering_id), host=host,
+            known_networks=networks)

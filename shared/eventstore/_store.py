@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -14,6 +15,7 @@ import msgspec
 from proto.envelope import EventEnvelope, Metadata
 from proto.events import AnyEvent, Event
 from shared.domain.deploy import HostView
+from shared.domain.limits import Usage
 
 ANY_VERSION = -1
 """Append whatever the stream's current version is."""
@@ -226,6 +228,19 @@ class Store(Protocol):
         (kind, id, gone since)."""
         ...
 
+    async def holdings(self, account_id: str) -> Usage:
+        """What an account holds, as its resource limits count it, never behind the store:
+        its VMs neither Error, Destroyed nor expunged (with their CPUs and memory); its
+        volumes neither failed, being deleted nor gone, and the root volume of each of its
+        VMs still Starting; the templates not removed seeded from its VM snapshots."""
+        ...
+
+    def account_decision(self, account_id: str) -> AbstractAsyncContextManager[Usage]:
+        """Hold the account's decision lock while inside, with what it holds
+        (``holdings``): one decision per account at a time, among every process using
+        this store, so what one decision records counts for the next."""
+        ...
+
 
 class EventStore:
     """Appends and reads events in one PostgreSQL database.
@@ -416,6 +431,23 @@ class EventStore:
                                     " FROM inventory_objects")
         return {r["stream_id"]: (r["kind"], r["object_id"], r["gone"]) for r in rows}
 
+    async def holdings(self, account_id: str) -> Usage:
+        """See ``Store.holdings``: the ``account_holdings`` table (migration 0009)."""
+        async with self.pool.acquire() as conn:
+            return await _holdings(conn, account_id)
+
+    @contextlib.asynccontextmanager
+    async def account_decision(self, account_id: str) -> AsyncIterator[Usage]:
+        """See ``Store.account_decision``: a PostgreSQL advisory lock, so several gateways
+        agree; the holdings are read once it is held."""
+        lock = f"limits:{account_id}"
+        async with self.pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", lock)
+            try:
+                yield await _holdings(conn, account_id)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", lock)
+
     async def stream_version(self, stream_id: str) -> int:
         async with self.pool.acquire() as conn:
             version: int = await conn.fetchval(
@@ -487,3 +519,18 @@ class EventStore:
             finally:
                 with contextlib.suppress(Exception):
                     await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
+
+
+async def _holdings(conn: asyncpg.Connection, account_id: str) -> Usage:
+    row = await conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE kind = 'vm') AS vms,"
+        " coalesce(sum(cpu_number) FILTER (WHERE kind = 'vm'), 0)::bigint AS cpu,"
+        " coalesce(sum(memory_mb) FILTER (WHERE kind = 'vm'), 0)::bigint AS memory,"
+        " count(*) FILTER (WHERE kind = 'vm' AND state = 'Starting') AS starting,"
+        " count(*) FILTER (WHERE kind = 'volume') AS volumes,"
+        " (SELECT count(*) FROM account_holdings s JOIN account_holdings t"
+        "  ON t.kind = 'template' AND t.vm_snapshot_id = s.id AND t.held"
+        "  WHERE s.kind = 'vmsnapshot' AND s.account_id = $1) AS templates"
+        " FROM account_holdings WHERE account_id = $1 AND held", account_id)
+    return Usage(user_vm=row["vms"], volume=row["volumes"] + row["starting"],
+                 template=row["templates"], cpu=row["cpu"], memory=row["memory"])

@@ -1,23 +1,54 @@
-"""Placement decides from the event store alone: with the projector stopped, deploys placed
-at once and concurrently never overbook a host and honour a requested host; restarted,
-the projector catches up to read models equal to a rebuild. Real PostgreSQL."""
+"""Placement, the gateway's deploy checks and its limits decisions decide from the event
+store alone: with the projector stopped, deploys placed at once and concurrently never
+overbook a host and honour a requested host; restarted, the projector catches up to read
+models equal to a rebuild. With the projector never run, a deploy request is checked and
+recorded as the streams say, and concurrent requests never take an account past its
+limit. Real PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import msgspec
+import pytest
 
 from proto import streams
-from proto.events import VmDeployFailed, VmPlaced
+from proto.commands import DeployVirtualMachine
+from proto.events import (
+    AccountCreated,
+    Disk,
+    InventoryObjectGone,
+    NetworkImported,
+    Nic,
+    PoolImported,
+    ResourceLimitUpdated,
+    ServiceOfferingCreated,
+    TemplateSeeded,
+    TemplateSeedStarted,
+    VmAssigned,
+    VmDeployFailed,
+    VmDeployRequested,
+    VmPlaced,
+    VmSnapshotTaken,
+    VmStarted,
+    VolumeCreated,
+    ZoneImported,
+)
+from services.gateway.api import Caller, Context
+from services.gateway.commands.vms import submit_deploy
 from services.planner.handlers import Planner
 from shared.bus import Dispatcher, Outcome
 from shared.domain import capacity
+from shared.domain.limits import Usage
+from shared.errors import ApiError
 from shared.eventstore import Append, EventStore
 from shared.projections import ALL, Projector
+from shared.projections.read import ReadModels, Viewer
 from tests.kit import deliver, deploy, given, host, new_stream
 
 GB = 1024
@@ -115,3 +146,156 @@ async def test_placements_are_right_with_the_projector_stopped(
     assert len(hosts) == 3
     await Projector(store, ALL, batch=50).rebuild()
     assert await tables(pool) == live
+
+
+ALICE = Caller("acct-alice", "alice", "user-alice", "alice", "user")
+BOB = Caller("acct-bob", "bob", "user-bob", "bob", "user")
+ADMIN = Caller("acct-admin", "admin", "user-admin", "admin", "admin")
+SMALL, LARGE = str(uuid.uuid4()), str(uuid.uuid4())
+SNAPSHOT, VM, ROOT = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+NET, GONE_NET = str(uuid.uuid4()), str(uuid.uuid4())
+H1, H2 = str(uuid.uuid4()), str(uuid.uuid4())
+
+
+async def record_cloud(store: EventStore) -> None:
+    """Alice's running VM (1 CPU, 1 GB) with a root volume of a disk offering and one VM
+    snapshot, seeded as a template on pool-1; hosts on pool-1 and pool-2; a network and a
+    network gone; two offerings; Alice may hold 3 VMs."""
+    for caller in (ALICE, BOB):
+        await given(store, streams.account(caller.account_id), AccountCreated(
+            account_id=caller.account_id, name=caller.account_name, role="user"))
+    await given(store, streams.account(ALICE.account_id), ResourceLimitUpdated(
+        account_id=ALICE.account_id, resource="user_vm", max=3))
+    await given(store, streams.zone("zone-1"), ZoneImported(zone_id="zone-1", name="DC0",
+                                                            ref="z"))
+    await given(store, streams.host(H1), host(H1, ["pool-1"]))
+    await given(store, streams.host(H2), host(H2, ["pool-2"]))
+    await given(store, streams.pool("pool-1"), PoolImported(
+        pool_id="pool-1", zone_id="zone-1", name="ds-1", ref="p", url="ds:///1",
+        capacity_bytes=100, free_bytes=40, host_ids=[H1]))
+    for network_id in (NET, GONE_NET):
+        await given(store, streams.network(network_id), NetworkImported(
+            network_id=network_id, zone_id="zone-1", name=network_id[:8], ref=network_id))
+    await given(store, streams.network(GONE_NET), InventoryObjectGone(kind="network",
+                                                                      object_id=GONE_NET))
+    for offering_id, name, cpus in ((SMALL, "Small", 1), (LARGE, "Large", 2)):
+        await given(store, streams.service_offering(offering_id), ServiceOfferingCreated(
+            offering_id=offering_id, name=name, display_text=name, cpu_number=cpus,
+            cpu_speed=1000, memory_mb=1024 * cpus))
+    await given(store, streams.vm(VM), msgspec.structs.replace(
+        deploy(VM, pool_id="pool-1", network_ids=[NET], template_id="tpl-base",
+               vm_snapshot_id=None), account_id=ALICE.account_id),
+        VmStarted(vm_id=VM, host_id=H1, hypervisor_ref="vm-1"))
+    await given(store, streams.volume(ROOT), VolumeCreated(
+        volume_id=ROOT, account_id=ALICE.account_id, name="ROOT-1", volume_type="ROOT",
+        pool_id="pool-1", size_bytes=2**30, path="[ds-1] root", vm_id=VM,
+        disk_offering_id="disk-1"))
+    await given(store, streams.vm_snapshot(SNAPSHOT), VmSnapshotTaken(
+        snapshot_id=SNAPSHOT, vm_id=VM, account_id=ALICE.account_id, name="before",
+        description="", ref="s", parent_id=None, created=datetime.now(UTC), memory=False,
+        cpu_number=1, memory_mb=1024,
+        disks=[Disk(volume_id=ROOT, device_key=2000, path="[ds-1] root", pool_id="pool-1",
+                    size_bytes=2**30, root=True)],
+        nics=[Nic(nic_id="nic-1", network_id=NET, mac="00:50:56:00:00:01", device_key=4000)]))
+    template_id = streams.seed_template_id(SNAPSHOT, "pool-1")
+    await given(store, streams.seed(SNAPSHOT, "pool-1"), TemplateSeedStarted(
+        vm_snapshot_id=SNAPSHOT, pool_id="pool-1", template_id=template_id, name="seed"),
+        TemplateSeeded(vm_snapshot_id=SNAPSHOT, pool_id="pool-1", template_id=template_id,
+                       template_ref="t", base_snapshot_ref="b", install_path="[ds-1] t",
+                       task_ids=[]))
+
+
+def request(offering: str = SMALL, **fields: Any) -> DeployVirtualMachine:
+    return DeployVirtualMachine(apikey="", serviceofferingid=offering, **fields)
+
+
+async def refused(ctx: Context, caller: Caller, wanted: DeployVirtualMachine) -> ApiError:
+    with pytest.raises(ApiError) as caught:
+        await submit_deploy(ctx, caller, wanted)
+    return caught.value
+
+
+async def test_deploys_are_checked_and_limited_from_the_store_with_no_projector(
+    store: EventStore, pool: asyncpg.Pool
+) -> None:
+    await record_cloud(store)
+    ctx = Context(store)
+
+    # Deployed from the snapshot: what the new VM inherits comes from the streams.
+    accepted = await submit_deploy(ctx, ALICE, request(vmsnapshotid=SNAPSHOT, hostid=H1))
+    first = (await store.read_stream(streams.vm(accepted.id)))[0].event()
+    assert isinstance(first, VmDeployRequested)
+    assert (first.zone_id, first.pool_id, first.network_ids, first.source_vm_id,
+            first.root_template_id, first.disk_offering_id, first.host_id) == (
+        "zone-1", "pool-1", [NET], VM, "tpl-base", "disk-1", H1)
+
+    # Each rule, with its text, from what the streams say.
+    large = await refused(ctx, ALICE, request(LARGE, vmsnapshotid=SNAPSHOT))
+    assert (large.code, large.text) == (431, (
+        f"invalid parameter serviceofferingid: offering Large has 2 CPU(s) but VM snapshot "
+        f"{SNAPSHOT} was taken with 1 virtual CPU(s); choose an offering with 1"))
+    far = await refused(ctx, ALICE, request(vmsnapshotid=SNAPSHOT, hostid=H2))
+    assert far.text == (f"invalid parameter hostid: host host-{H2} cannot reach primary "
+                        "storage pool pool-1 that holds the root volume to deploy from")
+    gone = await refused(ctx, ALICE, request(vmsnapshotid=SNAPSHOT, networkids=[GONE_NET]))
+    assert gone.text == (f"invalid parameter networkids: no network {GONE_NET} exists in "
+                         "zone zone-1")
+    nobody = str(uuid.uuid4())
+    unknown = await refused(ctx, ALICE, request(nobody, vmsnapshotid=SNAPSHOT))
+    assert unknown.text == f"invalid parameter serviceofferingid: no service offering " \
+        f"{nobody} exists"
+    for caller, field, source in ((BOB, "vmsnapshotid", SNAPSHOT),
+                                  (BOB, "templateid", streams.seed_template_id(SNAPSHOT,
+                                                                               "pool-1"))):
+        hidden = await refused(ctx, caller, request(**{field: source}))
+        kind = "VM snapshot" if field == "vmsnapshotid" else "template"
+        assert hidden.text == (f"invalid parameter {field}: no {kind} {source} is visible "
+                               "to your account")
+
+    # From the seeded template: its pool and its pool's zone.
+    template_id = streams.seed_template_id(SNAPSHOT, "pool-1")
+    by_template = await submit_deploy(ctx, ALICE, request(templateid=template_id))
+    second = (await store.read_stream(streams.vm(by_template.id)))[0].event()
+    assert isinstance(second, VmDeployRequested)
+    assert (second.zone_id, second.pool_id, second.root_template_id) == (
+        "zone-1", "pool-1", template_id)
+
+    # Alice holds 3 VMs now, her limit: five concurrent requests are all refused with the
+    # figures; an administrator is not limited.
+    assert await store.holdings(ALICE.account_id) == Usage(
+        user_vm=3, volume=3, template=1, cpu=3, memory=3072)
+    answers = await asyncio.gather(*(submit_deploy(ctx, ALICE, request(vmsnapshotid=SNAPSHOT))
+                                     for _ in range(5)), return_exceptions=True)
+    assert all(isinstance(a, ApiError) and a.code == 535 and a.text == (
+        "Maximum number of resources of type 'user_vm' for account name=alice has been "
+        "exceeded: 3 allocated, 1 requested, limit 3; an administrator may raise it with "
+        "updateResourceLimit resourcetype=0") for a in answers)
+    await submit_deploy(ctx, ADMIN, request(vmsnapshotid=SNAPSHOT))
+
+    # Her limit raised to 5: of eight concurrent requests exactly two are accepted.
+    await given(store, streams.account(ALICE.account_id), ResourceLimitUpdated(
+        account_id=ALICE.account_id, resource="user_vm", max=5))
+    answers = await asyncio.gather(*(submit_deploy(ctx, ALICE, request(vmsnapshotid=SNAPSHOT))
+                                     for _ in range(8)), return_exceptions=True)
+    assert sum(not isinstance(a, BaseException) for a in answers) == 2
+    assert sum(isinstance(a, ApiError) and a.code == 535 for a in answers) == 6
+    assert (await store.holdings(ALICE.account_id)).user_vm == 5
+
+    # The VM assigned to Bob with its snapshot: the snapshot is his to deploy from, and its
+    # template counts for him.
+    await given(store, streams.vm(VM), VmAssigned(vm_id=VM, account_id=BOB.account_id,
+                                                  volume_ids=[ROOT], snapshot_ids=[SNAPSHOT]))
+    await submit_deploy(ctx, BOB, request(vmsnapshotid=SNAPSHOT))
+    theirs = await refused(ctx, ALICE, request(vmsnapshotid=SNAPSHOT))
+    assert theirs.text == (f"invalid parameter vmsnapshotid: no VM snapshot {SNAPSHOT} is "
+                           "visible to your account")
+    assert await store.holdings(BOB.account_id) == Usage(
+        user_vm=2, volume=2, template=1, cpu=2, memory=2048)
+
+    # Nothing above read the read models: they are empty; projected, they show every VM.
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM vm_instances") == 0
+        assert await conn.fetchval("SELECT count(*) FROM catalog") == 0
+    await Projector(store, ALL, batch=50).catch_up()
+    listed = await ReadModels(store).vms(Viewer(ADMIN.account_id, True))
+    assert listed.total == 1 + 2 + 1 + 2 + 1

@@ -1,10 +1,9 @@
 """The read side's query API on real PostgreSQL: typed views of what the projector folded,
 every account's things visible to it and to administrators only, filters, pages with their
-totals, jobs read straight from the store, and one limits decision per account at a time."""
+totals, and jobs read straight from the store."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -34,7 +33,6 @@ from proto.events import (
     ZoneImported,
 )
 from shared.domain.job import DEPLOY_VM_CMD, JobStatus
-from shared.domain.limits import Usage
 from shared.eventstore import EventStore, NewEvent
 from shared.projections import ALL, Projector
 from shared.projections.read import Page, Paging, ReadModels, Viewer, Vm, template_from_stream
@@ -264,25 +262,3 @@ async def test_audit_events_of_the_viewers_account(store: EventStore, cloud: Clo
     assert alices[1].data["vm_id"] == cloud.alice_vm
     assert len(await read.audit_events(AS_ADMIN, types, Paging(limit=10))) == 3
     assert len(await read.audit_events(AS_ADMIN, types, Paging(limit=1, offset=1))) == 1
-
-
-async def test_one_limits_decision_per_account_at_a_time(store: EventStore,
-                                                         cloud: Cloud) -> None:
-    read = ReadModels(store)
-    order: list[str] = []
-
-    async def decide(name: str, hold_s: float) -> Usage:
-        async with read.account_decision(ALICE) as holdings:
-            order.append(f"{name} in")
-            await asyncio.sleep(hold_s)
-            order.append(f"{name} out")
-            return holdings.usage
-
-    first = asyncio.create_task(decide("first", 0.3))
-    await asyncio.sleep(0.1)
-    usage = await decide("second", 0)
-    await first
-    assert order == ["first in", "first out", "second in", "second out"]
-    # Alice's running VM (2 CPUs, 2048 MB), her data volume, her template.
-    assert usage == Usage(user_vm=1, volume=1, template=1, cpu=2, memory=2048)
-    assert await read.account_usage(BOB) == Usage(user_vm=1, volume=1, cpu=2, memory=2048)

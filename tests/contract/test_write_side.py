@@ -1,9 +1,11 @@
 """The write side's promises, kept alike by PostgreSQL's EventStore and the in-memory store:
-commits all or nothing with the inbox, and hosts' capacity never behind the store (on
-PostgreSQL, a trigger keeps it, for events stored before the trigger too)."""
+commits all or nothing with the inbox; hosts' capacity, the lookups across streams and
+each account's holdings never behind the store (on PostgreSQL, triggers keep them, for
+events stored before the triggers too); one limits decision per account at a time."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -11,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import msgspec
 import pytest
 
 from proto import streams
@@ -20,24 +23,35 @@ from proto.events import (
     Disk,
     Event,
     InventoryObjectGone,
+    TemplateRemoved,
+    TemplateSeeded,
     TemplateSeedStarted,
     VmAssigned,
     VmDeployFailed,
+    VmDeployRequested,
     VmDestroyed,
     VmDestroyRequested,
     VmExpunged,
     VmImported,
+    VmPlaced,
+    VmRecovered,
+    VmReverted,
     VmSnapshotDeleted,
     VmSnapshotTaken,
     VmStarted,
     VmStopped,
+    VolumeAllocated,
     VolumeAttached,
     VolumeCreated,
     VolumeDeleted,
+    VolumeDeleteRequested,
     VolumeDetached,
+    VolumeFailed,
+    VolumeFromSnapshotRequested,
 )
 from shared import db
 from shared.db import create_pool, migrate
+from shared.domain.limits import Usage
 from shared.eventstore import (
     NO_STREAM,
     Append,
@@ -105,20 +119,21 @@ def disk(volume_id: str, root: bool) -> Disk:
                 pool_id="p1", size_bytes=2**30, root=root)
 
 
-def imported_vm(vm_id: str, *disks: Disk) -> VmImported:
-    return VmImported(vm_id=vm_id, zone_id="z1", account_id="acct-0", name=vm_id,
+def imported_vm(vm_id: str, *disks: Disk, account_id: str = "acct-0") -> VmImported:
+    return VmImported(vm_id=vm_id, zone_id="z1", account_id=account_id, name=vm_id,
                       ref=f"ref-{vm_id}", host_id="h1", cpu_number=1, memory_mb=512,
                       powered_on=True, disks=list(disks), nics=[])
 
 
-def volume(volume_id: str, vm_id: str | None) -> VolumeCreated:
-    return VolumeCreated(volume_id=volume_id, account_id="acct-1", name=volume_id,
+def volume(volume_id: str, vm_id: str | None, account_id: str = "acct-1") -> VolumeCreated:
+    return VolumeCreated(volume_id=volume_id, account_id=account_id, name=volume_id,
                          volume_type="DATADISK", pool_id="p1", size_bytes=2**30,
                          path=f"[ds] {volume_id}", vm_id=vm_id)
 
 
-def taken(snapshot_id: str, vm_id: str, ref: str) -> VmSnapshotTaken:
-    return VmSnapshotTaken(snapshot_id=snapshot_id, vm_id=vm_id, account_id="acct-0",
+def taken(snapshot_id: str, vm_id: str, ref: str,
+          account_id: str = "acct-0") -> VmSnapshotTaken:
+    return VmSnapshotTaken(snapshot_id=snapshot_id, vm_id=vm_id, account_id=account_id,
                            name=snapshot_id, description="", ref=ref, parent_id=None,
                            created=datetime(2026, 11, 29, tzinfo=UTC), memory=False,
                            cpu_number=1, memory_mb=512, disks=[], nics=[])
@@ -155,21 +170,85 @@ VM_LIFE: list[tuple[str, Event]] = [
 ]
 
 
+def owned_deploy(vm_id: str, account_id: str, cpu_number: int = 1,
+                 memory_mb: int = 1024) -> VmDeployRequested:
+    return msgspec.structs.replace(deploy(vm_id, cpu_number=cpu_number, memory_mb=memory_mb),
+                                   account_id=account_id)
+
+
+def seeded(snapshot_id: str, pool_id: str) -> TemplateSeeded:
+    return TemplateSeeded(vm_snapshot_id=snapshot_id, pool_id=pool_id,
+                          template_id=streams.seed_template_id(snapshot_id, pool_id),
+                          template_ref="t", base_snapshot_ref="b", install_path="[ds] t",
+                          task_ids=[])
+
+
+# What two accounts hold, as the resource limits count it: VMs in every state, volumes in
+# every state, a VM assigned with its volume and snapshot (and the template seeded from it),
+# a template removed, a VM expunged with its root volume and imported again.
+HOLDINGS_LIFE: list[tuple[str, Event]] = [
+    (streams.vm("x1"), owned_deploy("x1", "h-a", 2, 2048)),
+    (streams.vm("x1"), VmPlaced(vm_id="x1", host_id="h1", pool_id="p1", cpu_number=2,
+                                cpu_speed=1000, memory_mb=2048)),
+    (streams.vm("x2"), owned_deploy("x2", "h-a")),
+    (streams.vm("x2"), VmStarted(vm_id="x2", host_id="h1", hypervisor_ref="r-x2")),
+    (streams.vm("x2"), VmStopped(vm_id="x2")),
+    (streams.vm("x2"), VmReverted(snapshot_id="none", vm_id="x2", powered_on=True)),
+    (streams.vm("x3"), owned_deploy("x3", "h-a")),
+    (streams.vm("x3"), VmDeployFailed(vm_id="x3", step="plan", reason="no host")),
+    (streams.vm("x4"), owned_deploy("x4", "h-a")),
+    (streams.vm("x4"), VmStarted(vm_id="x4", host_id="h1", hypervisor_ref="r-x4")),
+    (streams.vm("x4"), VmDestroyed(vm_id="x4")),
+    (streams.vm("x4"), VmRecovered(vm_id="x4")),
+    (streams.vm("x5"), owned_deploy("x5", "h-a")),
+    (streams.vm("x5"), VmStarted(vm_id="x5", host_id="h1", hypervisor_ref="r-x5")),
+    (streams.volume("xr5"), volume("xr5", "x5", "h-a")),
+    (streams.vm("x5"), VmDestroyed(vm_id="x5")),
+    (streams.vm("x5"), VmExpunged(vm_id="x5", volume_ids=["xr5"])),
+    (streams.vm("y1"), imported_vm("y1", disk("y1-root", True), account_id="h-b")),
+    (streams.vm_snapshot("ys1"), taken("ys1", "y1", "ysr-1", "h-b")),
+    (streams.seed("ys1", "p1"), seeded("ys1", "p1")),
+    (streams.vm("y1"), VmAssigned(vm_id="y1", account_id="h-a", volume_ids=["y1-root"],
+                                  snapshot_ids=["ys1"])),
+    (streams.vm("y2"), imported_vm("y2", disk("y2-root", True), account_id="h-b")),
+    (streams.vm_snapshot("ys2"), taken("ys2", "y2", "ysr-2", "h-b")),
+    (streams.seed("ys2", "p1"), seeded("ys2", "p1")),
+    (streams.seed("ys2", "p1"), TemplateRemoved(vm_snapshot_id="ys2", pool_id="p1")),
+    (streams.vm("y2"), VmExpunged(vm_id="y2", volume_ids=["y2-root"])),
+    (streams.vm("y2"), imported_vm("y2", disk("y2-root", True), account_id="h-b")),
+    (streams.volume("xv1"), VolumeFromSnapshotRequested(
+        volume_id="xv1", job_id="j", account_id="h-a", user_id="u", name="xv1",
+        vm_snapshot_id="ys1", source_volume_id="y1-root", source_path="[ds] y1-root",
+        pool_id="p1", size_bytes=2**30)),
+    (streams.volume("xv2"), VolumeAllocated(
+        volume_id="xv2", job_id="j", account_id="h-a", user_id="u", name="xv2", zone_id="z1",
+        disk_offering_id="small", size_bytes=2**30)),
+    (streams.volume("xv3"), volume("xv3", None, "h-a")),
+    (streams.volume("xv3"), VolumeDeleteRequested(volume_id="xv3")),
+    (streams.volume("xv4"), VolumeAllocated(
+        volume_id="xv4", job_id="j", account_id="h-a", user_id="u", name="xv4", zone_id="z1",
+        disk_offering_id="small", size_bytes=2**30)),
+    (streams.volume("xv4"), VolumeFailed(volume_id="xv4", reason="refused")),
+    (streams.volume("xv5"), volume("xv5", None, "h-b")),
+]
+
+
 async def live_host_life(store: Store) -> None:
     for host_id, event in HOST_LIFE:
         await store.commit([Append(streams.host(host_id), [event])], META)
-    for stream_id, event in [*SNAPSHOT_LIFE, *VM_LIFE]:
+    for stream_id, event in [*SNAPSHOT_LIFE, *VM_LIFE, *HOLDINGS_LIFE]:
         await store.commit([Append(stream_id, [event])], META)
 
 
 async def lookups(store: Store) -> tuple[object, ...]:
-    """Every answer of the lookups of migration 0008 for the lives above."""
+    """Every answer of the lookups of migrations 0008 and 0009 for the lives above."""
     vm_ids = ["w1", "w2", "w3", "i1", "i2", "none"]
     return (await store.vms(), await store.attached_volumes(vm_ids),
             [await store.volume_origin(v) for v in ("r1", "i1-data", "i2-root", "none")],
             await store.vm_snapshots(vm_ids),
             [await store.snapshot_by_ref("i1", r) for r in ("sr-1", "sr-2", "sr-3")],
-            await store.inventory_objects())
+            await store.inventory_objects(),
+            [await store.holdings(a) for a in ("acct-0", "acct-1", "acct-2", "h-a", "h-b")])
 
 
 async def memory_life() -> MemoryEventStore:
@@ -208,6 +287,46 @@ async def test_snapshot_uses_and_seeded_templates_are_what_the_streams_say(
     assert await any_store.snapshot_uses("s3") == ([], [])
     assert await any_store.template_seed("t2") == ("s1", "p2")
     assert await any_store.template_seed("t3") is None
+
+
+async def test_each_accounts_holdings_are_what_the_streams_say(any_store: Store) -> None:
+    await live_host_life(any_store)
+    # x1 Starting (its root volume counts), x2 reverted to Running, x4 recovered, y1 assigned
+    # with its root volume and its snapshot's template; x3 failed, x5 expunged with its root.
+    assert await any_store.holdings("h-a") == Usage(user_vm=4, volume=4, template=1, cpu=5,
+                                                    memory=2048 + 1024 + 1024 + 512)
+    # y2 imported again (its root volume stays expunged); ys2's template removed.
+    assert await any_store.holdings("h-b") == Usage(user_vm=1, volume=1, cpu=1, memory=512)
+    # w1 (destroy requested) with r1 and d1, v2 and v4 Starting; w2 failed; w3, v1 and v3
+    # expunged; d2 deleted.
+    assert await any_store.holdings("acct-1") == Usage(user_vm=3, volume=4, cpu=3, memory=3072)
+    assert await any_store.holdings("nobody") == Usage()
+
+
+async def test_one_limits_decision_per_account_at_a_time(any_store: Store) -> None:
+    await live_host_life(any_store)
+    order: list[str] = []
+
+    async def decide(name: str, account_id: str, hold_s: float) -> Usage:
+        async with any_store.account_decision(account_id) as held:
+            order.append(f"{name} in")
+            await asyncio.sleep(hold_s)
+            if name == "first":
+                await any_store.commit([Append(streams.vm("x6"), [owned_deploy("x6", "h-b")])],
+                                       META)
+            order.append(f"{name} out")
+            return held
+
+    first = asyncio.create_task(decide("first", "h-b", 0.3))
+    await asyncio.sleep(0.1)
+    other = await decide("other", "h-a", 0)  # another account is not held up
+    second = await decide("second", "h-b", 0)
+    assert await first == Usage(user_vm=1, volume=1, cpu=1, memory=512)
+    assert order == ["first in", "other in", "other out", "first out", "second in",
+                     "second out"]
+    # What the first decision recorded counts for the next: x6 Starting, with its root.
+    assert second == Usage(user_vm=2, volume=2, cpu=2, memory=512 + 1024)
+    assert other == await any_store.holdings("h-a")
 
 
 async def test_hosts_are_what_their_streams_say(any_store: Store) -> None:
@@ -262,7 +381,7 @@ async def test_hosts_stored_before_the_trigger_are_summarised_by_its_migration(
         old = EventStore(pool)
         await live_host_life(old)
         async with pool.acquire() as conn:
-            assert await migrate(conn) == [7, 8]
+            assert await migrate(conn) == [7, 8, 9]
         memory = MemoryEventStore()
         await live_host_life(memory)
         assert await old.hosts() == await memory.hosts()
@@ -298,7 +417,9 @@ async def test_the_services_role_reads_host_capacity_but_only_the_trigger_writes
                         "UPDATE vm_index SET ended = true",
                         "DELETE FROM volume_links",
                         "UPDATE vm_snapshot_refs SET live = false",
-                        "DELETE FROM inventory_objects"):
+                        "DELETE FROM inventory_objects",
+                        "UPDATE account_holdings SET gone = true",
+                        "DELETE FROM account_holdings"):
                 with pytest.raises(asyncpg.InsufficientPrivilegeError):
                     await conn.execute(sql)
     finally:

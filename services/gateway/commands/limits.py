@@ -14,7 +14,7 @@ from proto.events import ResourceLimitUpdated
 from services.gateway.api import Caller, Context, Params, command, listing, require_admin
 from shared.domain import limits
 from shared.errors import PARAM_ERROR, ApiError
-from shared.eventstore import Append
+from shared.eventstore import Append, Repository
 from shared.projections.read import Account
 
 
@@ -25,16 +25,17 @@ async def within_limits(ctx: Context, caller: Caller,
     its limits; 535 naming the resource otherwise. Administrators are not limited, as
     CloudStack's root admins are not.
 
-    One request per account is decided at a time (``ReadModels.account_decision``: an
-    advisory lock in PostgreSQL, so several gateways agree), after the read models have
-    caught up with every event already recorded: two concurrent requests cannot both take
-    the last unit.
+    One request per account is decided at a time (``Store.account_decision``: an advisory
+    lock in PostgreSQL, so several gateways agree), on what the account holds as the
+    store's write side has it (never behind the store, whether or not the projector runs)
+    and the limits its stream sets: two concurrent requests cannot both take the last unit.
     """
     if caller.is_admin:
         yield
         return
-    async with ctx.read.account_decision(caller.account_id) as holdings:
-        limits.check(caller.account_name, holdings.usage, wanted, holdings.limits)
+    async with ctx.store.account_decision(caller.account_id) as held:
+        set_limits = await Repository(ctx.store).account_limits(caller.account_id)
+        limits.check(caller.account_name, held, wanted, set_limits)
         yield
 
 

@@ -12,12 +12,12 @@ from services.gateway import views
 from services.gateway.api import Caller, Context, Params, command, listing
 from services.gateway.commands.catalog import filters
 from services.gateway.commands.limits import within_limits
-from services.gateway.commands.snapshots import visible_snapshot
 from shared.domain import seed
+from shared.domain.access import visible_to
 from shared.domain.deploy import SnapshotView
 from shared.domain.limits import Usage
 from shared.errors import INTERNAL_ERROR, PARAM_ERROR, ApiError
-from shared.eventstore import NO_STREAM, Append, ConcurrencyError
+from shared.eventstore import NO_STREAM, Append, ConcurrencyError, Repository
 from shared.projections.read import Template, template_from_stream
 
 PREPARE_TIMEOUT_S = 600.0
@@ -58,9 +58,9 @@ async def prepare_template(ctx: Context, params: Params, caller: Caller) -> dict
                            f"{template_id} is visible to your account")
         return {"template": [views.template(template)]}
     assert snapshot_id is not None
-    await visible_snapshot(ctx, caller, snapshot_id)
-    snapshot = await ctx.read.snapshot_source(snapshot_id)
-    if snapshot is None:  # deleted a moment ago
+    snapshot = await Repository(ctx.store).snapshot_source(snapshot_id)
+    if snapshot is None or not visible_to(snapshot.account_id, caller.account_id,
+                                          caller.is_admin):
         raise ApiError(PARAM_ERROR, f"invalid parameter vmsnapshotid: no VM snapshot "
                        f"{snapshot_id} is visible to your account")
     pool_id = snapshot.root_pool_id

@@ -32,18 +32,19 @@ from shared.domain.job import (
 from shared.domain.limits import Usage
 from shared.domain.vm import VmState, instance_name
 from shared.errors import PARAM_ERROR, RESOURCE_IN_USE, ApiError
-from shared.eventstore import NO_STREAM, Append, ConcurrencyError
+from shared.eventstore import NO_STREAM, Append, ConcurrencyError, Repository
 from shared.projections.read import Vm
 
 
 async def submit_deploy(ctx: Context, caller: Caller,
                         request: DeployVirtualMachine) -> CommandAccepted:
-    """Validate a deploy request and record it; the services take it from there.
+    """Validate a deploy request and record it; the services take it from there. What it
+    names is loaded from the event store, never from the read models.
 
     Raises:
         ApiError: 431 naming the parameter and the reason, before any work is done.
     """
-    named = await ctx.read.deploy_inputs(
+    named = await Repository(ctx.store).deploy_inputs(
         snapshot_id=request.vmsnapshotid, template_id=request.templateid,
         offering_id=request.serviceofferingid, host_id=request.hostid)
     source = check_deploy(

@@ -3,6 +3,8 @@
 Everything that shows state to a client (the gateway's list and describe commands, a web
 console) reads through ``ReadModels``; nothing above it runs SQL against the read-model
 tables. Views are frozen ``msgspec`` Structs, so a caller can also encode them as they are.
+Decisions never read here: a deploy's checks and the limits decision load what they decide
+on from the event store (``shared.eventstore``).
 
 Who sees what is decided here, once, by ``shared.domain.access.visible_to``: every query
 for things that belong to an account takes the ``Viewer`` asking, and a thing the viewer
@@ -19,9 +21,7 @@ from shared.projections.read._reader import ReadModels, template_from_stream
 from shared.projections.read._views import (
     Account,
     AuditEvent,
-    DeployInputs,
     DiskOffering,
-    Holdings,
     Host,
     Job,
     JobWithResult,
@@ -44,9 +44,7 @@ from shared.projections.read._views import (
 __all__ = [
     "Account",
     "AuditEvent",
-    "DeployInputs",
     "DiskOffering",
-    "Holdings",
     "Host",
     "Job",
     "JobWithResult",

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
 
 from proto import streams
-from shared.domain.deploy import HostView, OfferingView, SnapshotView, TemplateView
 from shared.domain.job import CREATE_VM_SNAPSHOT_CMD, VM_COMMANDS, VOLUME_COMMANDS, JobStatus
-from shared.domain.limits import Usage
 from shared.eventstore import EventStore, RecordedEvent
 from shared.projections._runner import CHECKPOINT, fold
 from shared.projections._table import Projection, Row
@@ -23,9 +20,7 @@ from shared.projections.jobs import AsyncJobs
 from shared.projections.read._views import (
     Account,
     AuditEvent,
-    DeployInputs,
     DiskOffering,
-    Holdings,
     Host,
     Job,
     JobWithResult,
@@ -542,50 +537,6 @@ class ReadModels:
                 account_name, username)
         return taken is not None
 
-    # Resource limits ------------------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def account_decision(self, account_id: str) -> AsyncIterator[Holdings]:
-        """Hold the account's decision lock while inside, with what it holds.
-
-        One decision per account at a time: a PostgreSQL advisory lock (so several
-        gateways agree), taken before the read models are caught up with every event
-        already recorded; what is recorded inside counts for the next holder.
-        """
-        lock = f"limits:{account_id}"
-        async with self._pool.acquire() as conn:
-            await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", lock)
-            try:
-                await self.reach(await self._store.head())
-                yield Holdings(usage=await _account_usage(conn, account_id),
-                               limits=await _account_limits(conn, account_id))
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", lock)
-
-    async def account_usage(self, account_id: str) -> Usage:
-        async with self._pool.acquire() as conn:
-            return await _account_usage(conn, account_id)
-
-    # Deploys --------------------------------------------------------------------------------
-
-    async def deploy_inputs(self, *, snapshot_id: str | None, template_id: str | None,
-                            offering_id: str, host_id: str | None) -> DeployInputs:
-        """What a deploy request names, for the deploy rules to check (who may use the
-        snapshot or template is theirs to decide, from the owner each view carries)."""
-        async with self._pool.acquire() as conn:
-            return DeployInputs(
-                snapshot=await _snapshot_source(conn, snapshot_id) if snapshot_id else None,
-                template=await _template_source(conn, template_id) if template_id else None,
-                offering=await _offering(conn, offering_id),
-                host=await _host_capacity(conn, host_id) if host_id else None,
-                known_networks={r["id"] for r in await conn.fetch(
-                    "SELECT id FROM catalog WHERE kind = 'network' AND removed IS NULL")})
-
-    async def snapshot_source(self, snapshot_id: str) -> SnapshotView | None:
-        """A VM snapshot as a deploy or a seed starts from it."""
-        async with self._pool.acquire() as conn:
-            return await _snapshot_source(conn, snapshot_id)
-
     # Jobs -----------------------------------------------------------------------------------
 
     async def jobs(self, viewer: Viewer, *, paging: Paging | None = None) -> Page[Job]:
@@ -658,97 +609,3 @@ class ReadModels:
                     account_id=meta.get("account_id"), causation_id=meta.get("causation_id"),
                     recorded_at=row["recorded_at"]))
         return out
-
-
-async def _catalog_row(conn: asyncpg.Connection, kind: str, obj_id: str) -> Row | None:
-    if not _storable(obj_id):
-        return None
-    row = await conn.fetchrow(
-        "SELECT * FROM catalog WHERE kind = $1 AND id = $2 AND removed IS NULL", kind,
-        obj_id)
-    return None if row is None else dict(row)
-
-
-async def _snapshot_source(conn: asyncpg.Connection, snapshot_id: str) -> SnapshotView | None:
-    row = await _catalog_row(conn, "vmsnapshot", snapshot_id)
-    if row is None:
-        return None
-    data = _data(row)
-    vm = await conn.fetchrow("SELECT zone_id, template_id FROM vm_instances WHERE id = $1",
-                             _uuid(data["vm_id"]))
-    root = next((d for d in data["disks"] if d["root"]), None)
-    disk_offering = None
-    if root is not None:
-        volume = await _catalog_row(conn, "volume", root["volume_id"])
-        disk_offering = _data(volume).get("disk_offering_id") if volume else None
-    return SnapshotView(
-        id=row["id"], vm_id=data["vm_id"], account_id=row["account_id"],
-        zone_id=vm["zone_id"] if vm else "", cpu_number=data["cpu_number"],
-        memory_mb=data["memory_mb"], root_pool_id=root["pool_id"] if root else None,
-        root_template_id=vm["template_id"] if vm else None,
-        root_disk_offering_id=disk_offering,
-        network_ids=[n["network_id"] for n in data["nics"]],
-    )
-
-
-async def _template_source(conn: asyncpg.Connection, template_id: str) -> TemplateView | None:
-    if not _storable(template_id):
-        return None
-    row = await conn.fetchrow(f"{_TEMPLATES} WHERE id = $1", template_id)
-    if row is None:
-        return None
-    template = _template_row(dict(row))
-    return TemplateView(template.id, template.account_id, template.zone_id or "",
-                        template.pool_id)
-
-
-async def _offering(conn: asyncpg.Connection, offering_id: str) -> OfferingView | None:
-    row = await _catalog_row(conn, "serviceoffering", offering_id)
-    if row is None:
-        return None
-    offering = _service_offering(row)
-    return OfferingView(offering.id, offering.name, offering.cpu_number, offering.cpu_speed,
-                        offering.memory_mb)
-
-
-async def _host_capacity(conn: asyncpg.Connection, host_id: str) -> HostView | None:
-    if not _storable(host_id):
-        return None
-    row = await conn.fetchrow(f"{_HOSTS} WHERE kind = 'host' AND id = $1 AND removed IS NULL",
-                              host_id)
-    if row is None:
-        return None
-    host = _host(dict(row))
-    return HostView(id=host.id, name=host.name, zone_id=host.zone_id or "",
-                    pool_ids=host.pool_ids, cpu_mhz_total=host.cpu_cores * host.cpu_mhz,
-                    memory_mb_total=host.memory_bytes // (1024 * 1024),
-                    reserved_cpu_mhz=host.reserved_cpu_mhz,
-                    reserved_memory_mb=host.reserved_memory_mb, version=row["version"])
-
-
-async def _account_usage(conn: asyncpg.Connection, account_id: str) -> Usage:
-    """What an account holds, as its resource limits count it: VMs that are not Error,
-    Destroyed or gone (with their CPUs and memory); volumes that are not deleted or failed,
-    plus the root volume of each VM still starting; templates seeded from its snapshots."""
-    vms = await conn.fetchrow(
-        "SELECT count(*) AS n, coalesce(sum(cpu_number), 0) AS cpu,"
-        " coalesce(sum(memory_mb), 0) AS memory,"
-        " count(*) FILTER (WHERE state = 'Starting') AS starting"
-        " FROM vm_instances WHERE account_id = $1 AND removed IS NULL"
-        " AND state NOT IN ('Error', 'Destroyed', 'Expunging')", account_id)
-    volumes = await conn.fetchval(
-        "SELECT count(*) FROM catalog WHERE kind = 'volume' AND account_id = $1"
-        " AND removed IS NULL AND state NOT IN ('Destroy', 'Expunged', 'Error')", account_id)
-    templates = await conn.fetchval(
-        "SELECT count(*) FROM catalog t JOIN catalog s ON s.kind = 'vmsnapshot'"
-        " AND s.id = t.data ->> 'vm_snapshot_id'"
-        " WHERE t.kind = 'template' AND t.removed IS NULL AND s.account_id = $1", account_id)
-    return Usage(user_vm=vms["n"], volume=volumes + vms["starting"], template=templates,
-                 cpu=vms["cpu"], memory=vms["memory"])
-
-
-async def _account_limits(conn: asyncpg.Connection, account_id: str) -> dict[str, int]:
-    """The limits set for an account (resources not set take CloudStack's defaults)."""
-    row = await _catalog_row(conn, "account", account_id)
-    limits: dict[str, int] = _data(row).get("limits", {}) if row else {}
-    return limits

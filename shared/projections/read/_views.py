@@ -8,9 +8,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from shared.domain.access import visible_to
-from shared.domain.deploy import HostView, OfferingView, SnapshotView, TemplateView
 from shared.domain.job import JobStatus
-from shared.domain.limits import Usage
 
 T = TypeVar("T")
 
@@ -250,21 +248,3 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
     account_id: str | None
     causation_id: str | None
     recorded_at: datetime
-
-
-class Holdings(msgspec.Struct, frozen=True, kw_only=True):
-    """What an account holds, as its resource limits count it, and the limits set for it."""
-
-    usage: Usage
-    limits: dict[str, int]
-
-
-class DeployInputs(msgspec.Struct, frozen=True, kw_only=True):
-    """What a deploy request names, as the deploy rules (``shared.domain.deploy``) take it;
-    None for what was not asked for or does not exist."""
-
-    snapshot: SnapshotView | None
-    template: TemplateView | None
-    offering: OfferingView | None
-    host: HostView | None
-    known_networks: set[str]
