@@ -85,8 +85,26 @@ class PoolImported(Event):
     host_ids: list[str]
 
 
+DVS_BINDING = "dvs:"
+
+
+def dvs_binding(switch_uuid: str, portgroup_key: str) -> str:
+    """The binding of a port group on a vSphere distributed switch, as the vSphere driver
+    writes it (and as events recorded before bindings were opaque are read back)."""
+    return f"{DVS_BINDING}{portgroup_key}@{switch_uuid}"
+
+
+def legacy_key(key: str) -> int | None:
+    """The number the old ``device_key`` field holds for a driver's key: vSphere's keys are
+    numbers, other drivers' are not (None)."""
+    return int(key) if key.isascii() and key.isdecimal() else None
+
+
 class NetworkImported(Event):
-    """A port group. ``switch_uuid`` and ``portgroup_key`` are set for distributed ones."""
+    """A network. ``binding`` is the driver's own detail of how to attach to it (None: by
+    ``ref`` alone), opaque to snapdeploy. Events recorded before it was there hold vSphere's
+    ``switch_uuid`` and ``portgroup_key`` instead (set for distributed port groups); they
+    are kept, read through ``network_binding``."""
 
     network_id: str
     zone_id: str
@@ -94,24 +112,49 @@ class NetworkImported(Event):
     ref: str
     switch_uuid: str | None = None
     portgroup_key: str | None = None
+    binding: str | None = None
+
+    def network_binding(self) -> str | None:
+        if self.binding is not None:
+            return self.binding
+        if self.switch_uuid and self.portgroup_key:
+            return dvs_binding(self.switch_uuid, self.portgroup_key)
+        return None
 
 
 class Nic(Part):
+    """A network card. ``key`` is the driver's name for it on its VM (``NicInfo.key``);
+    NICs recorded before it was there hold vSphere's number in ``device_key`` alone (kept
+    filled in whenever the key is a number); ``nic_key`` reads either."""
+
     nic_id: str
     network_id: str
     mac: str
-    device_key: int
+    device_key: int | None = None
+    key: str | None = None
+
+    @property
+    def nic_key(self) -> str:
+        return self.key if self.key is not None else str(self.device_key)
 
 
 class Disk(Part):
-    """A virtual disk of a VM (or of a VM snapshot's configuration)."""
+    """A virtual disk of a VM (or of a VM snapshot's configuration). ``key`` is the
+    driver's name for it on its VM (``DiskInfo.key``); disks recorded before it was there
+    hold vSphere's number in ``device_key`` alone (kept filled in whenever the key is a
+    number); ``disk_key`` reads either."""
 
     volume_id: str
-    device_key: int
     path: str
     pool_id: str
     size_bytes: int
     root: bool
+    device_key: int | None = None
+    key: str | None = None
+
+    @property
+    def disk_key(self) -> str:
+        return self.key if self.key is not None else str(self.device_key)
 
 
 class VmImported(Event):
@@ -483,10 +526,18 @@ class VolumeAttachRequested(Event):
 
 
 class VolumeAttached(Event):
+    """``key``: the driver's name for the disk on the VM; recorded before it was there,
+    vSphere's number in ``device_key`` alone (see ``Disk``)."""
+
     volume_id: str
     vm_id: str
-    device_key: int
+    device_key: int | None = None
     task_id: str | None = None  # None: found attached already (a rerun)
+    key: str | None = None
+
+    @property
+    def disk_key(self) -> str:
+        return self.key if self.key is not None else str(self.device_key)
 
 
 class VolumeDetached(Event):
@@ -520,6 +571,12 @@ class VolumeCreated(Event):
     disk_offering_id: str | None = None
     device_key: int | None = None
     task_id: str | None = None
+    key: str | None = None  # the driver's name for the disk on ``vm_id`` (see ``Disk``)
+
+    @property
+    def disk_key(self) -> str | None:
+        return self.key if self.key is not None else \
+            None if self.device_key is None else str(self.device_key)
 
 
 # ---- templates seeded from VM snapshots (stream ``spoolref-<snapshot>-<pool>``) ---------

@@ -112,7 +112,7 @@ def network(n: read.Network) -> dict[str, Any]:
             "zoneid": n.zone_id, "state": n.state, "type": "Shared",
             "traffictype": "Guest",
             "broadcasturi": for_zone(n.zone_id).network_uri(NetworkInfo(
-                n.ref, n.name, n.switch_uuid, n.portgroup_key))}
+                n.ref, n.name, n.binding))}
 
 
 def service_offering(o: read.ServiceOffering) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import msgspec
 from proto.envelope import Metadata
 from proto.events import Event
 from shared.domain.accounts import ADMIN_ACCOUNT_ID
-from shared.domain.inventory import DeployedVm, observed, vanished
+from shared.domain.inventory import DeployedVm, current_form, observed, vanished
 from shared.drivers.base import Hypervisor
 from shared.eventstore import Append, Store, VmEntry
 
@@ -61,7 +61,8 @@ async def changes(store: Store, hypervisor: Hypervisor) -> list[Append]:
         kind = type(event)
         # Gone once, back now: imported again even if it looks as it did.
         before = None if stream_id in gone else next(
-            (e.event() for e in reversed(recorded) if e.type == kind.__name__), None)
+            (current_form(e.event()) for e in reversed(recorded) if e.type == kind.__name__),
+            None)
         now: Event = msgspec.json.decode(msgspec.json.encode(event), type=kind)
         if before is not None and before == now:
             continue

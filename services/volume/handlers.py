@@ -23,6 +23,7 @@ from proto.events import (
     VolumeFromSnapshotRequested,
     VolumeResized,
     VolumeResizeRequested,
+    legacy_key,
 )
 from shared.bus import Handlers
 from shared.domain import job, volume
@@ -90,16 +91,17 @@ class Volumes:
             if request.attach and disk.path is None:
                 # An Allocated volume: made now, on the pool of the VM's root disk.
                 created = await self._create_on(disk, machine)
-                assert created.device_key is not None
+                assert created.key is not None
                 task = created.task_id
                 done = [created, VolumeAttached(
                     volume_id=request.volume_id, vm_id=request.vm_id,
-                    device_key=created.device_key, task_id=created.task_id)]
+                    device_key=legacy_key(created.key), key=created.key,
+                    task_id=created.task_id)]
             elif request.attach:
                 assert disk.path is not None
                 key, task = await self.hypervisor.attach_volume(machine.ref, disk.path)
                 done = [VolumeAttached(volume_id=request.volume_id, vm_id=request.vm_id,
-                                       device_key=key, task_id=task)]
+                                       device_key=legacy_key(key), key=key, task_id=task)]
             else:
                 if disk.path is None:
                     raise HypervisorError(f"volume {request.volume_id} has no disk to detach")
@@ -128,8 +130,8 @@ class Volumes:
         return VolumeCreated(volume_id=disk.id, account_id=disk.account_id, name=disk.name,
                              volume_type=volume.DATADISK, pool_id=pool.pool_id,
                              size_bytes=disk.size_bytes, path=path,
-                             disk_offering_id=disk.disk_offering_id, device_key=key,
-                             task_id=task)
+                             disk_offering_id=disk.disk_offering_id,
+                             device_key=legacy_key(key), key=key, task_id=task)
 
     async def delete(self, request: VolumeDeleteRequested,
                      envelope: EventEnvelope) -> Sequence[Append]:

@@ -10,6 +10,8 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
+
 from proto import streams
 from proto.events import (
     Disk,
@@ -25,10 +27,11 @@ from proto.events import (
     VmSnapshotRequested,
     VmSnapshotTaken,
     ZoneImported,
+    legacy_key,
 )
 from proto.streams import stable_id
 from shared.domain.seed import SEED_PREFIX
-from shared.domain.vm import volume_id
+from shared.domain.vm import nic_id, volume_id
 from shared.drivers.base import DiskInfo, Inventory, NicInfo, SnapshotInfo
 
 
@@ -37,15 +40,32 @@ def object_id(kind: str, ref: str) -> str:
 
 
 def disks_of(vm_id: str, disks: list[DiskInfo]) -> list[Disk]:
-    return [Disk(volume_id=volume_id(vm_id, d.device_key), device_key=d.device_key,
+    return [Disk(volume_id=volume_id(vm_id, d.key), device_key=legacy_key(d.key), key=d.key,
                  path=d.path, pool_id=object_id("pool", d.pool_ref), size_bytes=d.size_bytes,
                  root=i == 0) for i, d in enumerate(disks)]
 
 
 def nics_of(vm_id: str, nics: list[NicInfo]) -> list[Nic]:
-    return [Nic(nic_id=stable_id("nic", vm_id, str(n.device_key)),
-                network_id=object_id("network", n.network_ref), mac=n.mac,
-                device_key=n.device_key) for n in nics]
+    return [Nic(nic_id=nic_id(vm_id, n.key), network_id=object_id("network", n.network_ref),
+                mac=n.mac, device_key=legacy_key(n.key), key=n.key) for n in nics]
+
+
+def current_form(event: Event) -> Event:
+    """An inventory event as a sync records it now, so that one recorded before disk and NIC
+    keys were the driver's strings (``device_key`` alone) or before network bindings were
+    opaque (vSphere's ``switch_uuid`` and ``portgroup_key``) equals the same observation
+    made now, and a sync after the change finds nothing new."""
+    match event:
+        case NetworkImported(binding=None) if event.switch_uuid or event.portgroup_key:
+            return msgspec.structs.replace(event, binding=event.network_binding(),
+                                           switch_uuid=None, portgroup_key=None)
+        case VmImported() | VmSnapshotTaken():
+            return msgspec.structs.replace(
+                event, disks=[d if d.key is not None else msgspec.structs.replace(
+                    d, key=d.disk_key) for d in event.disks],
+                nics=[n if n.key is not None else msgspec.structs.replace(
+                    n, key=n.nic_key) for n in event.nics])
+    return event
 
 
 SNAPSHOT_TAG = re.compile(r"\[snapdeploy ([0-9a-f-]{36})\]")
@@ -101,7 +121,7 @@ def observed(inv: Inventory, account_id: str, own_vm_names: set[str],
         network_id = object_id("network", n.ref)
         out.append((streams.network(network_id), NetworkImported(
             network_id=network_id, zone_id=zone_id, name=n.name, ref=n.ref,
-            switch_uuid=n.switch_uuid, portgroup_key=n.portgroup_key)))
+            binding=n.binding)))
     for vm in inv.vms:
         if vm.template or vm.name in own_vm_names or vm.name.startswith(SEED_PREFIX) \
                 or not vm.disks:

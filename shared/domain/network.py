@@ -22,7 +22,7 @@ class Network:
         if self.imported is None or self.gone:
             return None
         n = self.imported
-        return NetworkBinding(n.ref, n.name, n.switch_uuid, n.portgroup_key)
+        return NetworkBinding(n.ref, n.name, n.network_binding())
 
 
 def fold(network_id: str, events: Iterable[AnyEvent]) -> Network:

@@ -29,6 +29,7 @@ from proto.events import (
     VmStarted,
     VmStopped,
     VolumeCreated,
+    legacy_key,
 )
 from proto.streams import stable_id
 from shared.drivers.base import CLONE, RECONFIGURE, CloneProgress
@@ -76,9 +77,16 @@ def instance_name(vm_id: str, account_id: str) -> str:
     return f"i-{account_id[:4]}-{vm_id[:8]}-VM"
 
 
-def volume_id(vm_id: str, device_key: int) -> str:
-    """The id of a VM's disk, the same whether the VM was imported or deployed."""
-    return stable_id("volume", vm_id, str(device_key))
+def volume_id(vm_id: str, disk_key: str) -> str:
+    """The id of a VM's disk (``DiskInfo.key``), the same whether the VM was imported or
+    deployed. vSphere's keys are its device numbers as text, so the ids of volumes recorded
+    when keys were numbers stay what they were."""
+    return stable_id("volume", vm_id, disk_key)
+
+
+def nic_id(vm_id: str, nic_key: str) -> str:
+    """The id of a VM's NIC (``NicInfo.key``); like ``volume_id``."""
+    return stable_id("nic", vm_id, nic_key)
 
 
 def deploy_failure(request: VmDeployRequested, step: str, reason: str,
@@ -174,21 +182,21 @@ def deployed(request: VmDeployRequested, placed: VmPlaced, ready: VmSourceReady,
         pool_id=placed.pool_id, linked=linked, task_id=cloned)]
     for nic, network_id in zip(progress.nics, request.network_ids, strict=False):
         events.append(NicCreated(vm_id=request.vm_id, task_id=reconfigured, nic=Nic(
-            nic_id=stable_id("nic", request.vm_id, str(nic.device_key)),
-            network_id=network_id, mac=nic.mac, device_key=nic.device_key)))
+            nic_id=nic_id(request.vm_id, nic.key), network_id=network_id, mac=nic.mac,
+            device_key=legacy_key(nic.key), key=nic.key)))
     events.append(VmStarted(vm_id=request.vm_id, host_id=placed.host_id,
                             hypervisor_ref=progress.vm_ref, task_ids=progress.operation_ids()))
     events.append(JobCompleted(job_id=request.job_id, succeeded=True))
     root = progress.root_disk
     if root is None:
         return Deployed(events, None)
-    root_id = volume_id(request.vm_id, root.device_key)
+    root_id = volume_id(request.vm_id, root.key)
     return Deployed(events, VolumeCreated(
         volume_id=root_id, account_id=request.account_id, name=f"ROOT-{request.name}",
         volume_type="ROOT", pool_id=ready.pool_id, size_bytes=root.size_bytes, path=root.path,
         vm_id=request.vm_id, template_id=request.root_template_id,
         disk_offering_id=request.disk_offering_id or request.service_offering_id,
-        device_key=root.device_key, task_id=cloned))
+        device_key=legacy_key(root.key), key=root.key, task_id=cloned))
 
 
 def powered(request: VmPowerRequested, vm: Vm, task: str | None) -> list[Event]:

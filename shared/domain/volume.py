@@ -58,7 +58,7 @@ def imported(volume_id: str, vm: VmImported) -> Volume:
     if disk is None:
         return Volume(volume_id)
     return Volume(volume_id, account_id=vm.account_id,
-                  name=f"{ROOT if disk.root else 'DATA'}-{vm.name}-{disk.device_key}",
+                  name=f"{ROOT if disk.root else 'DATA'}-{vm.name}-{disk.disk_key}",
                   volume_type=ROOT if disk.root else DATADISK, pool_id=disk.pool_id,
                   path=disk.path, size_bytes=disk.size_bytes, vm_id=vm.vm_id, known=True)
 

@@ -51,11 +51,13 @@ class SessionLost(HypervisorError):
 
 @dataclass(frozen=True)
 class DiskInfo:
-    """A virtual disk of a VM (or of a VM snapshot). ``device_key`` is the hypervisor's
-    number for the disk on its VM, stable while it stays attached: with the VM's id it
-    names the volume. ``path`` is the disk's location on ``pool_ref``."""
+    """A virtual disk of a VM (or of a VM snapshot). ``key`` is the driver's name for the
+    disk on its VM, opaque to snapdeploy (vSphere: its device key, e.g. "2000"; libvirt: its
+    target name, e.g. "vda"), stable while it stays attached and the same in every report of
+    it: with the VM's id it names the volume. ``path`` is the disk's location on
+    ``pool_ref``."""
 
-    device_key: int
+    key: str
     path: str
     pool_ref: str
     size_bytes: int
@@ -63,9 +65,11 @@ class DiskInfo:
 
 @dataclass(frozen=True)
 class NicInfo:
-    """A network card: ``device_key`` is its stable number on its VM."""
+    """A network card: ``key`` is the driver's name for it on its VM, opaque and stable
+    like ``DiskInfo.key`` (vSphere: its device key, e.g. "4000"); with the VM's id it names
+    the NIC."""
 
-    device_key: int
+    key: str
     network_ref: str
     mac: str
 
@@ -123,14 +127,14 @@ class PoolInfo:
 
 @dataclass(frozen=True)
 class NetworkInfo:
-    """A network VMs can be attached to. ``switch_uuid`` and ``portgroup_key`` are the
-    driver's own details of a network on a distributed switch (None otherwise); they are
-    stored as reported and given back to the driver (``NetworkBinding``, ``network_uri``)."""
+    """A network VMs can be attached to. ``binding`` is the driver's own detail of how to
+    attach to it (None: by ``ref`` alone), opaque to snapdeploy: stored as reported and
+    given back to the driver unchanged (``NetworkBinding``, ``network_uri``). vSphere writes
+    a distributed port group's switch and key in it (``proto.events.dvs_binding``)."""
 
     ref: str
     name: str
-    switch_uuid: str | None
-    portgroup_key: str | None
+    binding: str | None = None
 
 
 @dataclass(frozen=True)
@@ -161,8 +165,7 @@ class NetworkBinding:
 
     ref: str
     name: str
-    switch_uuid: str | None = None
-    portgroup_key: str | None = None
+    binding: str | None = None
 
 
 @dataclass(frozen=True)
@@ -319,10 +322,11 @@ class Hypervisor(Protocol):
         ``pool_ref``. Not idempotent: a ``dest`` that exists is an error (not transient)."""
 
     async def attach_volume(self, vm_ref: str, location: str, *,
-                            create_bytes: int | None = None) -> tuple[int, str | None]:
+                            create_bytes: int | None = None) -> tuple[str, str | None]:
         """Attach the disk at ``location`` to the VM (made new there first, thin, of
-        ``create_bytes``, if given): its device key on the VM and the operation id.
-        Idempotent: a disk attached already answers its key and None."""
+        ``create_bytes``, if given): its key on the VM (``DiskInfo.key``, as the VM's
+        inventory reports it from then on) and the operation id. Idempotent: a disk attached
+        already answers its key and None."""
 
     async def detach_volume(self, vm_ref: str, location: str, *,
                             missing_ok: bool = False) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -40,8 +41,13 @@ def volume_location(pool_name: str, volume_id: str) -> str:
     return f"[{pool_name}] volumes/{volume_id}.disk"
 
 
+def _next_number(keys: Iterable[str]) -> int:
+    """One more than the highest number ending the keys (``disk0``, ``nic3``), from 0."""
+    return max((int(k.lstrip("abcdefghijklmnopqrstuvwxyz")) + 1 for k in keys), default=0)
+
+
 def network_uri(network: NetworkInfo) -> str:
-    return f"fake://{network.portgroup_key or network.ref}"
+    return f"fake://{network.binding or network.ref}"
 
 
 async def connect(settings: Settings) -> FakeHypervisor:
@@ -109,8 +115,7 @@ class FakeHypervisor:
         fake.add_host("host-1", "host0", ["pool-1"])
         fake.add_host("host-2", "host1", ["pool-1"])
         fake.add_network("network-1", "VM Network")
-        fake.add_network("dvportgroup-1", "DVPG0", switch_uuid="switch-1",
-                         portgroup_key="dvportgroup-1")
+        fake.add_network("dvportgroup-1", "DVPG0", binding="switch-1/dvportgroup-1")
         fake.add_vm("vm0", "host-1", "pool-1", ["network-1"], powered_on=True)
         return fake
 
@@ -129,9 +134,8 @@ class FakeHypervisor:
             self.pools[pool_ref] = PoolInfo(pool.ref, pool.name, pool.url, pool.capacity_bytes,
                                             pool.free_bytes, sorted([*pool.host_refs, ref]))
 
-    def add_network(self, ref: str, name: str, *, switch_uuid: str | None = None,
-                    portgroup_key: str | None = None) -> None:
-        self.networks[ref] = NetworkInfo(ref, name, switch_uuid, portgroup_key)
+    def add_network(self, ref: str, name: str, *, binding: str | None = None) -> None:
+        self.networks[ref] = NetworkInfo(ref, name, binding)
 
     def add_vm(self, name: str, host_ref: str, pool_ref: str, network_refs: list[str], *,
                disk_bytes: int = 2**30, powered_on: bool = False) -> str:
@@ -169,15 +173,17 @@ class FakeHypervisor:
         return operation
 
     def _new_disk(self, vm: _Vm, location: str, pool_ref: str, size: int) -> DiskInfo:
-        key = max((d.device_key for d in vm.disks), default=1999) + 1
+        # Keys that are not numbers, as a driver other than vSphere's may make them.
+        key = f"disk{_next_number(d.key for d in vm.disks)}"
         self.files[location] = size
         return DiskInfo(key, location, pool_ref, size)
 
     def _new_nic(self, vm: _Vm, network_ref: str) -> NicInfo:
         if network_ref not in self.networks:
             raise HypervisorError(f"network {network_ref} does not exist")
-        key = max((n.device_key for n in vm.nics), default=3999) + 1
-        return NicInfo(key, network_ref, f"00:50:56:00:{next(self._ids) % 256:02x}:{key % 256:02x}")
+        number = _next_number(n.key for n in vm.nics)
+        return NicInfo(f"nic{number}", network_ref,
+                       f"00:50:56:00:{next(self._ids) % 256:02x}:{number % 256:02x}")
 
     def _vm(self, ref: str) -> _Vm:
         vm = self.vms.get(ref)
@@ -385,12 +391,12 @@ class FakeHypervisor:
         return self._operation(f"copy of {source} to {dest}")
 
     async def attach_volume(self, vm_ref: str, location: str, *,
-                            create_bytes: int | None = None) -> tuple[int, str | None]:
+                            create_bytes: int | None = None) -> tuple[str, str | None]:
         self._maybe_fail("attach_volume")
         vm = self._vm(vm_ref)
         there = self._attached(vm, location)
         if there is not None:
-            return there.device_key, None
+            return there.key, None
         if create_bytes:
             if location in self.files:
                 raise HypervisorError(f"creating {location}: it exists",
@@ -402,7 +408,7 @@ class FakeHypervisor:
             raise HypervisorError(f"attaching {location} to {vm_ref}: no such disk",
                                   fault="FileNotFound")
         vm.disks.append(disk)
-        return disk.device_key, self._operation(f"attaching {location} to {vm_ref}")
+        return disk.key, self._operation(f"attaching {location} to {vm_ref}")
 
     async def detach_volume(self, vm_ref: str, location: str, *,
                             missing_ok: bool = False) -> str | None:
@@ -430,7 +436,7 @@ class FakeHypervisor:
             disk = self._attached(vm, location)
             if disk is None:
                 raise HypervisorError(f"VM {vm_ref} has no disk {location}")
-            vm.disks[vm.disks.index(disk)] = DiskInfo(disk.device_key, disk.path,
+            vm.disks[vm.disks.index(disk)] = DiskInfo(disk.key, disk.path,
                                                       disk.pool_ref, size_bytes)
         self.files[location] = size_bytes
         return self._operation(f"resize of {location}")

@@ -21,11 +21,11 @@ hosts use (true for the embedded daemon, and for NFS pools mounted alike).
 
 Volume locations are ``<pool name>/<file name>``; a disk as of a snapshot is
 ``<pool name>/<file name>@<snapshot name>`` (what ``SnapshotInfo.disks`` report, and what
-``copy_volume`` reads). Device keys are numbers derived from libvirt's target names (``vda``
-is 2000, ``vdb`` 2001; ``sd*`` from 2100, ``hd*`` from 2200) and, for NICs, from the
-``ua-nic<key>`` alias snapdeploy gives each NIC it makes (else 4000 plus the NIC's
-position). libvirt has no tasks: an operation id is made for each change and logged with
-what it did, so an audit event's ids lead to the log lines.
+``copy_volume`` reads). A disk's key is its target name (``vda``, ``vdb``, ``sda``); a NIC's
+is the ``ua-nic<position>`` alias snapdeploy gives each NIC it makes, without its ``ua-``
+(``nic0``; a NIC without such an alias: ``nic`` and its position among the VM's NICs).
+libvirt has no tasks: an operation id is made for each change and logged with what it did,
+so an audit event's ids lead to the log lines.
 
 libvirt's calls and qemu-img block, so every call runs on a thread of the session's own
 executor and the event loop never waits on them.
@@ -80,10 +80,8 @@ METADATA_KEY = "snapdeploy"
 GUEST_CMDLINE = "root=/dev/vda ro console=ttyS0 fsck.mode=skip"
 CONSOLE_LOG = "/var/log/libvirt/qemu/{name}-console.log"
 
-_DISK_BUSES = ("vd", "sd", "hd", "xvd")
-_DISK_KEY_BASE = 2000
-_NIC_KEY_BASE = 4000
-_NIC_ALIAS = "ua-nic"
+_USER_ALIAS = "ua-"
+_NIC_ALIAS = f"{_USER_ALIAS}nic"
 _QEMU_IMG_TIMEOUT_S = 3600
 _UNPLUG_TIMEOUT_S = 20
 # libvirt errors that mean the daemon did not answer: what was asked may have happened.
@@ -95,7 +93,7 @@ _GONE = frozenset({libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT
 
 ET.register_namespace(METADATA_KEY, METADATA_URI)
 
-__all__ = ["KIND", "LibvirtHypervisor", "disk_key", "volume_location"]
+__all__ = ["KIND", "LibvirtHypervisor", "volume_location"]
 
 
 def volume_location(pool_name: str, volume_id: str) -> str:
@@ -122,19 +120,6 @@ KIND = DriverKind(
     # named after vmware.create.full.clone, which a CloudStack admin knows.
     full_clone_setting="kvm.create.full.clone", volume_location=volume_location,
     network_uri=network_uri, connect=connect)
-
-
-def disk_key(target: str) -> int:
-    """A disk's device key from its target name: ``vda`` 2000, ``vdb`` 2001, ``vdaa``
-    2026; ``sda`` 2100, ``hda`` 2200, ``xvda`` 2300."""
-    for bus, prefix in sorted(enumerate(_DISK_BUSES), key=lambda p: -len(p[1])):
-        letters = target[len(prefix):]
-        if target.startswith(prefix) and letters.isalpha() and letters.islower():
-            index = 0
-            for letter in letters:
-                index = index * 26 + (ord(letter) - ord("a") + 1)
-            return _DISK_KEY_BASE + 100 * bus + index - 1
-    raise HypervisorError(f"unknown disk target name {target!r}")
 
 
 def _target_name(bus_prefix: str, index: int) -> str:
@@ -545,7 +530,7 @@ class LibvirtHypervisor:
                                       sorted([*(known.host_refs if known else []), host.name]))
             for network in conn.listAllNetworks(0):
                 networks.setdefault(network.UUIDString(), NetworkInfo(
-                    network.UUIDString(), network.name(), None, None))
+                    network.UUIDString(), network.name()))
             for domain in conn.listAllDomains(0):
                 with contextlib.suppress(libvirt.libvirtError):  # gone while listed
                     vms.append(self._vm_info(host, domain, host_pools))
@@ -589,7 +574,7 @@ class LibvirtHypervisor:
                 size = 0  # the file is gone: the disk is reported, without a size
             if snapshot is not None and pool_ref:
                 location = f"{location}@{snapshot}"
-            out.append(DiskInfo(disk_key(_target(disk)), location, pool_ref, size))
+            out.append(DiskInfo(_target(disk), location, pool_ref, size))
         return out
 
     def _nic_infos(self, host: _Host, xml: ET.Element) -> list[NicInfo]:
@@ -599,8 +584,8 @@ class LibvirtHypervisor:
         for position, nic in enumerate([] if devices is None else devices.findall("interface")):
             alias = nic.find("alias")
             name = "" if alias is None else alias.get("name", "")
-            key = int(name[len(_NIC_ALIAS):]) if name.startswith(_NIC_ALIAS) \
-                and name[len(_NIC_ALIAS):].isdigit() else _NIC_KEY_BASE + position
+            key = name[len(_USER_ALIAS):] if name.startswith(_NIC_ALIAS) \
+                else f"nic{position}"
             source = nic.find("source")
             network = "" if source is None else str(source.get("network")
                                                      or source.get("bridge") or "")
@@ -861,7 +846,7 @@ class LibvirtHypervisor:
             nic = ET.SubElement(devices, "interface", type="network")
             ET.SubElement(nic, "source", network=network)
             ET.SubElement(nic, "model", type="virtio")
-            ET.SubElement(nic, "alias", name=f"{_NIC_ALIAS}{_NIC_KEY_BASE + position}")
+            ET.SubElement(nic, "alias", name=f"{_NIC_ALIAS}{position}")
         domain = host.conn().defineXML(ET.tostring(definition, encoding="unicode"))
         progress.operations[RECONFIGURE] = new_operation(
             f"{request.cpu_number} CPUs, {request.memory_mb} MiB and "
@@ -974,8 +959,8 @@ class LibvirtHypervisor:
         return await self.call(copy)
 
     async def attach_volume(self, vm_ref: str, location: str, *,
-                            create_bytes: int | None = None) -> tuple[int, str | None]:
-        def attach() -> tuple[int, str | None]:
+                            create_bytes: int | None = None) -> tuple[str, str | None]:
+        def attach() -> tuple[str, str | None]:
             _, domain = self._domain(vm_ref)
             pool, path, snapshot = self._resolve(location)
             if snapshot is not None:
@@ -983,7 +968,7 @@ class LibvirtHypervisor:
             xml = self._xml(domain, inactive=True)
             there = self._attached(xml, path)
             if there is not None:
-                return disk_key(_target(there)), None
+                return _target(there), None
             if create_bytes:
                 if path.exists():
                     raise HypervisorError(f"creating {location}: it exists",
@@ -1006,8 +991,7 @@ class LibvirtHypervisor:
                     self._delete_file(path)
                 raise
             what = "creating and attaching" if create_bytes else "attaching"
-            return disk_key(target), new_operation(f"{what} {location} to {domain.name()} "
-                                                   f"as {target}")
+            return target, new_operation(f"{what} {location} to {domain.name()} as {target}")
 
         return await self.call(attach)
 
@@ -1137,7 +1121,7 @@ def guest_domain_xml(name: str, disk: Path, *, guest: Path | None = None,
         nic = ET.SubElement(devices, "interface", type="network")
         ET.SubElement(nic, "source", network=network)
         ET.SubElement(nic, "model", type="virtio")
-        ET.SubElement(nic, "alias", name=f"{_NIC_ALIAS}{_NIC_KEY_BASE + position}")
+        ET.SubElement(nic, "alias", name=f"{_NIC_ALIAS}{position}")
     serial = ET.SubElement(devices, "serial", type="pty")
     ET.SubElement(serial, "target", port="0")
     _console_to_log(domain, name)

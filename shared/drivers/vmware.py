@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
+from proto.events import DVS_BINDING, dvs_binding
 from shared.config import Settings
 from shared.drivers.base import (
     CLONE,
@@ -75,9 +76,21 @@ def volume_location(pool_name: str, volume_id: str) -> str:
     return f"[{pool_name}] snapdeploy-volumes/{volume_id}.vmdk"
 
 
+def dvs_portgroup(binding: str | None) -> tuple[str, str] | None:
+    """(switch uuid, port group key) of a distributed port group's binding (written by
+    ``proto.events.dvs_binding``); None for a standard port group's."""
+    if binding is None or not binding.startswith(DVS_BINDING):
+        return None
+    portgroup_key, _, switch_uuid = binding[len(DVS_BINDING):].partition("@")
+    if not portgroup_key or not switch_uuid:
+        raise HypervisorError(f"not a distributed port group's binding: {binding!r}")
+    return switch_uuid, portgroup_key
+
+
 def network_uri(network: NetworkInfo) -> str:
     """CloudStack's broadcast URI of a vSphere network: its port group key, or its id."""
-    return f"vmware://{network.portgroup_key or network.ref}"
+    dvs = dvs_portgroup(network.binding)
+    return f"vmware://{network.ref if dvs is None else dvs[1]}"
 
 
 async def connect(settings: Settings) -> VSphere:
@@ -188,7 +201,7 @@ def _disks(devices: Sequence[Any]) -> list[Any]:
 
 def _disk_info(disk: Any) -> DiskInfo:
     size = disk.capacityInBytes or (disk.capacityInKB or 0) * 1024
-    return DiskInfo(disk.key, disk.backing.fileName, ref_of(disk.backing.datastore), int(size))
+    return DiskInfo(str(disk.key), disk.backing.fileName, ref_of(disk.backing.datastore), int(size))
 
 
 def _nics(devices: Sequence[Any], by_portgroup: dict[str, str]) -> list[NicInfo]:
@@ -205,17 +218,17 @@ def _nics(devices: Sequence[Any], by_portgroup: dict[str, str]) -> list[NicInfo]
             network = ref_of(backing.network)
         else:
             network = by_portgroup.get(str(getattr(backing, "deviceName", "")), "")
-        out.append(NicInfo(dev.key, network, dev.macAddress or ""))
+        out.append(NicInfo(str(dev.key), network, dev.macAddress or ""))
     return out
 
 
 def nic_spec(binding: NetworkBinding, key: int) -> Any:
     """A new VMXNET3 NIC on ``binding``'s network (standard or distributed port group)."""
     backing: Any
-    if binding.switch_uuid and binding.portgroup_key:
+    dvs = dvs_portgroup(binding.binding)
+    if dvs is not None:
         backing = vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo(
-            port=vim.dvs.PortConnection(portgroupKey=binding.portgroup_key,
-                                        switchUuid=binding.switch_uuid))
+            port=vim.dvs.PortConnection(portgroupKey=dvs[1], switchUuid=dvs[0]))
     else:
         backing = vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(
             deviceName=binding.name, network=vim.Network(binding.ref))
@@ -514,11 +527,12 @@ class VSphere:
         for ref, p in self._props(vim.Network, ["name"], root=root):
             pg = dvpgs.get(ref)
             if pg is None:
-                networks.append(NetworkInfo(ref, p["name"], None, None))
+                networks.append(NetworkInfo(ref, p["name"]))
             elif not any(t.key == "SYSTEM/DVS.UPLINKPG" for t in pg.get("tag", [])) \
                     and "DVUplinks" not in p["name"]:
-                networks.append(NetworkInfo(ref, p["name"], switches.get(
-                    ref_of(pg["config.distributedVirtualSwitch"])), pg["key"]))
+                switch = switches.get(ref_of(pg["config.distributedVirtualSwitch"]))
+                networks.append(NetworkInfo(ref, p["name"], None if switch is None
+                                            else dvs_binding(switch, pg["key"])))
         portgroups = self._portgroups(refresh=True)
         vms = [self._vm_info(ref, p, portgroups) for ref, p in self._props(vim.VirtualMachine, [
             "name", "config.uuid", "config.template", "runtime.host", "config.hardware.numCPU",
@@ -731,17 +745,17 @@ class VSphere:
         raise HypervisorError(f"VM {vm_ref} has no disk {path}")
 
     async def attach_volume(self, vm_ref: str, location: str, *,
-                            create_bytes: int | None = None) -> tuple[int, str | None]:
+                            create_bytes: int | None = None) -> tuple[str, str | None]:
         path = location
 
-        def attach() -> tuple[int, str | None]:
+        def attach() -> tuple[str, str | None]:
             disks = _disks(self._one(vm_ref, ["config.hardware.device"])[
                 "config.hardware.device"])
             if not disks:
                 raise HypervisorError(f"VM {vm_ref} has no disk controller to attach to")
             there = next((d for d in disks if d.backing.fileName == path), None)
             if there is not None:
-                return there.key, None
+                return str(there.key), None
             controller = disks[0].controllerKey
             used = {d.unitNumber for d in disks if d.controllerKey == controller} | {7}
             unit = next(u for u in range(16) if u not in used)
@@ -759,7 +773,7 @@ class VSphere:
             task_id, _ = self._run(
                 lambda: vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[change])),
                 f"{'creating and ' if create_bytes else ''}attaching {path} to {vm_ref}")
-            return self._device(vm_ref, path).key, task_id
+            return str(self._device(vm_ref, path).key), task_id
 
         return await self.call(attach)
 

@@ -151,7 +151,8 @@ class Catalog:
             case NetworkImported():
                 out.update(zone_id=event.zone_id, name=event.name, state="Implemented",
                            removed=None)
-                data.update(_fields(event, "network_id", "zone_id", "name"))
+                data.update(_fields(event, "network_id", "zone_id", "name"),
+                            binding=event.network_binding())
             case ServiceOfferingCreated() | DiskOfferingCreated():
                 out.update(name=event.name)
                 data.update(_fields(event, "offering_id", "name"))
@@ -168,8 +169,8 @@ class Catalog:
             case VmImported():
                 disk = next(d for d in event.disks if d.volume_id == obj_id)
                 out.update(zone_id=event.zone_id, account_id=event.account_id,
-                           name=f"{'ROOT' if disk.root else 'DATA'}-{event.name}-{disk.device_key}")
-                data.update(_fields(disk), vm_id=event.vm_id,
+                           name=f"{'ROOT' if disk.root else 'DATA'}-{event.name}-{disk.disk_key}")
+                data.update(_fields(disk), key=disk.disk_key, vm_id=event.vm_id,
                             volume_type="ROOT" if disk.root else "DATADISK",
                             template_id=event.template_id if disk.root else None)
             case AccountCreated():
@@ -193,7 +194,7 @@ class Catalog:
                             volume_type="DATADISK", vm_id=None, path=None, pool_id=None)
             case VolumeCreated():
                 out.update(account_id=event.account_id, name=event.name, state=READY)
-                data.update(_fields(event, "account_id", "name"))
+                data.update(_fields(event, "account_id", "name"), key=event.disk_key)
             case VolumeDeleteRequested():
                 out.update(state=DESTROY)
             case VolumeDeleted():
@@ -202,9 +203,9 @@ class Catalog:
                 out.update(state="Error")
                 data.update(reason=event.reason)
             case VolumeAttached():
-                data.update(vm_id=event.vm_id, device_key=event.device_key)
+                data.update(vm_id=event.vm_id, device_key=event.device_key, key=event.disk_key)
             case VolumeDetached():
-                data.update(vm_id=None, device_key=None)
+                data.update(vm_id=None, device_key=None, key=None)
             case VolumeResized():
                 data.update(size_bytes=event.size_bytes)
             case VmExpunged():

@@ -58,7 +58,7 @@ async def _vmware_world(server: Server, prefix: str) -> World:
     [inventory] = await driver.inventory()
     host = next(h for h in inventory.hosts if h.name == "DC0_C0_H0")
     pool = next(p for p in inventory.pools if p.name == "LocalDS_0")
-    networks = [NetworkBinding(n.ref, n.name, n.switch_uuid, n.portgroup_key)
+    networks = [NetworkBinding(n.ref, n.name, n.binding)
                 for n in inventory.networks if n.name in ("VM Network", "DC0_DVPG0")]
     return World(driver, vm_ref, host.ref, pool.ref, pool.name, networks, prefix)
 
@@ -83,8 +83,7 @@ def _fake_world(prefix: str) -> World:
     driver = fake.FakeHypervisor.standard()
     vm_ref = driver.add_vm(f"{prefix}-source", "host-1", "pool-1", ["network-1"],
                            powered_on=True)
-    networks = [NetworkBinding(n.ref, n.name, n.switch_uuid, n.portgroup_key)
-                for n in driver.networks.values()]
+    networks = [NetworkBinding(n.ref, n.name, n.binding) for n in driver.networks.values()]
     return World(driver, vm_ref, "host-1", "pool-1", "pool0", networks, prefix)
 
 
@@ -167,8 +166,14 @@ async def test_clone_runs_every_step_and_replaces_a_leftover(world: World) -> No
     assert progress.operation_ids() == [progress.operations[s] for s in CLONE_STEPS]
     assert progress.vm_ref is not None and await world.driver.vm_powered_on(progress.vm_ref)
     assert [n.network_ref for n in progress.nics] == [n.ref for n in world.networks]
-    assert len({n.device_key for n in progress.nics}) == len(world.networks)
+    assert len({n.key for n in progress.nics}) == len(world.networks)
+    assert all(n.key for n in progress.nics)
     assert progress.root_disk is not None and progress.root_disk.pool_ref == world.pool_ref
+    # The keys the clone reported are the ones the inventory reports for its VM.
+    [inventory] = await world.driver.inventory()
+    made = next(v for v in inventory.vms if v.ref == progress.vm_ref)
+    assert [n.key for n in made.nics] == [n.key for n in progress.nics]
+    assert made.disks[0].key == progress.root_disk.key
 
     # An earlier attempt's VM of that name is removed; one VM of the name remains.
     again = CloneProgress()
@@ -245,7 +250,8 @@ async def test_volumes_are_made_attached_resized_detached_copied_and_deleted(
     assert await d.attach_volume(world.vm_ref, location) == (key, None)
     [inventory] = await d.inventory()
     vm = next(v for v in inventory.vms if v.ref == world.vm_ref)
-    assert [disk.device_key for disk in vm.disks if disk.path == location] == [key]
+    assert [disk.key for disk in vm.disks if disk.path == location] == [key]
+    assert key and len({disk.key for disk in vm.disks}) == len(vm.disks)
     assert vm.disks[0].path != location  # the root disk stays first
 
     assert await d.resize_volume(world.vm_ref, location, 2 * 2**30, world.pool_ref)
@@ -277,7 +283,7 @@ async def test_a_volume_is_copied_from_a_snapshot_disk(world: World) -> None:
     assert await d.copy_volume(source, world.pool_ref, dest)
     key, _ = await d.attach_volume(world.vm_ref, dest)
     assert await d.detach_volume(world.vm_ref, dest)
-    assert key > 0
+    assert isinstance(key, str) and key
     assert await d.delete_volume(dest, world.pool_ref)
 
 

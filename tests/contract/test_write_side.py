@@ -115,8 +115,10 @@ SNAPSHOT_LIFE: list[tuple[str, Event]] = [
 
 
 def disk(volume_id: str, root: bool) -> Disk:
-    return Disk(volume_id=volume_id, device_key=2000 + (not root), path=f"[ds] {volume_id}",
-                pool_id="p1", size_bytes=2**30, root=root)
+    """Root disks as recorded when keys were vSphere's numbers, data disks with a driver's
+    opaque key: the lookups read both alike."""
+    return Disk(volume_id=volume_id, path=f"[ds] {volume_id}", pool_id="p1", size_bytes=2**30,
+                root=root, device_key=2000 if root else None, key=None if root else "vdb")
 
 
 def imported_vm(vm_id: str, *disks: Disk, account_id: str = "acct-0") -> VmImported:

@@ -222,7 +222,7 @@ async def test_an_expunge_keeps_data_volumes_detached_and_frees_the_capacity() -
     await given(store, streams.volume("d1"), VolumeCreated(
         volume_id="d1", account_id="acct-1", name="data", volume_type="DATADISK",
         pool_id=world.pool_id, size_bytes=2**30, path=data_path),
-        VolumeAttached(volume_id="d1", vm_id="a", device_key=key))
+        VolumeAttached(volume_id="d1", vm_id="a", key=key))
     (root_id,) = [v for v in (await store.attached_volumes(["a"]))["a"] if v != "d1"]
 
     await given(store, streams.vm("a"), VmDestroyRequested(vm_id="a", job_id=job("a", "x"),

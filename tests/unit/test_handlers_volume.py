@@ -174,7 +174,7 @@ async def test_a_volume_is_attached_resized_detached_and_deleted() -> None:
 async def test_an_imported_vms_data_disk_is_detached_and_deleted_by_its_import() -> None:
     store, fake, world, delivery = await setup()
     vm0 = next(iter(fake.vms))
-    data_id = volume_id(world.vm_id, fake.vms[vm0].disks[1].device_key)
+    data_id = volume_id(world.vm_id, fake.vms[vm0].disks[1].key)
 
     await attach(store, data_id, world.vm_id, False)
     await delivery.settle()

@@ -35,13 +35,13 @@ from shared.drivers.base import (
 )
 
 T0 = datetime(2026, 11, 28, tzinfo=UTC)
-ROOT = DiskInfo(204, "[ds1] web/web.vmdk", "datastore-1", 10 * 2**30)
-DATA = DiskInfo(205, "[ds2] web/data.vmdk", "datastore-2", 2**30)
+ROOT = DiskInfo("204", "[ds1] web/web.vmdk", "datastore-1", 10 * 2**30)
+DATA = DiskInfo("205", "[ds2] web/data.vmdk", "datastore-2", 2**30)
 
 
 def snap(ref: str, parent: str | None, description: str = "") -> SnapshotInfo:
     return SnapshotInfo(ref, ref, description, T0, False, parent, 1, 512, [ROOT, DATA],
-                        [NicInfo(4000, "network-6", "aa")])
+                        [NicInfo("4000", "network-6", "aa")])
 
 
 def inventory(*vms: VmInfo) -> Inventory:
@@ -49,7 +49,7 @@ def inventory(*vms: VmInfo) -> Inventory:
         "datacenter-1", "DC0",
         [HostInfo("host-1", "h1", "c1", 2, 2000, 4 * 2**30, ["datastore-1", "datastore-2"])],
         [PoolInfo("datastore-1", "ds1", "ds:///1", 2**40, 2**39, ["host-1"])],
-        [NetworkInfo("network-6", "VM Network", None, None)],
+        [NetworkInfo("network-6", "VM Network")],
         list(vms),
     )
 
@@ -57,7 +57,7 @@ def inventory(*vms: VmInfo) -> Inventory:
 def vm(name: str, *, template: bool = False, snapshots: list[SnapshotInfo] | None = None,
        current: str | None = None) -> VmInfo:
     return VmInfo(f"vm-{name}", name, "uuid", template, "host-1", 1, 512, True, [ROOT, DATA],
-                  [NicInfo(4000, "network-6", "aa")], snapshots or [], current)
+                  [NicInfo("4000", "network-6", "aa")], snapshots or [], current)
 
 
 def test_ids_are_stable_and_link_objects() -> None:

@@ -3,10 +3,16 @@ against an in-memory store's streams and lookups."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import msgspec
+
 from proto import streams
 from proto.events import (
+    Event,
     HostImported,
     InventoryObjectGone,
+    NetworkImported,
     VmAssigned,
     VmDestroyRequested,
     VmExpunged,
@@ -15,6 +21,7 @@ from proto.events import (
     VmSnapshotRequested,
     VmSnapshotTaken,
     ZoneImported,
+    dvs_binding,
 )
 from services.cloner.handlers import Cloner
 from services.planner.handlers import Planner
@@ -22,9 +29,11 @@ from services.planner.inventory import changes, describe, sync
 from services.seeder.handlers import Seeder
 from shared.bus import Dispatcher
 from shared.domain.inventory import object_id
+from shared.drivers.base import NetworkInfo
 from shared.drivers.fake import FakeHypervisor
+from shared.drivers.vmware import dvs_portgroup
 from shared.eventstore import Append, MemoryEventStore, Repository
-from tests.kit import Delivery, deploy, given, new_stream
+from tests.kit import META, Delivery, deploy, given, new_stream
 
 
 async def no_changes() -> list[Append]:
@@ -123,3 +132,35 @@ async def test_a_deployed_vm_gone_is_expunged_unless_it_is_being_destroyed() -> 
     assert appended == [
         (streams.vm_snapshot("s-a"), VmSnapshotDeleted(snapshot_id="s-a", vm_id="a")),
         (streams.vm("a"), VmExpunged(vm_id="a", volume_ids=[root]))]
+
+
+def _as_recorded_before_opaque_keys(event: Event) -> Event:
+    """An inventory event as vSphere's inventory was recorded when disk and NIC keys were
+    numbers and distributed port groups carried their switch and key."""
+    replace = msgspec.structs.replace
+    match event:
+        case NetworkImported(binding=str(binding)):
+            dvs = dvs_portgroup(binding)
+            assert dvs is not None
+            return replace(event, binding=None, switch_uuid=dvs[0], portgroup_key=dvs[1])
+        case VmImported() | VmSnapshotTaken():
+            return replace(event, disks=[replace(d, key=None) for d in event.disks],
+                           nics=[replace(n, key=None) for n in event.nics])
+    return event
+
+
+async def test_what_was_recorded_with_vsphere_numbers_and_switch_fields_is_not_new() -> None:
+    store, fake = MemoryEventStore(), FakeHypervisor.standard()
+    fake.networks["dvportgroup-1"] = NetworkInfo("dvportgroup-1", "DVPG0",
+                                                 dvs_binding("switch-1", "dvportgroup-1"))
+    for vm in fake.vms.values():  # vSphere's keys
+        vm.disks = [dataclasses.replace(d, key=str(2000 + i)) for i, d in enumerate(vm.disks)]
+        vm.nics = [dataclasses.replace(n, key=str(4000 + i)) for i, n in enumerate(vm.nics)]
+    await fake.create_snapshot(next(iter(fake.vms)), "before-upgrade", "", False, False)
+    now = await changes(store, fake)
+    before = [Append(a.stream_id, [_as_recorded_before_opaque_keys(e) for e in a.events],
+                     a.expected_version) for a in now]
+    assert [a.events for a in before] != [a.events for a in now]
+    await store.commit(before, META)
+
+    assert describe(await changes(store, fake)) == "no changes"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pyVmomi import vim
 
+from proto.events import dvs_binding
 from shared.drivers.base import CloneRequest, NetworkBinding
 from shared.drivers.vmware import FULL_CLONE, LINKED_CLONE, clone_spec, reconfigure_spec, seed_spec
 
 STANDARD = NetworkBinding("network-6", "VM Network")
-DISTRIBUTED = NetworkBinding("dvportgroup-12", "DC0_DVPG0", "uuid-1", "dvportgroup-12")
+SWITCH = "50 2e 65 e4 5b 7b 1a 6f-b5 9d 3c 43 2a 16 0c 63"  # vSphere's uuids have spaces
+DISTRIBUTED = NetworkBinding("dvportgroup-12", "DC0_DVPG0", dvs_binding(SWITCH, "dvportgroup-12"))
 
 
 def request(**overrides: object) -> CloneRequest:
@@ -51,6 +53,7 @@ def test_reconfigure_replaces_every_nic_by_the_requested_ones() -> None:
     assert isinstance(added[0].backing,
                       vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo)
     assert added[0].backing.port.portgroupKey == "dvportgroup-12"
+    assert added[0].backing.port.switchUuid == SWITCH
     assert added[1].backing.deviceName == "VM Network"
     assert (spec.numCPUs, spec.memoryMB, spec.cpuAllocation.limit) == (2, 1024, 2000)
 

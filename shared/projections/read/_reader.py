@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import asyncpg
 import msgspec
 
 from proto import streams
+from proto.events import dvs_binding
 from shared.domain.job import CREATE_VM_SNAPSHOT_CMD, VM_COMMANDS, VOLUME_COMMANDS, JobStatus
 from shared.eventstore import EventStore, RecordedEvent
 from shared.projections._runner import CHECKPOINT, fold
@@ -92,8 +93,16 @@ def _pool(row: Row) -> Pool:
 def _network(row: Row) -> Network:
     d = _data(row)
     return Network(id=row["id"], name=row["name"], zone_id=row["zone_id"], state=row["state"],
-                   ref=d["ref"], switch_uuid=d.get("switch_uuid"),
-                   portgroup_key=d.get("portgroup_key"), created=row["created"])
+                   ref=d["ref"], binding=_binding(d), created=row["created"])
+
+
+def _binding(d: dict[str, Any]) -> str | None:
+    """A network row's binding; a row projected before bindings were there holds vSphere's
+    switch and port group instead."""
+    if "binding" in d:
+        return cast(str | None, d["binding"])
+    switch_uuid, portgroup_key = d.get("switch_uuid"), d.get("portgroup_key")
+    return dvs_binding(switch_uuid, portgroup_key) if switch_uuid and portgroup_key else None
 
 
 def _service_offering(row: Row) -> ServiceOffering:

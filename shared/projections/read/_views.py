@@ -110,8 +110,7 @@ class Network(msgspec.Struct, frozen=True, kw_only=True):
     zone_id: str | None
     state: str
     ref: str
-    switch_uuid: str | None
-    portgroup_key: str | None
+    binding: str | None  # the driver's, as its inventory reported it (``NetworkInfo``)
     created: datetime
 
 
