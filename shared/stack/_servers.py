@@ -75,6 +75,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def still_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether ``port`` can be bound now: a port picked earlier may since have been taken,
+    e.g. as the local end of some process's outgoing connection."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def _die_with_parent(as_user: str | None = None) -> Callable[[], None]:
     """A preexec hook: drop to ``as_user`` if given, and die when the launcher dies."""
 

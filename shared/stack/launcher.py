@@ -40,6 +40,7 @@ from shared.stack._servers import (
     start_nats,
     start_postgres,
     start_vcsim,
+    still_free,
     terminate,
     write_private,
 )
@@ -234,6 +235,8 @@ class Stack:
         return self.state_dir / "nats" / "auth.conf"
 
     def _start_child(self, child: Child) -> None:
+        if not still_free(child.health_port):
+            child.health_port = free_port()  # stack.json is rewritten with the new one
         # Services get the database role that may not change the schema, never the owner's.
         settings = replace(self.settings, health_listen=f"127.0.0.1:{child.health_port}",
                            database_admin_url="")
