@@ -76,9 +76,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def still_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether ``port`` can be bound now: a port picked earlier may since have been taken,
-    e.g. as the local end of some process's outgoing connection."""
+    """Whether a server can listen on ``port`` now: a port picked earlier may since have
+    been taken, e.g. as the local end of some process's outgoing connection. Bound as the
+    services' servers bind (SO_REUSEADDR), so a port the last run left in TIME_WAIT counts
+    as free, as it is for them."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

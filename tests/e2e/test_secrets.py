@@ -201,8 +201,9 @@ def test_no_generated_secret_in_any_file_of_the_state_dir(
 
 def test_no_secret_on_any_command_line(stack: dict[str, Any], provoked: Provoked) -> None:
     """`ps` shows every process's arguments to every user of the machine."""
-    listed = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True,
-                            timeout=30).stdout
+    # -ww: whole command lines (without a terminal ps cuts them at 80 columns).
+    listed = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True,
+                            check=True, timeout=30).stdout
     assert "nats-server" in listed and "vcsim" in listed and "postgres" in listed
     found = {**_generated_secrets(Path(stack["state_dir"])), **provoked.secrets}
     assert _leaks(listed, found) == []

@@ -277,7 +277,7 @@ def test_a_second_up_on_a_running_state_dir_is_refused(stack: dict[str, Any]) ->
     nats_dir = str(state / "nats")
 
     def nats_servers() -> list[str]:
-        listed = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True,
+        listed = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True,
                                 check=True).stdout.splitlines()
         return [line for line in listed if "nats-server" in line and nats_dir in line]
 
