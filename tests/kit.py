@@ -22,6 +22,10 @@ from proto.events import (
     ZoneImported,
 )
 from proto.streams import stable_id
+from services.cloner.handlers import Cloner
+from services.planner.handlers import Planner
+from services.seeder.handlers import Seeder
+from services.volume.handlers import Volumes
 from shared.bus import Dispatched, Dispatcher, Outcome
 from shared.domain.inventory import observed
 from shared.drivers.fake import FakeHypervisor
@@ -135,3 +139,19 @@ async def imported(store: Store, fake: FakeHypervisor) -> World:
         vm_id=next(e.vm_id for e in events if isinstance(e, VmImported)),
         snapshot_id=next(e.snapshot_id for e in events if isinstance(e, VmSnapshotTaken)),
     )
+
+
+async def no_changes() -> list[Append]:
+    """An inventory sync that finds nothing, for a planner under test."""
+    return []
+
+
+def pipeline(store: Store, fake: FakeHypervisor, *names: str) -> Delivery:
+    """A Delivery through the named services' handlers (``planner``, ``seeder``,
+    ``cloner``, ``volume``), each giving a message up after 4 deliveries."""
+    made = {"planner": lambda: Planner(store, no_changes).handlers(),
+            "seeder": lambda: Seeder(store, fake).handlers(),
+            "cloner": lambda: Cloner(store, fake).handlers(),
+            "volume": lambda: Volumes(store, fake).handlers()}
+    return Delivery(store, [Dispatcher(name, store, made[name](), max_deliver=4)
+                            for name in names])

@@ -31,30 +31,19 @@ from proto.events import (
     VolumeDetached,
 )
 from proto.streams import stable_id
-from services.cloner.handlers import Cloner
-from services.planner.handlers import Planner
-from services.seeder.handlers import Seeder
-from shared.bus import Dispatcher, Outcome
+from shared.bus import Outcome
 from shared.domain import vm
 from shared.drivers.base import RECONFIGURE
 from shared.drivers.fake import FakeHypervisor
 from shared.errors import INTERNAL_ERROR
-from shared.eventstore import Append, MemoryEventStore, Repository
-from tests.kit import Delivery, World, deploy, given, imported, new_stream
-
-
-async def no_changes() -> list[Append]:
-    return []
+from shared.eventstore import MemoryEventStore, Repository
+from tests.kit import Delivery, World, deploy, given, imported, new_stream, pipeline
 
 
 async def setup() -> tuple[MemoryEventStore, FakeHypervisor, World, Delivery]:
     store, fake = MemoryEventStore(), FakeHypervisor.standard()
     world = await imported(store, fake)
-    delivery = Delivery(store, [
-        Dispatcher("planner", store, Planner(store, no_changes).handlers(), max_deliver=4),
-        Dispatcher("seeder", store, Seeder(store, fake).handlers(), max_deliver=4),
-        Dispatcher("cloner", store, Cloner(store, fake).handlers(), max_deliver=4),
-    ])
+    delivery = pipeline(store, fake, "planner", "seeder", "cloner")
     return store, fake, world, delivery
 
 

@@ -23,11 +23,7 @@ from shared.bus import Dispatcher, Outcome
 from shared.domain import capacity
 from shared.domain.deploy import HostView
 from shared.eventstore import Append, MemoryEventStore
-from tests.kit import Delivery, deliver, deploy, given, host, new_stream
-
-
-async def no_changes() -> list[Append]:
-    return []
+from tests.kit import Delivery, deliver, deploy, given, host, new_stream, no_changes
 
 
 def planner(store: MemoryEventStore) -> Dispatcher:

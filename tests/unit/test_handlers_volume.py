@@ -22,24 +22,16 @@ from proto.events import (
     VolumeResizeRequested,
 )
 from proto.streams import stable_id
-from services.cloner.handlers import Cloner
-from services.planner.handlers import Planner
-from services.seeder.handlers import Seeder
-from services.volume.handlers import Volumes
-from shared.bus import Dispatcher, Outcome
+from shared.bus import Outcome
 from shared.domain import volume
 from shared.domain.vm import volume_id
 from shared.drivers.fake import FakeHypervisor
 from shared.errors import INTERNAL_ERROR
-from shared.eventstore import Append, MemoryEventStore, Repository
-from tests.kit import Delivery, World, deploy, given, imported, new_stream
+from shared.eventstore import MemoryEventStore, Repository
+from tests.kit import Delivery, World, deploy, given, imported, new_stream, pipeline
 
 GB = 2**30
 DATA_DISK = "[pool0] vm0/data.disk"
-
-
-async def no_changes() -> list[Append]:
-    return []
 
 
 async def setup() -> tuple[MemoryEventStore, FakeHypervisor, World, Delivery]:
@@ -47,12 +39,7 @@ async def setup() -> tuple[MemoryEventStore, FakeHypervisor, World, Delivery]:
     store, fake = MemoryEventStore(), FakeHypervisor.standard()
     await fake.attach_volume(next(iter(fake.vms)), DATA_DISK, create_bytes=GB)
     world = await imported(store, fake)
-    delivery = Delivery(store, [
-        Dispatcher("planner", store, Planner(store, no_changes).handlers(), max_deliver=4),
-        Dispatcher("seeder", store, Seeder(store, fake).handlers(), max_deliver=4),
-        Dispatcher("cloner", store, Cloner(store, fake).handlers(), max_deliver=4),
-        Dispatcher("volume", store, Volumes(store, fake).handlers(), max_deliver=4),
-    ])
+    delivery = pipeline(store, fake, "planner", "seeder", "cloner", "volume")
     return store, fake, world, delivery
 
 

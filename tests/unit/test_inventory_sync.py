@@ -33,11 +33,7 @@ from shared.drivers.base import NetworkInfo
 from shared.drivers.fake import FakeHypervisor
 from shared.drivers.vmware import dvs_portgroup
 from shared.eventstore import Append, MemoryEventStore, Repository
-from tests.kit import META, Delivery, deploy, given, new_stream
-
-
-async def no_changes() -> list[Append]:
-    return []
+from tests.kit import META, Delivery, deploy, given, new_stream, no_changes
 
 
 async def synced() -> tuple[MemoryEventStore, FakeHypervisor]:
