@@ -32,6 +32,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Seconds one vCenter call may take before it counts as failed (and is retried where
     # that is safe). Tasks are waited for separately, for up to ten minutes.
     vcenter_timeout: float = 120.0
+    # KVM zones through libvirt, each a set of libvirt hosts:
+    # "<zone>: <host>=<libvirt URI>, <host>=<URI>; <zone>: ...". Empty: no KVM zone.
+    kvm_zones: str = ""
     gateway_listen: str = "127.0.0.1:8080"
     health_listen: str = "127.0.0.1:0"
     admin_api_key: str = ""
