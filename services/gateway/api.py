@@ -11,12 +11,13 @@ from typing import Any
 
 from proto.envelope import Metadata
 from shared.config import Settings
-from shared.errors import PARAM_ERROR, PERMISSION_DENIED, ApiError
-from shared.eventstore import Append, EventStore
+from shared.errors import PARAM_ERROR, PERMISSION_DENIED, RESOURCE_IN_USE, ApiError
+from shared.eventstore import Append, ConcurrencyError, EventStore
 from shared.log import current_correlation
 from shared.projections.read import Paging, ReadModels, Viewer
 
 MAX_PARAM_LENGTH = 4096
+DECISION_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,22 @@ class Command:
     @property
     def description(self) -> str:
         return (self.handler.__doc__ or "").strip().split("\n", 1)[0]
+
+    async def run(self, ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+        """Run the command. A command checks what it acts on as its stream stands and
+        appends at that version; if the stream moved on in between (nothing was appended),
+        it checks again on what is stored now, up to ``DECISION_ATTEMPTS`` times.
+
+        Raises:
+            ApiError: the command's own; 536 if its target kept changing.
+        """
+        for _ in range(DECISION_ATTEMPTS):
+            try:
+                return await self.handler(ctx, params, caller)
+            except ConcurrencyError:
+                continue
+        raise ApiError(RESOURCE_IN_USE, f"{self.name}: what it acts on kept changing while it "
+                       f"was decided ({DECISION_ATTEMPTS} attempts); try again")
 
 
 COMMANDS: dict[str, Command] = {}

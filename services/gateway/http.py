@@ -105,7 +105,7 @@ async def api(request: web.Request) -> web.Response:
             if cmd is None:
                 raise ApiError(UNSUPPORTED, f"The given command '{name[:64]}' does not exist "
                                "or it is not available for user")
-            body = await cmd.handler(ctx, Params(cmd.name, dict(pairs)), caller)
+            body = await cmd.run(ctx, Params(cmd.name, dict(pairs)), caller)
             response = envelope(name or "error", body)
         except ApiError as exc:
             if exc.code >= 500:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from proto import streams
 from proto.events import AnyEvent, DiskOfferingCreated, Event, ServiceOfferingCreated
@@ -41,4 +42,20 @@ def service_offering(events: Iterable[AnyEvent]) -> OfferingView | None:
         if isinstance(event, ServiceOfferingCreated):
             found = OfferingView(event.offering_id, event.name, event.cpu_number,
                                  event.cpu_speed, event.memory_mb)
+    return found
+
+
+@dataclass(frozen=True)
+class DiskOfferingView:
+    id: str
+    name: str
+    disk_size_gb: int
+
+
+def disk_offering(events: Iterable[AnyEvent]) -> DiskOfferingView | None:
+    """A disk offering as its stream tells it (None if it was never created)."""
+    found = None
+    for event in events:
+        if isinstance(event, DiskOfferingCreated):
+            found = DiskOfferingView(event.offering_id, event.name, event.disk_size_gb)
     return found

@@ -25,6 +25,7 @@ from proto.events import (
     VmPowerRequested,
     VmRebooted,
     VmRecovered,
+    VmReverted,
     VmSourceReady,
     VmStarted,
     VmStopped,
@@ -33,7 +34,7 @@ from proto.events import (
 )
 from proto.streams import stable_id
 from shared.drivers.base import CLONE, RECONFIGURE, CloneProgress
-from shared.errors import INTERNAL_ERROR
+from shared.errors import INTERNAL_ERROR, PARAM_ERROR, RESOURCE_IN_USE, ApiError
 
 
 class VmState(StrEnum):
@@ -61,6 +62,8 @@ def state_after(event: AnyEvent) -> VmState | None:
             return VmState.DESTROYED
         case VmExpunged():
             return VmState.EXPUNGING
+        case VmReverted():
+            return VmState.RUNNING if event.powered_on else VmState.STOPPED
     return None
 
 
@@ -110,6 +113,7 @@ class Vm:
 
     id: str
     request: VmDeployRequested | None = None
+    name: str = ""
     account_id: str | None = None
     zone_id: str | None = None
     ref: str | None = None
@@ -126,11 +130,11 @@ def evolve(vm: Vm, event: AnyEvent) -> Vm:
     vm = replace(vm, version=vm.version + 1)
     match event:
         case VmDeployRequested():
-            vm = replace(vm, request=event, account_id=event.account_id,
+            vm = replace(vm, request=event, name=event.name, account_id=event.account_id,
                          zone_id=event.zone_id, root_pool_id=event.pool_id,
                          template_id=event.root_template_id or event.template_id)
         case VmImported():
-            vm = replace(vm, account_id=vm.account_id or event.account_id,
+            vm = replace(vm, name=event.name, account_id=vm.account_id or event.account_id,
                          zone_id=event.zone_id, ref=event.ref, host_id=event.host_id,
                          root_pool_id=next((d.pool_id for d in event.disks if d.root), None),
                          template_id=event.template_id, expunged=False,
@@ -225,3 +229,58 @@ def destroyed(request: VmDestroyRequested, volume_ids: Iterable[str],
                                  volume_ids=sorted(set(volume_ids) - kept)))
     events.append(JobCompleted(job_id=request.job_id, succeeded=True))
     return events
+
+
+# What a VM must be in for a user's command on it (CloudStack's rules).
+POWER_FROM: dict[str, tuple[VmState, ...]] = {
+    "stop": (VmState.RUNNING,), "start": (VmState.STOPPED,), "reboot": (VmState.RUNNING,)}
+SNAPSHOT_FROM = (VmState.RUNNING, VmState.STOPPED)
+
+
+def check_power(vm: Vm, action: str) -> None:
+    """Whether ``action`` (stop, start, reboot) may be asked of the VM now.
+
+    Raises:
+        ApiError: 536 naming the VM's state and the states that allow it.
+    """
+    allowed = POWER_FROM[action]
+    if vm.state not in allowed:
+        raise ApiError(RESOURCE_IN_USE, f"virtual machine {vm.id} is {vm.state}; it can be "
+                       f"{action}ed when {' or '.join(allowed)}")
+
+
+def check_destroy(vm: Vm, expunge: bool) -> None:
+    """Whether the VM may be destroyed (and, with ``expunge``, removed) now.
+
+    Raises:
+        ApiError: 536 while it is still being deployed; 431 naming ``id`` if it is
+            destroyed already and ``expunge`` is not asked for.
+    """
+    if vm.state == VmState.STARTING:
+        raise ApiError(RESOURCE_IN_USE, f"virtual machine {vm.id} is still being deployed; "
+                       "destroy it once it is Running or Error")
+    if vm.state == VmState.DESTROYED and not expunge:
+        raise ApiError(PARAM_ERROR, f"invalid parameter id: virtual machine {vm.id} is "
+                       "already destroyed; pass expunge=true to remove it")
+
+
+def check_recover(vm: Vm) -> None:
+    """Whether the VM may be recovered: only a destroyed one.
+
+    Raises:
+        ApiError: 431 naming ``id`` and the VM's state.
+    """
+    if vm.state != VmState.DESTROYED:
+        raise ApiError(PARAM_ERROR, f"invalid parameter id: virtual machine {vm.id} is "
+                       f"{vm.state}, not Destroyed; only a destroyed VM can be recovered")
+
+
+def check_snapshot(vm: Vm) -> None:
+    """Whether a VM snapshot may be taken of the VM now.
+
+    Raises:
+        ApiError: 536 naming the VM's state.
+    """
+    if vm.state not in SNAPSHOT_FROM:
+        raise ApiError(RESOURCE_IN_USE, f"virtual machine {vm.id} is {vm.state}; snapshots "
+                       "are taken of Running or Stopped VMs")

@@ -21,14 +21,18 @@ from proto.events import (
     VolumeAttached,
     VolumeCreated,
     VolumeDeleted,
+    VolumeDeleteRequested,
     VolumeDetached,
     VolumeFailed,
     VolumeFromSnapshotRequested,
     VolumeResized,
 )
-from shared.errors import INTERNAL_ERROR
+from shared.errors import INTERNAL_ERROR, PARAM_ERROR, RESOURCE_IN_USE, ApiError
 
 ROOT, DATADISK = "ROOT", "DATADISK"
+# CloudStack's volume states, as snapdeploy's volumes go through them.
+ALLOCATED, READY, DESTROY, EXPUNGED, ERROR = "Allocated", "Ready", "Destroy", "Expunged", "Error"
+GB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class Volume:
     disk_offering_id: str | None = None
     known: bool = False  # requested, allocated, created or imported
     deleted: bool = False
+    state: str = ""
     version: int = 0
 
     @property
@@ -60,7 +65,8 @@ def imported(volume_id: str, vm: VmImported) -> Volume:
     return Volume(volume_id, account_id=vm.account_id,
                   name=f"{ROOT if disk.root else 'DATA'}-{vm.name}-{disk.disk_key}",
                   volume_type=ROOT if disk.root else DATADISK, pool_id=disk.pool_id,
-                  path=disk.path, size_bytes=disk.size_bytes, vm_id=vm.vm_id, known=True)
+                  path=disk.path, size_bytes=disk.size_bytes, vm_id=vm.vm_id, known=True,
+                  state=READY)
 
 
 def evolve(volume: Volume, event: AnyEvent) -> Volume:
@@ -69,16 +75,21 @@ def evolve(volume: Volume, event: AnyEvent) -> Volume:
     match event:
         case VolumeFromSnapshotRequested():
             return replace(volume, account_id=event.account_id, name=event.name,
-                           pool_id=event.pool_id, size_bytes=event.size_bytes, known=True)
+                           pool_id=event.pool_id, size_bytes=event.size_bytes, known=True,
+                           state=ALLOCATED)
         case VolumeAllocated():
             return replace(volume, account_id=event.account_id, name=event.name,
                            size_bytes=event.size_bytes, disk_offering_id=event.disk_offering_id,
-                           known=True)
+                           known=True, state=ALLOCATED)
         case VolumeCreated():
             return replace(volume, account_id=event.account_id, name=event.name,
                            volume_type=event.volume_type, pool_id=event.pool_id,
                            path=event.path, size_bytes=event.size_bytes, vm_id=event.vm_id,
-                           disk_offering_id=event.disk_offering_id, known=True)
+                           disk_offering_id=event.disk_offering_id, known=True, state=READY)
+        case VolumeDeleteRequested():
+            return replace(volume, state=DESTROY)
+        case VolumeFailed():
+            return replace(volume, state=ERROR)
         case VolumeAttached():
             return replace(volume, vm_id=event.vm_id)
         case VolumeDetached():
@@ -86,7 +97,7 @@ def evolve(volume: Volume, event: AnyEvent) -> Volume:
         case VolumeResized():
             return replace(volume, size_bytes=event.size_bytes)
         case VolumeDeleted():
-            return replace(volume, deleted=True)
+            return replace(volume, deleted=True, state=EXPUNGED)
     return volume
 
 
@@ -104,3 +115,70 @@ def failed(volume_id: str, job_id: str, reason: str, *, made: bool = False) -> l
     events: list[Event] = [] if made else [VolumeFailed(volume_id=volume_id, reason=reason)]
     return [*events, JobCompleted(job_id=job_id, succeeded=False, error_code=INTERNAL_ERROR,
                                   error_text=reason)]
+
+
+def check_delete(volume: Volume) -> None:
+    """Whether a user may delete the volume: a data volume, detached, Ready, Allocated or
+    in Error.
+
+    Raises:
+        ApiError: 431 naming ``id`` and why not.
+    """
+    if volume.volume_type == ROOT:
+        raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume.id} is a root "
+                       "volume; it goes when its VM is expunged")
+    if volume.vm_id:
+        raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume.id} is attached to "
+                       f"virtual machine {volume.vm_id}; detach it first")
+    if volume.state not in (READY, ALLOCATED, ERROR):
+        raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume.id} is "
+                       f"{volume.state}")
+
+
+def check_attach(volume: Volume) -> None:
+    """Whether the volume may be attached: Ready or Allocated, and detached.
+
+    Raises:
+        ApiError: 431 naming ``id``, the volume's state and its VM.
+    """
+    if volume.state not in (READY, ALLOCATED) or volume.vm_id:
+        raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume.id} is "
+                       f"{volume.state} and attached to {volume.vm_id}; "
+                       "only a Ready or Allocated, detached volume can be attached")
+
+
+def check_detach(volume: Volume) -> str:
+    """The VM the volume may be detached from: it must be an attached data volume.
+
+    Raises:
+        ApiError: 431 naming ``id``.
+    """
+    if not volume.vm_id or volume.volume_type == ROOT:
+        raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume.id} is not an "
+                       "attached data volume")
+    return volume.vm_id
+
+
+def check_resize(volume: Volume, size_gb: int) -> None:
+    """Whether the volume may grow to ``size_gb``: volumes only grow.
+
+    Raises:
+        ApiError: 431 naming ``size``.
+    """
+    if size_gb * GB <= volume.size_bytes:
+        raise ApiError(PARAM_ERROR, f"invalid parameter size: {size_gb} GB does not grow volume "
+                       f"{volume.id} ({volume.size_bytes / GB:.1f} GB); volumes only grow")
+
+
+def check_vm_without_snapshots(vm_id: str, snapshot_count: int, command: str) -> None:
+    """Volumes of a VM with VM snapshots are neither attached, detached nor resized (the
+    snapshots' disk chains would no longer match the VM), as CloudStack refuses it.
+
+    Raises:
+        ApiError: 536 naming the command, the VM and how many snapshots it has.
+    """
+    if snapshot_count:
+        raise ApiError(RESOURCE_IN_USE, f"{command} is refused: virtual machine {vm_id} "
+                       f"has {snapshot_count} VM snapshot(s), and volumes of a VM with VM "
+                       "snapshots cannot be attached, detached or resized; delete its VM "
+                       "snapshots first")

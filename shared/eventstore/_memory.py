@@ -47,6 +47,7 @@ from shared.eventstore._store import (
     ANY_VERSION,
     Append,
     ConcurrencyError,
+    Holding,
     NewEvent,
     RecordedEvent,
     VmEntry,
@@ -364,10 +365,11 @@ class MemoryEventStore:
         volume = self._lookups.volumes.get(volume_id)
         return None if volume is None else volume.imported_with
 
-    async def vm_snapshots(self, vm_ids: Sequence[str]) -> dict[str, list[str]]:
+    async def vm_snapshots(self, vm_ids: Sequence[str], *,
+                           deleted: bool = False) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for snapshot_id, (vm_id, _, live) in sorted(self._lookups.snapshots.items()):
-            if live and vm_id in vm_ids:
+            if (live or deleted) and vm_id in vm_ids:
                 out.setdefault(vm_id, []).append(snapshot_id)
         return out
 
@@ -379,6 +381,10 @@ class MemoryEventStore:
 
     async def inventory_objects(self) -> dict[str, tuple[str, str, bool]]:
         return dict(self._lookups.objects)
+
+    async def holding(self, kind: str, obj_id: str) -> Holding | None:
+        row = self._holdings.rows.get((kind, obj_id))
+        return None if row is None else Holding(row.account_id, row.state, row.gone)
 
     async def holdings(self, account_id: str) -> Usage:
         return self._holdings.usage(account_id)

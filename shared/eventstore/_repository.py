@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from proto import streams
-from proto.events import AnyEvent, VmDeployRequested, VmImported
+from proto.events import AccountCreated, AnyEvent, VmDeployRequested, VmImported
 from shared.domain import capacity as _capacity
 from shared.domain import limits as _limits
 from shared.domain import network as _network
@@ -123,6 +123,19 @@ class Repository:
     async def service_offering(self, offering_id: str) -> OfferingView | None:
         return _offerings.service_offering(
             await self.events(streams.service_offering(offering_id)))
+
+    async def disk_offering(self, offering_id: str) -> _offerings.DiskOfferingView | None:
+        return _offerings.disk_offering(await self.events(streams.disk_offering(offering_id)))
+
+    async def zones(self) -> list[str]:
+        """The ids of the zones an inventory sync imported and that are not gone, sorted."""
+        return sorted(object_id for kind, object_id, gone
+                      in (await self.store.inventory_objects()).values()
+                      if kind == "zone" and not gone)
+
+    async def account_exists(self, account_id: str) -> bool:
+        return any(isinstance(e, AccountCreated)
+                   for e in await self.events(streams.account(account_id)))
 
     async def account_limits(self, account_id: str) -> dict[str, int]:
         """The resource limits set for an account (``shared.domain.limits``)."""

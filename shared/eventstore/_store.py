@@ -124,6 +124,16 @@ class VmEntry:
     destroying: bool  # its stream's last event is a destroy request
 
 
+@dataclass(frozen=True)
+class Holding:
+    """One thing an account holds, as the write side's summary has it (``Store.holding``):
+    its owner ("" if none is recorded), its CloudStack state and whether it is gone."""
+
+    account_id: str
+    state: str
+    gone: bool
+
+
 class _WireEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     stream_id: str
@@ -213,9 +223,10 @@ class Store(Protocol):
         made, or an unknown one)."""
         ...
 
-    async def vm_snapshots(self, vm_ids: Sequence[str]) -> dict[str, list[str]]:
-        """The VM snapshots of each of ``vm_ids`` not deleted, sorted; a VM with none is
-        left out."""
+    async def vm_snapshots(self, vm_ids: Sequence[str], *,
+                           deleted: bool = False) -> dict[str, list[str]]:
+        """The VM snapshots of each of ``vm_ids`` not deleted (with ``deleted``, those
+        deleted too), sorted; a VM with none is left out."""
         ...
 
     async def snapshot_by_ref(self, vm_id: str, ref: str) -> str | None:
@@ -226,6 +237,13 @@ class Store(Protocol):
     async def inventory_objects(self) -> dict[str, tuple[str, str, bool]]:
         """Every zone, host, pool and network an inventory sync imported: its stream →
         (kind, id, gone since)."""
+        ...
+
+    async def holding(self, kind: str, obj_id: str) -> Holding | None:
+        """Who holds one VM (``kind`` "vm"), volume ("volume") or VM snapshot
+        ("vmsnapshot"), its state (a VM's or a volume's, "" for a VM snapshot) and whether
+        it is gone (expunged, deleted), never behind the store: what the gateway checks a
+        command's target against. None if the store never heard of it."""
         ...
 
     async def holdings(self, account_id: str) -> Usage:
@@ -404,12 +422,13 @@ class EventStore:
                 "SELECT imported_with FROM volume_links WHERE volume_id = $1", volume_id)
         return origin
 
-    async def vm_snapshots(self, vm_ids: Sequence[str]) -> dict[str, list[str]]:
+    async def vm_snapshots(self, vm_ids: Sequence[str], *,
+                           deleted: bool = False) -> dict[str, list[str]]:
         """See ``Store.vm_snapshots``: the ``vm_snapshot_refs`` table (migration 0008)."""
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT vm_id, snapshot_id FROM vm_snapshot_refs WHERE live"
-                " AND vm_id = ANY($1) ORDER BY vm_id, snapshot_id", list(vm_ids))
+                "SELECT vm_id, snapshot_id FROM vm_snapshot_refs WHERE (live OR $2)"
+                " AND vm_id = ANY($1) ORDER BY vm_id, snapshot_id", list(vm_ids), deleted)
         out: dict[str, list[str]] = {}
         for row in rows:
             out.setdefault(row["vm_id"], []).append(row["snapshot_id"])
@@ -430,6 +449,14 @@ class EventStore:
             rows = await conn.fetch("SELECT stream_id, kind, object_id, gone"
                                     " FROM inventory_objects")
         return {r["stream_id"]: (r["kind"], r["object_id"], r["gone"]) for r in rows}
+
+    async def holding(self, kind: str, obj_id: str) -> Holding | None:
+        """See ``Store.holding``: the ``account_holdings`` table (migration 0009)."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT account_id, state, gone FROM account_holdings"
+                " WHERE kind = $1 AND id = $2", kind, obj_id)
+        return None if row is None else Holding(row["account_id"], row["state"], row["gone"])
 
     async def holdings(self, account_id: str) -> Usage:
         """See ``Store.holdings``: the ``account_holdings`` table (migration 0009)."""

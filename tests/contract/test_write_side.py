@@ -57,6 +57,7 @@ from shared.eventstore import (
     Append,
     ConcurrencyError,
     EventStore,
+    Holding,
     MemoryEventStore,
     Store,
     VmEntry,
@@ -247,7 +248,10 @@ async def lookups(store: Store) -> tuple[object, ...]:
     vm_ids = ["w1", "w2", "w3", "i1", "i2", "none"]
     return (await store.vms(), await store.attached_volumes(vm_ids),
             [await store.volume_origin(v) for v in ("r1", "i1-data", "i2-root", "none")],
-            await store.vm_snapshots(vm_ids),
+            await store.vm_snapshots(vm_ids), await store.vm_snapshots(vm_ids, deleted=True),
+            [await store.holding(kind, i) for kind, i in (
+                ("vm", "x2"), ("vm", "y1"), ("vm", "x5"), ("volume", "xr5"), ("volume", "y1-root"),
+                ("volume", "xv3"), ("vmsnapshot", "ys1"), ("vm", "none"))],
             [await store.snapshot_by_ref("i1", r) for r in ("sr-1", "sr-2", "sr-3")],
             await store.inventory_objects(),
             [await store.holdings(a) for a in ("acct-0", "acct-1", "acct-2", "h-a", "h-b")])
@@ -303,6 +307,20 @@ async def test_each_accounts_holdings_are_what_the_streams_say(any_store: Store)
     # expunged; d2 deleted.
     assert await any_store.holdings("acct-1") == Usage(user_vm=3, volume=4, cpu=3, memory=3072)
     assert await any_store.holdings("nobody") == Usage()
+
+
+async def test_one_holding_is_its_owner_state_and_whether_it_is_gone(any_store: Store) -> None:
+    await live_host_life(any_store)
+    assert await any_store.holding("vm", "x2") == Holding("h-a", "Running", False)
+    assert await any_store.holding("vm", "y1") == Holding("h-a", "Running", False)
+    assert await any_store.holding("vm", "x5") == Holding("h-a", "Expunging", True)
+    assert await any_store.holding("volume", "xr5") == Holding("h-a", "Destroy", True)
+    assert await any_store.holding("volume", "y1-root") == Holding("h-a", "Ready", False)
+    assert await any_store.holding("volume", "xv2") == Holding("h-a", "Allocated", False)
+    assert await any_store.holding("volume", "xv3") == Holding("h-a", "Destroy", False)
+    assert await any_store.holding("vmsnapshot", "ys1") == Holding("h-a", "", False)
+    assert await any_store.holding("vm", "none") is None
+    assert await any_store.vm_snapshots(["i1"], deleted=True) == {"i1": ["s1", "s2"]}
 
 
 async def test_one_limits_decision_per_account_at_a_time(any_store: Store) -> None:

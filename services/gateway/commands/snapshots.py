@@ -14,24 +14,14 @@ from proto.events import (
 )
 from services.gateway import views
 from services.gateway.api import Caller, Context, Params, command, listing
-from services.gateway.commands.vms import visible_vm
+from services.gateway.commands import targets
 from shared.domain.job import (
     CREATE_VM_SNAPSHOT_CMD,
     DELETE_VM_SNAPSHOT_CMD,
     REVERT_VM_SNAPSHOT_CMD,
 )
-from shared.domain.vm import VmState
-from shared.errors import PARAM_ERROR, RESOURCE_IN_USE, ApiError
-from shared.eventstore import Append
-from shared.projections.read import VmSnapshot
-
-
-async def visible_snapshot(ctx: Context, caller: Caller, snapshot_id: str) -> VmSnapshot:
-    snapshot = await ctx.read.vm_snapshot(caller.viewer, snapshot_id)
-    if snapshot is None:
-        raise ApiError(PARAM_ERROR, f"invalid parameter vmsnapshotid: no VM snapshot "
-                       f"{snapshot_id} is visible to your account")
-    return snapshot
+from shared.domain.vm import VmState, check_snapshot
+from shared.eventstore import Append, Repository
 
 
 def _job(job_id: str, cmd: str, instance: str, caller: Caller) -> JobSubmitted:
@@ -44,10 +34,8 @@ def _job(job_id: str, cmd: str, instance: str, caller: Caller) -> JobSubmitted:
 async def create_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     vm_id = params.uuid("virtualmachineid", required=True)
     assert vm_id is not None
-    vm = await visible_vm(ctx, caller, vm_id, "virtualmachineid")
-    if vm.state not in (VmState.RUNNING, VmState.STOPPED):
-        raise ApiError(RESOURCE_IN_USE, f"virtual machine {vm_id} is {vm.state}; snapshots "
-                       "are taken of Running or Stopped VMs")
+    vm = await targets.vm(ctx, caller, vm_id, "virtualmachineid")
+    check_snapshot(vm)
     memory = bool(params.boolean("snapshotmemory"))
     snapshot_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
     name = params.text("name") or f"{vm.name}_snapshot_{snapshot_id[:8]}"
@@ -57,7 +45,7 @@ async def create_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> di
                             memory=memory and vm.state == VmState.RUNNING,
                             quiesce=bool(params.boolean("quiescevm"))),
         _job(job_id, CREATE_VM_SNAPSHOT_CMD, snapshot_id, caller),
-    ]))
+    ], vm.version))
     return {"id": snapshot_id, "jobid": job_id}
 
 
@@ -74,12 +62,12 @@ async def _snapshot_job(ctx: Context, params: Params, caller: Caller, cmd: str,
     """A job on one of the caller's snapshots, recorded on its VM's stream."""
     snapshot_id = params.uuid("vmsnapshotid", required=True)
     assert snapshot_id is not None
-    vm_id = (await visible_snapshot(ctx, caller, snapshot_id)).vm_id
+    vm_id = (await targets.vm_snapshot(ctx, caller, snapshot_id)).vm_id
     job_id = str(uuid.uuid4())
     await ctx.append(caller, Append(streams.vm(vm_id), [
         request(job_id=job_id, snapshot_id=snapshot_id, vm_id=vm_id),
         _job(job_id, cmd, snapshot_id, caller),
-    ]))
+    ], (await Repository(ctx.store).vm(vm_id)).version))
     return {"jobid": job_id}
 
 

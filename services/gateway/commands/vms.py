@@ -5,8 +5,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import msgspec
-
 from proto import streams
 from proto.commands import CommandAccepted, DeployVirtualMachine
 from proto.events import (
@@ -20,6 +18,7 @@ from proto.events import (
 from proto.streams import stable_id
 from services.gateway import views
 from services.gateway.api import Caller, Context, Params, command, listing, require_admin
+from services.gateway.commands import targets
 from services.gateway.commands.limits import within_limits
 from shared.domain.deploy import check_deploy
 from shared.domain.job import (
@@ -30,10 +29,9 @@ from shared.domain.job import (
     STOP_VM_CMD,
 )
 from shared.domain.limits import Usage
-from shared.domain.vm import VmState, instance_name
-from shared.errors import PARAM_ERROR, RESOURCE_IN_USE, ApiError
+from shared.domain.vm import check_destroy, check_power, check_recover, instance_name
+from shared.errors import PARAM_ERROR, ApiError
 from shared.eventstore import NO_STREAM, Append, ConcurrencyError, Repository
-from shared.projections.read import Vm
 
 
 async def submit_deploy(ctx: Context, caller: Caller,
@@ -135,78 +133,61 @@ async def list_virtual_machines(ctx: Context, params: Params, caller: Caller) ->
     return listing("virtualmachine", [views.vm(vm) for vm in found.items], found.total)
 
 
-async def visible_vm(ctx: Context, caller: Caller, vm_id: str, param: str) -> Vm:
-    vm = await ctx.read.vm(caller.viewer, vm_id)
-    if vm is None:
-        raise ApiError(PARAM_ERROR, f"invalid parameter {param}: no virtual machine {vm_id} "
-                       "is visible to your account")
-    return vm
-
-
 @command("destroyVirtualMachine", is_async=True)
 async def destroy_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     vm_id = params.uuid("id", required=True)
     assert vm_id is not None
     expunge = bool(params.boolean("expunge"))
-    vm = await visible_vm(ctx, caller, vm_id, "id")
-    if vm.state == VmState.STARTING:
-        raise ApiError(RESOURCE_IN_USE, f"virtual machine {vm_id} is still being deployed; "
-                       "destroy it once it is Running or Error")
-    if vm.state == VmState.DESTROYED and not expunge:
-        raise ApiError(PARAM_ERROR, f"invalid parameter id: virtual machine {vm_id} is "
-                       "already destroyed; pass expunge=true to remove it")
+    vm = await targets.vm(ctx, caller, vm_id, "id")
+    check_destroy(vm, expunge)
     job_id = str(uuid.uuid4())
     await ctx.append(caller, Append(streams.vm(vm_id), [
         VmDestroyRequested(vm_id=vm_id, job_id=job_id, expunge=expunge),
         JobSubmitted(job_id=job_id, cmd=DESTROY_VM_CMD, instance_type="VirtualMachine",
                      instance_id=vm_id, account_id=caller.account_id, user_id=caller.user_id),
-    ]))
+    ], vm.version))
     return {"id": vm_id, "jobid": job_id}
 
 
-async def _power(ctx: Context, params: Params, caller: Caller, action: str, cmd: str,
-                 allowed: tuple[VmState, ...]) -> dict[str, Any]:
+async def _power(ctx: Context, params: Params, caller: Caller, action: str,
+                 cmd: str) -> dict[str, Any]:
     vm_id = params.uuid("id", required=True)
     assert vm_id is not None
-    vm = await visible_vm(ctx, caller, vm_id, "id")
-    if vm.state not in allowed:
-        raise ApiError(RESOURCE_IN_USE, f"virtual machine {vm_id} is {vm.state}; it can be "
-                       f"{action}ed when {' or '.join(allowed)}")
+    vm = await targets.vm(ctx, caller, vm_id, "id")
+    check_power(vm, action)
     job_id = str(uuid.uuid4())
     await ctx.append(caller, Append(streams.vm(vm_id), [
         VmPowerRequested(vm_id=vm_id, job_id=job_id, action=action),
         JobSubmitted(job_id=job_id, cmd=cmd, instance_type="VirtualMachine",
                      instance_id=vm_id, account_id=caller.account_id, user_id=caller.user_id),
-    ]))
+    ], vm.version))
     return {"id": vm_id, "jobid": job_id}
 
 
 @command("stopVirtualMachine", is_async=True)
 async def stop_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     params.boolean("forced")
-    return await _power(ctx, params, caller, "stop", STOP_VM_CMD, (VmState.RUNNING,))
+    return await _power(ctx, params, caller, "stop", STOP_VM_CMD)
 
 
 @command("startVirtualMachine", is_async=True)
 async def start_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    return await _power(ctx, params, caller, "start", START_VM_CMD, (VmState.STOPPED,))
+    return await _power(ctx, params, caller, "start", START_VM_CMD)
 
 
 @command("rebootVirtualMachine", is_async=True)
 async def reboot_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    return await _power(ctx, params, caller, "reboot", REBOOT_VM_CMD, (VmState.RUNNING,))
+    return await _power(ctx, params, caller, "reboot", REBOOT_VM_CMD)
 
 
 @command("recoverVirtualMachine")
 async def recover_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     vm_id = params.uuid("id", required=True)
     assert vm_id is not None
-    vm = await visible_vm(ctx, caller, vm_id, "id")
-    if vm.state != VmState.DESTROYED:
-        raise ApiError(PARAM_ERROR, f"invalid parameter id: virtual machine {vm_id} is "
-                       f"{vm.state}, not Destroyed; only a destroyed VM can be recovered")
-    await ctx.change(caller, Append(streams.vm(vm_id), [VmRecovered(vm_id=vm_id)]))
-    return {"virtualmachine": views.vm(msgspec.structs.replace(vm, state=VmState.STOPPED.value))}
+    vm = await targets.vm(ctx, caller, vm_id, "id")
+    check_recover(vm)
+    await ctx.change(caller, Append(streams.vm(vm_id), [VmRecovered(vm_id=vm_id)], vm.version))
+    return await _vm_view(ctx, caller, vm_id)
 
 
 @command("assignVirtualMachine")
@@ -216,10 +197,19 @@ async def assign_virtual_machine(ctx: Context, params: Params, caller: Caller) -
     vm_id = params.uuid("virtualmachineid", required=True)
     account_id = params.uuid("accountid", required=True)
     assert vm_id is not None and account_id is not None
-    vm = await visible_vm(ctx, caller, vm_id, "virtualmachineid")
-    if await ctx.read.account(caller.viewer, account_id) is None:
+    vm = await targets.vm(ctx, caller, vm_id, "virtualmachineid")
+    if not await Repository(ctx.store).account_exists(account_id):
         raise ApiError(PARAM_ERROR, f"invalid parameter accountid: no account {account_id}")
-    volumes, snapshots = await ctx.read.vm_parts(vm_id)
+    volumes = (await ctx.store.attached_volumes([vm_id])).get(vm_id, [])
+    # Deleted snapshots too: a template seeded from one stays its owner's.
+    snapshots = (await ctx.store.vm_snapshots([vm_id], deleted=True)).get(vm_id, [])
     await ctx.change(caller, Append(streams.vm(vm_id), [VmAssigned(
-        vm_id=vm_id, account_id=account_id, volume_ids=volumes, snapshot_ids=snapshots)]))
-    return {"virtualmachine": views.vm(msgspec.structs.replace(vm, account_id=account_id))}
+        vm_id=vm_id, account_id=account_id, volume_ids=volumes, snapshot_ids=snapshots)],
+        vm.version))
+    return await _vm_view(ctx, caller, vm_id)
+
+
+async def _vm_view(ctx: Context, caller: Caller, vm_id: str) -> dict[str, Any]:
+    """A changed VM as listVirtualMachines shows it (the change is in the read models)."""
+    shown = await ctx.read.vm(caller.viewer, vm_id)
+    return {"virtualmachine": views.vm(shown) if shown else {"id": vm_id}}

@@ -21,9 +21,9 @@ from proto.events import (
     VolumeResizeRequested,
 )
 from services.gateway.api import Caller, Context, Params, command
+from services.gateway.commands import targets
 from services.gateway.commands.limits import within_limits
-from services.gateway.commands.snapshots import visible_snapshot
-from services.gateway.commands.vms import visible_vm
+from shared.domain import volume as _volume
 from shared.domain.job import (
     ATTACH_VOLUME_CMD,
     CREATE_VOLUME_CMD,
@@ -31,11 +31,16 @@ from shared.domain.job import (
     RESIZE_VOLUME_CMD,
 )
 from shared.domain.limits import Usage
-from shared.errors import PARAM_ERROR, RESOURCE_IN_USE, ApiError
-from shared.eventstore import NO_STREAM, Append
-from shared.projections.read import Volume
-
-GB = 1024**3
+from shared.domain.volume import (
+    GB,
+    check_attach,
+    check_delete,
+    check_detach,
+    check_resize,
+    check_vm_without_snapshots,
+)
+from shared.errors import PARAM_ERROR, ApiError
+from shared.eventstore import NO_STREAM, Append, Repository
 
 
 def _job(job_id: str, cmd: str, volume_id: str, caller: Caller) -> JobSubmitted:
@@ -43,21 +48,8 @@ def _job(job_id: str, cmd: str, volume_id: str, caller: Caller) -> JobSubmitted:
                         account_id=caller.account_id, user_id=caller.user_id)
 
 
-async def visible_volume(ctx: Context, caller: Caller, volume_id: str,
-                         param: str = "id") -> Volume:
-    volume = await ctx.read.volume(caller.viewer, volume_id)
-    if volume is None:
-        raise ApiError(PARAM_ERROR, f"invalid parameter {param}: no volume {volume_id} is "
-                       "visible to your account")
-    return volume
-
-
 async def refuse_if_vm_has_snapshots(ctx: Context, vm_id: str, command_name: str) -> None:
-    count = await ctx.read.vm_snapshot_count(vm_id)
-    if count:
-        raise ApiError(RESOURCE_IN_USE, f"{command_name} is refused: virtual machine {vm_id} "
-                       f"has {count} VM snapshot(s), and volumes of a VM with VM snapshots "
-                       "cannot be attached, detached or resized; delete its VM snapshots first")
+    check_vm_without_snapshots(vm_id, await targets.vm_snapshot_count(ctx, vm_id), command_name)
 
 
 @command("createVolume", is_async=True)
@@ -80,7 +72,7 @@ async def create_volume(ctx: Context, params: Params, caller: Caller) -> dict[st
     if source_id is None:
         raise ApiError(PARAM_ERROR, "missing parameter volumeid: name the volume of the VM "
                        "snapshot's VM to copy")
-    snapshot = await visible_snapshot(ctx, caller, snapshot_id)
+    snapshot = await targets.vm_snapshot(ctx, caller, snapshot_id)
     disk = next((d for d in snapshot.disks if d.volume_id == source_id), None)
     if disk is None:
         raise ApiError(PARAM_ERROR, f"invalid parameter volumeid: volume {source_id} is not a "
@@ -104,8 +96,9 @@ async def _allocate(ctx: Context, params: Params, caller: Caller) -> dict[str, A
     offering_id = params.uuid("diskofferingid", required=True)
     zone_id = params.uuid("zoneid")
     assert offering_id is not None
-    offering = await ctx.read.disk_offering(offering_id)
-    zones = sorted(z.id for z in (await ctx.read.zones()).items)
+    repo = Repository(ctx.store)
+    offering = await repo.disk_offering(offering_id)
+    zones = await repo.zones()
     if offering is None:
         raise ApiError(PARAM_ERROR, f"invalid parameter diskofferingid: no disk offering "
                        f"{offering_id}")
@@ -136,22 +129,14 @@ async def delete_volume(ctx: Context, params: Params, caller: Caller) -> dict[st
     """Delete a detached data volume; its disk is removed from its pool shortly after."""
     volume_id = params.uuid("id", required=True)
     assert volume_id is not None
-    volume = await visible_volume(ctx, caller, volume_id)
-    if volume.volume_type == "ROOT":
-        raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume_id} is a root "
-                       "volume; it goes when its VM is expunged")
-    if volume.vm_id:
-        raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume_id} is attached to "
-                       f"virtual machine {volume.vm_id}; detach it first")
-    if volume.state not in ("Ready", "Allocated", "Error"):
-        raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume_id} is "
-                       f"{volume.state}")
+    volume = await targets.volume(ctx, caller, volume_id)
+    check_delete(volume)
     await ctx.change(caller, Append(streams.volume(volume_id), [
-        VolumeDeleteRequested(volume_id=volume_id)]))
+        VolumeDeleteRequested(volume_id=volume_id)], volume.version))
     return {"success": True}
 
 
-async def _attach_or_detach(ctx: Context, caller: Caller, volume: Volume, vm_id: str,
+async def _attach_or_detach(ctx: Context, caller: Caller, volume: _volume.Volume, vm_id: str,
                             attach: bool) -> dict[str, Any]:
     job_id = str(uuid.uuid4())
     cmd = ATTACH_VOLUME_CMD if attach else DETACH_VOLUME_CMD
@@ -159,7 +144,7 @@ async def _attach_or_detach(ctx: Context, caller: Caller, volume: Volume, vm_id:
         VolumeAttachRequested(volume_id=volume.id, vm_id=vm_id, job_id=job_id,
                               attach=attach),
         _job(job_id, cmd, volume.id, caller),
-    ]))
+    ], volume.version))
     return {"id": volume.id, "jobid": job_id}
 
 
@@ -168,12 +153,9 @@ async def attach_volume(ctx: Context, params: Params, caller: Caller) -> dict[st
     volume_id = params.uuid("id", required=True)
     vm_id = params.uuid("virtualmachineid", required=True)
     assert volume_id is not None and vm_id is not None
-    volume = await visible_volume(ctx, caller, volume_id)
-    await visible_vm(ctx, caller, vm_id, "virtualmachineid")
-    if volume.state not in ("Ready", "Allocated") or volume.vm_id:
-        raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume_id} is "
-                       f"{volume.state} and attached to {volume.vm_id}; "
-                       "only a Ready or Allocated, detached volume can be attached")
+    volume = await targets.volume(ctx, caller, volume_id)
+    await targets.vm(ctx, caller, vm_id, "virtualmachineid")
+    check_attach(volume)
     await refuse_if_vm_has_snapshots(ctx, vm_id, "attachVolume")
     return await _attach_or_detach(ctx, caller, volume, vm_id, True)
 
@@ -182,11 +164,8 @@ async def attach_volume(ctx: Context, params: Params, caller: Caller) -> dict[st
 async def detach_volume(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     volume_id = params.uuid("id", required=True)
     assert volume_id is not None
-    volume = await visible_volume(ctx, caller, volume_id)
-    vm_id = volume.vm_id
-    if not vm_id or volume.volume_type == "ROOT":
-        raise ApiError(PARAM_ERROR, f"invalid parameter id: volume {volume_id} is not an "
-                       "attached data volume")
+    volume = await targets.volume(ctx, caller, volume_id)
+    vm_id = check_detach(volume)
     await refuse_if_vm_has_snapshots(ctx, vm_id, "detachVolume")
     return await _attach_or_detach(ctx, caller, volume, vm_id, False)
 
@@ -198,11 +177,8 @@ async def resize_volume(ctx: Context, params: Params, caller: Caller) -> dict[st
     assert volume_id is not None
     if size_gb is None:
         raise ApiError(PARAM_ERROR, "missing parameter size: the new size in GB")
-    volume = await visible_volume(ctx, caller, volume_id)
-    if size_gb * GB <= volume.size_bytes:
-        raise ApiError(PARAM_ERROR, f"invalid parameter size: {size_gb} GB does not grow volume "
-                       f"{volume_id} ({volume.size_bytes / GB:.1f} GB); volumes only "
-                       "grow")
+    volume = await targets.volume(ctx, caller, volume_id)
+    check_resize(volume, size_gb)
     vm_id = volume.vm_id
     if vm_id:
         await refuse_if_vm_has_snapshots(ctx, vm_id, "resizeVolume")
@@ -210,5 +186,5 @@ async def resize_volume(ctx: Context, params: Params, caller: Caller) -> dict[st
     await ctx.append(caller, Append(streams.volume(volume_id), [
         VolumeResizeRequested(volume_id=volume_id, job_id=job_id, size_bytes=size_gb * GB),
         _job(job_id, RESIZE_VOLUME_CMD, volume_id, caller),
-    ]))
+    ], volume.version))
     return {"id": volume_id, "jobid": job_id}
