@@ -124,6 +124,39 @@ def _down(args: argparse.Namespace) -> int:
     return down(Path(args.state_dir).resolve())
 
 
+def _console(args: argparse.Namespace) -> int:
+    import time
+
+    from shared.drivers.libvirt import CONSOLE_LOG
+
+    state = Path(args.state_dir).resolve()
+    stack_file = state / "stack.json"
+    folder = state / "libvirt" / "log" / "qemu"  # where the private libvirtd keeps them
+    if stack_file.exists():
+        zone = json.loads(stack_file.read_text()).get("kvm") or {}
+        folder = Path(zone.get("console_logs") or folder)
+    path = folder / Path(CONSOLE_LOG.format(name=args.vm)).name
+    if not path.exists():
+        known = sorted(p.name.removesuffix("-console.log") for p in folder.glob("*-console.log"))
+        print(f"snapdeploy: no console of a KVM VM named {args.vm!r} in {folder}; VMs with "
+              f"a console: {', '.join(known) or 'none'} (a deployed VM's name here is its "
+              "instancename)", file=sys.stderr)
+        return 1
+    with path.open("rb") as console:
+        while True:
+            chunk = console.read(65536)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+            elif not args.follow:
+                return 0
+            else:
+                try:
+                    time.sleep(0.5)
+                except KeyboardInterrupt:
+                    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="snapdeploy",
@@ -136,7 +169,9 @@ def parser() -> argparse.ArgumentParser:
         "up",
         help="start the whole system",
         description="Start nats-server, PostgreSQL (unless DATABASE_URL is set), vcsim (unless "
-        "SNAPDEPLOY_VCENTER_URL is set), every service and the gateway. Writes "
+        "SNAPDEPLOY_VCENTER_URL is set), a private libvirtd as the KVM zone KVM0 with a "
+        "demo VM and its VM snapshot (unless SNAPDEPLOY_KVM_ZONES is set; empty for none; "
+        "needs root), every service and the gateway. Writes "
         "STATE_DIR/stack.json with the URLs and pids (the generated credentials stay in "
         "STATE_DIR/secrets.json, mode 0600) and prints the admin's keys once. Runs in the "
         "foreground until Ctrl-C unless --detach is given. Refuses to start if a stack "
@@ -156,11 +191,26 @@ def parser() -> argparse.ArgumentParser:
 
     down = commands.add_parser(
         "down", help="stop a stack started with `up`",
-        description="Stop everything `snapdeploy up` started for STATE_DIR. Only processes "
-        "that stack.json records with their start time and command line are signalled.",
+        description="Stop everything `snapdeploy up` started for STATE_DIR, KVM guests "
+        "included. Only processes that stack.json records with their start time and command "
+        "line are signalled, and QEMU processes its libvirtd's pid files name as its guests.",
     )
     down.add_argument("--state-dir", default=".state", help="the stack's state folder")
     down.set_defaults(run=_down)
+
+    console = commands.add_parser(
+        "console", help="print a KVM VM's serial console",
+        description="Print what a VM of the KVM zone `up` runs has written on its serial "
+        "console so far (the file STATE_DIR/libvirt/log/qemu/VM-console.log, which the "
+        "summary of `up` names). VM is the libvirt domain's name: the demo VM's (kvm-demo), "
+        "or a deployed VM's instancename as listVirtualMachines shows it.",
+    )
+    console.add_argument("vm", metavar="VM", help="the VM's name on its KVM host")
+    console.add_argument("--state-dir", default=".state", help="the stack's state folder "
+                         "(default: .state)")
+    console.add_argument("-f", "--follow", action="store_true",
+                         help="keep printing what it writes, until Ctrl-C")
+    console.set_defaults(run=_console)
 
     projections = commands.add_parser(
         "projections", help="maintain the read models",

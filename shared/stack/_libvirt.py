@@ -11,12 +11,19 @@ type='qemu'>``): nested KVM does not boot on the machines snapdeploy is tested o
 The daemon's own configuration: no authentication on its socket (mode 0700, root only),
 QEMU as root without security driver, cgroups or per-VM namespaces, and QEMU's output in
 files (no virtlogd).
+
+QEMU's processes outlive a daemon that dies, and keep its namespaces alive. A daemon started
+again on the same folder while guests of it still run joins their namespaces (``nsenter``),
+where its folders are mounted and its networks' bridges exist, and takes the guests up again
+as libvirtd does after a restart. Without a running guest it starts afresh, as a host boots:
+its ``/run/libvirt`` is emptied first (``Libvirtd.booted``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import time
@@ -46,6 +53,11 @@ done
 ip link set lo up
 exec libvirtd --config "$root/etc/libvirtd.conf" --pid-file "$root/run/libvirtd.pid"
 """
+# In the namespaces of a running guest the folders are mounted already.
+_REENTER = """set -e
+root=$1
+exec libvirtd --config "$root/etc/libvirtd.conf" --pid-file "$root/run/libvirtd.pid"
+"""
 
 _QEMU_CONF = """# Written by snapdeploy for its private libvirt daemon.
 user = "root"
@@ -66,6 +78,9 @@ class Libvirtd:
 
     server: Server
     root: Path
+    # Started in namespaces of its own (a host's boot), not in those of guests that
+    # outlived the daemon before it.
+    booted: bool = True
 
     @property
     def uri(self) -> str:
@@ -81,27 +96,63 @@ class Libvirtd:
 
     def qemu_pids(self) -> list[int]:
         """The QEMU processes of this daemon's running guests (from its pid files)."""
-        pids = []
-        for pid_file in (self.root / "run" / "qemu").glob("*.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(pid_file.read_text().strip())
-                if b"qemu-system" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    pids.append(pid)
-        return pids
+        return guest_pids(self.root)
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Power off its guests (they would outlive the daemon), then stop the daemon."""
-        guests = self.qemu_pids()
-        for pid in guests:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while any(map(_running, guests)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for pid in filter(_running, guests):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        """Power off its guests (they would outlive the daemon), then stop the daemon.
+        The daemon is asked first, so it forgets them as stopped; whatever still runs
+        is killed."""
+        with contextlib.suppress(Exception):
+            _destroy_guests(self.uri)
+        stop_guests(self.root, timeout)
         self.server.stop(timeout)
+
+
+def _destroy_guests(uri: str) -> None:
+    import libvirt
+
+    conn = libvirt.open(uri)
+    try:
+        for domain in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+            with contextlib.suppress(libvirt.libvirtError):
+                domain.destroy()
+    finally:
+        conn.close()
+
+
+def _guest_pid(pid_file: Path) -> int | None:
+    """The pid a guest's pid file names, if that process is QEMU running that guest (the
+    file's name is the domain's, which QEMU's ``-name guest=`` repeats)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    name = pid_file.name[:-len(".pid")]
+    named = any(a.decode(errors="replace").split(",")[0] == f"guest={name}" for a in args)
+    return pid if named and any(b"qemu-system" in a for a in args) and _running(pid) else None
+
+
+def guest_pids(root: Path) -> list[int]:
+    """The QEMU processes running guests of the private daemon whose folders are under
+    ``root`` (``STATE_DIR/libvirt``), from its pid files, whether the daemon runs or not."""
+    found = (_guest_pid(f) for f in sorted((root / "run" / "qemu").glob("*.pid")))
+    return [pid for pid in found if pid is not None]
+
+
+def stop_guests(root: Path, timeout: float = 15.0) -> None:
+    """SIGTERM to every guest of the daemon of ``root``, SIGKILL to what still runs after
+    ``timeout`` seconds."""
+    guests = guest_pids(root)
+    for pid in guests:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(map(_running, guests)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in filter(_running, guests):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _running(pid: int) -> bool:
@@ -116,6 +167,15 @@ def _running(pid: int) -> bool:
 def _write(path: Path, text: str) -> None:
     path.write_text(text)
     path.chmod(0o600)
+
+
+def socket_path(state_dir: Path) -> Path:
+    """Where the private daemon of ``state_dir`` listens."""
+    return (state_dir / "libvirt").resolve() / "sock" / "libvirt-sock"
+
+
+def socket_path_fits(state_dir: Path) -> bool:
+    return len(str(socket_path(state_dir))) <= _SOCKET_PATH_MAX
 
 
 def start_libvirtd(state_dir: Path, timeout: float = 30.0) -> Libvirtd:
@@ -133,7 +193,7 @@ def start_libvirtd(state_dir: Path, timeout: float = 30.0) -> Libvirtd:
         private_dir(root / name)
     (root / "log" / "qemu").mkdir(exist_ok=True)
     sockets = private_dir(root / "sock")
-    sock = sockets / "libvirt-sock"
+    sock = socket_path(state_dir)
     if len(str(sock)) > _SOCKET_PATH_MAX:
         raise StartError(f"{sock} is too long for a socket path: use a shorter state folder")
     _write(root / "etc" / "libvirtd.conf", "\n".join([
@@ -149,9 +209,22 @@ def start_libvirtd(state_dir: Path, timeout: float = 30.0) -> Libvirtd:
     ]))
     _write(root / "etc" / "qemu.conf", _QEMU_CONF)
     log = state_dir / "logs" / "libvirtd.log"
-    mounts = [f"{folder}={name}" for folder, name in _FOLDERS.items()]
-    argv = ["unshare", "--mount", "--net", "--propagation", "private", "--",
-            "sh", "-c", _ENTER, "sh", str(root), *mounts]
+    guests = guest_pids(root)
+    if guests:
+        argv = ["nsenter", f"--target={guests[0]}", "--mount", "--net", "--",
+                "sh", "-c", _REENTER, "sh", str(root)]
+    else:
+        # A boot: what /run/libvirt held describes guests and networks that are gone.
+        for stale in (root / "run").iterdir():
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
+        mounts = [f"{folder}={name}" for folder, name in _FOLDERS.items()]
+        argv = ["unshare", "--mount", "--net", "--propagation", "private", "--",
+                "sh", "-c", _ENTER, "sh", str(root), *mounts]
+    with contextlib.suppress(FileNotFoundError):
+        sock.unlink()  # a socket file left by the last daemon
     process = spawn("libvirtd", argv, log)
     uri = f"qemu:///system?socket={sock}"
     server = Server("libvirtd", process, uri, log)
@@ -160,7 +233,7 @@ def start_libvirtd(state_dir: Path, timeout: float = 30.0) -> Libvirtd:
     except BaseException:
         server.stop()
         raise
-    return Libvirtd(server, root)
+    return Libvirtd(server, root, booted=not guests)
 
 
 def _wait_answers(server: Server, sock: Path, timeout: float) -> None:
@@ -187,4 +260,5 @@ def _wait_answers(server: Server, sock: Path, timeout: float) -> None:
                      f"see {server.log_path}")
 
 
-__all__ = ["Libvirtd", "start_libvirtd"]
+__all__ = ["Libvirtd", "guest_pids", "socket_path", "socket_path_fits", "start_libvirtd",
+           "stop_guests"]

@@ -1,10 +1,13 @@
 """``snapdeploy up`` / ``down``: the whole system on one machine, supervised.
 
 ``up`` starts the embedded servers that are not configured externally (nats-server with
-JetStream, PostgreSQL, vcsim), then every service, waits until all report healthy, writes
-``STATE_DIR/stack.json`` and supervises: a process that exits is restarted with backoff.
-SIGINT or SIGTERM stops the services, then the servers. Children are also bound to the
-launcher with a parent-death signal, so killing the launcher leaves nothing running.
+JetStream, PostgreSQL, vcsim, and a private libvirt daemon as the KVM zone's one host, with
+its pool, networks and a demo VM), then every service, waits until all report healthy,
+writes ``STATE_DIR/stack.json`` and supervises: a process that exits is restarted with
+backoff. SIGINT or SIGTERM stops the services, then the servers (the KVM guests before
+their daemon). Children are also bound to the launcher with a parent-death signal, so
+killing the launcher leaves no service or server running; KVM guests, which QEMU keeps
+apart from libvirtd, are taken up by the next ``up`` on the folder or stopped by ``down``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +35,9 @@ import asyncpg
 from msgspec.structs import replace
 
 from shared import config, db, natsauth
+from shared.drivers.libvirt import CONSOLE_LOG, default_guest_folder
+from shared.stack import _kvm as kvm
+from shared.stack._libvirt import socket_path_fits, stop_guests
 from shared.stack._servers import (
     Server,
     StartError,
@@ -154,6 +161,9 @@ class Stack:
     _server_retry: dict[str, float] = field(default_factory=dict)
     # The secret the NATS identities' passwords derive from, when `up` runs nats-server.
     _nats_secret: str = ""
+    # The embedded KVM host and its demo VM, when `up` runs the KVM zone.
+    _kvm: kvm.KvmHost | None = None
+    _demo: kvm.DemoVm | None = None
 
     @property
     def logs(self) -> Path:
@@ -204,6 +214,8 @@ class Stack:
             settings = replace(settings, vcenter_url=vc.url, vcenter_user=vc.user,
                                vcenter_password=vc.password, vcenter_verify_tls=False)
             self._generated["vcenter_password"] = "vcenter_password"
+        if "kvm_zones" not in given:
+            settings = replace(settings, kvm_zones=self._start_kvm())
         listen = self.gateway_listen or (
             settings.gateway_listen if "gateway_listen" in given else f"127.0.0.1:{free_port()}"
         )
@@ -225,6 +237,48 @@ class Stack:
 
     def _progress(self, text: str) -> None:
         print(f"snapdeploy: {text}", file=sys.stderr, flush=True)
+
+    # ---- the KVM zone ---------------------------------------------------------------
+
+    def _start_kvm(self) -> str:
+        """The KVM zone's host (a private libvirtd with pool0 and its networks) and the
+        demo VM: the ``kvm_zones`` setting naming it, or "" (said why) when this machine
+        cannot run it."""
+        missing = _kvm_missing(self.state_dir)
+        if missing:
+            self._progress(f"no KVM zone: {missing}")
+            return ""
+        self._progress(f"starting libvirtd (KVM zone {kvm.ZONE}, host {kvm.HOST})")
+        host = self._start_kvm_host()
+        return kvm.kvm_zones_setting(host.uri)
+
+    def _start_kvm_host(self) -> kvm.KvmHost:
+        try:
+            host = kvm.start_kvm_host(self.state_dir)
+        except libvirt_error() as exc:
+            raise StartError(f"the KVM host did not set up: {exc}; see "
+                             f"{self.logs / 'libvirtd.log'}") from exc
+        self._kvm = host
+        self._server(host.daemon.server)
+        if not host.daemon.booted:
+            self._progress("libvirtd joined the KVM guests still running")
+        try:
+            self._demo = kvm.ensure_demo_vm(host)
+        except libvirt_error() as exc:
+            raise StartError(f"the demo VM {kvm.DEMO_VM} could not be made: {exc}; see "
+                             f"{self.logs / 'libvirtd.log'}") from exc
+        if self._demo is None:
+            self._progress(f"demo VM {kvm.DEMO_VM} was removed; not making it again")
+        elif self._demo.created:
+            self._progress(f"made the demo VM {kvm.DEMO_VM} with its VM snapshot "
+                           f"{self._demo.snapshot!r}; booting it")
+        else:
+            self._progress(f"found the demo VM {kvm.DEMO_VM}")
+        return host
+
+    def _console_logs(self) -> str:
+        assert self._kvm is not None
+        return str(self._kvm.daemon.host_path(str(Path(CONSOLE_LOG).parent)))
 
     def _server(self, server: Server) -> Server:
         self.servers[server.name] = server
@@ -285,6 +339,15 @@ class Stack:
             "database_admin_url": config.redact_url(s.database_admin_url),
             "vcenter_url": s.vcenter_url,
             "vcenter_user": s.vcenter_user,
+            "kvm_zones": s.kvm_zones,
+            "kvm": None if self._kvm is None else {
+                "zone": kvm.ZONE, "host": kvm.HOST, "uri": self._kvm.uri,
+                "pool": kvm.POOL, "pool_folder": str(self._kvm.pool_dir),
+                "networks": list(kvm.NETWORKS),
+                "demo_vm": None if self._demo is None else self._demo.name,
+                "demo_snapshot": None if self._demo is None else self._demo.snapshot,
+                "console_logs": self._console_logs(),
+            },
             "admin_api_key": s.admin_api_key,
             "generated": dict(getattr(self, "_generated", {})),
             "launcher_pid": os.getpid(),
@@ -340,6 +403,10 @@ class Stack:
             time.sleep(0.2)
 
     def _restart_server(self, server: Server) -> Server:
+        if server.name == "libvirtd":
+            # On the same socket, so the services' kvm_zones still names it.
+            restarted: Server = self._start_kvm_host().daemon.server
+            return restarted
         port = int(server.url.rsplit(":", 1)[1].split("/", 1)[0])
         if server.name == "nats-server":
             return start_nats(self.state_dir, port, server.user, server.password,
@@ -359,7 +426,10 @@ class Stack:
         for process in running:
             terminate(process)
         for server in reversed(list(self.servers.values())):
-            server.stop()
+            if self._kvm is not None and server is self._kvm.daemon.server:
+                self._kvm.stop()  # its guests, then the daemon
+            else:
+                server.stop()
         with contextlib.suppress(FileNotFoundError):
             (self.state_dir / STACK_FILE).unlink()
 
@@ -367,6 +437,33 @@ class Stack:
 def _identity_of(pid: int | None) -> dict[str, Any]:
     found = process_identity(pid) if pid else None
     return found or {"pid": pid}
+
+
+def libvirt_error() -> type[Exception]:
+    import libvirt
+
+    error: type[Exception] = libvirt.libvirtError
+    return error
+
+
+# What the embedded KVM host needs on this machine (`make install` provides it as root).
+_KVM_TOOLS = ("libvirtd", "unshare", "nsenter", "qemu-system-x86_64", "qemu-img")
+
+
+def _kvm_missing(state_dir: Path) -> str:
+    """Why this machine cannot run the embedded KVM host, or "" if it can."""
+    if os.geteuid() != 0:
+        return "its private libvirt daemon runs QEMU as root; run `snapdeploy up` as root"
+    absent = [tool for tool in _KVM_TOOLS if shutil.which(tool) is None]
+    if absent:
+        return f"{', '.join(absent)} not installed: run `make install`"
+    guest = default_guest_folder()
+    if not all((guest / f).exists() for f in ("vmlinuz", "initrd.img", "root.qcow2")):
+        return f"the demo guest is not built in {guest}: run `make install`"
+    if not socket_path_fits(state_dir):
+        return f"the state folder's path is too long for libvirtd's socket under " \
+               f"{state_dir / 'libvirt'}: use a shorter one"
+    return ""
 
 
 def read_stack(state_dir: Path) -> dict[str, Any]:
@@ -429,12 +526,22 @@ def _summary(info: dict[str, Any], *, keys: bool = True) -> str:
     ]
     if keys and info.get("admin_secret_key"):
         lines.append(f"  admin secret key   {info['admin_secret_key']}")
-    return "\n".join([
-        *lines,
+    lines += [
         f"  NATS               {info['nats_url']}",
         f"  vCenter            {info['vcenter_url']}",
-        f"  state and logs     {info['state_dir']}",
-    ])
+    ]
+    zone = info.get("kvm")
+    if zone:
+        lines.append(f"  KVM zone           {zone['zone']}: host {zone['host']} ({zone['uri']})")
+        if zone.get("demo_vm"):
+            lines.append(f"  KVM demo VM        {zone['demo_vm']} (VM snapshot "
+                         f"{zone['demo_snapshot']!r}); its console: snapdeploy console "
+                         f"{zone['demo_vm']}")
+        lines.append(f"  KVM consoles       {zone['console_logs']}/<VM>-console.log")
+    elif info.get("kvm_zones"):
+        lines.append(f"  KVM zones          {info['kvm_zones']}")
+    lines.append(f"  state and logs     {info['state_dir']}")
+    return "\n".join(lines)
 
 
 def _refuse(state_dir: Path) -> int:
@@ -551,6 +658,10 @@ def down(state_dir: Path, timeout: float = 60.0) -> int:
         elif what != "launcher" and alive_pid(record.get("pid")):
             print(f"snapdeploy: pid {record.get('pid')} is not the {what} stack.json "
                   "recorded; leaving it alone", file=sys.stderr)
+    if "libvirtd" in info.get("servers", {}):
+        # KVM guests outlive their daemon: a launcher that could not stop them leaves them.
+        # Only QEMU processes named in the daemon's pid files as those very guests.
+        stop_guests(state_dir.resolve() / "libvirt", timeout=10.0)
     with contextlib.suppress(FileNotFoundError):
         stack_file.unlink()
     print(f"snapdeploy: stopped the stack in {state_dir}")

@@ -8,7 +8,6 @@ and ``guest1``; its source VMs boot the demo guest that `make install` builds
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 import time
@@ -18,38 +17,26 @@ from typing import Any
 
 import libvirt
 
-from shared.drivers.libvirt import (
-    CONSOLE_LOG,
-    default_guest_folder,
-    guest_domain_xml,
-    guest_files,
-)
-from shared.stack._libvirt import Libvirtd, start_libvirtd
+from shared.drivers.libvirt import CONSOLE_LOG
+from shared.stack._kvm import HOST, NETWORKS, POOL, KvmHost, create_guest, start_kvm_host
+from shared.stack._libvirt import Libvirtd
 
-POOL = "pool0"
-NETWORKS = ("guest0", "guest1")
-HOST = "kvm0"
+__all__ = ["HOST", "NETWORKS", "POOL", "KvmSite", "qemu_img", "read_marker", "write_marker"]
+
 # The demo guest reads each disk's marker from the 512 bytes at 31 MiB (tools/guest/init).
 MARKER_OFFSET = 31 * 2**20
 MARKER_BYTES = 512
 
 
 class KvmSite:
-    """A private libvirt daemon set up as a KVM host: ``pool0`` and two networks."""
+    """A private libvirt daemon set up as a KVM host: ``pool0`` and two networks, as
+    ``snapdeploy up`` sets up its own (``shared.stack._kvm``)."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.daemon: Libvirtd = start_libvirtd(state_dir)
-        self.pool_dir = state_dir / "pools" / POOL
-        self.pool_dir.mkdir(parents=True, exist_ok=True)
-        self.conn: Any = libvirt.open(self.daemon.uri)
-        pool = self.conn.storagePoolDefineXML(
-            f"<pool type='dir'><name>{POOL}</name>"
-            f"<target><path>{self.pool_dir}</path></target></pool>", 0)
-        pool.create(0)
-        for index, name in enumerate(NETWORKS):
-            network = self.conn.networkDefineXML(
-                f"<network><name>{name}</name><bridge name='sdbr{index}' stp='off'/></network>")
-            network.create()
+        self.host: KvmHost = start_kvm_host(state_dir)
+        self.daemon: Libvirtd = self.host.daemon
+        self.pool_dir = self.host.pool_dir
+        self.conn: Any = self.host.open()
 
     @property
     def uri(self) -> str:
@@ -57,17 +44,12 @@ class KvmSite:
 
     def stop(self) -> None:
         self.conn.close()
-        self.daemon.stop()
+        self.host.stop()
 
     def create_vm(self, name: str, *, networks: tuple[str, ...] = NETWORKS[:1],
                   start: bool = True) -> str:
         """A VM booting a copy of the demo guest's root disk in ``pool0``: its uuid."""
-        disk = self.pool_dir / f"{name}.qcow2"
-        shutil.copyfile(guest_files(default_guest_folder())["root"], disk)
-        self.conn.storagePoolLookupByName(POOL).refresh(0)
-        domain = self.conn.defineXML(guest_domain_xml(name, disk, networks=list(networks)))
-        if start:
-            domain.create()
+        domain = create_guest(self.conn, self.pool_dir, name, networks=networks, start=start)
         return str(domain.UUIDString())
 
     def remove_all(self, prefix: str) -> None:
