@@ -53,11 +53,15 @@ class JobCompleted(Event):
 
 
 class ZoneImported(Event):
-    """A vCenter datacenter, as a CloudStack zone."""
+    """A datacenter of a hypervisor manager (a vCenter datacenter, a KVM zone), as a
+    CloudStack zone. ``driver_kind`` is the driver kind of the hypervisor that holds it
+    (``shared.drivers.KINDS``: "vmware", "kvm"); None in events recorded before zones of
+    several kinds, which were all vCenter datacenters ("vmware")."""
 
     zone_id: str
     name: str
     ref: str
+    driver_kind: str | None = None
 
 
 class HostImported(Event):

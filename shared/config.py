@@ -8,6 +8,7 @@ names; the environment wins over the file.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +35,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     vcenter_timeout: float = 120.0
     # KVM zones through libvirt, each a set of libvirt hosts:
     # "<zone>: <host>=<libvirt URI>, <host>=<URI>; <zone>: ...". Empty: no KVM zone.
+    # Read by kvm_zones() below.
     kvm_zones: str = ""
     gateway_listen: str = "127.0.0.1:8080"
     health_listen: str = "127.0.0.1:0"
@@ -56,12 +58,77 @@ SECRET_FIELDS = frozenset({"nats_password", "vcenter_password", "admin_secret_ke
                            "key_encryption_key"})
 
 
+# A zone's or a host's name: what ids and messages carry, so no separator of the setting.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# A libvirt URI starts with its scheme ("qemu:///system", "qemu+ssh://host/system").
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S*$")
+
+
+def kvm_zones(text: str) -> dict[str, dict[str, str]]:
+    """The KVM zones a ``kvm_zones`` setting names: zone -> {host name -> libvirt URI},
+    in the order given.
+
+    The format is ``"<zone>: <host>=<URI>, <host>=<URI>; <zone>: ..."``; spaces around the
+    separators are ignored, and so is a trailing ``;`` or ``,``. Zone and host names are
+    letters, digits, ``_``, ``.`` and ``-`` (the host's name is its id in the zone, and the
+    zone's name its id, so a host belongs to one zone only).
+
+    Raises:
+        ValueError: a part is malformed; the message quotes it and says what is wrong.
+    """
+    zones: dict[str, dict[str, str]] = {}
+    zone_of_host: dict[str, str] = {}
+    for entry in (e.strip() for e in text.split(";")):
+        if not entry:
+            continue
+        zone, colon, hosts_text = (p.strip() for p in entry.partition(":"))
+        if not colon or "=" in zone:
+            raise ValueError(f"kvm_zones: {entry!r} does not start with a zone's name and ':' "
+                             "(\"<zone>: <host>=<libvirt URI>, ...\")")
+        if not _NAME.match(zone):
+            raise ValueError(f"kvm_zones: zone name {zone!r} in {entry!r} is not letters, "
+                             "digits, '_', '.' and '-'")
+        if zone in zones:
+            raise ValueError(f"kvm_zones: zone {zone!r} is named twice")
+        hosts: dict[str, str] = {}
+        for item in (i.strip() for i in hosts_text.split(",")):
+            if not item:
+                continue
+            host, equals, uri = (p.strip() for p in item.partition("="))
+            if not equals:
+                raise ValueError(f"kvm_zones: {item!r} in zone {zone!r} is not "
+                                 "<host>=<libvirt URI>")
+            if not _NAME.match(host):
+                raise ValueError(f"kvm_zones: host name {host!r} in zone {zone!r} is not "
+                                 "letters, digits, '_', '.' and '-'")
+            if not _URI.match(uri):
+                raise ValueError(f"kvm_zones: {uri!r} (host {host!r} in zone {zone!r}) is not "
+                                 "a libvirt URI such as qemu:///system")
+            if host in hosts:
+                raise ValueError(f"kvm_zones: host {host!r} is named twice in zone {zone!r}")
+            if host in zone_of_host:
+                raise ValueError(f"kvm_zones: host {host!r} is in zone {zone_of_host[host]!r} "
+                                 f"and in zone {zone!r}; a host belongs to one zone")
+            hosts[host] = uri
+            zone_of_host[host] = zone
+        if not hosts:
+            raise ValueError(f"kvm_zones: zone {zone!r} has no host (\"{zone}: "
+                             "<host>=<libvirt URI>\")")
+        zones[zone] = hosts
+    return zones
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``SNAPDEPLOY_CONFIG`` (if set) overlaid with the environment."""
     try:
-        return msgspec.convert(given(env), Settings, strict=False)
+        settings = msgspec.convert(given(env), Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise SystemExit(f"invalid snapdeploy setting: {exc}") from exc
+    try:
+        kvm_zones(settings.kvm_zones)
+    except ValueError as exc:
+        raise SystemExit(f"invalid snapdeploy setting: {exc}") from exc
+    return settings
 
 
 def given(env: Mapping[str, str] | None = None) -> dict[str, Any]:

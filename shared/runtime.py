@@ -1,8 +1,9 @@
 """What every snapdeploy process has: settings, logs, health, metrics, connections, signals.
 
 A service's ``__main__`` is ``Runtime("planner").run(main)``: the runtime configures
-logging, serves ``/healthz`` and ``/metrics`` on ``health_listen``, connects to PostgreSQL
-and NATS (retrying with backoff and saying so in the log and in ``/healthz``), applies
+logging, serves ``/healthz`` and ``/metrics`` on ``health_listen``, connects to PostgreSQL,
+NATS and every configured hypervisor (retrying with backoff and saying so in the log and in
+``/healthz``, one check per hypervisor session: "vcenter", "libvirt <zone>"), applies
 schema migrations, and on SIGTERM or SIGINT cancels ``main`` and closes what it opened.
 """
 
@@ -22,9 +23,10 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared import bus, config, db
-from shared.drivers import configured
-from shared.drivers.base import Hypervisor, SessionLost
+from shared import bus, config, db, drivers
+from shared.drivers import vmware
+from shared.drivers.base import Connection, Hypervisor, SessionLost
+from shared.drivers.zones import Hypervisors
 from shared.eventstore import EventStore
 from shared.log import configure
 
@@ -35,7 +37,8 @@ BACKOFF_MAX_S = 15.0
 # On SIGTERM, how long consumers may take to finish the messages in hand before the rest
 # are handed back to NATS.
 SHUTDOWN_GRACE_S = 10.0
-# How often a service asks vCenter whether its session is still logged in.
+# How often a service asks each hypervisor (vCenter, each KVM zone's libvirt hosts) whether
+# its session is still logged in.
 VCENTER_CHECK_S = 5.0
 
 
@@ -173,19 +176,41 @@ class Runtime:
             delay = min(BACKOFF_MAX_S, delay * 2)
             self.checks[what] = None
 
+    async def hypervisors(self) -> Hypervisors:
+        """A session with every hypervisor the settings name (vCenter when ``vcenter_url``
+        is set, each KVM zone of ``kvm_zones``), once each answers, routed by zone. Each
+        session is a check of its own in ``/healthz``, watched from then on.
+
+        Raises:
+            SystemExit: the settings name no hypervisor.
+        """
+        try:
+            wanted = drivers.connections(self.settings)
+        except ValueError as exc:
+            raise SystemExit(f"{self.service}: {exc}") from exc
+        sessions = await asyncio.gather(*(self._session(c) for c in wanted))
+        return Hypervisors(sessions)
+
     async def vcenter(self) -> Hypervisor:
-        """A session with the configured hypervisor (vCenter), once it answers."""
-        driver = configured(self.settings)
-        self.checks.setdefault("vcenter", "connecting")
-        session = await self.retry("vcenter", lambda: driver.connect(self.settings))
+        """A session with the vCenter of the settings alone, once it answers (checked as
+        "vcenter")."""
+        wanted = vmware.connections(self.settings)
+        if not wanted:
+            raise SystemExit(f"{self.service}: no vCenter is configured: set "
+                             "SNAPDEPLOY_VCENTER_URL")
+        return await self._session(wanted[0])
+
+    async def _session(self, connection: Connection) -> Hypervisor:
+        self.checks.setdefault(connection.name, "connecting")
+        session = await self.retry(connection.name, connection.open)
         self._closers.append(session.close)
-        self._spawn(self._watch_vcenter(session))
+        self._spawn(self._watch_session(connection.name, session))
         return session
 
-    async def _watch_vcenter(self, session: Hypervisor) -> None:
-        """Report vCenter in /healthz as it is now: a lost session (vCenter restarted, or
-        the session expired) is logged in again; while that fails, or vCenter does not
-        answer, vcenter is unhealthy."""
+    async def _watch_session(self, name: str, session: Hypervisor) -> None:
+        """Report the session ``name`` in /healthz as it is now: a lost session (the
+        hypervisor restarted, or the session expired) is logged in again; while that
+        fails, or the hypervisor does not answer, the check is unhealthy."""
         while True:
             await asyncio.sleep(VCENTER_CHECK_S)
             try:
@@ -196,12 +221,12 @@ class Runtime:
                 state = f"unreachable: {type(exc).__name__}: {exc}"
             else:
                 state = None
-            previous = self.checks.get("vcenter")
+            previous = self.checks.get(name)
             if state is not None and previous != state:
-                log.warning("vcenter: %s", state)
+                log.warning("%s: %s", name, state)
             elif state is None and previous is not None:
-                log.info("vcenter reachable again, logged in")
-            self.checks["vcenter"] = state
+                log.info("%s reachable again, logged in", name)
+            self.checks[name] = state
 
     async def consume(self, name: str, js: JetStreamContext, store: EventStore,
                       handlers: Mapping[str, bus.Handler]) -> None:

@@ -27,8 +27,9 @@ from services.planner.handlers import Planner
 from services.seeder.handlers import Seeder
 from services.volume.handlers import Volumes
 from shared.bus import Dispatched, Dispatcher, Outcome
-from shared.domain.inventory import observed
+from shared.domain.inventory import observed, zone_id
 from shared.drivers.fake import FakeHypervisor
+from shared.drivers.zones import Hypervisors
 from shared.eventstore import NO_STREAM, Append, Store
 
 META = Metadata(correlation_id="test", actor="admin/admin", account_id="admin")
@@ -96,14 +97,19 @@ def host(host_id: str, pools: list[str], *, cpu_cores: int = 4, cpu_mhz: int = 2
                         pool_ids=pools)
 
 
+# The zone of FakeHypervisor.standard()'s datacenter, as an inventory sync records it.
+FAKE_ZONE_ID = zone_id("datacenter-1")
+
+
 def deploy(vm_id: str, *, pool_id: str = "pool-1", cpu_number: int = 1, cpu_speed: int = 1000,
            memory_mb: int = 1024, host_id: str | None = None,
            vm_snapshot_id: str | None = "snap-1", template_id: str | None = None,
-           network_ids: list[str] | None = None) -> VmDeployRequested:
+           network_ids: list[str] | None = None,
+           zone_id: str = FAKE_ZONE_ID) -> VmDeployRequested:
     return VmDeployRequested(
         vm_id=vm_id, job_id=stable_id("job", vm_id), account_id="acct-1", user_id="user-1",
         name=f"vm-{vm_id}", display_name=f"vm-{vm_id}", instance_name=f"i-acct-{vm_id}-VM",
-        zone_id="zone-1", service_offering_id="small", cpu_number=cpu_number,
+        zone_id=zone_id, service_offering_id="small", cpu_number=cpu_number,
         cpu_speed=cpu_speed, memory_mb=memory_mb, pool_id=pool_id,
         network_ids=network_ids or [], vm_snapshot_id=vm_snapshot_id,
         template_id=template_id, host_id=host_id)
@@ -127,7 +133,8 @@ async def imported(store: Store, fake: FakeHypervisor) -> World:
     await fake.create_snapshot(vm_ref, "before-upgrade", "", False, False)
     events: list[Event] = []
     for inventory in await fake.inventory():
-        for stream_id, event in observed(inventory, "acct-1", set()):
+        for stream_id, event in observed(inventory, "acct-1", set(),
+                                         driver_kind=fake.kind.name):
             await given(store, stream_id, event)
             events.append(event)
     pools = [e.pool_id for e in events if isinstance(e, PoolImported)]
@@ -146,12 +153,19 @@ async def no_changes() -> list[Append]:
     return []
 
 
-def pipeline(store: Store, fake: FakeHypervisor, *names: str) -> Delivery:
+def sessions(*fakes: FakeHypervisor) -> Hypervisors:
+    """The fakes as a process's hypervisor sessions, routed by zone."""
+    return Hypervisors(list(fakes))
+
+
+def pipeline(store: Store, fake: FakeHypervisor | Hypervisors, *names: str) -> Delivery:
     """A Delivery through the named services' handlers (``planner``, ``seeder``,
-    ``cloner``, ``volume``), each giving a message up after 4 deliveries."""
+    ``cloner``, ``volume``), each giving a message up after 4 deliveries; one fake is a
+    process with that one hypervisor session."""
+    routed = fake if isinstance(fake, Hypervisors) else sessions(fake)
     made = {"planner": lambda: Planner(store, no_changes).handlers(),
-            "seeder": lambda: Seeder(store, fake).handlers(),
-            "cloner": lambda: Cloner(store, fake).handlers(),
-            "volume": lambda: Volumes(store, fake).handlers()}
+            "seeder": lambda: Seeder(store, routed).handlers(),
+            "cloner": lambda: Cloner(store, routed).handlers(),
+            "volume": lambda: Volumes(store, routed).handlers()}
     return Delivery(store, [Dispatcher(name, store, made[name](), max_deliver=4)
                             for name in names])

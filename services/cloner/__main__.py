@@ -7,8 +7,8 @@ from shared.runtime import Runtime
 async def main(rt: Runtime) -> None:
     store = await rt.postgres()
     _, js = await rt.jetstream()
-    hypervisor = await rt.vcenter()
-    await rt.consume("cloner", js, store, Cloner(store, hypervisor).handlers())
+    hypervisors = await rt.hypervisors()
+    await rt.consume("cloner", js, store, Cloner(store, hypervisors).handlers())
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@ on the hypervisor (power, destroy, snapshots, revert) for the API.
 
 Each loads what it decides on from the event store (``shared.eventstore.Repository`` and
 the store's lookups), decides with ``shared.domain``, acts on the hypervisor and answers
-the events to append.
+the events to append. The hypervisor is the session that owns the VM's zone
+(``shared.drivers.zones.Hypervisors``); the pool setting that asks for full clones and the
+manager messages name are that session's kind's.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from proto import streams
 from proto.envelope import EventEnvelope
 from proto.events import (
     VmDeployFailed,
+    VmDeployRequested,
     VmDestroyRequested,
     VmPowerRequested,
     VmReverted,
@@ -31,6 +34,7 @@ from shared.domain import capacity, job, vm
 from shared.domain.inventory import snapshot_description, snapshot_taken
 from shared.domain.volume import DATADISK
 from shared.drivers.base import CloneProgress, CloneRequest, Hypervisor, HypervisorError
+from shared.drivers.zones import UNKNOWN_ZONE, Hypervisors
 from shared.eventstore import NO_STREAM, Append, Repository, Store
 
 log = logging.getLogger(__name__)
@@ -41,10 +45,10 @@ def job_failed(stream_id: str, job_id: str, reason: str) -> list[Append]:
 
 
 class Cloner:
-    def __init__(self, store: Store, hypervisor: Hypervisor) -> None:
+    def __init__(self, store: Store, hypervisors: Hypervisors) -> None:
         self.store = store
         self.repo = Repository(store)
-        self.hypervisor = hypervisor
+        self.hypervisors = hypervisors
 
     def handlers(self) -> Handlers:
         return (Handlers()
@@ -56,22 +60,23 @@ class Cloner:
                 .on(VmDestroyRequested, self.destroy)
                 .on(VmPowerRequested, self.power))
 
-    def _missing(self, vm_id: str) -> str:
-        return f"VM {vm_id} has no VM in {self.hypervisor.kind.manager}"
+    async def _missing(self, machine: vm.Vm) -> str:
+        return f"VM {machine.id} has no VM in {await self.hypervisors.manager(machine.zone_id)}"
 
     async def power(self, request: VmPowerRequested,
                     envelope: EventEnvelope) -> Sequence[Append]:
         machine = await self.repo.vm(request.vm_id)
         if machine.ref is None:
-            return job_failed(envelope.stream_id, request.job_id, self._missing(request.vm_id))
+            return job_failed(envelope.stream_id, request.job_id, await self._missing(machine))
         task: str | None
         try:
+            hypervisor = await self.hypervisors.for_zone(machine.zone_id)
             if request.action == "stop":
-                task = await self.hypervisor.power_off(machine.ref)
+                task = await hypervisor.power_off(machine.ref)
             elif request.action == "start":
-                task = await self.hypervisor.power_on(machine.ref)
+                task = await hypervisor.power_on(machine.ref)
             else:
-                task = await self.hypervisor.reboot(machine.ref)
+                task = await hypervisor.reboot(machine.ref)
         except HypervisorError as exc:
             log.error("%s of VM %s failed: %s", request.action, request.vm_id, exc)
             return job_failed(envelope.stream_id, request.job_id, str(exc))
@@ -85,24 +90,26 @@ class Cloner:
         out: list[Append] = []
         detached: list[str] = []
         try:
-            if machine.ref is not None and request.expunge:
+            hypervisor = await self.hypervisors.for_zone(machine.zone_id) \
+                if machine.ref is not None else None
+            if machine.ref is not None and hypervisor is not None and request.expunge:
                 # Like CloudStack: data disks are detached and kept; the root disk goes
                 # with the VM.
                 for volume_id in volume_ids:
                     disk = await self.repo.volume(volume_id)
                     if disk.volume_type != DATADISK or disk.path is None:
                         continue
-                    task = await self.hypervisor.detach_volume(machine.ref, disk.path,
-                                                               missing_ok=True)
+                    task = await hypervisor.detach_volume(machine.ref, disk.path,
+                                                          missing_ok=True)
                     log.info("detached volume %s from VM %s before expunging it, task %s",
                              volume_id, request.vm_id, task)
                     out.append(Append(streams.volume(volume_id), [VolumeDetached(
                         volume_id=volume_id, vm_id=request.vm_id, task_id=task)]))
                     detached.append(volume_id)
-                task = await self.hypervisor.destroy_vm(machine.ref)
+                task = await hypervisor.destroy_vm(machine.ref)
                 log.info("expunged VM %s (%s), task %s", request.vm_id, machine.ref, task)
-            elif machine.ref is not None:
-                task = await self.hypervisor.power_off(machine.ref)
+            elif machine.ref is not None and hypervisor is not None:
+                task = await hypervisor.power_off(machine.ref)
                 log.info("destroyed VM %s (%s): powered off, task %s", request.vm_id,
                          machine.ref, task)
         except HypervisorError as exc:
@@ -122,7 +129,7 @@ class Cloner:
             # Already settled (a redelivery, or failed meanwhile): make sure a failed VM
             # left nothing behind, and do nothing else.
             if failed:
-                await self._cleanup(request.instance_name, CloneProgress())
+                await self._cleanup(request, CloneProgress())
             return []
         host = await self.repo.host(placed.host_id)
         pool = await self.repo.pool(placed.pool_id)
@@ -139,7 +146,15 @@ class Cloner:
             log.error("deploy of VM %s failed: %s", request.vm_id, reason)
             return [Append(envelope.stream_id, vm.deploy_failure(request, "clone", reason),
                            version)]
-        full = pool.setting(self.hypervisor.kind.full_clone_setting)
+        try:
+            hypervisor = await self.hypervisors.for_zone(request.zone_id)
+        except HypervisorError as exc:
+            if exc.transient:
+                raise
+            log.error("deploy of VM %s failed: %s", request.vm_id, exc)
+            return [Append(envelope.stream_id, vm.deploy_failure(request, "clone", str(exc)),
+                           version)]
+        full = pool.setting(hypervisor.kind.full_clone_setting)
         clone = CloneRequest(
             name=request.instance_name, template_ref=ready.template_ref,
             base_snapshot_ref=ready.base_snapshot_ref, host_ref=host.ref, pool_ref=target.ref,
@@ -152,17 +167,17 @@ class Cloner:
                  clone.name, host.ref, target.ref, "full" if full else "linked",
                  ready.template_ref)
         try:
-            await self.hypervisor.clone(clone, progress)
+            await hypervisor.clone(clone, progress)
         except HypervisorError as exc:
             step = progress.failed_step()
             if exc.transient:
                 # Safe to run again: a new attempt first removes what this one left.
                 log.warning("deploy of VM %s: no answer from %s at %s (%s); retrying",
-                            request.vm_id, self.hypervisor.kind.manager, step, exc)
+                            request.vm_id, hypervisor.kind.manager, step, exc)
                 raise
             log.error("deploy of VM %s failed at %s: %s; removing what was created",
                       request.vm_id, step, exc)
-            await self._cleanup(clone.name, progress)
+            await self._cleanup(request, progress, hypervisor)
             return [Append(envelope.stream_id, vm.deploy_failure(request, step, str(exc)),
                            version)]
         done = vm.deployed(request, placed, ready, clone.linked, progress)
@@ -182,13 +197,25 @@ class Cloner:
         (a failure on the last delivery attempt, a crash mid-clone): remove any by its name."""
         request = (await self.repo.vm(failed.vm_id)).request
         if request is not None:
-            await self._cleanup(request.instance_name, CloneProgress())
+            await self._cleanup(request, CloneProgress())
         return []
 
-    async def _cleanup(self, name: str, progress: CloneProgress) -> None:
-        ref = progress.vm_ref or await self.hypervisor.find_vm(name)
+    async def _cleanup(self, request: VmDeployRequested, progress: CloneProgress,
+                       hypervisor: Hypervisor | None = None) -> None:
+        """Remove what a deploy made in its zone, found by its instance name unless
+        ``progress`` names it."""
+        name = request.instance_name
+        if hypervisor is None:
+            try:
+                hypervisor = await self.hypervisors.for_zone(request.zone_id)
+            except HypervisorError as exc:
+                if exc.fault != UNKNOWN_ZONE:
+                    raise
+                log.warning("nothing of VM %s to remove: %s", request.vm_id, exc)
+                return
+        ref = progress.vm_ref or await hypervisor.find_vm(name)
         if ref is not None:
-            task = await self.hypervisor.destroy_vm(ref)
+            task = await hypervisor.destroy_vm(ref)
             log.info("removed the half-made VM %s (%s, task %s)", name, ref, task)
 
     # ---- VM snapshots ----------------------------------------------------------------
@@ -198,12 +225,13 @@ class Cloner:
         machine = await self.repo.vm(request.vm_id)
         try:
             if machine.ref is None or machine.account_id is None:
-                raise HypervisorError(self._missing(request.vm_id))
-            ref, task = await self.hypervisor.create_snapshot(
+                raise HypervisorError(await self._missing(machine))
+            hypervisor = await self.hypervisors.for_zone(machine.zone_id)
+            ref, task = await hypervisor.create_snapshot(
                 machine.ref, request.name, snapshot_description(request.description,
                                                                 request.snapshot_id),
                 request.memory, request.quiesce)
-            info = await self.hypervisor.snapshot_info(machine.ref, ref)
+            info = await hypervisor.snapshot_info(machine.ref, ref)
         except HypervisorError as exc:
             log.error("snapshot %s of VM %s failed: %s", request.name, request.vm_id, exc)
             return [Append(envelope.stream_id, [
@@ -229,7 +257,9 @@ class Cloner:
             return job_failed(envelope.stream_id, request.job_id,
                               f"VM snapshot {request.snapshot_id} no longer exists")
         try:
-            task = await self.hypervisor.remove_snapshot(ref)
+            hypervisor = await self.hypervisors.for_zone(
+                (await self.repo.vm(request.vm_id)).zone_id)
+            task = await hypervisor.remove_snapshot(ref)
         except HypervisorError as exc:
             return job_failed(envelope.stream_id, request.job_id, str(exc))
         log.info("deleted snapshot %s (%s) of VM %s, task %s", request.snapshot_id, ref,
@@ -246,10 +276,11 @@ class Cloner:
             return job_failed(envelope.stream_id, request.job_id,
                               f"VM snapshot {request.snapshot_id} no longer exists")
         if machine.ref is None:
-            return job_failed(envelope.stream_id, request.job_id, self._missing(request.vm_id))
+            return job_failed(envelope.stream_id, request.job_id, await self._missing(machine))
         try:
-            task = await self.hypervisor.revert_snapshot(ref)
-            powered = await self.hypervisor.vm_powered_on(machine.ref)
+            hypervisor = await self.hypervisors.for_zone(machine.zone_id)
+            task = await hypervisor.revert_snapshot(ref)
+            powered = await hypervisor.vm_powered_on(machine.ref)
         except HypervisorError as exc:
             return job_failed(envelope.stream_id, request.job_id, str(exc))
         log.info("reverted VM %s to snapshot %s, task %s", request.vm_id, request.snapshot_id,

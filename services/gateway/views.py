@@ -1,4 +1,8 @@
-"""The read models' views rendered as the CloudStack API's response objects."""
+"""The read models' views rendered as the CloudStack API's response objects.
+
+A zone's hypervisor facts (hypervisor name, template format, pool type, full-clone setting,
+broadcast URIs) are its driver kind's, as its inventory import recorded it (``zone_kind``
+on every view of something in a zone; ``shared.drivers.for_zone``)."""
 
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ def vm(v: read.Vm) -> dict[str, Any]:
         "memory": v.memory_mb,
         "state": v.state,
         "created": cs_time(v.created),
-        "hypervisor": for_zone(v.zone_id).hypervisor,
+        "hypervisor": for_zone(v.zone_kind).hypervisor,
         "errortext": v.error_text,
         "nic": [{"id": n.id, "networkid": n.network_id, "macaddress": n.mac,
                  "isdefault": i == 0} for i, n in enumerate(v.nics)],
@@ -80,13 +84,14 @@ def job(j: read.Job, result: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def zone(z: read.Zone) -> dict[str, Any]:
     return {"id": z.id, "name": z.name, "networktype": "Advanced",
-            "allocationstate": "Enabled", "localstorageenabled": False}
+            "allocationstate": "Enabled", "localstorageenabled": False,
+            "hypervisor": for_zone(z.zone_kind).hypervisor}
 
 
 def host(h: read.Host) -> dict[str, Any]:
     return {
         "id": h.id, "name": h.name, "zoneid": h.zone_id, "type": "Routing",
-        "hypervisor": for_zone(h.zone_id).hypervisor, "state": h.state,
+        "hypervisor": for_zone(h.zone_kind).hypervisor, "state": h.state,
         "resourcestate": "Enabled",
         "clustername": h.cluster, "cpunumber": h.cpu_cores, "cpuspeed": h.cpu_mhz,
         "cpuallocated": h.reserved_cpu_mhz, "memorytotal": h.memory_bytes,
@@ -96,7 +101,7 @@ def host(h: read.Host) -> dict[str, Any]:
 
 
 def pool(p: read.Pool) -> dict[str, Any]:
-    driver = for_zone(p.zone_id)
+    driver = for_zone(p.zone_kind)
     return {
         "id": p.id, "name": p.name, "zoneid": p.zone_id, "state": p.state,
         "type": driver.pool_type, "scope": "CLUSTER" if len(p.host_ids) > 1 else "HOST",
@@ -111,7 +116,7 @@ def network(n: read.Network) -> dict[str, Any]:
     return {"id": n.id, "name": n.name, "displaytext": n.name,
             "zoneid": n.zone_id, "state": n.state, "type": "Shared",
             "traffictype": "Guest",
-            "broadcasturi": for_zone(n.zone_id).network_uri(NetworkInfo(
+            "broadcasturi": for_zone(n.zone_kind).network_uri(NetworkInfo(
                 n.ref, n.name, n.binding))}
 
 
@@ -130,8 +135,8 @@ def template(t: read.Template) -> dict[str, Any]:
     return _drop_none({
         "id": t.id, "name": t.name,
         "displaytext": f"seeded from VM snapshot {t.vm_snapshot_id}",
-        "zoneid": t.zone_id, "hypervisor": for_zone(t.zone_id).hypervisor,
-        "format": for_zone(t.zone_id).template_format, "isready": True,
+        "zoneid": t.zone_id, "hypervisor": for_zone(t.zone_kind).hypervisor,
+        "format": for_zone(t.zone_kind).template_format, "isready": True,
         "status": "Download Complete", "templatetype": "USER", "account": t.account_id,
         "created": cs_time(t.created), "vmsnapshotid": t.vm_snapshot_id,
         "storageid": t.pool_id, "installpath": t.install_path,

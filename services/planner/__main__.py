@@ -1,4 +1,5 @@
-"""python -m services.planner: validate and place VMs; keep the inventory in step with vCenter."""
+"""python -m services.planner: validate and place VMs; keep the inventory in step with the
+hypervisors (vCenter's datacenters and the KVM zones)."""
 
 from services.planner.handlers import Planner
 from services.planner.inventory import changes, sync
@@ -8,11 +9,12 @@ from shared.runtime import Runtime
 async def main(rt: Runtime) -> None:
     store = await rt.postgres()
     _, js = await rt.jetstream()
-    hypervisor = await rt.vcenter()
-    await rt.retry("inventory", lambda: sync(store, hypervisor))
-    planner = Planner(store, lambda: changes(store, hypervisor))
+    hypervisors = await rt.hypervisors()
+    await rt.retry("inventory", lambda: sync(store, hypervisors))
+    planner = Planner(store, lambda: changes(store, hypervisors))
     await rt.consume("planner", js, store, planner.handlers())
 
 
 if __name__ == "__main__":
-    Runtime("planner").run(main, "Place VMs on hosts with room; sync the inventory from vCenter.")
+    Runtime("planner").run(main, "Place VMs on hosts with room; sync the inventory from every "
+                                 "hypervisor.")

@@ -1,4 +1,9 @@
-"""Inventory sync: read the hypervisor, append what changed since the last sync.
+"""Inventory sync: read every hypervisor, append what changed since the last sync.
+
+Every session (vCenter's datacenters, each KVM zone) is read at once; a session that does
+not answer fails the whole sync, so that nothing of a zone that could not be read is taken
+for gone (the sync is tried again). Each zone's import records the driver kind of the
+session that holds it.
 
 What the store knows comes from its write-side lookups (``Store.vms``,
 ``attached_volumes``, ``vm_snapshots``, ``inventory_objects``) and the streams of the
@@ -15,7 +20,7 @@ from proto.envelope import Metadata
 from proto.events import Event
 from shared.domain.accounts import ADMIN_ACCOUNT_ID
 from shared.domain.inventory import DeployedVm, current_form, observed, vanished
-from shared.drivers.base import Hypervisor
+from shared.drivers.zones import Hypervisors
 from shared.eventstore import Append, Store, VmEntry
 
 log = logging.getLogger(__name__)
@@ -28,18 +33,19 @@ def _running(vm: VmEntry) -> bool:
             and not vm.ended and not vm.destroying)
 
 
-async def changes(store: Store, hypervisor: Hypervisor) -> list[Append]:
-    """The appends that bring the store up to what the hypervisor shows now."""
-    # Deployed VMs count as gone only if they were running before the hypervisor was read:
-    # one that a deploy finishes meanwhile is simply not in this reading yet.
+async def changes(store: Store, hypervisors: Hypervisors) -> list[Append]:
+    """The appends that bring the store up to what the hypervisors show now."""
+    # Deployed VMs count as gone only if they were running before the hypervisors were
+    # read: one that a deploy finishes meanwhile is simply not in this reading yet.
     running_before = {vm.id for vm in await store.vms() if _running(vm)}
-    inventories = await hypervisor.inventory()
-    vm_names = {vm.name for inventory in inventories for vm in inventory.vms}
+    inventories = await hypervisors.inventories()
+    vm_names = {vm.name for _, inventory in inventories for vm in inventory.vms}
     vms = await store.vms()
     own_names = {vm.instance_name for vm in vms if vm.instance_name is not None}
     owners = {vm.id: vm.account_id for vm in vms if vm.imported}
-    seen = [found for inventory in inventories
-            for found in observed(inventory, ADMIN_ACCOUNT_ID, own_names, owners)]
+    seen = [found for kind, inventory in inventories
+            for found in observed(inventory, ADMIN_ACCOUNT_ID, own_names, owners,
+                                  driver_kind=kind.name)]
     imported = [vm.id for vm in vms if vm.imported and not vm.ended]
     deployed = [vm for vm in vms if _running(vm) and vm.id in running_before]
     ids = [*imported, *(vm.id for vm in deployed)]
@@ -78,9 +84,9 @@ def describe(appends: list[Append]) -> str:
     return ", ".join(f"{n} {t}" for t, n in sorted(counts.items())) or "no changes"
 
 
-async def sync(store: Store, hypervisor: Hypervisor) -> str:
+async def sync(store: Store, hypervisors: Hypervisors) -> str:
     """Sync now, appending in one transaction; returns what changed."""
-    appends = await changes(store, hypervisor)
+    appends = await changes(store, hypervisors)
     await store.commit(appends, Metadata(correlation_id="inventory-sync", actor="planner"))
     summary = describe(appends)
     log.info("inventory sync: %s", summary)

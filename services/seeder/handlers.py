@@ -1,4 +1,8 @@
-"""The seeder's handlers: give each placed VM a template on its pool, seeding it once."""
+"""The seeder's handlers: give each placed VM a template on its pool, seeding it once.
+
+Each seed is made, and each template removed, by the hypervisor session that owns the
+zone it lies in (``shared.drivers.zones.Hypervisors``): the zone of the snapshot's VM for a
+seed, the zone of its pool for a removal."""
 
 from __future__ import annotations
 
@@ -20,17 +24,18 @@ from proto.events import (
 from shared.bus import Handlers
 from shared.domain import seed
 from shared.domain.vm import deploy_failure, deploy_request
-from shared.drivers.base import Hypervisor, HypervisorError
+from shared.drivers.base import HypervisorError
+from shared.drivers.zones import Hypervisors
 from shared.eventstore import Append, Repository, Store
 
 log = logging.getLogger(__name__)
 
 
 class Seeder:
-    def __init__(self, store: Store, hypervisor: Hypervisor) -> None:
+    def __init__(self, store: Store, hypervisors: Hypervisors) -> None:
         self.store = store
         self.repo = Repository(store)
-        self.hypervisor = hypervisor
+        self.hypervisors = hypervisors
 
     def handlers(self) -> Handlers:
         return (Handlers()
@@ -63,7 +68,9 @@ class Seeder:
             removed = seed.removal(state, snapshot_id, pool_id)
             if removed is None or state.template is None:
                 continue
-            task = await self.hypervisor.destroy_vm(state.template.template_ref)
+            pool = (await self.repo.pool(pool_id)).imported
+            hypervisor = await self.hypervisors.for_zone(pool.zone_id if pool else None)
+            task = await hypervisor.destroy_vm(state.template.template_ref)
             log.info("removed template %s of deleted VM snapshot %s from pool %s (task %s): no "
                      "VM depends on it any more", state.template.template_id, snapshot_id,
                      pool_id, task)
@@ -101,8 +108,9 @@ class Seeder:
         log.info("seeding snapshot %s on pool %s as template %s", started.vm_snapshot_id,
                  started.pool_id, started.name)
         try:
-            done = await self.hypervisor.seed_template(source.ref, snapshot.ref, target.ref,
-                                                       started.name)
+            hypervisor = await self.hypervisors.for_zone(source.zone_id)
+            done = await hypervisor.seed_template(source.ref, snapshot.ref, target.ref,
+                                                  started.name)
         except HypervisorError as exc:
             if exc.transient:
                 raise

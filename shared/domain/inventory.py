@@ -1,7 +1,10 @@
-"""What an inventory sync records: the events that describe vCenter as snapdeploy sees it.
+"""What an inventory sync records: the events that describe the hypervisors (vCenter's
+datacenters, KVM zones) as snapdeploy sees them.
 
-Ids are derived from vCenter's own object ids, so syncing twice finds the same objects;
-the planner appends only what changed since the last sync.
+Ids are derived from the hypervisor's own object ids, so syncing twice finds the same
+objects; the planner appends only what changed since the last sync. A zone's id is derived
+from its datacenter's ref (``zone_id``); its import records the driver kind of the
+hypervisor that holds it.
 """
 
 from __future__ import annotations
@@ -34,9 +37,18 @@ from shared.domain.seed import SEED_PREFIX
 from shared.domain.vm import nic_id, volume_id
 from shared.drivers.base import DiskInfo, Inventory, NicInfo, SnapshotInfo
 
+# The driver kind of a zone recorded before imports named one: every zone was a vCenter
+# datacenter then (``shared.drivers.LEGACY_KIND``).
+LEGACY_DRIVER_KIND = "vmware"
+
 
 def object_id(kind: str, ref: str) -> str:
     return stable_id(kind, ref)
+
+
+def zone_id(datacenter_ref: str) -> str:
+    """The id snapdeploy gives the zone of a datacenter (``Inventory.datacenter_ref``)."""
+    return object_id("zone", datacenter_ref)
 
 
 def disks_of(vm_id: str, disks: list[DiskInfo]) -> list[Disk]:
@@ -52,10 +64,13 @@ def nics_of(vm_id: str, nics: list[NicInfo]) -> list[Nic]:
 
 def current_form(event: Event) -> Event:
     """An inventory event as a sync records it now, so that one recorded before disk and NIC
-    keys were the driver's strings (``device_key`` alone) or before network bindings were
-    opaque (vSphere's ``switch_uuid`` and ``portgroup_key``) equals the same observation
-    made now, and a sync after the change finds nothing new."""
+    keys were the driver's strings (``device_key`` alone), before network bindings were
+    opaque (vSphere's ``switch_uuid`` and ``portgroup_key``) or before zones named their
+    driver kind (all were vCenter's) equals the same observation made now, and a sync after
+    the change finds nothing new."""
     match event:
+        case ZoneImported(driver_kind=None):
+            return msgspec.structs.replace(event, driver_kind=LEGACY_DRIVER_KIND)
         case NetworkImported(binding=None) if event.switch_uuid or event.portgroup_key:
             return msgspec.structs.replace(event, binding=event.network_binding(),
                                            switch_uuid=None, portgroup_key=None)
@@ -97,14 +112,17 @@ def snapshot_taken(request: VmSnapshotRequested, account_id: str, info: Snapshot
 
 
 def observed(inv: Inventory, account_id: str, own_vm_names: set[str],
-             owners: dict[str, str] | None = None) -> list[tuple[str, Event]]:
-    """(stream id, event) for every object in ``inv``. VMs named in ``own_vm_names`` (the
-    VMs snapdeploy deploys) and templates, seeded ones included, are not imported. A VM's
-    snapshots belong to its owner in ``owners`` (VM id → account), else to ``account_id``."""
+             owners: dict[str, str] | None = None, *,
+             driver_kind: str = LEGACY_DRIVER_KIND) -> list[tuple[str, Event]]:
+    """(stream id, event) for every object in ``inv``, read from a hypervisor of the driver
+    kind ``driver_kind``. VMs named in ``own_vm_names`` (the VMs snapdeploy deploys) and
+    templates, seeded ones included, are not imported. A VM's snapshots belong to its
+    owner in ``owners`` (VM id → account), else to ``account_id``."""
     zone_id = object_id("zone", inv.datacenter_ref)
     out: list[tuple[str, Event]] = [
         (streams.zone(zone_id), ZoneImported(zone_id=zone_id, name=inv.datacenter_name,
-                                             ref=inv.datacenter_ref))]
+                                             ref=inv.datacenter_ref,
+                                             driver_kind=driver_kind))]
     for h in inv.hosts:
         host_id = object_id("host", h.ref)
         out.append((streams.host(host_id), HostImported(

@@ -2,18 +2,29 @@
 
 ``KINDS`` is the registry of driver kinds: ``vmware`` (VMware vSphere through pyvmomi) and
 ``kvm`` (KVM through libvirt and qemu-img); ``shared.drivers.fake`` is an in-memory driver
-for tests. Services get their
-session from ``Runtime.vcenter()``, which connects to the kind ``configured()`` names; the
-gateway renders a zone's hypervisor facts from ``for_zone()``.
+for tests. A deployment may hold zones of several kinds at once: ``connections()`` names
+every session the settings ask for (vCenter when ``vcenter_url`` is set, one per KVM zone
+of ``kvm_zones``), ``Runtime.hypervisors()`` opens them into a ``zones.Hypervisors``, which
+hands each zone's work to the session that owns the zone. The gateway renders a zone's
+hypervisor facts from the kind its import recorded (``for_zone()``).
 """
 
 from __future__ import annotations
 
 from shared.config import Settings
-from shared.drivers import libvirt, vmware
-from shared.drivers.base import DriverKind
+from shared.drivers import fake, libvirt, vmware
+from shared.drivers.base import Connection, DriverKind
 
 KINDS: dict[str, DriverKind] = {kind.name: kind for kind in (vmware.KIND, libvirt.KIND)}
+# Kinds a zone may have been recorded with besides the product's: the in-memory fakes of
+# the tests, so that what they import renders too.
+_TEST_KINDS: dict[str, DriverKind] = {k.name: k for k in (fake.KIND, fake.OTHER_KIND)}
+# The kind of a zone whose import recorded none: every zone was a vCenter datacenter then.
+LEGACY_KIND = vmware.KIND.name
+
+
+class NoHypervisor(ValueError):
+    """The settings name no hypervisor to connect to."""
 
 
 def kind(name: str) -> DriverKind:
@@ -25,19 +36,33 @@ def kind(name: str) -> DriverKind:
             from None
 
 
-def configured(settings: Settings) -> DriverKind:
-    """The kind of hypervisor the settings connect to: the one whose settings are given.
-    Only vCenter's (``vcenter_*``) exist so far, and they are also the default (an embedded
-    vcsim)."""
-    del settings  # every setting names vCenter until a second kind brings its own
-    return kind(vmware.KIND.name)
+def connections(settings: Settings) -> list[Connection]:
+    """Every hypervisor session the settings ask for, vCenter's first.
+
+    Raises:
+        NoHypervisor: neither vCenter (``vcenter_url``) nor a KVM zone (``kvm_zones``) is
+            configured.
+        ValueError: ``kvm_zones`` is malformed (the message names the bad part).
+    """
+    wanted = [c for k in KINDS.values() for c in k.connections(settings)]
+    if not wanted:
+        raise NoHypervisor("no hypervisor is configured: set SNAPDEPLOY_VCENTER_URL (a "
+                           "vCenter) or SNAPDEPLOY_KVM_ZONES (KVM zones through libvirt, "
+                           "\"<zone>: <host>=<libvirt URI>, ...\"), or both")
+    return wanted
 
 
-def for_zone(zone_id: str | None) -> DriverKind:
-    """The driver kind of a zone. Every zone is a datacenter of the one configured
-    hypervisor manager, so each is of the kind ``configured()`` names."""
-    del zone_id
-    return kind(vmware.KIND.name)
+def for_zone(zone_kind: str | None) -> DriverKind:
+    """The driver kind of a zone, from the kind its inventory import recorded
+    (``ZoneImported.driver_kind``; None: imported before zones recorded one, when every
+    zone was a vCenter datacenter)."""
+    name = zone_kind or LEGACY_KIND
+    found = KINDS.get(name) or _TEST_KINDS.get(name)
+    if found is None:
+        raise ValueError(f"a zone of hypervisor kind {name!r}, which this snapdeploy does not "
+                         f"know (known: {', '.join(sorted(KINDS))})")
+    return found
 
 
-__all__ = ["KINDS", "DriverKind", "configured", "for_zone", "kind"]
+__all__ = ["KINDS", "LEGACY_KIND", "Connection", "DriverKind", "NoHypervisor", "connections",
+           "for_zone", "kind"]

@@ -208,6 +208,16 @@ class CloneProgress:
 
 
 @dataclass(frozen=True)
+class Connection:
+    """One session the settings ask for: its name in ``/healthz`` (e.g. "vcenter",
+    "libvirt KVM0") and how to open it (logged in; raises ``HypervisorError`` when the
+    hypervisor does not answer, and is called again until it does)."""
+
+    name: str
+    open: Callable[[], Awaitable[Hypervisor]]
+
+
+@dataclass(frozen=True)
 class DriverKind:
     """A kind of hypervisor: the facts snapdeploy shows for it and how to connect to one.
     Known without a session (the gateway renders them)."""
@@ -222,8 +232,9 @@ class DriverKind:
     volume_location: Callable[[str, str], str]
     # A network's broadcast URI as CloudStack shows it.
     network_uri: Callable[[NetworkInfo], str]
-    # A logged-in session from the process's settings.
-    connect: Callable[[Settings], Awaitable[Hypervisor]]
+    # The sessions of this kind the process's settings ask for (none: this kind is not
+    # configured).
+    connections: Callable[[Settings], list[Connection]]
 
 
 class Hypervisor(Protocol):

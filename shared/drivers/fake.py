@@ -3,6 +3,8 @@
 For tests that run handlers in-process: ``FakeHypervisor.standard()`` holds one datacenter
 with two hosts, one pool both reach, a standard and a distributed network and one running
 VM; ``fail()`` makes the next call of a method (or a clone step) fail, transiently or not.
+Several fakes stand for several hypervisors at once (zones of different kinds): each gets
+its own datacenter and a prefix for its refs, and may be of ``OTHER_KIND``.
 The same contract suite checks it and the vSphere driver (tests/contract/test_driver_contract.py).
 """
 
@@ -21,6 +23,7 @@ from shared.drivers.base import (
     RECONFIGURE,
     CloneProgress,
     CloneRequest,
+    Connection,
     DiskInfo,
     DriverKind,
     HostInfo,
@@ -50,15 +53,33 @@ def network_uri(network: NetworkInfo) -> str:
     return f"fake://{network.binding or network.ref}"
 
 
-async def connect(settings: Settings) -> FakeHypervisor:
-    del settings  # nothing to connect to
-    return FakeHypervisor.standard()
+def connections(settings: Settings) -> list[Connection]:
+    """None: no setting names the fake; tests make their sessions themselves."""
+    del settings
+    return []
 
 
 KIND = DriverKind(
     name="fake", hypervisor="Fake", manager="the fake hypervisor", template_format="RAW",
     pool_type="Filesystem", full_clone_setting="fake.create.full.clone",
-    volume_location=volume_location, network_uri=network_uri, connect=connect)
+    volume_location=volume_location, network_uri=network_uri, connections=connections)
+
+
+def _other_volume_location(pool_name: str, volume_id: str) -> str:
+    return f"[{pool_name}] other/{volume_id}.qcow2"
+
+
+def _other_network_uri(network: NetworkInfo) -> str:
+    return f"fake2://{network.name}"
+
+
+# A second kind of fake hypervisor, with facts of its own, for a deployment with zones of
+# two kinds.
+OTHER_KIND = DriverKind(
+    name="fake2", hypervisor="Fake2", manager="the second fake hypervisor",
+    template_format="QCOW2", pool_type="NetworkFilesystem",
+    full_clone_setting="fake2.create.full.clone", volume_location=_other_volume_location,
+    network_uri=_other_network_uri, connections=connections)
 
 
 @dataclass
@@ -94,10 +115,12 @@ class FakeHypervisor:
     """One datacenter in memory. Every object, disk file and operation is in plain dicts
     (``vms``, ``files``: location -> size), open for tests to look at."""
 
-    kind = KIND
-
-    def __init__(self, datacenter: str = "DC0") -> None:
+    def __init__(self, datacenter: str = "DC0", *, datacenter_ref: str = "datacenter-1",
+                 ref_prefix: str = "", kind: DriverKind = KIND) -> None:
+        self.kind = kind
         self.datacenter = datacenter
+        self.datacenter_ref = datacenter_ref
+        self.ref_prefix = ref_prefix
         self.hosts: dict[str, HostInfo] = {}
         self.pools: dict[str, PoolInfo] = {}
         self.networks: dict[str, NetworkInfo] = {}
@@ -109,14 +132,20 @@ class FakeHypervisor:
         self._ids = itertools.count(1)
 
     @classmethod
-    def standard(cls) -> FakeHypervisor:
-        fake = cls()
-        fake.add_pool("pool-1", "pool0", 2**40)
-        fake.add_host("host-1", "host0", ["pool-1"])
-        fake.add_host("host-2", "host1", ["pool-1"])
-        fake.add_network("network-1", "VM Network")
-        fake.add_network("dvportgroup-1", "DVPG0", binding="switch-1/dvportgroup-1")
-        fake.add_vm("vm0", "host-1", "pool-1", ["network-1"], powered_on=True)
+    def standard(cls, datacenter: str = "DC0", *, datacenter_ref: str = "datacenter-1",
+                 ref_prefix: str = "", kind: DriverKind = KIND) -> FakeHypervisor:
+        """The standard world; another datacenter with another ``ref_prefix`` (its refs
+        all start with it) is a second hypervisor beside the first."""
+        fake = cls(datacenter, datacenter_ref=datacenter_ref, ref_prefix=ref_prefix,
+                   kind=kind)
+        p = ref_prefix
+        fake.add_pool(f"{p}pool-1", f"{p}pool0", 2**40)
+        fake.add_host(f"{p}host-1", f"{p}host0", [f"{p}pool-1"])
+        fake.add_host(f"{p}host-2", f"{p}host1", [f"{p}pool-1"])
+        fake.add_network(f"{p}network-1", "VM Network")
+        fake.add_network(f"{p}dvportgroup-1", "DVPG0",
+                         binding=f"{p}switch-1/{p}dvportgroup-1")
+        fake.add_vm(f"{p}vm0", f"{p}host-1", f"{p}pool-1", [f"{p}network-1"], powered_on=True)
         return fake
 
     # ---- setting up and failing ---------------------------------------------------------
@@ -165,7 +194,7 @@ class FakeHypervisor:
     # ---- helpers ------------------------------------------------------------------------
 
     def _new_ref(self, kind: str) -> str:
-        return f"{kind}-{next(self._ids)}"
+        return f"{self.ref_prefix}{kind}-{next(self._ids)}"
 
     def _operation(self, what: str) -> str:
         operation = self._new_ref("op")
@@ -239,7 +268,7 @@ class FakeHypervisor:
                       vm.cpu_number, vm.memory_mb, vm.powered_on, list(vm.disks),
                       list(vm.nics), [self._info(s) for s in vm.snapshots.values()],
                       vm.current_snapshot_ref) for vm in self.vms.values()]
-        return [Inventory("datacenter-1", self.datacenter, list(self.hosts.values()),
+        return [Inventory(self.datacenter_ref, self.datacenter, list(self.hosts.values()),
                           list(self.pools.values()), list(self.networks.values()), vms)]
 
     # ---- templates and clones -------------------------------------------------------------

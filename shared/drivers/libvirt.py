@@ -41,7 +41,7 @@ import secrets
 import subprocess
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,16 +49,18 @@ from typing import Any, TypeVar
 
 import libvirt
 
-from shared.config import Settings
+from shared.config import Settings, kvm_zones
 from shared.drivers.base import (
     CLONE,
     POWER_ON,
     RECONFIGURE,
     CloneProgress,
     CloneRequest,
+    Connection,
     DiskInfo,
     DriverKind,
     HostInfo,
+    Hypervisor,
     HypervisorError,
     Inventory,
     NetworkInfo,
@@ -93,7 +95,7 @@ _GONE = frozenset({libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT
 
 ET.register_namespace(METADATA_KEY, METADATA_URI)
 
-__all__ = ["KIND", "LibvirtHypervisor", "volume_location"]
+__all__ = ["KIND", "LibvirtHypervisor", "connect", "connections", "volume_location"]
 
 
 def volume_location(pool_name: str, volume_id: str) -> str:
@@ -106,11 +108,31 @@ def network_uri(network: NetworkInfo) -> str:
     return f"kvm://{network.name}"
 
 
-async def connect(settings: Settings) -> LibvirtHypervisor:
-    """Sessions with the libvirt hosts the settings name."""
-    del settings
-    raise HypervisorError("no libvirt hosts are configured: the settings of a KVM zone "
-                          "arrive with the zone itself (issue 12)")
+def connections(settings: Settings) -> list[Connection]:
+    """One session per KVM zone that ``kvm_zones`` names (``shared.config.kvm_zones``),
+    with every libvirt host of the zone; its health check is "libvirt <zone>"."""
+
+    def opener(zone: str, hosts: dict[str, str]) -> Callable[[], Awaitable[Hypervisor]]:
+        async def open_session() -> Hypervisor:
+            return await LibvirtHypervisor.connect(hosts, zone=zone)
+        return open_session
+
+    return [Connection(f"libvirt {zone}", opener(zone, hosts))
+            for zone, hosts in kvm_zones(settings.kvm_zones).items()]
+
+
+async def connect(settings: Settings) -> list[LibvirtHypervisor]:
+    """Sessions with the KVM zones the settings name, one per zone (none when
+    ``kvm_zones`` is empty); closed again if one of them cannot be opened."""
+    sessions: list[LibvirtHypervisor] = []
+    try:
+        for zone, hosts in kvm_zones(settings.kvm_zones).items():
+            sessions.append(await LibvirtHypervisor.connect(hosts, zone=zone))
+    except BaseException:
+        for session in sessions:
+            await session.close()
+        raise
+    return sessions
 
 
 KIND = DriverKind(
@@ -119,7 +141,7 @@ KIND = DriverKind(
     # CloudStack's KVM always deploys linked to the template; this per-pool setting is
     # named after vmware.create.full.clone, which a CloudStack admin knows.
     full_clone_setting="kvm.create.full.clone", volume_location=volume_location,
-    network_uri=network_uri, connect=connect)
+    network_uri=network_uri, connections=connections)
 
 
 def _target_name(bus_prefix: str, index: int) -> str:

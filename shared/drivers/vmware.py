@@ -30,9 +30,11 @@ from shared.drivers.base import (
     RECONFIGURE,
     CloneProgress,
     CloneRequest,
+    Connection,
     DiskInfo,
     DriverKind,
     HostInfo,
+    Hypervisor,
     HypervisorError,
     Inventory,
     NetworkBinding,
@@ -101,11 +103,23 @@ async def connect(settings: Settings) -> VSphere:
                                  call_timeout=settings.vcenter_timeout)
 
 
+def connections(settings: Settings) -> list[Connection]:
+    """One session with vCenter when ``vcenter_url`` is set (every datacenter of it is a
+    zone); none otherwise."""
+    if not settings.vcenter_url:
+        return []
+
+    async def open_session() -> Hypervisor:
+        return await connect(settings)
+
+    return [Connection("vcenter", open_session)]
+
+
 KIND = DriverKind(
     name="vmware", hypervisor="VMware", manager="vCenter", template_format="OVA",
     pool_type="VMFS",
     full_clone_setting="vmware.create.full.clone", volume_location=volume_location,
-    network_uri=network_uri, connect=connect)
+    network_uri=network_uri, connections=connections)
 
 
 # Calls that are not retried after logging in again: they are the login itself.

@@ -1,7 +1,8 @@
 """catalog: the objects the API lists besides VMs, one row per (kind, id).
 
 Kinds: zone, host, pool, network, serviceoffering, diskoffering, template, vmsnapshot,
-volume. ``data`` holds each kind's own fields as JSON; ``version`` is the version of the
+volume. ``data`` holds each kind's own fields as JSON (a zone's ``driver_kind``, the kind of
+hypervisor that holds it, is there when its import recorded one); ``version`` is the version of the
 object's own stream (the planner appends capacity reservations at it).
 """
 
@@ -129,6 +130,8 @@ class Catalog:
             case ZoneImported():
                 out.update(zone_id=event.zone_id, name=event.name, removed=None)
                 data.update(ref=event.ref)
+                if event.driver_kind is not None:  # not recorded before: vCenter's
+                    data.update(driver_kind=event.driver_kind)
             case HostImported():
                 out.update(zone_id=event.zone_id, name=event.name, state="Up", removed=None)
                 data.update(_fields(event, "host_id", "zone_id", "name"))

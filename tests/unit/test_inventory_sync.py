@@ -33,20 +33,20 @@ from shared.drivers.base import NetworkInfo
 from shared.drivers.fake import FakeHypervisor
 from shared.drivers.vmware import dvs_portgroup
 from shared.eventstore import Append, MemoryEventStore, Repository
-from tests.kit import META, Delivery, deploy, given, new_stream, no_changes
+from tests.kit import META, Delivery, deploy, given, new_stream, no_changes, sessions
 
 
 async def synced() -> tuple[MemoryEventStore, FakeHypervisor]:
     store, fake = MemoryEventStore(), FakeHypervisor.standard()
     await fake.create_snapshot(next(iter(fake.vms)), "before-upgrade", "", False, False)
-    await sync(store, fake)
+    await sync(store, sessions(fake))
     return store, fake
 
 
 async def test_a_first_sync_imports_everything_and_a_second_finds_nothing_new() -> None:
     store, fake = await synced()
 
-    assert describe(await changes(store, fake)) == "no changes"
+    assert describe(await changes(store, sessions(fake))) == "no changes"
     imported = [type(e.event()).__name__ for e in store.events]
     assert sorted(set(imported)) == ["HostImported", "NetworkImported", "PoolImported",
                                      "VmImported", "VmSnapshotTaken", "ZoneImported"]
@@ -58,10 +58,10 @@ async def test_a_host_gone_is_marked_so_and_imported_again_when_it_is_back() -> 
     host = fake.hosts.pop("host-2")
     stream = streams.host(object_id("host", "host-2"))
 
-    gone = await changes(store, fake)
-    await sync(store, fake)
+    gone = await changes(store, sessions(fake))
+    await sync(store, sessions(fake))
     fake.hosts["host-2"] = host
-    back = await changes(store, fake)
+    back = await changes(store, sessions(fake))
 
     assert [(a.stream_id, type(a.events[0])) for a in gone] == [(stream, InventoryObjectGone)]
     assert gone[0].expected_version == 1
@@ -74,7 +74,7 @@ async def test_an_imported_vm_gone_is_expunged_with_its_volumes_and_snapshots() 
     vm_id = object_id("vm", vm0.ref)
     (snapshot_id,) = (await store.vm_snapshots([vm_id]))[vm_id]
 
-    appended = [e for a in await changes(store, fake) for e in a.events]
+    appended = [e for a in await changes(store, sessions(fake)) for e in a.events]
 
     assert VmSnapshotDeleted(snapshot_id=snapshot_id, vm_id=vm_id) in appended
     expunged = next(e for e in appended if isinstance(e, VmExpunged))
@@ -89,7 +89,7 @@ async def test_snapshots_of_an_imported_vm_belong_to_its_owner_now() -> None:
     await given(store, streams.vm(vm_id), VmAssigned(vm_id=vm_id, account_id="acct-2"))
     await fake.create_snapshot(vm_ref, "after", "", False, False)
 
-    appended = [e for a in await changes(store, fake) for e in a.events]
+    appended = [e for a in await changes(store, sessions(fake)) for e in a.events]
 
     taken = [e for e in appended if isinstance(e, VmSnapshotTaken) and e.name == "after"]
     assert [e.account_id for e in taken] == ["acct-2"]
@@ -103,8 +103,8 @@ async def test_a_deployed_vm_gone_is_expunged_unless_it_is_being_destroyed() -> 
                        if isinstance(e, VmSnapshotTaken))
     delivery = Delivery(store, [
         Dispatcher("planner", store, Planner(store, no_changes).handlers()),
-        Dispatcher("seeder", store, Seeder(store, fake).handlers()),
-        Dispatcher("cloner", store, Cloner(store, fake).handlers()),
+        Dispatcher("seeder", store, Seeder(store, sessions(fake)).handlers()),
+        Dispatcher("cloner", store, Cloner(store, sessions(fake)).handlers()),
     ])
     for vm_id in ("a", "b"):
         await new_stream(store, streams.vm(vm_id), deploy(vm_id, pool_id=pool_id,
@@ -114,7 +114,7 @@ async def test_a_deployed_vm_gone_is_expunged_unless_it_is_being_destroyed() -> 
         job_id="j", snapshot_id="s-a", vm_id="a", name="s", description="", memory=False,
         quiesce=False))
     await delivery.settle()
-    assert describe(await changes(store, fake)) == "no changes"
+    assert describe(await changes(store, sessions(fake))) == "no changes"
     for vm_id in ("a", "b"):
         ref = (await Repository(store).vm(vm_id)).ref
         assert ref is not None
@@ -122,7 +122,7 @@ async def test_a_deployed_vm_gone_is_expunged_unless_it_is_being_destroyed() -> 
     await given(store, streams.vm("b"), VmDestroyRequested(vm_id="b", job_id="jb",
                                                            expunge=True))
 
-    appended = [(a.stream_id, e) for a in await changes(store, fake) for e in a.events]
+    appended = [(a.stream_id, e) for a in await changes(store, sessions(fake)) for e in a.events]
 
     (root,) = (await store.attached_volumes(["a"]))["a"]
     assert appended == [
@@ -153,10 +153,10 @@ async def test_what_was_recorded_with_vsphere_numbers_and_switch_fields_is_not_n
         vm.disks = [dataclasses.replace(d, key=str(2000 + i)) for i, d in enumerate(vm.disks)]
         vm.nics = [dataclasses.replace(n, key=str(4000 + i)) for i, n in enumerate(vm.nics)]
     await fake.create_snapshot(next(iter(fake.vms)), "before-upgrade", "", False, False)
-    now = await changes(store, fake)
+    now = await changes(store, sessions(fake))
     before = [Append(a.stream_id, [_as_recorded_before_opaque_keys(e) for e in a.events],
                      a.expected_version) for a in now]
     assert [a.events for a in before] != [a.events for a in now]
     await store.commit(before, META)
 
-    assert describe(await changes(store, fake)) == "no changes"
+    assert describe(await changes(store, sessions(fake))) == "no changes"

@@ -22,7 +22,9 @@ from shared.errors import PARAM_ERROR, ApiError
 from shared.eventstore import NO_STREAM, Append
 from shared.projections.read import Paging
 
-FULL_CLONE_SETTING = drivers.for_zone(None).full_clone_setting
+# The per-pool settings that ask for full clones, one per driver kind; a pool takes its
+# zone's kind's (``vmware.create.full.clone`` in a vCenter datacenter).
+FULL_CLONE_SETTINGS = sorted({k.full_clone_setting for k in drivers.KINDS.values()})
 
 
 class Filters(NamedTuple):
@@ -158,19 +160,24 @@ async def update_configuration(ctx: Context, params: Params, caller: Caller) -> 
     name = params.text("name", required=True)
     value = params.text("value", required=True)
     pool_id = params.uuid("storageid")
-    if name != FULL_CLONE_SETTING:
+    assert name is not None and value is not None
+    pool = await ctx.read.pool(pool_id) if pool_id is not None else None
+    setting = drivers.for_zone(pool.zone_kind).full_clone_setting if pool else None
+    if name not in FULL_CLONE_SETTINGS and name != setting:
         raise ApiError(PARAM_ERROR, f"invalid parameter name: {name!r} is not a setting "
-                       f"snapdeploy knows; it knows {FULL_CLONE_SETTING}")
+                       f"snapdeploy knows; it knows {', '.join(FULL_CLONE_SETTINGS)}")
     if pool_id is None:
-        raise ApiError(PARAM_ERROR, f"missing parameter storageid: {FULL_CLONE_SETTING} is "
-                       "set per primary storage pool")
-    assert value is not None
+        raise ApiError(PARAM_ERROR, f"missing parameter storageid: {name} is set per primary "
+                       "storage pool")
     if value.lower() not in ("true", "false"):
-        raise ApiError(PARAM_ERROR, f"invalid parameter value: {FULL_CLONE_SETTING} is true "
-                       "or false")
-    if await ctx.read.pool(pool_id) is None:
+        raise ApiError(PARAM_ERROR, f"invalid parameter value: {name} is true or false")
+    if pool is None:
         raise ApiError(PARAM_ERROR, f"invalid parameter storageid: no storage pool "
                        f"{pool_id} exists")
+    if name != setting:
+        raise ApiError(PARAM_ERROR, f"invalid parameter name: storage pool {pool_id} is in a "
+                       f"{drivers.for_zone(pool.zone_kind).hypervisor} zone, whose pools "
+                       f"take {setting}, not {name}")
     await ctx.change(caller, Append(streams.pool(pool_id), [
         PoolSettingChanged(pool_id=pool_id, name=name, value=value.lower())]))
     return {"configuration": {"name": name, "value": value.lower(), "scope": "storagepool",
@@ -179,7 +186,7 @@ async def update_configuration(ctx: Context, params: Params, caller: Caller) -> 
 
 @command("syncInventory", is_async=True)
 async def sync_inventory(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    """Read vCenter again: new hosts, pools, networks, VMs and snapshots appear."""
+    """Read every hypervisor again: new hosts, pools, networks, VMs and snapshots appear."""
     require_admin(caller, "syncInventory")
     job_id = str(uuid.uuid4())
     await ctx.append(caller, Append(streams.INVENTORY, [

@@ -65,11 +65,13 @@ def _vm(row: Row) -> Vm:
         cpu_speed=row["cpu_speed"], memory_mb=row["memory_mb"], state=row["state"],
         error_text=row["error_text"], current_snapshot_id=row["current_snapshot_id"],
         imported=row["imported"], created=row["created"],
-        nics=[Nic(id=n["nic_id"], network_id=n["network_id"], mac=n["mac"]) for n in nics])
+        nics=[Nic(id=n["nic_id"], network_id=n["network_id"], mac=n["mac"]) for n in nics],
+        zone_kind=row.get("zone_kind"))
 
 
 def _zone(row: Row) -> Zone:
-    return Zone(id=row["id"], name=row["name"], created=row["created"])
+    return Zone(id=row["id"], name=row["name"], created=row["created"],
+                zone_kind=_data(row).get("driver_kind"))
 
 
 def _host(row: Row) -> Host:
@@ -78,7 +80,7 @@ def _host(row: Row) -> Host:
                 cluster=d["cluster"], cpu_cores=d["cpu_cores"], cpu_mhz=d["cpu_mhz"],
                 memory_bytes=d["memory_bytes"], reserved_cpu_mhz=d.get("reserved_cpu_mhz", 0),
                 reserved_memory_mb=d.get("reserved_memory_mb", 0), pool_ids=d["pool_ids"],
-                created=row["created"])
+                created=row["created"], zone_kind=row.get("zone_kind"))
 
 
 def _pool(row: Row) -> Pool:
@@ -87,13 +89,14 @@ def _pool(row: Row) -> Pool:
                 url=d["url"], capacity_bytes=d["capacity_bytes"], free_bytes=d["free_bytes"],
                 host_ids=d["host_ids"],
                 settings={k: str(v) for k, v in d.get("settings", {}).items()},
-                created=row["created"])
+                created=row["created"], zone_kind=row.get("zone_kind"))
 
 
 def _network(row: Row) -> Network:
     d = _data(row)
     return Network(id=row["id"], name=row["name"], zone_id=row["zone_id"], state=row["state"],
-                   ref=d["ref"], binding=_binding(d), created=row["created"])
+                   ref=d["ref"], binding=_binding(d), created=row["created"],
+                   zone_kind=row.get("zone_kind"))
 
 
 def _binding(d: dict[str, Any]) -> str | None:
@@ -118,11 +121,13 @@ def _disk_offering(row: Row) -> DiskOffering:
                         disk_size_gb=d["disk_size_gb"], created=row["created"])
 
 
-def _template(row: Row, owner: str | None, zone_id: str | None) -> Template:
+def _template(row: Row, owner: str | None, zone_id: str | None,
+              zone_kind: str | None = None) -> Template:
     d = _data(row)
     return Template(id=row["id"], name=row["name"], account_id=owner, zone_id=zone_id,
                     vm_snapshot_id=d["vm_snapshot_id"], pool_id=d["pool_id"],
-                    install_path=d["install_path"], created=row["created"])
+                    install_path=d["install_path"], created=row["created"],
+                    zone_kind=zone_kind)
 
 
 def _vm_snapshot(row: Row, current: bool) -> VmSnapshot:
@@ -241,17 +246,29 @@ def _named(where: _Where, name: str | None, keyword: str | None, *columns: str) 
 
 
 _CATALOG_ORDER = "name, id"
+# The driver kind recorded with the zone of a row aliased ``o`` (joined as ``z``).
+_ZONE_KIND = "z.data ->> 'driver_kind' AS zone_kind"
+_ZONE_OF = " LEFT JOIN catalog z ON z.kind = 'zone' AND z.id = {}.zone_id"
+# Zones, hosts, pools and networks, each with its zone's driver kind.
+_IN_ZONES = (f"SELECT * FROM (SELECT o.*, {_ZONE_KIND} FROM catalog o{_ZONE_OF.format('o')})"
+             " AS in_zones")
 # A host's per-VM reservation map is left in the table: the totals beside it are shown.
-_HOSTS = ("SELECT kind, id, zone_id, account_id, name, state, data - 'reservations' AS data,"
-          " version, created, removed FROM catalog")
-# A template with its owner (its VM snapshot's, deleted snapshots included) and its pool's zone.
+_HOSTS = ("SELECT * FROM (SELECT o.kind, o.id, o.zone_id, o.account_id, o.name, o.state,"
+          f" o.data - 'reservations' AS data, o.version, o.created, o.removed, {_ZONE_KIND}"
+          f" FROM catalog o{_ZONE_OF.format('o')}) AS hosts")
+# A template with its owner (its VM snapshot's, deleted snapshots included), its pool's zone
+# and that zone's driver kind.
 _TEMPLATES = (
     "SELECT * FROM (SELECT t.id, t.name, t.data, t.created, s.account_id AS owner,"
-    " p.zone_id AS pool_zone_id FROM catalog t"
+    f" p.zone_id AS pool_zone_id, {_ZONE_KIND} FROM catalog t"
     " LEFT JOIN catalog s ON s.kind = 'vmsnapshot' AND s.id = t.data ->> 'vm_snapshot_id'"
     " LEFT JOIN catalog p ON p.kind = 'pool' AND p.id = t.data ->> 'pool_id'"
     " AND p.removed IS NULL"
+    f"{_ZONE_OF.format('p')}"
     " WHERE t.kind = 'template' AND t.removed IS NULL) AS templates")
+# VMs with their zone's driver kind.
+_VMS = (f"SELECT * FROM (SELECT v.*, {_ZONE_KIND} FROM vm_instances v{_ZONE_OF.format('v')})"
+        " AS vms")
 _SNAPSHOTS = (
     "SELECT * FROM (SELECT s.*, v.current_snapshot_id = s.id AS is_current FROM catalog s"
     " LEFT JOIN vm_instances v ON v.id::text = s.data ->> 'vm_id'"
@@ -259,11 +276,11 @@ _SNAPSHOTS = (
 
 
 def _template_row(row: Row) -> Template:
-    return _template(row, row["owner"], row["pool_zone_id"])
+    return _template(row, row["owner"], row["pool_zone_id"], row["zone_kind"])
 
 
 _JOBS = AsyncJobs()
-_VMS = VmInstances()
+_VM_INSTANCES = VmInstances()
 _CATALOG = Catalog()
 
 
@@ -328,8 +345,7 @@ class ReadModels:
         where.add(lambda p: f"lower(zone_id) = lower({p})", zone_id)
         _named(where, name, keyword, "name", "display_name")
         async with self._pool.acquire() as conn:
-            rows, total = await _paged(conn, "SELECT * FROM vm_instances", where,
-                                       "created, id", paging)
+            rows, total = await _paged(conn, _VMS, where, "created, id", paging)
         items = [_vm(dict(r)) for r in rows]
         return Page([vm for vm in items if viewer.sees(vm.account_id)], total)
 
@@ -450,6 +466,17 @@ class ReadModels:
         return await self._catalog("zone", _zone, obj_id=zone_id, zone_id=None, name=name,
                                    keyword=keyword, paging=paging)
 
+    async def zone_kind(self, zone_id: str | None) -> str | None:
+        """The driver kind recorded with zone ``zone_id`` (None: none recorded, a vCenter
+        datacenter; or no such zone)."""
+        if zone_id is None or not _storable(zone_id):
+            return None
+        async with self._pool.acquire() as conn:
+            kind = await conn.fetchval(
+                "SELECT data ->> 'driver_kind' FROM catalog WHERE kind = 'zone' AND id = $1",
+                zone_id)
+        return cast(str | None, kind)
+
     async def hosts(self, *, host_id: str | None = None, zone_id: str | None = None,
                     name: str | None = None, keyword: str | None = None,
                     paging: Paging | None = None) -> Page[Host]:
@@ -460,7 +487,7 @@ class ReadModels:
                     name: str | None = None, keyword: str | None = None,
                     paging: Paging | None = None) -> Page[Pool]:
         return await self._catalog("pool", _pool, obj_id=pool_id, zone_id=zone_id, name=name,
-                                   keyword=keyword, paging=paging)
+                                   keyword=keyword, paging=paging, select=_IN_ZONES)
 
     async def pool(self, pool_id: str) -> Pool | None:
         page = await self.pools(pool_id=pool_id)
@@ -470,7 +497,8 @@ class ReadModels:
                        name: str | None = None, keyword: str | None = None,
                        paging: Paging | None = None) -> Page[Network]:
         return await self._catalog("network", _network, obj_id=network_id, zone_id=zone_id,
-                                   name=name, keyword=keyword, paging=paging)
+                                   name=name, keyword=keyword, paging=paging,
+                                   select=_IN_ZONES)
 
     async def service_offerings(self, *, offering_id: str | None = None,
                                 name: str | None = None, keyword: str | None = None,
@@ -581,8 +609,10 @@ class ReadModels:
     async def _job_result(self, job: Job,
                           records: list[RecordedEvent]) -> Vm | Volume | VmSnapshot | None:
         if job.cmd in VM_COMMANDS:
-            vm = next(iter(_fold(_VMS, records).values()), None)
-            return None if vm is None else _vm(vm)
+            vm = next(iter(_fold(_VM_INSTANCES, records).values()), None)
+            if vm is None:
+                return None
+            return _vm({**vm, "zone_kind": await self.zone_kind(vm["zone_id"])})
         if job.cmd in VOLUME_COMMANDS:
             volume_id = records[0].stream_id.removeprefix("volume-")
             row = _fold(_CATALOG, records).get(("volume", volume_id))

@@ -68,12 +68,18 @@ class Vm(msgspec.Struct, frozen=True, kw_only=True):
     imported: bool
     created: datetime
     nics: list[Nic]
+    # The driver kind recorded with the VM's zone (``ZoneImported.driver_kind``; None: not
+    # recorded, a vCenter datacenter).
+    zone_kind: str | None = None
 
 
 class Zone(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     name: str
     created: datetime
+    # The driver kind of the hypervisor that holds the zone, as its import recorded it
+    # (None: not recorded, a vCenter datacenter); the same on each object in the zone.
+    zone_kind: str | None = None
 
 
 class Host(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,6 +95,7 @@ class Host(msgspec.Struct, frozen=True, kw_only=True):
     reserved_memory_mb: int
     pool_ids: list[str]
     created: datetime
+    zone_kind: str | None = None  # the driver kind of its zone (see Zone)
 
 
 class Pool(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,6 +109,7 @@ class Pool(msgspec.Struct, frozen=True, kw_only=True):
     host_ids: list[str]
     settings: dict[str, str]
     created: datetime
+    zone_kind: str | None = None  # the driver kind of its zone (see Zone)
 
 
 class Network(msgspec.Struct, frozen=True, kw_only=True):
@@ -112,6 +120,7 @@ class Network(msgspec.Struct, frozen=True, kw_only=True):
     ref: str
     binding: str | None  # the driver's, as its inventory reported it (``NetworkInfo``)
     created: datetime
+    zone_kind: str | None = None  # the driver kind of its zone (see Zone)
 
 
 class ServiceOffering(msgspec.Struct, frozen=True, kw_only=True):
@@ -144,6 +153,7 @@ class Template(msgspec.Struct, frozen=True, kw_only=True):
     pool_id: str
     install_path: str
     created: datetime
+    zone_kind: str | None = None  # the driver kind of its zone (see Zone)
 
 
 class SnapshotDisk(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,0 +1,126 @@
+"""Every hypervisor session of a process, and which one owns each zone.
+
+A deployment may have zones of several kinds at once: the datacenters of one vCenter and
+KVM zones, each a libvirt session of its own. ``Hypervisors`` holds every session; the
+services hand a zone's work to ``for_zone(zone_id)``, the session whose inventory holds
+that zone. Zone ids are snapdeploy's (``shared.domain.inventory.zone_id`` of the
+datacenter's ref, as the inventory sync records them), learned from each session's
+inventory: at every ``inventories()`` and again whenever a zone is asked for that no
+session was known to own.
+
+A zone that no session owns once every session has answered is a ``HypervisorError`` that
+is not transient (fault ``UnknownZone``): the configuration does not name the hypervisor
+that holds it, and asking again changes nothing until the process is configured and
+started again. While a session does not answer, its own (transient) error is raised
+instead, since the zone may be that session's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from shared.domain.inventory import zone_id as zone_id_of
+from shared.drivers.base import DriverKind, Hypervisor, HypervisorError, Inventory
+
+UNKNOWN_ZONE = "UnknownZone"
+
+
+class Hypervisors:
+    """The sessions of a process (``Runtime.hypervisors()``), routed by zone."""
+
+    def __init__(self, sessions: Sequence[Hypervisor]) -> None:
+        if not sessions:
+            raise ValueError("no hypervisor session")
+        self.sessions = list(sessions)
+        self._owners: dict[str, Hypervisor] = {}
+        self._learning = asyncio.Lock()
+
+    # ---- reading every session -------------------------------------------------------
+
+    async def inventories(self) -> list[tuple[DriverKind, Inventory]]:
+        """Each session's inventories with the kind of the session, every session read at
+        once; learns which session owns each zone. Raises the first error of a session
+        that did not answer (so a caller never takes a zone it could not read for gone).
+
+        Raises:
+            HypervisorError: a session failed, or two sessions hold the same zone.
+        """
+        read = await asyncio.gather(*(s.inventory() for s in self.sessions),
+                                    return_exceptions=True)
+        failed = [r for r in read if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
+        owners: dict[str, Hypervisor] = {}
+        out: list[tuple[DriverKind, Inventory]] = []
+        for session, inventories in zip(self.sessions, read, strict=True):
+            assert not isinstance(inventories, BaseException)
+            for inventory in inventories:
+                zone = zone_id_of(inventory.datacenter_ref)
+                other = owners.get(zone)
+                if other is not None and other is not session:
+                    raise HypervisorError(
+                        f"zone {inventory.datacenter_name} (datacenter {inventory.datacenter_ref})"
+                        f" is held by two hypervisors, {describe(other)} and "
+                        f"{describe(session)}: give one of them another name")
+                owners[zone] = session
+                out.append((session.kind, inventory))
+        self._owners = owners
+        return out
+
+    async def inventory(self) -> list[Inventory]:
+        """Every session's inventories, one per zone (see ``inventories``)."""
+        return [inventory for _, inventory in await self.inventories()]
+
+    # ---- one zone ----------------------------------------------------------------------
+
+    async def for_zone(self, zone_id: str | None) -> Hypervisor:
+        """The session that owns zone ``zone_id``.
+
+        Raises:
+            HypervisorError: no session owns it (not transient, fault ``UnknownZone``), or a
+                session that might did not answer (its own error, transient).
+        """
+        if zone_id is not None:
+            known = self._owners.get(zone_id)
+            if known is not None:
+                return known
+            async with self._learning:
+                known = self._owners.get(zone_id)  # learned meanwhile by another caller
+                if known is None:
+                    await self.inventories()
+                    known = self._owners.get(zone_id)
+            if known is not None:
+                return known
+        raise HypervisorError(
+            f"zone {zone_id} is in no hypervisor snapdeploy is connected to "
+            f"({', '.join(describe(s) for s in self.sessions)})" if zone_id is not None
+            else "the zone is not known, so neither is its hypervisor",
+            fault=UNKNOWN_ZONE)
+
+    async def manager(self, zone_id: str | None) -> str:
+        """What manages zone ``zone_id``'s hypervisors, as messages name it ("vCenter"):
+        its session's kind's; when that cannot be told, the one kind every session has, or
+        "the hypervisor". Never raises."""
+        try:
+            return (await self.for_zone(zone_id)).kind.manager
+        except HypervisorError:
+            managers = {s.kind.manager for s in self.sessions}
+            return managers.pop() if len(managers) == 1 else "the hypervisor"
+
+    def zones(self) -> dict[str, Hypervisor]:
+        """The zones learned so far and their sessions."""
+        return dict(self._owners)
+
+    async def close(self) -> None:
+        for session in self.sessions:
+            await session.close()
+
+
+def describe(session: Hypervisor) -> str:
+    """A session as messages name it: its kind's manager, and its KVM zone if it has one."""
+    zone = getattr(session, "zone", None)
+    return f"{session.kind.manager} {zone}" if isinstance(zone, str) else session.kind.manager
+
+
+__all__ = ["UNKNOWN_ZONE", "Hypervisors", "describe"]
