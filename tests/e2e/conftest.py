@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,15 @@ VCENTER_TIMEOUT_S = 5
 def pids_of(info: dict[str, Any]) -> list[int]:
     return [info["launcher_pid"]] + [p["pid"] for group in ("services", "servers")
                                      for p in info[group].values()]
+
+
+def processes_of(state: Path) -> list[str]:
+    """Every running process whose command line names the state folder: its servers, the
+    private libvirtd and its QEMU guests (whose disks lie in the folder's pool)."""
+    listed = subprocess.run(["ps", "-ww", "-eo", "pid,stat,args"], capture_output=True,
+                            text=True, check=True).stdout.splitlines()[1:]
+    return [line for line in listed if f"{state.resolve()}/" in line
+            and line.split(None, 2)[1][0] != "Z"]
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +53,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory,
     subprocess.run([*SNAPDEPLOY, "down", "--state-dir", str(state)], check=True, timeout=120)
     left = [pid for pid in pids_of(current) if alive(pid)]
     assert left == [], f"processes left running after `snapdeploy down`: {left}"
+    assert processes_of(state) == []
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import libvirt
 import nats
 import pytest
 from cs import CloudStack, CloudStackApiException
@@ -27,8 +28,9 @@ from nats.aio.msg import Msg
 from proto import decode_envelope
 from services.gateway.auth import sign
 from shared.drivers.vmware import VSphere
-from shared.stack.launcher import alive
-from tests.e2e.conftest import SNAPDEPLOY, pids_of
+from shared.stack._libvirt import guest_pids
+from shared.stack.launcher import alive, is_recorded_process, read_stack
+from tests.e2e.conftest import SNAPDEPLOY, pids_of, processes_of
 
 pytestmark = pytest.mark.stack
 
@@ -60,7 +62,9 @@ def test_stack_file_names_everything_a_client_needs(stack: dict[str, Any]) -> No
 
 def test_gateway_answers_cs_and_refuses_bad_signatures(stack: dict[str, Any]) -> None:
     listed = client(stack).listVirtualMachines()
-    assert listed["count"] == len(listed["virtualmachine"]) == 4  # vcsim's VMs, imported
+    assert listed["count"] == len(listed["virtualmachine"])
+    vmware = [v for v in listed["virtualmachine"] if v["hypervisor"] == "VMware"]
+    assert len(vmware) == 4  # vcsim's VMs, imported
     with pytest.raises(CloudStackApiException) as refused:
         client(stack, secret="not-the-secret").listVirtualMachines()
     assert refused.value.error["errorcode"] == 401
@@ -246,6 +250,97 @@ def test_a_killed_service_is_restarted_by_the_launcher(stack: dict[str, Any]) ->
     raise AssertionError("planner was not restarted within 30s")
 
 
+def services_settings(info: dict[str, Any], name: str) -> dict[str, str]:
+    """The SNAPDEPLOY_* environment a running service was started with."""
+    environ = Path(f"/proc/{info['services'][name]['pid']}/environ").read_bytes()
+    pairs = (entry.decode().partition("=") for entry in environ.split(b"\0") if entry)
+    return {key: value for key, _, value in pairs if key.startswith("SNAPDEPLOY_")}
+
+
+def demo_vm(info: dict[str, Any]) -> tuple[str, bool, list[str]]:
+    """The demo VM on the stack's private libvirtd: uuid, running, its snapshots."""
+    conn = libvirt.open(info["kvm"]["uri"])
+    try:
+        domain = conn.lookupByName(info["kvm"]["demo_vm"])
+        return (domain.UUIDString(), bool(domain.isActive()),
+                [s.getName() for s in domain.listAllSnapshots(0)])
+    finally:
+        conn.close()
+
+
+def wait_for_console(state: Path, vm: str, text: str, timeout: float = 120) -> str:
+    """What `snapdeploy console` prints for ``vm`` once it holds ``text``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = subprocess.run([*SNAPDEPLOY, "console", "--state-dir", str(state), vm],
+                               capture_output=True, text=True, timeout=60)
+        if text in shown.stdout or time.monotonic() > deadline:
+            assert text in shown.stdout, (shown.stdout[-2000:], shown.stderr)
+            return shown.stdout
+        time.sleep(0.5)
+
+
+def test_the_kvm_zone_runs_on_a_private_libvirtd_with_a_booting_demo_vm(
+    stack: dict[str, Any]
+) -> None:
+    state = Path(stack["state_dir"])
+    kvm = stack["kvm"]
+    assert (kvm["zone"], kvm["host"], kvm["demo_vm"], kvm["demo_snapshot"]) == (
+        "KVM0", "kvm0", "kvm-demo", "fresh")
+    daemon = stack["servers"]["libvirtd"]
+    assert is_recorded_process(daemon) and daemon["cmdline"][0] == "libvirtd"
+    assert str(state / "libvirt") in " ".join(daemon["cmdline"])
+    assert daemon["log"] == str(state / "logs" / "libvirtd.log")
+    # The services learn the zone: its one host, on the daemon's own socket.
+    assert kvm["uri"] == f"qemu:///system?socket={state}/libvirt/sock/libvirt-sock"
+    assert stack["kvm_zones"] == f"KVM0: kvm0={kvm['uri']}"
+    current = json.loads((state / "stack.json").read_text())  # pids of restarted services
+    for name in current["services"]:
+        assert services_settings(current, name)["SNAPDEPLOY_KVM_ZONES"] == stack["kvm_zones"]
+    uuid_, running, snapshots = demo_vm(stack)
+    assert running and snapshots == ["fresh"]
+    assert (state / "libvirt" / "demo-vm").read_text().strip() == uuid_
+    conn = libvirt.open(kvm["uri"])
+    try:
+        pool = conn.storagePoolLookupByName("pool0")
+        assert pool.isActive() and pool.autostart()
+        assert f"<path>{state}/pools/pool0</path>" in pool.XMLDesc(0)
+        assert all(conn.networkLookupByName(n).isActive() for n in ("guest0", "guest1"))
+    finally:
+        conn.close()
+    assert len(guest_pids(state / "libvirt")) == 1
+    # The demo guest really boots: its serial console, as a user reads it.
+    printed = wait_for_console(state, "kvm-demo", "snapdeploy-guest: ready")
+    assert "snapdeploy-guest: up" in printed
+    assert f"{kvm['console_logs']}/<VM>-console.log" in (
+        state / "logs" / "launcher.log").read_text()
+    unknown = subprocess.run([*SNAPDEPLOY, "console", "--state-dir", str(state), "no-such-vm"],
+                             capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 1 and "kvm-demo" in unknown.stderr
+
+
+def test_a_killed_libvirtd_is_restarted_and_keeps_its_guests(stack: dict[str, Any]) -> None:
+    state = Path(stack["state_dir"])
+    stack_file = state / "stack.json"
+    before = json.loads(stack_file.read_text())["servers"]["libvirtd"]
+    [guest] = guest_pids(state / "libvirt")
+    uuid_before = demo_vm(stack)[0]
+    os.kill(before["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:
+        now = json.loads(stack_file.read_text())["servers"]["libvirtd"]
+        if now["pid"] != before["pid"] and is_recorded_process(now):
+            break
+        assert time.monotonic() < deadline, "libvirtd was not restarted within 60s"
+        time.sleep(0.2)
+    # The new daemon joined the guest's namespaces and took it up, still running.
+    assert demo_vm(stack) == (uuid_before, True, ["fresh"])
+    assert guest_pids(state / "libvirt") == [guest]
+    log = (state / "logs" / "launcher.log").read_text()
+    assert "libvirtd exited with code -9; restarting it" in log
+    assert "libvirtd joined the KVM guests still running" in log
+
+
 def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     # As `make run` does it: a relative state folder.
     launcher = subprocess.Popen([*SNAPDEPLOY, "up", "--state-dir", ".state"], cwd=tmp_path,
@@ -263,9 +358,35 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     output, _ = launcher.communicate(timeout=120)
     assert launcher.returncode == 0, output
     assert "snapdeploy is up." in output and info["admin_api_key"] in output
+    assert "made the demo VM kvm-demo with its VM snapshot 'fresh'" in output
     left = [pid for pid in pids_of(info) if alive(pid)]
     assert left == [], f"left running after Ctrl-C: {left}"
     assert not stack_file.exists()
+    assert processes_of(tmp_path / ".state") == []  # no libvirtd, no QEMU guest
+
+
+def test_a_second_up_on_the_same_state_dir_reuses_the_demo_vm(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    up = [*SNAPDEPLOY, "up", "--detach", "--state-dir", str(state)]
+    down = [*SNAPDEPLOY, "down", "--state-dir", str(state)]
+    seen = []
+    try:
+        for _ in range(2):
+            started = subprocess.run(up, capture_output=True, text=True, timeout=240)
+            assert started.returncode == 0, started.stderr
+            info = read_stack(state)
+            seen.append(demo_vm(info))
+            assert healthy(info["gateway_url"] + "/healthz")
+            stopped = subprocess.run(down, capture_output=True, text=True, timeout=120)
+            assert stopped.returncode == 0, stopped.stderr
+            assert processes_of(state) == []
+    finally:
+        subprocess.run(down, capture_output=True, timeout=120)
+    # The same VM, booted again with its daemon, with the one snapshot made the first time.
+    assert seen[0] == seen[1] and seen[0][1:] == (True, ["fresh"])
+    log = (state / "logs" / "launcher.log").read_text()
+    assert log.count("made the demo VM kvm-demo") == 1
+    assert log.count("found the demo VM kvm-demo") == 1
 
 
 def test_a_second_up_on_a_running_state_dir_is_refused(stack: dict[str, Any]) -> None:
@@ -336,6 +457,7 @@ def test_down_signals_only_processes_it_started(stack: dict[str, Any], tmp_path:
     [*SNAPDEPLOY, "--help"],
     [*SNAPDEPLOY, "up", "--help"],
     [*SNAPDEPLOY, "down", "--help"],
+    [*SNAPDEPLOY, "console", "--help"],
     [*SNAPDEPLOY, "projections", "--help"],
     [*SNAPDEPLOY, "projections", "rebuild", "--help"],
     [*SNAPDEPLOY, "db", "--help"],
