@@ -12,11 +12,12 @@ from aiohttp import web
 from proto import streams
 from proto.envelope import Metadata
 from proto.events import AccountCreated, Event, UserCreated
-from services.gateway import commands, keys  # noqa: F401  (commands: registers them)
+from services.gateway import commands  # noqa: F401  (registers them)
 from services.gateway.api import Context
 from services.gateway.audit import FANOUT, stream_events
 from services.gateway.fanout import Fanout
 from services.gateway.http import CONTEXT, api
+from shared import apikeys as keys
 from shared.config import Settings
 from shared.domain import offerings
 from shared.domain.accounts import ADMIN_ACCOUNT_ID, ADMIN_USER_ID

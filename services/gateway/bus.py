@@ -23,9 +23,9 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from proto.commands import DEPLOY_SUBJECT, CommandRejected, DeployVirtualMachine
-from services.gateway import keys
 from services.gateway.api import Context, Params
 from services.gateway.http import AUTH_FAILED, caller_for, key_owner
+from shared import apikeys as keys
 from shared import metrics, natsauth
 from shared.errors import AUTH_ERROR, INTERNAL_ERROR, PARAM_ERROR, ApiError
 from shared.log import correlation

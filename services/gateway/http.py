@@ -11,8 +11,9 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiMapping
 
-from services.gateway import auth, keys
+from services.gateway import auth
 from services.gateway.api import COMMANDS, MAX_PARAM_LENGTH, Caller, Context, Params
+from shared import apikeys as keys
 from shared import metrics
 from shared.errors import AUTH_ERROR, INTERNAL_ERROR, PARAM_ERROR, UNSUPPORTED, ApiError
 from shared.log import correlation

@@ -235,6 +235,7 @@ def destroyed(request: VmDestroyRequested, volume_ids: Iterable[str],
 POWER_FROM: dict[str, tuple[VmState, ...]] = {
     "stop": (VmState.RUNNING,), "start": (VmState.STOPPED,), "reboot": (VmState.RUNNING,)}
 SNAPSHOT_FROM = (VmState.RUNNING, VmState.STOPPED)
+_DONE = {"stop": "stopped", "start": "started", "reboot": "rebooted"}
 
 
 def check_power(vm: Vm, action: str) -> None:
@@ -246,7 +247,7 @@ def check_power(vm: Vm, action: str) -> None:
     allowed = POWER_FROM[action]
     if vm.state not in allowed:
         raise ApiError(RESOURCE_IN_USE, f"virtual machine {vm.id} is {vm.state}; it can be "
-                       f"{action}ed when {' or '.join(allowed)}")
+                       f"{_DONE[action]} when {' or '.join(allowed)}")
 
 
 def check_destroy(vm: Vm, expunge: bool) -> None:

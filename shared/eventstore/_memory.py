@@ -11,6 +11,7 @@ import msgspec
 
 from proto.envelope import Metadata
 from proto.events import (
+    AccountCreated,
     AnyEvent,
     HostImported,
     InventoryObjectGone,
@@ -19,6 +20,7 @@ from proto.events import (
     TemplateRemoved,
     TemplateSeeded,
     TemplateSeedStarted,
+    UserCreated,
     VmAssigned,
     VmDeployFailed,
     VmDeployRequested,
@@ -48,6 +50,7 @@ from shared.eventstore._store import (
     Append,
     ConcurrencyError,
     Holding,
+    NameTaken,
     NewEvent,
     RecordedEvent,
     VmEntry,
@@ -232,6 +235,17 @@ class _Holdings:
                      memory=sum(vm.memory_mb for vm in vms))
 
 
+def _named(event: object) -> tuple[str, str, str] | None:
+    """(kind, lowercased name, account id) of an event that names an account or a user (the
+    ``account_names`` of migration 0010)."""
+    match event:
+        case AccountCreated():
+            return "account", event.name.lower(), event.account_id
+        case UserCreated():
+            return "user", event.username.lower(), event.account_id
+    return None
+
+
 class MemoryEventStore:
     """An event store in memory, for running handlers in process at unit speed.
 
@@ -247,6 +261,7 @@ class MemoryEventStore:
         self._inbox: set[tuple[str, str]] = set()
         self._lookups = _Lookups()
         self._holdings = _Holdings()
+        self._names: dict[tuple[str, str], str] = {}  # (kind, lowercased name) -> account
         self._decisions: dict[str, asyncio.Lock] = {}
 
     async def append(self, stream_id: str, events: Sequence[NewEvent],
@@ -261,9 +276,17 @@ class MemoryEventStore:
             inbox = (inbox[0], str(uuid.UUID(inbox[1])))
             if inbox in self._inbox:
                 return None
-        # Check every batch against the versions the earlier batches leave, then write.
+        # Check every batch against the versions the earlier batches leave, and the names
+        # they give accounts and users against those taken, then write.
         versions: dict[str, int] = {}
+        names = dict(self._names)
         for append in appends:
+            for event in append.events:
+                name = _named(event)
+                if name is not None:
+                    if name[:2] in names:
+                        raise NameTaken(append.stream_id, name[1])
+                    names[name[:2]] = name[2]
             current = versions.get(append.stream_id,
                                    len(self._streams.get(append.stream_id, [])))
             self._check({append.stream_id: current}, append.stream_id,
@@ -298,6 +321,9 @@ class MemoryEventStore:
             stream.append(recorded)
             self._by_id[recorded.event_id] = recorded
             self._lookups.apply(recorded)
+            name = _named(new.data)
+            if name is not None:
+                self._names.setdefault(name[:2], name[2])
             self._holdings.apply(recorded)
             out.append(recorded)
         return out
@@ -381,6 +407,13 @@ class MemoryEventStore:
 
     async def inventory_objects(self) -> dict[str, tuple[str, str, bool]]:
         return dict(self._lookups.objects)
+
+    async def name_taken(self, account_name: str, username: str) -> bool:
+        return any(name == account_name.lower() or (kind, name) == ("user", username.lower())
+                   for kind, name in self._names)
+
+    async def account_named(self, name: str) -> str | None:
+        return self._names.get(("account", name.lower()))
 
     async def holding(self, kind: str, obj_id: str) -> Holding | None:
         row = self._holdings.rows.get((kind, obj_id))

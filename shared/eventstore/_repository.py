@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from proto import streams
-from proto.events import AccountCreated, AnyEvent, VmDeployRequested, VmImported
+from proto.events import AnyEvent, VmDeployRequested, VmImported
+from shared.domain import accounts as _accounts
 from shared.domain import capacity as _capacity
 from shared.domain import limits as _limits
 from shared.domain import network as _network
@@ -133,9 +134,11 @@ class Repository:
                       in (await self.store.inventory_objects()).values()
                       if kind == "zone" and not gone)
 
-    async def account_exists(self, account_id: str) -> bool:
-        return any(isinstance(e, AccountCreated)
-                   for e in await self.events(streams.account(account_id)))
+    async def account(self, account_id: str) -> _accounts.Account | None:
+        return _accounts.account(await self.events(streams.account(account_id)))
+
+    async def user(self, user_id: str) -> _accounts.User | None:
+        return _accounts.user(await self.events(streams.user(user_id)))
 
     async def account_limits(self, account_id: str) -> dict[str, int]:
         """The resource limits set for an account (``shared.domain.limits``)."""

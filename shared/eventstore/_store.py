@@ -24,6 +24,7 @@ NO_STREAM = 0
 
 NOTIFY_CHANNEL = "snapdeploy_events"
 _VERSION_CONFLICT = "SD409"  # raised by append_events() in migration 0004
+_NAME_TAKEN = "account_names_pkey"  # migration 0010
 
 _event_decoder = msgspec.json.Decoder(AnyEvent)
 _metadata_decoder = msgspec.json.Decoder(Metadata)
@@ -41,6 +42,18 @@ class ConcurrencyError(Exception):
         self.stream_id = stream_id
         self.expected = expected
         self.actual = actual
+
+
+class NameTaken(ConcurrencyError):
+    """An account or user of that name was stored first (``account_names``, migration
+    0010): decide again, and the name is taken."""
+
+    def __init__(self, stream_id: str, name: str) -> None:
+        Exception.__init__(self, f"stream {stream_id} names {name!r}, which another account "
+                           "or user took first; decide again")
+        self.stream_id = stream_id
+        self.expected = self.actual = -1
+        self.name = name
 
 
 @dataclass(frozen=True)
@@ -239,6 +252,17 @@ class Store(Protocol):
         (kind, id, gone since)."""
         ...
 
+    async def name_taken(self, account_name: str, username: str) -> bool:
+        """Whether a new account ``account_name`` with its first user ``username`` would
+        share a name (case-insensitively) with an account or user, or the user's name with
+        another user; never behind the store. (A commit that names an account or user
+        twice fails with ``NameTaken`` all the same.)"""
+        ...
+
+    async def account_named(self, name: str) -> str | None:
+        """The id of the account of that name (case-insensitively), None if there is none."""
+        ...
+
     async def holding(self, kind: str, obj_id: str) -> Holding | None:
         """Who holds one VM (``kind`` "vm"), volume ("volume") or VM snapshot
         ("vmsnapshot"), its state (a VM's or a volume's, "" for a VM snapshot) and whether
@@ -327,6 +351,8 @@ class EventStore:
             if getattr(exc, "sqlstate", None) == _VERSION_CONFLICT:
                 raise ConcurrencyError(stream_id, expected_version,
                                        int(getattr(exc, "detail", "0") or 0)) from None
+            if getattr(exc, "constraint_name", None) == _NAME_TAKEN:
+                raise NameTaken(stream_id, str(getattr(exc, "detail", ""))) from None
             raise
         return sorted((RecordedEvent(*row) for row in rows), key=lambda r: r.position)
 
@@ -449,6 +475,21 @@ class EventStore:
             rows = await conn.fetch("SELECT stream_id, kind, object_id, gone"
                                     " FROM inventory_objects")
         return {r["stream_id"]: (r["kind"], r["object_id"], r["gone"]) for r in rows}
+
+    async def name_taken(self, account_name: str, username: str) -> bool:
+        """See ``Store.name_taken``: the ``account_names`` table (migration 0010)."""
+        async with self.pool.acquire() as conn:
+            taken = await conn.fetchval(
+                "SELECT 1 FROM account_names WHERE name = lower($1)"
+                " OR (kind = 'user' AND name = lower($2)) LIMIT 1", account_name, username)
+        return taken is not None
+
+    async def account_named(self, name: str) -> str | None:
+        """See ``Store.account_named``: the ``account_names`` table (migration 0010)."""
+        async with self.pool.acquire() as conn:
+            found: str | None = await conn.fetchval(
+                "SELECT id FROM account_names WHERE kind = 'account' AND name = lower($1)", name)
+        return found
 
     async def holding(self, kind: str, obj_id: str) -> Holding | None:
         """See ``Store.holding``: the ``account_holdings`` table (migration 0009)."""

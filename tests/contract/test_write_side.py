@@ -18,6 +18,7 @@ import pytest
 
 from proto import streams
 from proto.events import (
+    AccountCreated,
     CapacityReleased,
     CapacityReserved,
     Disk,
@@ -26,6 +27,7 @@ from proto.events import (
     TemplateRemoved,
     TemplateSeeded,
     TemplateSeedStarted,
+    UserCreated,
     VmAssigned,
     VmDeployFailed,
     VmDeployRequested,
@@ -59,6 +61,7 @@ from shared.eventstore import (
     EventStore,
     Holding,
     MemoryEventStore,
+    NameTaken,
     Store,
     VmEntry,
 )
@@ -236,10 +239,18 @@ HOLDINGS_LIFE: list[tuple[str, Event]] = [
 ]
 
 
+# An account and its user, of different names.
+NAMES_LIFE: list[tuple[str, Event]] = [
+    (streams.account("n-1"), AccountCreated(account_id="n-1", name="Zed", role="user")),
+    (streams.user("nu-1"), UserCreated(user_id="nu-1", account_id="n-1", username="Zoe",
+                                       email="z@example.com", firstname="Z", lastname="Z")),
+]
+
+
 async def live_host_life(store: Store) -> None:
     for host_id, event in HOST_LIFE:
         await store.commit([Append(streams.host(host_id), [event])], META)
-    for stream_id, event in [*SNAPSHOT_LIFE, *VM_LIFE, *HOLDINGS_LIFE]:
+    for stream_id, event in [*SNAPSHOT_LIFE, *VM_LIFE, *HOLDINGS_LIFE, *NAMES_LIFE]:
         await store.commit([Append(stream_id, [event])], META)
 
 
@@ -254,7 +265,10 @@ async def lookups(store: Store) -> tuple[object, ...]:
                 ("volume", "xv3"), ("vmsnapshot", "ys1"), ("vm", "none"))],
             [await store.snapshot_by_ref("i1", r) for r in ("sr-1", "sr-2", "sr-3")],
             await store.inventory_objects(),
-            [await store.holdings(a) for a in ("acct-0", "acct-1", "acct-2", "h-a", "h-b")])
+            [await store.holdings(a) for a in ("acct-0", "acct-1", "acct-2", "h-a", "h-b")],
+            [await store.name_taken(a, u) for a, u in (
+                ("Zed", "new"), ("new", "ZOE"), ("zoe", "new"), ("new", "zed"), ("new", "new"))],
+            [await store.account_named(n) for n in ("ZED", "zoe", "none")])
 
 
 async def memory_life() -> MemoryEventStore:
@@ -321,6 +335,27 @@ async def test_one_holding_is_its_owner_state_and_whether_it_is_gone(any_store: 
     assert await any_store.holding("vmsnapshot", "ys1") == Holding("h-a", "", False)
     assert await any_store.holding("vm", "none") is None
     assert await any_store.vm_snapshots(["i1"], deleted=True) == {"i1": ["s1", "s2"]}
+
+
+async def test_account_and_user_names_are_unique_in_the_store(any_store: Store) -> None:
+    await live_host_life(any_store)
+    # An account's name may not be any account's or user's; a username not another user's.
+    assert [await any_store.name_taken(a, u) for a, u in (
+        ("ZED", "new"), ("zoe", "new"), ("new", "zoe"), ("new", "zed"), ("new", "new"))] == [
+        True, True, True, False, False]
+    assert await any_store.account_named("zed") == "n-1"
+    assert await any_store.account_named("zoe") is None
+    # A commit that names an account taken fails whole, as a version conflict would.
+    with pytest.raises(NameTaken):
+        await any_store.commit([
+            Append(streams.account("n-2"), [AccountCreated(account_id="n-2", name="zed",
+                                                           role="user")], NO_STREAM),
+            Append(streams.user("nu-2"), [UserCreated(
+                user_id="nu-2", account_id="n-2", username="new", email="e", firstname="f",
+                lastname="l")], NO_STREAM)], META)
+    assert await any_store.read_stream(streams.account("n-2")) == []
+    assert await any_store.read_stream(streams.user("nu-2")) == []
+    assert not await any_store.name_taken("other", "new")
 
 
 async def test_one_limits_decision_per_account_at_a_time(any_store: Store) -> None:
@@ -401,7 +436,7 @@ async def test_hosts_stored_before_the_trigger_are_summarised_by_its_migration(
         old = EventStore(pool)
         await live_host_life(old)
         async with pool.acquire() as conn:
-            assert await migrate(conn) == [7, 8, 9]
+            assert await migrate(conn) == [7, 8, 9, 10]
         memory = MemoryEventStore()
         await live_host_life(memory)
         assert await old.hosts() == await memory.hosts()

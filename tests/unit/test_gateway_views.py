@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
+
 from services.gateway import views
 from shared.domain.job import DEPLOY_VM_CMD, SYNC_INVENTORY_CMD, JobStatus
 from shared.projections import read
@@ -52,3 +54,40 @@ def test_a_failed_job_carries_its_error_and_a_pending_one_no_result() -> None:
     assert failed["jobresult"] == {"errorcode": 431, "errortext": "no room"}
     pending = views.job(job(DEPLOY_VM_CMD, JobStatus.PENDING))
     assert pending["jobstatus"] == 0 and "jobresult" not in pending and "completed" not in pending
+
+
+def test_each_zones_facts_are_those_of_the_kind_its_import_recorded() -> None:
+    def host(kind: str | None) -> read.Host:
+        return read.Host(id="h", name="h", zone_id="z", state="Up", cluster="c", cpu_cores=4,
+                         cpu_mhz=2000, memory_bytes=2**30, reserved_cpu_mhz=0,
+                         reserved_memory_mb=0, pool_ids=["p"], created=NOW, zone_kind=kind)
+
+    def pool(kind: str | None, settings: dict[str, str]) -> read.Pool:
+        return read.Pool(id="p", name="pool0", zone_id="z", state="Up", url="file:///p",
+                         capacity_bytes=10, free_bytes=4, host_ids=["h"], settings=settings,
+                         created=NOW, zone_kind=kind)
+
+    def template(kind: str | None) -> read.Template:
+        return read.Template(id="t", name="t", account_id="a", zone_id="z",
+                             vm_snapshot_id="s", pool_id="p", install_path="pool0/t.qcow2",
+                             created=NOW, zone_kind=kind)
+
+    network = read.Network(id="n", name="guest0", zone_id="z", state="Implemented",
+                           ref="uuid-1", binding=None, created=NOW, zone_kind="kvm")
+    zone = read.Zone(id="z", name="KVM0", created=NOW, zone_kind="kvm")
+
+    assert views.zone(zone)["hypervisor"] == "KVM"
+    assert views.zone(read.Zone(id="z", name="DC0", created=NOW))["hypervisor"] == "VMware"
+    assert views.host(host("kvm"))["hypervisor"] == "KVM"
+    assert views.host(host(None))["hypervisor"] == "VMware"  # recorded before zones had kinds
+    assert views.vm(msgspec.structs.replace(VM, zone_kind="kvm"))["hypervisor"] == "KVM"
+    assert views.vm(VM)["hypervisor"] == "VMware"
+    kvm_pool = views.pool(pool("kvm", {"kvm.create.full.clone": "true"}))
+    assert kvm_pool["type"] == "Filesystem" and kvm_pool["vmwarecreatefullclone"] is True
+    assert views.pool(pool("kvm", {"vmware.create.full.clone": "true"}))[
+        "vmwarecreatefullclone"] is False
+    assert views.pool(pool(None, {}))["type"] == "VMFS"
+    assert (views.template(template("kvm"))["hypervisor"],
+            views.template(template("kvm"))["format"]) == ("KVM", "QCOW2")
+    assert views.template(template(None))["format"] == "OVA"
+    assert views.network(network)["broadcasturi"] == "kvm://guest0"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import msgspec
+import pytest
 
 from proto import streams
 from proto.events import (
@@ -28,8 +29,10 @@ from services.planner.handlers import Planner
 from services.planner.inventory import changes, describe, sync
 from services.seeder.handlers import Seeder
 from shared.bus import Dispatcher
-from shared.domain.inventory import object_id
-from shared.drivers.base import NetworkInfo
+from shared.domain.inventory import current_form, object_id, zone_id
+from shared.drivers import fake as fake_driver
+from shared.drivers import vmware
+from shared.drivers.base import HypervisorError, NetworkInfo
 from shared.drivers.fake import FakeHypervisor
 from shared.drivers.vmware import dvs_portgroup
 from shared.eventstore import Append, MemoryEventStore, Repository
@@ -160,3 +163,50 @@ async def test_what_was_recorded_with_vsphere_numbers_and_switch_fields_is_not_n
     await store.commit(before, META)
 
     assert describe(await changes(store, sessions(fake))) == "no changes"
+
+
+async def test_every_hypervisor_is_synced_and_each_zone_records_its_kind() -> None:
+    store = MemoryEventStore()
+    first = FakeHypervisor.standard()
+    other = FakeHypervisor.standard("KVM0", datacenter_ref="KVM0", ref_prefix="kvm-",
+                                    kind=fake_driver.OTHER_KIND)
+    both = sessions(first, other)
+
+    await sync(store, both)
+
+    zones = {e.name: e.driver_kind for e in (r.event() for r in store.events)
+             if isinstance(e, ZoneImported)}
+    assert zones == {"DC0": "fake", "KVM0": "fake2"}
+    hosts = {e.name: e.zone_id for e in (r.event() for r in store.events)
+             if isinstance(e, HostImported)}
+    assert hosts["kvm-host0"] == zone_id("KVM0") and hosts["host0"] == zone_id("datacenter-1")
+    assert describe(await changes(store, both)) == "no changes"
+
+
+async def test_a_hypervisor_that_does_not_answer_fails_the_sync_and_nothing_is_gone() -> None:
+    store = MemoryEventStore()
+    first = FakeHypervisor.standard()
+    other = FakeHypervisor.standard("KVM0", datacenter_ref="KVM0", ref_prefix="kvm-",
+                                    kind=fake_driver.OTHER_KIND)
+    await sync(store, sessions(first, other))
+    recorded = len(store.events)
+    other.fail("inventory", transient=True)
+
+    with pytest.raises(HypervisorError) as unanswered:
+        await sync(store, sessions(first, other))
+
+    assert unanswered.value.transient and len(store.events) == recorded
+    assert describe(await changes(store, sessions(first, other))) == "no changes"
+
+
+async def test_a_zone_recorded_before_zones_had_kinds_is_vcenters_and_not_imported_again(
+) -> None:
+    store = MemoryEventStore()
+    fake = FakeHypervisor.standard(kind=vmware.KIND)  # a vCenter's datacenter, in memory
+    zone = zone_id("datacenter-1")
+    await given(store, streams.zone(zone), ZoneImported(zone_id=zone, name="DC0",
+                                                        ref="datacenter-1"))
+    appended = await changes(store, sessions(fake))
+    assert not any(isinstance(e, ZoneImported) for a in appended for e in a.events)
+    assert current_form(ZoneImported(zone_id=zone, name="DC0", ref="datacenter-1")) == \
+        ZoneImported(zone_id=zone, name="DC0", ref="datacenter-1", driver_kind="vmware")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway.keys import SealError, SecretBox, box
 from shared import config
+from shared.apikeys import SealError, SecretBox, box
 from shared.stack.launcher import _secrets
 
 KEK = "k" * 32

@@ -2,7 +2,7 @@
 
 Upstream's parameters and response shapes. Passwords are accepted and not kept: the API is
 used with key pairs, and no secret ever enters the event store (the secret key lives in the
-``api_keys`` table only, sealed; see ``services.gateway.keys``).
+``api_keys`` table only, sealed; see ``shared.apikeys``).
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from typing import Any
 
 from proto import streams
 from proto.events import AccountCreated, UserCreated, UserKeysRegistered
-from services.gateway import keys, views
+from services.gateway import views
 from services.gateway.api import Caller, Context, Params, command, listing, require_admin
+from shared import apikeys as keys
 from shared.errors import PARAM_ERROR, ApiError
-from shared.eventstore import NO_STREAM, Append
+from shared.eventstore import NO_STREAM, Append, Repository
 
 ROLES = {"0": "user", "1": "admin"}
 
@@ -35,7 +36,7 @@ async def create_account(ctx: Context, params: Params, caller: Caller) -> dict[s
                        "for a user account or 1 for an admin")
     assert username and email and firstname and lastname
     name = params.text("account") or username
-    if await ctx.read.name_taken(name, username):
+    if await ctx.store.name_taken(name, username):
         raise ApiError(PARAM_ERROR, f"invalid parameter account: an account or user named "
                        f"{name!r} exists already")
     account_id, user_id = str(uuid.uuid4()), str(uuid.uuid4())
@@ -66,19 +67,20 @@ async def list_accounts(ctx: Context, params: Params, caller: Caller) -> dict[st
 async def register_user_keys(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     user_id = params.uuid("id", required=True)
     assert user_id is not None
-    user = await ctx.read.user(caller.viewer, user_id)
+    repo = Repository(ctx.store)
+    user = await repo.user(user_id)
     # A user registers keys for themselves only, an administrator for anyone.
     if user is None or not (caller.is_admin or user_id == caller.user_id):
         raise ApiError(PARAM_ERROR, f"invalid parameter id: no user {user_id} is visible to "
                        "your account")
-    account = await ctx.read.account(caller.viewer, user.account_id)
+    account = await repo.account(user.account_id)
     api_key, secret_key = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     async with ctx.store.pool.acquire() as conn:
         # As in CloudStack, the new pair replaces the user's others at once.
         await keys.replace_user_keys(
             conn, keys.box(ctx.settings), api_key=api_key, secret=secret_key,
             account_id=user.account_id, account_name=account.name if account else "",
-            user_id=user_id, user_name=user.name, role=account.role if account else "user")
+            user_id=user_id, user_name=user.username, role=account.role if account else "user")
     await ctx.change(caller, Append(streams.user(user_id), [UserKeysRegistered(
         user_id=user_id, account_id=user.account_id, api_key=api_key)]))
     return {"userkeys": {"apikey": api_key, "secretkey": secret_key}}

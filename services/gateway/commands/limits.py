@@ -7,15 +7,14 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
-
 from proto import streams
 from proto.events import ResourceLimitUpdated
 from services.gateway.api import Caller, Context, Params, command, listing, require_admin
 from shared.domain import limits
+from shared.domain.accounts import Account
 from shared.errors import PARAM_ERROR, ApiError
 from shared.eventstore import Append, Repository
-from shared.projections.read import Account
+from shared.projections.read import Account as ReadAccount
 
 
 @contextlib.asynccontextmanager
@@ -39,10 +38,11 @@ async def within_limits(ctx: Context, caller: Caller,
         yield
 
 
-def _view(account: Account, res: limits.Resource) -> dict[str, Any]:
-    return {"account": account.name, "accountid": account.id, "domain": "ROOT",
+def _view(name: str, account_id: str, set_limits: dict[str, int],
+          res: limits.Resource) -> dict[str, Any]:
+    return {"account": name, "accountid": account_id, "domain": "ROOT",
             "resourcetype": str(res.number), "resourcetypename": res.name,
-            "max": limits.limit_of(res, account.limits)}
+            "max": limits.limit_of(res, set_limits)}
 
 
 def _resource(params: Params, *, required: bool) -> limits.Resource | None:
@@ -57,16 +57,32 @@ def _resource(params: Params, *, required: bool) -> limits.Resource | None:
     return res
 
 
-async def _account(ctx: Context, params: Params, caller: Caller,
-                   *, required: bool) -> list[Account]:
+async def _named_account(ctx: Context, params: Params) -> Account:
+    """The account an administrator names by ``account`` (its name) or ``accountid``, from
+    the event store."""
+    name = params.text("account")
+    account_id = params.uuid("accountid")
+    params.uuid("domainid")  # accepted: snapdeploy has one domain, ROOT
+    if name is None and account_id is None:
+        raise ApiError(PARAM_ERROR, "missing parameter account: name the account whose limit "
+                       "to set")
+    if account_id is None:
+        assert name is not None
+        account_id = await ctx.store.account_named(name)
+    found = None if account_id is None else await Repository(ctx.store).account(account_id)
+    if found is None or (name is not None and found.name.lower() != name.lower()):
+        param = "account" if name is not None else "accountid"
+        raise ApiError(PARAM_ERROR, f"invalid parameter {param}: no account "
+                       f"{name or account_id} is visible to your account")
+    return found
+
+
+async def _listed_accounts(ctx: Context, params: Params, caller: Caller) -> list[ReadAccount]:
     """The accounts named by ``account`` (a name, as CloudStack takes it) or ``accountid``
     that the caller may see; without either, every account the caller may see."""
     name = params.text("account")
     account_id = params.uuid("accountid")
     params.uuid("domainid")  # accepted: snapdeploy has one domain, ROOT
-    if required and name is None and account_id is None:
-        raise ApiError(PARAM_ERROR, "missing parameter account: name the account whose limit "
-                       "to set")
     found = await ctx.read.accounts(caller.viewer, account_id=account_id, name=name)
     if (name is not None or account_id is not None) and not found:
         param = "account" if name is not None else "accountid"
@@ -81,20 +97,22 @@ async def update_resource_limit(ctx: Context, params: Params, caller: Caller) ->
     require_admin(caller, "updateResourceLimit")
     res = _resource(params, required=True)
     maximum = params.integer("max", minimum=-1, maximum=2**62)
-    [account] = await _account(ctx, params, caller, required=True)
+    account = await _named_account(ctx, params)
     assert res is not None
     if maximum is None:
         maximum = res.default
+    set_limits = await Repository(ctx.store).account_limits(account.id)
     await ctx.change(caller, Append(streams.account(account.id), [ResourceLimitUpdated(
         account_id=account.id, resource=res.name, max=maximum)]))
-    updated = msgspec.structs.replace(account, limits={**account.limits, res.name: maximum})
-    return {"resourcelimit": _view(updated, res)}
+    return {"resourcelimit": _view(account.name, account.id,
+                                   {**set_limits, res.name: maximum}, res)}
 
 
 @command("listResourceLimits")
 async def list_resource_limits(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     """Each account's limits (a user sees their own account's)."""
     res = _resource(params, required=False)
-    accounts = await _account(ctx, params, caller, required=False)
-    items = [_view(a, r) for a in accounts for r in limits.RESOURCES if res in (None, r)]
+    accounts = await _listed_accounts(ctx, params, caller)
+    items = [_view(a.name, a.id, a.limits, r)
+             for a in accounts for r in limits.RESOURCES if res in (None, r)]
     return listing("resourcelimit", items)

@@ -198,7 +198,7 @@ async def assign_virtual_machine(ctx: Context, params: Params, caller: Caller) -
     account_id = params.uuid("accountid", required=True)
     assert vm_id is not None and account_id is not None
     vm = await targets.vm(ctx, caller, vm_id, "virtualmachineid")
-    if not await Repository(ctx.store).account_exists(account_id):
+    if await Repository(ctx.store).account(account_id) is None:
         raise ApiError(PARAM_ERROR, f"invalid parameter accountid: no account {account_id}")
     volumes = (await ctx.store.attached_volumes([vm_id])).get(vm_id, [])
     # Deleted snapshots too: a template seeded from one stays its owner's.
