@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from proto.events import AccountCreated, AnyEvent, UserCreated
 from proto.streams import stable_id
+from shared.domain import created
 
 ADMIN_ACCOUNT_ID = stable_id("account", "admin")
 ADMIN_USER_ID = stable_id("user", "admin")
@@ -29,17 +30,11 @@ class User:
 
 def account(events: Iterable[AnyEvent]) -> Account | None:
     """An account as its stream tells it (None if it was never created)."""
-    found = None
-    for event in events:
-        if isinstance(event, AccountCreated):
-            found = Account(event.account_id, event.name, event.role)
-    return found
+    event = created(events, AccountCreated)
+    return None if event is None else Account(event.account_id, event.name, event.role)
 
 
 def user(events: Iterable[AnyEvent]) -> User | None:
     """A user as its stream tells it (None if it was never created)."""
-    found = None
-    for event in events:
-        if isinstance(event, UserCreated):
-            found = User(event.user_id, event.account_id, event.username)
-    return found
+    event = created(events, UserCreated)
+    return None if event is None else User(event.user_id, event.account_id, event.username)

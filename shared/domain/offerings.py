@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from proto import streams
 from proto.events import AnyEvent, DiskOfferingCreated, Event, ServiceOfferingCreated
 from proto.streams import stable_id
+from shared.domain import created
 from shared.domain.deploy import OfferingView
 
 
@@ -37,12 +38,9 @@ def defaults() -> list[tuple[str, Event]]:
 
 def service_offering(events: Iterable[AnyEvent]) -> OfferingView | None:
     """A service offering as its stream tells it (None if it was never created)."""
-    found = None
-    for event in events:
-        if isinstance(event, ServiceOfferingCreated):
-            found = OfferingView(event.offering_id, event.name, event.cpu_number,
-                                 event.cpu_speed, event.memory_mb)
-    return found
+    event = created(events, ServiceOfferingCreated)
+    return None if event is None else OfferingView(
+        event.offering_id, event.name, event.cpu_number, event.cpu_speed, event.memory_mb)
 
 
 @dataclass(frozen=True)
@@ -54,8 +52,6 @@ class DiskOfferingView:
 
 def disk_offering(events: Iterable[AnyEvent]) -> DiskOfferingView | None:
     """A disk offering as its stream tells it (None if it was never created)."""
-    found = None
-    for event in events:
-        if isinstance(event, DiskOfferingCreated):
-            found = DiskOfferingView(event.offering_id, event.name, event.disk_size_gb)
-    return found
+    event = created(events, DiskOfferingCreated)
+    return None if event is None else DiskOfferingView(event.offering_id, event.name,
+                                                       event.disk_size_gb)
