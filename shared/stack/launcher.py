@@ -35,6 +35,7 @@ import asyncpg
 from msgspec.structs import replace
 
 from shared import config, db, natsauth
+from shared.drivers.base import HypervisorError
 from shared.drivers.libvirt import CONSOLE_LOG, default_guest_folder
 from shared.stack import _kvm as kvm
 from shared.stack._libvirt import socket_path_fits, stop_guests
@@ -264,7 +265,7 @@ class Stack:
             self._progress("libvirtd joined the KVM guests still running")
         try:
             self._demo = kvm.ensure_demo_vm(host)
-        except libvirt_error() as exc:
+        except (libvirt_error(), HypervisorError, OSError) as exc:  # e.g. the guest image gone
             raise StartError(f"the demo VM {kvm.DEMO_VM} could not be made: {exc}; see "
                              f"{self.logs / 'libvirtd.log'}") from exc
         if self._demo is None:
