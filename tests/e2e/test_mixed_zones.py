@@ -17,7 +17,7 @@ import libvirt
 import pytest
 from cs import CloudStack
 
-from tests.e2e.helpers import by_name, offering, snapshot, vm_named
+from tests.e2e.helpers import by_name, fail_text, offering, snapshot, vm_named
 from tests.harness.vsphere import Vcsim
 
 pytestmark = pytest.mark.stack
@@ -70,6 +70,20 @@ def test_both_zones_are_listed_with_their_own_hypervisor(
     kvm_pool = next(p for p in pools if p["zoneid"] == zones[KVM_ZONE]["id"])
     assert kvm_pool["name"] == KVM_POOL and kvm_pool["type"] == "Filesystem"
     assert {p["type"] for p in pools if p["zoneid"] == zones["DC0"]["id"]} == {"VMFS"}
+    dc0_pool = next(p for p in pools if p["zoneid"] == zones["DC0"]["id"])
+
+    # Each pool takes the full-clone setting of its zone's kind.
+    [setting] = cloud.listConfigurations(storageid=kvm_pool["id"])["configuration"]
+    assert (setting["name"], setting["value"]) == ("kvm.create.full.clone", "false")
+    [setting] = cloud.listConfigurations(storageid=dc0_pool["id"])["configuration"]
+    assert setting["name"] == "vmware.create.full.clone"
+    refused = fail_text(lambda: cloud.updateConfiguration(
+        name="vmware.create.full.clone", value="true", storageid=kvm_pool["id"]))
+    assert f"storage pool {kvm_pool['id']} is in a KVM zone" in refused
+    assert "kvm.create.full.clone" in refused
+    changed = cloud.updateConfiguration(name="kvm.create.full.clone", value="false",
+                                        storageid=kvm_pool["id"])["configuration"]
+    assert (changed["name"], changed["value"]) == ("kvm.create.full.clone", "false")
 
     networks = cloud.listNetworks(zoneid=zones[KVM_ZONE]["id"])["network"]
     assert {n["broadcasturi"] for n in networks} >= {"kvm://guest0", "kvm://guest1"}

@@ -184,6 +184,34 @@ async def update_configuration(ctx: Context, params: Params, caller: Caller) -> 
                               "id": pool_id}}
 
 
+@command("listConfigurations")
+async def list_configurations(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    """The settings snapdeploy knows: with ``storageid``, the pool's full-clone setting (its
+    zone's kind's) and its value; without, each kind's full-clone setting at its default,
+    false (each is set per pool). ``name`` keeps only that setting."""
+    require_admin(caller, "listConfigurations")
+    name = params.text("name")
+    pool_id = params.uuid("storageid")
+    if pool_id is None:
+        rows = [{"name": setting, "value": "false", "defaultvalue": "false",
+                 "scope": "global", "category": "Advanced", "isdynamic": True,
+                 "description": "Whether VMs deployed on a primary storage pool are full "
+                 "clones of their template (set per pool, with storageid)"}
+                for setting in FULL_CLONE_SETTINGS]
+    else:
+        pool = await ctx.read.pool(pool_id)
+        if pool is None:
+            raise ApiError(PARAM_ERROR, f"invalid parameter storageid: no storage pool "
+                           f"{pool_id} exists")
+        setting = drivers.for_zone(pool.zone_kind).full_clone_setting
+        rows = [{"name": setting, "value": pool.settings.get(setting, "false"),
+                 "defaultvalue": "false", "scope": "storagepool", "id": pool.id,
+                 "category": "Advanced", "isdynamic": True,
+                 "description": "Whether VMs deployed on this primary storage pool are full "
+                 "clones of their template"}]
+    return listing("configuration", [r for r in rows if name is None or r["name"] == name])
+
+
 @command("syncInventory", is_async=True)
 async def sync_inventory(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     """Read every hypervisor again: new hosts, pools, networks, VMs and snapshots appear."""
