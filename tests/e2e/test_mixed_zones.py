@@ -139,6 +139,13 @@ def test_a_kvm_snapshot_deploys_a_linked_clone_running_in_libvirt_and_vcsim_stil
     [clone_root] = cloud.listVolumes(virtualmachineid=vm["id"], type="ROOT")["volume"]
     assert clone_root["storageid"] == root["storageid"]
 
+    # A volume from the snapshot's disk is a qcow2 file the KVM driver puts on the pool.
+    copy = cloud.createVolume(vmsnapshotid=fresh["id"], volumeid=root["id"],
+                              name="kvm-copy")["volume"]
+    assert copy["state"] == "Ready" and copy["storageid"] == root["storageid"]
+    assert copy["path"] == f"{KVM_POOL}/{copy['id']}.qcow2"
+    assert _image(pool_folder / f"{copy['id']}.qcow2")["format"] == "qcow2"
+
     # vCenter's zone deploys as before, beside it.
     source = vm_named(cloud, "DC0_C0_RP0_VM0")
     snap = snapshot(cloud, source["id"], "beside-kvm")
