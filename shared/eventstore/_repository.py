@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from proto import streams
-from proto.events import AnyEvent, VmDeployRequested, VmImported
+from proto.events import AnyEvent, VmDeployRequested, VmImported, ZoneImported
 from shared.domain import accounts as _accounts
 from shared.domain import capacity as _capacity
+from shared.domain import created
 from shared.domain import limits as _limits
 from shared.domain import network as _network
 from shared.domain import offerings as _offerings
@@ -21,6 +22,7 @@ from shared.domain.deploy import (
     SnapshotView,
     TemplateView,
 )
+from shared.domain.inventory import LEGACY_DRIVER_KIND
 from shared.eventstore._store import RecordedEvent, Store
 
 
@@ -127,6 +129,12 @@ class Repository:
 
     async def disk_offering(self, offering_id: str) -> _offerings.DiskOfferingView | None:
         return _offerings.disk_offering(await self.events(streams.disk_offering(offering_id)))
+
+    async def zone_kind(self, zone_id: str) -> str:
+        """The driver kind of a zone, as its last import recorded it (a zone imported before
+        kinds were recorded is a vCenter datacenter)."""
+        imported = created(await self.events(streams.zone(zone_id)), ZoneImported)
+        return (imported.driver_kind if imported else None) or LEGACY_DRIVER_KIND
 
     async def zones(self) -> list[str]:
         """The ids of the zones an inventory sync imported and that are not gone, sorted."""

@@ -19,6 +19,7 @@ from proto.events import (
     AccountCreated,
     DiskOfferingCreated,
     JobSubmitted,
+    PoolImported,
     VmAssigned,
     VmDestroyed,
     VmPowerRequested,
@@ -49,6 +50,7 @@ from tests.contract.test_placement_without_projector import (
 from tests.kit import given
 
 DATA = str(uuid.uuid4())
+POOL = str(uuid.uuid4())
 DISK_OFFERING = str(uuid.uuid4())
 
 
@@ -85,6 +87,9 @@ async def test_commands_on_vms_snapshots_and_volumes_decide_from_the_store(
         disk_offering_id=DISK_OFFERING))
     await given(store, streams.disk_offering(DISK_OFFERING), DiskOfferingCreated(
         offering_id=DISK_OFFERING, name="Small", display_text="Small", disk_size_gb=5))
+    await given(store, streams.pool(POOL), PoolImported(
+        pool_id=POOL, zone_id="zone-1", name="ds-3", ref="p3", url="ds:///3",
+        capacity_bytes=100, free_bytes=40, host_ids=[]))
     ctx = Unprojected(store)
 
     # Another account's VM, snapshot and volume are ids that do not exist for Bob.
@@ -172,6 +177,15 @@ async def test_commands_on_vms_snapshots_and_volumes_decide_from_the_store(
     no_account = await refused(ctx, ADMIN, "assignVirtualMachine", virtualmachineid=VM,
                                accountid=nobody)
     assert no_account.text == f"invalid parameter accountid: no account {nobody}"
+
+    # A pool's full-clone setting is its zone's kind's (zone-1 was imported before kinds
+    # were recorded: a vCenter datacenter).
+    await run(ctx, ADMIN, "updateConfiguration", name="vmware.create.full.clone", value="true",
+              storageid=POOL)
+    other = await refused(ctx, ADMIN, "updateConfiguration", name="kvm.create.full.clone",
+                          value="true", storageid=POOL)
+    assert other.text == (f"invalid parameter name: storage pool {POOL} is in a VMware zone, "
+                          "whose pools take vmware.create.full.clone, not kvm.create.full.clone")
 
     # Nothing above read the read models: they are empty.
     async with pool.acquire() as conn:

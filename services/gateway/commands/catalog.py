@@ -19,7 +19,7 @@ from services.gateway.api import Caller, Context, Params, command, listing, requ
 from shared import drivers
 from shared.domain.job import SYNC_INVENTORY_CMD
 from shared.errors import PARAM_ERROR, ApiError
-from shared.eventstore import NO_STREAM, Append
+from shared.eventstore import NO_STREAM, Append, Repository
 from shared.projections.read import Paging
 
 # The per-pool settings that ask for full clones, one per driver kind; a pool takes its
@@ -161,8 +161,10 @@ async def update_configuration(ctx: Context, params: Params, caller: Caller) -> 
     value = params.text("value", required=True)
     pool_id = params.uuid("storageid")
     assert name is not None and value is not None
-    pool = await ctx.read.pool(pool_id) if pool_id is not None else None
-    setting = drivers.for_zone(pool.zone_kind).full_clone_setting if pool else None
+    repo = Repository(ctx.store)
+    pool = (await repo.pool(pool_id)).live if pool_id is not None else None
+    kind = drivers.for_zone(await repo.zone_kind(pool.zone_id)) if pool else None
+    setting = kind.full_clone_setting if kind else None
     if name not in FULL_CLONE_SETTINGS and name != setting:
         raise ApiError(PARAM_ERROR, f"invalid parameter name: {name!r} is not a setting "
                        f"snapdeploy knows; it knows {', '.join(FULL_CLONE_SETTINGS)}")
@@ -171,13 +173,12 @@ async def update_configuration(ctx: Context, params: Params, caller: Caller) -> 
                        "storage pool")
     if value.lower() not in ("true", "false"):
         raise ApiError(PARAM_ERROR, f"invalid parameter value: {name} is true or false")
-    if pool is None:
+    if pool is None or kind is None:
         raise ApiError(PARAM_ERROR, f"invalid parameter storageid: no storage pool "
                        f"{pool_id} exists")
     if name != setting:
         raise ApiError(PARAM_ERROR, f"invalid parameter name: storage pool {pool_id} is in a "
-                       f"{drivers.for_zone(pool.zone_kind).hypervisor} zone, whose pools "
-                       f"take {setting}, not {name}")
+                       f"{kind.hypervisor} zone, whose pools take {setting}, not {name}")
     await ctx.change(caller, Append(streams.pool(pool_id), [
         PoolSettingChanged(pool_id=pool_id, name=name, value=value.lower())]))
     return {"configuration": {"name": name, "value": value.lower(), "scope": "storagepool",

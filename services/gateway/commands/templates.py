@@ -36,8 +36,9 @@ async def _seed(ctx: Context, snapshot: SnapshotView,
                 pool_id: str) -> tuple[seed.Seed, Template | None]:
     """The seed of ``snapshot`` on ``pool_id`` and its template, from the seed's stream."""
     records = await ctx.store.read_stream(streams.seed(snapshot.id, pool_id))
-    template = template_from_stream(records, streams.seed_template_id(snapshot.id, pool_id),
-                                    owner=snapshot.account_id, zone_id=snapshot.zone_id)
+    template = template_from_stream(
+        records, streams.seed_template_id(snapshot.id, pool_id), owner=snapshot.account_id,
+        zone_id=snapshot.zone_id, zone_kind=await Repository(ctx.store).zone_kind(snapshot.zone_id))
     return seed.fold([r.event() for r in records]), template
 
 

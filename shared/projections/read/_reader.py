@@ -290,12 +290,14 @@ def _fold(projection: Projection, records: Sequence[RecordedEvent]) -> dict[Any,
 
 
 def template_from_stream(records: Sequence[RecordedEvent], template_id: str,
-                         owner: str | None, zone_id: str | None) -> Template | None:
+                         owner: str | None, zone_id: str | None,
+                         zone_kind: str | None = None) -> Template | None:
     """Template ``template_id`` as the events of its seed's stream (``streams.seed``) have
     made it so far, folded as the catalog projection folds them; None until it is seeded.
-    Its owner and zone are the caller's to give (its VM snapshot's owner, its pool's zone)."""
+    Its owner, zone and zone's driver kind are the caller's to give (its VM snapshot's
+    owner, its pool's zone and that zone's kind)."""
     row = _fold(_CATALOG, records).get(("template", template_id))
-    return None if row is None else _template(row, owner, zone_id)
+    return None if row is None else _template(row, owner, zone_id, zone_kind)
 
 
 class ReadModels:
