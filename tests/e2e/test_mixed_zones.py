@@ -21,6 +21,7 @@ from tests.e2e.helpers import by_name, fail_text, offering, snapshot, vm_named
 from tests.harness.vsphere import Vcsim
 
 pytestmark = pytest.mark.stack
+KVM = True  # the stack runs its KVM zone too
 
 KVM_ZONE, KVM_HOST, KVM_POOL = "KVM0", "kvm0", "pool0"
 DEMO_VM, DEMO_SNAPSHOT = "kvm-demo", "fresh"

@@ -33,6 +33,7 @@ from shared.stack.launcher import alive, is_recorded_process, read_stack
 from tests.e2e.conftest import SNAPDEPLOY, pids_of, processes_of
 
 pytestmark = pytest.mark.stack
+KVM = True  # the stack runs its KVM zone too
 
 
 def client(stack: dict[str, Any], secret: str | None = None) -> CloudStack:
