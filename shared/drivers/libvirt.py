@@ -507,9 +507,15 @@ class LibvirtHypervisor:
                     continue
                 self._refresh(pool)
                 for volume in pool.listAllVolumes(0):
-                    backing = ET.fromstring(volume.XMLDesc(0)).findtext("backingStore/path")
+                    try:
+                        xml = ET.fromstring(volume.XMLDesc(0))
+                    except libvirt.libvirtError as exc:
+                        if _gone(exc):
+                            continue  # removed since it was listed (e.g. by another removal)
+                        raise
+                    backing = xml.findtext("backingStore/path")
                     if backing and Path(backing) == path:
-                        users.append(volume.path())
+                        users.append(xml.findtext("target/path") or volume.name())
         return users
 
     def _delete_file(self, path: Path) -> bool:
