@@ -197,3 +197,57 @@ def nats_deploy(stack: dict[str, Any], key: str, secret: str, **fields: Any) -> 
 
     answer: dict[str, Any] = msgspec.json.decode(asyncio.run(publish()))
     return answer
+
+
+def kvm_console(stack: dict[str, Any], name: str) -> str:
+    """What the KVM VM ``name`` (its name on the host) printed on its serial console so far
+    (the file is written anew each time its QEMU starts)."""
+    zone = stack.get("kvm")
+    assert zone, f"the stack runs no KVM zone: {stack.get('kvm_zones')!r}"
+    path = Path(zone["console_logs"]) / f"{name}-console.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def wait_for_console(stack: dict[str, Any], name: str, text: str, times: int = 1,
+                     timeout: float = 120.0) -> str:
+    """The console of the KVM VM ``name`` once it has printed ``text`` ``times`` times."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        printed = kvm_console(stack, name)
+        if printed.count(text) >= times:
+            return printed
+        time.sleep(0.25)
+    raise AssertionError(f"{name} did not print {text!r} {times} time(s) in {timeout:.0f}s: "
+                         f"{kvm_console(stack, name)[-2000:]}")
+
+
+def finished_job(cloud: CloudStack, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
+    """queryAsyncJobResult of a job once it has finished (jobstatus 1 or 2)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result: dict[str, Any] = cloud.queryAsyncJobResult(jobid=job_id, fetch_result=False)
+        if result["jobstatus"] != 0:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish in {timeout:.0f}s")
+
+
+def event_positions(stack: dict[str, Any], event_type: str, **data: str) -> list[int]:
+    """The global positions of the events of ``event_type`` (with these payload fields) the
+    store holds, in order."""
+
+    async def read() -> list[int]:
+        conn = await asyncpg.connect(stack["database_url"])
+        try:
+            where = "".join(f" AND data ->> '{k}' = ${i + 2}" for i, k in enumerate(data))
+            rows = await conn.fetch("SELECT position FROM events WHERE type = $1" + where
+                                    + " ORDER BY position", event_type, *data.values())
+            return [int(row["position"]) for row in rows]
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())

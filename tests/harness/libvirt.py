@@ -8,6 +8,8 @@ and ``guest1``; its source VMs boot the demo guest that `make install` builds
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import tempfile
 import time
@@ -131,3 +133,76 @@ def read_marker(disk: Path, snapshot: str | None = None) -> str:
 
 def qemu_img(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["qemu-img", *args], capture_output=True, text=True, check=False)
+
+
+def disk_as_of(disk: Path, snapshot: str, out: Path) -> Path:
+    """``out``: a standalone qcow2 copy of ``disk`` as it was at its internal ``snapshot``."""
+    done = qemu_img("convert", "-U", "-l", f"snapshot.name={snapshot}", "-O", "qcow2",
+                    str(disk), str(out))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def same_image(first: Path, second: Path) -> bool:
+    """Whether two images (each read through its backing chain) hold the same bytes, as
+    ``qemu-img compare`` finds (an error comparing them fails the caller)."""
+    done = qemu_img("compare", "-U", str(first), str(second))
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    return done.returncode == 0
+
+
+def backing_chain(disk: Path) -> list[dict[str, Any]]:
+    """``qemu-img info --backing-chain`` of ``disk``: the disk first, then each backing file
+    (an image of the chain that cannot be opened fails the caller)."""
+    done = qemu_img("info", "-U", "--backing-chain", "--output=json", str(disk))
+    assert done.returncode == 0, done.stderr
+    chain: list[dict[str, Any]] = json.loads(done.stdout)
+    return chain
+
+
+class SmallFilesystem:
+    """A small ext2 file system (a loop device over a sparse file) mounted at ``folder`` in
+    this process's mount namespace and in the mount namespace of the process ``pid`` (a
+    private libvirt daemon's), so the daemon, its guests and qemu-img run here see the same
+    files and the same free space. Needs root, ``losetup``, ``mkfs.ext2`` and ``nsenter``."""
+
+    def __init__(self, image: Path, folder: Path, size_bytes: int, pid: int) -> None:
+        self.image, self.folder, self.size_bytes, self.pid = image, folder, size_bytes, pid
+        self.device = ""
+        self._mounted: list[list[str]] = []
+
+    def __enter__(self) -> SmallFilesystem:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self.image.open("wb") as image:
+            image.truncate(self.size_bytes)
+        try:
+            self.device = _run("losetup", "--find", "--show", str(self.image)).strip()
+            _run("mkfs.ext2", "-q", "-m", "0", self.device)
+            for enter in ([], ["nsenter", f"--target={self.pid}", "--mount", "--"]):
+                _run(*enter, "mount", self.device, str(self.folder))
+                self._mounted.append(enter)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def free_bytes(self) -> int:
+        stats = os.statvfs(self.folder)
+        return stats.f_bavail * stats.f_frsize
+
+    def __exit__(self, *exc: object) -> None:
+        while self._mounted:
+            enter = self._mounted.pop()
+            subprocess.run([*enter, "umount", str(self.folder)], capture_output=True,
+                           check=False)
+        if self.device:
+            subprocess.run(["losetup", "--detach", self.device], capture_output=True,
+                           check=False)
+            self.device = ""
+        self.image.unlink(missing_ok=True)
+
+
+def _run(*args: str) -> str:
+    done = subprocess.run(list(args), capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"{' '.join(args)}: {done.stderr.strip()}"
+    return done.stdout
