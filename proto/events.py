@@ -51,6 +51,8 @@ class JobCompleted(Event):
 
 # ---- inventory imported from vCenter ---------------------------------------------------
 
+LEGACY_DRIVER_KIND = "vmware"  # the kind of a zone imported before zones had kinds
+
 
 class ZoneImported(Event):
     """A datacenter of a hypervisor manager (a vCenter datacenter, a KVM zone), as a
@@ -62,6 +64,11 @@ class ZoneImported(Event):
     name: str
     ref: str
     driver_kind: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """The zone's driver kind, "vmware" for an event recorded before kinds were."""
+        return self.driver_kind or LEGACY_DRIVER_KIND
 
 
 class HostImported(Event):

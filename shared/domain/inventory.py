@@ -17,6 +17,7 @@ import msgspec
 
 from proto import streams
 from proto.events import (
+    LEGACY_DRIVER_KIND,
     Disk,
     Event,
     HostImported,
@@ -36,10 +37,6 @@ from proto.streams import stable_id
 from shared.domain.seed import SEED_PREFIX
 from shared.domain.vm import nic_id, volume_id
 from shared.drivers.base import DiskInfo, Inventory, NicInfo, SnapshotInfo
-
-# The driver kind of a zone recorded before imports named one: every zone was a vCenter
-# datacenter then (``shared.drivers.LEGACY_KIND``).
-LEGACY_DRIVER_KIND = "vmware"
 
 
 def object_id(kind: str, ref: str) -> str:

@@ -11,6 +11,7 @@ hypervisor facts from the kind its import recorded (``for_zone()``).
 
 from __future__ import annotations
 
+from proto.events import LEGACY_DRIVER_KIND
 from shared.config import Settings
 from shared.drivers import fake, libvirt, vmware
 from shared.drivers.base import Connection, DriverKind
@@ -20,7 +21,8 @@ KINDS: dict[str, DriverKind] = {kind.name: kind for kind in (vmware.KIND, libvir
 # the tests, so that what they import renders too.
 _TEST_KINDS: dict[str, DriverKind] = {k.name: k for k in (fake.KIND, fake.OTHER_KIND)}
 # The kind of a zone whose import recorded none: every zone was a vCenter datacenter then.
-LEGACY_KIND = vmware.KIND.name
+LEGACY_KIND = LEGACY_DRIVER_KIND  # a zone imported before zones had kinds: a datacenter
+assert LEGACY_KIND == vmware.KIND.name
 
 
 class NoHypervisor(ValueError):

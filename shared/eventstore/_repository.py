@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from proto import streams
-from proto.events import AnyEvent, VmDeployRequested, VmImported, ZoneImported
+from proto.events import (
+    LEGACY_DRIVER_KIND,
+    AnyEvent,
+    VmDeployRequested,
+    VmImported,
+    ZoneImported,
+)
 from shared.domain import accounts as _accounts
 from shared.domain import capacity as _capacity
 from shared.domain import created
-from shared.domain import inventory as _inventory  # a module: it imports this one's package
 from shared.domain import limits as _limits
 from shared.domain import network as _network
 from shared.domain import offerings as _offerings
@@ -134,7 +139,7 @@ class Repository:
         """The driver kind of a zone, as its last import recorded it (a zone imported before
         kinds were recorded is a vCenter datacenter)."""
         imported = created(await self.events(streams.zone(zone_id)), ZoneImported)
-        return (imported.driver_kind if imported else None) or _inventory.LEGACY_DRIVER_KIND
+        return imported.kind if imported else LEGACY_DRIVER_KIND
 
     async def zones(self) -> list[str]:
         """The ids of the zones an inventory sync imported and that are not gone, sorted."""
