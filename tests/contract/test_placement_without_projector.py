@@ -184,7 +184,7 @@ async def record_cloud(store: EventStore) -> None:
             cpu_speed=1000, memory_mb=1024 * cpus))
     await given(store, streams.vm(VM), msgspec.structs.replace(
         deploy(VM, pool_id="pool-1", network_ids=[NET], template_id="tpl-base",
-               vm_snapshot_id=None), account_id=ALICE.account_id),
+               vm_snapshot_id=None, zone_id="zone-1"), account_id=ALICE.account_id),
         VmStarted(vm_id=VM, host_id=H1, hypervisor_ref="vm-1"))
     await given(store, streams.volume(ROOT), VolumeCreated(
         volume_id=ROOT, account_id=ALICE.account_id, name="ROOT-1", volume_type="ROOT",
