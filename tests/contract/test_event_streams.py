@@ -257,11 +257,15 @@ async def test_a_client_that_falls_behind_is_dropped_and_resumes_without_a_gap(
     running = asyncio.create_task(fanout.run())
     meta = Metadata(correlation_id="c", actor="test", account_id="acct")
 
+    made = 0
+
     async def append(n: int) -> None:
-        for i in range(n):
+        nonlocal made
+        for _ in range(n):  # accounts e0, e1, ...: names are unique in the store
             await store.append(streams.account(str(uuid.uuid4())),
-                               [NewEvent(AccountCreated(account_id="acct", name=f"e{i}",
+                               [NewEvent(AccountCreated(account_id="acct", name=f"e{made}",
                                                         role="user"), meta)])
+            made += 1
 
     try:
         await append(2)
