@@ -242,7 +242,10 @@ class Cloner:
                  task)
         parent = None if info.parent_ref is None else \
             await self.store.snapshot_by_ref(request.vm_id, info.parent_ref)
-        taken = snapshot_taken(request, machine.account_id, info, parent)
+        # A disk that is a volume attached to the VM is named by that volume's id.
+        attached = await self.repo.attached_disks({request.vm_id: [d.key for d in info.disks]})
+        taken = snapshot_taken(request, machine.account_id, info, parent,
+                               attached.get(request.vm_id))
         return [Append(streams.vm_snapshot(request.snapshot_id), [taken], NO_STREAM),
                 Append(envelope.stream_id, [job.succeeded(request.job_id)])]
 

@@ -6,8 +6,10 @@ for gone (the sync is tried again). Each zone's import records the driver kind o
 session that holds it.
 
 What the store knows comes from its write-side lookups (``Store.vms``,
-``attached_volumes``, ``vm_snapshots``, ``inventory_objects``) and the streams of the
-objects seen, never from the read models.
+``attached_volumes``, ``vm_snapshots``, ``inventory_objects``), the streams of the objects
+seen and those of the volumes attached to imported VMs that are not their own disks
+(``Repository.attached_disks``: their disks are named by the volumes' ids), never from the
+read models.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import msgspec
 from proto.envelope import Metadata
 from proto.events import Event
 from shared.domain.accounts import ADMIN_ACCOUNT_ID
-from shared.domain.inventory import DeployedVm, current_form, observed, vanished
+from shared.domain.inventory import DeployedVm, current_form, object_id, observed, vanished
+from shared.drivers.base import DriverKind, Inventory
 from shared.drivers.zones import Hypervisors
-from shared.eventstore import Append, Store, VmEntry
+from shared.eventstore import Append, Repository, Store, VmEntry
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,15 @@ def _running(vm: VmEntry) -> bool:
     destroy removes the VM in the hypervisor before it records the expunge)."""
     return (vm.instance_name is not None and not vm.imported and vm.started
             and not vm.ended and not vm.destroying)
+
+
+def _disk_keys(inventories: list[tuple[DriverKind, Inventory]],
+               vm_ids: list[str]) -> dict[str, set[str]]:
+    """The keys of the disks of each of ``vm_ids`` that the hypervisors show now."""
+    shown = {object_id("vm", vm.ref): vm for _, inventory in inventories
+             for vm in inventory.vms}
+    return {vm_id: {d.key for d in shown[vm_id].disks} for vm_id in vm_ids
+            if vm_id in shown}
 
 
 async def changes(store: Store, hypervisors: Hypervisors) -> list[Append]:
@@ -43,10 +55,11 @@ async def changes(store: Store, hypervisors: Hypervisors) -> list[Append]:
     vms = await store.vms()
     own_names = {vm.instance_name for vm in vms if vm.instance_name is not None}
     owners = {vm.id: vm.account_id for vm in vms if vm.imported}
+    imported = [vm.id for vm in vms if vm.imported and not vm.ended]
+    attached = await Repository(store).attached_disks(_disk_keys(inventories, imported))
     seen = [found for kind, inventory in inventories
             for found in observed(inventory, ADMIN_ACCOUNT_ID, own_names, owners,
-                                  driver_kind=kind.name)]
-    imported = [vm.id for vm in vms if vm.imported and not vm.ended]
+                                  driver_kind=kind.name, attached=attached)]
     deployed = [vm for vm in vms if _running(vm) and vm.id in running_before]
     ids = [*imported, *(vm.id for vm in deployed)]
     volumes = await store.attached_volumes(ids)

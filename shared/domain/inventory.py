@@ -5,6 +5,10 @@ Ids are derived from the hypervisor's own object ids, so syncing twice finds the
 objects; the planner appends only what changed since the last sync. A zone's id is derived
 from its datacenter's ref (``zone_id``); its import records the driver kind of the
 hypervisor that holds it.
+
+A disk's volume id is derived from its VM's id and its key too, unless the disk is a volume
+snapdeploy attached (made through the API, or moved from another VM): that disk is named by
+its volume's own id, wherever a VM's or a VM snapshot's disks are recorded (``disks_of``).
 """
 
 from __future__ import annotations
@@ -48,10 +52,16 @@ def zone_id(datacenter_ref: str) -> str:
     return object_id("zone", datacenter_ref)
 
 
-def disks_of(vm_id: str, disks: list[DiskInfo]) -> list[Disk]:
-    return [Disk(volume_id=volume_id(vm_id, d.key), device_key=legacy_key(d.key), key=d.key,
-                 path=d.path, pool_id=object_id("pool", d.pool_ref), size_bytes=d.size_bytes,
-                 root=i == 0) for i, d in enumerate(disks)]
+def disks_of(vm_id: str, disks: list[DiskInfo],
+             attached: Mapping[str, str] | None = None) -> list[Disk]:
+    """The disks of a VM (or of its snapshot), the first its root. ``attached``: {disk key →
+    volume id} of the volumes attached to the VM (``Repository.attached_disks``); a disk of
+    such a key is that volume, any other is named by the id its VM and key derive."""
+    named = attached or {}
+    return [Disk(volume_id=named.get(d.key) or volume_id(vm_id, d.key),
+                 device_key=legacy_key(d.key), key=d.key, path=d.path,
+                 pool_id=object_id("pool", d.pool_ref), size_bytes=d.size_bytes, root=i == 0)
+            for i, d in enumerate(disks)]
 
 
 def nics_of(vm_id: str, nics: list[NicInfo]) -> list[Nic]:
@@ -95,26 +105,36 @@ def snapshot_id_of(ref: str, description: str) -> str:
 
 
 def snapshot_taken(request: VmSnapshotRequested, account_id: str, info: SnapshotInfo,
-                   parent_id: str | None) -> VmSnapshotTaken:
+                   parent_id: str | None,
+                   attached: Mapping[str, str] | None = None) -> VmSnapshotTaken:
     """A snapshot taken through snapdeploy, as the hypervisor describes it. ``parent_id``
     is the snapshot snapdeploy knows by the parent's ref (None: derived from the ref, as an
-    import would)."""
+    import would); ``attached`` names the volumes attached to the VM by their disk keys
+    (``disks_of``)."""
     parent = parent_id or (object_id("snapshot", info.parent_ref) if info.parent_ref else None)
     return VmSnapshotTaken(
         snapshot_id=request.snapshot_id, vm_id=request.vm_id, account_id=account_id,
         name=request.name, description=request.description, ref=info.ref, parent_id=parent,
         created=info.created, memory=info.memory, cpu_number=info.cpu_number,
-        memory_mb=info.memory_mb, disks=disks_of(request.vm_id, info.disks),
+        memory_mb=info.memory_mb, disks=disks_of(request.vm_id, info.disks, attached),
         nics=nics_of(request.vm_id, info.nics), current=True)
 
 
 def observed(inv: Inventory, account_id: str, own_vm_names: set[str],
              owners: dict[str, str] | None = None, *,
-             driver_kind: str = LEGACY_DRIVER_KIND) -> list[tuple[str, Event]]:
+             driver_kind: str = LEGACY_DRIVER_KIND,
+             attached: Mapping[str, Mapping[str, str]] | None = None,
+             ) -> list[tuple[str, Event]]:
     """(stream id, event) for every object in ``inv``, read from a hypervisor of the driver
     kind ``driver_kind``. VMs named in ``own_vm_names`` (the VMs snapdeploy deploys) and
     templates, seeded ones included, are not imported. A VM's snapshots belong to its
-    owner in ``owners`` (VM id → account), else to ``account_id``."""
+    owner in ``owners`` (VM id → account), else to ``account_id``.
+
+    ``attached`` maps a VM's id to {disk key → volume id} of the volumes snapdeploy
+    attached to it (``Repository.attached_disks``): its snapshots name those disks by the
+    volumes' ids, and its import leaves them out: an import describes the disks the sync
+    finds, and each makes a volume of the VM's (its name, its owner, its origin), while
+    these are volumes of their own already."""
     zone_id = object_id("zone", inv.datacenter_ref)
     out: list[tuple[str, Event]] = [
         (streams.zone(zone_id), ZoneImported(zone_id=zone_id, name=inv.datacenter_name,
@@ -143,10 +163,12 @@ def observed(inv: Inventory, account_id: str, own_vm_names: set[str],
             continue
         vm_id = object_id("vm", vm.ref)
         owner = (owners or {}).get(vm_id, account_id)
+        volumes = (attached or {}).get(vm_id, {})
         out.append((streams.vm(vm_id), VmImported(
             vm_id=vm_id, zone_id=zone_id, account_id=account_id, name=vm.name, ref=vm.ref,
             host_id=object_id("host", vm.host_ref or ""), cpu_number=vm.cpu_number,
-            memory_mb=vm.memory_mb, powered_on=vm.powered_on, disks=disks_of(vm_id, vm.disks),
+            memory_mb=vm.memory_mb, powered_on=vm.powered_on,
+            disks=[d for d in disks_of(vm_id, vm.disks) if d.key not in volumes],
             nics=nics_of(vm_id, vm.nics))))
         ids = {s.ref: snapshot_id_of(s.ref, s.description) for s in vm.snapshots}
         for snap in vm.snapshots:
@@ -156,7 +178,7 @@ def observed(inv: Inventory, account_id: str, own_vm_names: set[str],
                 description=snap.description, ref=snap.ref,
                 parent_id=ids.get(snap.parent_ref) if snap.parent_ref else None,
                 created=snap.created, memory=snap.memory, cpu_number=snap.cpu_number,
-                memory_mb=snap.memory_mb, disks=disks_of(vm_id, snap.disks),
+                memory_mb=snap.memory_mb, disks=disks_of(vm_id, snap.disks, volumes),
                 nics=nics_of(vm_id, snap.nics), current=snap.ref == vm.current_snapshot_ref)))
     return out
 

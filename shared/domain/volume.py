@@ -45,6 +45,7 @@ class Volume:
     path: str | None = None  # None until its disk is made (an Allocated volume)
     size_bytes: int = 0
     vm_id: str | None = None  # the VM it is attached to
+    key: str | None = None  # the key of its disk on ``vm_id`` (None: detached, or not told)
     disk_offering_id: str | None = None
     known: bool = False  # requested, allocated, created or imported
     deleted: bool = False
@@ -65,8 +66,16 @@ def imported(volume_id: str, vm: VmImported) -> Volume:
     return Volume(volume_id, account_id=vm.account_id,
                   name=f"{ROOT if disk.root else 'DATA'}-{vm.name}-{disk.disk_key}",
                   volume_type=ROOT if disk.root else DATADISK, pool_id=disk.pool_id,
-                  path=disk.path, size_bytes=disk.size_bytes, vm_id=vm.vm_id, known=True,
-                  state=READY)
+                  path=disk.path, size_bytes=disk.size_bytes, vm_id=vm.vm_id,
+                  key=disk.disk_key, known=True, state=READY)
+
+
+def _key(key: str | None, device_key: int | None) -> str | None:
+    """A disk's key as an event tells it: its ``key``, or vSphere's number in the legacy
+    ``device_key`` as text (None if it tells neither)."""
+    if key is not None:
+        return key
+    return None if device_key is None else str(device_key)
 
 
 def evolve(volume: Volume, event: AnyEvent) -> Volume:
@@ -85,15 +94,16 @@ def evolve(volume: Volume, event: AnyEvent) -> Volume:
             return replace(volume, account_id=event.account_id, name=event.name,
                            volume_type=event.volume_type, pool_id=event.pool_id,
                            path=event.path, size_bytes=event.size_bytes, vm_id=event.vm_id,
+                           key=None if event.vm_id is None else event.disk_key,
                            disk_offering_id=event.disk_offering_id, known=True, state=READY)
         case VolumeDeleteRequested():
             return replace(volume, state=DESTROY)
         case VolumeFailed():
             return replace(volume, state=ERROR)
         case VolumeAttached():
-            return replace(volume, vm_id=event.vm_id)
+            return replace(volume, vm_id=event.vm_id, key=_key(event.key, event.device_key))
         case VolumeDetached():
-            return replace(volume, vm_id=None)
+            return replace(volume, vm_id=None, key=None)
         case VolumeResized():
             return replace(volume, size_bytes=event.size_bytes)
         case VolumeDeleted():
@@ -107,6 +117,13 @@ def fold(volume_id: str, events: Iterable[AnyEvent], start: Volume | None = None
     for event in events:
         volume = evolve(volume, event)
     return volume
+
+
+def attached_keys(vm_id: str, volumes: Iterable[Volume]) -> dict[str, str]:
+    """{disk key → volume id} of those of ``volumes`` attached to ``vm_id`` now, with the
+    key of their disk known."""
+    return {v.key: v.id for v in volumes
+            if v.live and v.vm_id == vm_id and v.key is not None}
 
 
 def failed(volume_id: str, job_id: str, reason: str, *, made: bool = False) -> list[Event]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
+
 from proto import streams
 from proto.events import (
     LEGACY_DRIVER_KIND,
@@ -79,6 +81,26 @@ class Repository:
             if described:
                 start = _volume.imported(volume_id, described[-1])
         return _volume.fold(volume_id, await self.events(streams.volume(volume_id)), start)
+
+    async def attached_disks(
+            self, disk_keys: Mapping[str, Collection[str]]) -> dict[str, dict[str, str]]:
+        """For each VM of ``disk_keys`` (its id → the keys of the disks the hypervisor shows
+        on it), {disk key → volume id} of the volumes attached to it now that are not named
+        by the id its key derives (``shared.domain.vm.volume_id``): those made through the
+        API, or moved from another VM. A VM with none is left out.
+
+        Only those volumes are folded: ``Store.attached_volumes`` names every volume
+        attached, and one whose id is derived from the VM and a key it shows is that disk
+        already (an imported disk, a deployed VM's root volume)."""
+        out: dict[str, dict[str, str]] = {}
+        for vm_id, volume_ids in (await self.store.attached_volumes(list(disk_keys))).items():
+            derived = {_vm.volume_id(vm_id, key) for key in disk_keys[vm_id]}
+            keys = _volume.attached_keys(vm_id, [await self.volume(volume_id)
+                                                 for volume_id in volume_ids
+                                                 if volume_id not in derived])
+            if keys:
+                out[vm_id] = keys
+        return out
 
     async def vm_snapshot_owner(self, snapshot_id: str) -> str | None:
         """The account a VM snapshot belongs to now (``shared.domain.vmsnapshot.owner``)."""
