@@ -38,7 +38,8 @@ from proto.events import Event
 from shared import metrics
 from shared.config import Settings
 from shared.domain.abandon import abandoned
-from shared.eventstore import Append, ConcurrencyError, Store
+from shared.drivers.zones import Hypervisors
+from shared.eventstore import Append, ConcurrencyError, Repository, Store
 from shared.log import correlation
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,20 @@ Handler = Callable[[EventEnvelope], Awaitable[Sequence[Append]]]
 E = TypeVar("E", bound=Event)
 TypedHandler = Callable[[E, EventEnvelope], Awaitable[Sequence[Append]]]
 """A handler of one event class: the event, typed, and its envelope (stream, version, id)."""
+
+
+class HypervisorService:
+    """What a service that acts on hypervisors holds: the store, its aggregates
+    (``Repository``) and a session per hypervisor (``Hypervisors``, by zone). Its
+    ``handlers()`` say which events it handles."""
+
+    def __init__(self, store: Store, hypervisors: Hypervisors) -> None:
+        self.store = store
+        self.repo = Repository(store)
+        self.hypervisors = hypervisors
+
+    def handlers(self) -> Handlers:
+        raise NotImplementedError
 
 
 class Handlers(Mapping[str, Handler]):

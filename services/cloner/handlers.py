@@ -29,13 +29,13 @@ from proto.events import (
     VmSourceReady,
     VolumeDetached,
 )
-from shared.bus import Handlers
+from shared.bus import Handlers, HypervisorService
 from shared.domain import capacity, job, vm
 from shared.domain.inventory import snapshot_description, snapshot_taken
 from shared.domain.volume import DATADISK
 from shared.drivers.base import CloneProgress, CloneRequest, Hypervisor, HypervisorError
-from shared.drivers.zones import UNKNOWN_ZONE, Hypervisors
-from shared.eventstore import NO_STREAM, Append, Repository, Store
+from shared.drivers.zones import UNKNOWN_ZONE
+from shared.eventstore import NO_STREAM, Append
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,7 @@ def job_failed(stream_id: str, job_id: str, reason: str) -> list[Append]:
     return [Append(stream_id, [job.failed(job_id, reason)])]
 
 
-class Cloner:
-    def __init__(self, store: Store, hypervisors: Hypervisors) -> None:
-        self.store = store
-        self.repo = Repository(store)
-        self.hypervisors = hypervisors
+class Cloner(HypervisorService):
 
     def handlers(self) -> Handlers:
         return (Handlers()

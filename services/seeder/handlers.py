@@ -21,21 +21,16 @@ from proto.events import (
     VmPlaced,
     VmSnapshotDeleted,
 )
-from shared.bus import Handlers
+from shared.bus import Handlers, HypervisorService
 from shared.domain import seed
 from shared.domain.vm import deploy_failure, deploy_request
 from shared.drivers.base import HypervisorError
-from shared.drivers.zones import Hypervisors
-from shared.eventstore import Append, Repository, Store
+from shared.eventstore import Append
 
 log = logging.getLogger(__name__)
 
 
-class Seeder:
-    def __init__(self, store: Store, hypervisors: Hypervisors) -> None:
-        self.store = store
-        self.repo = Repository(store)
-        self.hypervisors = hypervisors
+class Seeder(HypervisorService):
 
     def handlers(self) -> Handlers:
         return (Handlers()

@@ -27,21 +27,16 @@ from proto.events import (
     VolumeResizeRequested,
     legacy_key,
 )
-from shared.bus import Handlers
+from shared.bus import Handlers, HypervisorService
 from shared.domain import job, volume
 from shared.domain.vm import Vm
 from shared.drivers.base import Hypervisor, HypervisorError
-from shared.drivers.zones import Hypervisors
-from shared.eventstore import Append, Repository, Store
+from shared.eventstore import Append
 
 log = logging.getLogger(__name__)
 
 
-class Volumes:
-    def __init__(self, store: Store, hypervisors: Hypervisors) -> None:
-        self.store = store
-        self.repo = Repository(store)
-        self.hypervisors = hypervisors
+class Volumes(HypervisorService):
 
     def handlers(self) -> Handlers:
         return (Handlers()
