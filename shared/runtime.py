@@ -251,6 +251,18 @@ class Runtime:
 
     # ---- lifecycle ------------------------------------------------------------------
 
+    def serve(self, service: type[bus.HypervisorService], description: str) -> None:
+        """Run a service that acts on hypervisors: its handlers on a durable consumer named
+        after the service, with the store and a session per hypervisor."""
+
+        async def main(rt: Runtime) -> None:
+            store = await rt.postgres()
+            _, js = await rt.jetstream()
+            hypervisors = await rt.hypervisors()
+            await rt.consume(rt.service, js, store, service(store, hypervisors).handlers())
+
+        self.run(main, description)
+
     def run(self, main: Callable[[Runtime], Awaitable[None]], description: str) -> None:
         """Run ``main(self)`` until it returns or a SIGTERM/SIGINT arrives."""
         parser = argparse.ArgumentParser(
