@@ -21,6 +21,8 @@ GOALS = {
     "append_fraction": 0.8,
     "rebuild": 100_000,
     "placement_p99_ms": 50,
+    "seed_over_cp": 1.3,
+    "nth_deploy_growth": 1.2,
 }
 
 
@@ -105,6 +107,107 @@ def placement(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _size(label: str) -> str:
+    return label.replace("GiB", " GiB").replace("MiB", " MiB")
+
+
+def _bytes(count: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.2f} {unit}"
+    return f"{count:.0f} B"
+
+
+def dataplane(r: dict[str, Any]) -> list[str]:
+    n = r["vms"]
+    med = "median"
+    dropped = "dropped" if r["caches_dropped"] else "**not** dropped (not allowed)"
+    lines = [
+        "## Data plane on KVM (`python -m bench.dataplane`)", "",
+        "A VM's qcow2 disk filled with pseudo-random data (every cluster allocated), an "
+        "internal snapshot of it taken through the driver, then side by side in one run "
+        f"({r['reps']} repetitions, medians, the order of the paths changing): the **old "
+        "path** a CloudStack user takes (export the disk as of the snapshot to secondary "
+        "storage with `qemu-img convert -l snapshot.name=`, copy it back to the primary pool, "
+        "a linked clone per VM backed by that copy: CloudStack copies a template to a pool "
+        f"once, so VM {n} is only its overlay) and **snapdeploy**'s libvirt driver "
+        "(`seed_template`: one convert on the same pool, then `clone`, linked). Each time "
+        "runs to the end of an `fsync` of what the step wrote, after `sync`, with the page "
+        f"cache {dropped} before each step that copies the data; the source disk is read "
+        "once, untimed, before each repetition, so a cache below this machine (its disk is "
+        "virtual) holds it for every step alike. Bytes written: the growth of the blocks "
+        "allocated to the files of the primary pool and the secondary folder over each step "
+        "(`st_blocks`). Here secondary storage is a folder on the same disk; across a "
+        "network the old path's export and copy back would take longer.", "",
+        "| disk | measure | old path | snapdeploy | old / snapdeploy |",
+        "|---|---|---|---|---|",
+    ]
+    for label, row in r["sizes"].items():
+        old, new, size = row["old"], row["new"], _size(label)
+        used = old["copy_back_used"]
+        of, nf = old["first_vm"], new["first_vm"]
+        ratio = row["first_vm_old_over_new"]
+        lines += [
+            f"| {size} | first VM, time (disk work) | {of['s'][med]:.2f} s (export "
+            f"{old['export']['s'][med]:.2f} + copy back by `{used}` "
+            f"{old['copy_back'][used]['s'][med]:.2f} + overlay "
+            f"{old['overlay_first']['s'][med]:.3f}) | {nf['s'][med]:.2f} s (seed "
+            f"{new['seed']['s'][med]:.2f} + clone's disk part "
+            f"{new['clone_first']['disk_s'][med]:.3f}) | {ratio['s']:.2f} |",
+            f"| {size} | first VM, bytes written | {_bytes(of['bytes'][med])} | "
+            f"{_bytes(nf['bytes'][med])} | {ratio['bytes']:.2f} |",
+            f"| {size} | first VM, with the clone's power-on | | "
+            f"{nf['with_power_on_s'][med]:.2f} s | |",
+            f"| {size} | VM {n}, time (disk work) | {old['nth_vm']['s'][med]:.3f} s (overlay) | "
+            f"{new['nth_vm']['disk_s'][med]:.3f} s (clone's disk part) | |",
+            f"| {size} | VM {n}, whole `clone` call (define, overlay, reconfigure, power-on) | | "
+            f"{new['nth_vm']['s'][med]:.3f} s (power-on {new['nth_vm']['power_on_s'][med]:.3f}) "
+            "| |",
+            f"| {size} | VM {n}, bytes written | {_bytes(old['nth_vm']['bytes'][med])} | "
+            f"{_bytes(new['nth_vm']['bytes'][med])} | |",
+        ]
+    lines += ["", "| measure | value | goal | |", "|---|---|---|---|"]
+    for label, row in r["sizes"].items():
+        lines.append(
+            f"| `seed_template` / plain `cp` of the disk file on the same pool, "
+            f"{_size(label)} ({row['new']['seed']['s'][med]:.2f} s / "
+            f"{row['raw_cp']['s'][med]:.2f} s; median of the pairs) | "
+            f"{row['seed_over_cp']:.2f} | ≤ 1.3 | "
+            f"{verdict(row['seed_over_cp'] <= GOALS['seed_over_cp'])} |")
+        if "seed_over_cp_of_minimums" in row:
+            lines.append(f"| the same, fastest seed / fastest `cp`, {_size(label)} | "
+                         f"{row['seed_over_cp_of_minimums']:.2f} | | |")
+    for label, row in r["sizes"].items():
+        copies = row["old"]["copy_back"]
+        fastest = min(copies, key=lambda m: float(copies[m]["s"][med]))
+        lines.append(
+            f"| `seed_template` / the fastest copy measured, `{fastest}` of the exported file "
+            f"back to the pool, {_size(label)} (medians) | "
+            f"{row['new']['seed']['s'][med] / copies[fastest]['s'][med]:.2f} | | |")
+    growth = r["nth_growth"]
+    small, large = (_size(s) for s in growth["sizes"])
+    lines += [
+        f"| VM {n}'s deploy, {large} / {small}: whole `clone` call | {growth['call']:.2f} | "
+        f"≤ 1.2 | {verdict(growth['call'] <= GOALS['nth_deploy_growth'])} |",
+        f"| VM {n}'s deploy, {large} / {small}: its disk part | {growth['disk']:.2f} | | |",
+        "",
+        "Copying the template back to the primary pool, each way timed (median; the old path "
+        "is credited with the fastest):",
+        "",
+        "| disk | " + " | ".join(f"`{m}`" for m in next(iter(r["sizes"].values()))["old"]
+                                  ["copy_back"]) + " |",
+        "|---|" + "---|" * len(next(iter(r["sizes"].values()))["old"]["copy_back"]),
+    ]
+    for label, row in r["sizes"].items():
+        lines.append(f"| {_size(label)} | " + " | ".join(
+            f"{c['s'][med]:.2f} s" for c in row["old"]["copy_back"].values()) + " |")
+    load = r.get("load_average", {})
+    if load:
+        lines += ["", f"Load average (1 min) on the machine: {load['before']:.1f} before the "
+                  f"run, {load['after']:.1f} after; {r['filesystem']}, {r['tools']['qemu_img']}."]
+    return lines
+
+
 def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -139,17 +242,20 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 def render(results_dir: Path, out: Path) -> str:
+    sections = ("deploys", "eventstore", "placement", "dataplane")  # chaos.json: README
     results = {p.stem: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))
-               if p.stem in ("deploys", "eventstore", "placement")}  # chaos.json: README
-    any_result: dict[str, Any] = next(iter(results.values()), {})
+               if p.stem in sections}
+    any_result: dict[str, Any] = next((results[s] for s in sections if s in results), {})
     m = any_result.get("machine", {})
     lines = ["# Benchmarks", "",
              "Ratios measured side by side in one run; absolute times are this machine's. "
-             "Regenerate with `make bench` (all three, then this page).", "",
+             "Regenerate with `make bench` (deploys, event store and placement, then this "
+             "page); the data-plane benchmark writes several GiB and runs on its own: "
+             "`python -m bench.dataplane`, then `python -m bench.report`.", "",
              f"Machine: {m.get('cpus')} cores ({m.get('cpu_model')}), {m.get('memory_gib')} GiB, "
              f"Python {m.get('python')}, Linux {m.get('kernel')}.", ""]
     for name, render_part in (("deploys", deploys), ("eventstore", eventstore),
-                              ("placement", placement)):
+                              ("placement", placement), ("dataplane", dataplane)):
         if name in results:
             lines += [*render_part(results[name]), "",
                       f"Run {results[name]['when']}: `{results[name]['command']}`", ""]
