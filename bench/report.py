@@ -251,7 +251,7 @@ def render(results_dir: Path, out: Path) -> str:
              "Ratios measured side by side in one run; absolute times are this machine's. "
              "Regenerate with `make bench` (deploys, event store and placement, then this "
              "page); the data-plane benchmark writes several GiB and runs on its own: "
-             "`python -m bench.dataplane`, then `python -m bench.report`.", "",
+             "`make bench-dataplane`.", "",
              f"Machine: {m.get('cpus')} cores ({m.get('cpu_model')}), {m.get('memory_gib')} GiB, "
              f"Python {m.get('python')}, Linux {m.get('kernel')}.", ""]
     for name, render_part in (("deploys", deploys), ("eventstore", eventstore),
