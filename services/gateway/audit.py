@@ -18,7 +18,7 @@ import logging
 
 from aiohttp import web
 
-from services.gateway.api import Params
+from services.gateway.api import OURS, Declaration, Param, Params
 from services.gateway.fanout import Fanout, FellBehind, TooManyStreams
 from services.gateway.http import CONTEXT, caller_for, envelope, request_params
 from shared.errors import API_LIMIT_EXCEEDED, PARAM_ERROR, ApiError
@@ -66,14 +66,22 @@ def _frame(events: list[RecordedEvent]) -> bytes:
                     for e in events)
 
 
+STREAM_EVENTS = Declaration(
+    "streamEvents", "The caller's account's events as they are committed (server-sent "
+    "events on /client/events).", since=OURS, params=(
+        Param("after", "long", "resume after this event position (or the Last-Event-ID "
+              "header)", maximum=2**62),
+    ))
+
+
 async def stream_events(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     fanout = request.app[FANOUT]
     pairs = await request_params(request)
     try:
         caller = await caller_for(ctx, pairs)
-        params = Params("streamEvents", dict(pairs))
-        after = params.integer("after", minimum=0, maximum=2**62)
+        params = Params(STREAM_EVENTS, dict(pairs))
+        after = params.integer("after")
         last_id = request.headers.get("Last-Event-ID")
         if last_id is not None:
             after = position_from(last_id)

@@ -13,24 +13,33 @@ from typing import Any
 
 from proto import streams
 from proto.events import AccountCreated, UserCreated, UserKeysRegistered
-from services.gateway import views
-from services.gateway.api import Caller, Context, Params, command, listing, require_admin
+from services.gateway import schema, views
+from services.gateway.api import ADMIN, Caller, Context, Param, Params, command, listing
 from shared import apikeys as keys
 from shared.errors import PARAM_ERROR, ApiError
 from shared.eventstore import NO_STREAM, Append, Repository
 
-ROLES = {"0": "user", "1": "admin"}
+ROLES = {0: "user", 1: "admin"}
 
 
-@command("createAccount")
+@command("createAccount", role=ADMIN, response=schema.ACCOUNT,
+         description="Creates an account with its first user (admin).", params=(
+             Param("username", "string", "the first user's name (unique)", required=True),
+             Param("password", "string", "accepted and not kept: the API is used with key "
+                   "pairs (registerUserKeys)", required=True),
+             Param("email", "string", "the user's email", required=True),
+             Param("firstname", "string", "the user's first name", required=True),
+             Param("lastname", "string", "the user's last name", required=True),
+             Param("accounttype", "integer", "0 for a user account (default), 1 for an admin"),
+             Param("account", "string", "the account's name (unique; default: username)"),
+         ))
 async def create_account(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    require_admin(caller, "createAccount")
-    username = params.text("username", required=True)
-    params.text("password", required=True, max_length=255)
-    email = params.text("email", required=True)
-    firstname = params.text("firstname", required=True)
-    lastname = params.text("lastname", required=True)
-    account_type = params.text("accounttype") or "0"
+    username = params.text("username")
+    params.text("password")
+    email = params.text("email")
+    firstname = params.text("firstname")
+    lastname = params.text("lastname")
+    account_type = params.integer("accounttype") or 0
     if account_type not in ROLES:
         raise ApiError(PARAM_ERROR, f"invalid parameter accounttype: {account_type!r}; use 0 "
                        "for a user account or 1 for an admin")
@@ -50,22 +59,31 @@ async def create_account(ctx: Context, params: Params, caller: Caller) -> dict[s
     )
     account = await ctx.read.account(caller.viewer, account_id)
     if account is None or not account.users:  # the projector has not caught up: answer
-        return {"account": {"id": account_id, "name": name, "accounttype": int(account_type),
+        return {"account": {"id": account_id, "name": name, "accounttype": account_type,
                             "user": [{"id": user_id, "username": username,
                                       "accountid": account_id}]}}
     return {"account": views.account(account)}
 
 
-@command("listAccounts")
+@command("listAccounts", response=schema.ACCOUNT,
+         description="Lists the caller's account (every account for an admin) with its "
+         "users.", params=(
+             Param("id", "uuid", "only the account with this ID", entity=schema.ACCOUNT),
+             Param("name", "string", "only the account with this name"),
+         ))
 async def list_accounts(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     accounts = await ctx.read.accounts(caller.viewer, account_id=params.uuid("id"),
                                        name=params.text("name"))
     return listing("account", [views.account(a) for a in accounts])
 
 
-@command("registerUserKeys")
+@command("registerUserKeys", response=schema.USER_KEYS,
+         description="Makes a new API key pair for a user (the caller, or anyone for an "
+         "admin); it replaces the user's others at once.", params=(
+             Param("id", "uuid", "the user's ID", required=True),
+         ))
 async def register_user_keys(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    user_id = params.uuid("id", required=True)
+    user_id = params.uuid("id")
     assert user_id is not None
     repo = Repository(ctx.store)
     user = await repo.user(user_id)

@@ -14,8 +14,19 @@ from proto.events import (
     PoolSettingChanged,
     ServiceOfferingCreated,
 )
-from services.gateway import views
-from services.gateway.api import Caller, Context, Params, command, listing, require_admin
+from services.gateway import schema, views
+from services.gateway.api import (
+    ADMIN,
+    OURS,
+    PAGING,
+    Caller,
+    Context,
+    Param,
+    Params,
+    Shape,
+    command,
+    listing,
+)
 from shared import drivers
 from shared.domain.job import SYNC_INVENTORY_CMD
 from shared.errors import PARAM_ERROR, ApiError
@@ -38,13 +49,25 @@ class Filters(NamedTuple):
     paging: Paging | None
 
 
+def list_params(shape: Shape, what: str) -> tuple[Param, ...]:
+    """The declarations of the common filters of a command listing ``shape`` objects."""
+    return (
+        Param("id", "uuid", f"only the {what} with this ID", entity=shape),
+        Param("zoneid", "uuid", f"only {what}s in this zone", entity=schema.ZONE),
+        Param("name", "string", f"only {what}s with this name (any case)"),
+        Param("keyword", "string", f"only {what}s whose name contains this"),
+        *PAGING,
+    )
+
+
 def filters(params: Params) -> Filters:
     """The common filters; ``zoneid`` does not narrow offerings, which every zone has."""
     return Filters(params.uuid("id"), params.uuid("zoneid"), params.text("name"),
                    params.text("keyword"), params.page())
 
 
-@command("listZones")
+@command("listZones", response=schema.ZONE, description="Lists the zones.",
+         params=list_params(schema.ZONE, "zone"))
 async def list_zones(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     f = filters(params)
     if f.obj_id and f.zone_id and f.obj_id != f.zone_id:
@@ -54,25 +77,28 @@ async def list_zones(ctx: Context, params: Params, caller: Caller) -> dict[str, 
     return listing("zone", [views.zone(z) for z in found.items], found.total)
 
 
-@command("listHosts")
+@command("listHosts", role=ADMIN, response=schema.HOST,
+         description="Lists the hypervisor hosts (admin).",
+         params=list_params(schema.HOST, "host"))
 async def list_hosts(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    require_admin(caller, "listHosts")
     f = filters(params)
     found = await ctx.read.hosts(host_id=f.obj_id, zone_id=f.zone_id, name=f.name,
                                  keyword=f.keyword, paging=f.paging)
     return listing("host", [views.host(h) for h in found.items], found.total)
 
 
-@command("listStoragePools")
+@command("listStoragePools", role=ADMIN, response=schema.POOL,
+         description="Lists the primary storage pools (admin).",
+         params=list_params(schema.POOL, "storage pool"))
 async def list_storage_pools(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    require_admin(caller, "listStoragePools")
     f = filters(params)
     found = await ctx.read.pools(pool_id=f.obj_id, zone_id=f.zone_id, name=f.name,
                                  keyword=f.keyword, paging=f.paging)
     return listing("storagepool", [views.pool(p) for p in found.items], found.total)
 
 
-@command("listNetworks")
+@command("listNetworks", response=schema.NETWORK, description="Lists the guest networks.",
+         params=list_params(schema.NETWORK, "network"))
 async def list_networks(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     f = filters(params)
     found = await ctx.read.networks(network_id=f.obj_id, zone_id=f.zone_id, name=f.name,
@@ -80,7 +106,9 @@ async def list_networks(ctx: Context, params: Params, caller: Caller) -> dict[st
     return listing("network", [views.network(n) for n in found.items], found.total)
 
 
-@command("listServiceOfferings")
+@command("listServiceOfferings", response=schema.SERVICE_OFFERING,
+         description="Lists the compute offerings (every zone has them all).",
+         params=list_params(schema.SERVICE_OFFERING, "compute offering"))
 async def list_service_offerings(ctx: Context, params: Params, caller: Caller
                                  ) -> dict[str, Any]:
     f = filters(params)
@@ -90,7 +118,9 @@ async def list_service_offerings(ctx: Context, params: Params, caller: Caller
                    found.total)
 
 
-@command("listDiskOfferings")
+@command("listDiskOfferings", response=schema.DISK_OFFERING,
+         description="Lists the disk offerings (every zone has them all).",
+         params=list_params(schema.DISK_OFFERING, "disk offering"))
 async def list_disk_offerings(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     f = filters(params)
     found = await ctx.read.disk_offerings(offering_id=f.obj_id, name=f.name,
@@ -98,13 +128,20 @@ async def list_disk_offerings(ctx: Context, params: Params, caller: Caller) -> d
     return listing("diskoffering", [views.disk_offering(o) for o in found.items], found.total)
 
 
-@command("listVolumes")
+@command("listVolumes", response=schema.VOLUME,
+         description="Lists the caller's volumes (every account's for an admin).", params=(
+             Param("virtualmachineid", "uuid", "only this VM's volumes", entity=schema.VM),
+             Param("type", "string", "only ROOT or only DATADISK volumes"),
+             *list_params(schema.VOLUME, "volume"),
+         ))
 async def list_volumes(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     vm_id = params.uuid("virtualmachineid")
     volume_type = params.text("type")
+    if volume_type is not None and volume_type.upper() == "DATA":
+        volume_type = "DATADISK"  # CloudStack's clients say DATA as often
     if volume_type is not None and volume_type.upper() not in ("ROOT", "DATADISK"):
         raise ApiError(PARAM_ERROR, f"invalid parameter type: {volume_type[:64]!r} is not ROOT "
-                       "or DATADISK")
+                       "or DATADISK (or DATA)")
     f = filters(params)
     found = await ctx.read.volumes(caller.viewer, volume_id=f.obj_id, vm_id=vm_id,
                                    volume_type=volume_type, zone_id=f.zone_id, name=f.name,
@@ -112,17 +149,22 @@ async def list_volumes(ctx: Context, params: Params, caller: Caller) -> dict[str
     return listing("volume", [views.volume(v) for v in found.items], found.total)
 
 
-@command("createServiceOffering")
+@command("createServiceOffering", role=ADMIN, response=schema.SERVICE_OFFERING,
+         description="Creates a compute offering (admin).", params=(
+             Param("name", "string", "its name", required=True),
+             Param("cpunumber", "integer", "the number of CPUs", required=True, minimum=1,
+                   maximum=128),
+             Param("cpuspeed", "integer", "the speed of each CPU in MHz", required=True,
+                   minimum=1, maximum=100_000),
+             Param("memory", "integer", "the memory in MiB", required=True, minimum=32,
+                   maximum=4 * 1024 * 1024),
+             Param("displaytext", "string", "its display text (default: its name)"),
+         ))
 async def create_service_offering(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    require_admin(caller, "createServiceOffering")
-    name = params.text("name", required=True)
-    cpus = params.integer("cpunumber", minimum=1, maximum=128)
-    speed = params.integer("cpuspeed", minimum=1, maximum=100_000)
-    memory = params.integer("memory", minimum=32, maximum=4 * 1024 * 1024)
-    for value, param in ((cpus, "cpunumber"), (speed, "cpuspeed"), (memory, "memory")):
-        if value is None:
-            raise ApiError(PARAM_ERROR, f"missing parameter {param}: it is required by "
-                           "createServiceOffering")
+    name = params.text("name")
+    cpus = params.integer("cpunumber")
+    speed = params.integer("cpuspeed")
+    memory = params.integer("memory")
     assert name is not None and cpus is not None and speed is not None and memory is not None
     offering_id = str(uuid.uuid4())
     event = ServiceOfferingCreated(offering_id=offering_id, name=name,
@@ -136,15 +178,17 @@ async def create_service_offering(ctx: Context, params: Params, caller: Caller) 
     return {"serviceoffering": offering}
 
 
-@command("createDiskOffering")
+@command("createDiskOffering", role=ADMIN, response=schema.DISK_OFFERING,
+         description="Creates a disk offering of a fixed size (admin).", params=(
+             Param("name", "string", "its name", required=True),
+             Param("disksize", "long", "the size of its disks in GB", required=True, minimum=1,
+                   maximum=64 * 1024),
+             Param("displaytext", "string", "its display text (default: its name)"),
+         ))
 async def create_disk_offering(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    require_admin(caller, "createDiskOffering")
-    name = params.text("name", required=True)
-    size = params.integer("disksize", minimum=1, maximum=64 * 1024)
-    if size is None:
-        raise ApiError(PARAM_ERROR, "missing parameter disksize: it is required by "
-                       "createDiskOffering")
-    assert name is not None
+    name = params.text("name")
+    size = params.integer("disksize")
+    assert name is not None and size is not None
     offering_id = str(uuid.uuid4())
     event = DiskOfferingCreated(offering_id=offering_id, name=name,
                                 display_text=params.text("displaytext") or name,
@@ -154,11 +198,17 @@ async def create_disk_offering(ctx: Context, params: Params, caller: Caller) -> 
                              "disksize": size}}
 
 
-@command("updateConfiguration")
+@command("updateConfiguration", role=ADMIN, response=schema.CONFIGURATION,
+         description="Sets a primary storage pool's full-clone setting (its zone's kind's: "
+         f"{', '.join(FULL_CLONE_SETTINGS)}) (admin).", params=(
+             Param("name", "string", "the setting", required=True),
+             Param("value", "string", "true or false", required=True),
+             Param("storageid", "uuid", "the primary storage pool it is set for",
+                   entity=schema.POOL),
+         ))
 async def update_configuration(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    require_admin(caller, "updateConfiguration")
-    name = params.text("name", required=True)
-    value = params.text("value", required=True)
+    name = params.text("name")
+    value = params.text("value")
     pool_id = params.uuid("storageid")
     assert name is not None and value is not None
     repo = Repository(ctx.store)
@@ -185,12 +235,15 @@ async def update_configuration(ctx: Context, params: Params, caller: Caller) -> 
                               "id": pool_id}}
 
 
-@command("listConfigurations")
+@command("listConfigurations", role=ADMIN, response=schema.CONFIGURATION,
+         description="Lists the settings snapdeploy knows (admin): with storageid, the pool's "
+         "full-clone setting and its value; without, each kind's full-clone setting at its "
+         "default, false (each is set per pool).", params=(
+             Param("name", "string", "only this setting"),
+             Param("storageid", "uuid", "the primary storage pool whose setting to show",
+                   entity=schema.POOL),
+         ))
 async def list_configurations(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    """The settings snapdeploy knows: with ``storageid``, the pool's full-clone setting (its
-    zone's kind's) and its value; without, each kind's full-clone setting at its default,
-    false (each is set per pool). ``name`` keeps only that setting."""
-    require_admin(caller, "listConfigurations")
     name = params.text("name")
     pool_id = params.uuid("storageid")
     if pool_id is None:
@@ -213,10 +266,10 @@ async def list_configurations(ctx: Context, params: Params, caller: Caller) -> d
     return listing("configuration", [r for r in rows if name is None or r["name"] == name])
 
 
-@command("syncInventory", is_async=True)
+@command("syncInventory", is_async=True, role=ADMIN, since=OURS, response=schema.SUCCESS,
+         params=(), description="Reads every hypervisor again: new hosts, pools, networks, "
+         "VMs and snapshots appear (admin).")
 async def sync_inventory(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    """Read every hypervisor again: new hosts, pools, networks, VMs and snapshots appear."""
-    require_admin(caller, "syncInventory")
     job_id = str(uuid.uuid4())
     await ctx.append(caller, Append(streams.INVENTORY, [
         InventorySyncRequested(job_id=job_id),

@@ -1,31 +1,32 @@
 """What clients ask before anything else: which commands exist (listApis, as CloudMonkey's
-`sync` does) and what the cloud can do (listCapabilities)."""
+`sync` and Marvin's code generator ask) and what the cloud can do (listCapabilities)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from services.gateway.api import COMMANDS, Caller, Context, Params, command, listing
+from services.gateway import apidoc, schema
+from services.gateway.api import UPSTREAM, Caller, Context, Param, Params, command, listing
 
 # The CloudStack release whose API shapes snapdeploy follows.
-CLOUDSTACK_VERSION = "4.20.0"
+CLOUDSTACK_VERSION = UPSTREAM
 
 
-@command("listApis")
+@command("listApis", response=schema.API,
+         description="Lists the API commands the caller's role may call, each with its "
+         "parameters and response fields.", params=(
+             Param("name", "string", "only the command with this name (any case)"),
+         ))
 async def list_apis(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    """The API commands this gateway answers (their parameters are not described)."""
     name = params.text("name")
-    apis = [{"name": c.name, "description": c.description or c.name, "isasync": c.is_async,
-             "since": CLOUDSTACK_VERSION, "type": "", "related": "", "params": [],
-             "response": []}
-            for c in sorted(COMMANDS.values(), key=lambda c: c.name)
+    apis = [apidoc.api_entry(c) for c in apidoc.visible(apidoc.commands(), caller.is_admin)
             if name is None or c.name.lower() == name.lower()]
     return listing("api", apis)
 
 
-@command("listCapabilities")
+@command("listCapabilities", response=schema.CAPABILITIES, params=(),
+         description="Lists what this cloud offers, in CloudStack's capability names.")
 async def list_capabilities(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    """What this cloud offers, in CloudStack's capability names."""
     return {"capability": {
         "cloudstackversion": CLOUDSTACK_VERSION,
         "userpublictemplateenabled": False,

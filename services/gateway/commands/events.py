@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.gateway.api import Caller, Context, Params, command, cs_time, listing
+from services.gateway import schema
+from services.gateway.api import (
+    PAGING,
+    Caller,
+    Context,
+    Param,
+    Params,
+    command,
+    cs_time,
+    listing,
+)
 from shared.projections.read import Paging
 
 # event type -> (CloudStack event type, level, what to say)
@@ -41,7 +51,12 @@ def describe(kind: str, data: dict[str, Any]) -> str:
     return text
 
 
-@command("listEvents")
+@command("listEvents", description="Lists the audit events of the caller's account (every "
+         "account's for an admin), 500 at most unless paged.",
+         response=schema.EVENT, params=(
+             Param("type", "string", "only events of this CloudStack type (VM.CREATE, ...)"),
+             *PAGING,
+         ))
 async def list_events(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     paging = params.page() or Paging(limit=500)
     wanted = params.text("type")

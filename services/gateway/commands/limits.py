@@ -9,7 +9,8 @@ from typing import Any
 
 from proto import streams
 from proto.events import ResourceLimitUpdated
-from services.gateway.api import Caller, Context, Params, command, listing, require_admin
+from services.gateway import schema
+from services.gateway.api import ADMIN, Caller, Context, Param, Params, command, listing
 from shared.domain import limits
 from shared.domain.accounts import Account
 from shared.errors import PARAM_ERROR, ApiError
@@ -45,8 +46,8 @@ def _view(name: str, account_id: str, set_limits: dict[str, int],
             "max": limits.limit_of(res, set_limits)}
 
 
-def _resource(params: Params, *, required: bool) -> limits.Resource | None:
-    value = params.text("resourcetype", required=required) or params.text("resourcetypename")
+def _resource(params: Params) -> limits.Resource | None:
+    value = params.text("resourcetype") or params.text("resourcetypename")
     if value is None:
         return None
     res = limits.resource(value)
@@ -91,12 +92,27 @@ async def _listed_accounts(ctx: Context, params: Params, caller: Caller) -> list
     return found
 
 
-@command("updateResourceLimit")
+_KNOWN = ", ".join(f"{r.number} ({r.name})" for r in limits.RESOURCES)
+_ACCOUNT_PARAMS = (
+    Param("account", "string", "the account, by name"),
+    Param("accountid", "uuid", "the account, by ID", entity=schema.ACCOUNT),
+    Param("domainid", "uuid", "accepted: snapdeploy has one domain, ROOT"),
+)
+
+
+@command("updateResourceLimit", role=ADMIN, response=schema.RESOURCE_LIMIT,
+         description="Sets how much of a resource an account may hold (admin); -1 is "
+         "unlimited.", params=(
+             Param("resourcetype", "string", f"the resource, by number or name: {_KNOWN}",
+                   required=True),
+             Param("resourcetypename", "string", "the resource, by name"),
+             Param("max", "long", "the limit (default: the resource's default); -1 for none",
+                   minimum=-1, maximum=2**62),
+             *_ACCOUNT_PARAMS,
+         ))
 async def update_resource_limit(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    """Set how much of a resource an account may hold (admin); -1 is unlimited."""
-    require_admin(caller, "updateResourceLimit")
-    res = _resource(params, required=True)
-    maximum = params.integer("max", minimum=-1, maximum=2**62)
+    res = _resource(params)
+    maximum = params.integer("max")
     account = await _named_account(ctx, params)
     assert res is not None
     if maximum is None:
@@ -108,10 +124,15 @@ async def update_resource_limit(ctx: Context, params: Params, caller: Caller) ->
                                    {**set_limits, res.name: maximum}, res)}
 
 
-@command("listResourceLimits")
+@command("listResourceLimits", response=schema.RESOURCE_LIMIT,
+         description="Lists each account's limits (a user sees their own account's).",
+         params=(
+             Param("resourcetype", "string", f"only this resource, by number or name: {_KNOWN}"),
+             Param("resourcetypename", "string", "only this resource, by name"),
+             *_ACCOUNT_PARAMS,
+         ))
 async def list_resource_limits(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    """Each account's limits (a user sees their own account's)."""
-    res = _resource(params, required=False)
+    res = _resource(params)
     accounts = await _listed_accounts(ctx, params, caller)
     items = [_view(a.name, a.id, a.limits, r)
              for a in accounts for r in limits.RESOURCES if res in (None, r)]

@@ -12,8 +12,8 @@ from proto.events import (
     VmSnapshotDeleteRequested,
     VmSnapshotRequested,
 )
-from services.gateway import views
-from services.gateway.api import Caller, Context, Params, command, listing
+from services.gateway import schema, views
+from services.gateway.api import Caller, Context, Param, Params, command, listing
 from services.gateway.commands import targets
 from shared.domain.job import (
     CREATE_VM_SNAPSHOT_CMD,
@@ -30,9 +30,21 @@ def _job(job_id: str, cmd: str, instance: str, caller: Caller) -> JobSubmitted:
                         user_id=caller.user_id)
 
 
-@command("createVMSnapshot", is_async=True)
+_SNAPSHOT_ID = Param("vmsnapshotid", "uuid", "the VM snapshot's ID", required=True,
+                     entity=schema.VM_SNAPSHOT)
+
+
+@command("createVMSnapshot", is_async=True, response=schema.VM_SNAPSHOT,
+         description="Takes a snapshot of a VM's disks (and memory, if asked and running).",
+         params=(
+             Param("virtualmachineid", "uuid", "the VM", required=True, entity=schema.VM),
+             Param("snapshotmemory", "boolean", "also snapshot the memory of a running VM"),
+             Param("name", "string", "its name (default: <VM name>_snapshot_<id>)"),
+             Param("description", "string", "its description"),
+             Param("quiescevm", "boolean", "quiesce the guest's file systems first"),
+         ))
 async def create_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    vm_id = params.uuid("virtualmachineid", required=True)
+    vm_id = params.uuid("virtualmachineid")
     assert vm_id is not None
     vm = await targets.vm(ctx, caller, vm_id, "virtualmachineid")
     check_snapshot(vm)
@@ -49,7 +61,13 @@ async def create_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> di
     return {"id": snapshot_id, "jobid": job_id}
 
 
-@command("listVMSnapshot")
+@command("listVMSnapshot", response=schema.VM_SNAPSHOT,
+         description="Lists the caller's VM snapshots (every account's for an admin).",
+         params=(
+             Param("vmsnapshotid", "uuid", "only the snapshot with this ID",
+                   entity=schema.VM_SNAPSHOT),
+             Param("virtualmachineid", "uuid", "only this VM's snapshots", entity=schema.VM),
+         ))
 async def list_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     found = await ctx.read.vm_snapshots(caller.viewer, snapshot_id=params.uuid("vmsnapshotid"),
                                         vm_id=params.uuid("virtualmachineid"))
@@ -60,7 +78,7 @@ async def _snapshot_job(ctx: Context, params: Params, caller: Caller, cmd: str,
                         request: type[VmSnapshotDeleteRequested | VmRevertRequested]
                         ) -> dict[str, Any]:
     """A job on one of the caller's snapshots, recorded on its VM's stream."""
-    snapshot_id = params.uuid("vmsnapshotid", required=True)
+    snapshot_id = params.uuid("vmsnapshotid")
     assert snapshot_id is not None
     vm_id = (await targets.vm_snapshot(ctx, caller, snapshot_id)).vm_id
     job_id = str(uuid.uuid4())
@@ -71,12 +89,14 @@ async def _snapshot_job(ctx: Context, params: Params, caller: Caller, cmd: str,
     return {"jobid": job_id}
 
 
-@command("deleteVMSnapshot", is_async=True)
+@command("deleteVMSnapshot", is_async=True, response=schema.SUCCESS,
+         description="Deletes a VM snapshot.", params=(_SNAPSHOT_ID,))
 async def delete_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     return await _snapshot_job(ctx, params, caller, DELETE_VM_SNAPSHOT_CMD,
                                VmSnapshotDeleteRequested)
 
 
-@command("revertToVMSnapshot", is_async=True)
+@command("revertToVMSnapshot", is_async=True, response=schema.VM,
+         description="Reverts a VM to one of its snapshots.", params=(_SNAPSHOT_ID,))
 async def revert_to_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     return await _snapshot_job(ctx, params, caller, REVERT_VM_SNAPSHOT_CMD, VmRevertRequested)

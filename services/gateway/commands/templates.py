@@ -8,9 +8,9 @@ from typing import Any
 
 from proto import streams
 from proto.events import TemplateSeedStarted
-from services.gateway import views
-from services.gateway.api import Caller, Context, Params, command, listing
-from services.gateway.commands.catalog import filters
+from services.gateway import schema, views
+from services.gateway.api import OURS, Caller, Context, Param, Params, command, listing
+from services.gateway.commands.catalog import filters, list_params
 from services.gateway.commands.limits import within_limits
 from shared.domain import seed
 from shared.domain.access import visible_to
@@ -23,7 +23,13 @@ from shared.projections.read import Template, template_from_stream
 PREPARE_TIMEOUT_S = 600.0
 
 
-@command("listTemplates")
+@command("listTemplates", response=schema.TEMPLATE,
+         description="Lists the templates seeded from VM snapshots that the caller may see.",
+         params=(
+             Param("templatefilter", "string", "accepted (all, self, featured, ...): every "
+                   "visible template is listed"),
+             *list_params(schema.TEMPLATE, "template"),
+         ))
 async def list_templates(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     params.text("templatefilter")  # all, self, featured...: every visible template is listed
     f = filters(params)
@@ -42,9 +48,19 @@ async def _seed(ctx: Context, snapshot: SnapshotView,
     return seed.fold([r.event() for r in records]), template
 
 
-@command("prepareTemplate")
+@command("prepareTemplate", response=schema.TEMPLATE,
+         description="Seeds a VM snapshot's root disk as a template on its pool, once, and "
+         "waits for it; with templateid, answers with that template.", params=(
+             Param("vmsnapshotid", "uuid", "the VM snapshot to seed (or templateid)",
+                   since=OURS, entity=schema.VM_SNAPSHOT),
+             Param("templateid", "uuid", "a seeded template (or vmsnapshotid)",
+                   entity=schema.TEMPLATE),
+             Param("zoneid", "uuid", "accepted; the snapshot's zone is the one",
+                   entity=schema.ZONE),
+             Param("storageid", "uuid", "the pool to seed on: only the snapshot's own is "
+                   "accepted", entity=schema.POOL),
+         ))
 async def prepare_template(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    """Seed a VM snapshot's root disk as a template on its pool, once; wait for it."""
     snapshot_id = params.uuid("vmsnapshotid")
     template_id = params.uuid("templateid")
     params.uuid("zoneid")  # accepted; the snapshot's zone is the one

@@ -16,8 +16,18 @@ from proto.events import (
     VmRecovered,
 )
 from proto.streams import stable_id
-from services.gateway import views
-from services.gateway.api import Caller, Context, Params, command, listing, require_admin
+from services.gateway import schema, views
+from services.gateway.api import (
+    ADMIN,
+    OURS,
+    PAGING,
+    Caller,
+    Context,
+    Param,
+    Params,
+    command,
+    listing,
+)
 from services.gateway.commands import targets
 from services.gateway.commands.limits import within_limits
 from shared.domain.deploy import check_deploy
@@ -106,36 +116,72 @@ def same_deploy(first: object, again: VmDeployRequested) -> bool:
 
 def deploy_params(params: Params, api_key: str = "") -> DeployVirtualMachine:
     """deployVirtualMachine's parameters, each checked (431 naming the first bad one)."""
-    offering = params.uuid("serviceofferingid", required=True)
+    offering = params.uuid("serviceofferingid")
     assert offering is not None
     params.uuid("zoneid")  # accepted and checked; the source's zone is used
     return DeployVirtualMachine(
         apikey=api_key, serviceofferingid=offering, vmsnapshotid=params.uuid("vmsnapshotid"),
         templateid=params.uuid("templateid"), hostid=params.uuid("hostid"),
-        networkids=params.uuids("networkids"), name=params.text("name", max_length=63),
+        networkids=params.uuids("networkids"), name=params.text("name"),
         displayname=params.text("displayname"),
-        requestid=params.text("requestid", max_length=255),
+        requestid=params.text("requestid"),
     )
 
 
-@command("deployVirtualMachine", is_async=True)
+_VM_ID = Param("id", "uuid", "the VM's ID", required=True, entity=schema.VM)
+
+
+@command("deployVirtualMachine", is_async=True, response=schema.VM,
+         description="Creates and starts a VM from a VM snapshot (seeded once as a template "
+         "on its pool, then linked clones) or from a seeded template.", params=(
+             Param("serviceofferingid", "uuid", "the compute offering: CPUs and memory",
+                   required=True, entity=schema.SERVICE_OFFERING),
+             Param("zoneid", "uuid", "accepted and checked; the VM is made in its source's "
+                   "zone", entity=schema.ZONE),
+             Param("vmsnapshotid", "uuid", "the VM snapshot to deploy from (or templateid)",
+                   since=OURS, entity=schema.VM_SNAPSHOT),
+             Param("templateid", "uuid", "a template seeded from a VM snapshot (or "
+                   "vmsnapshotid)", entity=schema.TEMPLATE),
+             Param("hostid", "uuid", "the host to run it on (default: the planner places it)",
+                   entity=schema.HOST),
+             Param("networkids", "list", "the networks of its NICs, comma-separated "
+                   "(default: its source VM's)", items="uuid", length=4096,
+                   entity=schema.NETWORK),
+             Param("name", "string", "its host name (default: VM-<id>)", length=63),
+             Param("displayname", "string", "its display name (default: its name)"),
+             Param("requestid", "string", "makes a retried request answer with the first "
+                   "one's VM and job", since=OURS),
+         ))
 async def deploy_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     accepted = await submit_deploy(ctx, caller, deploy_params(params))
     return {"id": accepted.id, "jobid": accepted.jobid}
 
 
-@command("listVirtualMachines")
+@command("listVirtualMachines", response=schema.VM,
+         description="Lists the caller's VMs (every account's for an admin).", params=(
+             Param("id", "uuid", "only the VM with this ID", entity=schema.VM),
+             Param("state", "string", "only VMs in this state (Running, Stopped, ...)"),
+             Param("name", "string", "only VMs with this name"),
+             Param("hostid", "uuid", "only VMs on this host", entity=schema.HOST),
+             Param("zoneid", "uuid", "only VMs in this zone", entity=schema.ZONE),
+             Param("keyword", "string", "only VMs whose name contains this"),
+             *PAGING,
+         ))
 async def list_virtual_machines(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     found = await ctx.read.vms(
         caller.viewer, vm_id=params.uuid("id"), state=params.text("state"),
-        name=params.text("name"), host_id=params.text("hostid"), zone_id=params.text("zoneid"),
+        name=params.text("name"), host_id=params.uuid("hostid"), zone_id=params.uuid("zoneid"),
         keyword=params.text("keyword"), paging=params.page())
     return listing("virtualmachine", [views.vm(vm) for vm in found.items], found.total)
 
 
-@command("destroyVirtualMachine", is_async=True)
+@command("destroyVirtualMachine", is_async=True, response=schema.VM,
+         description="Destroys a VM (recoverable until expunged), or expunges it.", params=(
+             _VM_ID,
+             Param("expunge", "boolean", "also remove it and its disks now"),
+         ))
 async def destroy_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    vm_id = params.uuid("id", required=True)
+    vm_id = params.uuid("id")
     assert vm_id is not None
     expunge = bool(params.boolean("expunge"))
     vm = await targets.vm(ctx, caller, vm_id, "id")
@@ -151,7 +197,7 @@ async def destroy_virtual_machine(ctx: Context, params: Params, caller: Caller) 
 
 async def _power(ctx: Context, params: Params, caller: Caller, action: str,
                  cmd: str) -> dict[str, Any]:
-    vm_id = params.uuid("id", required=True)
+    vm_id = params.uuid("id")
     assert vm_id is not None
     vm = await targets.vm(ctx, caller, vm_id, "id")
     check_power(vm, action)
@@ -164,25 +210,33 @@ async def _power(ctx: Context, params: Params, caller: Caller, action: str,
     return {"id": vm_id, "jobid": job_id}
 
 
-@command("stopVirtualMachine", is_async=True)
+@command("stopVirtualMachine", is_async=True, response=schema.VM,
+         description="Stops a running VM.", params=(
+             _VM_ID,
+             Param("forced", "boolean", "accepted; the VM is powered off"),
+         ))
 async def stop_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     params.boolean("forced")
     return await _power(ctx, params, caller, "stop", STOP_VM_CMD)
 
 
-@command("startVirtualMachine", is_async=True)
+@command("startVirtualMachine", is_async=True, response=schema.VM,
+         description="Starts a stopped VM.", params=(_VM_ID,))
 async def start_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     return await _power(ctx, params, caller, "start", START_VM_CMD)
 
 
-@command("rebootVirtualMachine", is_async=True)
+@command("rebootVirtualMachine", is_async=True, response=schema.VM,
+         description="Reboots a running VM.", params=(_VM_ID,))
 async def reboot_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     return await _power(ctx, params, caller, "reboot", REBOOT_VM_CMD)
 
 
-@command("recoverVirtualMachine")
+@command("recoverVirtualMachine", response=schema.VM,
+         description="Recovers a destroyed VM that is not expunged yet (it stays stopped).",
+         params=(_VM_ID,))
 async def recover_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    vm_id = params.uuid("id", required=True)
+    vm_id = params.uuid("id")
     assert vm_id is not None
     vm = await targets.vm(ctx, caller, vm_id, "id")
     check_recover(vm)
@@ -190,12 +244,16 @@ async def recover_virtual_machine(ctx: Context, params: Params, caller: Caller) 
     return await _vm_view(ctx, caller, vm_id)
 
 
-@command("assignVirtualMachine")
+@command("assignVirtualMachine", role=ADMIN, response=schema.VM,
+         description="Moves a VM with its volumes and VM snapshots to another account "
+         "(admin).", params=(
+             Param("virtualmachineid", "uuid", "the VM", required=True, entity=schema.VM),
+             Param("accountid", "uuid", "the account it goes to", required=True,
+                   entity=schema.ACCOUNT),
+         ))
 async def assign_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    """Move a VM with its volumes and VM snapshots to another account (admin)."""
-    require_admin(caller, "assignVirtualMachine")
-    vm_id = params.uuid("virtualmachineid", required=True)
-    account_id = params.uuid("accountid", required=True)
+    vm_id = params.uuid("virtualmachineid")
+    account_id = params.uuid("accountid")
     assert vm_id is not None and account_id is not None
     vm = await targets.vm(ctx, caller, vm_id, "virtualmachineid")
     if await Repository(ctx.store).account(account_id) is None:

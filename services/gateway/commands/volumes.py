@@ -20,7 +20,8 @@ from proto.events import (
     VolumeFromSnapshotRequested,
     VolumeResizeRequested,
 )
-from services.gateway.api import Caller, Context, Params, command
+from services.gateway import schema
+from services.gateway.api import OURS, Caller, Context, Param, Params, command
 from services.gateway.commands import targets
 from services.gateway.commands.limits import within_limits
 from shared.domain import volume as _volume
@@ -52,7 +53,23 @@ async def refuse_if_vm_has_snapshots(ctx: Context, vm_id: str, command_name: str
     check_vm_without_snapshots(vm_id, await targets.vm_snapshot_count(ctx, vm_id), command_name)
 
 
-@command("createVolume", is_async=True)
+@command("createVolume", is_async=True, response=schema.VOLUME,
+         description="Creates a volume: a VM snapshot's disk as of the snapshot (vmsnapshotid "
+         "with volumeid), or an empty one of a disk offering's size (diskofferingid), "
+         "Allocated until first attached.", params=(
+             Param("vmsnapshotid", "uuid", "the VM snapshot whose disk to copy", since=OURS,
+                   entity=schema.VM_SNAPSHOT),
+             Param("volumeid", "uuid", "with vmsnapshotid: the volume of the snapshot's VM "
+                   "to copy", since=OURS, entity=schema.VOLUME),
+             Param("diskofferingid", "uuid", "an empty volume of this disk offering",
+                   entity=schema.DISK_OFFERING),
+             Param("zoneid", "uuid", "with diskofferingid: the volume's zone (default: the "
+                   "only zone)", entity=schema.ZONE),
+             Param("size", "long", "with diskofferingid: its size in GB, which must be the "
+                   "offering's", minimum=1),
+             Param("snapshotid", "uuid", "refused: snapdeploy has no volume snapshots"),
+             Param("name", "string", "its name"),
+         ))
 async def create_volume(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     snapshot_id = params.uuid("vmsnapshotid")
     source_id = params.uuid("volumeid")
@@ -93,7 +110,7 @@ async def create_volume(ctx: Context, params: Params, caller: Caller) -> dict[st
 
 async def _allocate(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     """An empty data volume of a disk offering's size, Allocated until first attached."""
-    offering_id = params.uuid("diskofferingid", required=True)
+    offering_id = params.uuid("diskofferingid")
     zone_id = params.uuid("zoneid")
     assert offering_id is not None
     repo = Repository(ctx.store)
@@ -108,7 +125,7 @@ async def _allocate(ctx: Context, params: Params, caller: Caller) -> dict[str, A
         raise ApiError(PARAM_ERROR, f"invalid parameter zoneid: no zone {zone_id}"
                        if zone_id else "missing parameter zoneid: the zone of the volume")
     size_gb = offering.disk_size_gb
-    if params.has("size") and params.integer("size", minimum=1) != size_gb:
+    if params.has("size") and params.integer("size") != size_gb:
         raise ApiError(PARAM_ERROR, f"invalid parameter size: disk offering "
                        f"{offering.name} has a fixed size of {size_gb} GB")
     volume_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
@@ -124,10 +141,14 @@ async def _allocate(ctx: Context, params: Params, caller: Caller) -> dict[str, A
     return {"id": volume_id, "jobid": job_id}
 
 
-@command("deleteVolume")
+_VOLUME_ID = Param("id", "uuid", "the volume's ID", required=True, entity=schema.VOLUME)
+
+
+@command("deleteVolume", response=schema.SUCCESS,
+         description="Deletes a detached data volume; its disk is removed from its pool "
+         "shortly after.", params=(_VOLUME_ID,))
 async def delete_volume(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    """Delete a detached data volume; its disk is removed from its pool shortly after."""
-    volume_id = params.uuid("id", required=True)
+    volume_id = params.uuid("id")
     assert volume_id is not None
     volume = await targets.volume(ctx, caller, volume_id)
     check_delete(volume)
@@ -148,10 +169,14 @@ async def _attach_or_detach(ctx: Context, caller: Caller, volume: _volume.Volume
     return {"id": volume.id, "jobid": job_id}
 
 
-@command("attachVolume", is_async=True)
+@command("attachVolume", is_async=True, response=schema.VOLUME,
+         description="Attaches a data volume to a VM that has no VM snapshots.", params=(
+             _VOLUME_ID,
+             Param("virtualmachineid", "uuid", "the VM", required=True, entity=schema.VM),
+         ))
 async def attach_volume(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    volume_id = params.uuid("id", required=True)
-    vm_id = params.uuid("virtualmachineid", required=True)
+    volume_id = params.uuid("id")
+    vm_id = params.uuid("virtualmachineid")
     assert volume_id is not None and vm_id is not None
     volume = await targets.volume(ctx, caller, volume_id)
     await targets.vm(ctx, caller, vm_id, "virtualmachineid")
@@ -160,9 +185,11 @@ async def attach_volume(ctx: Context, params: Params, caller: Caller) -> dict[st
     return await _attach_or_detach(ctx, caller, volume, vm_id, True)
 
 
-@command("detachVolume", is_async=True)
+@command("detachVolume", is_async=True, response=schema.VOLUME,
+         description="Detaches a data volume from a VM that has no VM snapshots.",
+         params=(_VOLUME_ID,))
 async def detach_volume(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    volume_id = params.uuid("id", required=True)
+    volume_id = params.uuid("id")
     assert volume_id is not None
     volume = await targets.volume(ctx, caller, volume_id)
     vm_id = check_detach(volume)
@@ -170,13 +197,16 @@ async def detach_volume(ctx: Context, params: Params, caller: Caller) -> dict[st
     return await _attach_or_detach(ctx, caller, volume, vm_id, False)
 
 
-@command("resizeVolume", is_async=True)
+@command("resizeVolume", is_async=True, response=schema.VOLUME,
+         description="Grows a volume (of a VM without VM snapshots).", params=(
+             _VOLUME_ID,
+             Param("size", "long", "the new size in GB", required=True, minimum=1,
+                   maximum=64 * 1024),
+         ))
 async def resize_volume(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    volume_id = params.uuid("id", required=True)
-    size_gb = params.integer("size", minimum=1, maximum=64 * 1024)
-    assert volume_id is not None
-    if size_gb is None:
-        raise ApiError(PARAM_ERROR, "missing parameter size: the new size in GB")
+    volume_id = params.uuid("id")
+    size_gb = params.integer("size")
+    assert volume_id is not None and size_gb is not None
     volume = await targets.volume(ctx, caller, volume_id)
     check_resize(volume, size_gb)
     vm_id = volume.vm_id
