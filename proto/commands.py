@@ -41,6 +41,13 @@ class DeployVirtualMachine(msgspec.Struct, kw_only=True, forbid_unknown_fields=T
     # The caller's own key for this request: sending it again (a retry after a lost answer)
     # returns the first request's VM and job instead of deploying another VM.
     requestid: str | None = None
+    # startvm=false leaves the new VM Stopped (default: started).
+    startvm: bool | None = None
+    # A data disk of this disk offering is made and attached to the new VM.
+    diskofferingid: str | None = None
+    # An administrator deploys for the account of this name (in domainid: ROOT).
+    account: str | None = None
+    domainid: str | None = None
     schema: int = 1
 
     def fields(self) -> dict[str, str]:
@@ -51,7 +58,8 @@ class DeployVirtualMachine(msgspec.Struct, kw_only=True, forbid_unknown_fields=T
             value = getattr(self, name)
             if name in UNSIGNED or name == "apikey" or value in (None, []):
                 continue
-            out[name] = ",".join(value) if isinstance(value, list) else str(value)
+            out[name] = ",".join(value) if isinstance(value, list) else \
+                str(value).lower() if isinstance(value, bool) else str(value)
         return out
 
     def signed_params(self) -> list[tuple[str, str]]:

@@ -362,6 +362,8 @@ class VmDeployRequested(Event):
     root_template_id: str | None = None
     disk_offering_id: str | None = None
     host_id: str | None = None
+    start: bool = True  # startvm: False leaves the new VM Stopped
+    data_disk_offering_id: str | None = None  # diskofferingid: a data disk made and attached
 
 
 class VmPlaced(Event):
@@ -462,6 +464,36 @@ class VmExpunged(Event):
 
     vm_id: str
     volume_ids: list[str] = []
+
+
+# ---- guest addresses (stream ``network-<network id>``) ----------------------------------
+
+
+class NetworkRangeSet(Event):
+    """updateNetwork cidr= gateway=: the IPv4 range the network's guest addresses come from
+    (before it, a default range per network, ``shared.domain.network.default_range``)."""
+
+    network_id: str
+    cidr: str
+    gateway: str
+
+
+class AddressesAllocated(Event):
+    """A VM's NICs on this network got ``addresses`` (in the order of its NICs on it), from
+    the range ``cidr`` with ``gateway``; no other VM holds them until released."""
+
+    network_id: str
+    vm_id: str
+    addresses: list[str]
+    cidr: str
+    gateway: str
+
+
+class AddressesReleased(Event):
+    """The VM's addresses on this network are free again (expunged, or its deploy failed)."""
+
+    network_id: str
+    vm_id: str
 
 
 # ---- host capacity (stream ``host-<host id>``) -----------------------------------------
@@ -676,6 +708,9 @@ AnyEvent = (
     | VmExpunged
     | CapacityReserved
     | CapacityReleased
+    | NetworkRangeSet
+    | AddressesAllocated
+    | AddressesReleased
     | VolumeCreated
     | VolumeFromSnapshotRequested
     | VolumeAllocated

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from proto import streams
 from proto.envelope import EventEnvelope
 from proto.events import (
+    JobSubmitted,
     VmDeployFailed,
     VmDeployRequested,
     VmDestroyRequested,
@@ -27,12 +28,16 @@ from proto.events import (
     VmSnapshotFailed,
     VmSnapshotRequested,
     VmSourceReady,
+    VolumeAllocated,
+    VolumeAttachRequested,
     VolumeDetached,
 )
+from proto.streams import stable_id
 from shared.bus import Handlers, HypervisorService
 from shared.domain import capacity, job, vm
 from shared.domain.inventory import snapshot_description, snapshot_taken
-from shared.domain.volume import DATADISK
+from shared.domain.job import ATTACH_VOLUME_CMD
+from shared.domain.volume import DATADISK, GB
 from shared.drivers.base import CloneProgress, CloneRequest, Hypervisor, HypervisorError
 from shared.drivers.zones import UNKNOWN_ZONE
 from shared.eventstore import NO_STREAM, Append
@@ -176,16 +181,53 @@ class Cloner(HypervisorService):
             await self._cleanup(request, progress, hypervisor)
             return [Append(envelope.stream_id, vm.deploy_failure(request, step, str(exc)),
                            version)]
-        done = vm.deployed(request, placed, ready, clone.linked, progress)
-        log.info("VM %s (%s) is running on %s; operations %s", request.vm_id, clone.name,
-                 clone.host_ref, ", ".join(progress.operation_ids()))
+        stopped = False
+        if not request.start and progress.vm_ref is not None:
+            # startvm=false: the clone is powered off again before the VM is reported.
+            try:
+                task = await hypervisor.power_off(progress.vm_ref)
+                stopped = True
+                log.info("VM %s left stopped as asked (task %s)", request.vm_id, task)
+            except HypervisorError as exc:
+                if exc.transient:
+                    raise
+                log.warning("VM %s could not be left stopped: %s", request.vm_id, exc)
+        done = vm.deployed(request, placed, ready, clone.linked, progress, stopped)
+        log.info("VM %s (%s) is %s on %s; operations %s", request.vm_id, clone.name,
+                 "stopped" if stopped else "running", clone.host_ref,
+                 ", ".join(progress.operation_ids()))
         # At the version read: if the deploy was failed meanwhile, this conflicts and the
         # rerun sees the failure and removes the VM just made.
         out = [Append(envelope.stream_id, done.vm_events, version)]
         if done.root_volume is not None:
             out.append(Append(streams.volume(done.root_volume.volume_id), [done.root_volume],
                               NO_STREAM))
+        if request.data_disk_offering_id is not None:
+            out.extend(await self._data_disk(request))
         return out
+
+    async def _data_disk(self, request: VmDeployRequested) -> list[Append]:
+        """deployVirtualMachine diskofferingid=: a data volume of the offering, allocated
+        and attached to the new VM by the volume service (its own job)."""
+        assert request.data_disk_offering_id is not None
+        offering = await self.repo.disk_offering(request.data_disk_offering_id)
+        if offering is None:
+            log.warning("VM %s: disk offering %s no longer exists; no data disk made",
+                        request.vm_id, request.data_disk_offering_id)
+            return []
+        volume_id = stable_id("deploy-data-disk", request.vm_id)
+        job_id = stable_id("deploy-data-disk-job", request.vm_id)
+        return [Append(streams.volume(volume_id), [
+            VolumeAllocated(volume_id=volume_id, job_id=job_id, account_id=request.account_id,
+                            user_id=request.user_id, name=f"DATA-{request.name}",
+                            zone_id=request.zone_id, disk_offering_id=offering.id,
+                            size_bytes=offering.disk_size_gb * GB),
+            JobSubmitted(job_id=job_id, cmd=ATTACH_VOLUME_CMD, instance_type="Volume",
+                         instance_id=volume_id, account_id=request.account_id,
+                         user_id=request.user_id),
+            VolumeAttachRequested(volume_id=volume_id, vm_id=request.vm_id, job_id=job_id,
+                                  attach=True),
+        ], NO_STREAM)]
 
     async def remove_leftover(self, failed: VmDeployFailed,
                               envelope: EventEnvelope) -> Sequence[Append]:

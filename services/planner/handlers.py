@@ -16,7 +16,9 @@ from proto.events import (
 )
 from services.planner.inventory import describe
 from shared.bus import Handlers
-from shared.domain import capacity
+from shared.domain import capacity, vm
+from shared.domain import network as _network
+from shared.errors import ApiError
 from shared.eventstore import Append, Repository, Store
 
 log = logging.getLogger(__name__)
@@ -47,24 +49,59 @@ class Planner:
             return [Append(envelope.stream_id, decision.vm_events)]
         log.info("placing VM %s on host %s (pool %s)", request.vm_id, decision.host.name,
                  request.pool_id)
+        try:
+            addresses = await self.addresses(request)
+        except ApiError as exc:
+            log.warning("no address for VM %s: %s", request.vm_id, exc.text)
+            return [Append(envelope.stream_id,
+                           vm.deploy_failure(request, "allocate", exc.text, exc.code))]
         # At the host stream's version the capacity was read at: a concurrent placement on
-        # the same host makes this append fail and the decision run again.
+        # the same host makes this append fail and the decision run again; the same for the
+        # addresses at each network's version.
         return [Append(envelope.stream_id, decision.vm_events),
                 Append(streams.host(decision.host.id), [decision.reservation],
-                       decision.host_version)]
+                       decision.host_version),
+                *addresses]
+
+    async def addresses(self, request: VmDeployRequested) -> list[Append]:
+        """An address for each of the VM's NICs, from each network's range
+        (``shared.domain.network.allocate``), appended at the version read."""
+        out = []
+        for network_id in dict.fromkeys(request.network_ids):
+            network = await self.repo.network(network_id)
+            allocated = _network.allocate(network, request.vm_id,
+                                          request.network_ids.count(network_id))
+            if allocated is not None:
+                log.info("VM %s gets %s on network %s", request.vm_id,
+                         ", ".join(allocated.addresses), network_id)
+                out.append(Append(streams.network(network_id), [allocated],
+                                  network.version))
+        return out
 
     async def release(self, event: VmDeployFailed | VmExpunged,
                       envelope: EventEnvelope) -> Sequence[Append]:
-        placed = capacity.last_placement(await self.repo.events(streams.vm(event.vm_id)))
+        """The capacity and the addresses a VM held are free again."""
+        history = await self.repo.events(streams.vm(event.vm_id))
+        out = []
+        request = history[0] if history and isinstance(history[0], VmDeployRequested) else None
+        for network_id in dict.fromkeys(request.network_ids if request else []):
+            network = await self.repo.network(network_id)
+            freed = _network.release(network, event.vm_id)
+            if freed is not None:
+                log.info("releasing the addresses of VM %s on network %s", event.vm_id,
+                         network_id)
+                out.append(Append(streams.network(network_id), [freed], network.version))
+        placed = capacity.last_placement(history)
         if placed is None:
-            return []
+            return out
         stream = streams.host(placed.host_id)
         host = await self.repo.host(placed.host_id)
         released = capacity.release(host, event.vm_id)
         if released:
             log.info("releasing the capacity of VM %s on host %s", event.vm_id, placed.host_id)
-        # At the version read: a second release racing this one conflicts and finds none.
-        return [Append(stream, released, host.version)] if released else []
+            # At the version read: a second release racing this one conflicts and finds none.
+            out.append(Append(stream, released, host.version))
+        return out
 
     async def sync(self, request: InventorySyncRequested,
                    envelope: EventEnvelope) -> Sequence[Append]:

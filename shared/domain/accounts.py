@@ -13,6 +13,19 @@ from shared.domain import created
 ADMIN_ACCOUNT_ID = stable_id("account", "admin")
 ADMIN_USER_ID = stable_id("user", "admin")
 
+# The one domain: every account is in ROOT, as CloudStack's accounts are when no other
+# domain is made.
+ROOT_DOMAIN_ID = stable_id("domain", "ROOT")
+ROOT_DOMAIN = "ROOT"
+
+# The guest OS type a seeded template shows (snapdeploy does not know its guest's OS), and
+# its category: CloudStack's names for an OS it does not list.
+OS_CATEGORY_ID = stable_id("oscategory", "Other")
+OS_CATEGORY = "Other"
+OS_TYPES = {stable_id("ostype", name): name for name in (
+    "Other (64-bit)", "Other Linux (64-bit)", "Other (32-bit)")}
+DEFAULT_OS_TYPE_ID = stable_id("ostype", "Other (64-bit)")
+
 
 @dataclass(frozen=True)
 class Account:

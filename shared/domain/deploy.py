@@ -119,7 +119,11 @@ def check_deploy(
     Raises:
         Rejected: with code 431 and a text naming the parameter and the reason.
     """
-    if (vm_snapshot_id is None) == (template_id is None):
+    if vm_snapshot_id is None and template_id is None:
+        raise Rejected(PARAM_ERROR, "missing parameter vmsnapshotid or templateid: name the VM "
+                       "snapshot (vmsnapshotid) or the seeded template (templateid) to deploy "
+                       "from")
+    if vm_snapshot_id is not None and template_id is not None:
         raise Rejected(PARAM_ERROR, "Please provide only one of the following parameters - "
                        "template ID or VM snapshot ID (vmsnapshotid or templateid)")
     if name is not None and not valid_hostname(name):

@@ -1,13 +1,38 @@
-"""A network as its stream ``network-<id>`` tells it: imported from the hypervisor,
-perhaps gone."""
+"""A network as its stream ``network-<id>`` tells it: imported from the hypervisor, perhaps
+gone; the IPv4 range its guest addresses come from, and which VM holds which address.
+
+Addresses are decided on the write side: the planner folds the network's stream, picks the
+lowest free addresses of its range (``allocate``) and appends them at the version it read,
+so two VMs never hold one address (a concurrent allocation conflicts and decides again)."""
 
 from __future__ import annotations
 
+import ipaddress
+import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
-from proto.events import AnyEvent, InventoryObjectGone, NetworkImported
+from proto.events import (
+    AddressesAllocated,
+    AddressesReleased,
+    AnyEvent,
+    InventoryObjectGone,
+    NetworkImported,
+    NetworkRangeSet,
+)
 from shared.drivers.base import NetworkBinding
+from shared.errors import INSUFFICIENT_CAPACITY, PARAM_ERROR, ApiError
+
+# The default ranges: a /24 of 10.0.0.0/8 per network, chosen by its id.
+DEFAULT_PREFIX = 24
+
+
+def default_range(network_id: str) -> tuple[str, str]:
+    """The range (CIDR, gateway) of a network no range was set for: a /24 of 10.0.0.0/8
+    derived from its id (the same every time), its first address the gateway."""
+    h = zlib.crc32(network_id.encode())
+    net = ipaddress.IPv4Network((10 << 24 | (h & 0xFFFF) << 8, DEFAULT_PREFIX))
+    return str(net), str(net.network_address + 1)
 
 
 @dataclass(frozen=True)
@@ -15,6 +40,10 @@ class Network:
     id: str
     imported: NetworkImported | None = None
     gone: bool = False
+    cidr: str | None = None  # set by updateNetwork; None: ``default_range``
+    gateway: str | None = None
+    held: dict[str, list[str]] = field(default_factory=dict)  # vm id -> its addresses
+    version: int = 0
 
     @property
     def binding(self) -> NetworkBinding | None:
@@ -24,13 +53,118 @@ class Network:
         n = self.imported
         return NetworkBinding(n.ref, n.name, n.network_binding())
 
+    @property
+    def range(self) -> tuple[str, str]:
+        """Its (CIDR, gateway): the one set, or its default."""
+        if self.cidr is not None and self.gateway is not None:
+            return self.cidr, self.gateway
+        return default_range(self.id)
+
+
+def evolve(network: Network, event: AnyEvent) -> Network:
+    network = replace(network, version=network.version + 1)
+    match event:
+        case NetworkImported():
+            return replace(network, imported=event, gone=False)
+        case InventoryObjectGone():
+            return replace(network, gone=True)
+        case NetworkRangeSet():
+            return replace(network, cidr=event.cidr, gateway=event.gateway)
+        case AddressesAllocated():
+            return replace(network, held={**network.held, event.vm_id: list(event.addresses)})
+        case AddressesReleased():
+            return replace(network, held={k: v for k, v in network.held.items()
+                                          if k != event.vm_id})
+    return network
+
 
 def fold(network_id: str, events: Iterable[AnyEvent]) -> Network:
+    """The network after ``events`` (its holdings gathered in place: a busy network's stream
+    holds an allocation per VM ever deployed on it)."""
     network = Network(network_id)
+    held: dict[str, list[str]] = {}
     for event in events:
         match event:
-            case NetworkImported():
-                network = Network(network_id, event)
-            case InventoryObjectGone():
-                network = Network(network_id, network.imported, gone=True)
-    return network
+            case AddressesAllocated():
+                held[event.vm_id] = list(event.addresses)
+                network = replace(network, version=network.version + 1)
+            case AddressesReleased():
+                held.pop(event.vm_id, None)
+                network = replace(network, version=network.version + 1)
+            case _:
+                network = evolve(network, event)
+    return replace(network, held=held)
+
+
+def free_addresses(cidr: str, gateway: str, taken: Iterable[str], count: int) -> list[str]:
+    """The ``count`` lowest addresses of ``cidr`` that are neither its network or broadcast
+    address, nor the gateway, nor ``taken``; fewer if the range has fewer."""
+    net = ipaddress.IPv4Network(cidr)
+    skip = {*taken, gateway}
+    out: list[str] = []
+    for address in net.hosts():
+        text = str(address)
+        if text not in skip:
+            out.append(text)
+            if len(out) == count:
+                break
+    return out
+
+
+def allocate(network: Network, vm_id: str, count: int) -> AddressesAllocated | None:
+    """``count`` addresses for a VM's NICs on the network (None if it holds some already:
+    a rerun decides nothing new).
+
+    Raises:
+        ApiError: 533 when the range has too few free addresses.
+    """
+    if vm_id in network.held or count < 1:
+        return None
+    cidr, gateway = network.range
+    taken = [a for held in network.held.values() for a in held]
+    addresses = free_addresses(cidr, gateway, taken, count)
+    if len(addresses) < count:
+        raise ApiError(INSUFFICIENT_CAPACITY, f"network {network.id} has no free address left "
+                       f"in {cidr} for VM {vm_id}")
+    return AddressesAllocated(network_id=network.id, vm_id=vm_id, addresses=addresses,
+                              cidr=cidr, gateway=gateway)
+
+
+def release(network: Network, vm_id: str) -> AddressesReleased | None:
+    """The VM's addresses on the network set free (None if it holds none)."""
+    if vm_id not in network.held:
+        return None
+    return AddressesReleased(network_id=network.id, vm_id=vm_id)
+
+
+def check_range(network: Network, cidr: str | None, gateway: str | None) -> NetworkRangeSet:
+    """A new range for the network: ``cidr`` (default: the current one) and ``gateway``
+    (default: the range's first address), a gateway inside it, and every address held now
+    inside it too.
+
+    Raises:
+        ApiError: 431 naming ``cidr`` or ``gateway`` and why.
+    """
+    current_cidr, _ = network.range
+    try:
+        net = ipaddress.IPv4Network(cidr or current_cidr, strict=False)
+    except ValueError:
+        raise ApiError(PARAM_ERROR, f"invalid parameter cidr: {str(cidr)[:64]!r} is not an "
+                       "IPv4 CIDR such as 10.1.1.0/24") from None
+    if net.prefixlen > 30:
+        raise ApiError(PARAM_ERROR, f"invalid parameter cidr: {net} holds no room for guests; "
+                       "use a /30 or larger")
+    try:
+        gw = ipaddress.IPv4Address(gateway) if gateway else net.network_address + 1
+    except ValueError:
+        raise ApiError(PARAM_ERROR, f"invalid parameter gateway: {str(gateway)[:64]!r} is not "
+                       "an IPv4 address") from None
+    if gw not in net or gw in (net.network_address, net.broadcast_address):
+        raise ApiError(PARAM_ERROR, f"invalid parameter gateway: {gw} is not a host address "
+                       f"of {net}")
+    outside = sorted(a for held in network.held.values() for a in held
+                     if ipaddress.IPv4Address(a) not in net or ipaddress.IPv4Address(a) == gw)
+    if outside:
+        raise ApiError(PARAM_ERROR, f"invalid parameter cidr: addresses held by VMs now would "
+                       f"fall outside {net} or on its gateway ({', '.join(outside[:5])})")
+    return NetworkRangeSet(network_id=network.id, cidr=str(net), gateway=str(gw))

@@ -177,8 +177,9 @@ class Deployed:
 
 
 def deployed(request: VmDeployRequested, placed: VmPlaced, ready: VmSourceReady, linked: bool,
-             progress: CloneProgress) -> Deployed:
-    """What a finished clone records, from what the clone reported in ``progress``."""
+             progress: CloneProgress, stopped: bool = False) -> Deployed:
+    """What a finished clone records, from what the clone reported in ``progress``;
+    ``stopped``: powered off again after the clone, as ``startvm=false`` asks."""
     assert progress.vm_ref is not None
     cloned, reconfigured = progress.operations[CLONE], progress.operations[RECONFIGURE]
     events: list[Event] = [VmCreated(
@@ -190,6 +191,8 @@ def deployed(request: VmDeployRequested, placed: VmPlaced, ready: VmSourceReady,
             device_key=legacy_key(nic.key), key=nic.key)))
     events.append(VmStarted(vm_id=request.vm_id, host_id=placed.host_id,
                             hypervisor_ref=progress.vm_ref, task_ids=progress.operation_ids()))
+    if stopped:
+        events.append(VmStopped(vm_id=request.vm_id))
     events.append(JobCompleted(job_id=request.job_id, succeeded=True))
     root = progress.root_disk
     if root is None:

@@ -23,6 +23,7 @@ from proto.events import (
     HostImported,
     InventoryObjectGone,
     NetworkImported,
+    NetworkRangeSet,
     PoolImported,
     PoolSettingChanged,
     ResourceLimitUpdated,
@@ -73,7 +74,7 @@ _KEYS: dict[type, Callable[[Any], list[Key]]] = {
     ZoneImported: _one("zone", "zone_id"),
     **dict.fromkeys((HostImported, CapacityReserved, CapacityReleased), _one("host", "host_id")),
     **dict.fromkeys((PoolImported, PoolSettingChanged), _one("pool", "pool_id")),
-    NetworkImported: _one("network", "network_id"),
+    **dict.fromkeys((NetworkImported, NetworkRangeSet), _one("network", "network_id")),
     InventoryObjectGone: lambda e: [(e.kind, e.object_id)],
     ServiceOfferingCreated: _one("serviceoffering", "offering_id"),
     DiskOfferingCreated: _one("diskoffering", "offering_id"),
@@ -156,6 +157,8 @@ class Catalog:
                            removed=None)
                 data.update(_fields(event, "network_id", "zone_id", "name"),
                             binding=event.network_binding())
+            case NetworkRangeSet():
+                data.update(cidr=event.cidr, gateway=event.gateway)
             case ServiceOfferingCreated() | DiskOfferingCreated():
                 out.update(name=event.name)
                 data.update(_fields(event, "offering_id", "name"))

@@ -7,6 +7,8 @@ import uuid
 import msgspec
 
 from proto.events import (
+    AddressesAllocated,
+    AddressesReleased,
     AnyEvent,
     NicCreated,
     VmAssigned,
@@ -49,6 +51,7 @@ class VmInstances:
             "pool_id": "text",
             "hypervisor_ref": "text",
             "nics": "jsonb",
+            "addresses": "jsonb",
             "state": "text",
             "error_text": "text",
             "current_snapshot_id": "text",
@@ -87,6 +90,7 @@ class VmInstances:
                 "pool_id": event.pool_id,
                 "hypervisor_ref": None,
                 "nics": b"[]",
+                "addresses": b"{}",
                 "error_text": None,
                 "current_snapshot_id": None,
                 "imported": False,
@@ -113,6 +117,7 @@ class VmInstances:
                 "pool_id": next((d.pool_id for d in event.disks if d.root), None),
                 "hypervisor_ref": event.ref,
                 "nics": _encode(event.nics),
+                "addresses": previous.get("addresses", b"{}"),
                 "state": (VmState.RUNNING if event.powered_on else VmState.STOPPED).value,
                 "error_text": None,
                 "current_snapshot_id": previous.get("current_snapshot_id"),
@@ -141,6 +146,15 @@ class VmInstances:
                 row.update(current_snapshot_id=event.snapshot_id)
             case VmAssigned():
                 row.update(account_id=event.account_id)
+            case AddressesAllocated():
+                held = _decode(row["addresses"])
+                held[event.network_id] = {"addresses": event.addresses, "cidr": event.cidr,
+                                          "gateway": event.gateway}
+                row["addresses"] = _encode(held)
+            case AddressesReleased():
+                held = _decode(row["addresses"])
+                held.pop(event.network_id, None)
+                row["addresses"] = _encode(held)
             case VmReverted():
                 row.update(current_snapshot_id=event.snapshot_id,
                            state=(VmState.RUNNING if event.powered_on else VmState.STOPPED).value)

@@ -50,7 +50,8 @@ def test_a_valid_request_inherits_from_the_original() -> None:
 
 def test_exactly_one_source() -> None:
     assert "template ID or VM snapshot ID" in rejected(template_id="t1")
-    assert "template ID or VM snapshot ID" in rejected(vm_snapshot_id=None)
+    assert rejected(vm_snapshot_id=None).startswith("missing parameter vmsnapshotid or "
+                                                    "templateid")
 
 
 def test_snapshot_must_be_visible_to_the_caller() -> None:

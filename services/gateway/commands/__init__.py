@@ -3,8 +3,10 @@
 from services.gateway.commands import (
     accounts,
     catalog,
+    directory,
     discovery,
     events,
+    features,
     jobs,
     limits,
     snapshots,
@@ -13,5 +15,5 @@ from services.gateway.commands import (
     volumes,
 )
 
-__all__ = ["accounts", "catalog", "discovery", "events", "jobs", "limits", "snapshots", "templates",
-           "vms", "volumes"]
+__all__ = ["accounts", "catalog", "directory", "discovery", "events", "features", "jobs", "limits",
+           "snapshots", "templates", "vms", "volumes"]

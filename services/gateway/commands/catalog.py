@@ -84,7 +84,8 @@ async def list_hosts(ctx: Context, params: Params, caller: Caller) -> dict[str, 
     f = filters(params)
     found = await ctx.read.hosts(host_id=f.obj_id, zone_id=f.zone_id, name=f.name,
                                  keyword=f.keyword, paging=f.paging)
-    return listing("host", [views.host(h) for h in found.items], found.total)
+    names = await ctx.read.names(views.ids_of(found.items))
+    return listing("host", [views.host(h, names) for h in found.items], found.total)
 
 
 @command("listStoragePools", role=ADMIN, response=schema.POOL,
@@ -94,7 +95,8 @@ async def list_storage_pools(ctx: Context, params: Params, caller: Caller) -> di
     f = filters(params)
     found = await ctx.read.pools(pool_id=f.obj_id, zone_id=f.zone_id, name=f.name,
                                  keyword=f.keyword, paging=f.paging)
-    return listing("storagepool", [views.pool(p) for p in found.items], found.total)
+    names = await ctx.read.names(views.ids_of(found.items))
+    return listing("storagepool", [views.pool(p, names) for p in found.items], found.total)
 
 
 @command("listNetworks", response=schema.NETWORK, description="Lists the guest networks.",
@@ -103,7 +105,8 @@ async def list_networks(ctx: Context, params: Params, caller: Caller) -> dict[st
     f = filters(params)
     found = await ctx.read.networks(network_id=f.obj_id, zone_id=f.zone_id, name=f.name,
                                     keyword=f.keyword, paging=f.paging)
-    return listing("network", [views.network(n) for n in found.items], found.total)
+    names = await ctx.read.names(views.ids_of(found.items))
+    return listing("network", [views.network(n, names) for n in found.items], found.total)
 
 
 @command("listServiceOfferings", response=schema.SERVICE_OFFERING,
@@ -146,7 +149,8 @@ async def list_volumes(ctx: Context, params: Params, caller: Caller) -> dict[str
     found = await ctx.read.volumes(caller.viewer, volume_id=f.obj_id, vm_id=vm_id,
                                    volume_type=volume_type, zone_id=f.zone_id, name=f.name,
                                    keyword=f.keyword, paging=f.paging)
-    return listing("volume", [views.volume(v) for v in found.items], found.total)
+    names = await ctx.read.names(views.ids_of(found.items))
+    return listing("volume", [views.volume(v, names) for v in found.items], found.total)
 
 
 @command("createServiceOffering", role=ADMIN, response=schema.SERVICE_OFFERING,

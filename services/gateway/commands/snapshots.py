@@ -71,7 +71,9 @@ async def create_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> di
 async def list_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     found = await ctx.read.vm_snapshots(caller.viewer, snapshot_id=params.uuid("vmsnapshotid"),
                                         vm_id=params.uuid("virtualmachineid"))
-    return listing("vmSnapshot", [views.vm_snapshot(s) for s in found.items])
+    names = await ctx.read.names([*views.ids_of(found.items),
+                                  *(s.parent_id for s in found.items)])
+    return listing("vmSnapshot", [views.vm_snapshot(s, names) for s in found.items])
 
 
 async def _snapshot_job(ctx: Context, params: Params, caller: Caller, cmd: str,

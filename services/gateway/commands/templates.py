@@ -35,7 +35,8 @@ async def list_templates(ctx: Context, params: Params, caller: Caller) -> dict[s
     f = filters(params)
     found = await ctx.read.templates(caller.viewer, template_id=f.obj_id, zone_id=f.zone_id,
                                      name=f.name, keyword=f.keyword, paging=f.paging)
-    return listing("template", [views.template(t) for t in found.items], found.total)
+    names = await ctx.read.names(views.ids_of(found.items))
+    return listing("template", [views.template(t, names) for t in found.items], found.total)
 
 
 async def _seed(ctx: Context, snapshot: SnapshotView,

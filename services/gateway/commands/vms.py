@@ -30,6 +30,7 @@ from services.gateway.api import (
 )
 from services.gateway.commands import targets
 from services.gateway.commands.limits import within_limits
+from shared.domain.accounts import ROOT_DOMAIN_ID
 from shared.domain.deploy import check_deploy
 from shared.domain.job import (
     DEPLOY_VM_CMD,
@@ -52,9 +53,11 @@ async def submit_deploy(ctx: Context, caller: Caller,
     Raises:
         ApiError: 431 naming the parameter and the reason, before any work is done.
     """
-    named = await Repository(ctx.store).deploy_inputs(
+    repo = Repository(ctx.store)
+    named = await repo.deploy_inputs(
         snapshot_id=request.vmsnapshotid, template_id=request.templateid,
         offering_id=request.serviceofferingid, host_id=request.hostid)
+    owner = await deploy_owner(ctx, caller, request)
     source = check_deploy(
         account_id=caller.account_id, is_admin=caller.is_admin,
         vm_snapshot_id=request.vmsnapshotid, template_id=request.templateid,
@@ -65,6 +68,12 @@ async def submit_deploy(ctx: Context, caller: Caller,
     )
     offering = named.offering
     assert offering is not None
+    network_ids = source.network_ids or await default_network(repo, source.zone_id,
+                                                               named.known_networks)
+    if request.diskofferingid is not None and \
+            await repo.disk_offering(request.diskofferingid) is None:
+        raise ApiError(PARAM_ERROR, f"invalid parameter diskofferingid: no disk offering "
+                       f"{request.diskofferingid} exists")
     if request.requestid:
         vm_id = stable_id("deploy-request", caller.account_id, request.requestid)
         job_id = stable_id("deploy-job", caller.account_id, request.requestid)
@@ -72,15 +81,16 @@ async def submit_deploy(ctx: Context, caller: Caller,
         vm_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
     name = request.name or f"VM-{vm_id}"
     deploy = VmDeployRequested(
-        vm_id=vm_id, job_id=job_id, account_id=caller.account_id, user_id=caller.user_id,
+        vm_id=vm_id, job_id=job_id, account_id=owner, user_id=caller.user_id,
         name=name, display_name=request.displayname or name,
-        instance_name=instance_name(vm_id, caller.account_id), zone_id=source.zone_id,
+        instance_name=instance_name(vm_id, owner), zone_id=source.zone_id,
         service_offering_id=offering.id, cpu_number=offering.cpu_number,
         cpu_speed=offering.cpu_speed, memory_mb=offering.memory_mb,
-        pool_id=source.pool_id, network_ids=source.network_ids,
+        pool_id=source.pool_id, network_ids=network_ids,
         vm_snapshot_id=request.vmsnapshotid, template_id=request.templateid,
         source_vm_id=source.source_vm_id, root_template_id=source.root_template_id,
         disk_offering_id=source.disk_offering_id, host_id=request.hostid,
+        start=request.startvm is not False, data_disk_offering_id=request.diskofferingid,
     )
 
     async def repeated() -> bool:
@@ -109,6 +119,41 @@ async def submit_deploy(ctx: Context, caller: Caller,
     return CommandAccepted(id=vm_id, jobid=job_id)
 
 
+async def deploy_owner(ctx: Context, caller: Caller, request: DeployVirtualMachine) -> str:
+    """The account the new VM belongs to: the caller's, or (an administrator's request) the
+    one ``account`` names in ``domainid``, as CloudStack takes them.
+
+    Raises:
+        ApiError: 431 naming ``account`` or ``domainid``; 531 for a user naming another.
+    """
+    if request.account is None:
+        if request.domainid is not None and request.domainid != ROOT_DOMAIN_ID:
+            raise ApiError(PARAM_ERROR, f"invalid parameter domainid: no domain "
+                           f"{request.domainid} exists")
+        return caller.account_id
+    if request.domainid is None:
+        raise ApiError(PARAM_ERROR, "missing parameter domainid: account is taken with the "
+                       "domain it is in (ROOT)")
+    if request.domainid != ROOT_DOMAIN_ID:
+        raise ApiError(PARAM_ERROR, f"invalid parameter domainid: no domain "
+                       f"{request.domainid} exists")
+    account_id = await ctx.store.account_named(request.account)
+    if account_id is None or not (caller.is_admin or account_id == caller.account_id):
+        raise ApiError(PARAM_ERROR, f"invalid parameter account: no account "
+                       f"{request.account!r} is visible to your account")
+    return account_id
+
+
+async def default_network(repo: Repository, zone_id: str, known: set[str]) -> list[str]:
+    """The zone's default network for a deploy that names none and whose source has none
+    (a template): its first guest network by name."""
+    networks = [await repo.network(n) for n in sorted(known)]
+    in_zone = sorted((n.imported.name, n.id) for n in networks
+                     if n.imported is not None and not n.gone
+                     and n.imported.zone_id == zone_id)
+    return [in_zone[0][1]] if in_zone else []
+
+
 def same_deploy(first: object, again: VmDeployRequested) -> bool:
     """Whether a repeated request asks for what the first one asked for."""
     return isinstance(first, VmDeployRequested) and first == again
@@ -125,6 +170,8 @@ def deploy_params(params: Params, api_key: str = "") -> DeployVirtualMachine:
         networkids=params.uuids("networkids"), name=params.text("name"),
         displayname=params.text("displayname"),
         requestid=params.text("requestid"),
+        startvm=params.boolean("startvm"), diskofferingid=params.uuid("diskofferingid"),
+        account=params.text("account"), domainid=params.uuid("domainid"),
     )
 
 
@@ -151,6 +198,13 @@ _VM_ID = Param("id", "uuid", "the VM's ID", required=True, entity=schema.VM)
              Param("displayname", "string", "its display name (default: its name)"),
              Param("requestid", "string", "makes a retried request answer with the first "
                    "one's VM and job", since=OURS),
+             Param("startvm", "boolean", "false: the VM is made and left Stopped (default: "
+                   "started)"),
+             Param("diskofferingid", "uuid", "a data disk of this disk offering is made and "
+                   "attached", entity=schema.DISK_OFFERING),
+             Param("account", "string", "an administrator deploys for the account of this "
+                   "name (with domainid)"),
+             Param("domainid", "uuid", "the domain of account (ROOT)"),
          ))
 async def deploy_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     accepted = await submit_deploy(ctx, caller, deploy_params(params))
@@ -172,7 +226,8 @@ async def list_virtual_machines(ctx: Context, params: Params, caller: Caller) ->
         caller.viewer, vm_id=params.uuid("id"), state=params.text("state"),
         name=params.text("name"), host_id=params.uuid("hostid"), zone_id=params.uuid("zoneid"),
         keyword=params.text("keyword"), paging=params.page())
-    return listing("virtualmachine", [views.vm(vm) for vm in found.items], found.total)
+    names = await ctx.read.names(views.ids_of(found.items))
+    return listing("virtualmachine", [views.vm(vm, names) for vm in found.items], found.total)
 
 
 @command("destroyVirtualMachine", is_async=True, response=schema.VM,
@@ -270,4 +325,5 @@ async def assign_virtual_machine(ctx: Context, params: Params, caller: Caller) -
 async def _vm_view(ctx: Context, caller: Caller, vm_id: str) -> dict[str, Any]:
     """A changed VM as listVirtualMachines shows it (the change is in the read models)."""
     shown = await ctx.read.vm(caller.viewer, vm_id)
-    return {"virtualmachine": views.vm(shown) if shown else {"id": vm_id}}
+    names = await ctx.read.names(views.ids_of([shown] if shown else []))
+    return {"virtualmachine": views.vm(shown, names) if shown else {"id": vm_id}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
 import asyncpg
@@ -54,8 +54,24 @@ def _data(row: Row) -> dict[str, Any]:
     return data
 
 
+def _nics(row: Row) -> list[Nic]:
+    """A VM's NICs, each with the address its network gave it: the n-th NIC on a network
+    holds the n-th address of that network's allocation."""
+    held = _decode(row["addresses"]) if row.get("addresses") else {}
+    seen: dict[str, int] = {}
+    out = []
+    for n in _decode(row["nics"]):
+        index = seen[n["network_id"]] = seen.get(n["network_id"], -1) + 1
+        got = held.get(n["network_id"]) or {}
+        addresses = got.get("addresses") or []
+        address = addresses[index] if index < len(addresses) else None
+        out.append(Nic(id=n["nic_id"], network_id=n["network_id"], mac=n["mac"],
+                       ip_address=address, cidr=got.get("cidr") if address else None,
+                       gateway=got.get("gateway") if address else None))
+    return out
+
+
 def _vm(row: Row) -> Vm:
-    nics = _decode(row["nics"])
     return Vm(
         id=str(row["id"]), account_id=row["account_id"], user_id=row["user_id"],
         name=row["name"], display_name=row["display_name"], instance_name=row["instance_name"],
@@ -65,8 +81,7 @@ def _vm(row: Row) -> Vm:
         cpu_speed=row["cpu_speed"], memory_mb=row["memory_mb"], state=row["state"],
         error_text=row["error_text"], current_snapshot_id=row["current_snapshot_id"],
         imported=row["imported"], created=row["created"],
-        nics=[Nic(id=n["nic_id"], network_id=n["network_id"], mac=n["mac"]) for n in nics],
-        zone_kind=row.get("zone_kind"))
+        nics=_nics(row), zone_kind=row.get("zone_kind"))
 
 
 def _zone(row: Row) -> Zone:
@@ -96,7 +111,7 @@ def _network(row: Row) -> Network:
     d = _data(row)
     return Network(id=row["id"], name=row["name"], zone_id=row["zone_id"], state=row["state"],
                    ref=d["ref"], binding=_binding(d), created=row["created"],
-                   zone_kind=row.get("zone_kind"))
+                   zone_kind=row.get("zone_kind"), cidr=d.get("cidr"), gateway=d.get("gateway"))
 
 
 def _binding(d: dict[str, Any]) -> str | None:
@@ -266,6 +281,12 @@ _TEMPLATES = (
     " AND p.removed IS NULL"
     f"{_ZONE_OF.format('p')}"
     " WHERE t.kind = 'template' AND t.removed IS NULL) AS templates")
+# Volumes, each in its own zone or else its pool's (a volume made on a pool records none).
+_VOLUMES = (
+    "SELECT * FROM (SELECT v.kind, v.id, COALESCE(v.zone_id, p.zone_id) AS zone_id,"
+    " v.account_id, v.name, v.state, v.data, v.version, v.created, v.removed FROM catalog v"
+    " LEFT JOIN catalog p ON p.kind = 'pool' AND p.id = v.data ->> 'pool_id'"
+    " WHERE v.kind = 'volume') AS volumes")
 # VMs with their zone's driver kind.
 _VMS = (f"SELECT * FROM (SELECT v.*, {_ZONE_KIND} FROM vm_instances v{_ZONE_OF.format('v')})"
         " AS vms")
@@ -440,8 +461,7 @@ class ReadModels:
         where.add(lambda p: f"zone_id = {p}", zone_id)
         _named(where, name, keyword, "name")
         async with self._pool.acquire() as conn:
-            rows, total = await _paged(conn, "SELECT * FROM catalog", where, _CATALOG_ORDER,
-                                       paging)
+            rows, total = await _paged(conn, _VOLUMES, where, _CATALOG_ORDER, paging)
         items = [_volume(dict(r)) for r in rows]
         return Page([v for v in items if viewer.sees(v.account_id)], total)
 
@@ -521,6 +541,22 @@ class ReadModels:
     async def disk_offering(self, offering_id: str) -> DiskOffering | None:
         page = await self.disk_offerings(offering_id=offering_id)
         return page.items[0] if page.items else None
+
+    async def names(self, ids: Iterable[str | None]) -> dict[str, str]:
+        """The names of the objects ``ids`` name (zones, hosts, offerings, templates,
+        networks, accounts, VM snapshots, VMs), for responses that show a name beside an id;
+        an id of nothing known is left out."""
+        wanted = sorted({i for i in ids if i and _storable(i)})
+        if not wanted:
+            return {}
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT id, name FROM catalog WHERE id = ANY($1) AND kind IN ('zone', 'host',"
+                " 'serviceoffering', 'diskoffering', 'template', 'network', 'account',"
+                " 'vmsnapshot', 'pool')"
+                " UNION ALL SELECT id::text, name FROM vm_instances WHERE id::text = ANY($1)",
+                wanted)
+        return {r["id"]: r["name"] for r in rows}
 
     # Accounts and users ---------------------------------------------------------------------
 
@@ -614,7 +650,12 @@ class ReadModels:
             vm = next(iter(_fold(_VM_INSTANCES, records).values()), None)
             if vm is None:
                 return None
-            return _vm({**vm, "zone_kind": await self.zone_kind(vm["zone_id"])})
+            async with self._pool.acquire() as conn:
+                # Its addresses are on its networks' streams, allocated when it was placed.
+                addresses = await conn.fetchval(
+                    "SELECT addresses FROM vm_instances WHERE id = $1", vm["id"])
+            return _vm({**vm, "zone_kind": await self.zone_kind(vm["zone_id"]),
+                        "addresses": addresses or vm.get("addresses")})
         if job.cmd in VOLUME_COMMANDS:
             volume_id = records[0].stream_id.removeprefix("volume-")
             row = _fold(_CATALOG, records).get(("volume", volume_id))

@@ -44,6 +44,11 @@ class Nic(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     network_id: str
     mac: str
+    # The guest address its network gave it, with that range's CIDR and gateway (None: none
+    # allocated, e.g. an imported VM's NIC).
+    ip_address: str | None = None
+    cidr: str | None = None
+    gateway: str | None = None
 
 
 class Vm(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,6 +126,10 @@ class Network(msgspec.Struct, frozen=True, kw_only=True):
     binding: str | None  # the driver's, as its inventory reported it (``NetworkInfo``)
     created: datetime
     zone_kind: str | None = None  # the driver kind of its zone (see Zone)
+    # The range guest addresses come from (set by updateNetwork; None: the default one,
+    # ``shared.domain.network.default_range``).
+    cidr: str | None = None
+    gateway: str | None = None
 
 
 class ServiceOffering(msgspec.Struct, frozen=True, kw_only=True):
