@@ -40,13 +40,15 @@ async def list_templates(ctx: Context, params: Params, caller: Caller) -> dict[s
 
 
 async def _seed(ctx: Context, snapshot: SnapshotView,
-                pool_id: str) -> tuple[seed.Seed, Template | None]:
-    """The seed of ``snapshot`` on ``pool_id`` and its template, from the seed's stream."""
+                pool_id: str) -> tuple[seed.Seed, Template | None, int]:
+    """The seed of ``snapshot`` on ``pool_id``, its template, from the seed's stream, and
+    the global position of the stream's last event (0 if it has none)."""
     records = await ctx.store.read_stream(streams.seed(snapshot.id, pool_id))
     template = template_from_stream(
         records, streams.seed_template_id(snapshot.id, pool_id), owner=snapshot.account_id,
         zone_id=snapshot.zone_id, zone_kind=await Repository(ctx.store).zone_kind(snapshot.zone_id))
-    return seed.fold([r.event() for r in records]), template
+    return (seed.fold([r.event() for r in records]), template,
+            records[-1].position if records else 0)
 
 
 @command("prepareTemplate", response=schema.TEMPLATE,
@@ -92,8 +94,10 @@ async def prepare_template(ctx: Context, params: Params, caller: Caller) -> dict
     deadline = time.monotonic() + PREPARE_TIMEOUT_S
     started = False
     while time.monotonic() < deadline:
-        state, template = await _seed(ctx, snapshot, pool_id)
+        state, template, position = await _seed(ctx, snapshot, pool_id)
         if state.status == seed.READY and template is not None:
+            # As every synchronous command: the next list call shows what it answers.
+            await ctx.read.reach(position)
             return {"template": [views.template(template)]}
         if state.status == seed.ERROR and started:
             raise ApiError(INTERNAL_ERROR, f"seeding VM snapshot {snapshot_id} on pool "
