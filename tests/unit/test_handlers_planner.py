@@ -20,7 +20,7 @@ from proto.events import (
 )
 from services.planner.handlers import Planner
 from shared.bus import Dispatcher, Outcome
-from shared.domain import capacity
+from shared.domain import capacity, network
 from shared.domain.deploy import HostView
 from shared.eventstore import Append, MemoryEventStore
 from tests.kit import Delivery, deliver, deploy, given, host, new_stream, no_changes
@@ -228,3 +228,27 @@ async def test_a_handler_given_an_event_of_another_class_refuses_it() -> None:
     else:
         raise AssertionError("a CapacityReserved was handled as a VmDeployRequested")
 
+
+
+async def test_placing_gives_each_nic_an_address_and_ending_frees_them() -> None:
+    store = MemoryEventStore()
+    await given(store, streams.host("h1"), host("h1", ["pool-1"]))
+    await new_stream(store, streams.vm("v1"), deploy("v1", network_ids=["n1", "n1", "n2"]))
+    await new_stream(store, streams.vm("v2"), deploy("v2", network_ids=["n1"]))
+    await Delivery(store, [planner(store)]).settle()
+
+    n1 = network.fold("n1", await events_of(store, streams.network("n1")))
+    n2 = network.fold("n2", await events_of(store, streams.network("n2")))
+    assert len(n1.held["v1"]) == 2 and len(n1.held["v2"]) == 1 and len(n2.held["v1"]) == 1
+    taken = [a for held in n1.held.values() for a in held]
+    assert len(set(taken)) == 3  # never two NICs with one address
+
+    await given(store, streams.vm("v1"), VmExpunged(vm_id="v1"))
+    await Delivery(store, [planner(store)]).settle()
+    n1 = network.fold("n1", await events_of(store, streams.network("n1")))
+    assert set(n1.held) == {"v2"}
+    assert network.fold("n2", await events_of(store, streams.network("n2"))).held == {}
+
+
+async def events_of(store: MemoryEventStore, stream_id: str) -> list[AnyEvent]:
+    return [e.event() for e in await store.read_stream(stream_id)]

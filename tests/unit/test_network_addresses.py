@@ -1,0 +1,76 @@
+"""The guest address rules (shared.domain.network): ranges, allocation, release, a new range
+and the planner deciding from the store."""
+
+from __future__ import annotations
+
+import pytest
+
+from proto.events import AddressesAllocated, AddressesReleased, NetworkImported, NetworkRangeSet
+from shared.domain import network
+from shared.errors import ApiError
+
+IMPORTED = NetworkImported(network_id="n1", zone_id="z", name="guest0", ref="net-1")
+
+
+def held(*events: object) -> network.Network:
+    return network.fold("n1", [IMPORTED, *events])  # type: ignore[list-item]
+
+
+def test_a_default_range_is_a_slash_24_of_ten_the_same_every_time() -> None:
+    cidr, gateway = network.default_range("n1")
+    assert cidr.startswith("10.") and cidr.endswith(".0/24") and gateway.endswith(".1")
+    assert network.default_range("n1") == (cidr, gateway)
+    assert network.default_range("n2") != (cidr, gateway)
+
+
+def test_the_lowest_free_addresses_skip_the_gateway_and_those_held() -> None:
+    state = held(NetworkRangeSet(network_id="n1", cidr="192.168.5.0/29",
+                                 gateway="192.168.5.1"))
+    first = network.allocate(state, "vm-a", 2)
+    assert first is not None and first.addresses == ["192.168.5.2", "192.168.5.3"]
+    state = network.fold("n1", [IMPORTED, NetworkRangeSet(
+        network_id="n1", cidr="192.168.5.0/29", gateway="192.168.5.1"), first])
+    second = network.allocate(state, "vm-b", 1)
+    assert second is not None and second.addresses == ["192.168.5.4"]
+    assert second.cidr == "192.168.5.0/29" and second.gateway == "192.168.5.1"
+    # A rerun for a VM that holds addresses decides nothing new.
+    assert network.allocate(state, "vm-a", 2) is None
+
+
+def test_a_full_range_refuses_and_a_release_frees() -> None:
+    events: list[object] = [NetworkRangeSet(network_id="n1", cidr="10.9.9.0/30",
+                                            gateway="10.9.9.1")]
+    got = network.allocate(held(*events), "vm-a", 1)
+    assert got is not None and got.addresses == ["10.9.9.2"]
+    events.append(got)
+    with pytest.raises(ApiError) as full:
+        network.allocate(held(*events), "vm-b", 1)
+    assert full.value.code == 533 and "no free address" in full.value.text
+    released = network.release(held(*events), "vm-a")
+    assert released == AddressesReleased(network_id="n1", vm_id="vm-a")
+    events.append(released)
+    assert network.release(held(*events), "vm-a") is None
+    again = network.allocate(held(*events), "vm-b", 1)
+    assert again is not None and again.addresses == ["10.9.9.2"]
+
+
+def test_the_version_counts_every_event_of_the_stream() -> None:
+    allocated = AddressesAllocated(network_id="n1", vm_id="v", addresses=["10.0.0.2"],
+                                   cidr="10.0.0.0/24", gateway="10.0.0.1")
+    state = held(allocated, AddressesReleased(network_id="n1", vm_id="v"), allocated)
+    assert state.version == 4 and state.held == {"v": ["10.0.0.2"]}
+
+
+def test_a_new_range_must_hold_the_gateway_and_every_address_held() -> None:
+    allocated = AddressesAllocated(network_id="n1", vm_id="v", addresses=["10.0.0.7"],
+                                   cidr="10.0.0.0/24", gateway="10.0.0.1")
+    state = held(allocated)
+    assert network.check_range(state, "10.0.0.0/25", None) == NetworkRangeSet(
+        network_id="n1", cidr="10.0.0.0/25", gateway="10.0.0.1")
+    for cidr, gateway, param in (("10.1.0.0/24", None, "cidr"), ("nonsense", None, "cidr"),
+                                 ("10.0.0.0/24", "10.0.1.1", "gateway"),
+                                 ("10.0.0.0/24", "10.0.0.7", "cidr"),
+                                 ("10.0.0.0/31", None, "cidr")):
+        with pytest.raises(ApiError) as refused:
+            network.check_range(state, cidr, gateway)
+        assert refused.value.text.startswith(f"invalid parameter {param}:"), refused.value.text
