@@ -30,7 +30,9 @@ CREATE_VOLUME_CMD = "org.apache.cloudstack.api.command.user.volume.CreateVolumeC
 ATTACH_VOLUME_CMD = "org.apache.cloudstack.api.command.user.volume.AttachVolumeCmd"
 DETACH_VOLUME_CMD = "org.apache.cloudstack.api.command.user.volume.DetachVolumeCmd"
 RESIZE_VOLUME_CMD = "org.apache.cloudstack.api.command.user.volume.ResizeVolumeCmd"
-VM_COMMANDS = {DEPLOY_VM_CMD, DESTROY_VM_CMD, START_VM_CMD, STOP_VM_CMD, REBOOT_VM_CMD}
+# Jobs answered with their VM (a revert too: CloudStack answers it with the VM).
+VM_COMMANDS = {DEPLOY_VM_CMD, DESTROY_VM_CMD, START_VM_CMD, STOP_VM_CMD, REBOOT_VM_CMD,
+               REVERT_VM_SNAPSHOT_CMD}
 VOLUME_COMMANDS = {CREATE_VOLUME_CMD, ATTACH_VOLUME_CMD, DETACH_VOLUME_CMD, RESIZE_VOLUME_CMD}
 
 

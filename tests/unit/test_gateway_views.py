@@ -7,7 +7,12 @@ from datetime import UTC, datetime
 import msgspec
 
 from services.gateway import views
-from shared.domain.job import DEPLOY_VM_CMD, SYNC_INVENTORY_CMD, JobStatus
+from shared.domain.job import (
+    DEPLOY_VM_CMD,
+    REVERT_VM_SNAPSHOT_CMD,
+    SYNC_INVENTORY_CMD,
+    JobStatus,
+)
 from shared.projections import read
 
 NOW = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
@@ -91,3 +96,23 @@ def test_each_zones_facts_are_those_of_the_kind_its_import_recorded() -> None:
             views.template(template("kvm"))["format"]) == ("KVM", "QCOW2")
     assert views.template(template(None))["format"] == "OVA"
     assert views.network(network)["broadcasturi"] == "kvm://guest0"
+
+
+def test_a_vm_shows_names_beside_ids_and_its_nics_addresses() -> None:
+    nic = read.Nic(id="nic-1", network_id="n-1", mac="00:50:56:00:00:01",
+                   ip_address="10.1.2.3", cidr="10.1.2.0/24", gateway="10.1.2.1")
+    shown = views.vm(msgspec.structs.replace(VM, nics=[nic]), {
+        "alice": "alice-account", "z-1": "DC0", "o-1": "Small Instance", "h-1": "host-1",
+        "n-1": "guest0"})
+    assert (shown["account"], shown["accountid"], shown["zonename"],
+            shown["serviceofferingname"], shown["hostname"], shown["domain"]) == (
+        "alice-account", "alice", "DC0", "Small Instance", "host-1", "ROOT")
+    assert shown["ipaddress"] == "10.1.2.3"
+    assert shown["nic"][0].items() >= {"ipaddress": "10.1.2.3", "netmask": "255.255.255.0",
+                                       "gateway": "10.1.2.1", "networkname": "guest0",
+                                       "isdefault": True}.items()
+
+
+def test_a_revert_answers_with_its_vm() -> None:
+    done = job(REVERT_VM_SNAPSHOT_CMD, JobStatus.SUCCEEDED)
+    assert views.job_result(done, VM) == {"virtualmachine": views.vm(VM)}
