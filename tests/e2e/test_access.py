@@ -30,7 +30,7 @@ def test_accounts_see_and_use_only_their_own(stack: dict[str, Any], cloud: Cloud
     small = offering(alice, "Small Instance")
     deployed = alice.deployVirtualMachine(vmsnapshotid=taken["id"], serviceofferingid=small,
                                           name="alices-clone")["virtualmachine"]
-    assert deployed["state"] == "Running" and deployed["account"] == alice_account
+    assert deployed["state"] == "Running" and deployed["accountid"] == alice_account
 
     # Bob sees none of it and can use none of it; each refusal names the parameter.
     assert bob.listVirtualMachines() == {} and bob.listVMSnapshot() == {}

@@ -185,7 +185,7 @@ def test_a_vms_snapshots_and_templates_follow_it_to_its_new_owner(
     cloud.assignVirtualMachine(virtualmachineid=vm["id"], accountid=carol_account)
     snap = snapshot(carol, vm["id"], "carols")
     template = carol.prepareTemplate(vmsnapshotid=snap)["template"][0]
-    assert template["account"] == carol_account
+    assert template["accountid"] == carol_account
 
     cloud.assignVirtualMachine(virtualmachineid=vm["id"], accountid=dave_account)
     # Carol no longer reaches the VM, its snapshot or its template ...
@@ -203,11 +203,11 @@ def test_a_vms_snapshots_and_templates_follow_it_to_its_new_owner(
     # ... and Dave, the new owner, does.
     assert [s["id"] for s in dave.listVMSnapshot()["vmSnapshot"]] == [snap]
     [listed] = dave.listTemplates(templatefilter="all")["template"]
-    assert listed["id"] == template["id"] and listed["account"] == dave_account
+    assert listed["id"] == template["id"] and listed["accountid"] == dave_account
     deployed = dave.deployVirtualMachine(templateid=template["id"],
                                          serviceofferingid=offering(dave, "Small Instance"),
                                          name="daves")["virtualmachine"]
-    assert deployed["state"] == "Running" and deployed["account"] == dave_account
+    assert deployed["state"] == "Running" and deployed["accountid"] == dave_account
 
 
 def test_one_tenant_cannot_take_all_capacity(stack: dict[str, Any], cloud: CloudStack) -> None:
