@@ -39,6 +39,11 @@ async def list_templates(ctx: Context, params: Params, caller: Caller) -> dict[s
     return listing("template", [views.template(t, names) for t in found.items], found.total)
 
 
+async def _template_view(ctx: Context, template: Template) -> dict[str, Any]:
+    """A template as listTemplates shows it (with the names of what it refers to)."""
+    return views.template(template, await ctx.read.names(views.ids_of([template])))
+
+
 async def _seed(ctx: Context, snapshot: SnapshotView,
                 pool_id: str) -> tuple[seed.Seed, Template | None, int]:
     """The seed of ``snapshot`` on ``pool_id``, its template, from the seed's stream, and
@@ -76,7 +81,7 @@ async def prepare_template(ctx: Context, params: Params, caller: Caller) -> dict
         if template is None:
             raise ApiError(PARAM_ERROR, f"invalid parameter templateid: no template "
                            f"{template_id} is visible to your account")
-        return {"template": [views.template(template)]}
+        return {"template": [await _template_view(ctx, template)]}
     assert snapshot_id is not None
     snapshot = await Repository(ctx.store).snapshot_source(snapshot_id)
     if snapshot is None or not visible_to(snapshot.account_id, caller.account_id,
@@ -98,7 +103,7 @@ async def prepare_template(ctx: Context, params: Params, caller: Caller) -> dict
         if state.status == seed.READY and template is not None:
             # As every synchronous command: the next list call shows what it answers.
             await ctx.read.reach(position)
-            return {"template": [views.template(template)]}
+            return {"template": [await _template_view(ctx, template)]}
         if state.status == seed.ERROR and started:
             raise ApiError(INTERNAL_ERROR, f"seeding VM snapshot {snapshot_id} on pool "
                            f"{pool_id} failed: {state.failure}")
