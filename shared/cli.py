@@ -157,6 +157,16 @@ def _console(args: argparse.Namespace) -> int:
                     return 0
 
 
+def _api_docs(args: argparse.Namespace) -> int:
+    from services.gateway import apidoc
+
+    if args.format == "openapi":
+        print(json.dumps(apidoc.openapi(), indent=2, sort_keys=True))
+    else:
+        sys.stdout.write(apidoc.markdown())
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="snapdeploy",
@@ -270,6 +280,18 @@ def parser() -> argparse.ArgumentParser:
                            "service its own as SNAPDEPLOY_NATS_PASSWORD, with "
                            "SNAPDEPLOY_NATS_USER set to its name)")
     nats_auth.set_defaults(run=_nats_auth)
+
+    api_docs = commands.add_parser(
+        "api-docs", help="print the API's description (docs/api.md, or OpenAPI)",
+        description="Print the description of every API command (parameters, types, "
+        "response fields, roles), generated from the gateway's command registry: Markdown "
+        "(what docs/api.md holds: snapdeploy api-docs > docs/api.md), or with --format "
+        "openapi the OpenAPI 3 document the gateway serves at /client/openapi.json. Needs "
+        "no running stack.",
+    )
+    api_docs.add_argument("--format", choices=("markdown", "openapi"), default="markdown",
+                          help="markdown (default) or openapi (JSON)")
+    api_docs.set_defaults(run=_api_docs)
     return top
 
 

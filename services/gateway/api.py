@@ -168,13 +168,29 @@ class Declaration:
     # False for a command registered without its parameters (a test over the registry
     # refuses that; reading any parameter of it is a DeclarationError).
     declared: bool = True
+    # How the object is answered: "list" (count and a list under its key), "object" (under
+    # its key), "fields" (its fields, bare), "job" (id and jobid). Default: "job" for an
+    # async command, "list" for list*, "fields" for a success answer, else "object".
+    answer: str = ""
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise DeclarationError(f"{self.name}: unknown role {self.role!r}")
+        if self.answer not in ("", "list", "object", "fields", "job"):
+            raise DeclarationError(f"{self.name}: unknown answer {self.answer!r}")
         names = [p.name for p in self.params]
         if len(set(names)) != len(names):
             raise DeclarationError(f"{self.name}: a parameter is declared twice")
+
+    @property
+    def answered_as(self) -> str:
+        if self.answer:
+            return self.answer
+        if self.is_async:
+            return "job"
+        if self.response is not None and not self.response.relates:
+            return "fields"
+        return "list" if self.name.startswith("list") else "object"
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name.lower()), None)
@@ -340,19 +356,20 @@ COMMANDS: dict[str, Command] = {}
 
 def command(name: str, *, description: str = "",
             params: tuple[Param, ...] | list[Param] | None = None, response: Shape | None = None,
-            is_async: bool = False, role: str = USER,
-            since: str = UPSTREAM) -> Callable[[Handler], Handler]:
+            is_async: bool = False, role: str = USER, since: str = UPSTREAM,
+            answer: str = "") -> Callable[[Handler], Handler]:
     """Register ``handler`` as the CloudStack command ``name``, declared: what it does
     (else its docstring's first line), every parameter it reads (``()`` for none), the
     object it answers with, whether it is asynchronous, the least role that may call it
-    and the release it follows (``UPSTREAM``, or ``OURS`` for snapdeploy's own)."""
+    and the release it follows (``UPSTREAM``, or ``OURS`` for snapdeploy's own);
+    ``answer`` when the default way it is answered (``Declaration.answered_as``) is not it."""
 
     def register(handler: Handler) -> Handler:
         if name.lower() in COMMANDS:
             raise DeclarationError(f"{name} is registered twice")
         text = description or (handler.__doc__ or "").strip().split("\n", 1)[0]
         COMMANDS[name.lower()] = Command(name, text, tuple(params or ()), response, is_async,
-                                         role, since, params is not None, handler)
+                                         role, since, params is not None, answer, handler)
         return handler
 
     return register

@@ -14,9 +14,10 @@ from proto.envelope import Metadata
 from proto.events import AccountCreated, Event, UserCreated
 from services.gateway import commands  # noqa: F401  (registers them)
 from services.gateway.api import Context
+from services.gateway.apidoc import OPENAPI_PATH
 from services.gateway.audit import FANOUT, stream_events
 from services.gateway.fanout import Fanout
-from services.gateway.http import CONTEXT, api
+from services.gateway.http import CONTEXT, api, openapi
 from shared import apikeys as keys
 from shared.config import Settings
 from shared.domain import offerings
@@ -88,6 +89,7 @@ def build(rt: Runtime, store: EventStore) -> web.Application:
     app[CONTEXT] = Context(store=store, settings=rt.settings)
     app.router.add_route("GET", "/client/api", api)
     app.router.add_route("POST", "/client/api", api)
+    app.router.add_get(OPENAPI_PATH, openapi)
     app[FANOUT] = Fanout(store, max_per_account=rt.settings.max_event_streams_per_account)
     app.cleanup_ctx.append(_run_fanout)
     app.router.add_get("/client/events", stream_events)

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiMapping
 
-from services.gateway import auth
+from services.gateway import apidoc, auth
 from services.gateway.api import COMMANDS, MAX_PARAM_LENGTH, Caller, Context, Params
 from shared import apikeys as keys
 from shared import metrics
@@ -120,3 +120,9 @@ async def api(request: web.Request) -> web.Response:
     metrics.HTTP_REQUESTS.labels(label, str(response.status)).inc()
     metrics.HTTP_SECONDS.labels(label).observe(time.monotonic() - started)
     return response
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """GET /client/openapi.json: the OpenAPI 3 description of every command, from the
+    command registry. Unsigned: it describes the API (as docs/api.md does), not any data."""
+    return web.json_response(apidoc.openapi())

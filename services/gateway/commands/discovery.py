@@ -24,7 +24,7 @@ async def list_apis(ctx: Context, params: Params, caller: Caller) -> dict[str, A
     return listing("api", apis)
 
 
-@command("listCapabilities", response=schema.CAPABILITIES, params=(),
+@command("listCapabilities", response=schema.CAPABILITIES, params=(), answer="object",
          description="Lists what this cloud offers, in CloudStack's capability names.")
 async def list_capabilities(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     return {"capability": {

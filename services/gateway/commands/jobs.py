@@ -12,7 +12,7 @@ from shared.errors import PARAM_ERROR, ApiError
 
 @command("queryAsyncJobResult", description="Retrieves the current status of an asynchronous "
          "job; once it reports done, the next list call shows its effects.",
-         response=schema.JOB, params=(
+         response=schema.JOB, answer="fields", params=(
              Param("jobid", "uuid", "the ID of the asynchronous job", required=True,
                    entity=schema.JOB),
          ))
