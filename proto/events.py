@@ -269,6 +269,16 @@ class AccountCreated(Event):
     role: str  # "admin" or "user"
 
 
+class AccountDeleted(Event):
+    """deleteAccount: the account is removed with its users, and its API keys revoked; its
+    VMs, volumes and templates were gone before (the command refuses otherwise). Its name
+    and its users' names stay taken: the history keeps naming them."""
+
+    account_id: str
+    name: str
+    user_ids: list[str] = []
+
+
 class ResourceLimitUpdated(Event):
     """updateResourceLimit: the account may hold at most ``max`` of ``resource`` (CloudStack's
     resourcetypename, e.g. ``user_vm``, ``cpu``); -1 is unlimited."""
@@ -322,6 +332,19 @@ class DiskOfferingCreated(Event):
     name: str
     display_text: str
     disk_size_gb: int
+
+
+class ServiceOfferingDeleted(Event):
+    """deleteServiceOffering: no longer listed nor deployable; VMs that have it keep it."""
+
+    offering_id: str
+
+
+class DiskOfferingDeleted(Event):
+    """deleteDiskOffering: no longer listed nor usable for new volumes; volumes that have
+    it keep it."""
+
+    offering_id: str
 
 
 class PoolSettingChanged(Event):
@@ -447,6 +470,27 @@ class VmStopped(Event):
 class VmRebooted(Event):
     vm_id: str
     task_id: str
+
+
+class VmServiceChanged(Event):
+    """changeServiceForVirtualMachine: a stopped VM's compute offering, and the CPUs and
+    memory it gives (the cloner reconfigures the VM on its hypervisor: VmReconfigured)."""
+
+    vm_id: str
+    service_offering_id: str
+    cpu_number: int
+    cpu_speed: int
+    memory_mb: int
+
+
+class VmReconfigured(Event):
+    """The VM's CPUs and memory on its hypervisor are those of its last VmServiceChanged
+    (or, after a revert, its VM snapshot's)."""
+
+    vm_id: str
+    cpu_number: int
+    memory_mb: int
+    task_id: str | None = None
 
 
 class VmRecovered(Event):
@@ -685,12 +729,15 @@ AnyEvent = (
     | VmReverted
     | InventorySyncRequested
     | AccountCreated
+    | AccountDeleted
     | ResourceLimitUpdated
     | UserCreated
     | UserKeysRegistered
     | VmAssigned
     | ServiceOfferingCreated
     | DiskOfferingCreated
+    | ServiceOfferingDeleted
+    | DiskOfferingDeleted
     | PoolSettingChanged
     | VmDeployRequested
     | VmPlaced
@@ -704,6 +751,8 @@ AnyEvent = (
     | VmStopped
     | VmRebooted
     | VmRecovered
+    | VmServiceChanged
+    | VmReconfigured
     | VmDestroyed
     | VmExpunged
     | CapacityReserved

@@ -256,9 +256,53 @@ async def test_a_job_is_read_from_the_store_whatever_the_projectors_lag(
 async def test_audit_events_of_the_viewers_account(store: EventStore, cloud: Cloud) -> None:
     read = ReadModels(store)
     types = ["VmDeployRequested", "VmStarted"]
-    alices = await read.audit_events(AS_ALICE, types, Paging(limit=10))
+    alices = (await read.audit_events(AS_ALICE, types, paging=Paging(limit=10))).items
     assert [(e.type, e.account_id) for e in alices] == [("VmStarted", ALICE),
                                                        ("VmDeployRequested", ALICE)]
     assert alices[1].data["vm_id"] == cloud.alice_vm
-    assert len(await read.audit_events(AS_ADMIN, types, Paging(limit=10))) == 3
-    assert len(await read.audit_events(AS_ADMIN, types, Paging(limit=1, offset=1))) == 1
+    assert (await read.audit_events(AS_ADMIN, types)).total == 3
+    page = await read.audit_events(AS_ADMIN, types, paging=Paging(limit=1, offset=1))
+    assert (len(page.items), page.total) == (1, 3)
+
+
+async def test_audit_events_filter_before_the_page(store: EventStore, cloud: Cloud) -> None:
+    """Type, id and keyword narrow the query itself: a page past the first holds matches
+    and the total counts them all."""
+    read = ReadModels(store)
+    every = (await read.audit_events(AS_ADMIN, ["VmDeployRequested"])).items
+    assert len(every) == 2
+    second = await read.audit_events(AS_ADMIN, ["VmDeployRequested"],
+                                     paging=Paging(limit=1, offset=1))
+    assert [e.id for e in second.items] == [every[1].id] and second.total == 2
+    one = await read.audit_events(AS_ADMIN, ["VmDeployRequested", "VmStarted"],
+                                  event_id=every[0].id)
+    assert [e.id for e in one.items] == [every[0].id] and one.total == 1
+    by_data = await read.audit_events(AS_ADMIN, ["VmDeployRequested", "VmStarted"],
+                                      keyword=cloud.bob_vm.upper())
+    assert {e.data["vm_id"] for e in by_data.items} == {cloud.bob_vm}
+    by_type = await read.audit_events(AS_ADMIN, ["VmDeployRequested", "VmStarted"],
+                                      keyword="vm.st", keyword_types=["VmStarted"])
+    assert {e.type for e in by_type.items} == {"VmStarted"}
+    assert (await read.audit_events(AS_BOB, ["VmStarted"], event_id=every[0].id)).total == 0
+
+
+async def test_audit_events_carry_the_requests_user_and_parent(store: EventStore) -> None:
+    """A service's events in a request's work name the request's user and, as their
+    parent, the first shown event the request appended."""
+    read = ReadModels(store)
+    vm_id, job_id, request = _id(), _id(), _id()
+    asked = Metadata(correlation_id=request, causation_id=request, actor="acme/alice",
+                     account_id=ALICE)
+    await store.append(streams.vm(vm_id), [
+        NewEvent(e, asked) for e in _deploy(vm_id, ALICE, "web", job_id)])
+    carried = Metadata(correlation_id=request, causation_id=_id(), actor="cloner",
+                       account_id=ALICE)
+    await store.append(streams.vm(vm_id), [NewEvent(
+        VmStarted(vm_id=vm_id, host_id=HOST, hypervisor_ref="vm-1"), carried)])
+    found = (await read.audit_events(AS_ALICE, ["VmDeployRequested", "VmStarted"],
+                                     keyword=vm_id, parent_types=["VmDeployRequested"])).items
+    started, requested = found
+    assert (started.type, started.actor, started.origin_actor) == \
+        ("VmStarted", "cloner", "acme/alice")
+    assert started.parent_id == requested.id
+    assert requested.origin_actor == "acme/alice" and requested.parent_id is None

@@ -669,18 +669,65 @@ class ReadModels:
 
     # The audit trail ------------------------------------------------------------------------
 
-    async def audit_events(self, viewer: Viewer, types: Sequence[str],
-                           paging: Paging) -> list[AuditEvent]:
+    async def audit_events(self, viewer: Viewer, types: Sequence[str], *,
+                           event_id: str | None = None, keyword: str | None = None,
+                           keyword_types: Sequence[str] = (), parent_types: Sequence[str] = (),
+                           paging: Paging | None = None) -> Page[AuditEvent]:
         """The recorded events of ``types`` that ``viewer`` sees (its account's; an
-        administrator: all), newest first."""
+        administrator: all), newest first, every filter applied before the page; the total
+        counts every match. ``keyword``: within the event's type or its data, or one of
+        ``keyword_types`` (the types whose name as shown holds it).
+
+        Each event comes with who started the work it belongs to (``origin_actor``: the
+        actor of the request that began its correlation, e.g. the user whose deploy a
+        service carried on) and its ``parent_id``: the first event of ``parent_types`` that
+        request appended, when that is not the event itself."""
         where = _Where()
         where.add(lambda p: f"type = ANY({p})", list(types))
         where.owned(viewer, "metadata ->> 'account_id'")
+        where.add(lambda p: f"event_id = {p}", _uuid(event_id))
+        if keyword is not None:
+            if not _storable(keyword):
+                where.conditions.append("false")
+            else:
+                text = where.arg(keyword)
+                shown = where.arg(list(keyword_types))
+                where.conditions.append(
+                    f"(type = ANY({shown}) OR strpos(lower(type), lower({text})) > 0"
+                    f" OR strpos(lower(data::text), lower({text})) > 0)")
+        parents = where.arg(list(parent_types))
+        limit = "" if paging is None else \
+            f" LIMIT {int(paging.limit)} OFFSET {int(paging.offset)}"
+        # The page first, then who began each event's work and its parent (indexed by
+        # correlation, migration 0012): a request appends with its id as both correlation
+        # and causation; a service's events carry the correlation on.
+        sql = (
+            "SELECT e.*, origin.metadata ->> 'actor' AS origin_actor,"
+            " parent.event_id AS parent_id FROM ("
+            "SELECT position, event_id, type, data, metadata, recorded_at FROM events"
+            f" WHERE {where.sql()} ORDER BY position DESC{limit}) AS e"
+            " LEFT JOIN LATERAL (SELECT r.metadata FROM events r"
+            " WHERE r.metadata ->> 'correlation_id' = e.metadata ->> 'correlation_id'"
+            " AND r.metadata ->> 'causation_id' = r.metadata ->> 'correlation_id'"
+            " ORDER BY r.position LIMIT 1) AS origin ON true"
+            " LEFT JOIN LATERAL (SELECT r.event_id FROM events r"
+            " WHERE r.metadata ->> 'correlation_id' = e.metadata ->> 'correlation_id'"
+            " AND r.metadata ->> 'causation_id' = r.metadata ->> 'correlation_id'"
+            f" AND r.type = ANY({parents}) AND r.position < e.position"
+            " AND r.metadata ->> 'account_id' IS NOT DISTINCT FROM"
+            " e.metadata ->> 'account_id'"
+            " ORDER BY r.position LIMIT 1) AS parent ON true"
+            " ORDER BY e.position DESC")
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT position, event_id, type, data, metadata, recorded_at FROM events"
-                f" WHERE {where.sql()} ORDER BY position DESC"
-                f" LIMIT {int(paging.limit)} OFFSET {int(paging.offset)}", *where.args)
+            rows = await conn.fetch(sql, *where.args)
+            if paging is None:
+                total = len(rows)
+            elif rows and len(rows) < paging.limit:
+                total = paging.offset + len(rows)
+            else:
+                args = where.args[:-1]  # the parents' types are not part of the count
+                total = int(await conn.fetchval(
+                    f"SELECT count(*) FROM events WHERE {where.sql()}", *args))
         out = []
         for row in rows:
             meta = _decode(row["metadata"])
@@ -688,6 +735,9 @@ class ReadModels:
                 out.append(AuditEvent(
                     id=str(row["event_id"]), position=row["position"], type=row["type"],
                     data=_decode(row["data"]), actor=meta.get("actor"),
-                    account_id=meta.get("account_id"), causation_id=meta.get("causation_id"),
+                    origin_actor=row["origin_actor"], account_id=meta.get("account_id"),
+                    causation_id=meta.get("causation_id"),
+                    correlation_id=meta.get("correlation_id"),
+                    parent_id=None if row["parent_id"] is None else str(row["parent_id"]),
                     recorded_at=row["recorded_at"]))
-        return out
+        return Page(out, total)

@@ -262,7 +262,12 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
     position: int
     type: str
     data: dict[str, Any]
-    actor: str | None
+    actor: str | None  # who appended it: a user (account/user) or a service
+    # The actor of the request whose work it is (None: not begun by a request).
+    origin_actor: str | None = None
     account_id: str | None
     causation_id: str | None
+    correlation_id: str | None = None
+    # The first event the request that began its work appended (None: none is shown).
+    parent_id: str | None = None
     recorded_at: datetime
