@@ -23,6 +23,7 @@ DELETE_VM_SNAPSHOT_CMD = "org.apache.cloudstack.api.command.user.vmsnapshot.Dele
 REVERT_VM_SNAPSHOT_CMD = (
     "org.apache.cloudstack.api.command.user.vmsnapshot.RevertToVMSnapshotCmd")
 SYNC_INVENTORY_CMD = "snapdeploy.syncInventory"
+DELETE_ACCOUNT_CMD = "org.apache.cloudstack.api.command.admin.account.DeleteAccountCmd"
 START_VM_CMD = "org.apache.cloudstack.api.command.user.vm.StartVMCmd"
 STOP_VM_CMD = "org.apache.cloudstack.api.command.user.vm.StopVMCmd"
 REBOOT_VM_CMD = "org.apache.cloudstack.api.command.user.vm.RebootVMCmd"

@@ -16,10 +16,12 @@ import msgspec
 from proto import streams
 from proto.events import (
     AccountCreated,
+    AccountDeleted,
     AnyEvent,
     CapacityReleased,
     CapacityReserved,
     DiskOfferingCreated,
+    DiskOfferingDeleted,
     HostImported,
     InventoryObjectGone,
     NetworkImported,
@@ -28,6 +30,7 @@ from proto.events import (
     PoolSettingChanged,
     ResourceLimitUpdated,
     ServiceOfferingCreated,
+    ServiceOfferingDeleted,
     TemplateRemoved,
     TemplateSeeded,
     UserCreated,
@@ -76,8 +79,11 @@ _KEYS: dict[type, Callable[[Any], list[Key]]] = {
     **dict.fromkeys((PoolImported, PoolSettingChanged), _one("pool", "pool_id")),
     **dict.fromkeys((NetworkImported, NetworkRangeSet), _one("network", "network_id")),
     InventoryObjectGone: lambda e: [(e.kind, e.object_id)],
-    ServiceOfferingCreated: _one("serviceoffering", "offering_id"),
-    DiskOfferingCreated: _one("diskoffering", "offering_id"),
+    **dict.fromkeys((ServiceOfferingCreated, ServiceOfferingDeleted),
+                    _one("serviceoffering", "offering_id")),
+    **dict.fromkeys((DiskOfferingCreated, DiskOfferingDeleted),
+                    _one("diskoffering", "offering_id")),
+    AccountDeleted: lambda e: [("account", e.account_id)] + [("user", u) for u in e.user_ids],
     **dict.fromkeys((TemplateSeeded, TemplateRemoved), lambda e: [
         ("template", streams.seed_template_id(e.vm_snapshot_id, e.pool_id))]),
     **dict.fromkeys((VmSnapshotTaken, VmSnapshotDeleted), _one("vmsnapshot", "snapshot_id")),
@@ -162,6 +168,11 @@ class Catalog:
             case ServiceOfferingCreated() | DiskOfferingCreated():
                 out.update(name=event.name)
                 data.update(_fields(event, "offering_id", "name"))
+            case ServiceOfferingDeleted() | DiskOfferingDeleted():
+                # Unlisted; a VM's or volume's response still names it.
+                out.update(state="Inactive", removed=recorded.recorded_at)
+            case AccountDeleted():
+                out.update(state="removed", removed=recorded.recorded_at)
             case TemplateSeeded():
                 out.update(name=f"snapshot-{event.vm_snapshot_id[:8]}-{event.pool_id[:8]}")
                 data.update(_fields(event))

@@ -1,7 +1,8 @@
-"""Accounts, users and API keys: createAccount, listAccounts, registerUserKeys.
+"""Accounts, users and API keys: createAccount, listAccounts, deleteAccount,
+registerUserKeys.
 
-Upstream's parameters and response shapes. Passwords are accepted and not kept: the API is
-used with key pairs, and no secret ever enters the event store (the secret key lives in the
+Upstream's parameters and response shapes. A password is kept only as a salted hash, for
+``login`` (``shared.passwords``), and no secret ever enters the event store (the secret key lives in the
 ``api_keys`` table only, sealed; see ``shared.apikeys``).
 """
 
@@ -12,10 +13,13 @@ import uuid
 from typing import Any
 
 from proto import streams
-from proto.events import AccountCreated, UserCreated, UserKeysRegistered
+from proto.events import AccountCreated, JobSubmitted, UserCreated, UserKeysRegistered
 from services.gateway import schema, views
 from services.gateway.api import ADMIN, Caller, Context, Param, Params, command, listing
 from shared import apikeys as keys
+from shared import passwords
+from shared.domain import accounts as _accounts
+from shared.domain.job import DELETE_ACCOUNT_CMD, succeeded
 from shared.errors import PARAM_ERROR, ApiError
 from shared.eventstore import NO_STREAM, Append, Repository
 
@@ -25,8 +29,8 @@ ROLES = {0: "user", 1: "admin"}
 @command("createAccount", role=ADMIN, response=schema.ACCOUNT,
          description="Creates an account with its first user (admin).", params=(
              Param("username", "string", "the first user's name (unique)", required=True),
-             Param("password", "string", "accepted and not kept: the API is used with key "
-                   "pairs (registerUserKeys)", required=True),
+             Param("password", "string", "the first user's password, for login (kept as a "
+                   "salted hash)", required=True),
              Param("email", "string", "the user's email", required=True),
              Param("firstname", "string", "the user's first name", required=True),
              Param("lastname", "string", "the user's last name", required=True),
@@ -35,7 +39,7 @@ ROLES = {0: "user", 1: "admin"}
          ))
 async def create_account(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     username = params.text("username")
-    params.text("password")
+    password = params.text("password")
     email = params.text("email")
     firstname = params.text("firstname")
     lastname = params.text("lastname")
@@ -57,6 +61,9 @@ async def create_account(ctx: Context, params: Params, caller: Caller) -> dict[s
             user_id=user_id, account_id=account_id, username=username, email=email,
             firstname=firstname, lastname=lastname)], NO_STREAM),
     )
+    await passwords.remember_account_password(
+        ctx.store, user_id=user_id, user_name=username, account_id=account_id, account_name=name,
+        role=ROLES[account_type], password=password)
     account = await ctx.read.account(caller.viewer, account_id)
     if account is None or not account.users:  # the projector has not caught up: answer
         return {"account": {"id": account_id, "name": name, "accounttype": account_type,
@@ -92,13 +99,49 @@ async def register_user_keys(ctx: Context, params: Params, caller: Caller) -> di
         raise ApiError(PARAM_ERROR, f"invalid parameter id: no user {user_id} is visible to "
                        "your account")
     account = await repo.account(user.account_id)
+    if account is None:  # deleted with its users
+        raise ApiError(PARAM_ERROR, f"invalid parameter id: no user {user_id} is visible to "
+                       "your account")
     api_key, secret_key = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     async with ctx.store.pool.acquire() as conn:
         # As in CloudStack, the new pair replaces the user's others at once.
         await keys.replace_user_keys(
             conn, keys.box(ctx.settings), api_key=api_key, secret=secret_key,
-            account_id=user.account_id, account_name=account.name if account else "",
-            user_id=user_id, user_name=user.username, role=account.role if account else "user")
+            account_id=user.account_id, account_name=account.name, user_id=user_id,
+            user_name=user.username, role=account.role)
     await ctx.change(caller, Append(streams.user(user_id), [UserKeysRegistered(
         user_id=user_id, account_id=user.account_id, api_key=api_key)]))
     return {"userkeys": {"apikey": api_key, "secretkey": secret_key}}
+
+
+@command("deleteAccount", role=ADMIN, is_async=True, response=schema.SUCCESS,
+         description="Deletes an account that holds nothing any more (no VM, volume or "
+         "template), with its users; their API keys stop working at once (admin).", params=(
+             Param("id", "uuid", "the account", required=True, entity=schema.ACCOUNT),
+         ))
+async def delete_account(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    """CloudStack removes what an account holds with it; snapdeploy refuses, naming what
+    it still holds, so a tenant's VMs are never removed as a side effect. The names of a
+    deleted account and its users stay taken: the event history keeps naming them."""
+    account_id = params.uuid("id")
+    assert account_id is not None
+    stream = streams.account(account_id)
+    history = await Repository(ctx.store).events(stream)
+    async with ctx.store.account_decision(account_id) as held:
+        users = [u.id for a in await ctx.read.accounts(caller.viewer, account_id=account_id)
+                 for u in a.users]
+        deleted = _accounts.check_delete(account_id, _accounts.account(history), held,
+                                         caller.account_id, users)
+        job_id = str(uuid.uuid4())
+        await ctx.change(caller, Append(stream, [
+            deleted,
+            JobSubmitted(job_id=job_id, cmd=DELETE_ACCOUNT_CMD, instance_type="Account",
+                         instance_id=account_id, account_id=caller.account_id,
+                         user_id=caller.user_id),
+            succeeded(job_id)], len(history)))
+    async with ctx.store.pool.acquire() as conn:
+        # Its users' keys are revoked, as registerUserKeys revokes a user's older pairs.
+        await conn.execute(
+            "UPDATE api_keys SET revoked = now(), secret_key = NULL, secret_sealed = NULL"
+            " WHERE account_id = $1 AND revoked IS NULL", account_id)
+    return {"jobid": job_id}

@@ -28,6 +28,7 @@ from services.gateway.api import (
     listing,
 )
 from shared import drivers
+from shared.domain import offerings
 from shared.domain.job import SYNC_INVENTORY_CMD
 from shared.errors import PARAM_ERROR, ApiError
 from shared.eventstore import NO_STREAM, Append, Repository
@@ -200,6 +201,39 @@ async def create_disk_offering(ctx: Context, params: Params, caller: Caller) -> 
     await ctx.change(caller, Append(streams.disk_offering(offering_id), [event], NO_STREAM))
     return {"diskoffering": {"id": offering_id, "name": name, "displaytext": event.display_text,
                              "disksize": size}}
+
+
+@command("deleteServiceOffering", role=ADMIN, response=schema.SUCCESS,
+         description="Deletes a compute offering (admin): it is listed and deployable no "
+         "more; VMs that have it keep it.", params=(
+             Param("id", "uuid", "the compute offering", required=True,
+                   entity=schema.SERVICE_OFFERING),
+         ))
+async def delete_service_offering(ctx: Context, params: Params, caller: Caller
+                                  ) -> dict[str, Any]:
+    offering_id = params.uuid("id")
+    assert offering_id is not None
+    history = await Repository(ctx.store).events(streams.service_offering(offering_id))
+    deleted = offerings.check_delete_service(offering_id, history)
+    await ctx.change(caller, Append(streams.service_offering(offering_id), [deleted],
+                                    len(history)))
+    return {"success": True}
+
+
+@command("deleteDiskOffering", role=ADMIN, response=schema.SUCCESS,
+         description="Deletes a disk offering (admin): it is listed and usable for new "
+         "volumes no more; volumes that have it keep it.", params=(
+             Param("id", "uuid", "the disk offering", required=True,
+                   entity=schema.DISK_OFFERING),
+         ))
+async def delete_disk_offering(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    offering_id = params.uuid("id")
+    assert offering_id is not None
+    history = await Repository(ctx.store).events(streams.disk_offering(offering_id))
+    deleted = offerings.check_delete_disk(offering_id, history)
+    await ctx.change(caller, Append(streams.disk_offering(offering_id), [deleted],
+                                    len(history)))
+    return {"success": True}
 
 
 @command("updateConfiguration", role=ADMIN, response=schema.CONFIGURATION,

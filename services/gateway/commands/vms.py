@@ -131,16 +131,28 @@ async def deploy_owner(ctx: Context, caller: Caller, request: DeployVirtualMachi
             raise ApiError(PARAM_ERROR, f"invalid parameter domainid: no domain "
                            f"{request.domainid} exists")
         return caller.account_id
-    if request.domainid is None:
+    return await named_account(ctx, caller, request.account, request.domainid)
+
+
+async def named_account(ctx: Context, caller: Caller, name: str, domain_id: str | None) -> str:
+    """The id of the account ``name`` in domain ``domain_id`` (ROOT, the only one), as
+    CloudStack's ``account`` with ``domainid`` names one: visible to the caller, not
+    deleted.
+
+    Raises:
+        ApiError: 431 naming ``domainid`` or ``account``.
+    """
+    if domain_id is None:
         raise ApiError(PARAM_ERROR, "missing parameter domainid: account is taken with the "
                        "domain it is in (ROOT)")
-    if request.domainid != ROOT_DOMAIN_ID:
-        raise ApiError(PARAM_ERROR, f"invalid parameter domainid: no domain "
-                       f"{request.domainid} exists")
-    account_id = await ctx.store.account_named(request.account)
-    if account_id is None or not (caller.is_admin or account_id == caller.account_id):
-        raise ApiError(PARAM_ERROR, f"invalid parameter account: no account "
-                       f"{request.account!r} is visible to your account")
+    if domain_id != ROOT_DOMAIN_ID:
+        raise ApiError(PARAM_ERROR, f"invalid parameter domainid: no domain {domain_id} "
+                       "exists")
+    account_id = await ctx.store.account_named(name)
+    if account_id is None or not (caller.is_admin or account_id == caller.account_id) \
+            or await Repository(ctx.store).account(account_id) is None:
+        raise ApiError(PARAM_ERROR, f"invalid parameter account: no account {name!r} is "
+                       "visible to your account")
     return account_id
 
 
@@ -301,15 +313,32 @@ async def recover_virtual_machine(ctx: Context, params: Params, caller: Caller) 
 
 @command("assignVirtualMachine", role=ADMIN, response=schema.VM,
          description="Moves a VM with its volumes and VM snapshots to another account "
-         "(admin).", params=(
+         "(admin): named by account and domainid, as CloudStack takes it, or by accountid.",
+         params=(
              Param("virtualmachineid", "uuid", "the VM", required=True, entity=schema.VM),
-             Param("accountid", "uuid", "the account it goes to", required=True,
-                   entity=schema.ACCOUNT),
+             Param("account", "string", "the name of the account it goes to (with "
+                   "domainid)"),
+             Param("domainid", "uuid", "the domain of account (ROOT)"),
+             Param("accountid", "uuid", "the account it goes to (or account and domainid)",
+                   since=OURS, entity=schema.ACCOUNT),
+             Param("networkids", "list", "accepted; the VM keeps its networks",
+                   items="uuid", length=4096, entity=schema.NETWORK),
          ))
 async def assign_virtual_machine(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     vm_id = params.uuid("virtualmachineid")
     account_id = params.uuid("accountid")
-    assert vm_id is not None and account_id is not None
+    name, domain_id = params.text("account"), params.uuid("domainid")
+    params.uuids("networkids")
+    assert vm_id is not None
+    if name is not None:
+        named = await named_account(ctx, caller, name, domain_id)
+        if account_id is not None and account_id != named:
+            raise ApiError(PARAM_ERROR, f"invalid parameter accountid: account {name!r} is "
+                           f"{named}, not {account_id}; name it once")
+        account_id = named
+    elif account_id is None:
+        raise ApiError(PARAM_ERROR, "missing parameter account: name the account the VM "
+                       "goes to (account with domainid, or accountid)")
     vm = await targets.vm(ctx, caller, vm_id, "virtualmachineid")
     if await Repository(ctx.store).account(account_id) is None:
         raise ApiError(PARAM_ERROR, f"invalid parameter accountid: no account {account_id}")
