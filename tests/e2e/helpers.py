@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -251,3 +252,76 @@ def event_positions(stack: dict[str, Any], event_type: str, **data: str) -> list
             await conn.close()
 
     return asyncio.run(read())
+
+
+def kvm_zone(stack: dict[str, Any]) -> dict[str, Any]:
+    """The stack's KVM zone as ``stack.json`` describes it (a module without ``KVM = True``
+    has none, and fails here)."""
+    zone = stack.get("kvm")
+    assert zone, f"the stack runs no KVM zone: {stack.get('kvm_zones')!r}"
+    return dict(zone)
+
+
+OPERATION = re.compile(r"\bop-[0-9a-f]{12}\b")
+
+
+def logged_operations(stack: dict[str, Any], service: str) -> dict[str, str]:
+    """The operations the KVM driver logged in a service's log (``shared.drivers.libvirt``
+    logs each change it makes under an id of its own): id -> what it did, in log order."""
+    found: dict[str, str] = {}
+    for line in Path(stack["services"][service]["log"]).read_text(errors="replace").splitlines():
+        try:
+            message = str(msgspec.json.decode(line).get("msg", ""))
+        except msgspec.DecodeError:
+            continue  # not a log record (e.g. a line a crashing process printed)
+        head, _, what = message.partition(": ")
+        if head.startswith("operation ") and OPERATION.fullmatch(head[len("operation "):]):
+            found[head[len("operation "):]] = what
+    return found
+
+
+def audit_events(stack: dict[str, Any], until: Callable[[str, dict[str, Any]], bool],
+                 timeout: float = 10.0) -> list[tuple[str, dict[str, Any]]]:
+    """The admin's audit stream (``/client/events``) from its start up to the first event for
+    which ``until(type, payload)`` holds: each event's type and payload, in order."""
+    params = [("apikey", stack["admin_api_key"]), ("after", "0")]
+    params.append(("signature", sign(params, stack["admin_secret_key"])))
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    async def read() -> None:
+        async with aiohttp.ClientSession() as http, http.get(stack["audit_stream_url"],
+                                                              params=params) as response:
+            async for raw in response.content:
+                line = raw.decode()
+                if line.startswith("data: "):
+                    envelope = msgspec.json.decode(line[len("data: "):])
+                    events.append((str(envelope["type"]), dict(envelope["data"])))
+                    if until(*events[-1]):
+                        return
+
+    try:
+        asyncio.run(asyncio.wait_for(read(), timeout))
+    except TimeoutError:
+        raise AssertionError(f"the audit stream held no such event in {timeout:.0f}s "
+                             f"({len(events)} events read)") from None
+    return events
+
+
+def handled(stack: dict[str, Any], consumer: str, event_type: str, **data: str) -> bool:
+    """Whether the service ``consumer`` has handled every event of ``event_type`` (with these
+    payload fields) the store holds, and there is one: its inbox records each, whether the
+    handler appended anything or not."""
+
+    async def check() -> bool:
+        conn = await asyncpg.connect(stack["database_url"])
+        try:
+            where = "".join(f" AND e.data ->> '{k}' = ${i + 3}" for i, k in enumerate(data))
+            counts = await conn.fetchrow(
+                "SELECT count(*) AS stored, count(i.event_id) AS done FROM events e"
+                " LEFT JOIN inbox i ON i.event_id = e.event_id AND i.consumer = $2"
+                " WHERE e.type = $1" + where, event_type, consumer, *data.values())
+            return bool(counts["stored"]) and counts["stored"] == counts["done"]
+        finally:
+            await conn.close()
+
+    return asyncio.run(check())

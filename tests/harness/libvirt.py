@@ -23,7 +23,8 @@ from shared.drivers.libvirt import CONSOLE_LOG
 from shared.stack._kvm import HOST, NETWORKS, POOL, KvmHost, create_guest, start_kvm_host
 from shared.stack._libvirt import Libvirtd
 
-__all__ = ["HOST", "NETWORKS", "POOL", "KvmSite", "qemu_img", "read_marker", "write_marker"]
+__all__ = ["HOST", "NETWORKS", "POOL", "KvmSite", "domain_disks", "domain_names", "pool_file",
+           "qemu_img", "read_marker", "write_marker"]
 
 # The demo guest reads each disk's marker from the 512 bytes at 31 MiB (tools/guest/init).
 MARKER_OFFSET = 31 * 2**20
@@ -200,6 +201,33 @@ class SmallFilesystem:
                            check=False)
             self.device = ""
         self.image.unlink(missing_ok=True)
+
+
+def domain_names(conn: Any) -> set[str]:
+    """The names of every domain the libvirt connection knows, running or not."""
+    return {d.name() for d in conn.listAllDomains(0)}
+
+
+def domain_disks(conn: Any, name: str) -> dict[str, Path]:
+    """The disks (not CD-ROMs) of the domain ``name`` as libvirt has them now (live when it
+    runs): target name -> file."""
+    xml = ET.fromstring(conn.lookupByName(name).XMLDesc(0))
+    out = {}
+    for disk in xml.findall("devices/disk"):
+        if disk.get("device", "disk") != "disk":
+            continue
+        target, source = disk.find("target"), disk.find("source")
+        assert target is not None and source is not None, ET.tostring(disk)
+        out[str(target.get("dev"))] = Path(str(source.get("file")))
+    return out
+
+
+def pool_file(pool_dir: Path, location: str) -> Path:
+    """The file of a volume location ``<pool>/<file>`` on the pool whose folder is
+    ``pool_dir`` (a location elsewhere fails the caller)."""
+    pool, _, name = location.partition("/")
+    assert pool == pool_dir.name and name and "/" not in name, location
+    return pool_dir / name
 
 
 def _run(*args: str) -> str:
