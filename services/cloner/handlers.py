@@ -21,8 +21,10 @@ from proto.events import (
     VmDeployRequested,
     VmDestroyRequested,
     VmPowerRequested,
+    VmReconfigured,
     VmReverted,
     VmRevertRequested,
+    VmServiceChanged,
     VmSnapshotDeleted,
     VmSnapshotDeleteRequested,
     VmSnapshotFailed,
@@ -59,7 +61,8 @@ class Cloner(HypervisorService):
                 .on(VmSnapshotDeleteRequested, self.delete_snapshot)
                 .on(VmRevertRequested, self.revert)
                 .on(VmDestroyRequested, self.destroy)
-                .on(VmPowerRequested, self.power))
+                .on(VmPowerRequested, self.power)
+                .on(VmServiceChanged, self.change_service))
 
     async def _missing(self, machine: vm.Vm) -> str:
         return f"VM {machine.id} has no VM in {await self.hypervisors.manager(machine.zone_id)}"
@@ -72,9 +75,12 @@ class Cloner(HypervisorService):
         task: str | None
         try:
             hypervisor = await self.hypervisors.for_zone(machine.zone_id)
+            reconfigured: list[VmReconfigured] = []
             if request.action == "stop":
                 task = await hypervisor.power_off(machine.ref)
             elif request.action == "start":
+                if not machine.applied:  # a changed offering not applied yet: first
+                    reconfigured = [await self._reconfigure(hypervisor, machine)]
                 task = await hypervisor.power_on(machine.ref)
             else:
                 task = await hypervisor.reboot(machine.ref)
@@ -82,7 +88,36 @@ class Cloner(HypervisorService):
             log.error("%s of VM %s failed: %s", request.action, request.vm_id, exc)
             return job_failed(envelope.stream_id, request.job_id, str(exc))
         log.info("%s of VM %s done, task %s", request.action, request.vm_id, task)
-        return [Append(envelope.stream_id, vm.powered(request, machine, task))]
+        return [Append(envelope.stream_id, [*reconfigured,
+                                            *vm.powered(request, machine, task)])]
+
+    async def _reconfigure(self, hypervisor: Hypervisor, machine: vm.Vm) -> VmReconfigured:
+        """Give the VM on its hypervisor the CPUs and memory its stream says it has."""
+        assert machine.ref is not None
+        task = await hypervisor.reconfigure(machine.ref, machine.cpu_number, machine.memory_mb)
+        log.info("VM %s reconfigured: %d CPUs, %d MiB, task %s", machine.id,
+                 machine.cpu_number, machine.memory_mb, task)
+        return VmReconfigured(vm_id=machine.id, cpu_number=machine.cpu_number,
+                              memory_mb=machine.memory_mb, task_id=task)
+
+    async def change_service(self, changed: VmServiceChanged,
+                             envelope: EventEnvelope) -> Sequence[Append]:
+        """A stopped VM's new offering, applied to its hypervisor now (if it is started
+        first, the start applies it)."""
+        machine = await self.repo.vm(changed.vm_id)
+        if machine.ref is None or machine.applied:
+            return []
+        try:
+            hypervisor = await self.hypervisors.for_zone(machine.zone_id)
+            if await hypervisor.vm_powered_on(machine.ref):
+                return []  # started meanwhile: the start applied it
+            return [Append(envelope.stream_id, [await self._reconfigure(hypervisor, machine)])]
+        except HypervisorError as exc:
+            if exc.transient:
+                raise
+            log.error("could not reconfigure VM %s: %s; its next start does", changed.vm_id,
+                      exc)
+            return []
 
     async def destroy(self, request: VmDestroyRequested,
                       envelope: EventEnvelope) -> Sequence[Append]:
@@ -326,6 +361,19 @@ class Cloner(HypervisorService):
             return job_failed(envelope.stream_id, request.job_id, str(exc))
         log.info("reverted VM %s to snapshot %s, task %s", request.vm_id, request.snapshot_id,
                  task)
+        # The offering the VM had when the snapshot was taken comes back with it (the
+        # hypervisor's revert brought back its CPUs and memory).
+        restored: list[VmServiceChanged | VmReconfigured] = []
+        then = vm.as_of_snapshot(request.vm_id, await self.repo.events(envelope.stream_id),
+                                 request.snapshot_id)
+        if then is not None and then.service_offering_id is not None and \
+                then.service_offering_id != machine.service_offering_id:
+            restored = [VmServiceChanged(
+                vm_id=request.vm_id, service_offering_id=then.service_offering_id,
+                cpu_number=then.cpu_number, cpu_speed=then.cpu_speed,
+                memory_mb=then.memory_mb),
+                VmReconfigured(vm_id=request.vm_id, cpu_number=then.cpu_number,
+                               memory_mb=then.memory_mb)]
         return [Append(envelope.stream_id, [
             VmReverted(snapshot_id=request.snapshot_id, vm_id=request.vm_id, powered_on=powered),
-            job.succeeded(request.job_id)])]
+            *restored, job.succeeded(request.job_id)])]

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from proto.events import (
     AnyEvent,
@@ -24,8 +25,11 @@ from proto.events import (
     VmPlaced,
     VmPowerRequested,
     VmRebooted,
+    VmReconfigured,
     VmRecovered,
     VmReverted,
+    VmServiceChanged,
+    VmSnapshotRequested,
     VmSourceReady,
     VmStarted,
     VmStopped,
@@ -35,6 +39,9 @@ from proto.events import (
 from proto.streams import stable_id
 from shared.drivers.base import CLONE, RECONFIGURE, CloneProgress
 from shared.errors import INTERNAL_ERROR, PARAM_ERROR, RESOURCE_IN_USE, ApiError
+
+if TYPE_CHECKING:  # deploy's rules import this module's
+    from shared.domain.deploy import HostView, OfferingView
 
 
 class VmState(StrEnum):
@@ -122,6 +129,14 @@ class Vm:
     state: VmState | None = None
     expunged: bool = False
     template_id: str | None = None  # the template its root disk comes from, if known
+    # Its compute offering and the CPUs and memory it gives (an imported VM: its own,
+    # no offering); ``applied``: whether the hypervisor has them (a changed offering is
+    # applied by the cloner, VmReconfigured).
+    service_offering_id: str | None = None
+    cpu_number: int = 0
+    cpu_speed: int = 0
+    memory_mb: int = 0
+    applied: bool = True
     version: int = 0
 
 
@@ -132,13 +147,23 @@ def evolve(vm: Vm, event: AnyEvent) -> Vm:
         case VmDeployRequested():
             vm = replace(vm, request=event, name=event.name, account_id=event.account_id,
                          zone_id=event.zone_id, root_pool_id=event.pool_id,
-                         template_id=event.root_template_id or event.template_id)
+                         template_id=event.root_template_id or event.template_id,
+                         service_offering_id=event.service_offering_id,
+                         cpu_number=event.cpu_number, cpu_speed=event.cpu_speed,
+                         memory_mb=event.memory_mb)
+        case VmServiceChanged():
+            vm = replace(vm, service_offering_id=event.service_offering_id,
+                         cpu_number=event.cpu_number, cpu_speed=event.cpu_speed,
+                         memory_mb=event.memory_mb, applied=False)
+        case VmReconfigured():
+            vm = replace(vm, applied=True)
         case VmImported():
             vm = replace(vm, name=event.name, account_id=vm.account_id or event.account_id,
                          zone_id=event.zone_id, ref=event.ref, host_id=event.host_id,
                          root_pool_id=next((d.pool_id for d in event.disks if d.root), None),
                          template_id=event.template_id, expunged=False,
-                         state=VmState.RUNNING if event.powered_on else VmState.STOPPED)
+                         state=VmState.RUNNING if event.powered_on else VmState.STOPPED,
+                         cpu_number=event.cpu_number, memory_mb=event.memory_mb)
         case VmPlaced():
             vm = replace(vm, host_id=event.host_id, root_pool_id=event.pool_id)
         case VmCreated():
@@ -288,3 +313,53 @@ def check_snapshot(vm: Vm) -> None:
     if vm.state not in SNAPSHOT_FROM:
         raise ApiError(RESOURCE_IN_USE, f"virtual machine {vm.id} is {vm.state}; snapshots "
                        "are taken of Running or Stopped VMs")
+
+
+def check_change_service(vm: Vm, offering_id: str, offering: OfferingView | None,
+                         host: HostView | None) -> VmServiceChanged:
+    """changeServiceForVirtualMachine's rule, as CloudStack's for a VM that cannot be scaled
+    while it runs: only a Stopped VM, to an offering that exists and is not its own; the
+    host it is placed on must have room for what the new offering adds (its reservation
+    there is replaced). Reverting to a VM snapshot later brings back the offering the VM
+    had when the snapshot was taken.
+
+    Raises:
+        ApiError: 536 unless the VM is Stopped; 431 naming ``serviceofferingid``.
+    """
+    if vm.state != VmState.STOPPED:
+        raise ApiError(RESOURCE_IN_USE, f"virtual machine {vm.id} is {vm.state}; its "
+                       "compute offering is changed while it is Stopped")
+    if offering is None:
+        raise ApiError(PARAM_ERROR, f"invalid parameter serviceofferingid: no service "
+                       f"offering {offering_id} exists")
+    if offering.id == vm.service_offering_id:
+        raise ApiError(PARAM_ERROR, f"invalid parameter serviceofferingid: virtual machine "
+                       f"{vm.id} has compute offering {offering.name} already")
+    if host is not None:
+        held = host_reservation(vm)
+        cpu_mhz = offering.cpu_number * offering.cpu_speed
+        free_cpu, free_memory = host.cpu_mhz_free + held[0], host.memory_mb_free + held[1]
+        if cpu_mhz > free_cpu or offering.memory_mb > free_memory:
+            raise ApiError(PARAM_ERROR, f"invalid parameter serviceofferingid: host "
+                           f"{host.name} has {free_cpu} MHz and {free_memory} MB for virtual "
+                           f"machine {vm.id}; offering {offering.name} needs {cpu_mhz} MHz and "
+                           f"{offering.memory_mb} MB")
+    return VmServiceChanged(vm_id=vm.id, service_offering_id=offering.id,
+                            cpu_number=offering.cpu_number, cpu_speed=offering.cpu_speed,
+                            memory_mb=offering.memory_mb)
+
+
+def host_reservation(vm: Vm) -> tuple[int, int]:
+    """What the VM holds on its host: (CPU MHz, memory MB) of its offering."""
+    return vm.cpu_number * vm.cpu_speed, vm.memory_mb
+
+
+def as_of_snapshot(vm_id: str, events: Iterable[AnyEvent], snapshot_id: str) -> Vm | None:
+    """The VM as its stream stood when the VM snapshot was asked for (None: not taken
+    through the API, e.g. found by an inventory sync)."""
+    vm = Vm(vm_id)
+    for event in events:
+        if isinstance(event, VmSnapshotRequested) and event.snapshot_id == snapshot_id:
+            return vm
+        vm = evolve(vm, event)
+    return None

@@ -306,6 +306,11 @@ class Hypervisor(Protocol):
         """Whether the VM is powered on. Read-only; a VM that does not exist is an error
         (not transient)."""
 
+    async def reconfigure(self, vm_ref: str, cpu_number: int, memory_mb: int) -> str | None:
+        """Give the powered-off VM ``cpu_number`` CPUs and ``memory_mb`` MiB of memory, from
+        its next power-on (a compute offering changed). Idempotent: None if it has them
+        already. A VM that is powered on, or does not exist, is an error (not transient)."""
+
     async def create_snapshot(self, vm_ref: str, name: str, description: str, memory: bool,
                               quiesce: bool) -> tuple[str, str]:
         """Take a snapshot of the VM, which becomes its current one: (snapshot ref,

@@ -347,6 +347,17 @@ class FakeHypervisor:
         vm.powered_on = False
         return self._operation(f"power-off of {ref}")
 
+    async def reconfigure(self, vm_ref: str, cpu_number: int, memory_mb: int) -> str | None:
+        self._maybe_fail("reconfigure")
+        vm = self._vm(vm_ref)
+        if vm.powered_on:
+            raise HypervisorError(f"VM {vm_ref} is powered on; its CPUs and memory change "
+                                  "while it is off")
+        if (vm.cpu_number, vm.memory_mb) == (cpu_number, memory_mb):
+            return None
+        vm.cpu_number, vm.memory_mb = cpu_number, memory_mb
+        return self._operation(f"reconfigure of {vm_ref}: {cpu_number} CPUs, {memory_mb} MiB")
+
     async def power_on(self, ref: str) -> str | None:
         self._maybe_fail("power_on")
         vm = self._vm(ref)

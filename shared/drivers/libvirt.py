@@ -930,6 +930,25 @@ class LibvirtHypervisor:
 
         return await self.call(off)
 
+    async def reconfigure(self, vm_ref: str, cpu_number: int, memory_mb: int) -> str | None:
+        def redefine() -> str | None:
+            host, domain = self._domain(vm_ref)
+            if domain.isActive():
+                raise HypervisorError(f"domain {domain.name()} is running; its CPUs and "
+                                      "memory change while it is off")
+            definition = self._xml(domain, inactive=True)
+            if (_int_text(definition, "vcpu", 1), _memory_mb(definition)) == (
+                    cpu_number, memory_mb):
+                return None
+            _set_text(definition, "vcpu", str(cpu_number), placement="static")
+            _set_text(definition, "memory", str(memory_mb), unit="MiB")
+            _set_text(definition, "currentMemory", str(memory_mb), unit="MiB")
+            host.conn().defineXML(ET.tostring(definition, encoding="unicode"))
+            return new_operation(f"{cpu_number} CPUs and {memory_mb} MiB for "
+                                 f"{domain.name()}")
+
+        return await self.call(redefine)
+
     async def power_on(self, ref: str) -> str | None:
         def on() -> str | None:
             _, domain = self._domain(ref)

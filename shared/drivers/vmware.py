@@ -708,6 +708,22 @@ class VSphere:
 
         return await self.call(off)
 
+    async def reconfigure(self, vm_ref: str, cpu_number: int, memory_mb: int) -> str | None:
+        def reconfig() -> str | None:
+            found = self._one(vm_ref, ["runtime.powerState", "config.hardware.numCPU",
+                                       "config.hardware.memoryMB"])
+            if found.get("runtime.powerState") == "poweredOn":
+                raise HypervisorError(f"VM {vm_ref} is powered on; its CPUs and memory "
+                                      "change while it is off")
+            if (found.get("config.hardware.numCPU"), found.get("config.hardware.memoryMB")) \
+                    == (cpu_number, memory_mb):
+                return None
+            task_id, _ = self._run(lambda: self._mo(vm_ref).ReconfigVM_Task(vim.vm.ConfigSpec(
+                numCPUs=cpu_number, memoryMB=memory_mb)), f"reconfigure of {vm_ref}")
+            return task_id
+
+        return await self.call(reconfig)
+
     async def power_on(self, ref: str) -> str | None:
         def on() -> str | None:
             state = self._one(ref, ["runtime.powerState"]).get("runtime.powerState")

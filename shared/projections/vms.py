@@ -19,6 +19,7 @@ from proto.events import (
     VmImported,
     VmPlaced,
     VmReverted,
+    VmServiceChanged,
     VmSnapshotTaken,
     VmStarted,
 )
@@ -146,6 +147,10 @@ class VmInstances:
                 row.update(current_snapshot_id=event.snapshot_id)
             case VmAssigned():
                 row.update(account_id=event.account_id)
+            case VmServiceChanged():
+                row.update(service_offering_id=event.service_offering_id,
+                           cpu_number=event.cpu_number, cpu_speed=event.cpu_speed,
+                           memory_mb=event.memory_mb)
             case AddressesAllocated():
                 held = _decode(row["addresses"])
                 held[event.network_id] = {"addresses": event.addresses, "cidr": event.cidr,

@@ -213,6 +213,30 @@ async def test_power_calls_are_idempotent_and_a_missing_vm_is_refused(world: Wor
         assert not refused.value.transient
 
 
+async def test_a_powered_off_vm_is_reconfigured(world: World) -> None:
+    """A changed compute offering: a powered-off VM gets its new CPUs and memory (what a
+    snapshot of it freezes), once; a running or missing VM is refused, not transient."""
+    d = world.driver
+    template = await seeded_template(world, f"{world.prefix}-rt")
+    progress = CloneProgress()
+    await d.clone(clone_request(world, f"{world.prefix}-resized", template), progress)
+    assert progress.vm_ref is not None
+    ref = progress.vm_ref
+    with pytest.raises(HypervisorError) as running:
+        await d.reconfigure(ref, 2, 256)
+    assert not running.value.transient
+    await d.power_off(ref)
+    assert await d.reconfigure(ref, 2, 256)
+    assert await d.reconfigure(ref, 2, 256) is None
+    snapshot, _ = await d.create_snapshot(ref, "resized", "", False, False)
+    info = await d.snapshot_info(ref, snapshot)
+    assert (info.cpu_number, info.memory_mb) == (2, 256)
+    await d.destroy_vm(ref)
+    with pytest.raises(HypervisorError) as missing:
+        await d.reconfigure(ref, 1, 128)
+    assert not missing.value.transient
+
+
 async def test_snapshots_are_taken_reverted_and_removed(world: World) -> None:
     d = world.driver
     first, task = await d.create_snapshot(world.vm_ref, "one", "first [tag]", False, False)

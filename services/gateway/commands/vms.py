@@ -8,6 +8,7 @@ from typing import Any
 from proto import streams
 from proto.commands import CommandAccepted, DeployVirtualMachine
 from proto.events import (
+    CapacityReserved,
     JobSubmitted,
     VmAssigned,
     VmDeployRequested,
@@ -40,7 +41,13 @@ from shared.domain.job import (
     STOP_VM_CMD,
 )
 from shared.domain.limits import Usage
-from shared.domain.vm import check_destroy, check_power, check_recover, instance_name
+from shared.domain.vm import (
+    check_change_service,
+    check_destroy,
+    check_power,
+    check_recover,
+    instance_name,
+)
 from shared.errors import PARAM_ERROR, ApiError
 from shared.eventstore import NO_STREAM, Append, ConcurrencyError, Repository
 
@@ -348,6 +355,47 @@ async def assign_virtual_machine(ctx: Context, params: Params, caller: Caller) -
     await ctx.change(caller, Append(streams.vm(vm_id), [VmAssigned(
         vm_id=vm_id, account_id=account_id, volume_ids=volumes, snapshot_ids=snapshots)],
         vm.version))
+    return await _vm_view(ctx, caller, vm_id)
+
+
+@command("changeServiceForVirtualMachine", response=schema.VM,
+         description="Changes a stopped VM's compute offering: its CPUs and memory from its "
+         "next start (within the account's limits and its host's room); reverting to a VM "
+         "snapshot brings back the offering it had then.", params=(
+             Param("id", "uuid", "the VM", required=True, entity=schema.VM),
+             Param("serviceofferingid", "uuid", "the new compute offering", required=True,
+                   entity=schema.SERVICE_OFFERING),
+             Param("details", "map", "accepted; offerings with custom CPU or memory are not "
+                   "offered"),
+             Param("automigrate", "boolean", "accepted; the VM stays on its host"),
+             Param("maxiops", "long", "accepted"),
+             Param("miniops", "long", "accepted"),
+         ))
+async def change_service_for_virtual_machine(ctx: Context, params: Params,
+                                             caller: Caller) -> dict[str, Any]:
+    vm_id, offering_id = params.uuid("id"), params.uuid("serviceofferingid")
+    params.has("details")
+    params.boolean("automigrate")
+    params.integer("maxiops")
+    params.integer("miniops")
+    assert vm_id is not None and offering_id is not None
+    repo = Repository(ctx.store)
+    vm = await targets.vm(ctx, caller, vm_id, "id")
+    offering = await repo.service_offering(offering_id)
+    # A deployed VM holds its offering's CPU and memory on its host (an imported VM holds
+    # nothing there): the reservation is replaced at the host's version.
+    host = (await repo.host(vm.host_id)) if vm.request is not None and vm.host_id else None
+    changed = check_change_service(vm, offering_id, offering,
+                                   host.view() if host is not None else None)
+    appends = [Append(streams.vm(vm_id), [changed], vm.version)]
+    if host is not None:
+        appends.append(Append(streams.host(host.id), [CapacityReserved(
+            host_id=host.id, vm_id=vm_id, cpu_mhz=changed.cpu_number * changed.cpu_speed,
+            memory_mb=changed.memory_mb)], host.version))
+    wanted = Usage(cpu=max(0, changed.cpu_number - vm.cpu_number),
+                   memory=max(0, changed.memory_mb - vm.memory_mb))
+    async with within_limits(ctx, caller, wanted):
+        await ctx.change(caller, *appends)
     return await _vm_view(ctx, caller, vm_id)
 
 
