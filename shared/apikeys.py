@@ -126,6 +126,13 @@ async def replace_user_keys(conn: asyncpg.Connection, secrets: SecretBox, *, api
     return len(revoked)
 
 
+async def revoke_account(conn: asyncpg.Connection, account_id: str) -> None:
+    """Revoke every live key pair of an account's users (the account is deleted)."""
+    await conn.execute(
+        "UPDATE api_keys SET revoked = now(), secret_key = NULL, secret_sealed = NULL"
+        " WHERE account_id = $1 AND revoked IS NULL", account_id)
+
+
 async def ensure_configured(conn: asyncpg.Connection, secrets: SecretBox, *, api_key: str,
                             secret: str, account_id: str, account_name: str, user_id: str,
                             user_name: str, role: str) -> bool:

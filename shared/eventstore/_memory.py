@@ -28,6 +28,7 @@ from proto.events import (
     VmExpunged,
     VmImported,
     VmReverted,
+    VmServiceChanged,
     VmSnapshotDeleted,
     VmSnapshotTaken,
     VmStarted,
@@ -206,6 +207,9 @@ class _Holdings:
                     self._row("volume", volume_id, state="Ready").account_id = event.account_id
                 for snapshot_id in event.snapshot_ids:
                     self._row("vmsnapshot", snapshot_id).account_id = event.account_id
+            case VmServiceChanged() if ("vm", vm_id) in self.rows:
+                vm = self.rows["vm", vm_id]
+                vm.cpu_number, vm.memory_mb = event.cpu_number, event.memory_mb
             case VmExpunged():
                 if ("vm", vm_id) in self.rows:
                     self.rows["vm", vm_id].gone = True
@@ -235,14 +239,14 @@ class _Holdings:
                      memory=sum(vm.memory_mb for vm in vms))
 
 
-def _named(event: object) -> tuple[str, str, str] | None:
-    """(kind, lowercased name, account id) of an event that names an account or a user (the
-    ``account_names`` of migration 0010)."""
+def _named(event: object) -> tuple[str, str, tuple[str, str]] | None:
+    """(kind, lowercased name, (account id, its own id)) of an event that names an account
+    or a user (the ``account_names`` of migration 0010)."""
     match event:
         case AccountCreated():
-            return "account", event.name.lower(), event.account_id
+            return "account", event.name.lower(), (event.account_id, event.account_id)
         case UserCreated():
-            return "user", event.username.lower(), event.account_id
+            return "user", event.username.lower(), (event.account_id, event.user_id)
     return None
 
 
@@ -261,7 +265,8 @@ class MemoryEventStore:
         self._inbox: set[tuple[str, str]] = set()
         self._lookups = _Lookups()
         self._holdings = _Holdings()
-        self._names: dict[tuple[str, str], str] = {}  # (kind, lowercased name) -> account
+        # (kind, lowercased name) -> (account id, the account's or user's id)
+        self._names: dict[tuple[str, str], tuple[str, str]] = {}
         self._decisions: dict[str, asyncio.Lock] = {}
 
     async def append(self, stream_id: str, events: Sequence[NewEvent],
@@ -413,7 +418,12 @@ class MemoryEventStore:
                    for kind, name in self._names)
 
     async def account_named(self, name: str) -> str | None:
-        return self._names.get(("account", name.lower()))
+        found = self._names.get(("account", name.lower()))
+        return None if found is None else found[1]
+
+    async def account_users(self, account_id: str) -> list[str]:
+        return sorted(user_id for (kind, _), (of, user_id) in self._names.items()
+                      if kind == "user" and of == account_id)
 
     async def holding(self, kind: str, obj_id: str) -> Holding | None:
         row = self._holdings.rows.get((kind, obj_id))

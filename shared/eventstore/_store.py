@@ -263,6 +263,10 @@ class Store(Protocol):
         """The id of the account of that name (case-insensitively), None if there is none."""
         ...
 
+    async def account_users(self, account_id: str) -> list[str]:
+        """The ids of the users created in an account, sorted; never behind the store."""
+        ...
+
     async def holding(self, kind: str, obj_id: str) -> Holding | None:
         """Who holds one VM (``kind`` "vm"), volume ("volume") or VM snapshot
         ("vmsnapshot"), its state (a VM's or a volume's, "" for a VM snapshot) and whether
@@ -490,6 +494,13 @@ class EventStore:
             found: str | None = await conn.fetchval(
                 "SELECT id FROM account_names WHERE kind = 'account' AND name = lower($1)", name)
         return found
+
+    async def account_users(self, account_id: str) -> list[str]:
+        """See ``Store.account_users``: the ``account_names`` table (migration 0010)."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch("SELECT id FROM account_names WHERE kind = 'user'"
+                                    " AND account_id = $1 ORDER BY id", account_id)
+        return [r["id"] for r in rows]
 
     async def holding(self, kind: str, obj_id: str) -> Holding | None:
         """See ``Store.holding``: the ``account_holdings`` table (migration 0009)."""

@@ -38,6 +38,7 @@ from proto.events import (
     VmPlaced,
     VmRecovered,
     VmReverted,
+    VmServiceChanged,
     VmSnapshotDeleted,
     VmSnapshotTaken,
     VmStarted,
@@ -199,6 +200,8 @@ HOLDINGS_LIFE: list[tuple[str, Event]] = [
     (streams.vm("x2"), owned_deploy("x2", "h-a")),
     (streams.vm("x2"), VmStarted(vm_id="x2", host_id="h1", hypervisor_ref="r-x2")),
     (streams.vm("x2"), VmStopped(vm_id="x2")),
+    (streams.vm("x2"), VmServiceChanged(vm_id="x2", service_offering_id="large", cpu_number=2,
+                                        cpu_speed=1000, memory_mb=2048)),
     (streams.vm("x2"), VmReverted(snapshot_id="none", vm_id="x2", powered_on=True)),
     (streams.vm("x3"), owned_deploy("x3", "h-a")),
     (streams.vm("x3"), VmDeployFailed(vm_id="x3", step="plan", reason="no host")),
@@ -311,10 +314,11 @@ async def test_snapshot_uses_and_seeded_templates_are_what_the_streams_say(
 
 async def test_each_accounts_holdings_are_what_the_streams_say(any_store: Store) -> None:
     await live_host_life(any_store)
-    # x1 Starting (its root volume counts), x2 reverted to Running, x4 recovered, y1 assigned
+    # x1 Starting (its root volume counts), x2 changed to 2 CPUs and 2 GB then reverted to
+    # Running, x4 recovered, y1 assigned
     # with its root volume and its snapshot's template; x3 failed, x5 expunged with its root.
-    assert await any_store.holdings("h-a") == Usage(user_vm=4, volume=4, template=1, cpu=5,
-                                                    memory=2048 + 1024 + 1024 + 512)
+    assert await any_store.holdings("h-a") == Usage(user_vm=4, volume=4, template=1, cpu=6,
+                                                    memory=2048 + 2048 + 1024 + 512)
     # y2 imported again (its root volume stays expunged); ys2's template removed.
     assert await any_store.holdings("h-b") == Usage(user_vm=1, volume=1, cpu=1, memory=512)
     # w1 (destroy requested) with r1 and d1, v2 and v4 Starting; w2 failed; w3, v1 and v3
@@ -345,6 +349,8 @@ async def test_account_and_user_names_are_unique_in_the_store(any_store: Store) 
         True, True, True, False, False]
     assert await any_store.account_named("zed") == "n-1"
     assert await any_store.account_named("zoe") is None
+    assert await any_store.account_users("n-1") == ["nu-1"]
+    assert await any_store.account_users("nobody") == []
     # A commit that names an account taken fails whole, as a version conflict would.
     with pytest.raises(NameTaken):
         await any_store.commit([
@@ -436,7 +442,7 @@ async def test_hosts_stored_before_the_trigger_are_summarised_by_its_migration(
         old = EventStore(pool)
         await live_host_life(old)
         async with pool.acquire() as conn:
-            assert await migrate(conn) == [7, 8, 9, 10]
+            assert await migrate(conn) == [7, 8, 9, 10, 11, 12, 13, 14]
         memory = MemoryEventStore()
         await live_host_life(memory)
         assert await old.hosts() == await memory.hosts()

@@ -2,8 +2,8 @@
 registerUserKeys.
 
 Upstream's parameters and response shapes. A password is kept only as a salted hash, for
-``login`` (``shared.passwords``), and no secret ever enters the event store (the secret key lives in the
-``api_keys`` table only, sealed; see ``shared.apikeys``).
+``login`` (``shared.passwords``), and no secret ever enters the event store (the secret key
+lives in the ``api_keys`` table only, sealed; see ``shared.apikeys``).
 """
 
 from __future__ import annotations
@@ -128,8 +128,7 @@ async def delete_account(ctx: Context, params: Params, caller: Caller) -> dict[s
     stream = streams.account(account_id)
     history = await Repository(ctx.store).events(stream)
     async with ctx.store.account_decision(account_id) as held:
-        users = [u.id for a in await ctx.read.accounts(caller.viewer, account_id=account_id)
-                 for u in a.users]
+        users = await ctx.store.account_users(account_id)
         deleted = _accounts.check_delete(account_id, _accounts.account(history), held,
                                          caller.account_id, users)
         job_id = str(uuid.uuid4())
@@ -141,7 +140,5 @@ async def delete_account(ctx: Context, params: Params, caller: Caller) -> dict[s
             succeeded(job_id)], len(history)))
     async with ctx.store.pool.acquire() as conn:
         # Its users' keys are revoked, as registerUserKeys revokes a user's older pairs.
-        await conn.execute(
-            "UPDATE api_keys SET revoked = now(), secret_key = NULL, secret_sealed = NULL"
-            " WHERE account_id = $1 AND revoked IS NULL", account_id)
+        await keys.revoke_account(conn, account_id)
     return {"jobid": job_id}
