@@ -327,17 +327,22 @@ def test_a_kvm_vm_stops_starts_reboots_is_destroyed_recovered_and_expunged(
     ], done
     ids = [op for op, _ in done]
 
-    # What the API exposes of them: listEvents' VM.CREATE names the clone's operation and
-    # VM.START the deploy's three and the start's power-on; the audit stream's VmRebooted
-    # names the reset. VmStopped, VmDestroyed, VmExpunged and the job results name none.
-    def described(cs_type: str, kind: str) -> list[list[str]]:
-        """The operation ids each ``cs_type`` event of ``kind`` about this VM names."""
-        return sorted(OPERATION.findall(e["description"])
-                      for e in cloud.listEvents(type=cs_type)["event"]
-                      if e["description"].startswith(f"{kind} vm_id {vm_id}"))
-
-    assert described("VM.CREATE", "VmCreated") == [[ids[0]]]
-    assert described("VM.START", "VmStarted") == sorted([ids[0:3], [ids[4]]])
+    # What the API exposes of them: listEvents names the clone's, reconfiguration's and
+    # power-on's operations, the start's and the reboot's; stops, destroys, the recovery and
+    # the expunge have none to name (nor do the job results).
+    shown = sorted((e["type"], e["description"].split(" ")[0],
+                    OPERATION.findall(e["description"]))
+                   for e in cloud.listEvents(keyword=vm_id)["event"])
+    assert shown == sorted([
+        ("VM.CREATE", "VmDeployRequested", []), ("VM.CREATE", "VmCreated", ids[0:1]),
+        ("NIC.CREATE", "NicCreated", ids[1:2]), ("VOLUME.CREATE", "VolumeCreated", ids[0:1]),
+        ("VM.START", "VmStarted", ids[0:3]),  # the deploy
+        ("VM.STOP", "VmStopped", []), ("VM.START", "VmStarted", ids[4:5]),
+        ("VM.REBOOT", "VmRebooted", ids[5:6]),
+        ("VM.DESTROY", "VmDestroyed", []), ("VM.RECOVER", "VmRecovered", []),
+        ("VM.DESTROY", "VmDestroyed", []), ("VM.EXPUNGE", "VmExpunged", []),
+    ]), shown
+    # The audit stream carries the same, in order.
     trail = [(kind, data) for kind, data in audit_events(
         stack, lambda kind, data: kind == "VmExpunged" and data["vm_id"] == vm_id)
         if data.get("vm_id") == vm_id and kind.startswith("Vm")
@@ -445,6 +450,10 @@ def test_volumes_of_a_kvm_vm_with_vm_snapshots_are_refused_and_done_once_they_ar
         f"detach of {location} from {name}",
         f"deleting {location}",
     ], done
+    for cs_type, (op, _) in zip(("VOLUME.ATTACH", "VOLUME.RESIZE", "VOLUME.DETACH",
+                                 "VOLUME.DELETE"), done, strict=True):
+        assert len([e for e in cloud.listEvents(type=cs_type)["event"]
+                    if OPERATION.findall(e["description"]) == [op]]) == 1, (cs_type, op)
     trail = audit_events(stack, lambda kind, data: kind == "VolumeDeleted"
                          and data["volume_id"] == second["id"])
     assert [(kind, data.get("task_id")) for kind, data in trail
