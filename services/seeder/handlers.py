@@ -47,8 +47,7 @@ class Seeder(HypervisorService):
         if isinstance(event, VmSnapshotDeleted):
             snapshot_id: str | None = event.snapshot_id
         else:
-            request = await self.repo.deploy_request(event.vm_id)
-            snapshot_id = request.vm_snapshot_id if request else None
+            snapshot_id = await self.repo.source_snapshot(event.vm_id)
         if snapshot_id is None:
             return []
         snapshot = await self.repo.vm_snapshot(snapshot_id)

@@ -365,14 +365,20 @@ class MemoryEventStore:
         vms: set[str] = set()
         expunged: set[str] = set()
         pools: set[str] = set()
+        seeded_from: dict[str, str] = {}  # template -> the VM snapshot it was seeded from
         for recorded in self.events:
             match recorded.event():
-                case VmDeployRequested() as request if request.vm_snapshot_id == vm_snapshot_id:
-                    vms.add(request.vm_id)
+                case VmDeployRequested() as request:
+                    # From the snapshot, or from a template seeded from it.
+                    source = request.vm_snapshot_id or seeded_from.get(request.template_id or "")
+                    if source == vm_snapshot_id:
+                        vms.add(request.vm_id)
                 case VmExpunged() as gone:
                     expunged.add(gone.vm_id)
-                case TemplateSeedStarted() as started if started.vm_snapshot_id == vm_snapshot_id:
-                    pools.add(started.pool_id)
+                case TemplateSeedStarted() as started:
+                    seeded_from[started.template_id] = started.vm_snapshot_id
+                    if started.vm_snapshot_id == vm_snapshot_id:
+                        pools.add(started.pool_id)
         return sorted(vms - expunged), sorted(pools)
 
     async def template_seed(self, template_id: str) -> tuple[str, str] | None:

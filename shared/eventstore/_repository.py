@@ -50,6 +50,19 @@ class Repository:
         """The request a VM's stream starts with (None for an imported VM)."""
         return _vm.deploy_request((await self.events(streams.vm(vm_id)))[:1])
 
+    async def source_snapshot(self, vm_id: str) -> str | None:
+        """The VM snapshot a deployed VM's disk comes from: the one it was deployed from, or
+        the one its seeded template was seeded from (None for an imported VM, or one
+        deployed from a template snapdeploy did not seed)."""
+        request = await self.deploy_request(vm_id)
+        if request is None:
+            return None
+        if request.vm_snapshot_id is not None:
+            return request.vm_snapshot_id
+        seeded = await self.store.template_seed(request.template_id) \
+            if request.template_id else None
+        return seeded[0] if seeded else None
+
     async def seed(self, vm_snapshot_id: str, pool_id: str,
                    up_to: int | None = None) -> _seed.Seed:
         return _seed.fold(await self.events(streams.seed(vm_snapshot_id, pool_id), up_to))

@@ -212,8 +212,9 @@ class Store(Protocol):
         ...
 
     async def snapshot_uses(self, vm_snapshot_id: str) -> tuple[list[str], list[str]]:
-        """What depends on a VM snapshot, never behind the store: the VMs deployed from it
-        and not expunged, and the pools a seed of it was started on (both sorted)."""
+        """What depends on a VM snapshot, never behind the store: the VMs deployed from it,
+        or from a template seeded from it, and not expunged; and the pools a seed of it was
+        started on (both sorted)."""
         ...
 
     async def template_seed(self, template_id: str) -> tuple[str, str] | None:

@@ -114,6 +114,8 @@ SNAPSHOT_LIFE: list[tuple[str, Event]] = [
                                                    template_id="t1", name="seed-t1")),
     (streams.vm("v1"), VmExpunged(vm_id="v1")),
     (streams.vm("v3"), VmExpunged(vm_id="v3")),
+    # Deployed from a template seeded from s1: it depends on s1 as v2 does.
+    (streams.vm("v5"), deploy("v5", vm_snapshot_id=None, template_id="t2")),
 ]
 
 
@@ -305,7 +307,7 @@ async def test_vms_volumes_snapshots_and_imported_objects_are_what_the_streams_s
 async def test_snapshot_uses_and_seeded_templates_are_what_the_streams_say(
         any_store: Store) -> None:
     await live_host_life(any_store)
-    assert await any_store.snapshot_uses("s1") == (["v2"], ["p1", "p2"])
+    assert await any_store.snapshot_uses("s1") == (["v2", "v5"], ["p1", "p2"])
     assert await any_store.snapshot_uses("s2") == (["v4"], [])
     assert await any_store.snapshot_uses("s3") == ([], [])
     assert await any_store.template_seed("t2") == ("s1", "p2")
@@ -321,9 +323,9 @@ async def test_each_accounts_holdings_are_what_the_streams_say(any_store: Store)
                                                     memory=2048 + 2048 + 1024 + 512)
     # y2 imported again (its root volume stays expunged); ys2's template removed.
     assert await any_store.holdings("h-b") == Usage(user_vm=1, volume=1, cpu=1, memory=512)
-    # w1 (destroy requested) with r1 and d1, v2 and v4 Starting; w2 failed; w3, v1 and v3
+    # w1 (destroy requested) with r1 and d1, v2, v4 and v5 Starting; w2 failed; w3, v1 and v3
     # expunged; d2 deleted.
-    assert await any_store.holdings("acct-1") == Usage(user_vm=3, volume=4, cpu=3, memory=3072)
+    assert await any_store.holdings("acct-1") == Usage(user_vm=4, volume=5, cpu=4, memory=4096)
     assert await any_store.holdings("nobody") == Usage()
 
 
@@ -442,7 +444,7 @@ async def test_hosts_stored_before_the_trigger_are_summarised_by_its_migration(
         old = EventStore(pool)
         await live_host_life(old)
         async with pool.acquire() as conn:
-            assert await migrate(conn) == [7, 8, 9, 10, 11, 12, 13, 14]
+            assert await migrate(conn) == [7, 8, 9, 10, 11, 12, 13, 14, 15]
         memory = MemoryEventStore()
         await live_host_life(memory)
         assert await old.hosts() == await memory.hosts()

@@ -188,3 +188,27 @@ async def test_placements_of_one_snapshot_handled_at_once_all_wait_on_one_seed()
     assert {r.outcome for r in results} == {Outcome.HANDLED}
     state = seed.fold(await seed_events(store, world))
     assert state.status == seed.CREATING and sorted(state.waiters) == ["a", "b", "c", "d"]
+
+
+async def test_a_vm_deployed_from_the_template_keeps_it_as_one_deployed_from_the_snapshot(
+) -> None:
+    store, fake, world, delivery = await setup()
+    await request(store, world, "a")
+    await delivery.settle()
+    template_id = streams.seed_template_id(world.snapshot_id, world.pool_id)
+    await request(store, world, "b", template_id=template_id)
+    await delivery.settle()
+
+    await given(store, streams.vm_snapshot(world.snapshot_id),
+                VmSnapshotDeleted(snapshot_id=world.snapshot_id, vm_id=world.vm_id))
+    await given(store, streams.vm("a"), VmExpunged(vm_id="a"))
+    await delivery.settle()
+    # VM b's disk is backed by the template: it stays.
+    assert [vm for vm in fake.vms.values() if vm.template]
+    assert not isinstance((await seed_events(store, world))[-1], TemplateRemoved)
+
+    # Its expunge is what lets the template go.
+    await given(store, streams.vm("b"), VmExpunged(vm_id="b"))
+    await delivery.settle()
+    assert not [vm for vm in fake.vms.values() if vm.template]
+    assert isinstance((await seed_events(store, world))[-1], TemplateRemoved)
