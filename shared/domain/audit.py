@@ -97,13 +97,15 @@ def describe(kind: str, data: dict[str, Any]) -> str:
     reason and the hypervisor operations that did it."""
     tasks: Iterable[str] = data.get("task_ids") or (
         [data["task_id"]] if data.get("task_id") else [])
-    subject = next((f"{k} {data[k]}" for k in _SUBJECTS if data.get(k)), "")
+    # A volume's event names the volume first (it also names its VM).
+    subjects = ("volume_id", *_SUBJECTS) if kind.startswith("Volume") else _SUBJECTS
+    subject = next((f"{k} {data[k]}" for k in subjects if data.get(k)), "")
     text = f"{kind} {subject}".strip()
     if data.get("reason"):
         text += f": {data['reason']}"
     tasks = list(tasks)
     if tasks:
-        text += f" (vCenter tasks {', '.join(tasks)})"
+        text += f" (hypervisor operations {', '.join(tasks)})"
     return text
 
 

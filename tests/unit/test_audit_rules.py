@@ -51,6 +51,6 @@ def test_username_is_the_user_an_actor_names() -> None:
 def test_description_names_the_subject_the_reason_and_the_operations() -> None:
     text = audit.describe("VmDeployFailed", {"vm_id": "v1", "reason": "no host",
                                              "task_ids": ["t1", "t2"]})
-    assert text == "VmDeployFailed vm_id v1: no host (vCenter tasks t1, t2)"
+    assert text == "VmDeployFailed vm_id v1: no host (hypervisor operations t1, t2)"
     assert audit.describe("AccountCreated", {"account_id": "a1", "name": "acme"}) == \
         "AccountCreated account_id a1"
