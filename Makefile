@@ -6,15 +6,26 @@ VCSIM := $(BIN)/vcsim
 GUEST := $(VENV)/share/snapdeploy-guest
 STATE_DIR ?= .state
 
-.PHONY: install run test lint bench bench-dataplane chaos clean docker-compose kvm-packages
+.PHONY: install run test lint bench bench-dataplane chaos clean docker-compose kvm-packages \
+  browser-packages
 
-install: $(BIN)/snapdeploy $(VCSIM) $(GUEST)/root.qcow2 docker-compose
+install: $(BIN)/snapdeploy $(VCSIM) $(GUEST)/root.qcow2 docker-compose browser-packages
 
 # docker-compose (Debian's package) validates docker-compose.yml in the tests.
 docker-compose:
 	@command -v docker-compose >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq docker-compose; \
 	  else echo "install docker-compose (apt-get install docker-compose)" >&2; exit 1; fi; }
+
+# The web console's browser tests drive Debian's headless Chromium through its chromedriver
+# (Selenium, from the dev extras).
+BROWSER_PACKAGES := chromium chromium-driver
+browser-packages:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES); \
+	  else echo "install the browser packages (apt-get install $(BROWSER_PACKAGES))" >&2; \
+	    exit 1; fi; fi
 
 # KVM's data plane, from Debian: a private libvirt daemon with QEMU (TCG) and qemu-img, the
 # cloud kernel and busybox the demo guest is built from, and what libvirt-python builds

@@ -41,6 +41,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     health_listen: str = "127.0.0.1:0"
     admin_api_key: str = ""
     admin_secret_key: str = ""
+    # The admin user's password for login (the web console); `up` generates one.
+    admin_password: str = ""
     # Seals the secret keys kept in the api_keys table (AES-GCM); `up` generates one. At
     # least 32 characters; the gateway refuses to start without it.
     key_encryption_key: str = ""
@@ -55,7 +57,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 SECRET_FIELDS = frozenset({"nats_password", "vcenter_password", "admin_secret_key",
-                           "key_encryption_key"})
+                           "admin_password", "key_encryption_key"})
 
 
 # A zone's or a host's name: what ids and messages carry, so no separator of the setting.

@@ -7,18 +7,23 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import asyncpg
 from aiohttp import web
 
 from proto import streams
 from proto.envelope import Metadata
 from proto.events import AccountCreated, Event, UserCreated
-from services.gateway import commands  # noqa: F401  (registers them)
+from services.gateway import (
+    commands,  # noqa: F401  (registers them)
+    console,
+)
 from services.gateway.api import Context
 from services.gateway.apidoc import OPENAPI_PATH
 from services.gateway.audit import FANOUT, stream_events
 from services.gateway.fanout import Fanout
 from services.gateway.http import CONTEXT, api, openapi
 from shared import apikeys as keys
+from shared import passwords
 from shared.config import Settings
 from shared.domain import offerings
 from shared.domain.accounts import ADMIN_ACCOUNT_ID, ADMIN_USER_ID
@@ -45,8 +50,9 @@ async def ensure_defaults(store: EventStore) -> None:
 
 
 async def ensure_admin_keys(store: EventStore, settings: Settings) -> None:
-    """Seal any secret key still stored in clear, then register the configured admin key
-    pair (the launcher generates one on first start) as the admin's live pair.
+    """Seal any secret key still stored in clear, keep the configured admin password's hash,
+    then register the configured admin key pair (the launcher generates one on first
+    start) as the admin's live pair.
 
     Raises:
         SystemExit: no usable key encryption key is configured.
@@ -59,6 +65,8 @@ async def ensure_admin_keys(store: EventStore, settings: Settings) -> None:
         sealed = await keys.seal_clear_rows(conn, secrets)
         if sealed:
             log.info("sealed %d secret keys that were stored in clear", sealed)
+        if settings.admin_password:
+            await ensure_admin_password(conn, settings.admin_password)
         if not settings.admin_api_key:
             return
         live = await keys.ensure_configured(
@@ -68,6 +76,13 @@ async def ensure_admin_keys(store: EventStore, settings: Settings) -> None:
     if not live:
         log.warning("the configured admin API key was replaced by registerUserKeys and stays "
                     "revoked; use the admin's newer key pair, or configure a new one")
+
+
+async def ensure_admin_password(conn: asyncpg.Connection, password: str) -> None:
+    """Make the configured admin password (the launcher generates one) the admin's."""
+    if await passwords.check_login(conn, "admin", password) is None:
+        await passwords.set_password(conn, passwords.Login(
+            ADMIN_USER_ID, "admin", ADMIN_ACCOUNT_ID, "admin", "admin"), password)
 
 
 # Long request lines reach the API (and get CloudStack's envelope) instead of a bare 400
@@ -93,5 +108,6 @@ def build(rt: Runtime, store: EventStore) -> web.Application:
     app[FANOUT] = Fanout(store, max_per_account=rt.settings.max_event_streams_per_account)
     app.cleanup_ctx.append(_run_fanout)
     app.router.add_get("/client/events", stream_events)
+    console.add_routes(app)
     rt.add_health_routes(app)
     return app

@@ -1,6 +1,7 @@
 """GET /client/events: the audit stream over HTTP as Server-Sent Events.
 
-Signed like an API request (``apikey``, ``signature``, optional ``after``). Each event is
+Signed like an API request (``apikey``, ``signature``, optional ``after``), or made in a
+login session (the ``JSESSIONID`` cookie and the ``sessionkey`` parameter). Each event is
 sent as ``id: <global position>``, ``event: <type>``, ``data: <envelope JSON>``; a client
 that reconnects with ``Last-Event-ID`` (or ``after``) resumes exactly where it left off.
 An admin sees every event; a user sees the events of their own account.
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from services.gateway.api import OURS, Declaration, Param, Params
 from services.gateway.fanout import Fanout, FellBehind, TooManyStreams
-from services.gateway.http import CONTEXT, caller_for, envelope, request_params
+from services.gateway.http import CONTEXT, caller_of, envelope, request_params
 from shared.errors import API_LIMIT_EXCEEDED, PARAM_ERROR, ApiError
 from shared.eventstore import RecordedEvent
 
@@ -79,7 +80,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     fanout = request.app[FANOUT]
     pairs = await request_params(request)
     try:
-        caller = await caller_for(ctx, pairs)
+        caller = await caller_of(ctx, request, pairs)
         params = Params(STREAM_EVENTS, dict(pairs))
         after = params.integer("after")
         last_id = request.headers.get("Last-Event-ID")

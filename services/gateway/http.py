@@ -1,4 +1,5 @@
-"""The HTTP side of the gateway: /client/api with CloudStack signing, errors and metrics."""
+"""The HTTP side of the gateway: /client/api with CloudStack signing or a login session,
+errors and metrics."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiMapping
 
-from services.gateway import apidoc, auth
+from services.gateway import apidoc, auth, session
 from services.gateway.api import COMMANDS, MAX_PARAM_LENGTH, Caller, Context, Params
 from shared import apikeys as keys
 from shared import metrics
@@ -81,6 +82,37 @@ async def caller_for(ctx: Context, pairs: list[tuple[str, str]]) -> Caller:
     return caller
 
 
+async def caller_of(ctx: Context, request: web.Request, pairs: list[tuple[str, str]]) -> Caller:
+    """The user of a signed request, or of a request made in a login session (the
+    JSESSIONID cookie and the sessionkey parameter, unsigned); else ApiError(401)."""
+    values = {k.lower(): v for k, v in pairs}
+    if "apikey" not in values and "signature" not in values:
+        found = await session.session_caller(ctx, request, values)
+        if found is not None:
+            return found
+    return await caller_for(ctx, pairs)
+
+
+async def answer(ctx: Context, request: web.Request, name: str,
+                 pairs: list[tuple[str, str]]) -> web.Response:
+    """One command's answer: login and logout act on sessions before any caller is known;
+    every other command runs for the request's caller."""
+    signed = any(k.lower() == "apikey" for k, _ in pairs)
+    if name.lower() == "login":
+        return await session.open_session(ctx, dict(pairs))
+    if name.lower() == "logout" and not signed:
+        return await session.close_session(ctx, request)
+    caller = await caller_of(ctx, request, pairs)
+    if not name:
+        raise ApiError(PARAM_ERROR, "missing parameter command: name the API command")
+    cmd = COMMANDS.get(name.lower())
+    if cmd is None:
+        raise ApiError(UNSUPPORTED, f"The given command '{name[:64]}' does not exist "
+                       "or it is not available for user")
+    body = await cmd.run(ctx, Params(cmd.name, dict(pairs)), caller)
+    return envelope(name, body)
+
+
 def envelope(command: str, body: dict[str, Any], status: int = 200) -> web.Response:
     return web.json_response({f"{command.lower()}response": body}, status=status)
 
@@ -99,15 +131,7 @@ async def api(request: web.Request) -> web.Response:
             if any(len(v) > MAX_PARAM_LENGTH for _, v in pairs):
                 raise ApiError(PARAM_ERROR, f"a parameter is longer than {MAX_PARAM_LENGTH} "
                                "characters")
-            caller = await caller_for(ctx, pairs)
-            if not name:
-                raise ApiError(PARAM_ERROR, "missing parameter command: name the API command")
-            cmd = COMMANDS.get(name.lower())
-            if cmd is None:
-                raise ApiError(UNSUPPORTED, f"The given command '{name[:64]}' does not exist "
-                               "or it is not available for user")
-            body = await cmd.run(ctx, Params(cmd.name, dict(pairs)), caller)
-            response = envelope(name or "error", body)
+            response = await answer(ctx, request, name, pairs)
         except ApiError as exc:
             if exc.code >= 500:
                 log.error("%s failed: %s", name, exc.text)

@@ -3,8 +3,9 @@
 The schema's owner (who runs migrations) is not the services' role. The services' role
 reads events and appends them only through ``append_events()`` (migration 0006): it can
 neither rewrite nor delete history, nor change the schema. It writes checkpoints, the
-inbox, the read models and API keys. ``snapdeploy db grants`` prints this SQL for a
-database snapdeploy does not manage; ``snapdeploy up`` applies it to its own.
+inbox, the read models, API keys, password hashes and login sessions. ``snapdeploy db
+grants`` prints this SQL for a database snapdeploy does not manage; ``snapdeploy up``
+applies it to its own.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ GRANTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("SELECT, INSERT, UPDATE", ("checkpoints",)),
     ("SELECT, INSERT", ("inbox",)),
     ("SELECT, INSERT, UPDATE, DELETE",
-     ("vm_instances", "async_jobs", "vmsnapshot_spool_ref", "catalog", "api_keys")),
+     ("vm_instances", "async_jobs", "vmsnapshot_spool_ref", "catalog", "api_keys",
+      "user_passwords", "sessions")),
 )
 APPEND_FUNCTION = "append_events(text, integer, uuid[], text[], smallint[], jsonb[], jsonb[])"
 

@@ -74,6 +74,7 @@ def _secrets(state_dir: Path) -> dict[str, str]:
         "vcenter_password": secrets.token_urlsafe(12),
         "admin_api_key": secrets.token_urlsafe(32),
         "admin_secret_key": secrets.token_urlsafe(32),
+        "admin_password": secrets.token_urlsafe(12),
         "key_encryption_key": secrets.token_urlsafe(32),
     }
     saved: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
@@ -224,6 +225,9 @@ class Stack:
             settings = replace(settings, admin_api_key=creds["admin_api_key"],
                                admin_secret_key=creds["admin_secret_key"])
             self._generated["admin_secret_key"] = "admin_secret_key"
+        if "admin_password" not in given:
+            settings = replace(settings, admin_password=creds["admin_password"])
+            self._generated["admin_password"] = "admin_password"
         if "key_encryption_key" not in given:
             settings = replace(settings, key_encryption_key=creds["key_encryption_key"])
         self.settings = replace(settings, gateway_listen=listen)
@@ -333,6 +337,7 @@ class Stack:
             "gateway_url": f"http://{s.gateway_listen}",
             "api_url": f"http://{s.gateway_listen}/client/api",
             "audit_stream_url": f"http://{s.gateway_listen}/client/events",
+            "console_url": f"http://{s.gateway_listen}/client/",
             "nats_url": s.nats_url,
             "nats_user": s.nats_user,
             "nats_identities": bool(self._nats_secret),
@@ -527,6 +532,10 @@ def _summary(info: dict[str, Any], *, keys: bool = True) -> str:
     ]
     if keys and info.get("admin_secret_key"):
         lines.append(f"  admin secret key   {info['admin_secret_key']}")
+    if info.get("console_url"):
+        lines.append(f"  web console        {info['console_url']} (user admin"
+                     + (f", password {info['admin_password']})" if keys and
+                        info.get("admin_password") else ")"))
     lines += [
         f"  NATS               {info['nats_url']}",
         f"  vCenter            {info['vcenter_url']}",
