@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+import services.gateway.commands  # noqa: F401  (registers every command)
 from proto import streams
 from proto.envelope import Metadata
 from proto.events import (
@@ -24,17 +25,21 @@ from proto.events import (
     NicCreated,
     PoolImported,
     ServiceOfferingCreated,
+    TemplateRemoved,
     TemplateSeeded,
     UserCreated,
     VmDeployRequested,
+    VmSnapshotDeleted,
     VmSnapshotTaken,
     VmStarted,
     VolumeCreated,
     ZoneImported,
 )
+from services.gateway.api import COMMANDS, Caller, Context, Params
 from shared.domain.job import DEPLOY_VM_CMD, JobStatus
 from shared.eventstore import EventStore, NewEvent
 from shared.projections import ALL, Projector
+from shared.projections._runner import CHECKPOINT
 from shared.projections.read import Page, Paging, ReadModels, Viewer, Vm, template_from_stream
 
 ALICE, BOB, ADMIN = "account-alice", "account-bob", "account-admin"
@@ -189,6 +194,143 @@ async def test_templates_belong_to_their_snapshots_owner_and_lie_in_their_pools_
         await store.read_stream(streams.seed(cloud.snapshot, POOL)), cloud.template,
         owner=ALICE, zone_id=ZONE)
     assert folded == template
+
+
+ZONE2, POOL2 = "6f1c2d4e-0000-4000-8000-00000000002a", "pool-2"
+
+
+async def _second_zone_template(store: EventStore, cloud: Cloud) -> tuple[str, str]:
+    """A second zone with its own pool, and a template seeded there from a snapshot of
+    Alice's VM whose disk lies on that pool: (the snapshot, the template)."""
+    await _append(store, streams.zone(ZONE2), ZoneImported(zone_id=ZONE2, name="KVM0",
+                                                           ref="z2", driver_kind="kvm"))
+    await _append(store, streams.pool(POOL2), PoolImported(
+        pool_id=POOL2, zone_id=ZONE2, name="default", ref="p2", url="file:///2",
+        capacity_bytes=100, free_bytes=50, host_ids=[]))
+    snapshot = _id()
+    await _append(store, streams.vm_snapshot(snapshot), VmSnapshotTaken(
+        snapshot_id=snapshot, vm_id=cloud.alice_vm, account_id=ALICE, name="elsewhere",
+        description="on the second pool", ref="s2", parent_id=cloud.snapshot,
+        created=datetime.now(UTC), memory=False, cpu_number=2, memory_mb=2048,
+        disks=[Disk(volume_id=cloud.root, device_key=2000, path="/2/web-1.qcow2",
+                    pool_id=POOL2, size_bytes=1024, root=True)], nics=[]), account_id=ALICE)
+    await _append(store, streams.seed(snapshot, POOL2), TemplateSeeded(
+        vm_snapshot_id=snapshot, pool_id=POOL2,
+        template_id=streams.seed_template_id(snapshot, POOL2), template_ref="t2",
+        base_snapshot_ref="b2", install_path="/2/tpl.qcow2", task_ids=[]))
+    await Projector(store, ALL).catch_up()
+    return snapshot, streams.seed_template_id(snapshot, POOL2)
+
+
+async def test_a_templates_zone_is_its_pools_with_two_zones(store: EventStore,
+                                                            cloud: Cloud) -> None:
+    """The template rows record no zone of their own: ``zone_id`` narrows by the zone of
+    each template's pool, so each zone lists its own template and no other."""
+    read = ReadModels(store)
+    _, elsewhere = await _second_zone_template(store, cloud)
+    assert [t.id for t in (await read.templates(AS_ALICE, zone_id=ZONE)).items] == \
+        [cloud.template]
+    in_second = (await read.templates(AS_ALICE, zone_id=ZONE2)).items
+    assert [(t.id, t.zone_id, t.zone_kind) for t in in_second] == \
+        [(elsewhere, ZONE2, "kvm")]
+    both = await read.templates(AS_ALICE)
+    assert {t.id for t in both.items} == {cloud.template, elsewhere} and both.total == 2
+    async with store.pool.acquire() as conn:
+        recorded = await conn.fetch("SELECT zone_id FROM catalog WHERE kind = 'template'")
+    assert {r["zone_id"] for r in recorded} == {None}  # what the filter must not read
+
+
+async def test_list_templates_by_zone_and_filter_through_the_gateway(store: EventStore,
+                                                                     cloud: Cloud) -> None:
+    """listTemplates as a client calls it: zoneid narrows to the zone's own template,
+    templatefilter scopes by owner (self for Alice is hers; for the administrator, the
+    administrator's own: none; all: every account's), and featured lists none."""
+    _, elsewhere = await _second_zone_template(store, cloud)
+    ctx = Context(store=store)
+    alice = Caller(ALICE, "alice", "user-alice", "alice", "user")
+    admin = Caller(ADMIN, "admin", "user-admin", "admin", "admin")
+
+    async def listed(caller: Caller, **values: str) -> list[str]:
+        body = await COMMANDS["listtemplates"].run(ctx, Params("listTemplates", values),
+                                                   caller)
+        return sorted(t["id"] for t in body.get("template", []))
+
+    assert await listed(alice, templatefilter="executable", zoneid=ZONE2) == [elsewhere]
+    assert await listed(alice, templatefilter="selfexecutable") == \
+        sorted([cloud.template, elsewhere])
+    assert await listed(alice, templatefilter="featured") == []
+    assert await listed(admin, templatefilter="self") == []
+    assert await listed(admin, templatefilter="all") == \
+        sorted([cloud.template, cloud.orphan, elsewhere])
+    assert await listed(admin, templatefilter="all", zoneid=ZONE2) == [elsewhere]
+    assert await listed(admin, templatefilter="self", id=elsewhere) == [elsewhere]
+
+
+async def test_a_template_outlives_its_deleted_vm_snapshot(store: EventStore,
+                                                           cloud: Cloud) -> None:
+    """Deleting the VM snapshot leaves its seeded template (until the template itself is
+    removed) listed as its owner's, live and rebuilt alike."""
+    read = ReadModels(store)
+    before = await read.template(AS_ALICE, cloud.template)
+    await _append(store, streams.vm(cloud.alice_vm), VmSnapshotDeleted(
+        snapshot_id=cloud.snapshot, vm_id=cloud.alice_vm), account_id=ALICE)
+    await Projector(store, ALL).catch_up()
+    assert await read.vm_snapshot(AS_ALICE, cloud.snapshot) is None
+    assert await read.template(AS_ALICE, cloud.template) == before is not None
+    assert [t.id for t in (await read.templates(AS_ALICE, owner_id=ALICE)).items] == \
+        [cloud.template]
+    assert await read.template(AS_BOB, cloud.template) is None
+    async with store.pool.acquire() as conn:
+        live = [dict(r) for r in await conn.fetch("SELECT * FROM catalog ORDER BY kind, id")]
+        for projection in ALL:  # rebuilt from the first event
+            await conn.execute(f"DELETE FROM {projection.table.name}")
+        await conn.execute("DELETE FROM checkpoints WHERE name = $1", CHECKPOINT)
+    await Projector(store, ALL).catch_up()
+    async with store.pool.acquire() as conn:
+        rebuilt = [dict(r) for r in await conn.fetch("SELECT * FROM catalog ORDER BY kind, id")]
+    assert rebuilt == live
+    assert await read.template(AS_ALICE, cloud.template) == before
+    # Removed at last: gone from the list.
+    await _append(store, streams.seed(cloud.snapshot, POOL),
+                  TemplateRemoved(vm_snapshot_id=cloud.snapshot, pool_id=POOL))
+    await Projector(store, ALL).catch_up()
+    assert await read.template(AS_ALICE, cloud.template) is None
+
+
+async def test_ids_owner_state_and_keyword_narrow_before_the_page(store: EventStore,
+                                                                  cloud: Cloud) -> None:
+    read = ReadModels(store)
+    second, elsewhere = await _second_zone_template(store, cloud)
+    # ids: one of them; with id, both apply; a name that is no UUID names nothing.
+    templates = await read.templates(AS_ADMIN, ids=[cloud.template, cloud.orphan, "x"])
+    assert {t.id for t in templates.items} == {cloud.template, cloud.orphan}
+    assert (await read.templates(AS_ADMIN, ids=[cloud.template],
+                                 template_id=elsewhere)).items == []
+    assert {t.id for t in (await read.templates(AS_ADMIN, owner_id=ALICE)).items} == \
+        {cloud.template, elsewhere}
+    assert (await read.templates(AS_ADMIN, owner_id=ADMIN)).items == []
+    page = await read.templates(AS_ADMIN, ids=[cloud.template, elsewhere, cloud.orphan],
+                                paging=Paging(limit=1, offset=1))
+    assert len(page.items) == 1 and page.total == 3
+    assert {v.id for v in (await read.vms(AS_ADMIN, ids=[cloud.alice_vm, "x"])).items} == \
+        {cloud.alice_vm}
+    assert (await read.vms(AS_BOB, ids=[cloud.alice_vm])).items == []
+    assert [v.id for v in (await read.volumes(AS_ALICE, ids=[cloud.volume])).items] == \
+        [cloud.volume]
+    assert [z.id for z in (await read.zones(ids=[ZONE2, "zone-9"])).items] == [ZONE2]
+    # VM snapshots: ids, state in any case, keyword within the name or description.
+    assert {s.id for s in (await read.vm_snapshots(AS_ALICE, ids=[cloud.snapshot,
+                                                                   second])).items} == \
+        {cloud.snapshot, second}
+    assert (await read.vm_snapshots(AS_ALICE, state="ready")).total == 2
+    assert (await read.vm_snapshots(AS_ALICE, state="Expunging")).total == 0
+    assert [s.id for s in (await read.vm_snapshots(AS_ALICE, keyword="SECOND POOL")).items] \
+        == [second]
+    assert [s.id for s in (await read.vm_snapshots(AS_ALICE, name="BEFORE")).items] == \
+        [cloud.snapshot]
+    paged = await read.vm_snapshots(AS_ALICE, paging=Paging(limit=1))
+    assert len(paged.items) == 1 and paged.total == 2
+    assert (await read.vm_snapshots(AS_BOB, ids=[second])).total == 0
 
 
 async def test_snapshots_volumes_and_the_catalog(store: EventStore, cloud: Cloud) -> None:

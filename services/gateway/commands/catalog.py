@@ -17,6 +17,7 @@ from proto.events import (
 from services.gateway import schema, views
 from services.gateway.api import (
     ADMIN,
+    MAX_PARAM_LENGTH,
     OURS,
     PAGING,
     Caller,
@@ -30,6 +31,7 @@ from services.gateway.api import (
 from shared import drivers
 from shared.domain import offerings
 from shared.domain.job import SYNC_INVENTORY_CMD
+from shared.domain.listing import Filter, narrowed, paged
 from shared.errors import PARAM_ERROR, ApiError
 from shared.eventstore import NO_STREAM, Append, Repository
 from shared.projections.read import Paging
@@ -61,6 +63,12 @@ def list_params(shape: Shape, what: str) -> tuple[Param, ...]:
     )
 
 
+def ids_param(shape: Shape, what: str, since: str) -> Param:
+    """CloudStack's ``ids``: only the objects with these IDs (a comma-separated list)."""
+    return Param("ids", "list", f"only the {what}s with these IDs", items="uuid",
+                 length=MAX_PARAM_LENGTH, entity=shape, since=since)
+
+
 def filters(params: Params) -> Filters:
     """The common filters; ``zoneid`` does not narrow offerings, which every zone has."""
     return Filters(params.uuid("id"), params.uuid("zoneid"), params.text("name"),
@@ -68,13 +76,13 @@ def filters(params: Params) -> Filters:
 
 
 @command("listZones", response=schema.ZONE, description="Lists the zones.",
-         params=list_params(schema.ZONE, "zone"))
+         params=(ids_param(schema.ZONE, "zone", "4.19.0"), *list_params(schema.ZONE, "zone")))
 async def list_zones(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     f = filters(params)
     if f.obj_id and f.zone_id and f.obj_id != f.zone_id:
         return listing("zone", [])  # both name the zone: no zone is two
-    found = await ctx.read.zones(zone_id=f.obj_id or f.zone_id, name=f.name,
-                                 keyword=f.keyword, paging=f.paging)
+    found = await ctx.read.zones(zone_id=f.obj_id or f.zone_id, ids=params.uuids("ids"),
+                                 name=f.name, keyword=f.keyword, paging=f.paging)
     return listing("zone", [views.zone(z) for z in found.items], found.total)
 
 
@@ -136,6 +144,7 @@ async def list_disk_offerings(ctx: Context, params: Params, caller: Caller) -> d
          description="Lists the caller's volumes (every account's for an admin).", params=(
              Param("virtualmachineid", "uuid", "only this VM's volumes", entity=schema.VM),
              Param("type", "string", "only ROOT or only DATADISK volumes"),
+             ids_param(schema.VOLUME, "volume", "4.9"),
              *list_params(schema.VOLUME, "volume"),
          ))
 async def list_volumes(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
@@ -147,7 +156,8 @@ async def list_volumes(ctx: Context, params: Params, caller: Caller) -> dict[str
         raise ApiError(PARAM_ERROR, f"invalid parameter type: {volume_type[:64]!r} is not ROOT "
                        "or DATADISK (or DATA)")
     f = filters(params)
-    found = await ctx.read.volumes(caller.viewer, volume_id=f.obj_id, vm_id=vm_id,
+    found = await ctx.read.volumes(caller.viewer, volume_id=f.obj_id,
+                                   ids=params.uuids("ids"), vm_id=vm_id,
                                    volume_type=volume_type, zone_id=f.zone_id, name=f.name,
                                    keyword=f.keyword, paging=f.paging)
     names = await ctx.read.names(views.ids_of(found.items))
@@ -280,10 +290,14 @@ async def update_configuration(ctx: Context, params: Params, caller: Caller) -> 
              Param("name", "string", "only this setting"),
              Param("storageid", "uuid", "the primary storage pool whose setting to show",
                    entity=schema.POOL),
+             Param("keyword", "string", "only settings whose name or description holds "
+                   "this"),
+             *PAGING,
          ))
 async def list_configurations(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     name = params.text("name")
     pool_id = params.uuid("storageid")
+    keyword = params.text("keyword")
     if pool_id is None:
         rows = [{"name": setting, "value": "false", "defaultvalue": "false",
                  "scope": "global", "category": "Advanced", "isdynamic": True,
@@ -301,7 +315,10 @@ async def list_configurations(ctx: Context, params: Params, caller: Caller) -> d
                  "category": "Advanced", "isdynamic": True,
                  "description": "Whether VMs deployed on this primary storage pool are full "
                  "clones of their template"}]
-    return listing("configuration", [r for r in rows if name is None or r["name"] == name])
+    found = narrowed(rows, Filter(keyword=keyword),
+                     lambda r: name is None or r["name"] == name)
+    items, total = paged(found, params.page())
+    return listing("configuration", items, total)
 
 
 @command("syncInventory", is_async=True, role=ADMIN, since=OURS, response=schema.SUCCESS,

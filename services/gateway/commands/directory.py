@@ -204,11 +204,12 @@ async def list_capacity(ctx: Context, params: Params, caller: Caller) -> dict[st
              Param("virtualmachineid", "uuid", "the VM", required=True),
              Param("nicid", "uuid", "only this NIC"),
              Param("networkid", "uuid", "only NICs on this network"),
-             Param("keyword", "string", "accepted"), *PAGING))
+             Param("keyword", "string", "only NICs whose address, MAC address or network's "
+                   "name holds this"), *PAGING))
 async def list_nics(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     vm_id = params.uuid("virtualmachineid")
     nic_id, network_id = params.uuid("nicid"), params.uuid("networkid")
-    params.text("keyword")
+    keyword = params.text("keyword")
     assert vm_id is not None
     vm = await ctx.read.vm(caller.viewer, vm_id)
     if vm is None:
@@ -217,7 +218,9 @@ async def list_nics(ctx: Context, params: Params, caller: Caller) -> dict[str, A
     names = await ctx.read.names(n.network_id for n in vm.nics)
     nics = [views.nic(n, vm.id, i, names) for i, n in enumerate(vm.nics)]
     found = narrowed(nics, Filter(id=nic_id),
-                     lambda n: network_id is None or n["networkid"] == network_id)
+                     lambda n: network_id is None or n["networkid"] == network_id,
+                     lambda n: keyword is None or Filter(keyword=keyword).keeps(
+                         n, keyword_fields=("ipaddress", "macaddress", "networkname")))
     items, total = paged(found, params.page())
     return listing("nic", items, total)
 

@@ -13,7 +13,16 @@ from proto.events import (
     VmSnapshotRequested,
 )
 from services.gateway import schema, views
-from services.gateway.api import Caller, Context, Param, Params, command, listing
+from services.gateway.api import (
+    MAX_PARAM_LENGTH,
+    PAGING,
+    Caller,
+    Context,
+    Param,
+    Params,
+    command,
+    listing,
+)
 from services.gateway.commands import targets
 from shared.domain.job import (
     CREATE_VM_SNAPSHOT_CMD,
@@ -66,14 +75,28 @@ async def create_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> di
          params=(
              Param("vmsnapshotid", "uuid", "only the snapshot with this ID",
                    entity=schema.VM_SNAPSHOT),
+             Param("vmsnapshotids", "list", "only the snapshots with these IDs",
+                   items="uuid", length=MAX_PARAM_LENGTH, entity=schema.VM_SNAPSHOT,
+                   since="4.9"),
              Param("virtualmachineid", "uuid", "only this VM's snapshots", entity=schema.VM),
+             Param("name", "string", "only snapshots with this name (any case)"),
+             Param("state", "string", "only snapshots in this state (Ready, ...)"),
+             Param("keyword", "string", "only snapshots whose name or description holds "
+                   "this"),
+             Param("listall", "boolean", "accepted: an admin sees every account's"),
+             *PAGING,
          ))
 async def list_vm_snapshot(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    found = await ctx.read.vm_snapshots(caller.viewer, snapshot_id=params.uuid("vmsnapshotid"),
-                                        vm_id=params.uuid("virtualmachineid"))
+    params.boolean("listall")
+    found = await ctx.read.vm_snapshots(
+        caller.viewer, snapshot_id=params.uuid("vmsnapshotid"),
+        ids=params.uuids("vmsnapshotids"), vm_id=params.uuid("virtualmachineid"),
+        name=params.text("name"), state=params.text("state"), keyword=params.text("keyword"),
+        paging=params.page())
     names = await ctx.read.names([*views.ids_of(found.items),
                                   *(s.parent_id for s in found.items)])
-    return listing("vmSnapshot", [views.vm_snapshot(s, names) for s in found.items])
+    return listing("vmSnapshot", [views.vm_snapshot(s, names) for s in found.items],
+                   found.total)
 
 
 async def _snapshot_job(ctx: Context, params: Params, caller: Caller, cmd: str,

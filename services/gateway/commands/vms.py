@@ -30,6 +30,7 @@ from services.gateway.api import (
     listing,
 )
 from services.gateway.commands import targets
+from services.gateway.commands.catalog import ids_param
 from services.gateway.commands.limits import within_limits
 from shared.domain.accounts import ROOT_DOMAIN_ID
 from shared.domain.deploy import check_deploy
@@ -233,6 +234,7 @@ async def deploy_virtual_machine(ctx: Context, params: Params, caller: Caller) -
 @command("listVirtualMachines", response=schema.VM,
          description="Lists the caller's VMs (every account's for an admin).", params=(
              Param("id", "uuid", "only the VM with this ID", entity=schema.VM),
+             ids_param(schema.VM, "VM", "4.4"),
              Param("state", "string", "only VMs in this state (Running, Stopped, ...)"),
              Param("name", "string", "only VMs with this name"),
              Param("hostid", "uuid", "only VMs on this host", entity=schema.HOST),
@@ -242,7 +244,8 @@ async def deploy_virtual_machine(ctx: Context, params: Params, caller: Caller) -
          ))
 async def list_virtual_machines(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
     found = await ctx.read.vms(
-        caller.viewer, vm_id=params.uuid("id"), state=params.text("state"),
+        caller.viewer, vm_id=params.uuid("id"), ids=params.uuids("ids"),
+        state=params.text("state"),
         name=params.text("name"), host_id=params.uuid("hostid"), zone_id=params.uuid("zoneid"),
         keyword=params.text("keyword"), paging=params.page())
     names = await ctx.read.names(views.ids_of(found.items))

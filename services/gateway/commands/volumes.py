@@ -1,5 +1,5 @@
-"""Volume commands: createVolume (from a VM snapshot's disk, or empty from a disk offering);
-attach, detach, resize, delete.
+"""Volume commands: createVolume (from a VM snapshot's disk, or empty from a disk offering;
+createVolumeFromVmSnapshot is its alias for the first); attach, detach, resize, delete.
 
 Attaching, detaching and resizing are refused for a VM that has VM snapshots, as CloudStack
 does (the spec's limitation): the snapshots' disk chains would no longer match the VM.
@@ -53,6 +53,9 @@ async def refuse_if_vm_has_snapshots(ctx: Context, vm_id: str, command_name: str
     check_vm_without_snapshots(vm_id, await targets.vm_snapshot_count(ctx, vm_id), command_name)
 
 
+_SNAPSHOT_NAME = Param("name", "string", "its name")
+
+
 @command("createVolume", is_async=True, response=schema.VOLUME,
          description="Creates a volume: a VM snapshot's disk as of the snapshot (vmsnapshotid "
          "with volumeid), or an empty one of a disk offering's size (diskofferingid), "
@@ -68,27 +71,42 @@ async def refuse_if_vm_has_snapshots(ctx: Context, vm_id: str, command_name: str
              Param("size", "long", "with diskofferingid: its size in GB, which must be the "
                    "offering's", minimum=1),
              Param("snapshotid", "uuid", "refused: snapdeploy has no volume snapshots"),
-             Param("name", "string", "its name"),
+             _SNAPSHOT_NAME,
          ))
 async def create_volume(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    snapshot_id = params.uuid("vmsnapshotid")
-    source_id = params.uuid("volumeid")
     if params.has("snapshotid"):
         raise ApiError(PARAM_ERROR, "invalid parameter snapshotid: snapdeploy has no volume "
                        "snapshots; use vmsnapshotid with volumeid, or diskofferingid")
-    if snapshot_id is None and params.has("diskofferingid"):
+    from_snapshot = params.has("vmsnapshotid")
+    if not from_snapshot and params.has("diskofferingid"):
         return await _allocate(ctx, params, caller)
-    if snapshot_id is None:
+    if not from_snapshot:
         raise ApiError(PARAM_ERROR, "missing parameter vmsnapshotid or diskofferingid: a volume "
                        "is a disk of a VM snapshot (vmsnapshotid with volumeid) or empty "
                        "(diskofferingid)")
-    for other in ("diskofferingid", "snapshotid"):
-        if params.has(other):
-            raise ApiError(PARAM_ERROR, f"invalid parameter {other}: vmsnapshotid and {other} "
-                           "are mutually exclusive")
-    if source_id is None:
+    if params.has("diskofferingid"):
+        raise ApiError(PARAM_ERROR, "invalid parameter diskofferingid: vmsnapshotid and "
+                       "diskofferingid are mutually exclusive")
+    if not params.has("volumeid"):
         raise ApiError(PARAM_ERROR, "missing parameter volumeid: name the volume of the VM "
                        "snapshot's VM to copy")
+    return await create_volume_from_vm_snapshot(ctx, params, caller)
+
+
+@command("createVolumeFromVmSnapshot", is_async=True, response=schema.VOLUME, since=OURS,
+         description="An alias of createVolume with vmsnapshotid and volumeid: creates a "
+         "volume that is a VM snapshot's disk as of the snapshot.", params=(
+             Param("vmsnapshotid", "uuid", "the VM snapshot whose disk to copy", required=True,
+                   since=OURS, entity=schema.VM_SNAPSHOT),
+             Param("volumeid", "uuid", "the volume of the snapshot's VM to copy",
+                   required=True, since=OURS, entity=schema.VOLUME),
+             _SNAPSHOT_NAME,
+         ))
+async def create_volume_from_vm_snapshot(ctx: Context, params: Params,
+                                         caller: Caller) -> dict[str, Any]:
+    snapshot_id = params.uuid("vmsnapshotid")
+    source_id = params.uuid("volumeid")
+    assert snapshot_id is not None and source_id is not None
     snapshot = await targets.vm_snapshot(ctx, caller, snapshot_id)
     disk = next((d for d in snapshot.disks if d.volume_id == source_id), None)
     if disk is None:

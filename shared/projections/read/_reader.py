@@ -216,6 +216,13 @@ class _Where:
         if not viewer.is_admin:
             self.conditions.append(f"{column} = {self.arg(viewer.account_id)}")
 
+    def among(self, column: str, ids: Sequence[str], *, as_uuid: bool = False) -> None:
+        """Only the rows whose ``column`` is one of ``ids`` (no condition when none are
+        given; an id that is not a UUID, where UUIDs are compared, names nothing)."""
+        if ids:
+            wanted = [_uuid(i) for i in ids] if as_uuid else [i for i in ids if _storable(i)]
+            self.conditions.append(f"{column} = ANY({self.arg(wanted)})")
+
     def sql(self) -> str:
         return " AND ".join(self.conditions) or "true"
 
@@ -355,13 +362,14 @@ class ReadModels:
                   account_id: str | None = None, state: str | None = None,
                   name: str | None = None, host_id: str | None = None,
                   zone_id: str | None = None, keyword: str | None = None,
-                  paging: Paging | None = None) -> Page[Vm]:
+                  ids: Sequence[str] = (), paging: Paging | None = None) -> Page[Vm]:
         """The VMs ``viewer`` sees that match every filter given (``state``, ``name``,
         ``host_id`` and ``zone_id`` case-insensitively; ``keyword`` within the name or
-        display name), oldest first; expunged VMs are gone."""
+        display name; ``ids``: one of them), oldest first; expunged VMs are gone."""
         where = _Where("removed IS NULL")
         where.owned(viewer, "account_id")
         where.add(lambda p: f"id = {p}", _uuid(vm_id))
+        where.among("id", ids, as_uuid=True)
         where.add(lambda p: f"account_id = {p}", account_id)
         where.add(lambda p: f"lower(state) = lower({p})", state)
         where.add(lambda p: f"lower(host_id) = lower({p})", host_id)
@@ -395,14 +403,18 @@ class ReadModels:
 
     async def vm_snapshots(self, viewer: Viewer, *, snapshot_id: str | None = None,
                            vm_id: str | None = None, name: str | None = None,
-                           keyword: str | None = None,
+                           keyword: str | None = None, ids: Sequence[str] = (),
+                           state: str | None = None,
                            paging: Paging | None = None) -> Page[VmSnapshot]:
-        """The VM snapshots ``viewer`` sees (not deleted), by name."""
+        """The VM snapshots ``viewer`` sees (not deleted), by name; ``state`` in any
+        case; ``keyword`` within the name or description."""
         where = _Where()
         where.owned(viewer, "account_id")
         where.add(lambda p: f"id = {p}", snapshot_id)
+        where.among("id", ids)
         where.add(lambda p: f"data ->> 'vm_id' = {p}", vm_id)
-        _named(where, name, keyword, "name")
+        where.add(lambda p: f"lower(state) = lower({p})", state)
+        _named(where, name, keyword, "name", "data ->> 'description'")
         async with self._pool.acquire() as conn:
             rows, total = await _paged(conn, _SNAPSHOTS, where, _CATALOG_ORDER, paging)
         items = [_vm_snapshot(dict(r), bool(r["is_current"])) for r in rows]
@@ -426,13 +438,17 @@ class ReadModels:
 
     async def templates(self, viewer: Viewer, *, template_id: str | None = None,
                         zone_id: str | None = None, name: str | None = None,
-                        keyword: str | None = None,
+                        keyword: str | None = None, ids: Sequence[str] = (),
+                        owner_id: str | None = None,
                         paging: Paging | None = None) -> Page[Template]:
-        """The seeded templates ``viewer`` sees (by their VM snapshot's owner), by name;
-        ``zone_id`` is their pool's zone."""
+        """The seeded templates ``viewer`` sees (by their VM snapshot's owner, whether or
+        not that snapshot is deleted since), by name; ``zone_id`` is their pool's zone;
+        ``owner_id``: only that account's."""
         where = _Where()
         where.owned(viewer, "owner")
+        where.add(lambda p: f"owner = {p}", owner_id)
         where.add(lambda p: f"id = {p}", template_id)
+        where.among("id", ids)
         where.add(lambda p: f"pool_zone_id = {p}", zone_id)
         _named(where, name, keyword, "name")
         async with self._pool.acquire() as conn:
@@ -449,13 +465,14 @@ class ReadModels:
     async def volumes(self, viewer: Viewer, *, volume_id: str | None = None,
                       vm_id: str | None = None, volume_type: str | None = None,
                       zone_id: str | None = None, name: str | None = None,
-                      keyword: str | None = None,
+                      keyword: str | None = None, ids: Sequence[str] = (),
                       paging: Paging | None = None) -> Page[Volume]:
         """The volumes ``viewer`` sees (not deleted), by name; ``volume_type`` is ROOT or
         DATADISK."""
         where = _Where("kind = 'volume'", "removed IS NULL")
         where.owned(viewer, "account_id")
         where.add(lambda p: f"id = {p}", volume_id)
+        where.among("id", ids)
         where.add(lambda p: f"data ->> 'vm_id' = {p}", vm_id)
         where.add(lambda p: f"data ->> 'volume_type' = upper({p})", volume_type)
         where.add(lambda p: f"zone_id = {p}", zone_id)
@@ -473,10 +490,12 @@ class ReadModels:
 
     async def _catalog(self, kind: str, convert: Callable[[Row], T], *, obj_id: str | None,
                        zone_id: str | None, name: str | None, keyword: str | None,
-                       paging: Paging | None, select: str = "SELECT * FROM catalog") -> Page[T]:
+                       paging: Paging | None, select: str = "SELECT * FROM catalog",
+                       ids: Sequence[str] = ()) -> Page[T]:
         where = _Where("removed IS NULL")
         where.add(lambda p: f"kind = {p}", kind)
         where.add(lambda p: f"id = {p}", obj_id)
+        where.among("id", ids)
         where.add(lambda p: f"zone_id = {p}", zone_id)
         _named(where, name, keyword, "name")
         async with self._pool.acquire() as conn:
@@ -484,9 +503,10 @@ class ReadModels:
         return Page([convert(dict(r)) for r in rows], total)
 
     async def zones(self, *, zone_id: str | None = None, name: str | None = None,
-                    keyword: str | None = None, paging: Paging | None = None) -> Page[Zone]:
+                    keyword: str | None = None, ids: Sequence[str] = (),
+                    paging: Paging | None = None) -> Page[Zone]:
         return await self._catalog("zone", _zone, obj_id=zone_id, zone_id=None, name=name,
-                                   keyword=keyword, paging=paging)
+                                   keyword=keyword, paging=paging, ids=ids)
 
     async def zone_kind(self, zone_id: str | None) -> str | None:
         """The driver kind recorded with zone ``zone_id`` (None: none recorded, a vCenter
