@@ -89,7 +89,8 @@ def test_second_deploy_reuses_the_seeded_template(
                                        name="web-2")["virtualmachine"]
     assert again["state"] == "Running"
     assert seeds_started(stack, snap) == 1
-    template = next(t for t in cloud.listTemplates()["template"] if t["vmsnapshotid"] == snap)
+    template = next(t for t in cloud.listTemplates(templatefilter="all")["template"]
+                    if t["vmsnapshotid"] == snap)
     template_vm = Path(template["installpath"].split("] ", 1)[1]).parent.name
     seeded_ref = vcsim.ref_of_vm(template_vm)
     calls = [c for c in clone_calls(stack) if again["instancename"] in c]

@@ -89,8 +89,8 @@ def test_bob_gets_nothing_of_alices_and_changes_nothing(stack: dict[str, Any],
         ("deployVirtualMachine", {"templateid": template["id"], "serviceofferingid": small}),
         ("prepareTemplate", {"vmsnapshotid": snap}),
         ("prepareTemplate", {"templateid": template["id"]}),
-        ("listTemplates", {"templatefilter": "all", "id": template["id"]}),
-        ("listTemplates", {"templatefilter": "all"}),
+        ("listTemplates", {"templatefilter": "self", "id": template["id"]}),
+        ("listTemplates", {"templatefilter": "self"}),
         ("listVMSnapshot", {"vmsnapshotid": snap}),
         ("listVMSnapshot", {"virtualmachineid": vm["id"]}),
         ("createVMSnapshot", {"virtualmachineid": vm["id"]}),
@@ -130,7 +130,7 @@ def test_bob_gets_nothing_of_alices_and_changes_nothing(stack: dict[str, Any],
 
     # What Bob may list shows none of Alice's things.
     for listed in (bob.listVirtualMachines(), bob.listVMSnapshot(), bob.listVolumes(),
-                   bob.listTemplates(templatefilter="all"), bob.listAsyncJobs(),
+                   bob.listTemplates(templatefilter="self"), bob.listAsyncJobs(),
                    bob.listEvents(), bob.listAccounts()):
         assert not alices & set(UUID.findall(repr(listed))), listed
 
@@ -141,7 +141,7 @@ def test_bob_gets_nothing_of_alices_and_changes_nothing(stack: dict[str, Any],
                        ) == reservations
     assert vm_named(alice, "alices-clone")["state"] == "Running"
     assert [s["id"] for s in alice.listVMSnapshot(vmsnapshotid=snap)["vmSnapshot"]] == [snap]
-    assert [t["id"] for t in alice.listTemplates(templatefilter="all")["template"]] == \
+    assert [t["id"] for t in alice.listTemplates(templatefilter="self")["template"]] == \
         [template["id"]]
     assert {v["id"] for v in alice.listVolumes()["volume"]} >= {copied["id"], empty["id"]}
 
@@ -199,10 +199,10 @@ def test_a_vms_snapshots_and_templates_follow_it_to_its_new_owner(
     ):
         error = refused(call)
         assert error["errorcode"] == 431 and param in error["errortext"], error
-    assert carol.listVMSnapshot() == {} and carol.listTemplates(templatefilter="all") == {}
+    assert carol.listVMSnapshot() == {} and carol.listTemplates(templatefilter="self") == {}
     # ... and Dave, the new owner, does.
     assert [s["id"] for s in dave.listVMSnapshot()["vmSnapshot"]] == [snap]
-    [listed] = dave.listTemplates(templatefilter="all")["template"]
+    [listed] = dave.listTemplates(templatefilter="self")["template"]
     assert listed["id"] == template["id"] and listed["accountid"] == dave_account
     deployed = dave.deployVirtualMachine(templateid=template["id"],
                                          serviceofferingid=offering(dave, "Small Instance"),

@@ -180,7 +180,8 @@ def test_a_deleted_snapshots_template_is_collected_once_its_last_vm_is_expunged(
         "vmSnapshot"][0]["cpunumber"] == 1 else offering(cloud, "Large Instance")
     vm = cloud.deployVirtualMachine(vmsnapshotid=snap, serviceofferingid=small,
                                     name="last-user")["virtualmachine"]
-    [template] = [t for t in cloud.listTemplates()["template"] if t["vmsnapshotid"] == snap]
+    [template] = [t for t in cloud.listTemplates(templatefilter="all")["template"]
+                  if t["vmsnapshotid"] == snap]
     seed_name = template["installpath"].split("] ", 1)[1].split("/", 1)[0]
 
     cloud.deleteVMSnapshot(vmsnapshotid=snap)
@@ -194,7 +195,7 @@ def test_a_deleted_snapshots_template_is_collected_once_its_last_vm_is_expunged(
     wait_for(lambda: events_of_type(stack, "TemplateRemoved", vm_snapshot_id=snap) == 1,
              "the TemplateRemoved event")
     wait_for(lambda: all(t["vmsnapshotid"] != snap
-                         for t in cloud.listTemplates().get("template", [])),
+                         for t in cloud.listTemplates(templatefilter="all").get("template", [])),
              "listTemplates to drop the removed template")
     assert events_of_type(stack, "TemplateRemoved", vm_snapshot_id=snap) == 1
     assert any(e["type"] == "TEMPLATE.DELETE" for e in cloud.listEvents()["event"])
