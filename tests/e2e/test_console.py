@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from cs import CloudStack
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -74,12 +75,29 @@ def wait(driver: WebDriver, timeout: float = 20) -> WebDriverWait[WebDriver]:
     return WebDriverWait(driver, timeout, poll_frequency=0.2)
 
 
+def on_page(driver: WebDriver) -> str:
+    """What the page shows (for a failure's message)."""
+    return str(driver.execute_script(
+        "const d = document.querySelector('dialog[open]');"
+        "return (d ? d.innerText + '\\n---\\n' : '') + document.body.innerText"))[:3000]
+
+
 def visible(driver: WebDriver, css: str, timeout: float = 20) -> WebElement:
-    return wait(driver, timeout).until(ec.visibility_of_element_located((By.CSS_SELECTOR, css)))
+    try:
+        return wait(driver, timeout).until(
+            ec.visibility_of_element_located((By.CSS_SELECTOR, css)))
+    except TimeoutException:
+        raise AssertionError(f"{css} not shown in {timeout}s; the page: {on_page(driver)}") \
+            from None
 
 
 def text_in(driver: WebDriver, css: str, text: str, timeout: float = 20) -> None:
-    wait(driver, timeout).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text))
+    try:
+        wait(driver, timeout).until(
+            ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text))
+    except TimeoutException:
+        raise AssertionError(f"{text!r} not in {css} in {timeout}s; the page: "
+                             f"{on_page(driver)}") from None
 
 
 def shoot(driver: WebDriver, shots: Path, name: str) -> None:
@@ -247,6 +265,42 @@ def test_a_failed_deploy_shows_error_with_the_reason(
     shoot(browser, shots, "deploy-error")
     browser.find_element(By.ID, "deploy-close").click()
     cloud.destroyVirtualMachine(id=vm_named(cloud, "console-doomed")["id"], expunge="true")
+
+
+def test_snapshot_actions_take_template_volume_revert_delete(
+        browser: WebDriver, base: str, shots: Path, cloud: CloudStack) -> None:
+    source = vm_named(cloud, SOURCE_VM)
+    go(browser, base, f"instances/{source['id']}/snapshots", "#snapshot-tree")
+
+    def act(snapshot_name: str, button: str, done: str) -> None:
+        browser.find_element(By.CSS_SELECTOR, f'[data-snapshot="{snapshot_name}"]').click()
+        browser.find_element(By.ID, button).click()
+        visible(browser, "#dialog-submit")
+        assert unlabelled(browser) == []
+        browser.find_element(By.ID, "dialog-submit").click()
+        text_in(browser, "#flash", done, timeout=60)
+
+    browser.find_element(By.ID, "take-snapshot").click()
+    name_box = visible(browser, "#snapshot-name")
+    name_box.clear()
+    name_box.send_keys("console-c")
+    browser.find_element(By.ID, "dialog-submit").click()
+    visible(browser, '[data-snapshot="console-c"]', timeout=60)
+    act("console-c", "create-template", "is ready")
+    assert any(t["vmsnapshotid"] == _snapshot_id(cloud, source["id"], "console-c")
+               for t in cloud.listTemplates(templatefilter="all")["template"])
+    act("console-c", "create-volume", "was created")
+    assert cloud.listVolumes(name=f"{SOURCE_VM}-console-c-volume")["count"] == 1
+    act("console-a", "revert-snapshot", "was reverted")
+    assert "current" in browser.find_element(By.CSS_SELECTOR, '[data-snapshot="console-a"]').text
+    shoot(browser, shots, "snapshot-actions")
+    act("console-c", "delete-snapshot", "was deleted")
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-snapshot="console-c"]')
+
+
+def _snapshot_id(cloud: CloudStack, vm_id: str, name: str) -> str:
+    return str(next(s["id"] for s in cloud.listVMSnapshot(virtualmachineid=vm_id)["vmSnapshot"]
+                    if s["name"] == name))
 
 
 @pytest.mark.parametrize("page, ready", [

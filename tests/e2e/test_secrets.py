@@ -15,6 +15,9 @@ import os
 import pwd
 import secrets
 import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +83,8 @@ def provoked(stack: dict[str, Any], cloud: CloudStack, vcsim: Vcsim) -> Provoked
         "PostgreSQL password": urlsplit(stack["database_url"]).password or "",
         "vCenter password": stack["vcenter_password"],
         "admin secret key": stack["admin_secret_key"],
-        # createAccount takes a password and promises not to keep it.
+        "admin password": stack["admin_password"],
+        # createAccount keeps only a salted hash of its password (for login).
         "account password": account_password,
     })
 
@@ -123,6 +127,21 @@ def provoked(stack: dict[str, Any], cloud: CloudStack, vcsim: Vcsim) -> Provoked
     assert "vmsnapshotid" in text
     found.refused("wrong user secret", lambda: client(
         stack, keys["apikey"], keys["secretkey"][::-1]).listVirtualMachines(), 401)
+
+    # Logins with passwords, right and wrong (the session key is a secret too).
+    for username, password, status in (("keeper", account_password, 200),
+                                       ("keeper", account_password[::-1], 401),
+                                       ("admin", stack["admin_password"], 200)):
+        answer = urllib.request.Request(stack["api_url"], data=urllib.parse.urlencode(
+            {"command": "login", "username": username, "password": password}).encode())
+        try:
+            with urllib.request.urlopen(answer, timeout=30) as opened:
+                got, body = opened.status, json.loads(opened.read())
+        except urllib.error.HTTPError as refusal:
+            got, body = refusal.code, json.loads(refusal.read())
+        assert got == status, body
+        if status == 200:
+            found.secrets[f"{username}'s session key"] = body["loginresponse"]["sessionkey"]
 
     # The NATS door: a malformed request and one with a key nobody holds.
     good = DeployVirtualMachine(apikey=keys["apikey"], vmsnapshotid=snap,

@@ -89,7 +89,7 @@ def test_an_older_state_dir_gets_the_secrets_it_lacks_and_keeps_the_rest(
     path.touch(mode=0o600)
     path.write_text(json.dumps(older))
     found = _secrets(tmp_path)
-    added = ("key_encryption_key", "postgres_service_password")
+    added = ("key_encryption_key", "postgres_service_password", "admin_password")
     assert {k: v for k, v in found.items() if k not in added} == older
     assert len(found["key_encryption_key"]) >= 32 and found["postgres_service_password"]
     assert json.loads(path.read_text()) == found

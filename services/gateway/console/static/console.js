@@ -3,7 +3,8 @@
 
 const USER_KEY = "snapdeploy.user";
 const session = { key: "", user: null, info: null };
-let streams = [];  // the EventSources the current page holds, closed when it changes
+let streams = [];
+let generation = 0;  // counts renders: a page shows only if no render began after it  // the EventSources the current page holds, closed when it changes
 
 // ---- small helpers ------------------------------------------------------------------------
 
@@ -119,6 +120,7 @@ function resume() {
 const isAdmin = () => Boolean(session.user && Number(session.user.type) === 1);
 
 function loginPage(message) {
+  generation += 1;  // no page that was loading replaces the login form
   closeStreams();
   document.getElementById("top").hidden = true;
   const error = h("p", { class: "error", id: "login-error", role: "alert", hidden: !message }, message || "");
@@ -169,8 +171,11 @@ function closeStreams() {
   streams = [];
 }
 
-function page(title, ...body) {
+// Shows a page, unless another was asked for since ``gen`` (a slower, older one never
+// replaces a newer one).
+function page(gen, title, ...body) {
   const main = document.getElementById("main");
+  if (gen !== generation) return main;
   main.replaceChildren(h("h1", { id: "page-title" }, title), h("div", { id: "flash", role: "status" }), ...body);
   return main;
 }
@@ -233,6 +238,7 @@ function confirmDialog(title, text, action, onDone) {
 // ---- instances -----------------------------------------------------------------------------
 
 async function instancesPage() {
+  const gen = generation;
   const vms = (await api("listVirtualMachines", { listall: "true" })).virtualmachine || [];
   const filter = h("input", { id: "filter", type: "search", placeholder: "name, zone, host, offering" });
   const states = [...new Set(vms.map((v) => v.state))].sort();
@@ -257,7 +263,7 @@ async function instancesPage() {
   };
   filter.addEventListener("input", draw);
   stateFilter.addEventListener("change", draw);
-  page("Instances",
+  page(gen, "Instances",
     h("div", { class: "toolbar" },
       h("div", {}, h("label", { for: "filter" }, "Filter"), filter),
       h("div", {}, h("label", { for: "state-filter" }, "State"), stateFilter),
@@ -273,6 +279,7 @@ async function findVm(id) {
 }
 
 async function instancePage(id) {
+  const gen = generation;
   const vm = await findVm(id);
   const [volumes, events] = await Promise.all([
     api("listVolumes", { virtualmachineid: id }).then((r) => r.volume || []),
@@ -280,11 +287,11 @@ async function instancePage(id) {
   ]);
   const power = (command, label) => h("button", {
     type: "button", onclick: async () => {
-      try { await job((await api(command, { id })).jobid); flash(`${label}: done.`); render(); }
+      try { await job((await api(command, { id })).jobid); await render(); flash(`${label}: done.`); }
       catch (exc) { flash(exc.message, true); }
     },
   }, label);
-  page(`Instance ${vm.name}`,
+  page(gen, `Instance ${vm.name}`,
     h("div", { class: "actions" },
       h("a", { class: "button", href: `#/instances/${id}/snapshots`, id: "open-snapshots" }, "VM snapshots"),
       h("button", { type: "button", id: "take-snapshot", onclick: () => takeSnapshot(vm) }, "Take VM snapshot"),
@@ -346,6 +353,7 @@ function takeSnapshot(vm, after) {
 // ---- the VM's snapshot tree ------------------------------------------------------------------
 
 async function snapshotsPage(id, selected) {
+  const gen = generation;
   const vm = await findVm(id);
   const snaps = (await api("listVMSnapshot", { virtualmachineid: id })).vmSnapshot || [];
   const byParent = new Map();
@@ -375,7 +383,7 @@ async function snapshotsPage(id, selected) {
   const tree = snaps.length ? branch("") : h("p", { class: "empty" }, "This VM has no VM snapshots.");
   tree.classList.add("tree");
   tree.id = "snapshot-tree";
-  page(`VM snapshots of ${vm.name}`,
+  page(gen, `VM snapshots of ${vm.name}`,
     h("div", { class: "toolbar" },
       h("a", { href: `#/instances/${id}` }, `← ${vm.name}`),
       h("button", { type: "button", id: "take-snapshot", onclick: () => takeSnapshot(vm, render) }, "Take VM snapshot")),
@@ -386,7 +394,7 @@ async function snapshotsPage(id, selected) {
 }
 
 function snapshotPanel(panel, vm, s) {
-  const done = (text) => { flash(text); render(); };
+  const done = async (text) => { await render(); flash(text); };
   panel.replaceChildren(
     h("h2", { id: "snapshot-title" }, `VM snapshot ${s.name}`),
     facts([
@@ -407,7 +415,7 @@ function snapshotPanel(panel, vm, s) {
           onSubmit: async () => {
             const made = await api("prepareTemplate", { vmsnapshotid: s.id });
             const template = made.template || (made.jobid ? (await job(made.jobid)).template : null) || {};
-            done(`Template ${template.name || ""} is ready.`);
+            await done(`Template ${template.name || ""} is ready.`);
           },
         }),
       }, "Create template"),
@@ -415,12 +423,12 @@ function snapshotPanel(panel, vm, s) {
       h("button", {
         type: "button", id: "revert-snapshot", onclick: () => confirmDialog(`Revert ${vm.name} to ${s.name}?`,
           `The VM's disks${s.type === "DiskAndMemory" ? " and memory" : ""} return to how they were at ${s.name}; what changed since is lost.`,
-          "Revert", async () => { await job((await api("revertToVMSnapshot", { vmsnapshotid: s.id })).jobid); done(`${vm.name} was reverted to ${s.name}.`); }),
+          "Revert", async () => { await job((await api("revertToVMSnapshot", { vmsnapshotid: s.id })).jobid); await done(`${vm.name} was reverted to ${s.name}.`); }),
       }, "Revert to this snapshot"),
       h("button", {
         type: "button", class: "danger", id: "delete-snapshot", onclick: () => confirmDialog(`Delete VM snapshot ${s.name}?`,
           "The snapshot is removed for good; VMs deployed from it keep running.",
-          "Delete", async () => { await job((await api("deleteVMSnapshot", { vmsnapshotid: s.id })).jobid); done(`VM snapshot ${s.name} was deleted.`); }),
+          "Delete", async () => { await job((await api("deleteVMSnapshot", { vmsnapshotid: s.id })).jobid); await done(`VM snapshot ${s.name} was deleted.`); }),
       }, "Delete")));
 }
 
@@ -439,7 +447,7 @@ async function volumeDialog(vm, s, done) {
     onSubmit: async (form) => {
       const made = await api("createVolume", { vmsnapshotid: s.id, volumeid: form.source.value, name: form.name.value });
       await job(made.jobid);
-      done(`Volume ${form.name.value} was created.`);
+      await done(`Volume ${form.name.value} was created.`);
     },
   });
 }
@@ -565,8 +573,9 @@ function followDeploy(box, name, s, accepted, position, start) {
 // ---- the other pages ------------------------------------------------------------------------
 
 async function templatesPage() {
-  const templates = (await api("listTemplates", { templatefilter: "all" })).template || [];
-  page("Templates", table("templates", [
+  const gen = generation;
+  const templates = (await api("listTemplates", { templatefilter: isAdmin() ? "all" : "self" })).template || [];
+  page(gen, "Templates", table("templates", [
     { label: "Name", cell: (t) => t.name }, { label: "Zone", cell: (t) => `${t.zonename || t.zoneid} (${t.hypervisor})` },
     { label: "Format", cell: (t) => t.format }, { label: "Ready", cell: (t) => state(t.isready ? "Ready" : t.status) },
     { label: "From VM snapshot", cell: (t) => t.vmsnapshotid || "-", cls: "hide-narrow" },
@@ -575,8 +584,9 @@ async function templatesPage() {
 }
 
 async function volumesPage() {
+  const gen = generation;
   const volumes = (await api("listVolumes", {})).volume || [];
-  page("Volumes", table("volumes", [
+  page(gen, "Volumes", table("volumes", [
     { label: "Name", cell: (v) => v.name }, { label: "Type", cell: (v) => v.type },
     { label: "State", cell: (v) => state(v.state) }, { label: "Size", cell: (v) => gb(v.size) },
     { label: "VM", cell: (v) => (v.virtualmachineid ? h("a", { href: `#/instances/${v.virtualmachineid}` }, v.vmname || v.virtualmachineid) : "-") },
@@ -588,9 +598,10 @@ async function volumesPage() {
 const JOB_STATUS = { 0: "Pending", 1: "Succeeded", 2: "Failed" };
 
 async function jobsPage() {
+  const gen = generation;
   const jobs = (await api("listAsyncJobs", {})).asyncjobs || [];
   jobs.sort((a, b) => (b.created || "").localeCompare(a.created || ""));
-  page("Jobs", h("div", { class: "toolbar" }, h("button", { type: "button", onclick: render }, "Refresh")),
+  page(gen, "Jobs", h("div", { class: "toolbar" }, h("button", { type: "button", onclick: render }, "Refresh")),
     table("jobs", [
       { label: "Created", cell: (j) => when(j.created) }, { label: "Command", cell: (j) => j.cmd },
       { label: "Status", cell: (j) => state(JOB_STATUS[j.jobstatus]) },
@@ -600,13 +611,15 @@ async function jobsPage() {
 }
 
 async function eventsPage() {
+  const gen = generation;
   const info = await streamInfo();
   const rows = h("tbody", {});
   const live = h("p", { class: "note", id: "events-live" }, "Connecting to the audit stream…");
-  page("Audit events", live,
+  page(gen, "Audit events", live,
     h("div", { class: "table-wrap" }, h("table", { id: "events" },
       h("thead", {}, h("tr", {}, ["Position", "Time", "Type", "Stream", "By", "Data"].map((t) =>
         h("th", { scope: "col" }, t)))), rows)));
+  if (gen !== generation) return;
   const source = await follow(Math.max(0, info.position - 50), (e) => {
     rows.prepend(h("tr", { "data-type": e.type },
       h("td", {}, String(e.position)), h("td", {}, when(e.recorded_at)), h("td", {}, e.type),
@@ -619,6 +632,7 @@ async function eventsPage() {
 }
 
 async function infrastructurePage() {
+  const gen = generation;
   const [zones, hosts, pools, networks, settingsNote] = await Promise.all([
     api("listZones").then((r) => r.zone || []), api("listHosts").then((r) => r.host || []),
     api("listStoragePools").then((r) => r.storagepool || []),
@@ -636,11 +650,11 @@ async function infrastructurePage() {
     });
     return h("label", { class: "inline", for: `full-clone-${p.id}` }, box, "full clones");
   };
-  page("Infrastructure", settingsNote,
+  page(gen, "Infrastructure", settingsNote,
     h("div", { class: "toolbar" }, h("button", {
       type: "button", id: "sync-inventory", onclick: async (event) => {
         event.target.disabled = true;
-        try { await job((await api("syncInventory")).jobid); flash("The hypervisors were read again."); render(); }
+        try { await job((await api("syncInventory")).jobid); await render(); flash("The hypervisors were read again."); }
         catch (exc) { flash(exc.message, true); event.target.disabled = false; }
       },
     }, "Sync inventory")),
@@ -670,6 +684,7 @@ async function infrastructurePage() {
 }
 
 async function accountsPage() {
+  const gen = generation;
   const accounts = (await api("listAccounts")).account || [];
   const keysButton = (u) => h("button", {
     type: "button", class: "keys", "data-user": u.username, onclick: () => dialog({
@@ -702,12 +717,12 @@ async function accountsPage() {
           username: form.username.value, password: form.password.value, email: form.email.value,
           firstname: form.firstname.value, lastname: form.lastname.value, accounttype: form.accounttype.value,
         });
+        await render();
         flash(`Account ${form.username.value} was created.`);
-        render();
       },
     }),
   }, "Create account") : null;
-  page("Accounts", h("div", { class: "toolbar" }, create),
+  page(gen, "Accounts", h("div", { class: "toolbar" }, create),
     table("accounts", [
       { label: "Account", cell: (a) => a.name }, { label: "Role", cell: (a) => a.rolename },
       { label: "State", cell: (a) => a.state },
@@ -730,6 +745,7 @@ const ROUTES = [
 ];
 
 async function render() {
+  const gen = ++generation;
   closeStreams();
   if (!resume()) { loginPage(""); return; }
   const top = document.getElementById("top");
@@ -741,7 +757,7 @@ async function render() {
   try {
     await show(location.hash.match(pattern));
   } catch (exc) {
-    if (session.key) page("Something went wrong", h("p", { class: "error", role: "alert", id: "page-error" }, exc.message));
+    if (session.key) page(gen, "Something went wrong", h("p", { class: "error", role: "alert", id: "page-error" }, exc.message));
   }
 }
 
