@@ -26,7 +26,8 @@ async def query_async_job_result(ctx: Context, params: Params, caller: Caller) -
     if found.job.status != JobStatus.PENDING:
         # Read your writes: once a job reports done, the next list call shows its effects.
         await ctx.read.reach(found.position)
-    return views.job(found.job, views.job_result(found.job, found.result))
+    names = await ctx.read.names(views.ids_of([found.result] if found.result else []))
+    return views.job(found.job, views.job_result(found.job, found.result, names))
 
 
 @command("listAsyncJobs", description="Lists the asynchronous jobs of the caller's account "
