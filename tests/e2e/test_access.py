@@ -62,5 +62,6 @@ def test_accounts_see_and_use_only_their_own(stack: dict[str, Any], cloud: Cloud
 
     # Every change is attributed to the account and user that made it.
     mine = [e for e in cloud.listEvents()["event"] if deployed["id"] in e["description"]]
-    assert mine and all(e["account"] == alice_account for e in mine)
-    assert any(e["username"] == "alice/alice" for e in mine)
+    assert mine and all(e["accountid"] == alice_account and e["account"] == "alice"
+                        for e in mine)
+    assert any(e["username"] == "alice" for e in mine)

@@ -71,9 +71,10 @@ def test_deploy_from_the_current_snapshot_with_chosen_offering_networks_and_host
     assert any("createNewChildDiskBacking" in c and deployed["instancename"] in c
                for c in clone_requests), "no linked-clone request named the new VM"
 
-    # Audit: the VM, its NICs and volume, with the vCenter tasks that made them.
+    # Audit: the VM, its NICs and its root volume (named by the volume's id), with the
+    # vCenter tasks that made them.
     descriptions = [e["description"] for e in cloud.listEvents()["event"]
-                    if deployed["id"] in e["description"]]
+                    if deployed["id"] in e["description"] or volumes[0]["id"] in e["description"]]
     for kind in ("VmCreated", "NicCreated", "VolumeCreated", "VmStarted"):
         assert any(d.startswith(kind) and "hypervisor operations" in d for d in descriptions), kind
 
