@@ -28,13 +28,13 @@ browser-packages:
 	    exit 1; fi; fi
 
 # KVM's data plane, from Debian: a private libvirt daemon with QEMU (TCG) and qemu-img, the
-# cloud kernel and busybox the demo guest is built from, and what libvirt-python builds
-# against. Without libvirt-daemon-system the users libvirt's QEMU driver looks up at start
+# cloud kernel and busybox the demo guest is built from, what libvirt-python builds
+# against, and jq (the README's quick start reads the API's answers with it). Without libvirt-daemon-system the users libvirt's QEMU driver looks up at start
 # do not exist: they are made here.
 KVM_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 \
-  qemu-utils linux-image-cloud-amd64 busybox-static libvirt-dev pkg-config
+  qemu-utils linux-image-cloud-amd64 busybox-static libvirt-dev pkg-config jq
 kvm-packages:
-	@missing=; for tool in libvirtd qemu-img qemu-io qemu-system-x86_64 busybox pkg-config; do \
+	@missing=; for tool in libvirtd qemu-img qemu-io qemu-system-x86_64 busybox pkg-config jq; do \
 	  command -v $$tool >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ] || ! ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 \
 	    || ! pkg-config --exists libvirt; then \
