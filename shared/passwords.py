@@ -155,6 +155,13 @@ async def close_session(conn: asyncpg.Connection, session_id: str) -> bool:
     return bool(done != "DELETE 0")
 
 
+async def forget_account(conn: asyncpg.Connection, account_id: str) -> None:
+    """The account is deleted: its users' sessions end and their passwords are forgotten."""
+    async with conn.transaction():
+        await conn.execute("DELETE FROM sessions WHERE account_id = $1", account_id)
+        await conn.execute("DELETE FROM user_passwords WHERE account_id = $1", account_id)
+
+
 async def remember_account_password(store: object, *, user_id: str, user_name: str,
                                     account_id: str, account_name: str, role: str,
                                     password: str | None) -> None:

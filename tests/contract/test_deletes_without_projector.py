@@ -21,6 +21,7 @@ from proto.events import (
     VmAssigned,
     VolumeAllocated,
 )
+from shared import passwords
 from shared.domain.accounts import ADMIN_ACCOUNT_ID, ROOT_DOMAIN_ID
 from shared.eventstore import EventStore
 from tests.contract.test_commands_without_projector import Unprojected, refused, run
@@ -96,6 +97,9 @@ async def test_an_account_is_deleted_once_it_holds_nothing(store: EventStore,
             "INSERT INTO api_keys (api_key, secret_sealed, account_id, account_name, user_id,"
             " user_name, role) VALUES ('erin-key', '\\x00', $1, 'erin', $2, 'erin', 'user')",
             erin, erin_user)
+        login = passwords.Login(erin_user, "erin", erin, "erin", "user")
+        await passwords.set_password(conn, login, "erin's password")
+        session = await passwords.open_session(conn, login)
     answer = await run(ctx, ADMIN, "deleteAccount", id=erin)
     recorded = [r.event() for r in await store.read_stream(streams.account(erin))]
     assert isinstance(recorded[1], AccountDeleted) and recorded[1].name == "erin"
@@ -103,6 +107,10 @@ async def test_an_account_is_deleted_once_it_holds_nothing(store: EventStore,
     async with pool.acquire() as conn:
         assert await conn.fetchval(
             "SELECT revoked IS NOT NULL FROM api_keys WHERE api_key = 'erin-key'")
+        # Her session ends and her password is forgotten: she can no longer log in.
+        assert await passwords.resume_session(conn, session.session_id,
+                                              session.session_key) is None
+        assert await passwords.check_login(conn, "erin", "erin's password") is None
     gone = await refused(ctx, ADMIN, "deleteAccount", id=erin)
     assert (gone.code, gone.text) == (431, f"invalid parameter id: no account {erin} exists")
     # Its name no longer finds an account to act for.

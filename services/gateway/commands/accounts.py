@@ -139,6 +139,8 @@ async def delete_account(ctx: Context, params: Params, caller: Caller) -> dict[s
                          user_id=caller.user_id),
             succeeded(job_id)], len(history)))
     async with ctx.store.pool.acquire() as conn:
-        # Its users' keys are revoked, as registerUserKeys revokes a user's older pairs.
+        # Its users' keys are revoked, as registerUserKeys revokes a user's older pairs;
+        # their console sessions end and their passwords are forgotten.
         await keys.revoke_account(conn, account_id)
+        await passwords.forget_account(conn, account_id)
     return {"jobid": job_id}
