@@ -15,7 +15,16 @@ from typing import Any
 from proto import streams
 from proto.events import AccountCreated, JobSubmitted, UserCreated, UserKeysRegistered
 from services.gateway import schema, views
-from services.gateway.api import ADMIN, Caller, Context, Param, Params, command, listing
+from services.gateway.api import (
+    ADMIN,
+    PAGING,
+    Caller,
+    Context,
+    Param,
+    Params,
+    command,
+    listing,
+)
 from shared import apikeys as keys
 from shared import passwords
 from shared.domain import accounts as _accounts
@@ -77,11 +86,14 @@ async def create_account(ctx: Context, params: Params, caller: Caller) -> dict[s
          "users.", params=(
              Param("id", "uuid", "only the account with this ID", entity=schema.ACCOUNT),
              Param("name", "string", "only the account with this name"),
+             Param("keyword", "string", "only accounts whose name holds this text"),
+             *PAGING,
          ))
 async def list_accounts(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
-    accounts = await ctx.read.accounts(caller.viewer, account_id=params.uuid("id"),
-                                       name=params.text("name"))
-    return listing("account", [views.account(a) for a in accounts])
+    found = await ctx.read.accounts_page(
+        caller.viewer, account_id=params.uuid("id"), name=params.text("name"),
+        keyword=params.text("keyword"), paging=params.page())
+    return listing("account", [views.account(a) for a in found.items], found.total)
 
 
 @command("registerUserKeys", response=schema.USER_KEYS,

@@ -584,14 +584,20 @@ class ReadModels:
                        name: str | None = None) -> list[Account]:
         """The accounts ``viewer`` sees (an administrator: all; anyone else: their own),
         each with its users; ``name`` case-insensitively; by name."""
+        return (await self.accounts_page(viewer, account_id=account_id, name=name)).items
+
+    async def accounts_page(self, viewer: Viewer, *, account_id: str | None = None,
+                            name: str | None = None, keyword: str | None = None,
+                            paging: Paging | None = None) -> Page[Account]:
+        """``accounts``, with ``keyword`` within the name, filtered before ``paging``; the
+        page's total is every match."""
         where = _Where("kind = 'account'", "removed IS NULL")
         where.owned(viewer, "id")
         where.add(lambda p: f"id = {p}", account_id)
-        where.add(lambda p: f"lower(name) = lower({p})", name)
+        _named(where, name, keyword, "name")
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"SELECT * FROM catalog WHERE {where.sql()} ORDER BY {_CATALOG_ORDER}",
-                *where.args)
+            rows, total = await _paged(conn, "SELECT * FROM catalog", where, _CATALOG_ORDER,
+                                       paging)
             users = await conn.fetch(
                 "SELECT * FROM catalog WHERE kind = 'user' AND removed IS NULL"
                 f" AND account_id = ANY($1) ORDER BY {_CATALOG_ORDER}", [r["id"] for r in rows])
@@ -599,8 +605,8 @@ class ReadModels:
         for row in users:
             user = _user(dict(row))
             by_account.setdefault(user.account_id, []).append(user)
-        return [_account(dict(r), by_account.get(r["id"], [])) for r in rows
-                if viewer.sees(r["id"])]
+        return Page([_account(dict(r), by_account.get(r["id"], [])) for r in rows
+                     if viewer.sees(r["id"])], total)
 
     async def account(self, viewer: Viewer, account_id: str) -> Account | None:
         found = await self.accounts(viewer, account_id=account_id)
