@@ -372,6 +372,12 @@ async def test_accounts_and_users(store: EventStore, cloud: Cloud) -> None:
     assert await read.name_taken("Alice", "someone-new")
     assert await read.name_taken("someone-new", "BOB")
     assert not await read.name_taken("carol", "carol")
+    # keyword before the page; the total is every match.
+    page = await read.accounts_page(AS_ADMIN, keyword="B", paging=Paging(limit=1, offset=0))
+    assert ([a.name for a in page.items], page.total) == (["bob"], 1)
+    page = await read.accounts_page(AS_ADMIN, paging=Paging(limit=2, offset=2))
+    assert ([a.name for a in page.items], page.total) == (["bob"], 3)
+    assert (await read.accounts_page(AS_ALICE, keyword="bob")).total == 0
 
 
 async def test_a_job_is_read_from_the_store_whatever_the_projectors_lag(
