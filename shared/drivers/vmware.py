@@ -3,8 +3,10 @@
 pyvmomi blocks, so every call runs on a thread of this session's own executor and the event
 loop never waits on vCenter. Properties are read through the PropertyCollector with
 explicit paths (never whole ``runtime`` or ``summary`` objects, which some vCenter
-versions and the simulator fill with values older clients cannot parse), and tasks are
-awaited with ``WaitForUpdatesEx`` on a collector of their own, without polling.
+versions and the simulator fill with values older clients cannot parse). A task's state is
+read at once and then polled with a pause doubling from 1 ms, so a task of a few
+milliseconds costs a few reads; one that is still running after ``POLL_PHASE_S`` is
+followed through the session's task collector (one filter per task, ``WaitForUpdatesEx``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import http.client
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -55,6 +58,12 @@ BASE_SNAPSHOT = "snapdeploy-base"
 FULL_CLONE = "moveAllDiskBackingsAndDisallowSharing"
 LINKED_CLONE = "createNewChildDiskBacking"
 TASK_TIMEOUT_S = 600
+# A task is polled (its state read, then read again after a pause doubling from POLL_FIRST_S
+# up to POLL_CAP_S) for POLL_PHASE_S; past that it is followed by the task collector.
+POLL_FIRST_S = 0.001
+POLL_CAP_S = 0.05
+POLL_PHASE_S = 1.5
+_TASK_DONE = ("success", "error")
 
 _KINDS: dict[str, Any] = {
     "vm": vim.VirtualMachine,
@@ -298,6 +307,159 @@ def reconfigure_spec(request: CloneRequest, current_devices: Sequence[Any]) -> A
     )
 
 
+class _TaskCollector:
+    """One property collector per session for the tasks that outlast polling.
+
+    Each task waited for gets a filter of its own on the collector, destroyed once it has
+    ended. One thread at a time calls ``WaitForUpdatesEx`` (vCenter answers one outstanding
+    wait per collector) and hands every task's changes to the threads waiting for them; the
+    others wait on a condition until it returns. No vCenter call is made while the
+    condition's lock is held, so a call that logs in again (and resets this collector)
+    never waits for it.
+    """
+
+    # A waiter re-creates its filter this many times when the collector is replaced (a new
+    # login, vCenter restarted) before giving up.
+    MAX_RENEWALS = 3
+
+    def __init__(self, content: Any, poll_s: int) -> None:
+        self._content = content
+        self._poll_s = poll_s
+        self._cond = threading.Condition(threading.Lock())
+        self._collector: Any = None
+        self._epoch = 0  # incremented each time the collector is dropped
+        self._version = ""
+        self._leading = False
+        self._watching: dict[str, int] = {}  # task ref -> filters on it
+        self._seen: dict[str, str] = {}  # task ref -> the last state reported
+
+    def reset(self) -> None:
+        """Forget the collector (it belonged to a session that is gone)."""
+        with self._cond:
+            self._drop()
+
+    def _drop(self) -> None:
+        self._collector = None
+        self._epoch += 1
+        self._version = ""
+        self._seen.clear()
+        self._cond.notify_all()
+
+    def wait(self, task: Any, ended: Callable[[], bool], deadline: float) -> bool:
+        """Wait until ``task`` has ended (True) or ``deadline`` (``time.monotonic``) has
+        passed (False). ``ended`` reads the task's state from vCenter: it is called once the
+        task's filter exists, so a task that ended before is not missed."""
+        task_id = ref_of(task)
+        for _ in range(self.MAX_RENEWALS + 1):
+            epoch, collector, task_filter = self._watch(task)
+            if collector is None:  # dropped while it was being made: make another
+                continue
+            try:
+                if ended():
+                    return True
+                outcome = self._follow(task_id, epoch, deadline)
+                if outcome is not None:
+                    return outcome
+            finally:
+                self._unwatch(task_id, task_filter, collector)
+        raise HypervisorError(f"task {task_id}: vCenter's property collector kept failing",
+                              task_id=task_id, transient=True)
+
+    def _watch(self, task: Any) -> tuple[int, Any, Any]:
+        with self._cond:
+            collector, epoch = self._collector, self._epoch
+        if collector is None:
+            made = self._content.propertyCollector.CreatePropertyCollector()
+            with self._cond:
+                if self._collector is None and self._epoch == epoch:
+                    self._collector, self._version = made, ""
+                    made = None
+                collector, epoch = self._collector, self._epoch
+            if made is not None:
+                _quietly(made.DestroyPropertyCollector)
+            if collector is None:  # dropped meanwhile: the caller's next round renews it
+                return epoch, None, None
+        task_filter = collector.CreateFilter(PC.FilterSpec(
+            objectSet=[PC.ObjectSpec(obj=task, skip=False)],
+            propSet=[PC.PropertySpec(type=vim.Task, pathSet=["info.state"])],
+        ), True)
+        with self._cond:
+            self._watching[ref_of(task)] = self._watching.get(ref_of(task), 0) + 1
+        return epoch, collector, task_filter
+
+    def _unwatch(self, task_id: str, task_filter: Any, collector: Any) -> None:
+        with self._cond:
+            left = self._watching.get(task_id, 0) - 1
+            if left > 0:
+                self._watching[task_id] = left
+            else:
+                self._watching.pop(task_id, None)
+                self._seen.pop(task_id, None)
+            current = collector is not None and self._collector is collector
+        if task_filter is not None and current:
+            _quietly(task_filter.DestroyPropertyFilter)
+
+    def _follow(self, task_id: str, epoch: int, deadline: float) -> bool | None:
+        """True once the task's end is reported, False at the deadline, None when the
+        collector was dropped (the filter is gone with it)."""
+        with self._cond:
+            while True:
+                if self._epoch != epoch:
+                    return None
+                if self._seen.get(task_id) in _TASK_DONE:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                if self._leading:
+                    self._cond.wait(remaining)
+                    continue
+                self._leading = True
+                collector, version = self._collector, self._version
+                self._cond.release()
+                update, failed = None, False
+                try:
+                    update = collector.WaitForUpdatesEx(version, PC.WaitOptions(
+                        maxWaitSeconds=max(1, min(self._poll_s, int(remaining) + 1))))
+                except vmodl.MethodFault as fault:
+                    # The collector is gone (another login, vCenter restarted) or refused
+                    # the wait: a new one is made and every task watched again.
+                    log.warning("task collector failed (%s); making a new one",
+                                _fault_name(fault))
+                    failed = True
+                finally:
+                    self._cond.acquire()
+                    self._leading = False
+                    self._cond.notify_all()
+                if self._collector is not collector:
+                    continue  # dropped while waiting; the epoch says so
+                if failed:
+                    self._drop()
+                elif update is not None:
+                    self._version = update.version
+                    self._take(update)
+
+    def _take(self, update: Any) -> None:
+        for filter_set in update.filterSet:
+            for change_set in filter_set.objectSet:
+                ref = ref_of(change_set.obj)
+                if ref not in self._watching:
+                    continue
+                if change_set.kind == "leave":  # the task is gone: read it to find out
+                    self._seen[ref] = "error"
+                for change in change_set.changeSet:
+                    if change.name == "info.state":
+                        self._seen[ref] = str(change.val)
+
+
+def _quietly(call: Callable[[], Any]) -> None:
+    """Clean-up whose failure changes nothing the caller needs: logged, not raised."""
+    try:
+        call()
+    except (vmodl.MethodFault, OSError, http.client.HTTPException) as exc:
+        log.debug("vCenter clean-up failed: %s", exc)
+
+
 class VSphere:
     """One authenticated vCenter session, implementing ``shared.drivers.base.Hypervisor``."""
 
@@ -311,6 +473,7 @@ class VSphere:
         self._poll_s = int(min(30, max(1, (call_timeout or 60) / 2)))
         self.content = service_instance.RetrieveContent()
         self._executor = executor
+        self._tasks = _TaskCollector(self.content, self._poll_s)
         # Facts that do not change between deploys, read once per session.
         self._dcs: list[tuple[str, dict[str, Any]]] = []
         self._dc_of: dict[str, str] = {}  # object ref -> its datacenter's ref
@@ -327,6 +490,7 @@ class VSphere:
         self._dc_of = {}
         self._resource_pools = {}
         self._portgroup_map = None
+        self._tasks.reset()  # its collector was the old session's
 
     @classmethod
     async def connect(cls, url: str, user: str, password: str, *, verify_tls: bool = True,
@@ -425,41 +589,53 @@ class VSphere:
         return found[0][1]
 
     def _wait(self, task: Any, what: str) -> Any:
-        """Wait for ``task`` on a property collector of its own; its result, or raise."""
+        """Wait for ``task``; its result, or raise.
+
+        Its state is read at once, then again after a pause doubling from ``POLL_FIRST_S``
+        up to ``POLL_CAP_S``; a task still running after ``POLL_PHASE_S`` is followed by
+        the session's task collector until it ends (``TASK_TIMEOUT_S`` at most).
+        """
         task_id = ref_of(task)
-        collector = self.content.propertyCollector.CreatePropertyCollector()
-        try:
-            collector.CreateFilter(PC.FilterSpec(
-                objectSet=[PC.ObjectSpec(obj=task, skip=False)],
-                propSet=[PC.PropertySpec(type=vim.Task, pathSet=["info.state", "info.error"])],
-            ), True)
-            version, state, error = "", None, None
-            waited = 0
-            while state not in ("success", "error"):
-                update = collector.WaitForUpdatesEx(version, PC.WaitOptions(
-                    maxWaitSeconds=self._poll_s))
-                if update is None:
-                    waited += self._poll_s
-                    if waited >= TASK_TIMEOUT_S:
-                        raise HypervisorError(f"{what}: task {task_id} did not finish within "
-                                              f"{TASK_TIMEOUT_S}s", task_id=task_id,
-                                              transient=True)
-                    continue
-                version = update.version
-                for filter_set in update.filterSet:
-                    for change_set in filter_set.objectSet:
-                        for change in change_set.changeSet:
-                            if change.name == "info.state":
-                                state = change.val
-                            elif change.name == "info.error":
-                                error = change.val
-        finally:
-            collector.DestroyPropertyCollector()
-        if state == "error":
+        started = time.monotonic()
+        info = self._task_info(task_id)
+        pause = POLL_FIRST_S
+        while info.get("info.state") not in _TASK_DONE:
+            if time.monotonic() - started >= POLL_PHASE_S:
+                info = self._follow(task, what, started + TASK_TIMEOUT_S)
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, POLL_CAP_S)
+            info = self._task_info(task_id)
+        if info.get("info.state") == "error":
+            error = info.get("info.error")
             reason = getattr(error, "msg", None) or type(error).__name__
             raise HypervisorError(f"{what} failed (vCenter task {task_id}): {reason}",
                                   task_id=task_id, fault=_fault_name(error))
-        return self._one(task_id, ["info.result"]).get("info.result")
+        return info.get("info.result")
+
+    def _follow(self, task: Any, what: str, deadline: float) -> dict[str, Any]:
+        """What ``_task_info`` reads once the task collector reports ``task`` ended."""
+        task_id = ref_of(task)
+        read: dict[str, Any] = {}
+
+        def ended() -> bool:
+            read.update(self._task_info(task_id))
+            return read.get("info.state") in _TASK_DONE
+
+        try:
+            if not self._tasks.wait(task, ended, deadline):
+                raise HypervisorError(f"{what}: task {task_id} did not finish within "
+                                      f"{TASK_TIMEOUT_S}s", task_id=task_id, transient=True)
+        except vmodl.MethodFault as fault:
+            reason = getattr(fault, "msg", None) or _fault_name(fault)
+            raise HypervisorError(f"{what}: waiting for vCenter task {task_id} failed: "
+                                  f"{reason}", task_id=task_id, transient=True,
+                                  fault=_fault_name(fault)) from fault
+        return read if read.get("info.state") in _TASK_DONE else self._task_info(task_id)
+
+    def _task_info(self, task_id: str) -> dict[str, Any]:
+        """A task's state, error and result, in one read."""
+        return self._one(task_id, ["info.state", "info.error", "info.result"])
 
     def _run(self, start: Callable[[], Any], what: str) -> tuple[str, Any]:
         try:
