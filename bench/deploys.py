@@ -5,8 +5,11 @@
 Starts a stack with `snapdeploy up` (vcsim with 8 hosts), snapshots a VM and seeds it, then:
 1. overhead: deploys through the gateway (request sent -> JobCompleted seen on NATS),
    interleaved with the bare calls the deploy needs (CloneVM_Task, ReconfigVM_Task,
-   PowerOnVM_Task through pyVmomi, same template, same vcsim);
-2. throughput: deploys per second with 1, 8, 64 in flight, beside the bare calls at the
+   PowerOnVM_Task through pyVmomi, same template, same vcsim) made by two bare clients:
+   the fast one (each task's state read at once, then polled with a pause doubling from
+   1 ms to 50 ms), against which the goals are judged, and one making a property collector
+   per task;
+2. throughput: deploys per second with 1, 8, 64 in flight, beside each bare client at the
    same concurrency;
 3. first vs n-th: after prepareTemplate, the first deploy against deploys 2..n; without it,
    the first deploy's extra time against the seed's own time.
@@ -22,12 +25,14 @@ import tempfile
 import time
 import urllib.parse
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 import nats
+from pyVmomi import vim, vmodl
 
 from bench.common import goal_line, stack, summary, write
 from services.gateway.auth import sign
@@ -89,12 +94,21 @@ class Api:
         return answer, finished - started
 
 
+PC: Any = vmodl.query.PropertyCollector  # untyped constructors
+TASK_DONE = ("success", "error")
+
+
 class Bare:
-    """The vSphere calls a deploy needs, straight through pyVmomi."""
+    """The vSphere calls a deploy needs, straight through pyVmomi, each task waited for in
+    one of two ways: ``fast`` reads the task's state at once and then polls it with a pause
+    doubling from 1 ms up to 50 ms (the fastest correct client we know to write), ``collector``
+    makes a property collector, a filter and ``WaitForUpdatesEx`` per task and destroys it
+    after (what snapdeploy's driver did before)."""
 
     def __init__(self, session: VSphere, template: dict[str, Any], host_ref: str,
                  pool_ref: str, network: NetworkBinding) -> None:
         self.session = session
+        self.content = session.content
         self.template = template
         self.host_ref = host_ref
         self.pool_ref = pool_ref
@@ -102,7 +116,52 @@ class Bare:
         self.resource_pool = session._resource_pool(host_ref)
         self.folder = session._datacenter_of(template["template_ref"])[1]["vmFolder"]
 
-    def deploy(self, name: str) -> float:
+    def _read(self, obj: Any, kind: Any, paths: list[str]) -> dict[str, Any]:
+        found = self.content.propertyCollector.RetrieveContents([PC.FilterSpec(
+            objectSet=[PC.ObjectSpec(obj=obj, skip=False)],
+            propSet=[PC.PropertySpec(type=kind, pathSet=paths)])])
+        return {p.name: p.val for p in found[0].propSet}
+
+    def _check(self, info: dict[str, Any]) -> Any:
+        if info["info.state"] == "error":
+            raise RuntimeError(f"bare task failed: {info.get('info.error')}")
+        return info.get("info.result")
+
+    def wait_fast(self, task: Any) -> Any:
+        paths = ["info.state", "info.error", "info.result"]
+        info = self._read(task, vim.Task, paths)
+        pause = 0.001
+        while info["info.state"] not in TASK_DONE:
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+            info = self._read(task, vim.Task, paths)
+        return self._check(info)
+
+    def wait_collector(self, task: Any) -> Any:
+        collector = self.content.propertyCollector.CreatePropertyCollector()
+        try:
+            collector.CreateFilter(PC.FilterSpec(
+                objectSet=[PC.ObjectSpec(obj=task, skip=False)],
+                propSet=[PC.PropertySpec(type=vim.Task, pathSet=["info.state"])]), True)
+            version, state = "", None
+            while state not in TASK_DONE:
+                update = collector.WaitForUpdatesEx(version, PC.WaitOptions(maxWaitSeconds=30))
+                if update is None:
+                    continue
+                version = update.version
+                for filter_set in update.filterSet:
+                    for change_set in filter_set.objectSet:
+                        for change in change_set.changeSet:
+                            if change.name == "info.state":
+                                state = change.val
+        finally:
+            collector.DestroyPropertyCollector()
+        return self._check(self._read(task, vim.Task, ["info.state", "info.error",
+                                                       "info.result"]))
+
+    def deploy(self, name: str, how: str = "fast") -> float:
+        """Clone, reconfigure and power on one VM; the seconds it took."""
+        wait = self.wait_fast if how == "fast" else self.wait_collector
         request = CloneRequest(name=name, template_ref=self.template["template_ref"],
                                base_snapshot_ref=self.template["base_snapshot_ref"],
                                host_ref=self.host_ref, pool_ref=self.pool_ref, linked=True,
@@ -110,11 +169,12 @@ class Bare:
         s = self.session
         started = time.perf_counter()
         template = s._mo(request.template_ref)
-        _, vm = s._run(lambda: template.CloneVM_Task(
-            folder=self.folder, name=name, spec=clone_spec(request, self.resource_pool)), "clone")
-        devices = s._one(vm._moId, ["config.hardware.device"])["config.hardware.device"]
-        s._run(lambda: vm.ReconfigVM_Task(reconfigure_spec(request, devices)), "reconfigure")
-        s._run(vm.PowerOnVM_Task, "power-on")
+        vm = wait(template.CloneVM_Task(folder=self.folder, name=name,
+                                        spec=clone_spec(request, self.resource_pool)))
+        devices = self._read(vm, vim.VirtualMachine,
+                             ["config.hardware.device"])["config.hardware.device"]
+        wait(vm.ReconfigVM_Task(reconfigure_spec(request, devices)))
+        wait(vm.PowerOnVM_Task())
         return time.perf_counter() - started
 
 
@@ -147,19 +207,33 @@ async def setup(api: Api, session: VSphere) -> dict[str, Any]:
             "bare": bare, "vm": vms}
 
 
+BARE = ("fast", "collector")  # the bare clients, the first the one goals are judged by
+
+
 async def overhead(api: Api, ctx: dict[str, Any], n: int) -> dict[str, Any]:
-    service, bare, ratios = [], [], []
+    """Deploys, each followed by one deploy of each bare client (their order alternating):
+    per bare client, the ratio of each deploy to the bare deploy next to it."""
+    service: list[float] = []
+    bare: dict[str, list[float]] = {how: [] for how in BARE}
     loop = asyncio.get_running_loop()
     for i in range(n):
         took = await api.job("deployVirtualMachine", vmsnapshotid=ctx["snapshot"],
                              serviceofferingid=ctx["offering"], networkids=ctx["network"],
                              name=f"o-{i}")
-        raw = await loop.run_in_executor(None, ctx["bare"].deploy, f"bare-o-{i}")
         service.append(took)
-        bare.append(raw)
-        ratios.append(took / raw)
-    return {"service_s": summary(service), "bare_s": summary(bare), "ratio": summary(ratios),
-            "ratio_of_medians": statistics.median(service) / statistics.median(bare)}
+        for how in BARE if i % 2 == 0 else BARE[::-1]:
+            bare[how].append(await loop.run_in_executor(None, ctx["bare"].deploy,
+                                                        f"bare-{how}-o-{i}", how))
+    out: dict[str, Any] = {"service_s": summary(service)}
+    for how in BARE:
+        ratios = [s / b for s, b in zip(service, bare[how], strict=True)]
+        out[how] = {"bare_s": summary(bare[how]), "ratio": summary(ratios),
+                    "ratio_of_medians": statistics.median(service)
+                    / statistics.median(bare[how])}
+    # The fast client's figures under the names earlier results used.
+    out.update(bare_s=out["fast"]["bare_s"], ratio=out["fast"]["ratio"],
+               ratio_of_medians=out["fast"]["ratio_of_medians"])
+    return out
 
 
 async def throughput(api: Api, ctx: dict[str, Any], levels: list[int],
@@ -180,16 +254,18 @@ async def throughput(api: Api, ctx: dict[str, Any], levels: list[int],
         service_rate = count / (time.perf_counter() - started)
 
         loop = asyncio.get_running_loop()
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(level) as pool:
-            started = time.perf_counter()
-            await asyncio.gather(*(loop.run_in_executor(pool, ctx["bare"].deploy,
-                                                        f"bare-t{level}-{i}")
-                                   for i in range(count)))
-            bare_rate = count / (time.perf_counter() - started)
-        out[str(level)] = {"deploys": count, "service_per_s": service_rate,
-                           "bare_per_s": bare_rate, "fraction_of_bare": service_rate / bare_rate}
+        row: dict[str, Any] = {"deploys": count, "service_per_s": service_rate}
+        for how in BARE:
+            with ThreadPoolExecutor(level) as pool:
+                started = time.perf_counter()
+                await asyncio.gather(*(loop.run_in_executor(pool, ctx["bare"].deploy,
+                                                            f"bare-{how}-t{level}-{i}", how)
+                                       for i in range(count)))
+                bare_rate = count / (time.perf_counter() - started)
+            row[how] = {"bare_per_s": bare_rate, "fraction_of_bare": service_rate / bare_rate}
+        row.update(bare_per_s=row["fast"]["bare_per_s"],
+                   fraction_of_bare=row["fast"]["fraction_of_bare"])
+        out[str(level)] = row
     return out
 
 
@@ -272,13 +348,15 @@ def main() -> None:
     result = asyncio.run(run(args))
     path = write("deploys", result, args.out)
     over, first = result["overhead"], result["first_vs_nth"]
-    print(goal_line("deploy latency / bare vSphere calls, median", over["ratio"]["median"],
+    print(goal_line("deploy latency / fast bare client, median", over["ratio"]["median"],
                     "<= 2.0", over["ratio"]["median"] <= 2.0))
-    print(goal_line("deploy latency / bare vSphere calls, p99", over["ratio"]["p99"], "<= 3.0",
+    print(goal_line("deploy latency / fast bare client, p99", over["ratio"]["p99"], "<= 3.0",
                     over["ratio"]["p99"] <= 3.0))
+    print(f"{'(against the collector-per-task bare client: median, p99)':<58} "
+          f"{over['collector']['ratio']['median']:>12.3f} {over['collector']['ratio']['p99']:.3f}")
     for level, row in result["throughput"].items():
-        print(goal_line(f"throughput at {level} in flight / bare", row["fraction_of_bare"],
-                        ">= 0.6", row["fraction_of_bare"] >= 0.6))
+        print(goal_line(f"throughput at {level} in flight / fast bare",
+                        row["fraction_of_bare"], ">= 0.6", row["fraction_of_bare"] >= 0.6))
     after = first["after_prepare"]["first_over_rest"]
     print(goal_line("first deploy after prepareTemplate / median of the rest", after, "<= 1.1",
                     after <= 1.1))

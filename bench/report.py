@@ -30,28 +30,59 @@ def verdict(met: bool) -> str:
     return "met" if met else "**missed**"
 
 
+BARE_LABELS = {
+    "fast": "fast bare client (task state read at once, then polled)",
+    "collector": "bare client with a property collector per task",
+}
+
+
 def deploys(r: dict[str, Any]) -> list[str]:
     o, f = r["overhead"], r["first_vs_nth"]
+    # Results from before the fast bare client was measured hold one bare figure, the
+    # collector-per-task client's.
+    bare = {how: o[how] for how in BARE_LABELS if how in o} or {
+        "collector": {"bare_s": o["bare_s"], "ratio": o["ratio"]}}
+    judged = "fast" if "fast" in bare else "collector"
     lines = [
         "## Deploys (`python -m bench.deploys`)",
         "",
-        f"{o['ratio']['n']} deploys through the gateway (request sent → `JobCompleted` on NATS), "
-        "each followed by the bare vSphere calls the deploy needs (clone, reconfigure, "
-        "power-on through pyVmomi, same seeded template, same vcsim).",
+        f"{o['service_s']['n']} deploys through the gateway (request sent → `JobCompleted` on "
+        "NATS), each followed by the bare vSphere calls the deploy needs (clone, reconfigure, "
+        "power-on through pyVmomi, same seeded template, same vcsim), made by each bare "
+        "client in turn (their order alternating): the **fast** one reads each task's state "
+        "at once and then polls it with a pause doubling from 1 ms to 50 ms; the "
+        "**collector** one makes a property collector, a filter and `WaitForUpdatesEx` per "
+        f"task. The goals are judged against the {judged} one.",
         "",
         "| measure | value | goal | |",
         "|---|---|---|---|",
         f"| deploy latency, median | {o['service_s']['median'] * 1000:.0f} ms | | |",
-        f"| bare calls, median | {o['bare_s']['median'] * 1000:.0f} ms | | |",
-        f"| ratio, median of pairs | {o['ratio']['median']:.2f} | ≤ 2.0 | "
-        f"{verdict(o['ratio']['median'] <= GOALS['overhead_median'])} |",
-        f"| ratio, p99 of pairs | {o['ratio']['p99']:.2f} | ≤ 3.0 | "
-        f"{verdict(o['ratio']['p99'] <= GOALS['overhead_p99'])} |",
     ]
+    for how, b in bare.items():
+        lines.append(f"| {BARE_LABELS[how]}, median | {b['bare_s']['median'] * 1000:.0f} ms "
+                     "| | |")
+    for how, b in bare.items():
+        goals = how == judged
+        lines += [
+            f"| ratio to the {how} bare client, median of pairs | {b['ratio']['median']:.2f} | "
+            + (f"≤ 2.0 | {verdict(b['ratio']['median'] <= GOALS['overhead_median'])} |"
+               if goals else "| |"),
+            f"| ratio to the {how} bare client, p99 of pairs | {b['ratio']['p99']:.2f} | "
+            + (f"≤ 3.0 | {verdict(b['ratio']['p99'] <= GOALS['overhead_p99'])} |"
+               if goals else "| |"),
+        ]
     for level, row in r["throughput"].items():
-        lines.append(f"| throughput, {level} in flight | {row['service_per_s']:.1f}/s vs bare "
-                     f"{row['bare_per_s']:.1f}/s = {row['fraction_of_bare']:.2f} | ≥ 0.6 | "
-                     f"{verdict(row['fraction_of_bare'] >= GOALS['throughput'])} |")
+        rates = {how: row[how] for how in BARE_LABELS if how in row} or {
+            "collector": {"bare_per_s": row["bare_per_s"],
+                          "fraction_of_bare": row["fraction_of_bare"]}}
+        for how, rate in rates.items():
+            goals = how == judged
+            lines.append(
+                f"| throughput, {level} in flight, vs the {how} bare client | "
+                f"{row['service_per_s']:.1f}/s vs {rate['bare_per_s']:.1f}/s = "
+                f"{rate['fraction_of_bare']:.2f} | "
+                + (f"≥ 0.6 | {verdict(rate['fraction_of_bare'] >= GOALS['throughput'])} |"
+                   if goals else "| |"))
     after = f["after_prepare"]
     lines.append(f"| first deploy after prepareTemplate / median of deploys 2-"
                  f"{len(after['deploys_s'])} | {after['first_over_rest']:.2f} | ≤ 1.1 | "
@@ -220,8 +251,13 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
         levels = list(rows)
         axes[0].plot(levels, [rows[k]["service_per_s"] for k in levels], "o-",
                      label="snapdeploy")
-        axes[0].plot(levels, [rows[k]["bare_per_s"] for k in levels], "s--",
-                     label="bare vSphere calls")
+        for how, style in (("fast", "s--"), ("collector", "^:")):
+            if all(how in rows[k] for k in levels):
+                axes[0].plot(levels, [rows[k][how]["bare_per_s"] for k in levels], style,
+                             label=f"bare vSphere calls, {how} waits")
+        if not all("fast" in rows[k] for k in levels):
+            axes[0].plot(levels, [rows[k]["bare_per_s"] for k in levels], "s--",
+                         label="bare vSphere calls")
         axes[0].set_xlabel("deploys in flight")
         axes[0].set_ylabel("deploys per second")
         axes[0].set_title("Throughput on vcsim")
