@@ -184,6 +184,9 @@ async def setup(api: Api, session: VSphere) -> dict[str, Any]:
                                cpunumber="1", cpuspeed="10", memory="32"))["serviceoffering"]
     snap_job, _ = await api.run("createVMSnapshot", virtualmachineid=vms[0]["id"], name="bench")
     network = (await api.call("listNetworks", name="VM Network"))["network"][0]
+    # Every deploy holds a guest address until it is expunged, and a run deploys more VMs
+    # than a /24 holds.
+    await api.call("updateNetwork", id=network["id"], cidr="10.128.0.0/16")
     template = (await api.call("prepareTemplate", vmsnapshotid=snap_job["id"]))["template"][0]
     conn = await asyncpg.connect(api.info["database_url"])
     try:
