@@ -179,6 +179,10 @@ class Chaos:
         source = next(v for v in cloud.listVirtualMachines()["virtualmachine"]
                       if v["name"] == "DC0_C0_RP0_VM0")
         snap = cloud.createVMSnapshot(virtualmachineid=source["id"], name="chaos")
+        # Every deploy holds a guest address on the VM's networks until it is expunged, and
+        # five rounds deploy more VMs than the default /24 holds.
+        for network in cloud.listNetworks()["network"]:
+            cloud.updateNetwork(id=network["id"], cidr="10.128.0.0/16")
         offering = cloud.createServiceOffering(name="chaos", displaytext="chaos", cpunumber=1,
                                                cpuspeed=10, memory=32)
         if self.fault_rate > 0:
