@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import libvirt
 import pytest
 from cs import CloudStack
 
 from shared.stack.launcher import alive, read_stack
+from tests.e2e.helpers import kvm_zone
 from tests.harness.vsphere import Vcsim
 
 SNAPDEPLOY = [sys.executable, "-m", "shared.cli"]
@@ -71,3 +73,30 @@ def cloud(stack: dict[str, Any]) -> CloudStack:
     return CloudStack(endpoint=stack["api_url"], key=stack["admin_api_key"],
                       secret=stack["admin_secret_key"], fetch_result=True, poll_interval=0.2,
                       job_timeout=120)
+
+
+# The KVM zone of a module that runs one (``KVM = True``): stack.json's description of it,
+# its pool's folder, a libvirt connection to its host, and an offering small enough for
+# ten demo guests on two cores.
+@pytest.fixture(scope="module")
+def kvm(stack: dict[str, Any]) -> dict[str, Any]:
+    return kvm_zone(stack)
+
+
+@pytest.fixture(scope="module")
+def pool_dir(kvm: dict[str, Any]) -> Path:
+    return Path(kvm["pool_folder"])
+
+
+@pytest.fixture(scope="module")
+def conn(kvm: dict[str, Any]) -> Iterator[Any]:
+    connection = libvirt.open(kvm["uri"])
+    yield connection
+    connection.close()
+
+
+@pytest.fixture(scope="module")
+def tiny(cloud: CloudStack) -> str:
+    return str(cloud.createServiceOffering(name="kvm-tiny", displaytext="1 CPU x 100 MHz, 256 MB",
+                                           cpunumber=1, cpuspeed=100,
+                                           memory=256)["serviceoffering"]["id"])

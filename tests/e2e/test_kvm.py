@@ -17,7 +17,6 @@ import os
 import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,33 +87,6 @@ class Clone:
     template: dict[str, Any]
     template_file: Path
 
-
-@pytest.fixture(scope="module")
-def kvm(stack: dict[str, Any]) -> dict[str, Any]:
-    zone = stack.get("kvm")
-    assert zone, f"the stack runs no KVM zone: {stack.get('kvm_zones')!r}"
-    return dict(zone)
-
-
-@pytest.fixture(scope="module")
-def pool_dir(kvm: dict[str, Any]) -> Path:
-    return Path(kvm["pool_folder"])
-
-
-@pytest.fixture(scope="module")
-def conn(kvm: dict[str, Any]) -> Iterator[Any]:
-    connection = libvirt.open(kvm["uri"])
-    yield connection
-    connection.close()
-
-
-@pytest.fixture(scope="module")
-def tiny(cloud: CloudStack) -> str:
-    """A service offering the demo guest boots with, small enough for ten of them on a
-    host of two cores."""
-    return str(cloud.createServiceOffering(name="kvm-tiny", displaytext="1 CPU x 100 MHz, 256 MB",
-                                           cpunumber=1, cpuspeed=100,
-                                           memory=256)["serviceoffering"]["id"])
 
 
 def _pool_file(pool_dir: Path, location: str) -> Path:

@@ -15,7 +15,6 @@ and each other, and its template goes with the last of them.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,6 @@ from tests.e2e.helpers import (
     events_of_type,
     finished_job,
     handled,
-    kvm_zone,
     logged_operations,
     refused,
     seeds_started,
@@ -81,29 +79,6 @@ class Clones:
     full: dict[str, Any]  # deployed from S with kvm.create.full.clone true
     linked: dict[str, Any]  # deployed from S after it was set back to false
 
-
-@pytest.fixture(scope="module")
-def kvm(stack: dict[str, Any]) -> dict[str, Any]:
-    return kvm_zone(stack)
-
-
-@pytest.fixture(scope="module")
-def pool_dir(kvm: dict[str, Any]) -> Path:
-    return Path(kvm["pool_folder"])
-
-
-@pytest.fixture(scope="module")
-def conn(kvm: dict[str, Any]) -> Iterator[Any]:
-    connection = libvirt.open(kvm["uri"])
-    yield connection
-    connection.close()
-
-
-@pytest.fixture(scope="module")
-def tiny(cloud: CloudStack) -> str:
-    return str(cloud.createServiceOffering(name="kvm-tiny", displaytext="1 CPU x 100 MHz, 256 MB",
-                                           cpunumber=1, cpuspeed=100,
-                                           memory=256)["serviceoffering"]["id"])
 
 
 @pytest.fixture(scope="module")
