@@ -4,11 +4,14 @@ offerings, templates, volumes; and the admin's inventory sync and per-pool setti
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from proto import streams
 from proto.events import (
+    AnyEvent,
     DiskOfferingCreated,
+    Event,
     InventorySyncRequested,
     JobSubmitted,
     PoolSettingChanged,
@@ -221,13 +224,8 @@ async def create_disk_offering(ctx: Context, params: Params, caller: Caller) -> 
          ))
 async def delete_service_offering(ctx: Context, params: Params, caller: Caller
                                   ) -> dict[str, Any]:
-    offering_id = params.uuid("id")
-    assert offering_id is not None
-    history = await Repository(ctx.store).events(streams.service_offering(offering_id))
-    deleted = offerings.check_delete_service(offering_id, history)
-    await ctx.change(caller, Append(streams.service_offering(offering_id), [deleted],
-                                    len(history)))
-    return {"success": True}
+    return await _delete_offering(ctx, params, caller, streams.service_offering,
+                                  offerings.check_delete_service)
 
 
 @command("deleteDiskOffering", role=ADMIN, response=schema.SUCCESS,
@@ -237,12 +235,20 @@ async def delete_service_offering(ctx: Context, params: Params, caller: Caller
                    entity=schema.DISK_OFFERING),
          ))
 async def delete_disk_offering(ctx: Context, params: Params, caller: Caller) -> dict[str, Any]:
+    return await _delete_offering(ctx, params, caller, streams.disk_offering,
+                                  offerings.check_delete_disk)
+
+
+async def _delete_offering(ctx: Context, params: Params, caller: Caller,
+                           stream_of: Callable[[str], str],
+                           check: Callable[[str, list[AnyEvent]], Event]) -> dict[str, Any]:
+    """Delete the offering ``id`` names: its stream checked by ``check`` and appended to
+    at the version checked."""
     offering_id = params.uuid("id")
     assert offering_id is not None
-    history = await Repository(ctx.store).events(streams.disk_offering(offering_id))
-    deleted = offerings.check_delete_disk(offering_id, history)
-    await ctx.change(caller, Append(streams.disk_offering(offering_id), [deleted],
-                                    len(history)))
+    stream = stream_of(offering_id)
+    history = await Repository(ctx.store).events(stream)
+    await ctx.change(caller, Append(stream, [check(offering_id, history)], len(history)))
     return {"success": True}
 
 
