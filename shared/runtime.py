@@ -111,11 +111,13 @@ class Runtime:
             self.checks[what] = None
             return result
 
-    async def postgres(self) -> EventStore:
-        """The event store, once PostgreSQL answers and the schema is current."""
+    async def postgres(self, *, group_commit: bool = False) -> EventStore:
+        """The event store, once PostgreSQL answers and the schema is current; with
+        ``group_commit``, concurrent commits share statements (``EventStore``)."""
 
         async def open_pool() -> asyncpg.Pool:
-            pool = await db.create_pool(self.settings.database_url, timeout=5)
+            pool = await db.create_pool(self.settings.database_url, timeout=5,
+                                        server_settings={"application_name": self.service})
             try:
                 async with pool.acquire() as conn:
                     await _current_schema(conn)
@@ -128,7 +130,7 @@ class Runtime:
         pool = await self.retry("postgres", open_pool)
         self._closers.append(pool.close)
         self._spawn(self._watch_postgres(pool))
-        return EventStore(pool)
+        return EventStore(pool, group_commit=group_commit)
 
     async def _watch_postgres(self, pool: asyncpg.Pool) -> None:
         while True:

@@ -17,7 +17,8 @@ log = logging.getLogger("services.gateway")
 
 
 async def main(rt: Runtime) -> None:
-    store = await rt.postgres()
+    # Many API requests at once: their commits share statements.
+    store = await rt.postgres(group_commit=True)
     await ensure_admin_keys(store, rt.settings)
     await ensure_defaults(store)
     app = build(rt, store)

@@ -14,7 +14,7 @@ from shared.config import Settings
 from shared.errors import PARAM_ERROR, PERMISSION_DENIED, RESOURCE_IN_USE, ApiError
 from shared.eventstore import Append, ConcurrencyError, EventStore
 from shared.log import current_correlation
-from shared.projections.read import Paging, ReadModels, Viewer
+from shared.projections.read import Paging, Progress, ReadModels, Viewer
 
 MAX_PARAM_LENGTH = 4096
 DECISION_ATTEMPTS = 10
@@ -46,11 +46,13 @@ class Caller:
 class Context:
     store: EventStore
     settings: Settings = field(default_factory=Settings)
+    # The projector's progress, followed while the app runs (``services.gateway.app``).
+    progress: Progress | None = None
 
     @functools.cached_property
     def read(self) -> ReadModels:
         """The read models, through their query API."""
-        return ReadModels(self.store)
+        return ReadModels(self.store, self.progress)
 
     async def append(self, caller: Caller, *appends: Append) -> int:
         """Append in one transaction, attributed to ``caller`` and this request; returns the

@@ -28,6 +28,7 @@ from shared.config import Settings
 from shared.domain import offerings
 from shared.domain.accounts import ADMIN_ACCOUNT_ID, ADMIN_USER_ID
 from shared.eventstore import NO_STREAM, Append, ConcurrencyError, EventStore
+from shared.projections.read import Progress
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -90,23 +91,29 @@ async def ensure_admin_password(conn: asyncpg.Connection, password: str) -> None
 HANDLER_ARGS = {"max_line_size": 65536, "max_field_size": 65536}
 
 
-async def _run_fanout(app: web.Application) -> AsyncIterator[None]:
-    """The audit streams' shared reader of new events runs while the app serves."""
-    task = asyncio.ensure_future(app[FANOUT].run())
+async def _run_followers(app: web.Application) -> AsyncIterator[None]:
+    """While the app serves: the audit streams' shared reader of new events, and the
+    follower of the projector's progress that read-your-writes waits are woken by."""
+    progress = app[CONTEXT].progress
+    tasks = [asyncio.ensure_future(app[FANOUT].run()),
+             *([asyncio.ensure_future(progress.run())] if progress else [])]
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def build(rt: Runtime, store: EventStore) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
-    app[CONTEXT] = Context(store=store, settings=rt.settings)
+    # (Tests may build the app on an in-memory store: no projector to follow there.)
+    progress = Progress(store.pool) if isinstance(store, EventStore) else None
+    app[CONTEXT] = Context(store=store, settings=rt.settings, progress=progress)
     app.router.add_route("GET", "/client/api", api)
     app.router.add_route("POST", "/client/api", api)
     app.router.add_get(OPENAPI_PATH, openapi)
     app[FANOUT] = Fanout(store, max_per_account=rt.settings.max_event_streams_per_account)
-    app.cleanup_ctx.append(_run_fanout)
+    app.cleanup_ctx.append(_run_followers)
     app.router.add_get("/client/events", stream_events)
     console.add_routes(app)
     rt.add_health_routes(app)

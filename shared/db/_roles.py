@@ -1,11 +1,11 @@
 """The PostgreSQL role the services connect as: only the rights they use.
 
 The schema's owner (who runs migrations) is not the services' role. The services' role
-reads events and appends them only through ``append_events()`` (migration 0006): it can
-neither rewrite nor delete history, nor change the schema. It writes checkpoints, the
-inbox, the read models, API keys, password hashes and login sessions. ``snapdeploy db
-grants`` prints this SQL for a database snapdeploy does not manage; ``snapdeploy up``
-applies it to its own.
+reads events and appends them only through ``append_events()`` (migration 0006) and
+``commit_events()`` (0017): it can neither rewrite nor delete history, nor change the
+schema. It writes checkpoints, the inbox, the read models, API keys, password hashes and
+login sessions. ``snapdeploy db grants`` prints this SQL for a database snapdeploy does
+not manage; ``snapdeploy up`` applies it to its own.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ GRANTS: tuple[tuple[str, tuple[str, ...]], ...] = (
       "user_passwords", "sessions")),
 )
 APPEND_FUNCTION = "append_events(text, integer, uuid[], text[], smallint[], jsonb[], jsonb[])"
+# A handler's inbox row and appends, or several requests' appends, in one statement (0017).
+COMMIT_FUNCTION = ("commit_events(text[], uuid[], integer[], text[], integer[], integer[],"
+                   " uuid[], text[], smallint[], jsonb[], jsonb[])")
 
 
 def _quoted(name: str) -> str:
@@ -43,7 +46,8 @@ def grants_sql(role: str, database: str) -> str:
              f"GRANT USAGE ON SCHEMA public TO {role};"]
     lines += [f"GRANT {privileges} ON {', '.join(tables)} TO {role};"
               for privileges, tables in GRANTS]
-    lines.append(f"GRANT EXECUTE ON FUNCTION {APPEND_FUNCTION} TO {role};")
+    lines += [f"GRANT EXECUTE ON FUNCTION {function} TO {role};"
+              for function in (APPEND_FUNCTION, COMMIT_FUNCTION)]
     return "\n".join(lines)
 
 

@@ -14,8 +14,10 @@ import msgspec
 
 from proto.envelope import EventEnvelope, Metadata
 from proto.events import AnyEvent, Event
+from shared.db import advisory_lock
 from shared.domain.deploy import HostView
 from shared.domain.limits import Usage
+from shared.eventstore._group import Group, GroupCommit, Outcome
 
 ANY_VERSION = -1
 """Append whatever the stream's current version is."""
@@ -299,8 +301,11 @@ class EventStore:
     The cost is that appends do not run in parallel; batches recover the throughput.
     """
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, group_commit: bool = False) -> None:
+        """With ``group_commit``, concurrent ``commit`` calls share statements
+        (``GroupCommit``): for a process serving many requests at once."""
         self.pool = pool
+        self.group_commit = GroupCommit(self._commit_groups) if group_commit else None
 
     async def append(
         self,
@@ -353,32 +358,63 @@ class EventStore:
                 [_encoder.encode(e.metadata) for e in events],
             )
         except asyncpg.PostgresError as exc:
-            if getattr(exc, "sqlstate", None) == _VERSION_CONFLICT:
-                raise ConcurrencyError(stream_id, expected_version,
-                                       int(getattr(exc, "detail", "0") or 0)) from None
-            if getattr(exc, "constraint_name", None) == _NAME_TAKEN:
-                raise NameTaken(stream_id, str(getattr(exc, "detail", ""))) from None
-            raise
+            raise _conflict(exc, stream_id, expected_version) from None
         return sorted((RecordedEvent(*row) for row in rows), key=lambda r: r.position)
 
     async def commit(self, appends: Sequence[Append], metadata: Metadata, *,
                      inbox: tuple[str, str] | None = None) -> int | None:
-        """See ``Store.commit``: one transaction."""
-        last = 0
-        async with self.pool.acquire() as conn, conn.transaction():
-            if inbox is not None:
-                fresh = await conn.fetchval(
-                    "INSERT INTO inbox (consumer, event_id) VALUES ($1, $2)"
-                    " ON CONFLICT DO NOTHING RETURNING true", inbox[0], uuid.UUID(inbox[1]))
-                if not fresh:
-                    return None
-            for append in appends:
-                recorded = await self._append(
-                    conn, append.stream_id,
-                    [NewEvent(event, metadata) for event in append.events],
-                    append.expected_version)
-                last = max([last, *(r.position for r in recorded)])
-        return last
+        """See ``Store.commit``: one statement (``commit_events``, migration 0017), shared
+        with concurrent commits under ``group_commit``."""
+        group = Group(appends, metadata, inbox)
+        if self.group_commit is not None:
+            return await self.group_commit.commit(group)
+        (outcome,) = await self._commit_groups([group])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def _commit_groups(self, groups: Sequence[Group]) -> list[Outcome]:
+        """Commit each group all or none, in one statement; each group's outcome."""
+        consumers: list[str | None] = []
+        causes: list[uuid.UUID | None] = []
+        batches: list[tuple[int, Append]] = []
+        events: list[tuple[Event, bytes]] = []
+        for number, group in enumerate(groups, 1):
+            consumer, cause = group.inbox or (None, None)
+            consumers.append(consumer)
+            causes.append(None if cause is None else uuid.UUID(cause))
+            metadata = _encoder.encode(group.metadata)
+            for append in group.appends:
+                if append.events:
+                    batches.append((number, append))
+                    events += [(event, metadata) for event in append.events]
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT grp, last_position, state, message, detail, constraint_name, stream"
+                " FROM commit_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                consumers, causes, [number for number, _ in batches],
+                [append.stream_id for _, append in batches],
+                [append.expected_version for _, append in batches],
+                [len(append.events) for _, append in batches],
+                [uuid.uuid4() for _ in events], [type(event).__name__ for event, _ in events],
+                [event.SCHEMA for event, _ in events],
+                [_encoder.encode(event) for event, _ in events],
+                [metadata for _, metadata in events])
+        outcomes: list[Outcome] = []
+        for group, row in zip(groups, sorted(rows, key=lambda r: r["grp"]), strict=True):
+            if row["state"] is None:
+                outcomes.append(int(row["last_position"]))
+            elif row["state"] == "duplicate":
+                outcomes.append(None)
+            else:
+                stream = row["stream"] or ""
+                expected = next((a.expected_version for a in group.appends
+                                 if a.stream_id == stream), ANY_VERSION)
+                error = asyncpg.PostgresError.new({
+                    "C": row["state"], "M": row["message"] or "", "D": row["detail"] or "",
+                    "n": row["constraint_name"] or ""})
+                outcomes.append(_conflict(error, stream, expected))
+        return outcomes
 
     async def stored(self, event_id: str, consumer: str) -> tuple[RecordedEvent | None, bool]:
         """See ``Store.stored``: one query."""
@@ -520,13 +556,8 @@ class EventStore:
     async def account_decision(self, account_id: str) -> AsyncIterator[Usage]:
         """See ``Store.account_decision``: a PostgreSQL advisory lock, so several gateways
         agree; the holdings are read once it is held."""
-        lock = f"limits:{account_id}"
-        async with self.pool.acquire() as conn:
-            await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", lock)
-            try:
-                yield await _holdings(conn, account_id)
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", lock)
+        async with self.pool.acquire() as conn, advisory_lock(conn, f"limits:{account_id}"):
+            yield await _holdings(conn, account_id)
 
     async def stream_version(self, stream_id: str) -> int:
         async with self.pool.acquire() as conn:
@@ -599,6 +630,16 @@ class EventStore:
             finally:
                 with contextlib.suppress(Exception):
                     await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
+
+
+def _conflict(exc: Exception, stream_id: str, expected: int) -> Exception:
+    """What an append's error (an ``asyncpg.PostgresError``) means to its caller: another
+    writer got there first (``ConcurrencyError``, ``NameTaken``), or the error itself."""
+    if getattr(exc, "sqlstate", None) == _VERSION_CONFLICT:
+        return ConcurrencyError(stream_id, expected, int(getattr(exc, "detail", "0") or 0))
+    if getattr(exc, "constraint_name", None) == _NAME_TAKEN:
+        return NameTaken(stream_id, str(getattr(exc, "detail", "")))
+    return exc
 
 
 async def _holdings(conn: asyncpg.Connection, account_id: str) -> Usage:

@@ -12,7 +12,14 @@ import pytest
 from proto.envelope import Metadata
 from proto.events import VmDeployRequested, VmStopped
 from shared.db import applied_versions, migrate
-from shared.eventstore import ANY_VERSION, NO_STREAM, ConcurrencyError, EventStore, NewEvent
+from shared.eventstore import (
+    ANY_VERSION,
+    NO_STREAM,
+    Append,
+    ConcurrencyError,
+    EventStore,
+    NewEvent,
+)
 
 META = Metadata(correlation_id="req-1", causation_id="req-1", actor="acct/user")
 
@@ -140,3 +147,59 @@ async def test_migrations_are_versioned_and_idempotent(pool: asyncpg.Pool) -> No
         assert before and before == sorted(before)
         assert await migrate(conn) == []
         assert await applied_versions(conn) == before
+
+
+async def test_a_commit_is_one_statement_all_or_none_with_its_inbox_row(
+        store: EventStore, pool: asyncpg.Pool) -> None:
+    await store.append("vm-c1", [stopped("c1")], NO_STREAM)
+    cause = str(uuid.uuid4())
+    # The second batch is at the wrong version: the first batch and the inbox row go too.
+    with pytest.raises(ConcurrencyError) as caught:
+        await store.commit([Append("vm-c2", [VmStopped(vm_id="c2")], NO_STREAM),
+                            Append("vm-c1", [VmStopped(vm_id="c1")], NO_STREAM)], META,
+                           inbox=("planner", cause))
+    assert (caught.value.stream_id, caught.value.expected, caught.value.actual) == \
+        ("vm-c1", NO_STREAM, 1)
+    assert await store.read_stream("vm-c2") == []
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1",
+                                   uuid.UUID(cause)) == 0
+    last = await store.commit([Append("vm-c2", [VmStopped(vm_id="c2")], NO_STREAM),
+                               Append("vm-c1", [VmStopped(vm_id="c1")], 1)], META,
+                              inbox=("planner", cause))
+    assert last == (await store.read_stream("vm-c1"))[-1].position
+    assert [e.meta() for e in await store.read_stream("vm-c2")] == [META]
+    # Recorded already: nothing is appended again.
+    assert await store.commit([Append("vm-c2", [VmStopped(vm_id="c2")])], META,
+                              inbox=("planner", cause)) is None
+    assert len(await store.read_stream("vm-c2")) == 1
+    # An inbox row alone (a handler that appends nothing) commits too.
+    assert await store.commit([], META, inbox=("planner", str(uuid.uuid4()))) == 0
+
+
+async def test_group_commit_shares_statements_and_undoes_only_the_group_that_failed(
+        pool: asyncpg.Pool) -> None:
+    store = EventStore(pool, group_commit=True)
+    assert store.group_commit is not None
+    await store.append("vm-taken", [stopped("taken")], NO_STREAM)
+
+    async def one(i: int) -> int | None:
+        # Every 8th asks for a stream that exists already: it fails alone.
+        stream = "vm-taken" if i % 8 == 0 else f"vm-g{i}"
+        return await store.commit([Append(stream, [VmStopped(vm_id=str(i))], NO_STREAM),
+                                   Append(f"vm-side{i}", [VmStopped(vm_id=str(i))])], META)
+
+    outcomes = await asyncio.gather(*(one(i) for i in range(64)), return_exceptions=True)
+    failed = [i for i, o in enumerate(outcomes) if isinstance(o, ConcurrencyError)]
+    assert failed == list(range(0, 64, 8))
+    for i, outcome in enumerate(outcomes):
+        side = await store.read_stream(f"vm-side{i}")
+        if i in failed:
+            assert side == []
+            continue
+        assert isinstance(outcome, int) and outcome == side[-1].position
+        assert [e.event() for e in await store.read_stream(f"vm-g{i}")] == \
+            [VmStopped(vm_id=str(i))]
+    assert len(await store.read_stream("vm-taken")) == 1
+    # Commits that arrived while one statement ran went together in the next.
+    assert store.group_commit.statements < 64

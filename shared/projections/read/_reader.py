@@ -18,6 +18,7 @@ from shared.projections._runner import CHECKPOINT, fold
 from shared.projections._table import Projection, Row
 from shared.projections.catalog import Catalog
 from shared.projections.jobs import AsyncJobs
+from shared.projections.read._progress import Progress
 from shared.projections.read._views import (
     Account,
     AuditEvent,
@@ -331,9 +332,12 @@ def template_from_stream(records: Sequence[RecordedEvent], template_id: str,
 class ReadModels:
     """Queries of the projections, for one event store's read models."""
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, progress: Progress | None = None) -> None:
+        """``progress``: the projector's checkpoint as this process follows it, to wait on
+        without polling (``reach``)."""
         self._store = store
         self._pool = store.pool
+        self._progress = progress
 
     # Progress of the read models ------------------------------------------------------------
 
@@ -346,7 +350,10 @@ class ReadModels:
 
     async def reach(self, position: int, within: float = 5.0) -> bool:
         """Wait (at most ``within`` seconds) until the projector has applied the event at
-        ``position``; whether it did."""
+        ``position``; whether it did. Woken by ``Progress`` while it listens; else the
+        checkpoint is re-read every 10 ms."""
+        if self._progress is not None and self._progress.live:
+            return await self._progress.reach(position, within)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         while True:

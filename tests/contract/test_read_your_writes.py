@@ -1,0 +1,50 @@
+"""Read your writes without polling: a wait for a position is woken by the projector's
+checkpoint (migration 0018's notification), against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+
+from proto.envelope import Metadata
+from proto.events import VmStopped
+from shared.eventstore import Append, EventStore
+from shared.projections import ALL
+from shared.projections._runner import Projector
+from shared.projections.read import Progress, ReadModels
+
+META = Metadata(correlation_id="r", causation_id="r", actor="t")
+
+
+async def test_a_wait_is_woken_by_the_projectors_checkpoint_not_a_poll(
+        pool: asyncpg.Pool) -> None:
+    store = EventStore(pool)
+    # Re-read only every minute: a wait that ends sooner was woken by the notification.
+    progress = Progress(pool, idle_poll=60)
+    following = asyncio.create_task(progress.run())
+    try:
+        for _ in range(1000):
+            if progress.live:
+                break
+            await asyncio.sleep(0.01)
+        assert progress.live
+        read = ReadModels(store, progress)
+        vm_id = str(uuid.uuid4())
+        position = await store.commit([Append(f"vm-{vm_id}", [VmStopped(vm_id=vm_id)])], META)
+        assert position is not None
+        waiting = asyncio.create_task(read.reach(position, within=30))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # not projected yet
+        projector = Projector(store, ALL)
+        assert await projector.catch_up() == position
+        assert await waiting is True
+        assert progress.reached == position
+        # Already there: at once; beyond the checkpoint: not within the time given.
+        assert await read.reach(position, within=30) is True
+        assert await read.reach(position + 1, within=0.2) is False
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+    assert not progress.live
