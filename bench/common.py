@@ -1,4 +1,5 @@
-"""What every benchmark shares: statistics, the machine's description, result files."""
+"""What every benchmark shares: statistics, the machine's description, result files, the CPU
+time of process trees."""
 
 from __future__ import annotations
 
@@ -56,6 +57,70 @@ def write(name: str, result: dict[str, Any], out: Path | None = None) -> Path:
               "machine": machine(), **result}
     path.write_text(json.dumps(result, indent=2))
     return path
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command's name (field 3 first), or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in task.read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def tree_cpu(pid: int) -> tuple[int, float] | None:
+    """``pid``'s start time (clock ticks after boot: tells it from a later process with the
+    same pid) and the CPU seconds (user + system) of it and its descendants: every thread
+    of each live one, and, through each one's cutime + cstime, the descendants it has
+    reaped. None if ``pid`` is gone."""
+    top = _stat(pid)
+    if top is None:
+        return None
+    ticks, todo, seen = 0, [pid], set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        fields = top if current == pid else _stat(current)
+        if fields is None:
+            continue
+        ticks += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+        todo += _children(current)
+    return int(top[19]), ticks / CLOCK_TICKS
+
+
+def own_cpu(pid: int) -> tuple[int, float] | None:
+    """As ``tree_cpu``, for ``pid`` alone (its threads, and the children it has reaped)."""
+    fields = _stat(pid)
+    if fields is None:
+        return None
+    return int(fields[19]), sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
+
+
+def cpu_ms(before: dict[str, tuple[int, float] | None],
+           after: dict[str, tuple[int, float] | None]) -> dict[str, float | None]:
+    """Per name, the CPU milliseconds between two readings of ``tree_cpu``/``own_cpu``;
+    None where the process was gone or replaced (restarted) in between."""
+    out: dict[str, float | None] = {}
+    for name, first in before.items():
+        last = after.get(name)
+        same = first is not None and last is not None and first[0] == last[0]
+        out[name] = (last[1] - first[1]) * 1000 if same and first and last else None
+    return out
 
 
 def goal_line(label: str, value: float, goal: str, met: bool) -> str:

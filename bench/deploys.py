@@ -12,7 +12,14 @@ Starts a stack with `snapdeploy up` (vcsim with 8 hosts), snapshots a VM and see
 2. throughput: deploys per second with 1, 8, 64 in flight, beside each bare client at the
    same concurrency;
 3. first vs n-th: after prepareTemplate, the first deploy against deploys 2..n; without it,
-   the first deploy's extra time against the seed's own time.
+   the first deploy's extra time against the seed's own time;
+4. CPU per deploy: in each throughput run, the CPU time (user + system, from /proc) every
+   process of the stack spent (each service, PostgreSQL with its backends, nats-server,
+   vcsim, the launcher), and for each bare client this process's own plus vcsim's, each
+   divided by the deploys (--cpu-level names the level printed);
+5. SQL statements per deploy: a further run of deploys at that level with PostgreSQL's
+   `log_statement = 'all'` on and `%a` (each service connects under its name) in its log
+   line prefix, the statements each service sent counted from the server's log.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -34,7 +42,7 @@ import asyncpg
 import nats
 from pyVmomi import vim, vmodl
 
-from bench.common import goal_line, stack, summary, write
+from bench.common import cpu_ms, goal_line, own_cpu, stack, summary, tree_cpu, write
 from services.gateway.auth import sign
 from shared.drivers.base import CloneRequest, NetworkBinding
 from shared.drivers.vmware import VSphere, clone_spec, reconfigure_spec
@@ -178,6 +186,62 @@ class Bare:
         return time.perf_counter() - started
 
 
+# After a run of deploys, how long their trailing work (projections of the last events)
+# is given before the CPU reading that closes the run.
+SETTLE_S = 1.0
+SERVER_LABELS = {"nats-server": "nats"}
+ORDER = ("gateway", "relay", "projector", "planner", "seeder", "cloner", "volume", "postgres",
+         "nats", "vcsim", "launcher")
+
+
+def ordered(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the stack's processes in one order: the services the way a deploy
+    goes through them, then the servers; names not known after them."""
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return dict(sorted(values.items(), key=lambda item: (rank.get(item[0], len(ORDER)),
+                                                         item[0])))
+
+
+class Processes:
+    """The stack's processes, each read as a tree from /proc: every service, every server
+    (PostgreSQL's postmaster with its backends), the launcher on its own; and this process
+    (the API client, and the bare clients)."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.trees = {name: record["pid"] for name, record in info["services"].items()}
+        self.trees.update({SERVER_LABELS.get(name, name): record["pid"]
+                           for name, record in info["servers"].items()})
+        self.launcher = int(info["launcher_pid"])
+
+    def read(self) -> dict[str, tuple[int, float] | None]:
+        found = {name: tree_cpu(pid) for name, pid in self.trees.items()}
+        found["launcher"] = own_cpu(self.launcher)
+        found["client"] = (0, time.process_time())
+        return found
+
+
+def stack_cpu(before: dict[str, tuple[int, float] | None],
+              after: dict[str, tuple[int, float] | None], deploys: int) -> dict[str, Any]:
+    """The stack's CPU ms per deploy between two readings: per process, and their total
+    (this process, the API client, beside it and not in the total)."""
+    spent = cpu_ms(before, after)
+    gone = sorted(name for name, ms in spent.items() if ms is None)
+    if gone:
+        print(f"warning: restarted or gone during the CPU reading: {', '.join(gone)}")
+    per = ordered({name: (ms or 0.0) / deploys for name, ms in spent.items()})
+    client = per.pop("client")
+    return {"total": sum(per.values()), "processes": per, "api_client": client,
+            "deploys": deploys, "incomplete": gone}
+
+
+def bare_cpu(before: dict[str, tuple[int, float] | None],
+             after: dict[str, tuple[int, float] | None], deploys: int) -> dict[str, Any]:
+    """A bare client's CPU ms per deploy: this process's own (the client) and vcsim's."""
+    spent = cpu_ms(before, after)
+    client, vcsim = (spent["client"] or 0.0) / deploys, (spent["vcsim"] or 0.0) / deploys
+    return {"total": client + vcsim, "client": client, "vcsim": vcsim, "deploys": deploys}
+
+
 async def setup(api: Api, session: VSphere) -> dict[str, Any]:
     vms = (await api.call("listVirtualMachines", name="DC0_C0_RP0_VM0"))["virtualmachine"]
     offering = (await api.call("createServiceOffering", name=f"bench-{uuid.uuid4().hex[:6]}",
@@ -240,7 +304,7 @@ async def overhead(api: Api, ctx: dict[str, Any], n: int) -> dict[str, Any]:
 
 
 async def throughput(api: Api, ctx: dict[str, Any], levels: list[int],
-                     per_level: int) -> dict[str, Any]:
+                     per_level: int, processes: Processes) -> dict[str, Any]:
     out = {}
     for level in levels:
         count = max(per_level, level)
@@ -252,20 +316,26 @@ async def throughput(api: Api, ctx: dict[str, Any], levels: list[int],
                               serviceofferingid=ctx["offering"], networkids=ctx["network"],
                               name=f"t{level}-{i}")
 
+        cpu_before = processes.read()
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(count)))
         service_rate = count / (time.perf_counter() - started)
+        await asyncio.sleep(SETTLE_S)
+        cpu = {"service": stack_cpu(cpu_before, processes.read(), count)}
 
         loop = asyncio.get_running_loop()
         row: dict[str, Any] = {"deploys": count, "service_per_s": service_rate}
         for how in BARE:
             with ThreadPoolExecutor(level) as pool:
+                cpu_before = processes.read()
                 started = time.perf_counter()
                 await asyncio.gather(*(loop.run_in_executor(pool, ctx["bare"].deploy,
                                                             f"bare-{how}-t{level}-{i}", how)
                                        for i in range(count)))
                 bare_rate = count / (time.perf_counter() - started)
+                cpu[how] = bare_cpu(cpu_before, processes.read(), count)
             row[how] = {"bare_per_s": bare_rate, "fraction_of_bare": service_rate / bare_rate}
+        row["cpu_ms_per_deploy"] = cpu
         row.update(bare_per_s=row["fast"]["bare_per_s"],
                    fraction_of_bare=row["fast"]["fraction_of_bare"])
         out[str(level)] = row
@@ -296,6 +366,137 @@ async def first_vs_nth(api: Api, ctx: dict[str, Any], length: int) -> dict[str, 
     return results
 
 
+async def idle(processes: Processes, seconds: float = 5.0) -> dict[str, float]:
+    """CPU ms per second each process of the stack spends with no deploy in flight."""
+    before = processes.read()
+    await asyncio.sleep(seconds)
+    spent = cpu_ms(before, processes.read())
+    return ordered({name: (ms or 0.0) / seconds for name, ms in spent.items()
+                    if name != "client"})
+
+
+LOG_PREFIX = "snapdeploy-sql|"  # then the application name, "|"
+MARK = "snapdeploy bench: section "  # then the section's name, or "end"
+
+
+def kind(statement: str) -> str:
+    """What a statement logged is: asyncpg's pool reset (one simple query sent when a
+    connection goes back to its pool), transaction control, the runtime's liveness probe,
+    or other work."""
+    text = statement.strip().rstrip(";").strip()
+    if "pg_advisory_unlock_all()" in text:
+        return "pool_reset"
+    if text.split(None, 1)[0].upper() in ("BEGIN", "COMMIT", "ROLLBACK", "START", "SAVEPOINT",
+                                          "RELEASE", "END", "ABORT"):
+        return "transaction"
+    if text == "SELECT 1":
+        return "probe"
+    return "other"
+
+
+def count_statements(log: str) -> dict[str, dict[str, dict[str, int]]]:
+    """Per section between marks, per application name, the statements PostgreSQL logged,
+    by kind: each `statement:` entry (simple query protocol, however many commands its
+    string holds) and each `execute` entry (extended protocol: one per Execute message)
+    counts one; parameters, errors and other messages do not."""
+    entries: list[tuple[str, str]] = []
+    for line in log.splitlines():
+        if line.startswith("\t") and entries:  # a message's further lines
+            entries[-1] = (entries[-1][0], entries[-1][1] + "\n" + line[1:])
+        elif line.startswith(LOG_PREFIX):
+            app, _, message = line[len(LOG_PREFIX):].partition("|")
+            entries.append((app, message))
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    section = None
+    for app, message in entries:
+        if MARK in message:
+            name = message.split(MARK, 1)[1].split("'", 1)[0]
+            section = None if name == "end" else name
+            continue
+        if section is None or not message.startswith("LOG:  "):
+            continue
+        body = message[len("LOG:  "):]
+        if body.startswith("statement: "):
+            text = body[len("statement: "):]
+        elif body.startswith("execute ") and ": " in body:
+            text = body.split(": ", 1)[1]
+        else:
+            continue
+        per = counts.setdefault(section, {}).setdefault(app or "(unnamed)", {})
+        what = kind(text)
+        per[what] = per.get(what, 0) + 1
+    return counts
+
+
+def _size_of(path: Path) -> int:
+    return path.stat().st_size
+
+
+def _read_from(path: Path, offset: int) -> str:
+    with path.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+IDLE_S = 3.0
+
+
+async def statements(api: Api, ctx: dict[str, Any], level: int, count: int) -> dict[str, Any]:
+    """Deploys, ``level`` in flight, with every statement logged: per service, statements
+    per deploy, and of which kinds; and before them, the statements per second each sends
+    with no deploy in flight (polling, probes), counted the same way over IDLE_S."""
+    log_path = Path(api.info["servers"]["postgres"]["log"])
+    admin = await asyncpg.connect(api.info["database_admin_url"],
+                                  server_settings={"application_name": "bench"})
+    try:
+        await admin.execute(f"ALTER SYSTEM SET log_line_prefix = '{LOG_PREFIX}%a|'")
+        await admin.execute("ALTER SYSTEM SET log_statement = 'all'")
+        await admin.execute("SELECT pg_reload_conf()")
+        await asyncio.sleep(1.0)  # every backend rereads the settings before its next command
+        start = _size_of(log_path)
+        await admin.execute(f"SELECT '{MARK}idle'")
+        await asyncio.sleep(IDLE_S)
+        await admin.execute(f"SELECT '{MARK}deploys'")
+        gate = asyncio.Semaphore(level)
+
+        async def one(i: int) -> None:
+            async with gate:
+                await api.job("deployVirtualMachine", vmsnapshotid=ctx["snapshot"],
+                              serviceofferingid=ctx["offering"], networkids=ctx["network"],
+                              name=f"sql-{i}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(count)))
+        await asyncio.sleep(SETTLE_S)
+        window = time.perf_counter() - started
+        await admin.execute(f"SELECT '{MARK}end'")
+    finally:
+        await admin.execute("ALTER SYSTEM RESET log_statement")
+        await admin.execute("ALTER SYSTEM RESET log_line_prefix")
+        await admin.execute("SELECT pg_reload_conf()")
+        await admin.close()
+    await asyncio.sleep(0.5)
+    sections = count_statements(_read_from(log_path, start))
+    counts, quiet = sections.get("deploys", {}), sections.get("idle", {})
+    apps = ordered(dict.fromkeys([*api.info["services"], *counts, *quiet]))
+    per_app = {app: {"per_deploy": sum(counts.get(app, {}).values()) / count,
+                     "kinds_per_deploy": {k: n / count
+                                          for k, n in sorted(counts.get(app, {}).items())},
+                     "idle_per_s": sum(quiet.get(app, {}).values()) / IDLE_S}
+               for app in apps}
+    return {"deploys": count, "in_flight": level, "window_s": window,
+            "per_deploy": sum(sum(kinds.values()) for kinds in counts.values()) / count,
+            "idle_per_s": sum(sum(kinds.values()) for kinds in quiet.values()) / IDLE_S,
+            "processes": per_app}
+
+
+def cpu_level(levels: list[int], wanted: int) -> int:
+    """The level whose CPU figures are the headline: ``wanted`` if measured, else the
+    highest measured below it, else the lowest."""
+    below = [level for level in levels if level <= wanted]
+    return max(below) if below else min(levels)
+
+
 async def pipeline(info: dict[str, Any], prefix: str) -> dict[str, Any]:
     """Where a deploy's time goes: median gap between its consecutive events in the store."""
     conn = await asyncpg.connect(info["database_url"])
@@ -320,6 +521,7 @@ async def pipeline(info: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as state, stack(Path(state), "-host 8") as info:
         session = await VSphere.connect(info["vcenter_url"], info["vcenter_user"],
                                         info["vcenter_password"], verify_tls=False,
@@ -327,15 +529,45 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             async with Api(info) as api:
                 ctx = await setup(api, session)
+                processes = Processes(info)
                 # On a quiet system first: the later phases leave work behind them.
                 first = await first_vs_nth(api, ctx, args.sequence)
                 over = await overhead(api, ctx, args.deploys)
-                rate = await throughput(api, ctx, args.levels, args.per_level)
+                quiet = await idle(processes)
+                rate = await throughput(api, ctx, args.levels, args.per_level, processes)
+                level = cpu_level(args.levels, args.cpu_level)
+                sql = await statements(api, ctx, level, args.sql_deploys
+                                       or rate[str(level)]["deploys"])
             steps = await pipeline(info, "o-")
         finally:
             await session.close()
+    cpu = {"in_flight": level, **rate[str(level)]["cpu_ms_per_deploy"],
+           "idle_ms_per_s": quiet}
     return {"overhead": over, "throughput": rate, "first_vs_nth": first,
-            "pipeline_median_ms": steps}
+            "pipeline_median_ms": steps, "cpu_ms_per_deploy": cpu,
+            "sql_statements_per_deploy": sql,
+            "load_average": {"before": load_before, "after": os.getloadavg()[0]}}
+
+
+def _per(values: dict[str, float], digits: int = 1) -> str:
+    return ", ".join(f"{name} {value:.{digits}f}" for name, value in values.items())
+
+
+def cpu_line(cpu: dict[str, Any]) -> str:
+    service, fast, collector = cpu["service"], cpu["fast"], cpu["collector"]
+    return (f"CPU ms per deploy ({cpu['in_flight']} in flight, {service['deploys']} deploys): "
+            f"services {service['total']:.1f} (per process: {_per(service['processes'])}; "
+            f"API client {service['api_client']:.1f} beside), bare client "
+            f"{fast['total']:.1f} (client {fast['client']:.1f}, vcsim {fast['vcsim']:.1f}; "
+            f"collector-per-task one {collector['total']:.1f}); with no deploy in flight the "
+            f"stack spends {sum(cpu['idle_ms_per_s'].values()):.1f} ms/s")
+
+
+def sql_line(sql: dict[str, Any]) -> str:
+    per = {app: row["per_deploy"] for app, row in sql["processes"].items()}
+    return (f"SQL statements per deploy ({sql['in_flight']} in flight, {sql['deploys']} "
+            f"deploys): {_per(per)}, total {sql['per_deploy']:.1f} (with no deploy in flight: "
+            f"{sql['idle_per_s']:.1f} statements/s)")
 
 
 def main() -> None:
@@ -345,6 +577,11 @@ def main() -> None:
     parser.add_argument("--levels", default="1,8,64", help="requests in flight, comma-separated")
     parser.add_argument("--per-level", type=int, default=64, help="deploys per level")
     parser.add_argument("--sequence", type=int, default=20, help="deploys for first vs n-th")
+    parser.add_argument("--cpu-level", type=int, default=8,
+                        help="the level in flight whose CPU per deploy is printed, and at "
+                             "which the statements are counted")
+    parser.add_argument("--sql-deploys", type=int, default=0,
+                        help="deploys for the statement count (default: as at that level)")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     args = parser.parse_args()
     args.levels = [int(x) for x in args.levels.split(",")]
@@ -366,6 +603,8 @@ def main() -> None:
     print(goal_line("first deploy's extra time / the seed's time (no prepare)",
                     first["extra_first_over_seed"], "~ 1.0",
                     0.5 <= first["extra_first_over_seed"] <= 1.5))
+    print(cpu_line(result["cpu_ms_per_deploy"]))
+    print(sql_line(result["sql_statements_per_deploy"]))
     print(f"results: {path}")
 
 

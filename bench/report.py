@@ -90,12 +90,73 @@ def deploys(r: dict[str, Any]) -> list[str]:
     lines.append(f"| without prepareTemplate: first deploy's extra time / the seed's own time "
                  f"| {f['extra_first_over_seed']:.2f} | ≈ 1 | "
                  f"{verdict(0.5 <= f['extra_first_over_seed'] <= 1.5)} |")
+    lines += cost(r)
     steps = r.get("pipeline_median_ms", {})
     if steps:
         lines += ["", "Where a deploy's time goes (median gap between consecutive events of one "
                   "VM in the store; the gap before `VmCreated`/`VmStarted` is the vCenter work):",
                   "", "| step | median ms |", "|---|---|"]
         lines += [f"| {step} | {ms:.1f} |" for step, ms in steps.items()]
+    return lines
+
+
+def _cell(value: float | None, digits: int = 1) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def cost(r: dict[str, Any]) -> list[str]:
+    """CPU and SQL statements per deploy, per process (results since they were measured)."""
+    cpu, sql = r.get("cpu_ms_per_deploy"), r.get("sql_statements_per_deploy")
+    if not cpu or not sql:
+        return []
+    service = cpu["service"]
+    lines = [
+        "", f"What a deploy costs, {cpu['in_flight']} in flight. **CPU**: the time (user + "
+        "system, from `/proc/<pid>/stat`) each process of the stack spent over the throughput "
+        f"run at that level ({service['deploys']} deploys; the run read again 1 s after the "
+        "last `JobCompleted`, so that trailing projections count), divided by the deploys: "
+        "each service with all its threads, PostgreSQL's postmaster with every backend "
+        "(those that exited through the time the postmaster reaped), nats-server, vcsim, and "
+        "the launcher; for each bare client, this benchmark's own process (the pyVmomi calls) "
+        "plus vcsim over its run at the same level. **SQL statements**: a further "
+        f"{sql['deploys']} deploys at that level with PostgreSQL's `log_statement = 'all'` and "
+        "the application name (each service connects under its own) in the log line prefix, "
+        "counted from the server's log: each `statement:` entry counts one (so asyncpg's "
+        "pool reset, `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` "
+        "sent as one string whenever a connection goes back to its pool, counts one) and "
+        "each `execute` entry (one per Execute message of the extended protocol) counts one. "
+        "A deploy is the benchmark's `deployVirtualMachine` and, once its `JobCompleted` is "
+        "seen, one `queryAsyncJobResult`; both figures include what the processes do "
+        "meanwhile unprompted (polling, probes), shown on their own as rates with no deploy "
+        "in flight.", "",
+        "| process | CPU ms per deploy | SQL statements per deploy | of which pool resets "
+        "| of which BEGIN/COMMIT | no deploy in flight: CPU ms/s | statements/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    statements = sql["processes"]
+    idle = cpu.get("idle_ms_per_s", {})
+    for name in dict.fromkeys([*service["processes"], *statements]):
+        row = statements.get(name, {})
+        kinds = row.get("kinds_per_deploy", {})
+        lines.append(
+            f"| {name} | {_cell(service['processes'].get(name))} | "
+            f"{_cell(row.get('per_deploy'))} | {_cell(kinds.get('pool_reset', 0.0)) if row else ''}"
+            f" | {_cell(kinds.get('transaction', 0.0)) if row else ''} | "
+            f"{_cell(idle.get(name))} | {_cell(row.get('idle_per_s'))} |")
+    lines.append(f"| **all of the stack** | **{service['total']:.1f}** | "
+                 f"**{sql['per_deploy']:.1f}** | | | {_cell(sum(idle.values()) if idle else None)}"
+                 f" | {_cell(sql.get('idle_per_s'))} |")
+    lines.append(f"| the API client (this benchmark), beside | {service['api_client']:.1f} | | | | "
+                 "| |")
+    for how in BARE_LABELS:
+        if how in cpu:
+            bare = cpu[how]
+            lines.append(f"| {BARE_LABELS[how]}: the client + vcsim | {bare['total']:.1f} "
+                         f"({bare['client']:.1f} + {bare['vcsim']:.1f}) | | | | | |")
+    load = r.get("load_average")
+    if load:
+        lines += ["", f"Load average (1 min) on the machine: {load['before']:.1f} before the "
+                  f"run, {load['after']:.1f} after."]
     return lines
 
 
