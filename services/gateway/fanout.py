@@ -237,7 +237,8 @@ class Fanout:
                     events = await self.store.read_all(self.head, BATCH, conn=conn)
                     if events:
                         self._dispatch(events)
-                        continue
+                        if len(events) == BATCH:
+                            continue  # more may be waiting; else later commits notify
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.idle_poll):
                             await self._wake.wait()

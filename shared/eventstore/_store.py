@@ -620,7 +620,10 @@ class EventStore:
                     if events:
                         position = events[-1].position
                         yield events
-                        continue
+                        if len(events) == batch:
+                            continue  # more may be waiting
+                        # A short page was all there was: anything committed since has
+                        # notified (``wake`` was cleared before the read), so wait.
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
                     # cancellation that arrives as the wait ends, and the follower would
                     # never stop.
