@@ -65,10 +65,11 @@ class Planner:
 
     async def addresses(self, request: VmDeployRequested) -> list[Append]:
         """An address for each of the VM's NICs, from each network's range
-        (``shared.domain.network.allocate``), appended at the version read."""
+        (``shared.domain.network.allocate``) as the store keeps it (``Store.network``: the
+        network's stream is not folded), appended at the version read."""
         out = []
         for network_id in dict.fromkeys(request.network_ids):
-            network = await self.repo.network(network_id)
+            network = await self.store.network(network_id)
             allocated = _network.allocate(network, request.vm_id,
                                           request.network_ids.count(network_id))
             if allocated is not None:
@@ -85,7 +86,7 @@ class Planner:
         out = []
         request = history[0] if history and isinstance(history[0], VmDeployRequested) else None
         for network_id in dict.fromkeys(request.network_ids if request else []):
-            network = await self.repo.network(network_id)
+            network = await self.store.network(network_id)
             freed = _network.release(network, event.vm_id)
             if freed is not None:
                 log.info("releasing the addresses of VM %s on network %s", event.vm_id,

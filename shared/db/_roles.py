@@ -17,10 +17,10 @@ from shared.db._migrate import migrate
 # (privileges, tables): every table the services use, with what they do to it.
 GRANTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("SELECT", ("events", "schema_migrations")),
-    # Written only by a trigger on events, as the events' owner (migrations 0007-0010).
+    # Written only by a trigger on events, as the events' owner (migrations 0007-0010, 0016).
     ("SELECT", ("host_capacity", "host_reservations", "snapshot_uses", "seed_templates",
                 "vm_index", "volume_links", "vm_snapshot_refs", "inventory_objects",
-                "account_holdings", "account_names")),
+                "account_holdings", "account_names", "network_state", "network_addresses")),
     ("SELECT, INSERT, UPDATE", ("checkpoints",)),
     ("SELECT, INSERT", ("inbox",)),
     ("SELECT, INSERT, UPDATE, DELETE",

@@ -1,9 +1,12 @@
 """A network as its stream ``network-<id>`` tells it: imported from the hypervisor, perhaps
 gone; the IPv4 range its guest addresses come from, and which VM holds which address.
 
-Addresses are decided on the write side: the planner folds the network's stream, picks the
-lowest free addresses of its range (``allocate``) and appends them at the version it read,
-so two VMs never hold one address (a concurrent allocation conflicts and decides again)."""
+Addresses are decided on the write side: the planner reads the network as the store keeps
+it (``Store.network``: these rules, kept by the store as each event is appended, so no
+stream is folded), picks the lowest free addresses of its range (``allocate``) and appends
+them at the version it read, so two VMs never hold one address (a concurrent allocation
+conflicts and decides again; and the store refuses an address another VM holds, whatever
+the version: ``clashes``)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from proto.events import (
     AddressesAllocated,
     AddressesReleased,
     AnyEvent,
+    Event,
     InventoryObjectGone,
     NetworkImported,
     NetworkRangeSet,
@@ -61,7 +65,7 @@ class Network:
         return default_range(self.id)
 
 
-def evolve(network: Network, event: AnyEvent) -> Network:
+def evolve(network: Network, event: Event) -> Network:
     network = replace(network, version=network.version + 1)
     match event:
         case NetworkImported():
@@ -94,6 +98,21 @@ def fold(network_id: str, events: Iterable[AnyEvent]) -> Network:
             case _:
                 network = evolve(network, event)
     return replace(network, held=held)
+
+
+def clashes(network: Network, allocated: AddressesAllocated) -> list[str]:
+    """The addresses of an allocation that another VM holds on the network, or that it
+    names twice: the store refuses such an allocation whatever version it is appended at
+    (the key of ``network_addresses``, migration 0016)."""
+    others = {a for vm_id, held in network.held.items() if vm_id != allocated.vm_id
+              for a in held}
+    seen: set[str] = set()
+    out = []
+    for address in allocated.addresses:
+        if address in others or address in seen:
+            out.append(address)
+        seen.add(address)
+    return out
 
 
 def free_addresses(cidr: str, gateway: str, taken: Iterable[str], count: int) -> list[str]:

@@ -12,7 +12,9 @@ import msgspec
 from proto.envelope import Metadata
 from proto.events import (
     AccountCreated,
+    AddressesAllocated,
     AnyEvent,
+    Event,
     HostImported,
     InventoryObjectGone,
     NetworkImported,
@@ -43,6 +45,7 @@ from proto.events import (
     ZoneImported,
 )
 from shared.domain import capacity
+from shared.domain import network as _network
 from shared.domain.deploy import HostView
 from shared.domain.limits import Usage
 from shared.domain.vm import VmState, state_after
@@ -268,11 +271,14 @@ class MemoryEventStore:
         # (kind, lowercased name) -> (account id, the account's or user's id)
         self._names: dict[tuple[str, str], tuple[str, str]] = {}
         self._decisions: dict[str, asyncio.Lock] = {}
+        # network id -> the network as its stream tells it (migration 0016's tables)
+        self._networks: dict[str, _network.Network] = {}
 
     async def append(self, stream_id: str, events: Sequence[NewEvent],
                      expected_version: int = ANY_VERSION) -> list[RecordedEvent]:
         self._check({stream_id: len(self._streams.get(stream_id, []))}, stream_id,
                     expected_version)
+        self._check_addresses({}, stream_id, [e.data for e in events], expected_version)
         return self._write(stream_id, events)
 
     async def commit(self, appends: Sequence[Append], metadata: Metadata, *,
@@ -285,6 +291,7 @@ class MemoryEventStore:
         # they give accounts and users against those taken, then write.
         versions: dict[str, int] = {}
         names = dict(self._names)
+        networks: dict[str, _network.Network] = {}
         for append in appends:
             for event in append.events:
                 name = _named(event)
@@ -296,6 +303,8 @@ class MemoryEventStore:
                                    len(self._streams.get(append.stream_id, [])))
             self._check({append.stream_id: current}, append.stream_id,
                         append.expected_version)
+            self._check_addresses(networks, append.stream_id, append.events,
+                                  append.expected_version)
             versions[append.stream_id] = current + len(append.events)
         if inbox is not None:
             self._inbox.add(inbox)
@@ -311,6 +320,22 @@ class MemoryEventStore:
         actual = versions[stream_id]
         if expected != ANY_VERSION and actual != expected:
             raise ConcurrencyError(stream_id, expected, actual)
+
+    def _check_addresses(self, pending: dict[str, _network.Network], stream_id: str,
+                         events: Sequence[Event], expected: int) -> None:
+        """Refuse an allocation of an address another VM holds on the network, as the key
+        of ``network_addresses`` does (migration 0016); ``pending`` carries the networks
+        as the commit's earlier batches leave them."""
+        if not stream_id.startswith("network-"):
+            return
+        network_id = stream_id.removeprefix("network-")
+        state = pending.get(network_id) or self._networks.get(network_id) \
+            or _network.Network(network_id)
+        for event in events:
+            if isinstance(event, AddressesAllocated) and _network.clashes(state, event):
+                raise ConcurrencyError(stream_id, expected, state.version)
+            state = _network.evolve(state, event)
+        pending[network_id] = state
 
     def _write(self, stream_id: str, events: Sequence[NewEvent]) -> list[RecordedEvent]:
         stream = self._streams.setdefault(stream_id, [])
@@ -330,6 +355,10 @@ class MemoryEventStore:
             if name is not None:
                 self._names.setdefault(name[:2], name[2])
             self._holdings.apply(recorded)
+            if stream_id.startswith("network-"):
+                network_id = stream_id.removeprefix("network-")
+                self._networks[network_id] = _network.evolve(
+                    self._networks.get(network_id) or _network.Network(network_id), new.data)
             out.append(recorded)
         return out
 
@@ -360,6 +389,10 @@ class MemoryEventStore:
                  for stream_id, events in sorted(self._streams.items())
                  if stream_id.startswith("host-")]
         return [host.view() for host in hosts if capacity.placeable(host)]
+
+    async def network(self, network_id: str) -> _network.Network:
+        found = self._networks.get(network_id) or _network.Network(network_id)
+        return replace(found, held={vm_id: list(held) for vm_id, held in found.held.items()})
 
     async def snapshot_uses(self, vm_snapshot_id: str) -> tuple[list[str], list[str]]:
         vms: set[str] = set()

@@ -77,7 +77,9 @@ class Repository:
         return _pool.fold(pool_id, await self.events(streams.pool(pool_id)))
 
     async def network(self, network_id: str) -> _network.Network:
-        return _network.fold(network_id, await self.events(streams.network(network_id)))
+        """The network as the store keeps it (``Store.network``), its stream not folded: a
+        busy network's stream holds an allocation per VM ever deployed on it."""
+        return await self.store.network(network_id)
 
     async def vm_snapshot(self, snapshot_id: str) -> _vmsnapshot.VmSnapshot:
         return _vmsnapshot.fold(await self.events(streams.vm_snapshot(snapshot_id)))

@@ -13,10 +13,11 @@ import asyncpg
 import msgspec
 
 from proto.envelope import EventEnvelope, Metadata
-from proto.events import AnyEvent, Event
+from proto.events import AnyEvent, Event, NetworkImported
 from shared.db import advisory_lock
 from shared.domain.deploy import HostView
 from shared.domain.limits import Usage
+from shared.domain.network import Network
 from shared.eventstore._group import Group, GroupCommit, Outcome
 
 ANY_VERSION = -1
@@ -30,6 +31,7 @@ _NAME_TAKEN = "account_names_pkey"  # migration 0010
 
 _event_decoder = msgspec.json.Decoder(AnyEvent)
 _metadata_decoder = msgspec.json.Decoder(Metadata)
+_network_decoder = msgspec.json.Decoder(NetworkImported)
 _encoder = msgspec.json.Encoder()
 
 
@@ -211,6 +213,15 @@ class Store(Protocol):
         """Every host new VMs may be placed on (imported, not gone), with its reserved
         capacity and its stream's version, as of the last committed append: never behind
         the store (``shared.domain.capacity`` is the rule)."""
+        ...
+
+    async def network(self, network_id: str) -> Network:
+        """A network as its stream tells it (``shared.domain.network.evolve`` is the rule):
+        its import, whether it is gone, its range, the addresses each VM holds on it and its
+        stream's version, as of the last committed append: never behind the store; one the
+        store never heard of is ``Network(network_id)``. A commit that allocates an address
+        another VM holds on the network fails with ``ConcurrencyError``, whatever version it
+        expects."""
         ...
 
     async def snapshot_uses(self, vm_snapshot_id: str) -> tuple[list[str], list[str]]:
@@ -446,6 +457,28 @@ class EventStore:
                          reserved_cpu_mhz=r["reserved_cpu_mhz"],
                          reserved_memory_mb=r["reserved_memory_mb"], version=r["version"])
                 for r in rows]
+
+    async def network(self, network_id: str) -> Network:
+        """See ``Store.network``: the ``network_state`` and ``network_addresses`` tables,
+        kept by a trigger on events in each append's transaction (migration 0016), in one
+        query."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT s.imported, s.gone, s.cidr, s.gateway, s.version, a.vm_id, a.address"
+                " FROM network_state s LEFT JOIN network_addresses a USING (network_id)"
+                " WHERE s.network_id = $1 ORDER BY a.vm_id, a.nic", network_id)
+        if not rows:
+            return Network(network_id)
+        first = rows[0]
+        held: dict[str, list[str]] = {}
+        for row in rows:
+            if row["vm_id"] is not None:
+                held.setdefault(row["vm_id"], []).append(row["address"])
+        imported = first["imported"]
+        return Network(network_id,
+                       imported=None if imported is None else _network_decoder.decode(imported),
+                       gone=first["gone"], cidr=first["cidr"], gateway=first["gateway"],
+                       held=held, version=first["version"])
 
     async def snapshot_uses(self, vm_snapshot_id: str) -> tuple[list[str], list[str]]:
         """See ``Store.snapshot_uses``: the ``snapshot_uses`` table (migration 0007)."""

@@ -13,6 +13,7 @@ from proto.events import (
     InventoryObjectGone,
     InventorySyncRequested,
     JobCompleted,
+    NetworkRangeSet,
     VmDeployFailed,
     VmExpunged,
     VmPlaced,
@@ -22,7 +23,7 @@ from services.planner.handlers import Planner
 from shared.bus import Dispatcher, Outcome
 from shared.domain import capacity, network
 from shared.domain.deploy import HostView
-from shared.eventstore import Append, MemoryEventStore
+from shared.eventstore import Append, MemoryEventStore, RecordedEvent
 from tests.kit import Delivery, deliver, deploy, given, host, new_stream, no_changes
 
 
@@ -252,3 +253,41 @@ async def test_placing_gives_each_nic_an_address_and_ending_frees_them() -> None
 
 async def events_of(store: MemoryEventStore, stream_id: str) -> list[AnyEvent]:
     return [e.event() for e in await store.read_stream(stream_id)]
+
+
+class NoNetworkStreams(MemoryEventStore):
+    """Refuses to read a network's stream: its addresses come from ``Store.network``."""
+
+    async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        if stream_id.startswith("network-"):
+            raise AssertionError(f"the stream {stream_id} was read")
+        return await super().read_stream(stream_id, from_version)
+
+
+async def test_addresses_are_allocated_and_freed_without_reading_the_networks_stream() -> None:
+    store = NoNetworkStreams()
+    await given(store, streams.host("h1"), host("h1", ["pool-1"]))
+    await given(store, streams.network("n1"), NetworkRangeSet(
+        network_id="n1", cidr="192.168.7.0/29", gateway="192.168.7.1"))
+    delivery = Delivery(store, [planner(store)])
+    for vm_id in ("v1", "v2"):
+        await new_stream(store, streams.vm(vm_id), deploy(vm_id, network_ids=["n1", "n1"]))
+    await delivery.settle()
+    assert (await store.network("n1")).held == {
+        "v1": ["192.168.7.2", "192.168.7.3"], "v2": ["192.168.7.4", "192.168.7.5"]}
+
+    # The /29 has one address left: a deploy of two NICs fails, and its capacity is freed.
+    await new_stream(store, streams.vm("v3"), deploy("v3", network_ids=["n1", "n1"]))
+    await delivery.settle()
+    failed = (await vm_events(store, "v3"))[1]
+    assert isinstance(failed, VmDeployFailed) and failed.error_code == 533
+    assert "network n1 has no free address left in 192.168.7.0/29" in failed.reason
+
+    # Once v1 is expunged its addresses are the lowest free ones again.
+    await given(store, streams.vm("v1"), VmExpunged(vm_id="v1"))
+    await new_stream(store, streams.vm("v4"), deploy("v4", network_ids=["n1"]))
+    await delivery.settle()
+    assert (await store.network("n1")).held == {
+        "v2": ["192.168.7.4", "192.168.7.5"], "v4": ["192.168.7.2"]}
+    assert set((await host_state(store, "h1")).reservations) == {"v2", "v4"}
+
