@@ -78,12 +78,21 @@ class Handlers(Mapping[str, Handler]):
 
     def __init__(self) -> None:
         self._by_type: dict[str, Handler] = {}
+        self.serial: dict[str, asyncio.Lock] = {}
 
-    def on(self, event_type: type[E], handler: TypedHandler[E]) -> Handlers:
-        """Run ``handler`` for every stored ``event_type``; returns self, to chain."""
+    def on(self, event_type: type[E], handler: TypedHandler[E], *,
+           serial: asyncio.Lock | None = None) -> Handlers:
+        """Run ``handler`` for every stored ``event_type``; returns self, to chain.
+
+        With ``serial``, a lock the handlers that must not decide at once share: a
+        ``Dispatcher`` holds it from the handler's start until its outcome is committed,
+        so in one process such decisions never race each other (those of other processes
+        still meet at the expected versions)."""
         name = event_type.__name__
         if name in self._by_type:
             raise ValueError(f"a handler for {name} is registered already")
+        if serial is not None:
+            self.serial[name] = serial
 
         async def handle(envelope: EventEnvelope) -> Sequence[Append]:
             event = envelope.data
@@ -255,12 +264,16 @@ class Dispatcher:
         return Dispatched(Outcome.HANDLED if done else Outcome.DUPLICATE, envelope.type)
 
     async def _handle(self, handler: Handler, envelope: EventEnvelope) -> bool:
-        """Run the handler and commit, rerunning it when another writer got there first."""
+        """Run the handler and commit, rerunning it when another writer got there first;
+        both under the handler's lock if it has one (``Handlers.on``, ``serial``)."""
+        lock = self.handlers.serial.get(envelope.type) \
+            if isinstance(self.handlers, Handlers) else None
         for conflicts in itertools.count(1):
             try:
-                async with asyncio.timeout(self.handler_timeout):  # not wait_for: see follow()
-                    appends = await handler(envelope)
-                return await self._commit(envelope, appends)
+                async with lock or contextlib.nullcontext():
+                    async with asyncio.timeout(self.handler_timeout):  # not wait_for: see follow()
+                        appends = await handler(envelope)
+                    return await self._commit(envelope, appends)
             except ConcurrencyError:
                 if conflicts >= CONFLICT_RETRIES:
                     raise

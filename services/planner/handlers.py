@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -26,19 +27,25 @@ log = logging.getLogger(__name__)
 
 class Planner:
     """``inventory_changes`` reads the hypervisor and answers the appends that bring the
-    store up to it (``services.planner.inventory.changes``)."""
+    store up to it (``services.planner.inventory.changes``).
+
+    Placements and releases are decided one at a time in a process, each until its outcome
+    is committed (``deciding``, held by the dispatcher): those handled at once would
+    otherwise read the same host and network versions, and all but one would conflict and
+    run again. Several planner processes still meet at the expected versions."""
 
     def __init__(self, store: Store,
                  inventory_changes: Callable[[], Awaitable[list[Append]]]) -> None:
         self.store = store
         self.repo = Repository(store)
         self.inventory_changes = inventory_changes
+        self.deciding = asyncio.Lock()
 
     def handlers(self) -> Handlers:
         return (Handlers()
-                .on(VmDeployRequested, self.place)
-                .on(VmDeployFailed, self.release)
-                .on(VmExpunged, self.release)
+                .on(VmDeployRequested, self.place, serial=self.deciding)
+                .on(VmDeployFailed, self.release, serial=self.deciding)
+                .on(VmExpunged, self.release, serial=self.deciding)
                 .on(InventorySyncRequested, self.sync))
 
     async def place(self, request: VmDeployRequested,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from proto import streams
@@ -15,15 +16,16 @@ from proto.events import (
     JobCompleted,
     NetworkRangeSet,
     VmDeployFailed,
+    VmDeployRequested,
     VmExpunged,
     VmPlaced,
     ZoneImported,
 )
 from services.planner.handlers import Planner
-from shared.bus import Dispatcher, Outcome
+from shared.bus import Dispatcher, Handlers, Outcome
 from shared.domain import capacity, network
 from shared.domain.deploy import HostView
-from shared.eventstore import Append, MemoryEventStore, RecordedEvent
+from shared.eventstore import Append, ConcurrencyError, MemoryEventStore, RecordedEvent
 from tests.kit import Delivery, deliver, deploy, given, host, new_stream, no_changes
 
 
@@ -291,3 +293,77 @@ async def test_addresses_are_allocated_and_freed_without_reading_the_networks_st
         "v2": ["192.168.7.4", "192.168.7.5"], "v4": ["192.168.7.2"]}
     assert set((await host_state(store, "h1")).reservations) == {"v2", "v4"}
 
+
+class Racing(MemoryEventStore):
+    """Lets other handlers run between every read and the commit, as a real store does, and
+    counts the commits refused because another writer moved a stream first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conflicts = 0
+
+    async def hosts(self) -> list[HostView]:
+        hosts = await super().hosts()
+        await asyncio.sleep(0)
+        return hosts
+
+    async def network(self, network_id: str) -> network.Network:
+        found = await super().network(network_id)
+        await asyncio.sleep(0)
+        return found
+
+    async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        found = await super().read_stream(stream_id, from_version)
+        await asyncio.sleep(0)
+        return found
+
+    async def commit(self, appends: Sequence[Append], metadata: Metadata, *,
+                     inbox: tuple[str, str] | None = None) -> int | None:
+        await asyncio.sleep(0)
+        try:
+            return await super().commit(appends, metadata, inbox=inbox)
+        except ConcurrencyError:
+            self.conflicts += 1
+            raise
+
+
+async def racing_placements(vms: int, handlers: Callable[[Planner], Handlers]) -> Racing:
+    """``vms`` deploys of two NICs on n1 and one on n2 handled at once, on 8 hosts with room
+    for ``vms`` VMs of 1 GB in all; every one placed, with its addresses."""
+    store = Racing()
+    for n in range(8):
+        await given(store, streams.host(f"h{n}"), host(f"h{n}", ["pool-1"],
+                                                       memory_mb=vms // 8 * 1024))
+    for n in range(vms):
+        await new_stream(store, streams.vm(f"v{n}"), deploy(
+            f"v{n}", memory_mb=1024, network_ids=["n1", "n1", "n2"]))
+    dispatcher = Dispatcher("planner", store, handlers(Planner(store, no_changes)))
+    requests = [e for e in await store.read_all() if e.type == "VmDeployRequested"]
+
+    results = await asyncio.gather(*(deliver(dispatcher, str(r.event_id)) for r in requests))
+
+    assert {(result.outcome, attempts) for result, attempts in results} == {
+        (Outcome.HANDLED, 1)}
+    for n in range(vms):
+        assert isinstance((await vm_events(store, f"v{n}"))[1], VmPlaced)
+    for n in range(8):
+        h = await host_state(store, f"h{n}")
+        assert sum(memory for _, memory in h.reservations.values()) <= h.memory_mb_total
+    n1, n2 = await store.network("n1"), await store.network("n2")
+    assert len(n1.held) == len(n2.held) == vms
+    assert {len(held) for held in n1.held.values()} == {2}
+    assert len({a for held in n1.held.values() for a in held}) == 2 * vms
+    assert len({a for held in n2.held.values() for a in held}) == vms
+    return store
+
+
+async def test_placements_handled_at_once_in_one_process_never_conflict() -> None:
+    store = await racing_placements(64, Planner.handlers)
+    assert store.conflicts == 0
+
+
+async def test_without_the_planners_lock_placements_handled_at_once_conflict() -> None:
+    # What the lock spares: the same decisions, each rerun when another moved its streams.
+    store = await racing_placements(16, lambda planner: Handlers().on(
+        VmDeployRequested, planner.place))
+    assert store.conflicts > 0
