@@ -17,7 +17,7 @@ from proto.events import (
 )
 from services.planner.inventory import describe
 from shared.bus import Handlers
-from shared.domain import capacity, vm
+from shared.domain import capacity, seed, vm
 from shared.domain import network as _network
 from shared.errors import ApiError
 from shared.eventstore import Append, Repository, Store
@@ -64,11 +64,30 @@ class Planner:
                            vm.deploy_failure(request, "allocate", exc.text, exc.code))]
         # At the host stream's version the capacity was read at: a concurrent placement on
         # the same host makes this append fail and the decision run again; the same for the
-        # addresses at each network's version.
+        # addresses at each network's version, and for the source at the seed's.
         return [Append(envelope.stream_id, decision.vm_events),
                 Append(streams.host(decision.host.id), [decision.reservation],
                        decision.host_version),
-                *addresses]
+                *addresses,
+                *await self.source(request)]
+
+    async def source(self, request: VmDeployRequested) -> list[Append]:
+        """The VM's source, decided with its placement if the seed it deploys from is ready
+        (``shared.domain.seed.at_placement``): the seeder's hop is skipped. [] leaves it to
+        the seeder, as when the seed is still to be made."""
+        if request.vm_snapshot_id is not None:
+            of: tuple[str, str] | None = (request.vm_snapshot_id, request.pool_id)
+        else:
+            of = await self.store.template_seed(request.template_id) \
+                if request.template_id else None
+        if of is None:
+            return []
+        decided = seed.at_placement(await self.repo.seed(*of), request.vm_id,
+                                    streams.seed(*of))
+        if decided:
+            log.info("VM %s deploys from the ready seed of snapshot %s on pool %s",
+                     request.vm_id, *of)
+        return decided
 
     async def addresses(self, request: VmDeployRequested) -> list[Append]:
         """An address for each of the VM's NICs, from each network's range

@@ -72,9 +72,14 @@ class Seeder(HypervisorService):
         return out
 
     async def placed(self, placed: VmPlaced, envelope: EventEnvelope) -> Sequence[Append]:
-        request = await self.repo.deploy_request(placed.vm_id)
+        history = await self.repo.events(streams.vm(placed.vm_id))
+        request = deploy_request(history)
         if request is None:
             raise LookupError(f"VM {placed.vm_id} has no deploy request")
+        if seed.source_decided(history):
+            # The planner used the ready seed in the placement's own commit.
+            log.info("VM %s placed with its source decided already", placed.vm_id)
+            return []
         if request.vm_snapshot_id is None:
             return [await self._from_template(request)]
         state = await self.repo.seed(request.vm_snapshot_id, placed.pool_id)

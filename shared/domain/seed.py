@@ -4,10 +4,19 @@ The stream ``spoolref-<snapshot>-<pool>`` holds one seed's life: TemplateSeedSta
 VMs waiting for it, then TemplateSeeded or TemplateSeedFailed (after a failure, or once the
 template was removed, the next deploy starts a new seed). A waiter is appended at the
 version its decision saw, so it can never slip in after the outcome unnoticed.
+
+A VM whose seed is ready when it is placed gets its source in the placement's commit
+(``at_placement``: the planner decides it, checked against the seed stream's version it
+read, so a removal committed meanwhile makes it decide again); the seeder then has nothing
+to do for it (``source_decided``). Otherwise the seeder decides once the VM is placed
+(``on_placed``, ``from_template``). Either way a seed is never removed while a VM depends
+on it: ``removal`` is only decided for a deleted snapshot that no VM not expunged was
+deployed from (``Store.snapshot_uses``), and at the seed stream's version read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from proto import streams
@@ -19,6 +28,7 @@ from proto.events import (
     TemplateSeedStarted,
     VmAwaitingTemplate,
     VmDeployRequested,
+    VmPlaced,
     VmSourceReady,
 )
 from shared.domain.vm import deploy_failure
@@ -66,12 +76,44 @@ def source_ready(vm_id: str, template: TemplateSeeded) -> Append:
         base_snapshot_ref=template.base_snapshot_ref, pool_id=template.pool_id)])
 
 
+def ready_source(seed: Seed, vm_id: str) -> Append | None:
+    """The VM's source if the seed is ready: its template (None if it is not)."""
+    if seed.status == READY and seed.template is not None:
+        return source_ready(vm_id, seed.template)
+    return None
+
+
+def at_placement(seed: Seed, vm_id: str, stream: str) -> list[Append]:
+    """The source of a VM decided as it is placed, if the seed it deploys from (of the
+    stream ``stream``) is ready: what the seeder would decide once it is placed
+    (``ready_source``), with a check that the seed's stream is still at the version read
+    (an append of no events), so a removal committed meanwhile makes the placement decide
+    again. [] if the seed is not ready: the seeder decides once the VM is placed."""
+    ready = ready_source(seed, vm_id)
+    if ready is None:
+        return []
+    return [ready, Append(stream, [], seed.version)]
+
+
+def source_decided(vm_events: Iterable[AnyEvent]) -> bool:
+    """Whether a VM's source was decided since it was last placed (in the placement's own
+    commit, ``at_placement``): the seeder then has nothing to do for the placement."""
+    decided = False
+    for event in vm_events:
+        if isinstance(event, VmPlaced):
+            decided = False
+        elif isinstance(event, VmSourceReady):
+            decided = True
+    return decided
+
+
 def on_placed(seed: Seed, vm_id: str, vm_snapshot_id: str, pool_id: str) -> list[Append]:
     """A VM was placed: use the seeded template, wait for the seed running, or start one."""
     stream = streams.seed(vm_snapshot_id, pool_id)
     waiting = VmAwaitingTemplate(vm_snapshot_id=vm_snapshot_id, pool_id=pool_id, vm_id=vm_id)
-    if seed.status == READY and seed.template is not None:
-        return [source_ready(vm_id, seed.template)]
+    ready = ready_source(seed, vm_id)
+    if ready is not None:
+        return [ready]
     if seed.status == CREATING:
         return [Append(stream, [waiting], seed.version)]
     start = TemplateSeedStarted(
@@ -84,8 +126,9 @@ def on_placed(seed: Seed, vm_id: str, vm_snapshot_id: str, pool_id: str) -> list
 
 def from_template(seed: Seed, request: VmDeployRequested) -> Append:
     """A deploy from a seeded template: that template is its source, if it still exists."""
-    if seed.status == READY and seed.template is not None:
-        return source_ready(request.vm_id, seed.template)
+    ready = ready_source(seed, request.vm_id)
+    if ready is not None:
+        return ready
     return Append(streams.vm(request.vm_id), deploy_failure(
         request, "seed", f"template {request.template_id} no longer exists"))
 

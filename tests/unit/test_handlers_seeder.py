@@ -4,8 +4,10 @@ the fake driver."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from proto import streams
+from proto.envelope import Metadata
 from proto.events import (
     AnyEvent,
     JobCompleted,
@@ -20,8 +22,8 @@ from proto.events import (
 from shared.bus import Outcome
 from shared.domain import seed
 from shared.drivers.fake import FakeHypervisor
-from shared.eventstore import MemoryEventStore
-from tests.kit import Delivery, World, deploy, given, imported, new_stream, pipeline
+from shared.eventstore import Append, ConcurrencyError, MemoryEventStore, RecordedEvent
+from tests.kit import META, Delivery, World, deploy, given, imported, new_stream, pipeline
 
 
 async def setup() -> tuple[MemoryEventStore, FakeHypervisor, World, Delivery]:
@@ -212,3 +214,85 @@ async def test_a_vm_deployed_from_the_template_keeps_it_as_one_deployed_from_the
     await delivery.settle()
     assert not [vm for vm in fake.vms.values() if vm.template]
     assert isinstance((await seed_events(store, world))[-1], TemplateRemoved)
+
+
+async def test_a_deploy_of_a_ready_seed_gets_its_source_in_the_placements_own_commit() -> None:
+    store, _, world, delivery = await setup()
+    await request(store, world, "a")
+    await delivery.settle()
+    template_id = streams.seed_template_id(world.snapshot_id, world.pool_id)
+    seed_version = await store.stream_version(streams.seed(world.snapshot_id, world.pool_id))
+    template = seed.fold(await seed_events(store, world)).template
+    assert template is not None
+
+    await request(store, world, "b")
+    await request(store, world, "c", template_id=template_id)
+    delivered = await delivery.settle()
+
+    for vm_id in ("b", "c"):
+        recorded = await store.read_stream(streams.vm(vm_id))
+        assert [e.type for e in recorded] == [
+            "VmDeployRequested", "VmPlaced", "VmSourceReady"]
+        placed, ready = recorded[1:]
+        # One commit of the planner's, caused by the request.
+        assert placed.meta() == ready.meta() and ready.meta().actor == "planner"
+        assert ready.meta().causation_id == str(recorded[0].event_id)
+        assert ready.event() == VmSourceReady(
+            vm_id=vm_id, template_id=template_id, template_ref=template.template_ref,
+            base_snapshot_ref=template.base_snapshot_ref, pool_id=world.pool_id)
+    # The seeder saw the source decided and appended nothing; the seed stream is untouched.
+    seeder_placed = [d for d in delivered if (d.consumer, d.event_type) == ("seeder", "VmPlaced")]
+    assert [d.outcome for d in seeder_placed] == [Outcome.HANDLED] * 2
+    assert [e.type for e in store.events[-6:]].count("VmSourceReady") == 2
+    assert await store.stream_version(
+        streams.seed(world.snapshot_id, world.pool_id)) == seed_version
+
+
+class RemovedWhilePlacing(MemoryEventStore):
+    """The seed's template is removed once, just after a placement read the seed ready."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.remove: tuple[str, str] | None = None
+        self.conflicts = 0
+
+    async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        found = await super().read_stream(stream_id, from_version)
+        if self.remove is not None and stream_id == streams.seed(*self.remove):
+            state = seed.fold([e.event() for e in found])
+            removal = seed.removal(state, *self.remove)
+            assert removal is not None
+            await self.commit([removal], META)
+            self.remove = None
+        return found
+
+    async def commit(self, appends: Sequence[Append], metadata: Metadata, *,
+                     inbox: tuple[str, str] | None = None) -> int | None:
+        try:
+            return await super().commit(appends, metadata, inbox=inbox)
+        except ConcurrencyError:
+            self.conflicts += 1
+            raise
+
+
+async def test_a_template_removed_while_a_vm_is_placed_is_not_its_source() -> None:
+    store, fake = RemovedWhilePlacing(), FakeHypervisor.standard()
+    world = await imported(store, fake)
+    delivery = pipeline(store, fake, "planner", "seeder")
+    await request(store, world, "a")
+    await delivery.settle()
+    first = seed.fold(await seed_events(store, world)).template
+    assert first is not None
+
+    store.remove = (world.snapshot_id, world.pool_id)
+    await request(store, world, "b")
+    await delivery.settle()
+
+    # The placement read the seed ready, conflicted on its version, and decided again: the
+    # seeder then seeded anew, and b's one source is the new template.
+    assert store.conflicts == 1
+    sources = [e for e in await vm_events(store, "b") if isinstance(e, VmSourceReady)]
+    assert len(sources) == 1
+    seeded = [e for e in await seed_events(store, world) if isinstance(e, TemplateSeeded)]
+    assert len(seeded) == 2 and seed.fold(await seed_events(store, world)).waiters == ["b"]
+    assert sources[0].template_ref == seeded[1].template_ref

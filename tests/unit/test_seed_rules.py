@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from proto import streams
 from proto.events import (
+    AnyEvent,
     TemplateRemoved,
     TemplateSeeded,
     TemplateSeedFailed,
     TemplateSeedStarted,
     VmAwaitingTemplate,
+    VmPlaced,
     VmSourceReady,
 )
 from shared.domain import seed
-from shared.eventstore import NO_STREAM
+from shared.eventstore import NO_STREAM, Append
 
 STARTED = TemplateSeedStarted(vm_snapshot_id="s", pool_id="p", template_id="t", name="n")
 SEEDED = TemplateSeeded(vm_snapshot_id="s", pool_id="p", template_id="t", template_ref="vm-9",
@@ -64,3 +66,28 @@ def test_waiters_are_those_since_the_last_start() -> None:
     state = seed.fold([STARTED, waiting("old"), TemplateSeedFailed(
         vm_snapshot_id="s", pool_id="p", reason="x"), STARTED, waiting("new")])
     assert state.waiters == ["new"]
+
+
+def test_a_ready_seed_gives_the_source_as_the_vm_is_placed_checked_at_its_version() -> None:
+    state = seed.fold([STARTED, waiting("vm1"), SEEDED])
+    ready, guard = seed.at_placement(state, "vm3", streams.seed("s", "p"))
+    # What the seeder would decide once the VM is placed, and no more.
+    assert [ready] == seed.on_placed(state, "vm3", "s", "p")
+    assert guard == Append(streams.seed("s", "p"), [], 3)
+    not_ready: list[list[AnyEvent]] = [
+        [], [STARTED, waiting("vm1")],
+        [STARTED, TemplateSeedFailed(vm_snapshot_id="s", pool_id="p", reason="x")],
+        [STARTED, SEEDED, TemplateRemoved(vm_snapshot_id="s", pool_id="p")]]
+    for events in not_ready:
+        assert seed.at_placement(seed.fold(events), "vm3", streams.seed("s", "p")) == []
+
+
+def test_a_source_counts_as_decided_only_after_the_last_placement() -> None:
+    placed = VmPlaced(vm_id="vm3", host_id="h", pool_id="p", cpu_number=1, cpu_speed=1000,
+                      memory_mb=512)
+    [ready] = seed.on_placed(seed.fold([STARTED, SEEDED]), "vm3", "s", "p").pop().events
+    assert isinstance(ready, VmSourceReady)
+    assert not seed.source_decided([])
+    assert not seed.source_decided([placed])
+    assert seed.source_decided([placed, ready])
+    assert not seed.source_decided([placed, ready, placed])
