@@ -3,17 +3,25 @@
 Per batch, each projection loads the rows the batch touches, evolves them in memory with
 its pure ``evolve``, and writes them back in one statement; the batch's last position is
 saved as the checkpoint in that transaction. A rebuild truncates the tables and replays
-from position 0 in one transaction, so readers see the old tables until it commits; it
-keeps the rows in memory while it replays and writes each once.
+from position 0 in one transaction, so readers see the old tables until it commits: it
+reads one snapshot of the store through a cursor, the next page while it folds the last,
+decodes only the events some projection reads, keeps the rows in memory and writes each
+once, with a binary COPY into the emptied tables.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
-from collections.abc import Sequence
+import typing
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
+import msgspec
+import msgspec.inspect
 
 from proto.events import AnyEvent
 from shared import metrics
@@ -80,12 +88,103 @@ async def apply_batch(
     metrics.PROJECTED_EVENTS.inc(len(batch))
 
 
+# A stored event's columns, in RecordedEvent's order.
+_EVENT_COLUMNS = "position, event_id, stream_id, version, type, schema, data, metadata, recorded_at"
+
+
+_EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in typing.get_args(AnyEvent)}
+_any_event: msgspec.json.Decoder[Any] = msgspec.json.Decoder(AnyEvent)
+# A string every str field of a probe event holds: shaped as a UUID, as ids are.
+_PROBE_STR = "00000000-0000-4000-8000-000000000001"
+
+
+def _probe_value(info: msgspec.inspect.Type) -> Any:
+    """A value of that type with everything optional set (see ``_touches``)."""
+    match info:
+        case msgspec.inspect.StrType():
+            return _PROBE_STR
+        case msgspec.inspect.BoolType():
+            return True
+        case msgspec.inspect.IntType():
+            return 1
+        case msgspec.inspect.FloatType():
+            return 1.0
+        case msgspec.inspect.DateTimeType():
+            return datetime.now(UTC)
+        case msgspec.inspect.ListType(item_type=item):
+            return [_probe_value(item)]
+        case msgspec.inspect.DictType(key_type=key, value_type=value):
+            return {_probe_value(key): _probe_value(value)}
+        case msgspec.inspect.UnionType(types=members):
+            return _probe_value(next(m for m in members
+                                     if not isinstance(m, msgspec.inspect.NoneType)))
+        case msgspec.inspect.StructType(cls=cls, fields=fields):
+            return cls(**{f.name: _probe_value(f.type) for f in fields})
+    raise TypeError(f"no probe value for {info}")
+
+
+def _touches(projection: Projection, cls: type) -> bool:
+    """Whether ``projection.keys`` can name a row for an event of type ``cls``: asked of one
+    event of that type with every field set (``Projection.keys`` promises that is enough).
+    Any doubt (no probe event can be made, keys() fails on it) counts as yes."""
+    try:
+        return bool(projection.keys(_probe_value(msgspec.inspect.type_info(cls))))
+    except Exception:  # a probe it cannot read is a type it may touch
+        return True
+
+
+# What a rebuild does with one event type: its decoder, and each projection whose keys()
+# can name a row for it, with that projection's keys, evolve and held rows.
+_Plan = tuple["msgspec.json.Decoder[Any]",
+              list[tuple[Callable[[Any], list[Key]], Callable[..., Row | None], dict[Key, Row]]]]
+
+
+class _Plans(dict[str, _Plan]):
+    """The plan of each event type a rebuild meets, made when it first meets it."""
+
+    def __init__(self, projections: Sequence[Projection], held: dict[str, dict[Key, Row]]):
+        super().__init__()
+        self.projections = projections
+        self.held = held
+
+    def __missing__(self, name: str) -> _Plan:
+        cls = _EVENT_TYPES.get(name)
+        if cls is None:  # not an event this code knows: the union's decoder says so
+            plan: _Plan = (_any_event, [(p.keys, p.evolve, self.held[p.table.name])
+                                        for p in self.projections])
+        else:
+            plan = (msgspec.json.Decoder(cls), [(p.keys, p.evolve, self.held[p.table.name])
+                                                for p in self.projections if _touches(p, cls)])
+        self[name] = plan
+        return plan
+
+
+def _fold_held(plans: _Plans, page: Sequence[asyncpg.Record]) -> None:
+    """Evolve the rows held through a page of stored events; an event no projection reads
+    is not decoded."""
+    for record in page:
+        decoder, steps = plans[record[4]]
+        if not steps:
+            continue
+        recorded = RecordedEvent(*record)
+        event = decoder.decode(recorded.data)
+        for keys, evolve, rows in steps:
+            for key in keys(event):
+                row = evolve(rows.get(key), key, recorded, event)
+                if row is None:
+                    rows.pop(key, None)
+                else:
+                    rows[key] = row
+
+
 async def write_held(conn: asyncpg.Connection, projections: Sequence[Projection],
-                     held: dict[str, dict[Key, Row]], chunk: int = 20_000) -> None:
+                     held: dict[str, dict[Key, Row]]) -> None:
+    """Write the rows held into their tables, which must be empty (truncated by the
+    rebuild): a binary COPY each, no conflicts to resolve."""
     for projection in projections:
-        rows = list(held.get(projection.table.name, {}).values())
-        for start in range(0, len(rows), chunk):
-            await projection.table.upsert(conn, rows[start:start + chunk])
+        rows = held.get(projection.table.name)
+        if rows:
+            await projection.table.copy(conn, rows.values())
 
 
 class Projector:
@@ -162,19 +261,37 @@ class Projector:
             await self._lock_checkpoint(conn)
             tables = ", ".join(p.table.name for p in self.projections)
             await conn.execute(f"TRUNCATE {tables}")
+            # One statement, so one snapshot of the store, read page by page in the
+            # rebuild's own transaction. Appends hold the events table's lock until they
+            # commit, so a snapshot holds every event up to the last position it shows:
+            # the rebuild replays exactly those, and that position is its checkpoint.
+            cursor = await conn.cursor(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY position")
             position = 0
-            held: dict[str, dict[Key, Row]] | None = {}
-            while True:
-                batch = await self.store.read_all(position, self.batch, conn=conn)
-                if not batch:
-                    break
-                await apply_batch(conn, self.projections, batch, held)
-                position = batch[-1].position
-                applied += len(batch)
-                if held is not None and sum(map(len, held.values())) > HOLD_MAX_ROWS:
-                    # Too big to hold: write what is held, go on as the live projector does.
-                    await write_held(conn, self.projections, held)
-                    held = None
+            rows: dict[str, dict[Key, Row]] = {p.table.name: {} for p in self.projections}
+            plans = _Plans(self.projections, rows)
+            held: dict[str, dict[Key, Row]] | None = rows
+            page = await cursor.fetch(self.batch)
+            while page:
+                if held is None:
+                    await apply_batch(conn, self.projections, [RecordedEvent(*r) for r in page])
+                    following = await cursor.fetch(self.batch)
+                else:
+                    # The next page is read while this one is folded.
+                    ahead = asyncio.ensure_future(cursor.fetch(self.batch))
+                    try:
+                        await asyncio.sleep(0)  # the fetch is sent
+                        _fold_held(plans, page)
+                    finally:
+                        await asyncio.wait([ahead])
+                    following = ahead.result()
+                    if sum(map(len, held.values())) > HOLD_MAX_ROWS:
+                        # Too big to hold: write what is held, go on as the live projector does.
+                        await write_held(conn, self.projections, held)
+                        held = None
+                position = page[-1][0]
+                applied += len(page)
+                metrics.PROJECTED_EVENTS.inc(len(page))
+                page = following
             if held is not None:
                 await write_held(conn, self.projections, held)
             await self._save(conn, position)
