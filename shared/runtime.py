@@ -53,6 +53,8 @@ class Runtime:
         # Set on SIGTERM/SIGINT: stop taking work, finish what is in hand.
         self.stopping = asyncio.Event()
         self._consumers: list[asyncio.Event] = []
+        # For a service that runs one active copy (``lead``): "active" or "standby".
+        self.role: str | None = None
 
     # ---- health and metrics ---------------------------------------------------------
 
@@ -64,6 +66,7 @@ class Runtime:
             "service": self.service,
             "status": "ok" if self.healthy() else "degraded",
             "checks": {name: state or "ok" for name, state in self.checks.items()},
+            **({"role": self.role} if self.role else {}),
         }
         return web.json_response(body, status=200 if self.healthy() else 503)
 
@@ -177,6 +180,32 @@ class Runtime:
             await asyncio.sleep(delay)
             delay = min(BACKOFF_MAX_S, delay * 2)
             self.checks[what] = None
+
+    async def lead(self, what: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` (as ``keep_running`` does) only while this copy holds the lease
+        ``what`` (``shared.db.Lease``): one copy of the service is active, the others stand
+        by and take over when it dies. ``/healthz`` says which this copy is (``role``); a
+        standby is healthy. Losing the lease stops the work, and the copy stands by again."""
+        while not self.stopping.is_set():
+            lease = db.Lease(self.settings.database_url, what, holder=self.service)
+            self.role = "standby"
+            log.info("%s standing by: waiting for the %s lease", self.service, what)
+            await self.retry("postgres", lease.acquire)
+            self.role = "active"
+            log.info("%s took the %s lease: active", self.service, what)
+            running = asyncio.ensure_future(self.keep_running(what, work))
+            lost = asyncio.ensure_future(lease.lost())
+            try:
+                await asyncio.wait({running, lost}, return_when=asyncio.FIRST_COMPLETED)
+                if lost.done():
+                    log.warning("%s lost the %s lease (its PostgreSQL session ended); "
+                                "stopping and standing by", self.service, what)
+            finally:
+                for task in (running, lost):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+                await lease.release()
 
     async def hypervisors(self) -> Hypervisors:
         """A session with every hypervisor the settings name (vCenter when ``vcenter_url``

@@ -6,7 +6,8 @@ from shared.runtime import Runtime
 
 async def main(rt: Runtime) -> None:
     store = await rt.postgres()
-    await rt.keep_running("projector", Projector(store, ALL).run)
+    # One active copy; any others stand by (Runtime.lead).
+    await rt.lead("projector", Projector(store, ALL).run)
 
 
 if __name__ == "__main__":

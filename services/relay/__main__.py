@@ -7,7 +7,8 @@ from shared.runtime import Runtime
 async def main(rt: Runtime) -> None:
     store = await rt.postgres()
     nc, js = await rt.jetstream()
-    await rt.keep_running("relay", Relay(store, js, nc=nc).run)
+    # One active copy; any others stand by (Runtime.lead).
+    await rt.lead("relay", Relay(store, js, nc=nc).run)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """PostgreSQL access: connection pools with snapdeploy's codecs, and schema migrations."""
 
+from shared.db._lease import Lease
 from shared.db._migrate import applied_versions, migrate, pending
 from shared.db._pool import advisory_lock, create_pool, init_connection
 from shared.db._roles import grants_sql, prepare
 
-__all__ = ["advisory_lock", "applied_versions", "create_pool", "grants_sql", "init_connection",
-           "migrate", "pending", "prepare"]
+__all__ = ["Lease", "advisory_lock", "applied_versions", "create_pool", "grants_sql",
+           "init_connection", "migrate", "pending", "prepare"]
