@@ -175,7 +175,7 @@ def main() -> None:
     print(goal_line(f"rebuild events/s over {rb['events']} events", rb["rebuild_events_per_s"],
                     ">= 100000", rb["rebuild_events_per_s"] >= 100_000))
     print(goal_line(f"  / raw ordered fetch ({rb['raw_fetch_events_per_s']:.0f}/s)",
-                    rb["fraction_of_fetch"], "-", True))
+                    rb["fraction_of_fetch"], ">= 0.5", rb["fraction_of_fetch"] >= 0.5))
     print(f"results: {path}")
 
 
