@@ -188,7 +188,7 @@ class Store(Protocol):
 
         With ``inbox`` = (consumer, event id), record that the consumer handled that event
         in the same transaction; if it was recorded already, append nothing and return
-        None.
+        None. An ``Append`` of no events at a version only checks that version.
 
         Raises:
             ConcurrencyError: a stream is not at its batch's expected version (nothing is
@@ -396,7 +396,8 @@ class EventStore:
             causes.append(None if cause is None else uuid.UUID(cause))
             metadata = _encoder.encode(group.metadata)
             for append in group.appends:
-                if append.events:
+                # An append of no events at a version is a check that the stream is there.
+                if append.events or append.expected_version != ANY_VERSION:
                     batches.append((number, append))
                     events += [(event, metadata) for event in append.events]
         async with self.pool.acquire() as conn:

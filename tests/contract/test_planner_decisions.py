@@ -86,9 +86,6 @@ async def test_placements_handled_at_once_by_one_planner_never_run_again(
     assert len({a for held in n2.held.values() for a in held}) == VMS
 
 
-@pytest.mark.xfail(strict=True, reason="EventStore.commit leaves out an append of no events "
-                   "(_commit_groups), so its expected version is not checked; the in-memory "
-                   "store checks it")
 async def test_an_append_of_no_events_checks_its_streams_version(store: EventStore) -> None:
     seed_stream = streams.seed("s", "p")
     await store.commit([Append(seed_stream, [TemplateSeedStarted(

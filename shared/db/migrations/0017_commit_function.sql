@@ -10,8 +10,9 @@
 -- failed on; the other groups commit. One row per group, in order.
 --
 -- Arguments: per group, the inbox (consumer, event id) or NULLs; per batch (one stream's
--- events, in group order), its group (from 1), stream, expected version and event count;
--- per event (in batch order), what append_events() takes.
+-- events, in group order), its group (from 1), stream, expected version and event count
+-- (a batch of none only checks the version); per event (in batch order), what
+-- append_events() takes.
 CREATE FUNCTION commit_events(
     p_consumers text[],
     p_causes    uuid[],
@@ -34,6 +35,7 @@ DECLARE
     e         integer := 1;  -- its first event
     g         integer;
     upto      integer;
+    stream_version integer;
     appended  bigint;
     newest    bigint;
     v_stream  text;
@@ -57,6 +59,20 @@ BEGIN
             END IF;
             WHILE b <= n_batches AND p_groups[b] = g LOOP
                 v_stream := p_streams[b];
+                IF p_counts[b] = 0 THEN
+                    -- A batch of no events only checks its stream's version, under the
+                    -- lock appends take (so no append slips in before this commit).
+                    LOCK TABLE events IN EXCLUSIVE MODE;
+                    SELECT coalesce(max(version), 0) INTO stream_version FROM events
+                        WHERE stream_id = v_stream;
+                    IF p_expected[b] <> -1 AND stream_version <> p_expected[b] THEN
+                        RAISE EXCEPTION 'stream % is at version %, not %', v_stream,
+                            stream_version, p_expected[b]
+                            USING ERRCODE = 'SD409', DETAIL = stream_version::text;
+                    END IF;
+                    b := b + 1;
+                    CONTINUE;
+                END IF;
                 upto := e + p_counts[b] - 1;
                 SELECT max(a.position) INTO appended
                     FROM append_events(v_stream, p_expected[b], p_ids[e:upto], p_types[e:upto],
