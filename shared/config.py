@@ -11,9 +11,10 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import msgspec
 
@@ -33,6 +34,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Seconds one vCenter call may take before it counts as failed (and is retried where
     # that is safe). Tasks are waited for separately, for up to ten minutes.
     vcenter_timeout: float = 120.0
+    # Further vCenters, each a zone per datacenter like the one above:
+    # "<name>=https://<user>:<password>@<host>[:<port>]/sdk[?verify_tls=false]; ...".
+    # Without user and password, vcenter_user's and vcenter_password's; without verify_tls,
+    # vcenter_verify_tls. Read by vcenters() below.
+    vcenters: str = ""
     # KVM zones through libvirt, each a set of libvirt hosts:
     # "<zone>: <host>=<libvirt URI>, <host>=<URI>; <zone>: ...". Empty: no KVM zone.
     # Read by kvm_zones() below.
@@ -56,7 +62,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_event_streams_per_account: int = 5
 
 
-SECRET_FIELDS = frozenset({"nats_password", "vcenter_password", "admin_secret_key",
+SECRET_FIELDS = frozenset({"nats_password", "vcenter_password", "vcenters", "admin_secret_key",
                            "admin_password", "key_encryption_key"})
 
 
@@ -120,6 +126,115 @@ def kvm_zones(text: str) -> dict[str, dict[str, str]]:
     return zones
 
 
+@dataclass(frozen=True)
+class VCenter:
+    """One vCenter to connect to. ``name`` is empty for the vCenter of ``vcenter_url``; a
+    further vCenter's (of ``vcenters``) is its health check's and scopes the ids of its
+    objects, so it is not to be changed once its inventory has been imported."""
+
+    name: str
+    url: str  # without credentials or query: https://host[:port]/sdk
+    user: str
+    password: str
+    verify_tls: bool
+
+    def __repr__(self) -> str:  # never the password
+        return f"VCenter({self.name!r}, {self.url!r}, user={self.user!r})"
+
+
+# A URL's password: what messages quoting a URL hide.
+_USERINFO = re.compile(r"(://[^:/@\s]*:)[^/\s]*@")
+_TRUE = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def vcenters(settings: Settings) -> list[VCenter]:
+    """Every vCenter the settings name: ``vcenter_url``'s first (named ""), then those of
+    ``vcenters`` in the order given.
+
+    ``vcenters`` is ``"<name>=<URL>; <name>=<URL>"``, each URL
+    ``https://<user>:<password>@<host>[:<port>]/sdk`` with user and password
+    percent-encoded (``%3B`` for ``;``), optionally ending in ``?verify_tls=false``; spaces
+    around the separators and a trailing ``;`` are ignored. A URL without user and
+    password logs in with ``vcenter_user`` and ``vcenter_password``; one without
+    ``verify_tls`` follows ``vcenter_verify_tls``. Names are letters, digits, ``_``, ``.``
+    and ``-``; neither a name nor a vCenter (its host, port and path) may be named twice.
+
+    Raises:
+        ValueError: a part is malformed; the message quotes it (its password hidden) and
+            says what is wrong.
+    """
+    out: list[VCenter] = []
+    if settings.vcenter_url:
+        out.append(VCenter("", settings.vcenter_url, settings.vcenter_user,
+                           settings.vcenter_password, settings.vcenter_verify_tls))
+    where = {_place(settings.vcenter_url): "SNAPDEPLOY_VCENTER_URL"} \
+        if settings.vcenter_url else {}
+    for entry in (e.strip() for e in settings.vcenters.split(";")):
+        if not entry:
+            continue
+        name, equals, url = (p.strip() for p in entry.partition("="))
+        # The entry and its URL as messages quote them: the password hidden.
+        shown, hidden = (_USERINFO.sub(r"\1***@", text) for text in (entry, url))
+        if not equals or "://" in name:
+            raise ValueError(f"vcenters: {shown!r} does not start with a name and '=' "
+                             "(\"<name>=https://<user>:<password>@<host>/sdk\")")
+        if not _NAME.match(name):
+            raise ValueError(f"vcenters: name {name!r} in {shown!r} is not letters, digits, "
+                             "'_', '.' and '-'")
+        if any(v.name == name for v in out):
+            raise ValueError(f"vcenters: vCenter {name!r} is named twice")
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"vcenters: the URL of {name!r} ({hidden!r}) is not a "
+                             f"URL: {exc}") from None
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError(f"vcenters: the URL of {name!r} ({hidden!r}) is not "
+                             "https://<host>[:<port>]/sdk")
+        if parts.fragment:
+            raise ValueError(f"vcenters: the URL of {name!r} ({hidden!r}) has a "
+                             f"fragment #{parts.fragment}")
+        verify_tls = settings.vcenter_verify_tls
+        for item in (i for i in parts.query.split("&") if i):
+            key, _, value = item.partition("=")
+            if key != "verify_tls":
+                raise ValueError(f"vcenters: the URL of {name!r} has {key!r} in its query; "
+                                 "only verify_tls=true|false is known")
+            if value.lower() not in _TRUE:
+                raise ValueError(f"vcenters: verify_tls={value!r} of {name!r} is not true "
+                                 "or false")
+            verify_tls = _TRUE[value.lower()]
+        if (parts.username is None) != (parts.password is None):
+            raise ValueError(f"vcenters: the URL of {name!r} ({hidden!r}) has a "
+                             "user without a password or a password without a user")
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        netloc = host if port is None else f"{host}:{port}"
+        bare = urlunsplit((parts.scheme, netloc, parts.path or "/sdk", "", ""))
+        place = _place(bare)
+        if place in where:
+            raise ValueError(f"vcenters: {name!r} is the vCenter of {where[place]} "
+                             f"({bare}) again")
+        where[place] = repr(name)
+        out.append(VCenter(
+            name, bare,
+            settings.vcenter_user if parts.username is None else unquote(parts.username),
+            settings.vcenter_password if parts.password is None else unquote(parts.password),
+            verify_tls))
+    return out
+
+
+def _place(url: str) -> tuple[str, int | None, str]:
+    """Host, port and path of a vCenter URL: what tells two vCenters apart."""
+    parts = urlsplit(url)
+    default = {"https": 443, "http": 80}.get(parts.scheme)
+    try:
+        port = parts.port or default
+    except ValueError:
+        port = None
+    return ((parts.hostname or "").lower(), port, parts.path.rstrip("/") or "/sdk")
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``SNAPDEPLOY_CONFIG`` (if set) overlaid with the environment."""
     try:
@@ -128,6 +243,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         raise SystemExit(f"invalid snapdeploy setting: {exc}") from exc
     try:
         kvm_zones(settings.kvm_zones)
+        vcenters(settings)
     except ValueError as exc:
         raise SystemExit(f"invalid snapdeploy setting: {exc}") from exc
     return settings

@@ -2,7 +2,9 @@
 datacenters, KVM zones) as snapdeploy sees them.
 
 Ids are derived from the hypervisor's own object ids, so syncing twice finds the same
-objects; the planner appends only what changed since the last sync. A zone's id is derived
+objects; the planner appends only what changed since the last sync. Refs are unique
+across hypervisors (``object_id``: a further vCenter's are scoped by its name), so
+are ids. A zone's id is derived
 from its datacenter's ref (``zone_id``); its import records the driver kind of the
 hypervisor that holds it.
 
@@ -44,6 +46,16 @@ from shared.drivers.base import DiskInfo, Inventory, NicInfo, SnapshotInfo
 
 
 def object_id(kind: str, ref: str) -> str:
+    """The id of a hypervisor's object of ``kind`` ("zone", "host", "pool", "network",
+    "vm", "snapshot") that the hypervisor calls ``ref``.
+
+    Refs are unique across every session of a process: several vCenters hand out the same
+    managed object ids, so the session of a further vCenter (``Settings.vcenters``)
+    reports its refs scoped by its name ("east/host-21", ``vmware.scoped``) and its
+    objects get ids of their own. The vCenter of ``vcenter_url`` reports vCenter's refs
+    unchanged: its objects keep the ids they were imported with before there could be
+    several vCenters (an existing install's zones, hosts, VMs and volumes stay what they
+    are)."""
     return stable_id(kind, ref)
 
 

@@ -3,9 +3,10 @@
 ``KINDS`` is the registry of driver kinds: ``vmware`` (VMware vSphere through pyvmomi) and
 ``kvm`` (KVM through libvirt and qemu-img); ``shared.drivers.fake`` is an in-memory driver
 for tests. A deployment may hold zones of several kinds at once: ``connections()`` names
-every session the settings ask for (vCenter when ``vcenter_url`` is set, one per KVM zone
-of ``kvm_zones``), ``Runtime.hypervisors()`` opens them into a ``zones.Hypervisors``, which
-hands each zone's work to the session that owns the zone. The gateway renders a zone's
+every session the settings ask for (one per vCenter, of ``vcenter_url`` and of
+``vcenters``; one per KVM zone of ``kvm_zones``), ``Runtime.hypervisors()`` opens them
+into a ``zones.Hypervisors``, which hands each zone's work to the session that owns the
+zone. The gateway renders a zone's
 hypervisor facts from the kind its import recorded (``for_zone()``).
 """
 
@@ -42,14 +43,16 @@ def connections(settings: Settings) -> list[Connection]:
     """Every hypervisor session the settings ask for, vCenter's first.
 
     Raises:
-        NoHypervisor: neither vCenter (``vcenter_url``) nor a KVM zone (``kvm_zones``) is
-            configured.
-        ValueError: ``kvm_zones`` is malformed (the message names the bad part).
+        NoHypervisor: neither a vCenter (``vcenter_url``, ``vcenters``) nor a KVM zone
+            (``kvm_zones``) is configured.
+        ValueError: ``kvm_zones`` or ``vcenters`` is malformed (the message names the bad
+            part).
     """
     wanted = [c for k in KINDS.values() for c in k.connections(settings)]
     if not wanted:
         raise NoHypervisor("no hypervisor is configured: set SNAPDEPLOY_VCENTER_URL (a "
-                           "vCenter) or SNAPDEPLOY_KVM_ZONES (KVM zones through libvirt, "
+                           "vCenter; SNAPDEPLOY_VCENTERS for more) or SNAPDEPLOY_KVM_ZONES "
+                           "(KVM zones through libvirt, "
                            "\"<zone>: <host>=<libvirt URI>, ...\"), or both")
     return wanted
 

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -26,7 +27,7 @@ from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
 from proto.events import DVS_BINDING, dvs_binding
-from shared.config import Settings
+from shared.config import Settings, VCenter, vcenters
 from shared.drivers.base import (
     CLONE,
     POWER_ON,
@@ -104,24 +105,31 @@ def network_uri(network: NetworkInfo) -> str:
     return f"vmware://{network.ref if dvs is None else dvs[1]}"
 
 
-async def connect(settings: Settings) -> VSphere:
-    """A session with the vCenter the settings name."""
-    return await VSphere.connect(settings.vcenter_url, settings.vcenter_user,
-                                 settings.vcenter_password,
-                                 verify_tls=settings.vcenter_verify_tls,
-                                 call_timeout=settings.vcenter_timeout)
+async def connect(settings: Settings, vcenter: VCenter | None = None) -> VSphere:
+    """A session with ``vcenter`` (one of ``shared.config.vcenters(settings)``), by default
+    the vCenter of ``vcenter_url``."""
+    vc = vcenter or VCenter("", settings.vcenter_url, settings.vcenter_user,
+                            settings.vcenter_password, settings.vcenter_verify_tls)
+    return await VSphere.connect(vc.url, vc.user, vc.password, verify_tls=vc.verify_tls,
+                                 call_timeout=settings.vcenter_timeout, scope=vc.name)
 
 
 def connections(settings: Settings) -> list[Connection]:
-    """One session with vCenter when ``vcenter_url`` is set (every datacenter of it is a
-    zone); none otherwise."""
-    if not settings.vcenter_url:
-        return []
+    """One session per vCenter the settings name (``shared.config.vcenters``: the one of
+    ``vcenter_url`` first, named "vcenter" in ``/healthz``; then each of ``vcenters``,
+    "vcenter <name>"), every datacenter of each a zone; none when no vCenter is named.
 
-    async def open_session() -> Hypervisor:
-        return await connect(settings)
+    Raises:
+        ValueError: ``vcenters`` is malformed (the message names the bad part).
+    """
+    out = []
+    for vc in vcenters(settings):
 
-    return [Connection("vcenter", open_session)]
+        async def open_session(vc: VCenter = vc) -> Hypervisor:
+            return await connect(settings, vc)
+
+        out.append(Connection(f"vcenter {vc.name}" if vc.name else "vcenter", open_session))
+    return out
 
 
 KIND = DriverKind(
@@ -208,7 +216,15 @@ class _Relogin:
 
 
 def ref_of(obj: Any) -> str:
+    """vCenter's own id of a managed object ("host-21"): a ref of the session of
+    ``vcenter_url`` (see ``VSphere.scope``)."""
     return str(obj._moId)
+
+
+def scoped(scope: str, ref: str) -> str:
+    """The ref a session of vCenter ``scope`` reports for vCenter's ``ref``: ``ref`` itself
+    for the vCenter of ``vcenter_url`` (scope ""), else ``"<scope>/<ref>"``."""
+    return f"{scope}/{ref}" if scope and ref else ref
 
 
 def _fault_name(fault: Any) -> str:
@@ -222,12 +238,16 @@ def _disks(devices: Sequence[Any]) -> list[Any]:
     return sorted(found, key=lambda d: (d.controllerKey, d.unitNumber or 0, d.key))
 
 
-def _disk_info(disk: Any) -> DiskInfo:
+def _disk_info(disk: Any, scope: str = "") -> DiskInfo:
     size = disk.capacityInBytes or (disk.capacityInKB or 0) * 1024
-    return DiskInfo(str(disk.key), disk.backing.fileName, ref_of(disk.backing.datastore), int(size))
+    return DiskInfo(str(disk.key), disk.backing.fileName,
+                    scoped(scope, ref_of(disk.backing.datastore)), int(size))
 
 
-def _nics(devices: Sequence[Any], by_portgroup: dict[str, str]) -> list[NicInfo]:
+def _nics(devices: Sequence[Any], by_portgroup: dict[str, str],
+          scope: str = "") -> list[NicInfo]:
+    """A VM's NICs; ``by_portgroup`` maps port group keys and network names to the refs
+    the session reports (scoped already)."""
     out = []
     for dev in devices:
         if not isinstance(dev, vim.vm.device.VirtualEthernetCard):
@@ -236,9 +256,9 @@ def _nics(devices: Sequence[Any], by_portgroup: dict[str, str]) -> list[NicInfo]
         port = getattr(backing, "port", None)
         if port is not None:
             key = str(port.portgroupKey)
-            network = by_portgroup.get(key, key)
+            network = by_portgroup.get(key, scoped(scope, key))
         elif getattr(backing, "network", None) is not None:
-            network = ref_of(backing.network)
+            network = scoped(scope, ref_of(backing.network))
         else:
             network = by_portgroup.get(str(getattr(backing, "deviceName", "")), "")
         out.append(NicInfo(str(dev.key), network, dev.macAddress or ""))
@@ -461,13 +481,24 @@ def _quietly(call: Callable[[], Any]) -> None:
 
 
 class VSphere:
-    """One authenticated vCenter session, implementing ``shared.drivers.base.Hypervisor``."""
+    """One authenticated vCenter session, implementing ``shared.drivers.base.Hypervisor``.
+
+    ``scope`` is the name of a further vCenter (``Settings.vcenters``; "" for the one of
+    ``vcenter_url``). Every ref the session reports is ``scoped`` by it and every ref it is
+    given must be: several vCenters hand out the same managed object ids (two simulators
+    have identical inventories), and snapdeploy derives its ids of zones, hosts, pools,
+    networks, VMs, their disks and snapshots from refs (``shared.domain.inventory``), so
+    each vCenter's objects get ids of their own. The vCenter of ``vcenter_url`` reports
+    vCenter's refs unchanged, so that its objects keep the ids they had before there could
+    be several vCenters."""
 
     kind = KIND
 
     def __init__(self, service_instance: Any, executor: ThreadPoolExecutor,
                  call_timeout: float | None = None,
-                 credentials: tuple[str, str] | None = None) -> None:
+                 credentials: tuple[str, str] | None = None, scope: str = "") -> None:
+        self._scope = scope
+        self.scope = scope or None  # a further vCenter's name, as messages name the session
         self.si = service_instance
         # A task is waited for in long polls that must end before a call times out.
         self._poll_s = int(min(30, max(1, (call_timeout or 60) / 2)))
@@ -494,9 +525,10 @@ class VSphere:
 
     @classmethod
     async def connect(cls, url: str, user: str, password: str, *, verify_tls: bool = True,
-                      threads: int = 16, call_timeout: float | None = None) -> VSphere:
+                      threads: int = 16, call_timeout: float | None = None,
+                      scope: str = "") -> VSphere:
         """Log in to the vCenter at ``url`` (``https://host[:port]/sdk``); each call then
-        fails after ``call_timeout`` seconds without an answer."""
+        fails after ``call_timeout`` seconds without an answer. ``scope``: see the class."""
         parts = urlsplit(url)
         executor = ThreadPoolExecutor(threads, thread_name_prefix="vsphere")
         context = None if verify_tls else ssl._create_unverified_context()
@@ -512,7 +544,7 @@ class VSphere:
         try:
             si = await loop.run_in_executor(executor, login)
             return await loop.run_in_executor(
-                executor, lambda: cls(si, executor, call_timeout, (user, password)))
+                executor, lambda: cls(si, executor, call_timeout, (user, password), scope))
         except BaseException:
             executor.shutdown(wait=False)
             raise
@@ -554,11 +586,39 @@ class VSphere:
 
     # ---- blocking helpers (run on the executor) ----------------------------------------
 
+    def _ref(self, obj: Any) -> str:
+        """The ref this session reports for a managed object (``scoped``)."""
+        return scoped(self._scope, ref_of(obj))
+
+    def _raw(self, ref: str) -> str:
+        """vCenter's own id of a ref this session reported.
+
+        Raises:
+            HypervisorError: ``ref`` is not one of this vCenter's (not transient).
+        """
+        if not self._scope:
+            return ref
+        scope, slash, raw = ref.partition("/")
+        if not slash or scope != self._scope:
+            raise HypervisorError(f"{ref!r} is not an object of vCenter {self._scope}")
+        return raw
+
+    def _unscoped(self, request: CloneRequest) -> CloneRequest:
+        """``request`` with vCenter's own ids for this session's refs."""
+        raw = self._raw
+        return replace(
+            request, template_ref=raw(request.template_ref),
+            base_snapshot_ref=None if request.base_snapshot_ref is None
+            else raw(request.base_snapshot_ref),
+            host_ref=raw(request.host_ref), pool_ref=raw(request.pool_ref),
+            networks=[replace(n, ref=raw(n.ref)) for n in request.networks])
+
     def _mo(self, ref: str) -> Any:
-        kind = _KINDS.get(ref.rsplit("-", 1)[0])
+        raw = self._raw(ref)
+        kind = _KINDS.get(raw.rsplit("-", 1)[0])
         if kind is None:
             raise HypervisorError(f"unknown vCenter object id {ref!r}")
-        return kind(ref, self.si._stub)
+        return kind(raw, self.si._stub)
 
     def _props(self, kind: Any, paths: list[str], obj: Any = None,
                root: Any = None) -> list[tuple[str, dict[str, Any]]]:
@@ -575,11 +635,11 @@ class VSphere:
             result = self.content.propertyCollector.RetrieveContents([PC.FilterSpec(
                 objectSet=[spec_obj], propSet=[PC.PropertySpec(type=kind, pathSet=paths)])])
         except vmodl.fault.ManagedObjectNotFound as exc:
-            raise HypervisorError(f"vCenter object {ref_of(obj)} no longer exists") from exc
+            raise HypervisorError(f"vCenter object {self._ref(obj)} no longer exists") from exc
         finally:
             if view is not None:
                 view.Destroy()
-        return [(ref_of(r.obj), {p.name: p.val for p in r.propSet}) for r in result]
+        return [(self._ref(r.obj), {p.name: p.val for p in r.propSet}) for r in result]
 
     def _one(self, ref: str, paths: list[str]) -> dict[str, Any]:
         obj = self._mo(ref)
@@ -595,7 +655,7 @@ class VSphere:
         up to ``POLL_CAP_S``; a task still running after ``POLL_PHASE_S`` is followed by
         the session's task collector until it ends (``TASK_TIMEOUT_S`` at most).
         """
-        task_id = ref_of(task)
+        task_id = self._ref(task)
         started = time.monotonic()
         info = self._task_info(task_id)
         pause = POLL_FIRST_S
@@ -615,7 +675,7 @@ class VSphere:
 
     def _follow(self, task: Any, what: str, deadline: float) -> dict[str, Any]:
         """What ``_task_info`` reads once the task collector reports ``task`` ended."""
-        task_id = ref_of(task)
+        task_id = self._ref(task)
         read: dict[str, Any] = {}
 
         def ended() -> bool:
@@ -644,7 +704,7 @@ class VSphere:
             reason = getattr(fault, "msg", None) or type(fault).__name__
             raise HypervisorError(f"{what} was refused: {reason}",
                                   fault=_fault_name(fault)) from fault
-        return ref_of(task), self._wait(task, what)
+        return self._ref(task), self._wait(task, what)
 
     def _datacenters(self) -> list[tuple[str, dict[str, Any]]]:
         if not self._dcs:
@@ -662,7 +722,7 @@ class VSphere:
                 if parent is None:
                     raise HypervisorError(f"vCenter object {ref} is in no datacenter")
                 obj = parent
-            self._dc_of[ref] = ref_of(obj)
+            self._dc_of[ref] = self._ref(obj)
         return next(dc for dc in self._datacenters() if dc[0] == self._dc_of[ref])
 
     def _portgroups(self, refresh: bool = False) -> dict[str, str]:
@@ -677,7 +737,7 @@ class VSphere:
     def _resource_pool(self, host_ref: str) -> str:
         if host_ref not in self._resource_pools:
             compute = self._one(host_ref, ["parent"])["parent"]
-            self._resource_pools[host_ref] = ref_of(self._props(
+            self._resource_pools[host_ref] = self._ref(self._props(
                 vim.ComputeResource, ["resourcePool"], compute)[0][1]["resourcePool"])
         return self._resource_pools[host_ref]
 
@@ -693,10 +753,10 @@ class VSphere:
         parents = {ref: p["name"] for ref, p in self._props(vim.ComputeResource, ["name"],
                                                             root=root)}
         hosts = [
-            HostInfo(ref, p["name"], parents.get(ref_of(p["parent"]), ""),
+            HostInfo(ref, p["name"], parents.get(self._ref(p["parent"]), ""),
                      int(p["summary.hardware.numCpuCores"]), int(p["summary.hardware.cpuMhz"]),
                      int(p["summary.hardware.memorySize"]),
-                     sorted(ref_of(d) for d in p.get("datastore", [])))
+                     sorted(self._ref(d) for d in p.get("datastore", [])))
             for ref, p in self._props(vim.HostSystem, [
                 "name", "parent", "summary.hardware.numCpuCores", "summary.hardware.cpuMhz",
                 "summary.hardware.memorySize", "datastore"], root=root)
@@ -704,7 +764,7 @@ class VSphere:
         pools = [
             PoolInfo(ref, p["name"], p["summary.url"], int(p["summary.capacity"]),
                      int(p["summary.freeSpace"]),
-                     sorted(ref_of(m.key) for m in p.get("host", [])))
+                     sorted(self._ref(m.key) for m in p.get("host", [])))
             for ref, p in self._props(vim.Datastore, [
                 "name", "summary.url", "summary.capacity", "summary.freeSpace", "host"],
                 root=root)
@@ -720,7 +780,7 @@ class VSphere:
                 networks.append(NetworkInfo(ref, p["name"]))
             elif not any(t.key == "SYSTEM/DVS.UPLINKPG" for t in pg.get("tag", [])) \
                     and "DVUplinks" not in p["name"]:
-                switch = switches.get(ref_of(pg["config.distributedVirtualSwitch"]))
+                switch = switches.get(self._ref(pg["config.distributedVirtualSwitch"]))
                 networks.append(NetworkInfo(ref, p["name"], None if switch is None
                                             else dvs_binding(switch, pg["key"])))
         portgroups = self._portgroups(refresh=True)
@@ -740,14 +800,14 @@ class VSphere:
         return VmInfo(
             ref=ref, name=p["name"], uuid=p.get("config.uuid") or ref,
             template=bool(p.get("config.template")),
-            host_ref=ref_of(host) if host is not None else None,
+            host_ref=self._ref(host) if host is not None else None,
             cpu_number=int(p.get("config.hardware.numCPU", 1)),
             memory_mb=int(p.get("config.hardware.memoryMB", 0)),
             powered_on=p.get("runtime.powerState") == "poweredOn",
-            disks=[_disk_info(d) for d in _disks(devices)],
-            nics=_nics(devices, portgroups),
+            disks=[_disk_info(d, self._scope) for d in _disks(devices)],
+            nics=_nics(devices, portgroups, self._scope),
             snapshots=snapshots,
-            current_snapshot_ref=ref_of(tree.currentSnapshot)
+            current_snapshot_ref=self._ref(tree.currentSnapshot)
             if tree is not None and tree.currentSnapshot is not None else None,
         )
 
@@ -755,20 +815,21 @@ class VSphere:
               portgroups: dict[str, str]) -> None:
         for node in nodes:
             out.append(self._snapshot(node, parent, portgroups))
-            self._walk(node.childSnapshotList, ref_of(node.snapshot), out, portgroups)
+            self._walk(node.childSnapshotList, self._ref(node.snapshot), out, portgroups)
 
     def _snapshot(self, node: Any, parent: str | None, portgroups: dict[str, str]) -> SnapshotInfo:
         # GetVmSnapshotConfigs: the VM's configuration frozen at snapshot time.
-        config = self._one(ref_of(node.snapshot), ["config.hardware.numCPU",
+        config = self._one(self._ref(node.snapshot), ["config.hardware.numCPU",
                                                     "config.hardware.memoryMB",
                                                     "config.hardware.device"])
         devices = config.get("config.hardware.device", [])
         return SnapshotInfo(
-            ref=ref_of(node.snapshot), name=node.name, description=node.description or "",
+            ref=self._ref(node.snapshot), name=node.name, description=node.description or "",
             created=node.createTime, memory=node.state == "poweredOn", parent_ref=parent,
             cpu_number=int(config["config.hardware.numCPU"]),
             memory_mb=int(config["config.hardware.memoryMB"]),
-            disks=[_disk_info(d) for d in _disks(devices)], nics=_nics(devices, portgroups),
+            disks=[_disk_info(d, self._scope) for d in _disks(devices)],
+            nics=_nics(devices, portgroups, self._scope),
         )
 
     # ---- seeding a template from a snapshot ----------------------------------------------
@@ -784,12 +845,12 @@ class VSphere:
             tree = found.get("snapshot")
             if found.get("config.template") and tree is not None and tree.rootSnapshotList:
                 root = _disks(found["config.hardware.device"])[0]
-                return Seeded(existing, ref_of(tree.rootSnapshotList[0].snapshot),
+                return Seeded(existing, self._ref(tree.rootSnapshotList[0].snapshot),
                               root.backing.fileName, [])
             self._destroy(existing)  # a seed interrupted half-way: start again
         _, dc = self._datacenter_of(vm_ref)
         devices = self._one(snapshot_ref, ["config.hardware.device"])["config.hardware.device"]
-        spec = seed_spec(snapshot_ref, pool_ref, devices)
+        spec = seed_spec(self._raw(snapshot_ref), self._raw(pool_ref), devices)
         source = self._mo(vm_ref)
         clone_task, template = self._run(
             lambda: source.CloneVM_Task(folder=dc["vmFolder"], name=name, spec=spec),
@@ -800,12 +861,12 @@ class VSphere:
                                                      False, False),
                 f"base snapshot of {name}")
             template.MarkAsTemplate()
-            root = _disks(self._one(ref_of(template), ["config.hardware.device"])
+            root = _disks(self._one(self._ref(template), ["config.hardware.device"])
                           ["config.hardware.device"])[0]
         except BaseException:
-            self._destroy(ref_of(template))
+            self._destroy(self._ref(template))
             raise
-        return Seeded(ref_of(template), ref_of(base), root.backing.fileName,
+        return Seeded(self._ref(template), self._ref(base), root.backing.fileName,
                       [clone_task, snap_task])
 
     # ---- deploying a clone ---------------------------------------------------------------
@@ -816,7 +877,9 @@ class VSphere:
     def _clone(self, request: CloneRequest, progress: CloneProgress) -> None:
         _, dc = self._datacenter_of(request.template_ref)
         template = self._mo(request.template_ref)
-        spec = clone_spec(request, self._resource_pool(request.host_ref))
+        resource_pool = self._raw(self._resource_pool(request.host_ref))
+        request = self._unscoped(request)  # vCenter's own ids in the specs
+        spec = clone_spec(request, resource_pool)
 
         def clone() -> tuple[str, Any]:
             return self._run(
@@ -833,15 +896,15 @@ class VSphere:
             self._destroy(leftover)  # an earlier attempt died half-way: start again
             task, vm = clone()
         progress.operations[CLONE] = task
-        progress.vm_ref = ref_of(vm)
+        progress.vm_ref = self._ref(vm)
         devices = self._one(progress.vm_ref, ["config.hardware.device"])["config.hardware.device"]
         reconfigure = reconfigure_spec(request, devices)
         progress.operations[RECONFIGURE], _ = self._run(
             lambda: vm.ReconfigVM_Task(reconfigure), f"reconfigure of {request.name}")
         devices = self._one(progress.vm_ref, ["config.hardware.device"])["config.hardware.device"]
-        progress.nics = _nics(devices, self._portgroups())
+        progress.nics = _nics(devices, self._portgroups(), self._scope)
         disks = _disks(devices)
-        progress.root_disk = _disk_info(disks[0]) if disks else None
+        progress.root_disk = _disk_info(disks[0], self._scope) if disks else None
         progress.operations[POWER_ON], _ = self._run(vm.PowerOnVM_Task,
                                                      f"power-on of {request.name}")
 
@@ -1056,7 +1119,7 @@ class VSphere:
             task_id, snapshot = self._run(
                 lambda: vm.CreateSnapshot_Task(name, description, memory, quiesce),
                 f"snapshot {name!r} of {vm_ref}")
-            return ref_of(snapshot), task_id
+            return self._ref(snapshot), task_id
 
         return await self.call(take)
 

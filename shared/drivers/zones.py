@@ -1,10 +1,12 @@
 """Every hypervisor session of a process, and which one owns each zone.
 
-A deployment may have zones of several kinds at once: the datacenters of one vCenter and
-KVM zones, each a libvirt session of its own. ``Hypervisors`` holds every session; the
-services hand a zone's work to ``for_zone(zone_id)``, the session whose inventory holds
-that zone. Zone ids are snapdeploy's (``shared.domain.inventory.zone_id`` of the
-datacenter's ref, as the inventory sync records them), learned from each session's
+A deployment may have zones of several kinds at once: the datacenters of each vCenter
+(a session per vCenter) and KVM zones, each a libvirt session of its own. ``Hypervisors``
+holds every session; the services hand a zone's work to ``for_zone(zone_id)``, the session
+whose inventory holds that zone. Zone ids are snapdeploy's
+(``shared.domain.inventory.zone_id`` of the datacenter's ref, as the inventory sync records
+them; a further vCenter's refs, and so its zone ids, are scoped by its name:
+``vmware.VSphere``), learned from each session's
 inventory: at every ``inventories()`` and again whenever a zone is asked for that no
 session was known to own.
 
@@ -118,9 +120,10 @@ class Hypervisors:
 
 
 def describe(session: Hypervisor) -> str:
-    """A session as messages name it: its kind's manager, and its KVM zone if it has one."""
-    zone = getattr(session, "zone", None)
-    return f"{session.kind.manager} {zone}" if isinstance(zone, str) else session.kind.manager
+    """A session as messages name it: its kind's manager, and its KVM zone or the name of
+    its further vCenter (``vcenters``) if it has one."""
+    name = getattr(session, "zone", None) or getattr(session, "scope", None)
+    return f"{session.kind.manager} {name}" if isinstance(name, str) else session.kind.manager
 
 
 __all__ = ["UNKNOWN_ZONE", "Hypervisors", "describe"]

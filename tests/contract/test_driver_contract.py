@@ -1,6 +1,7 @@
 """The promises of ``shared.drivers.base.Hypervisor``, checked against every driver: the
-vSphere driver on vcsim, the libvirt driver on a private libvirt daemon with VMs that boot,
-and the in-memory fake.
+vSphere driver on vcsim (as the session of ``vcenter_url`` and as that of a further vCenter
+of ``vcenters``, whose refs are scoped by its name, on a vcsim of its own), the libvirt
+driver on a private libvirt daemon with VMs that boot, and the in-memory fake.
 
 Each test gets a source VM of its own (a root disk on a pool, one NIC, powered on), made
 beside whatever else the hypervisor holds, and names everything it makes uniquely.
@@ -10,11 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+from pyVmomi import vim
 
+from proto.events import HostImported, PoolImported, VmImported, ZoneImported
+from proto.streams import stable_id
+from services.planner.inventory import sync
+from shared.domain.inventory import zone_id
 from shared.drivers import fake, libvirt, vmware
 from shared.drivers.base import (
     CLONE,
@@ -28,11 +34,14 @@ from shared.drivers.base import (
     HypervisorError,
     NetworkBinding,
 )
-from shared.stack._servers import Server
+from shared.drivers.zones import Hypervisors
+from shared.eventstore import MemoryEventStore
+from shared.stack._servers import Server, free_port, start_vcsim
 from tests.harness.libvirt import HOST, NETWORKS, KvmSite
 from tests.harness.vsphere import Vcsim
 
-DRIVERS = ["fake", "vmware", "kvm"]
+DRIVERS = ["fake", "vmware", "vmware-scoped", "kvm"]
+SCOPE = "second"  # the name of the further vCenter of "vmware-scoped"
 
 
 @dataclass
@@ -49,12 +58,12 @@ class World:
     booted: Callable[[], Awaitable[None]] | None = None
 
 
-async def _vmware_world(server: Server, prefix: str) -> World:
+async def _vmware_world(server: Server, prefix: str, scope: str = "") -> World:
     vcsim = await asyncio.to_thread(Vcsim, server.url, server.user, server.password)
     driver = await vmware.VSphere.connect(server.url, server.user, server.password,
-                                          verify_tls=False, call_timeout=30)
-    vm_ref = await asyncio.to_thread(vcsim.create_vm, f"{prefix}-source", "DC0_C0_H0",
-                                     "LocalDS_0", [], ["VM Network"])
+                                          verify_tls=False, call_timeout=30, scope=scope)
+    vm_ref = vmware.scoped(scope, await asyncio.to_thread(
+        vcsim.create_vm, f"{prefix}-source", "DC0_C0_H0", "LocalDS_0", [], ["VM Network"]))
     [inventory] = await driver.inventory()
     host = next(h for h in inventory.hosts if h.name == "DC0_C0_H0")
     pool = next(p for p in inventory.pools if p.name == "LocalDS_0")
@@ -87,12 +96,26 @@ def _fake_world(prefix: str) -> World:
     return World(driver, vm_ref, "host-1", "pool-1", "pool0", networks, prefix)
 
 
+@pytest.fixture(scope="session")
+def second_vcsim_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Another vCenter, with the same inventory as ``vcsim_server``'s (the same names and
+    managed object ids)."""
+    server = start_vcsim(tmp_path_factory.mktemp("vcsim2"), free_port(), "admin",
+                         "vcsim-pass-2")
+    yield server
+    server.stop()
+
+
 @pytest.fixture(params=DRIVERS)
 async def world(request: pytest.FixtureRequest) -> AsyncIterator[World]:
     prefix = f"contract-{secrets.token_hex(3)}"
     site: KvmSite | None = None
     if request.param == "vmware":
         made = await _vmware_world(request.getfixturevalue("vcsim_server"), prefix)
+    elif request.param == "vmware-scoped":
+        made = await _vmware_world(request.getfixturevalue("second_vcsim_server"), prefix,
+                                   SCOPE)
+        assert made.vm_ref.startswith(f"{SCOPE}/") and made.host_ref.startswith(f"{SCOPE}/")
     elif request.param == "kvm":
         site = request.getfixturevalue("kvm_site")
         made = await _kvm_world(site, prefix)
@@ -340,3 +363,54 @@ async def test_fake_failures_stop_a_clone_at_the_step_injected() -> None:
     with pytest.raises(HypervisorError) as refused:
         await driver.power_on(progress.vm_ref)
     assert not refused.value.transient
+
+
+async def test_two_vcenters_are_synced_into_zones_whose_ids_do_not_collide(
+    vcsim_server: Server, second_vcsim_server: Server,
+) -> None:
+    """Two vCenters with identical inventories: the first's refs (and so its ids) are
+    vCenter's own, the second's are scoped by its name; both are imported, and no zone,
+    host, pool, VM or volume of one has an id of the other's."""
+    first = await vmware.VSphere.connect(vcsim_server.url, vcsim_server.user,
+                                         vcsim_server.password, verify_tls=False,
+                                         call_timeout=30)
+    second = await vmware.VSphere.connect(second_vcsim_server.url, second_vcsim_server.user,
+                                          second_vcsim_server.password, verify_tls=False,
+                                          call_timeout=30, scope=SCOPE)
+    hypervisors = Hypervisors([first, second])
+    try:
+        [a], [b] = await first.inventory(), await second.inventory()
+        assert a.datacenter_name == b.datacenter_name == "DC0"
+        assert b.datacenter_ref == f"{SCOPE}/{a.datacenter_ref}"
+        assert all("/" not in r for r in [h.ref for h in a.hosts] + [p.ref for p in a.pools])
+        assert {h.ref for h in b.hosts} == {f"{SCOPE}/{h.ref}" for h in a.hosts}
+
+        store = MemoryEventStore()
+        await sync(store, hypervisors)
+        events = [r.event() for r in store.events]
+        zones = {e.zone_id: e for e in events if isinstance(e, ZoneImported)}
+        assert set(zones) == {zone_id(a.datacenter_ref), zone_id(b.datacenter_ref)}
+        # The first vCenter's zone id is the one derived from vCenter's own id, as ever.
+        vcsim = await asyncio.to_thread(Vcsim, vcsim_server.url, vcsim_server.user,
+                                        vcsim_server.password)
+        [(datacenter, _)] = await asyncio.to_thread(vcsim.props, vim.Datacenter, ["name"])
+        assert zone_id(a.datacenter_ref) == stable_id("zone", datacenter._moId)
+        for kind, ids in (("host", [e.host_id for e in events if isinstance(e, HostImported)]),
+                          ("pool", [e.pool_id for e in events if isinstance(e, PoolImported)])):
+            assert len(ids) == len(set(ids)) == 2 * len(getattr(a, f"{kind}s")), kind
+        vms = [e for e in events if isinstance(e, VmImported)]
+        in_zone = {z: {v.name for v in vms if v.zone_id == z} for z in zones}
+        assert "DC0_H0_VM0" in in_zone[zone_id(a.datacenter_ref)]
+        assert "DC0_H0_VM0" in in_zone[zone_id(b.datacenter_ref)]
+        volumes = [d.volume_id for v in vms for d in v.disks]
+        assert len(volumes) == len(set(volumes)) and len({v.vm_id for v in vms}) == len(vms)
+        assert await hypervisors.for_zone(zone_id(b.datacenter_ref)) is second
+        assert await hypervisors.for_zone(zone_id(a.datacenter_ref)) is first
+
+        # A session acts on its own vCenter's objects only.
+        vm_ref = next(v.ref for v in a.vms if v.name == "DC0_H0_VM0")
+        with pytest.raises(HypervisorError) as foreign:
+            await second.vm_powered_on(vm_ref)
+        assert not foreign.value.transient
+    finally:
+        await hypervisors.close()
