@@ -1,9 +1,11 @@
 """Event store appends and projection rebuilds, each beside the raw PostgreSQL ceiling.
 
-    python -m bench.eventstore [--appends 20000] [--events 1000000]
+    python -m bench.eventstore [--appends 20000] [--events 1000000] [--callers 64]
 
 Appends: events per second through EventStore.append with 1 and 8 writers and batches of 1
-and 10, beside plain asyncpg inserts of the same rows under the same table lock. Rebuild:
+and 10, beside plain asyncpg inserts of the same rows under the same table lock. Group
+commit: commits per second of 64 concurrent requests in one process (as the gateway makes
+them), one statement each beside grouped (``EventStore(group_commit=True)``). Rebuild:
 `Projector.rebuild` over a store of N events (VM lifecycles), beside a plain ordered fetch
 of the same rows. One embedded PostgreSQL server, started for the run.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import time
 import uuid
 from datetime import UTC, datetime
@@ -32,7 +35,7 @@ from proto.events import (
     VmStarted,
 )
 from shared.db import create_pool, migrate
-from shared.eventstore import EventStore, NewEvent
+from shared.eventstore import NO_STREAM, Append, EventStore, NewEvent
 from shared.projections import ALL, Projector
 
 META = Metadata(correlation_id="bench", actor="bench")
@@ -144,6 +147,42 @@ async def rebuild(admin_url: str, total_events: int) -> dict[str, float]:
             "raw_fetch_events_per_s": fetch_rate, "fraction_of_fetch": rebuild_rate / fetch_rate}
 
 
+async def group_commit(admin_url: str, callers: int, commits: int,
+                       rounds: int) -> dict[str, Any]:
+    """Commits of ``callers`` concurrent requests in one process, as the gateway's API calls
+    make them (a small append each, to its own stream, on a pool of the gateway's size):
+    one statement per commit beside group commit, in alternating rounds on one database."""
+    url = await fresh_db(admin_url, "group_commit")
+    pool = await create_pool(url, max_size=10)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    event = lifecycle(0)[1]
+    per_caller = commits // callers
+    rates: dict[str, list[float]] = {"one_per_request": [], "grouped": []}
+    statements: list[float] = []
+    for r in range(rounds):
+        for how in sorted(rates, reverse=r % 2 == 1):
+            store = EventStore(pool, group_commit=how == "grouped")
+
+            async def caller(c: int, how: str = how, r: int = r,
+                             store: EventStore = store) -> None:
+                for i in range(per_caller):
+                    await store.commit([Append(f"{how}-{r}-{c}-{i}", [event], NO_STREAM)],
+                                       META)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(caller(c) for c in range(callers)))
+            rates[how].append(per_caller * callers / (time.perf_counter() - started))
+            if store.group_commit is not None:
+                statements.append(store.group_commit.statements)
+    await pool.close()
+    one, grouped = (statistics.median(rates[k]) for k in ("one_per_request", "grouped"))
+    return {"callers": callers, "commits": per_caller * callers, "rounds": rounds,
+            "one_per_request_per_s": one, "grouped_per_s": grouped,
+            "grouped_over_one": grouped / one,
+            "commits_per_statement": per_caller * callers / statistics.median(statements)}
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     with postgres() as url:
         out: dict[str, Any] = {"appends": {}}
@@ -151,6 +190,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for batch in (1, 10):
                 out["appends"][f"{writers}x{batch}"] = await appends(url, args.appends, writers,
                                                                       batch)
+        out["group_commit"] = await group_commit(url, args.callers, args.commits, rounds=3)
         out["rebuild"] = await rebuild(url, args.events)
     return out
 
@@ -160,6 +200,10 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--appends", type=int, default=20_000, help="events per append run")
     parser.add_argument("--events", type=int, default=1_000_000, help="events to rebuild from")
+    parser.add_argument("--callers", type=int, default=64,
+                        help="concurrent requests committing, for group commit")
+    parser.add_argument("--commits", type=int, default=6_400,
+                        help="commits per group-commit round")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     args = parser.parse_args()
     result = asyncio.run(run(args))
@@ -171,6 +215,13 @@ def main() -> None:
                         batch != "10" or row["store_events_per_s"] >= 10_000))
         print(goal_line(f"  / raw locked inserts ({row['raw_events_per_s']:.0f}/s)",
                         row["fraction_of_raw"], ">= 0.8", row["fraction_of_raw"] >= 0.8))
+    gc = result["group_commit"]
+    print(goal_line(f"commits/s, {gc['callers']} concurrent requests, one statement each",
+                    gc["one_per_request_per_s"], "-", True))
+    print(goal_line(f"  grouped ({gc['commits_per_statement']:.1f} commits per statement)",
+                    gc["grouped_per_s"], "-", True))
+    print(goal_line("  grouped / one statement each", gc["grouped_over_one"], "> 1",
+                    gc["grouped_over_one"] > 1))
     rb = result["rebuild"]
     print(goal_line(f"rebuild events/s over {rb['events']} events", rb["rebuild_events_per_s"],
                     ">= 100000", rb["rebuild_events_per_s"] >= 100_000))

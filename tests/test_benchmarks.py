@@ -29,8 +29,10 @@ def test_every_benchmark_runs_small_and_the_report_renders(tmp_path: Path) -> No
     assert deploys["overhead"]["ratio"]["n"] == 2
     assert set(deploys["throughput"]) == {"1", "2"}
     assert len(deploys["first_vs_nth"]["after_prepare"]["deploys_s"]) == 3
-    store = bench("eventstore", tmp_path, "--appends", "80", "--events", "500")
+    store = bench("eventstore", tmp_path, "--appends", "80", "--events", "500", "--commits",
+                  "128")
     assert set(store["appends"]) == {"1x1", "1x10", "8x1", "8x10"}
+    assert store["group_commit"]["commits"] == 128
     assert store["rebuild"]["events"] == 500
     placement = bench("placement", tmp_path, "--vms", "100", "--rounds", "3")
     assert [row["hosts"] for row in placement["levels"]] == [10, 100, 1000]
