@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 from proto.events import AnyEvent, JobCompleted, JobSubmitted
 from shared.domain.job import FAILED_RESULT_CODE, JobStatus
 from shared.eventstore import RecordedEvent
@@ -40,12 +38,12 @@ class AsyncJobs:
     ) -> Row | None:
         if isinstance(event, JobSubmitted):
             return {
-                "id": uuid.UUID(event.job_id),
+                "id": parse_uuid(event.job_id),
                 "account_id": event.account_id,
                 "user_id": event.user_id,
                 "cmd": event.cmd,
                 "instance_type": event.instance_type,
-                "instance_id": uuid.UUID(event.instance_id),
+                "instance_id": parse_uuid(event.instance_id),
                 "status": JobStatus.PENDING.value,
                 "result_code": 0,
                 "error_code": None,

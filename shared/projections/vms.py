@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import msgspec
 
 from proto.events import (
@@ -74,7 +72,7 @@ class VmInstances:
     ) -> Row | None:
         if isinstance(event, VmDeployRequested):
             row = {
-                "id": uuid.UUID(event.vm_id),
+                "id": parse_uuid(event.vm_id),
                 "account_id": event.account_id,
                 "user_id": event.user_id,
                 "name": event.name,
@@ -101,7 +99,7 @@ class VmInstances:
         elif isinstance(event, VmImported):
             previous = row or {}
             row = {
-                "id": uuid.UUID(event.vm_id),
+                "id": parse_uuid(event.vm_id),
                 "account_id": previous.get("account_id", event.account_id),
                 "user_id": None,
                 "name": event.name,
