@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -30,7 +32,7 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from proto import subjects
 from proto.envelope import EventEnvelope, MalformedMessage, Metadata, decode_envelope
@@ -113,13 +115,31 @@ class Handlers(Mapping[str, Handler]):
         return len(self._by_type)
 
 
+def nats_servers(url: str) -> list[str]:
+    """The servers a ``nats_url`` setting names: one URL, or several comma-separated (the
+    nodes of a cluster)."""
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    if not servers:
+        raise ValueError("nats_url names no NATS server")
+    return servers
+
+
+# The stream replicas each connection's settings ask for (``nats_replicas``), read by
+# ensure_events_stream through the JetStream context made from the connection.
+_replicas: weakref.WeakKeyDictionary[NATS, int] = weakref.WeakKeyDictionary()
+
+
 async def connect(
     settings: Settings,
     name: str,
     *,
     on_state: Callable[[str | None], None] | None = None,
 ) -> NATS:
-    """Connect to NATS, reconnecting forever; ``on_state(None)`` when up, else the reason."""
+    """Connect to NATS, reconnecting forever; ``on_state(None)`` when up, else the reason.
+
+    ``settings.nats_url`` may name every server of a cluster: the client connects to one
+    and, when it goes away, to another (it learns of nodes added later from the servers).
+    """
 
     connected = [False]
     client: list[NATS] = []
@@ -136,7 +156,8 @@ async def connect(
             report("disconnected, reconnecting")
 
     async def reconnected() -> None:
-        log.info("reconnected to NATS")
+        url = client[0].connected_url if client else None
+        log.info("reconnected to NATS%s", f" at {url.netloc.rsplit('@', 1)[-1]}" if url else "")
         report(None)
 
     async def error(exc: Exception) -> None:
@@ -152,7 +173,7 @@ async def connect(
         options.update(user=settings.nats_user, password=settings.nats_password,
                        inbox_prefix=f"_INBOX.{settings.nats_user}")
     nc = await nats.connect(
-        settings.nats_url,
+        nats_servers(settings.nats_url),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
@@ -163,25 +184,86 @@ async def connect(
         **options,
     )
     client.append(nc)
+    _replicas[nc] = max(1, settings.nats_replicas)
     report(None)
     return nc
 
 
-async def ensure_events_stream(js: JetStreamContext) -> None:
-    """Create (or update) the JetStream stream every event is published to."""
+# How long ensure_events_stream waits for JetStream to answer while a cluster elects a
+# leader (a node died, or the cluster is forming).
+JETSTREAM_READY_TIMEOUT_S = 60.0
+_NOT_READY = (ServiceUnavailableError, nats.errors.TimeoutError, nats.errors.NoRespondersError,
+              nats.errors.ConnectionReconnectingError)
+
+
+async def ensure_events_stream(js: JetStreamContext, replicas: int | None = None) -> None:
+    """Create (or update) the JetStream stream every event is published to.
+
+    It is kept on ``replicas`` servers (default: the ``nats_replicas`` setting the
+    connection was made with, see ``connect``). An existing stream with fewer replicas is
+    scaled up if JetStream allows it (a cluster of enough nodes); if it does not, the stream
+    keeps what it has and the error says why. One with more is left as it is. While the
+    cluster has no leader to answer (an election after a node died), it tries again, for up
+    to ``JETSTREAM_READY_TIMEOUT_S``.
+    """
+    wanted = replicas if replicas is not None else _replicas.get(js._nc, 1)
     config = api.StreamConfig(
         name=subjects.EVENTS_STREAM,
         subjects=[subjects.ALL_EVENTS],
         storage=api.StorageType.FILE,
         retention=api.RetentionPolicy.LIMITS,
         duplicate_window=DUPLICATE_WINDOW_S,
+        num_replicas=max(1, wanted),
     )
+    deadline = time.monotonic() + JETSTREAM_READY_TIMEOUT_S
+    while True:
+        try:
+            await _ensure_stream(js, config)
+            return
+        except _NOT_READY as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.info("JetStream not answering yet (%s: %s); trying again", type(exc).__name__,
+                     exc)
+            await asyncio.sleep(0.5)
+
+
+async def _ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
+    wanted = config.num_replicas or 1
     try:
-        await js.stream_info(subjects.EVENTS_STREAM)
+        info = await js.stream_info(subjects.EVENTS_STREAM)
     except NotFoundError:
-        await js.add_stream(config)
+        try:
+            await js.add_stream(config)
+            return
+        except ServiceUnavailableError:
+            raise
+        except APIError as exc:
+            if wanted == 1:
+                raise
+            log.error("JetStream refused the %s stream with %d replicas (%s); creating it with "
+                      "1: set nats_replicas to at most the cluster's size", config.name,
+                      wanted, exc.description or exc)
+            await js.add_stream(dataclasses.replace(config, num_replicas=1))
+            return
+    have = info.config.num_replicas or 1
+    if have > wanted:
+        log.info("the %s stream keeps its %d replicas (nats_replicas asks for %d)",
+                 config.name, have, wanted)
+    target = max(have, wanted)
+    try:
+        await js.update_stream(dataclasses.replace(config, num_replicas=target))
+    except ServiceUnavailableError:
+        raise
+    except APIError as exc:
+        if target == have:
+            raise
+        log.error("JetStream refused to scale the %s stream from %d to %d replicas (%s); it "
+                  "keeps %d", config.name, have, target, exc.description or exc, have)
+        await js.update_stream(dataclasses.replace(config, num_replicas=have))
     else:
-        await js.update_stream(config)
+        if target != have:
+            log.info("scaled the %s stream from %d to %d replicas", config.name, have, target)
 
 
 class _Route(msgspec.Struct):

@@ -115,7 +115,15 @@ def _up(args: argparse.Namespace) -> int:
     from shared.stack.launcher import up
 
     return up(Path(args.state_dir).resolve(), detach=args.detach,
-              gateway_listen=args.gateway_listen, show_keys=not args.hide_keys)
+              gateway_listen=args.gateway_listen, show_keys=not args.hide_keys,
+              nats_nodes=args.nats_nodes, replicas=args.replicas)
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not 1 or more")
+    return value
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -194,6 +202,18 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--gateway-listen", default=None, metavar="HOST:PORT",
                     help="gateway address (default: SNAPDEPLOY_GATEWAY_LISTEN, else a free "
                     "port on 127.0.0.1)")
+    up.add_argument("--nats-nodes", type=_at_least_one, default=1, metavar="N",
+                    help="nats-server nodes to run (default: 1). More than one form a cluster "
+                    "on loopback (each node its own ports and JetStream folder, all reading "
+                    "the same users), the events stream replicated on every node (at most "
+                    "5); the services connect to all of them and fail over. 3 outlives the "
+                    "loss of any one node")
+    up.add_argument("--replicas", type=_at_least_one, default=1, metavar="N",
+                    help="copies of each service to run (default: 1). Planner, seeder, "
+                    "cloner and volume copies share their durable consumer's work; relay "
+                    "and projector copies stand by for the active one; the first gateway "
+                    "listens on the API's address and each other on a port of its own "
+                    "(stack.json's gateway_urls: the backends of a load balancer)")
     # The background launcher `--detach` starts: its output goes to a log, so it prints no
     # secret key (the `up --detach` that started it prints them to the terminal).
     up.add_argument("--hide-keys", action="store_true", help=argparse.SUPPRESS)

@@ -20,6 +20,9 @@ import msgspec
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    # One NATS server, or the servers of a cluster comma-separated
+    # ("nats://a:4222,nats://b:4222,nats://c:4222"): a client connects to one of them and
+    # fails over to the others by itself.
     nats_url: str = "nats://127.0.0.1:4222"
     nats_user: str = ""
     nats_password: str = ""
@@ -60,6 +63,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     nats_auth_file: str = ""
     # Open /client/events streams one account may hold in one gateway; one more is a 429.
     max_event_streams_per_account: int = 5
+    # Copies of the events stream JetStream keeps (its num_replicas): 1 on a single server;
+    # 3 on a cluster of three, so the stream outlives one node. `up --nats-nodes N` sets it.
+    # An existing stream with fewer is scaled up; one with more is left as it is.
+    nats_replicas: int = 1
 
 
 SECRET_FIELDS = frozenset({"nats_password", "vcenter_password", "vcenters", "admin_secret_key",

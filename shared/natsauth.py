@@ -49,6 +49,9 @@ SERVICES = (RELAY, *CONSUMERS, GATEWAY)
 # (bcrypt hashes, no password), written by whoever knows the passwords.
 IDENTITIES_FILE = "identities.json"
 PID_FILE = "nats.pid"
+# Every node of a cluster `up` runs writes its pid file beside the authorization file they
+# all include: nats.pid, nats-2.pid, ...
+PID_FILES = "nats*.pid"
 _JS = "$JS.API"
 _STREAM = subjects.EVENTS_STREAM
 # A NATS subject token: what an API key must look like to name a user and an inbox.
@@ -193,12 +196,19 @@ def write_identities(auth_file: Path, secret: str) -> list[dict[str, Any]]:
 def refresh(auth_file: Path, keys: Iterable[ClientKey]) -> int:
     """Rewrite ``auth_file`` from the service identities beside it and ``keys`` (every live
     API key), then have the nats-server whose pid file is beside it reload it. Returns the
-    number of client identities written. Blocks while it hashes new secrets."""
+    number of client identities written. Blocks while it hashes new secrets. Every node
+    of a cluster whose pid file is there reloads."""
     services = json.loads(auth_file.with_name(IDENTITIES_FILE).read_text())
     clients = client_entries(keys)
     write(auth_file, [*services, *clients])
-    reload(auth_file.with_name(PID_FILE))
+    reload_all(auth_file.parent)
     return len(clients)
+
+
+def reload_all(folder: Path) -> int:
+    """SIGHUP every nats-server whose pid file (``PID_FILES``) lies in ``folder``: each node
+    of the cluster rereads the authorization file. Returns how many were signalled."""
+    return sum(reload(pid_file) for pid_file in sorted(folder.glob(PID_FILES)))
 
 
 def reload(pid_file: Path) -> bool:

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -164,13 +165,16 @@ def private_dir(path: Path) -> Path:
 def write_private(path: Path, text: str) -> None:
     """Replace ``path`` with ``text``, the file readable by its owner only (0600) from its
     first byte."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    tmp.replace(path)
+    # A name of its own (mkstemp: 0600, O_EXCL), so writers at once never mix their files.
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+        raise
 
 
 def bcrypt_hash(password: str) -> str:
@@ -182,19 +186,83 @@ def bcrypt_hash(password: str) -> str:
     return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1024))
 
 
-def nats_config(state_dir: Path, port: int, authorization: str) -> Path:
-    """Write nats-server's configuration (0600): loopback ``port``, JetStream under
-    ``state_dir/nats``, and ``authorization`` (a config block, or an ``include``)."""
-    data = private_dir(state_dir / "nats")
-    path = data / "nats.conf"
-    write_private(path, "\n".join([
-        "# Written by snapdeploy; passwords appear only as bcrypt hashes.",
+@dataclass(frozen=True)
+class NatsCluster:
+    """A cluster of nats-server nodes on loopback, each with its own client and route port.
+
+    Node ``i`` (from 1) listens for clients on ``client_ports[i-1]`` and for the other nodes
+    on ``route_ports[i-1]``. The nodes authenticate each other with ``route_password``
+    (in each node's 0600 configuration; as a bcrypt hash where a node checks it), so no
+    other process on the machine can join the cluster and bypass the client permissions.
+    """
+
+    client_ports: tuple[int, ...]
+    route_ports: tuple[int, ...]
+    route_password: str
+    name: str = "snapdeploy"
+
+    @property
+    def size(self) -> int:
+        return len(self.client_ports)
+
+    def url(self, node: int) -> str:
+        return f"nats://127.0.0.1:{self.client_ports[node - 1]}"
+
+    @property
+    def urls(self) -> str:
+        """Every node's client URL, comma-separated: the ``nats_url`` setting's form."""
+        return ",".join(self.url(n) for n in range(1, self.size + 1))
+
+
+ROUTE_USER = "route"
+
+
+def nats_node_name(node: int) -> str:
+    """The name of node ``node`` (from 1) as a server, in logs and stack.json: the first is
+    ``nats-server``, as a single server is."""
+    return "nats-server" if node == 1 else f"nats-server-{node}"
+
+
+def nats_files(state_dir: Path, node: int = 1) -> tuple[Path, Path, Path]:
+    """(configuration, pid file, JetStream store folder) of node ``node``. The first node's
+    are those of a single server (its data stays where it was); the others' sit beside
+    them, so every node includes the one authorization file of the folder."""
+    data = state_dir / "nats"
+    if node == 1:
+        return data / "nats.conf", data / "nats.pid", data
+    return data / f"nats-{node}.conf", data / f"nats-{node}.pid", data / f"node-{node}"
+
+
+def nats_config(state_dir: Path, port: int, authorization: str, *, node: int = 1,
+                cluster: NatsCluster | None = None) -> Path:
+    """Write nats-server's configuration (0600): loopback ``port``, JetStream under the
+    node's store folder, and ``authorization`` (a config block, or an ``include``). With
+    ``cluster``, node ``node`` of it: a server name, and routes to every other node."""
+    private_dir(state_dir / "nats")
+    path, pid_file, store = nats_files(state_dir, node)
+    private_dir(store)
+    lines = [
+        "# Written by snapdeploy; passwords appear only as bcrypt hashes"
+        + (", but for the routes' own." if cluster else "."),
         f"listen: {json.dumps(f'127.0.0.1:{port}')}",
-        f"pid_file: {json.dumps(str((data / 'nats.pid').resolve()))}",
-        f"jetstream {{ store_dir: {json.dumps(str(data.resolve()))} }}",
-        authorization,
-        "",
-    ]))
+        f"pid_file: {json.dumps(str(pid_file.resolve()))}",
+        f"jetstream {{ store_dir: {json.dumps(str(store.resolve()))} }}",
+    ]
+    if cluster is not None:
+        secret = cluster.route_password
+        routes = [f"nats-route://{ROUTE_USER}:{secret}@127.0.0.1:{p}"
+                  for i, p in enumerate(cluster.route_ports, 1) if i != node]
+        lines += [
+            f"server_name: {json.dumps(f'{cluster.name}-{node}')}",
+            "cluster {",
+            f"  name: {json.dumps(cluster.name)}",
+            f"  listen: {json.dumps(f'127.0.0.1:{cluster.route_ports[node - 1]}')}",
+            "  authorization { user: " + json.dumps(ROUTE_USER) + ", password: "
+            + json.dumps(bcrypt_hash(secret)) + " }",
+            f"  routes: {json.dumps(routes)}",
+            "}",
+        ]
+    write_private(path, "\n".join([*lines, authorization, ""]))
     return path
 
 
@@ -205,20 +273,25 @@ def single_user(user: str, password: str) -> str:
 
 
 def start_nats(state_dir: Path, port: int, user: str, password: str, *,
-               authorization: str | None = None) -> Server:
+               authorization: str | None = None, node: int = 1,
+               cluster: NatsCluster | None = None) -> Server:
     """nats-server with JetStream, its data under ``state_dir/nats``.
 
     The server reads everything, credentials included, from a configuration file of mode
     0600: none of it is on its command line. ``authorization`` is the config's
     authorization section (snapdeploy's identities, see ``shared.natsauth``); without it
-    ``user`` may do anything. ``user`` and ``password`` are what ``Server`` reports.
+    ``user`` may do anything. ``user`` and ``password`` are what ``Server`` reports. With
+    ``cluster``, this is node ``node`` of it (``port`` is then that node's client port);
+    it returns once the node listens, before the cluster has formed.
     """
-    log = state_dir / "logs" / "nats-server.log"
-    config = nats_config(state_dir, port, authorization or single_user(user, password))
+    name = nats_node_name(node)
+    log = state_dir / "logs" / f"{name}.log"
+    config = nats_config(state_dir, port, authorization or single_user(user, password),
+                         node=node, cluster=cluster)
     argv = [tool_path("nats-server"), "-c", str(config.resolve())]
-    process = spawn("nats-server", argv, log)
-    wait_for_port("nats-server", process, port, log)
-    return Server("nats-server", process, f"nats://127.0.0.1:{port}", log, user, password)
+    process = spawn(name, argv, log)
+    wait_for_port(name, process, port, log)
+    return Server(name, process, f"nats://127.0.0.1:{port}", log, user, password)
 
 
 # ---- PostgreSQL ---------------------------------------------------------------------

@@ -40,6 +40,7 @@ from shared.drivers.libvirt import CONSOLE_LOG, default_guest_folder
 from shared.stack import _kvm as kvm
 from shared.stack._libvirt import socket_path_fits, stop_guests
 from shared.stack._servers import (
+    NatsCluster,
     Server,
     StartError,
     free_port,
@@ -60,6 +61,8 @@ LOCK_FILE = "launcher.lock"
 READY_TIMEOUT_S = 120.0
 # nats-server's configuration takes its users from the file the gateway keeps current.
 NATS_AUTHORIZATION = 'include "auth.conf"'
+# JetStream keeps a stream on at most five servers.
+MAX_STREAM_REPLICAS = 5
 
 
 def _secrets(state_dir: Path) -> dict[str, str]:
@@ -138,10 +141,15 @@ def is_recorded_process(record: dict[str, Any]) -> bool:
 
 @dataclass
 class Child:
-    """A service process the launcher keeps running."""
+    """A service process the launcher keeps running: copy ``copy`` (from 1) of ``service``,
+    named ``service`` for the first copy and ``service-<copy>`` for the others."""
 
     name: str
     health_port: int
+    service: str = ""
+    copy: int = 1
+    # The address a gateway copy's API listens on.
+    listen: str = ""
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
@@ -166,6 +174,10 @@ class Stack:
     # The embedded KVM host and its demo VM, when `up` runs the KVM zone.
     _kvm: kvm.KvmHost | None = None
     _demo: kvm.DemoVm | None = None
+    # nats-server nodes to run (clustered when more than one), and copies of each service.
+    nats_nodes: int = 1
+    replicas: int = 1
+    _nats_cluster: NatsCluster | None = None
 
     @property
     def logs(self) -> Path:
@@ -181,19 +193,22 @@ class Stack:
         given = config.given()
         settings = config.load()
 
+        if self.nats_nodes < 1 or self.replicas < 1:
+            raise StartError("--nats-nodes and --replicas are 1 or more")
         if "nats_url" not in given:
-            self._progress("starting nats-server (JetStream)")
             # One NATS user per service and per API key, each with its own permissions
             # (shared.natsauth); stack.json names the read-only monitor identity.
             self._nats_secret = creds["nats_password"]
             natsauth.write_identities(self._nats_auth_file, self._nats_secret)
-            monitor = natsauth.password_for(self._nats_secret, natsauth.MONITOR)
-            nats = self._server(start_nats(self.state_dir, free_port(), natsauth.MONITOR,
-                                           monitor, authorization=NATS_AUTHORIZATION))
-            settings = replace(settings, nats_url=nats.url, nats_user=nats.user,
-                               nats_password=nats.password,
+            settings = replace(settings, **self._start_nats(), nats_user=natsauth.MONITOR,
+                               nats_password=natsauth.password_for(self._nats_secret,
+                                                                   natsauth.MONITOR),
                                nats_auth_file=str(self._nats_auth_file))
             self._generated["nats_password"] = "nats_password"
+        elif self.nats_nodes > 1:
+            raise StartError("--nats-nodes starts nats-server nodes of its own, but "
+                             "SNAPDEPLOY_NATS_URL names a NATS server already (list every "
+                             "node of your cluster there, and set SNAPDEPLOY_NATS_REPLICAS)")
         if "database_url" not in given:
             self._progress("starting PostgreSQL")
             pg = self._server(start_postgres(self.state_dir, free_port(),
@@ -232,13 +247,52 @@ class Stack:
             settings = replace(settings, key_encryption_key=creds["key_encryption_key"])
         self.settings = replace(settings, gateway_listen=listen)
 
-        for name in SERVICES:
-            child = Child(name, free_port())
-            self.children.append(child)
-            self._progress(f"starting {name}")
-            self._start_child(child)
+        for service in SERVICES:
+            for copy in range(1, self.replicas + 1):
+                name = service if copy == 1 else f"{service}-{copy}"
+                child = Child(name, free_port(), service, copy)
+                if service == "gateway":
+                    # The first gateway answers on the API's address; the others on free
+                    # ports of the same host, for a load balancer in front of them all.
+                    host = listen.rsplit(":", 1)[0]
+                    child.listen = listen if copy == 1 else f"{host}:{free_port()}"
+                self.children.append(child)
+                self._progress(f"starting {name}")
+                self._start_child(child)
         self._wait_healthy()
         self._write_stack_file()
+
+    def _start_nats(self) -> dict[str, Any]:
+        """nats-server with JetStream: one server, or a cluster of ``nats_nodes`` with the
+        events stream on up to five of them. The settings that name it."""
+        monitor = natsauth.password_for(self._nats_secret, natsauth.MONITOR)
+        if self.nats_nodes == 1:
+            self._progress("starting nats-server (JetStream)")
+            nats = self._server(start_nats(self.state_dir, free_port(), natsauth.MONITOR,
+                                           monitor, authorization=NATS_AUTHORIZATION))
+            self._forget_nats_nodes_after(1)
+            return {"nats_url": nats.url, "nats_replicas": 1}
+        n = self.nats_nodes
+        self._progress(f"starting a cluster of {n} nats-server nodes (JetStream)")
+        cluster = NatsCluster(tuple(free_port() for _ in range(n)),
+                              tuple(free_port() for _ in range(n)),
+                              natsauth.password_for(self._nats_secret, "nats-route"))
+        self._nats_cluster = cluster
+        self._forget_nats_nodes_after(n)
+        for node in range(1, n + 1):
+            self._server(start_nats(self.state_dir, cluster.client_ports[node - 1],
+                                    natsauth.MONITOR, monitor, authorization=NATS_AUTHORIZATION,
+                                    node=node, cluster=cluster))
+        asyncio.run(_jetstream_ready(cluster.urls, natsauth.MONITOR, monitor))
+        return {"nats_url": cluster.urls, "nats_replicas": min(n, MAX_STREAM_REPLICAS)}
+
+    def _forget_nats_nodes_after(self, n: int) -> None:
+        """Remove the pid files of nodes beyond ``n`` a larger cluster left in the state
+        folder, so key changes signal only this stack's nodes."""
+        for pid_file in (self.state_dir / "nats").glob("nats-*.pid"):
+            index = pid_file.stem.removeprefix("nats-")
+            if index.isdigit() and int(index) > n:
+                pid_file.unlink(missing_ok=True)
 
     def _progress(self, text: str) -> None:
         print(f"snapdeploy: {text}", file=sys.stderr, flush=True)
@@ -297,18 +351,22 @@ class Stack:
         if not still_free(child.health_port):
             child.health_port = free_port()  # stack.json is rewritten with the new one
         # Services get the database role that may not change the schema, never the owner's.
+        service = child.service or child.name
         settings = replace(self.settings, health_listen=f"127.0.0.1:{child.health_port}",
-                           database_admin_url="")
+                           database_admin_url="",
+                           gateway_listen=child.listen or self.settings.gateway_listen)
         if self._nats_secret:
-            # Each service connects as itself; only the gateway rewrites the identities.
-            user = child.name if child.name in natsauth.SERVICES else ""
+            # Each service connects as itself; only the first gateway rewrites the
+            # identities (copies writing at once could leave an older key set last).
+            user = service if service in natsauth.SERVICES else ""
+            rewrites = service == "gateway" and child.copy == 1
             settings = replace(
                 settings, nats_user=user,
                 nats_password=natsauth.password_for(self._nats_secret, user) if user else "",
-                nats_auth_file=settings.nats_auth_file if child.name == "gateway" else "")
+                nats_auth_file=settings.nats_auth_file if rewrites else "")
         env = {**os.environ, **config.as_env(settings)}
         env.pop("DATABASE_URL", None)  # the child's SNAPDEPLOY_DATABASE_URL is the one to use
-        child.process = spawn(child.name, [sys.executable, "-m", f"services.{child.name}"],
+        child.process = spawn(child.name, [sys.executable, "-m", f"services.{service}"],
                               self.logs / f"{child.name}.log", env=env)
         child.started_at = time.monotonic()
 
@@ -333,12 +391,18 @@ class Stack:
         """What stack.json holds: no password and no secret key, only where the generated
         ones are kept (``generated``: field -> key in secrets.json; see ``read_stack``)."""
         s = self.settings
+        gateways = [c.listen for c in self.children if c.service == "gateway"]
         return {
             "gateway_url": f"http://{s.gateway_listen}",
+            # Every gateway copy (the first is gateway_url): a load balancer's backends.
+            "gateway_urls": [f"http://{a}" for a in gateways or [s.gateway_listen]],
             "api_url": f"http://{s.gateway_listen}/client/api",
             "audit_stream_url": f"http://{s.gateway_listen}/client/events",
             "console_url": f"http://{s.gateway_listen}/client/",
             "nats_url": s.nats_url,
+            "nats_nodes": self.nats_nodes if self._nats_secret else None,
+            "nats_replicas": s.nats_replicas,
+            "replicas": self.replicas,
             "nats_user": s.nats_user,
             "nats_identities": bool(self._nats_secret),
             "database_url": config.redact_url(s.database_url),
@@ -362,6 +426,7 @@ class Stack:
             "servers": {name: {**_identity_of(srv.pid), "url": config.redact_url(srv.url),
                                "log": str(srv.log_path)} for name, srv in self.servers.items()},
             "services": {c.name: {**_identity_of(c.process.pid if c.process else None),
+                                  "service": c.service or c.name,
                                   "health_url": c.health_url,
                                   "log": str(self.logs / f"{c.name}.log")}
                          for c in self.children},
@@ -414,9 +479,13 @@ class Stack:
             restarted: Server = self._start_kvm_host().daemon.server
             return restarted
         port = int(server.url.rsplit(":", 1)[1].split("/", 1)[0])
-        if server.name == "nats-server":
+        if server.name.startswith("nats-server"):
+            # A cluster's node on its own ports again: the others' routes name them.
+            cluster = self._nats_cluster
+            node = cluster.client_ports.index(port) + 1 if cluster else 1
             return start_nats(self.state_dir, port, server.user, server.password,
-                              authorization=NATS_AUTHORIZATION if self._nats_secret else None)
+                              authorization=NATS_AUTHORIZATION if self._nats_secret else None,
+                              node=node, cluster=cluster)
         if server.name == "postgres":
             return start_postgres(self.state_dir, port, server.password)
         return start_vcsim(self.state_dir, port, server.user, server.password, _vcsim_args())
@@ -499,6 +568,33 @@ def _with_user(url: str, user: str, password: str) -> str:
                                             f"{parts.netloc.rsplit('@', 1)[-1]}"))
 
 
+async def _jetstream_ready(urls: str, user: str, password: str,
+                           within: float = READY_TIMEOUT_S) -> None:
+    """Wait until the cluster at ``urls`` answers JetStream requests (it has elected its
+    meta leader)."""
+    import nats
+
+    from shared.bus import nats_servers
+
+    nc = await nats.connect(nats_servers(urls), user=user, password=password,
+                            inbox_prefix=natsauth.inbox_prefix(user), connect_timeout=5,
+                            max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    try:
+        js = nc.jetstream(timeout=2)
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                await js.account_info()
+                return
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise StartError(f"the NATS cluster at {urls} did not elect a JetStream "
+                                     f"leader within {within:.0f}s ({exc})") from exc
+                await asyncio.sleep(0.3)
+    finally:
+        await nc.close()
+
+
 async def _prepare_database(owner_url: str, role: str = "", password: str = "") -> None:
     """Migrate as the schema's owner; with ``role``, also create it with the services'
     rights."""
@@ -527,6 +623,12 @@ def _summary(info: dict[str, Any], *, keys: bool = True) -> str:
     lines = [
         "snapdeploy is up.",
         f"  API (CloudStack)   {info['api_url']}",
+    ]
+    more = info.get("gateway_urls", [])[1:]
+    if more:
+        lines.append(f"  more gateways      {', '.join(more)} (the same API: put a load "
+                     "balancer in front of all)")
+    lines += [
         f"  audit stream       {info['audit_stream_url']}",
         f"  admin API key      {info['admin_api_key']}",
     ]
@@ -536,8 +638,11 @@ def _summary(info: dict[str, Any], *, keys: bool = True) -> str:
         lines.append(f"  web console        {info['console_url']} (user admin"
                      + (f", password {info['admin_password']})" if keys and
                         info.get("admin_password") else ")"))
+    nodes = info.get("nats_nodes") or 1
     lines += [
-        f"  NATS               {info['nats_url']}",
+        f"  NATS               {info['nats_url']}"
+        + (f" ({nodes} nodes, events stream on {info.get('nats_replicas')})"
+           if nodes > 1 else ""),
         f"  vCenter            {info['vcenter_url']}",
     ]
     zone = info.get("kvm")
@@ -550,6 +655,9 @@ def _summary(info: dict[str, Any], *, keys: bool = True) -> str:
         lines.append(f"  KVM consoles       {zone['console_logs']}/<VM>-console.log")
     elif info.get("kvm_zones"):
         lines.append(f"  KVM zones          {info['kvm_zones']}")
+    if (info.get("replicas") or 1) > 1:
+        lines.append(f"  service copies     {info['replicas']} of each (relay and projector: "
+                     "one active, the others standing by)")
     lines.append(f"  state and logs     {info['state_dir']}")
     return "\n".join(lines)
 
@@ -561,19 +669,21 @@ def _refuse(state_dir: Path) -> int:
 
 
 def up(state_dir: Path, *, detach: bool = False, gateway_listen: str | None = None,
-       show_keys: bool = True) -> int:
+       show_keys: bool = True, nats_nodes: int = 1, replicas: int = 1) -> int:
     """Start the stack and supervise it until SIGINT/SIGTERM (or, with ``detach``, start it
     in the background and return once it is up). ``show_keys=False`` (the background
-    launcher, whose output goes to launcher.log) prints no secret key."""
+    launcher, whose output goes to launcher.log) prints no secret key. ``nats_nodes``:
+    nats-server nodes (a cluster when more than one); ``replicas``: copies of each
+    service."""
     if detach:
-        return _up_detached(state_dir, gateway_listen)
+        return _up_detached(state_dir, gateway_listen, nats_nodes, replicas)
     private_dir(state_dir)
     lock = _lock(state_dir)
     if lock is None:
         # Another launcher runs on this folder: a second one would start a second
         # nats-server on the same JetStream data and remove the first one's stack.json.
         return _refuse(state_dir)
-    stack = Stack(state_dir, gateway_listen)
+    stack = Stack(state_dir, gateway_listen, nats_nodes=nats_nodes, replicas=replicas)
     should_stop = [False]
 
     def on_signal(signum: int, _: object) -> None:
@@ -597,7 +707,8 @@ def up(state_dir: Path, *, detach: bool = False, gateway_listen: str | None = No
     return 0
 
 
-def _up_detached(state_dir: Path, gateway_listen: str | None) -> int:
+def _up_detached(state_dir: Path, gateway_listen: str | None, nats_nodes: int,
+                 replicas: int) -> int:
     private_dir(state_dir)
     stack_file = state_dir / STACK_FILE
     if _locked(state_dir):
@@ -612,6 +723,7 @@ def _up_detached(state_dir: Path, gateway_listen: str | None) -> int:
             "--hide-keys"]
     if gateway_listen:
         argv += ["--gateway-listen", gateway_listen]
+    argv += ["--nats-nodes", str(nats_nodes), "--replicas", str(replicas)]
     log_path = private_dir(state_dir / "logs") / "launcher.log"
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     with os.fdopen(fd, "ab") as log:
