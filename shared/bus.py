@@ -47,6 +47,10 @@ from shared.log import correlation
 log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW_S = 120.0
+# How long a message handed to a consumer stays its before NATS hands it out again. A
+# handler still at work says so every third of it (``Consumer._keep_alive``); a message
+# whose consumer died (or whose NATS node did) is delivered again after this.
+ACK_WAIT_S = 15.0
 # A handler that loses an expected-version race reruns (after a short random pause that
 # grows with each loss, at most 1 s) this many times before the message goes back to NATS.
 CONFLICT_RETRIES = 30
@@ -409,7 +413,7 @@ class Consumer:
         store: Store,
         handlers: Mapping[str, Handler],
         *,
-        ack_wait: float = 60.0,
+        ack_wait: float = ACK_WAIT_S,
         max_deliver: int = 20,
         batch: int = 64,
         handler_timeout: float = 900.0,

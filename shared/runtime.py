@@ -205,6 +205,9 @@ class Runtime:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
+                # The work stopped, perhaps while it was failing: a standby reports no
+                # state of work it does not run, and the next active turn starts clean.
+                self.checks.pop(what, None)
                 await lease.release()
 
     async def hypervisors(self) -> Hypervisors:

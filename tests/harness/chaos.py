@@ -18,8 +18,10 @@ every accepted deploy to settle, and checks:
   reservation per VM; JetStream holds each stored event exactly once;
 * the read models equal a rebuild from the event store.
 
-The report gives the numbers. `make test` runs one round (tests/e2e/test_chaos.py);
-`make chaos` runs five and writes CHAOS.json.
+With ``--replicas N --nats-nodes M`` the stack runs N copies of each service and a cluster
+of M NATS nodes, and a round kills every copy, every node, and the active relay and
+projector. The report gives the numbers. `make test` runs one round of each
+(tests/e2e/test_chaos.py); `make chaos` runs five and writes CHAOS.json.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,8 +53,13 @@ from shared.stack.launcher import alive, healthy, read_stack
 from tests.harness.vsphere import Vcsim
 
 SNAPDEPLOY = [sys.executable, "-m", "shared.cli"]
+# What one round kills in a stack of one copy each (``targets``).
 TARGETS = ("gateway", "planner", "seeder", "cloner", "volume", "relay", "projector",
            "nats-server", "postgres")
+# The services that run one active copy among their copies (Runtime.lead): with copies, the
+# active one is also killed on purpose, found by its /healthz role.
+LEADING = ("relay", "projector")
+ACTIVE = ":active"
 READ_MODELS = {"vm_instances": "id", "async_jobs": "id", "vmsnapshot_spool_ref": "id",
                "catalog": "kind, id"}
 
@@ -109,15 +117,41 @@ def _say(text: str) -> None:
     print(f"chaos: {text}", file=sys.stderr, flush=True)
 
 
+def targets(info: dict[str, Any]) -> list[str]:
+    """What one round kills in a running stack: every copy of every service and every
+    server but vcsim (whose faults are injected instead), and with copies the active relay
+    and projector too (``relay:active``)."""
+    services = list(info["services"])
+    out = [name for name in services if not name.startswith("gateway")]
+    out += [name for name in services if name.startswith("gateway")]
+    out += [name for name in info["servers"] if name != "vcsim"]
+    if (info.get("replicas") or 1) > 1:
+        out += [f"{service}{ACTIVE}" for service in LEADING]
+    return out
+
+
+def _role(health_url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(health_url, timeout=3) as answer:
+            role: str | None = json.loads(answer.read()).get("role")
+            return role
+    except (OSError, ValueError):
+        return None
+
+
 class Chaos:
+    """``replicas`` copies of each service and ``nats_nodes`` NATS nodes (``up``'s options)."""
+
     def __init__(self, state_dir: Path, rounds: int, interval: float, seed: int,
-                 fault_rate: float = 0.1) -> None:
+                 fault_rate: float = 0.1, *, replicas: int = 1, nats_nodes: int = 1) -> None:
         self.state_dir = state_dir
         self.rounds = rounds
         self.interval = interval
         self.fault_rate = fault_rate
+        self.replicas = replicas
+        self.nats_nodes = nats_nodes
         self.rng = random.Random(seed)
-        self.report = Report(rounds=rounds, kills=dict.fromkeys(TARGETS, 0))
+        self.report = Report(rounds=rounds, kills={})
         self.accepted: dict[str, str] = {}  # vm id -> job id
         self.done = threading.Event()
         self.info: dict[str, Any] = {}
@@ -134,9 +168,11 @@ class Chaos:
         # in tests/e2e/test_kvm.py).
         env = {**os.environ, "SNAPDEPLOY_VCENTER_TIMEOUT": "10",
                "SNAPDEPLOY_VCSIM_ARGS": "-host 8", "SNAPDEPLOY_KVM_ZONES": ""}
-        subprocess.run([*SNAPDEPLOY, "up", "--detach", "--state-dir", str(self.state_dir)],
+        subprocess.run([*SNAPDEPLOY, "up", "--detach", "--state-dir", str(self.state_dir),
+                        "--replicas", str(self.replicas), "--nats-nodes", str(self.nats_nodes)],
                        check=True, timeout=300, env=env, stdout=subprocess.DEVNULL)
         self.info = self.stack()
+        self.report.kills = dict.fromkeys(targets(self.info), 0)
 
     def down(self) -> None:
         subprocess.run([*SNAPDEPLOY, "down", "--state-dir", str(self.state_dir)], check=False,
@@ -147,10 +183,24 @@ class Chaos:
         group = "servers" if target in info["servers"] else "services"
         return int(info[group][target]["pid"])
 
+    def active(self, service: str) -> str:
+        """The copy of ``service`` that holds its lease now."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            copies: dict[str, dict[str, Any]] = self.stack()["services"]
+            for name, copy in copies.items():
+                if copy.get("service", name) == service and \
+                        _role(copy["health_url"]) == "active":
+                    return name
+            time.sleep(0.2)
+        raise RuntimeError(f"no copy of {service} became active within 60s")
+
     def kill(self, target: str) -> None:
-        pid = self.pid_of(target)
+        name = self.active(target.removesuffix(ACTIVE)) if target.endswith(ACTIVE) else target
+        pid = self.pid_of(name)
         os.kill(pid, signal.SIGKILL)
         self.report.kills[target] += 1
+        target = name
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             time.sleep(0.2)
@@ -168,8 +218,12 @@ class Chaos:
 
     # ---- the workload ------------------------------------------------------------------
 
-    def client(self) -> CloudStack:
-        return CloudStack(endpoint=self.info["api_url"], key=self.info["admin_api_key"],
+    def client(self, n: int = 0) -> CloudStack:
+        """A client of the ``n``-th gateway (round robin over the copies, as a load
+        balancer would)."""
+        urls = self.info.get("gateway_urls") or [self.info["gateway_url"]]
+        return CloudStack(endpoint=urls[n % len(urls)] + "/client/api",
+                          key=self.info["admin_api_key"],
                           secret=self.info["admin_secret_key"], timeout=30)
 
     def prepare(self) -> dict[str, str]:
@@ -197,13 +251,14 @@ class Chaos:
 
     def submit(self, params: dict[str, str]) -> None:
         """Deploy until told to stop; each request retried with its requestid until answered."""
-        client = self.client()
         n = 0
         while not self.done.is_set():
             request = {**params, "name": f"chaos-{n}", "requestid": f"chaos-{n}"}
+            tries = 0
             while True:
                 try:
-                    answer = client.deployVirtualMachine(**request)
+                    # A retry goes to the next gateway copy, as a load balancer's would.
+                    answer = self.client(n + tries).deployVirtualMachine(**request)
                 except CloudStackApiException as exc:
                     code = int((exc.error or {}).get("errorcode", 0))
                     if code < 500:  # refused: a client would not send it again
@@ -215,6 +270,7 @@ class Chaos:
                     self.accepted[answer["id"]] = answer["jobid"]
                     break
                 self.report.client_retries += 1
+                tries += 1
                 time.sleep(0.5)
             n += 1
             time.sleep(self.interval)
@@ -227,7 +283,7 @@ class Chaos:
             submitter = threading.Thread(target=self.submit, args=(params,), daemon=True)
             submitter.start()
             for round_ in range(self.rounds):
-                for target in TARGETS:
+                for target in self.report.kills:
                     time.sleep(self.rng.uniform(0.5, 3.0))
                     self.kill(target)
                 _say(f"round {round_ + 1} of {self.rounds} done; "
@@ -338,8 +394,8 @@ class Chaos:
             + [f"VM {vm} runs without a reservation" for vm in (running & mine) - held])
 
     async def _published(self, conn: asyncpg.Connection, within: float = 120) -> None:
-        nc = await nats.connect(self.info["nats_url"], user=self.info["nats_user"],
-                                password=self.info["nats_password"])
+        nc = await nats.connect(servers=self.info["nats_url"].split(","),
+                                user=self.info["nats_user"], password=self.info["nats_password"])
         try:
             deadline = time.monotonic() + within
             while True:
@@ -395,10 +451,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of vCenter reconfigure calls made to fail (default 0.1)")
     parser.add_argument("--state-dir", type=Path, default=Path(".chaos"),
                         help="where the stack keeps its data and logs (default .chaos)")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="copies of each service (up --replicas; default 1)")
+    parser.add_argument("--nats-nodes", type=int, default=1,
+                        help="NATS nodes, clustered when more than one (default 1)")
     parser.add_argument("--report", type=Path, help="also write the report here as JSON")
     args = parser.parse_args(argv)
     report = Chaos(args.state_dir.resolve(), args.rounds, args.interval, args.seed,
-                   args.fault_rate).run()
+                   args.fault_rate, replicas=args.replicas, nats_nodes=args.nats_nodes).run()
     print(report.summary())
     if args.report:
         args.report.write_text(json.dumps({**asdict(report), "ok": report.ok}, indent=2) + "\n")
