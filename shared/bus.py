@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import itertools
 import logging
 import random
@@ -444,45 +445,79 @@ class Consumer:
 
     async def run(self) -> None:
         """Fetch and handle messages until ``stopping`` is set (or cancelled)."""
-        try:
-            await self.js.stream_info(subjects.EVENTS_STREAM)
-        except NotFoundError:
-            # The relay creates it; a service's NATS identity may not (it fails, and the
-            # consumer is run again after a pause).
-            await ensure_events_stream(self.js)
+        # The relay creates the stream (a service's NATS identity may not): wait for it.
+        waiting = False
+        while True:
+            try:
+                await self.js.stream_info(subjects.EVENTS_STREAM)
+                break
+            except NotFoundError:
+                if not waiting:
+                    log.info("consumer %s waiting for the relay to create the %s stream",
+                             self.name, subjects.EVENTS_STREAM)
+                    waiting = True
+                if self.stopping.is_set():
+                    return
+                await asyncio.sleep(0.5)
         # add_consumer creates the durable or updates it to the current handler set.
         await self.js.add_consumer(subjects.EVENTS_STREAM, self.config())
         sub = await self.js.pull_subscribe_bind(self.name, stream=subjects.EVENTS_STREAM)
         log.info("consumer %s handling %s", self.name, ", ".join(sorted(self.handlers)))
         this = asyncio.current_task()
+        # Up to ``batch`` messages in hand at once; more are fetched as soon as any is
+        # done, not when a whole fetched batch is (one slow clone must not hold the rest).
+        in_hand: set[asyncio.Task[None]] = set()
+        last_of: dict[str, asyncio.Task[None]] = {}  # per stream, the message taken last
         try:
             while not self.stopping.is_set():
                 if this is not None and this.cancelling():
                     # Cancelled, but a library call (nats.py's fetch waits with wait_for)
                     # swallowed the CancelledError: stop anyway.
                     raise asyncio.CancelledError
+                room = self.batch - len(in_hand)
+                if room <= 0:
+                    await asyncio.wait(in_hand, return_when=asyncio.FIRST_COMPLETED)
+                    continue
                 try:
-                    messages = await sub.fetch(self.batch, timeout=1.0)
+                    messages = await sub.fetch(room, timeout=1.0)
                 except (TimeoutError, nats.errors.TimeoutError):
                     continue
                 # Messages of different streams run concurrently (their writes meet only
-                # through expected versions); those of one stream run in the order they came.
-                by_stream: dict[str, list[Msg]] = {}
+                # through expected versions); those of one stream in the order they came,
+                # each once the one before it is done.
                 for msg in messages:
-                    by_stream.setdefault(_stream_of(msg), []).append(msg)
-                await asyncio.gather(*(self._in_order(group) for group in by_stream.values()))
+                    stream = _stream_of(msg)
+                    task = asyncio.ensure_future(self._after(last_of.get(stream), msg))
+                    last_of[stream] = task
+                    in_hand.add(task)
+                    task.add_done_callback(functools.partial(_done, in_hand, last_of, stream))
+            if in_hand:
+                await asyncio.wait(in_hand)  # stopping: finish what is in hand
+        except BaseException:
+            # Cancelled (or failing): what is in hand goes back to NATS at once, once this
+            # subscription is gone (NATS hands a message back to a pull request still open,
+            # and drops one whose subscriber is gone).
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            for task in in_hand:
+                task.cancel()
+            await asyncio.gather(*in_hand, return_exceptions=True)
+            raise
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         log.info("consumer %s stopped taking messages", self.name)
 
-    async def _in_order(self, messages: list[Msg]) -> None:
-        for i, msg in enumerate(messages):
-            try:
-                await self.process(msg)
-            except asyncio.CancelledError:
-                await asyncio.shield(_hand_back(messages[i:]))
-                raise
+    async def _after(self, previous: asyncio.Task[None] | None, msg: Msg) -> None:
+        """Handle ``msg`` once ``previous`` (its stream's message before it) is done;
+        handed back to NATS if cancelled first."""
+        try:
+            if previous is not None:
+                await asyncio.wait({previous})
+            await self.process(msg)
+        except asyncio.CancelledError:
+            await asyncio.shield(_hand_back([msg]))
+            raise
 
     async def process(self, msg: Msg) -> None:
         """Handle one message: skip it if seen, else run the handler and commit."""
@@ -529,6 +564,18 @@ class Consumer:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+
+def _done(in_hand: set[asyncio.Task[None]], last_of: dict[str, asyncio.Task[None]],
+          stream: str, task: asyncio.Task[None]) -> None:
+    in_hand.discard(task)
+    if last_of.get(stream) is task:
+        del last_of[stream]
+    if not task.cancelled() and task.exception() is not None:
+        # process() settles its own failures; this is NATS failing under it (an ack lost
+        # with the connection): the message comes back after the ack wait.
+        log.warning("a message was left unsettled: %s: %s", type(task.exception()).__name__,
+                    task.exception())
 
 
 async def _hand_back(messages: list[Msg]) -> None:
