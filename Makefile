@@ -76,6 +76,7 @@ bench: install
 	$(BIN)/python -m bench.eventstore
 	$(BIN)/python -m bench.placement
 	$(BIN)/python -m bench.deploys
+	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.report
 
 # KVM's data plane: old path (export, copy back) against seeding once, on disks of 1 and 4

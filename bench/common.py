@@ -141,14 +141,15 @@ def postgres() -> Iterator[str]:
 
 
 @contextmanager
-def stack(state_dir: Path, vcsim_args: str = "") -> Iterator[dict[str, Any]]:
-    """A whole snapdeploy stack, as `snapdeploy up --detach` starts it."""
+def stack(state_dir: Path, vcsim_args: str = "",
+          up_args: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+    """A whole snapdeploy stack, as `snapdeploy up --detach` starts it (with ``up_args``)."""
     # vCenter's zone only (no KVM zone): these benchmarks measure the control plane on
     # vcsim; KVM's data plane has its own (bench.dataplane).
     env = {**os.environ, "SNAPDEPLOY_VCSIM_ARGS": vcsim_args, "SNAPDEPLOY_LOG_LEVEL": "WARNING",
            "SNAPDEPLOY_KVM_ZONES": ""}
-    subprocess.run([*SNAPDEPLOY, "up", "--detach", "--state-dir", str(state_dir)], check=True,
-                   env=env, stdout=subprocess.DEVNULL)
+    subprocess.run([*SNAPDEPLOY, "up", "--detach", "--state-dir", str(state_dir), *up_args],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
     try:
         yield read_stack(state_dir)
     finally:

@@ -54,10 +54,15 @@ class Api:
     def __init__(self, info: dict[str, Any]) -> None:
         self.info = info
         self.done: dict[str, asyncio.Future[float]] = {}
+        # Every gateway copy, in turn, as a load balancer in front of them would.
+        self.urls = [f"{url}/client/api" for url in info.get("gateway_urls") or []] \
+            or [info["api_url"]]
+        self.calls = 0
 
     async def __aenter__(self) -> Api:
         self.http = aiohttp.ClientSession()
-        self.nc = await nats.connect(self.info["nats_url"], user=self.info["nats_user"],
+        self.nc = await nats.connect(servers=self.info["nats_url"].split(","),
+                                     user=self.info["nats_user"],
                                      password=self.info["nats_password"])
 
         async def on_done(msg: Any) -> None:
@@ -77,7 +82,8 @@ class Api:
         pairs = [("command", command), ("response", "json"),
                  ("apikey", self.info["admin_api_key"]), *params.items()]
         pairs.append(("signature", sign(pairs, self.info["admin_secret_key"])))
-        url = self.info["api_url"] + "?" + urllib.parse.urlencode(pairs)
+        self.calls += 1
+        url = self.urls[self.calls % len(self.urls)] + "?" + urllib.parse.urlencode(pairs)
         async with self.http.get(url) as response:
             body = await response.json()
         value: dict[str, Any] = next(iter(body.values()))

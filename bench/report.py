@@ -194,6 +194,34 @@ def eventstore(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def scale(r: dict[str, Any]) -> list[str]:
+    lines = ["## Copies of every service (`python -m bench.scale`)", "",
+             f"vcsim's methods slowed to a real vCenter's pace (`{r['delays']}` ms). Each row "
+             "is a stack of its own with that many copies of each service; its deploys go "
+             "round robin over the gateway copies, and the bare pyVmomi client (clone, "
+             "reconfigure, power-on, each task polled) deploys as many at the same "
+             "concurrency in the same run.", "",
+             "| copies | deploys, in flight | service | bare | service / bare | goal | |",
+             "|---|---|---|---|---|---|---|"]
+    for row in r["levels"]:
+        lines.append(f"| {row['replicas']} | {row['deploys']}, {row['in_flight']} | "
+                     f"{row['service_per_s']:.2f}/s | {row['bare_per_s']:.2f}/s | "
+                     f"{row['fraction_of_bare']:.2f} | ≥ 0.8 | "
+                     f"{verdict(row['fraction_of_bare'] >= 0.8)} |")
+    for row in r["levels"]:
+        for service in ("relay", "projector"):
+            took = row.get(f"{service}_failover")
+            if took:
+                s = took["seconds"]
+                lines.append("")
+                lines.append(f"Failover of the {service} ({row['replicas']} copies): from "
+                             "SIGKILL of the active copy until an event appended right after "
+                             f"is {'published' if service == 'relay' else 'projected'}: "
+                             f"median {s['median'] * 1000:.0f} ms, max "
+                             f"{s['max'] * 1000:.0f} ms over {s['n']} kills.")
+    return lines
+
+
 def placement(r: dict[str, Any]) -> list[str]:
     lines = ["## Placement (`python -m bench.placement`)", "",
              "Reading every host's capacity from the store's write-side table "
@@ -351,7 +379,7 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 def render(results_dir: Path, out: Path) -> str:
-    sections = ("deploys", "eventstore", "placement", "dataplane")  # chaos.json: README
+    sections = ("deploys", "eventstore", "placement", "scale", "dataplane")  # chaos: README
     results = {p.stem: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))
                if p.stem in sections}
     any_result: dict[str, Any] = next((results[s] for s in sections if s in results), {})
@@ -364,7 +392,8 @@ def render(results_dir: Path, out: Path) -> str:
              f"Machine: {m.get('cpus')} cores ({m.get('cpu_model')}), {m.get('memory_gib')} GiB, "
              f"Python {m.get('python')}, Linux {m.get('kernel')}.", ""]
     for name, render_part in (("deploys", deploys), ("eventstore", eventstore),
-                              ("placement", placement), ("dataplane", dataplane)):
+                              ("placement", placement), ("scale", scale),
+                              ("dataplane", dataplane)):
         if name in results:
             lines += [*render_part(results[name]), "",
                       f"Run {results[name]['when']}: `{results[name]['command']}`", ""]

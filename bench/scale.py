@@ -1,0 +1,192 @@
+"""Deploy throughput with copies of every service, vCenter as slow as a real one; and how
+long the relay and the projector take to fail over.
+
+    python -m bench.scale [--replicas 1,2,4] [--deploys 64] [--in-flight 64] [--kills 10]
+
+vcsim's methods are slowed to what a real vCenter takes (``--delays``: clone 2 s,
+reconfigure 0.5 s, power-on 1 s). For each number of copies, a stack of its own
+(``snapdeploy up --replicas N``): ``--deploys`` deploys, ``--in-flight`` at once, through the
+API (round robin over the gateway copies, as a load balancer would), and beside them in
+the same run the bare pyVmomi client (``bench.deploys``' fast one: the same clone,
+reconfigure and power-on) at the same concurrency. Then, in the stack of two copies:
+``--kills`` times, SIGKILL the active relay and append an event at once, and time until
+it is published on NATS; the same for the projector, until the event is projected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import signal
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bench.common import goal_line, stack, summary, write
+from bench.deploys import Api, setup
+from shared.drivers.vmware import VSphere
+from shared.stack.launcher import read_stack
+
+DELAYS = "CloneVM_Task:2000,ReconfigVM_Task:500,PowerOnVM_Task:1000"
+
+
+def role(health_url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(health_url, timeout=3) as answer:
+            found: str | None = json.loads(answer.read()).get("role")
+            return found
+    except (OSError, ValueError, urllib.error.HTTPError):
+        return None
+
+
+def copies(state: Path, service: str) -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = read_stack(state)["services"]
+    return {name: s for name, s in services.items() if s.get("service", name) == service}
+
+
+async def one_active(state: Path, service: str, within: float = 120) -> str:
+    """The copy of ``service`` holding its lease, once every copy answers and exactly one is
+    active (the others standing by)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        found = copies(state, service)
+        roles = await asyncio.gather(*(asyncio.to_thread(role, s["health_url"])
+                                       for s in found.values()))
+        if sorted(map(str, roles)) == ["active", *["standby"] * (len(roles) - 1)]:
+            return next(name for name, r in zip(found, roles, strict=True) if r == "active")
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"no single active {service} within {within:.0f}s")
+
+
+async def failover(api: Api, state: Path, service: str, kills: int) -> dict[str, Any]:
+    """Seconds from SIGKILLing the active copy of ``service`` until an event appended right
+    after is published (relay) or projected (projector)."""
+    published: dict[str, float] = {}
+
+    async def on_event(msg: Any) -> None:
+        offering = json.loads(msg.data)["data"].get("offering_id")
+        published.setdefault(offering, time.perf_counter())
+
+    sub = await api.nc.subscribe("snapdeploy.events.*.ServiceOfferingCreated", cb=on_event)
+    took = []
+    try:
+        for n in range(kills):
+            active = await one_active(state, service)
+            os.kill(int(copies(state, service)[active]["pid"]), signal.SIGKILL)
+            killed = time.perf_counter()
+            name = f"failover-{service}-{n}-{uuid.uuid4().hex[:6]}"
+            # A synchronous command: it appends at once (and then waits, at most a few
+            # seconds, for the read models).
+            creating = asyncio.ensure_future(api.call(
+                "createServiceOffering", name=name, displaytext=name, cpunumber="1",
+                cpuspeed="10", memory="32"))
+            offering_id = None
+            while True:
+                if offering_id is None and creating.done():
+                    offering_id = creating.result()["serviceoffering"]["id"]
+                if service == "relay" and offering_id in published:
+                    took.append(published[offering_id] - killed)
+                    break
+                if service == "projector" and (await api.call(
+                        "listServiceOfferings", name=name)).get("serviceoffering"):
+                    took.append(time.perf_counter() - killed)
+                    break
+                await asyncio.sleep(0.01)
+            await creating
+    finally:
+        await sub.unsubscribe()
+    return {"kills": kills, "seconds": summary(took)}
+
+
+async def throughput(api: Api, ctx: dict[str, Any], deploys: int,
+                     in_flight: int) -> dict[str, Any]:
+    gate = asyncio.Semaphore(in_flight)
+
+    async def one(i: int) -> None:
+        async with gate:
+            await api.job("deployVirtualMachine", vmsnapshotid=ctx["snapshot"],
+                          serviceofferingid=ctx["offering"], networkids=ctx["network"],
+                          name=f"s-{i}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(deploys)))
+    service_rate = deploys / (time.perf_counter() - started)
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(in_flight) as pool:
+        started = time.perf_counter()
+        await asyncio.gather(*(loop.run_in_executor(pool, ctx["bare"].deploy, f"b-{i}", "fast")
+                               for i in range(deploys)))
+        bare_rate = deploys / (time.perf_counter() - started)
+    return {"deploys": deploys, "in_flight": in_flight, "service_per_s": service_rate,
+            "bare_per_s": bare_rate, "fraction_of_bare": service_rate / bare_rate}
+
+
+async def one_stack(replicas: int, args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as folder, \
+            stack(Path(folder), f"-host 8 -method-delay {args.delays}",
+                  ("--replicas", str(replicas))) as info:
+        session = await VSphere.connect(info["vcenter_url"], info["vcenter_user"],
+                                        info["vcenter_password"], verify_tls=False,
+                                        threads=args.in_flight + 4)
+        try:
+            async with Api(info) as api:
+                ctx = await setup(api, session)
+                row: dict[str, Any] = {"replicas": replicas,
+                                       **await throughput(api, ctx, args.deploys,
+                                                          args.in_flight)}
+                if replicas >= 2 and args.kills:
+                    for service in ("relay", "projector"):
+                        row[f"{service}_failover"] = await failover(api, Path(folder),
+                                                                    service, args.kills)
+        finally:
+            await session.close()
+    return row
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    rows = [await one_stack(n, args) for n in args.replicas]
+    return {"delays": args.delays, "levels": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--replicas", default="1,2,4", help="copies of each service to try")
+    parser.add_argument("--deploys", type=int, default=64, help="deploys per measurement")
+    parser.add_argument("--in-flight", type=int, default=64, help="deploys at once")
+    parser.add_argument("--kills", type=int, default=10,
+                        help="SIGKILLs of the active relay and projector (2 copies or more)")
+    parser.add_argument("--delays", default=DELAYS,
+                        help=f"vcsim's method delays in ms (default {DELAYS})")
+    parser.add_argument("--out", type=Path, default=None, help="results folder")
+    args = parser.parse_args()
+    args.replicas = [int(n) for n in args.replicas.split(",")]
+    result = asyncio.run(run(args))
+    path = write("scale", result, args.out)
+    rates = []
+    for row in result["levels"]:
+        rates.append(row["service_per_s"])
+        print(goal_line(f"{row['replicas']} copies: {row['in_flight']} in flight / bare "
+                        f"({row['service_per_s']:.1f} vs {row['bare_per_s']:.1f}/s)",
+                        row["fraction_of_bare"], ">= 0.8", row["fraction_of_bare"] >= 0.8))
+        for service in ("relay", "projector"):
+            if f"{service}_failover" in row:
+                took = row[f"{service}_failover"]["seconds"]
+                print(goal_line(f"  {service} failover, median of {took['n']} kills (s)",
+                                took["median"], "-", True))
+    never_lower = all(b >= a * 0.95 for a, b in itertools.pairwise(rates))
+    print(goal_line("more copies never lower throughput (5% noise allowed)",
+                    min(rates) / max(rates), "-", never_lower))
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
