@@ -283,6 +283,23 @@ async def setup(api: Api, session: VSphere) -> dict[str, Any]:
 BARE = ("fast", "collector")  # the bare clients, the first the one goals are judged by
 
 
+async def deploy_many(api: Api, ctx: dict[str, Any], count: int, level: int,
+                      prefix: str) -> float:
+    """``count`` deploys from the snapshot of ``setup``, ``level`` of them at once, each
+    until its job completed; the seconds all took."""
+    gate = asyncio.Semaphore(level)
+
+    async def one(i: int) -> None:
+        async with gate:
+            await api.job("deployVirtualMachine", vmsnapshotid=ctx["snapshot"],
+                          serviceofferingid=ctx["offering"], networkids=ctx["network"],
+                          name=f"{prefix}{i}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return time.perf_counter() - started
+
+
 async def overhead(api: Api, ctx: dict[str, Any], n: int) -> dict[str, Any]:
     """Deploys, each followed by one deploy of each bare client (their order alternating):
     per bare client, the ratio of each deploy to the bare deploy next to it."""
@@ -314,18 +331,8 @@ async def throughput(api: Api, ctx: dict[str, Any], levels: list[int],
     out = {}
     for level in levels:
         count = max(per_level, level)
-        gate = asyncio.Semaphore(level)
-
-        async def one(i: int, level: int = level, gate: asyncio.Semaphore = gate) -> None:
-            async with gate:
-                await api.job("deployVirtualMachine", vmsnapshotid=ctx["snapshot"],
-                              serviceofferingid=ctx["offering"], networkids=ctx["network"],
-                              name=f"t{level}-{i}")
-
         cpu_before = processes.read()
-        started = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(count)))
-        service_rate = count / (time.perf_counter() - started)
+        service_rate = count / await deploy_many(api, ctx, count, level, f"t{level}-")
         await asyncio.sleep(SETTLE_S)
         cpu = {"service": stack_cpu(cpu_before, processes.read(), count)}
 
@@ -463,18 +470,9 @@ async def statements(api: Api, ctx: dict[str, Any], level: int, count: int) -> d
         await admin.execute(f"SELECT '{MARK}idle'")
         await asyncio.sleep(IDLE_S)
         await admin.execute(f"SELECT '{MARK}deploys'")
-        gate = asyncio.Semaphore(level)
-
-        async def one(i: int) -> None:
-            async with gate:
-                await api.job("deployVirtualMachine", vmsnapshotid=ctx["snapshot"],
-                              serviceofferingid=ctx["offering"], networkids=ctx["network"],
-                              name=f"sql-{i}")
-
-        started = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(count)))
+        window = await deploy_many(api, ctx, count, level, "sql-")
         await asyncio.sleep(SETTLE_S)
-        window = time.perf_counter() - started
+        window += SETTLE_S
         await admin.execute(f"SELECT '{MARK}end'")
     finally:
         await admin.execute("ALTER SYSTEM RESET log_statement")

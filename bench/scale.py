@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import goal_line, stack, summary, write
-from bench.deploys import Api, setup
+from bench.deploys import Api, deploy_many, setup
 from shared.drivers.vmware import VSphere
 from shared.stack.launcher import read_stack
 
@@ -108,17 +108,7 @@ async def failover(api: Api, state: Path, service: str, kills: int) -> dict[str,
 
 async def throughput(api: Api, ctx: dict[str, Any], deploys: int,
                      in_flight: int) -> dict[str, Any]:
-    gate = asyncio.Semaphore(in_flight)
-
-    async def one(i: int) -> None:
-        async with gate:
-            await api.job("deployVirtualMachine", vmsnapshotid=ctx["snapshot"],
-                          serviceofferingid=ctx["offering"], networkids=ctx["network"],
-                          name=f"s-{i}")
-
-    started = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(deploys)))
-    service_rate = deploys / (time.perf_counter() - started)
+    service_rate = deploys / await deploy_many(api, ctx, deploys, in_flight, "s-")
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(in_flight) as pool:
         started = time.perf_counter()

@@ -37,6 +37,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Seconds one vCenter call may take before it counts as failed (and is retried where
     # that is safe). Tasks are waited for separately, for up to ten minutes.
     vcenter_timeout: float = 120.0
+    # vCenter calls a process runs at once, per vCenter (each waits for its task on a thread
+    # of its own): as many as a consumer holds messages, so one cloner drives as many
+    # deploys at once as it is handed.
+    vcenter_threads: int = 64
     # Further vCenters, each a zone per datacenter like the one above:
     # "<name>=https://<user>:<password>@<host>[:<port>]/sdk[?verify_tls=false]; ...".
     # Without user and password, vcenter_user's and vcenter_password's; without verify_tls,

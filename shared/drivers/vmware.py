@@ -111,6 +111,7 @@ async def connect(settings: Settings, vcenter: VCenter | None = None) -> VSphere
     vc = vcenter or VCenter("", settings.vcenter_url, settings.vcenter_user,
                             settings.vcenter_password, settings.vcenter_verify_tls)
     return await VSphere.connect(vc.url, vc.user, vc.password, verify_tls=vc.verify_tls,
+                                 threads=settings.vcenter_threads,
                                  call_timeout=settings.vcenter_timeout, scope=vc.name)
 
 

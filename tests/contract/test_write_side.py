@@ -77,6 +77,18 @@ from tests.kit import META, deploy, host
 MIGRATIONS = Path(__file__).parents[2] / "shared" / "db" / "migrations"
 
 
+async def old_schema(conn: asyncpg.Connection, last: int) -> None:
+    """The schema as migrations 1 to ``last`` made it, recorded as applied: an install from
+    before the later ones."""
+    await conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
+                       " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+    for path in sorted(MIGRATIONS.glob("[0-9]*_*.sql")):
+        if int(path.name[:4]) <= last:
+            await conn.execute(path.read_text())
+            await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                               int(path.name[:4]), path.name)
+
+
 def migrations_from(first: int) -> list[int]:
     """The versions of the migrations from ``first`` on."""
     numbers = (int(path.name[:4]) for path in MIGRATIONS.glob("[0-9]*_*.sql"))
@@ -448,13 +460,7 @@ async def test_hosts_stored_before_the_trigger_are_summarised_by_its_migration(
     pool = await create_pool(database_url, max_size=2)
     try:
         async with pool.acquire() as conn:
-            await conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
-                               " name text NOT NULL, applied_at timestamptz NOT NULL"
-                               " DEFAULT now())")
-            for path in sorted(MIGRATIONS.glob("000[1-6]_*.sql")):
-                await conn.execute(path.read_text())
-                await conn.execute("INSERT INTO schema_migrations (version, name)"
-                                   " VALUES ($1, $2)", int(path.name[:4]), path.name)
+            await old_schema(conn, 6)
         old = EventStore(pool)
         await live_host_life(old)
         async with pool.acquire() as conn:
@@ -603,14 +609,7 @@ async def test_networks_stored_before_the_trigger_are_summarised_by_its_migratio
     pool = await create_pool(database_url, max_size=2)
     try:
         async with pool.acquire() as conn:
-            await conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
-                               " name text NOT NULL, applied_at timestamptz NOT NULL"
-                               " DEFAULT now())")
-            for path in sorted(MIGRATIONS.glob("00[01]?_*.sql")):
-                if int(path.name[:4]) < 16:
-                    await conn.execute(path.read_text())
-                    await conn.execute("INSERT INTO schema_migrations (version, name)"
-                                       " VALUES ($1, $2)", int(path.name[:4]), path.name)
+            await old_schema(conn, 15)
         old = EventStore(pool)
         await network_life(old)
         # Before the key, nothing kept a second VM from an address held: its first holder
