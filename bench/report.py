@@ -386,7 +386,7 @@ def render(results_dir: Path, out: Path) -> str:
     m = any_result.get("machine", {})
     lines = ["# Benchmarks", "",
              "Ratios measured side by side in one run; absolute times are this machine's. "
-             "Regenerate with `make bench` (deploys, event store and placement, then this "
+             "Regenerate with `make bench` (deploys, event store, placement and copies, then this "
              "page); the data-plane benchmark writes several GiB and runs on its own: "
              "`make bench-dataplane`.", "",
              f"Machine: {m.get('cpus')} cores ({m.get('cpu_model')}), {m.get('memory_gib')} GiB, "
