@@ -201,6 +201,7 @@ def scale(r: dict[str, Any]) -> list[str]:
              "round robin over the gateway copies, and the bare pyVmomi client (clone, "
              "reconfigure, power-on, each task polled) deploys as many at the same "
              "concurrency in the same run.", "",
+             "Each figure is the median of the rounds measured.", "",
              "| copies | deploys, in flight | service | bare | service / bare | goal | |",
              "|---|---|---|---|---|---|---|"]
     for row in r["levels"]:

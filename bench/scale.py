@@ -8,9 +8,10 @@ reconfigure 0.5 s, power-on 1 s). For each number of copies, a stack of its own
 (``snapdeploy up --replicas N``): ``--deploys`` deploys, ``--in-flight`` at once, through the
 API (round robin over the gateway copies, as a load balancer would), and beside them in
 the same run the bare pyVmomi client (``bench.deploys``' fast one: the same clone,
-reconfigure and power-on) at the same concurrency. Then, in the stack of two copies:
-``--kills`` times, SIGKILL the active relay and append an event at once, and time until
-it is published on NATS; the same for the projector, until the event is projected.
+reconfigure and power-on) at the same concurrency, ``--rounds`` times (medians reported).
+Then, in the stacks of two copies or more: ``--kills`` times, SIGKILL the active relay and
+append an event at once, and time until it is published on NATS; the same for the
+projector, until the event is projected.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import itertools
 import json
 import os
 import signal
+import statistics
 import tempfile
 import time
 import urllib.error
@@ -106,17 +108,33 @@ async def failover(api: Api, state: Path, service: str, kills: int) -> dict[str,
     return {"kills": kills, "seconds": summary(took)}
 
 
-async def throughput(api: Api, ctx: dict[str, Any], deploys: int,
-                     in_flight: int) -> dict[str, Any]:
-    service_rate = deploys / await deploy_many(api, ctx, deploys, in_flight, "s-")
+async def throughput(api: Api, ctx: dict[str, Any], deploys: int, in_flight: int,
+                     rounds: int) -> dict[str, Any]:
+    """``rounds`` times: ``deploys`` through the services and as many by the bare client,
+    ``in_flight`` at once (which goes first alternating); the medians."""
     loop = asyncio.get_running_loop()
-    with ThreadPoolExecutor(in_flight) as pool:
-        started = time.perf_counter()
-        await asyncio.gather(*(loop.run_in_executor(pool, ctx["bare"].deploy, f"b-{i}", "fast")
-                               for i in range(deploys)))
-        bare_rate = deploys / (time.perf_counter() - started)
-    return {"deploys": deploys, "in_flight": in_flight, "service_per_s": service_rate,
-            "bare_per_s": bare_rate, "fraction_of_bare": service_rate / bare_rate}
+    service, bare = [], []
+
+    async def bare_rate(r: int) -> float:
+        with ThreadPoolExecutor(in_flight) as pool:
+            started = time.perf_counter()
+            await asyncio.gather(*(loop.run_in_executor(pool, ctx["bare"].deploy,
+                                                        f"b{r}-{i}", "fast")
+                                   for i in range(deploys)))
+            return deploys / (time.perf_counter() - started)
+
+    for r in range(rounds):
+        if r % 2:
+            bare.append(await bare_rate(r))
+        service.append(deploys / await deploy_many(api, ctx, deploys, in_flight, f"s{r}-"))
+        if not r % 2:
+            bare.append(await bare_rate(r))
+    fractions = [s / b for s, b in zip(service, bare, strict=True)]
+    return {"deploys": deploys, "in_flight": in_flight, "rounds": rounds,
+            "service_per_s": statistics.median(service),
+            "bare_per_s": statistics.median(bare),
+            "fraction_of_bare": statistics.median(fractions),
+            "rounds_service_per_s": service, "rounds_bare_per_s": bare}
 
 
 async def one_stack(replicas: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -131,7 +149,7 @@ async def one_stack(replicas: int, args: argparse.Namespace) -> dict[str, Any]:
                 ctx = await setup(api, session)
                 row: dict[str, Any] = {"replicas": replicas,
                                        **await throughput(api, ctx, args.deploys,
-                                                          args.in_flight)}
+                                                          args.in_flight, args.rounds)}
                 if replicas >= 2 and args.kills:
                     for service in ("relay", "projector"):
                         row[f"{service}_failover"] = await failover(api, Path(folder),
@@ -152,6 +170,8 @@ def main() -> None:
     parser.add_argument("--replicas", default="1,2,4", help="copies of each service to try")
     parser.add_argument("--deploys", type=int, default=64, help="deploys per measurement")
     parser.add_argument("--in-flight", type=int, default=64, help="deploys at once")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measurements per number of copies (their median is reported)")
     parser.add_argument("--kills", type=int, default=10,
                         help="SIGKILLs of the active relay and projector (2 copies or more)")
     parser.add_argument("--delays", default=DELAYS,

@@ -37,7 +37,8 @@ def test_every_benchmark_runs_small_and_the_report_renders(tmp_path: Path) -> No
     placement = bench("placement", tmp_path, "--vms", "100", "--rounds", "3")
     assert [row["hosts"] for row in placement["levels"]] == [10, 100, 1000]
     scale = bench("scale", tmp_path, "--replicas", "2", "--deploys", "2", "--in-flight", "2",
-                  "--kills", "1", "--delays", "CloneVM_Task:100,PowerOnVM_Task:50")
+                  "--kills", "1", "--rounds", "1", "--delays",
+                  "CloneVM_Task:100,PowerOnVM_Task:50")
     (row,) = scale["levels"]
     assert row["replicas"] == 2 and row["relay_failover"]["kills"] == 1
     text = render(tmp_path, tmp_path / "BENCHMARKS.md")

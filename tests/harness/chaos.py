@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -252,8 +253,11 @@ class Chaos:
     def submit(self, params: dict[str, str]) -> None:
         """Deploy until told to stop; each request retried with its requestid until answered."""
         n = 0
+        # Request ids of this run only: a state folder kept from an earlier run remembers
+        # that run's ids, and a repeated id with other parameters is refused.
+        run = uuid.uuid4().hex[:8]
         while not self.done.is_set():
-            request = {**params, "name": f"chaos-{n}", "requestid": f"chaos-{n}"}
+            request = {**params, "name": f"chaos-{n}", "requestid": f"chaos-{run}-{n}"}
             tries = 0
             while True:
                 try:
