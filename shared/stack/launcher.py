@@ -685,9 +685,11 @@ def up(state_dir: Path, *, detach: bool = False, gateway_listen: str | None = No
         return _refuse(state_dir)
     stack = Stack(state_dir, gateway_listen, nats_nodes=nats_nodes, replicas=replicas)
     should_stop = [False]
+    received: list[str] = []
 
     def on_signal(signum: int, _: object) -> None:
         should_stop[0] = True
+        received.append(signal.Signals(signum).name)
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -700,7 +702,8 @@ def up(state_dir: Path, *, detach: bool = False, gateway_listen: str | None = No
         print(f"snapdeploy: could not start: {exc}", file=sys.stderr)
         return 1
     finally:
-        stack._progress("stopping")
+        # Which signal asked for it, in the log: a stop nobody asked for is then traceable.
+        stack._progress(f"stopping ({', '.join(received) or 'no signal'})")
         stack.stop()
         os.close(lock)
     stack._progress("stopped")
