@@ -25,8 +25,6 @@ import signal
 import statistics
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,18 +33,9 @@ from typing import Any
 from bench.common import goal_line, stack, summary, write
 from bench.deploys import Api, deploy_many, setup
 from shared.drivers.vmware import VSphere
-from shared.stack.launcher import read_stack
+from shared.stack.launcher import read_stack, role
 
 DELAYS = "CloneVM_Task:2000,ReconfigVM_Task:500,PowerOnVM_Task:1000"
-
-
-def role(health_url: str) -> str | None:
-    try:
-        with urllib.request.urlopen(health_url, timeout=3) as answer:
-            found: str | None = json.loads(answer.read()).get("role")
-            return found
-    except (OSError, ValueError, urllib.error.HTTPError):
-        return None
 
 
 def copies(state: Path, service: str) -> dict[str, dict[str, Any]]:

@@ -8,6 +8,7 @@ keeps its own cursor, as each durable consumer does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from proto.envelope import Metadata
@@ -30,9 +31,26 @@ from shared.bus import Dispatched, Dispatcher, Outcome
 from shared.domain.inventory import observed, zone_id
 from shared.drivers.fake import FakeHypervisor
 from shared.drivers.zones import Hypervisors
-from shared.eventstore import NO_STREAM, Append, Store
+from shared.eventstore import NO_STREAM, Append, ConcurrencyError, Store
 
 META = Metadata(correlation_id="test", actor="admin/admin", account_id="admin")
+
+
+class CountsConflicts:
+    """Mixed into a store class: counts the commits refused because another writer moved
+    a stream first."""
+
+    conflicts = 0
+
+    async def commit(self, appends: Sequence[Append], metadata: Metadata, *,
+                     inbox: tuple[str, str] | None = None) -> int | None:
+        try:
+            last: int | None = await super().commit(  # type: ignore[misc]
+                appends, metadata, inbox=inbox)
+            return last
+        except ConcurrencyError:
+            self.conflicts += 1
+            raise
 
 
 @dataclass

@@ -619,6 +619,18 @@ def healthy(url: str) -> bool:
         return False
 
 
+def role(health_url: str) -> str | None:
+    """What a healthy copy of a service that runs one active copy (relay, projector) says it
+    is in its ``/healthz``: "active" or "standby"; None for any other service, an unhealthy
+    copy, or no answer."""
+    try:
+        with urllib.request.urlopen(health_url, timeout=3) as response:
+            found = json.loads(response.read()).get("role")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return found if isinstance(found, str) else None
+
+
 def _summary(info: dict[str, Any], *, keys: bool = True) -> str:
     lines = [
         "snapdeploy is up.",

@@ -7,13 +7,11 @@ in-memory store makes it: tests/unit/test_handlers_seeder.py)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 import asyncpg
 import pytest
 
 from proto import streams
-from proto.envelope import Metadata
 from proto.events import (
     NetworkImported,
     TemplateSeeded,
@@ -26,23 +24,22 @@ from services.planner.handlers import Planner
 from shared.bus import Dispatcher, Outcome
 from shared.domain import capacity
 from shared.eventstore import NO_STREAM, Append, ConcurrencyError, EventStore
-from tests.kit import META, deliver, deploy, given, host, new_stream, no_changes
+from tests.kit import (
+    META,
+    CountsConflicts,
+    deliver,
+    deploy,
+    given,
+    host,
+    new_stream,
+    no_changes,
+)
 
 VMS = 64
 
 
-class Counting(EventStore):
-    """Counts the commits refused because another writer moved a stream first."""
-
-    conflicts = 0
-
-    async def commit(self, appends: Sequence[Append], metadata: Metadata, *,
-                     inbox: tuple[str, str] | None = None) -> int | None:
-        try:
-            return await super().commit(appends, metadata, inbox=inbox)
-        except ConcurrencyError:
-            self.conflicts += 1
-            raise
+class Counting(CountsConflicts, EventStore):
+    pass
 
 
 async def test_placements_handled_at_once_by_one_planner_never_run_again(

@@ -9,35 +9,27 @@ takes over, and events appended after the kill reach JetStream and the read mode
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import subprocess
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
 
 from proto.envelope import Metadata
 from proto.events import VmStopped
 from shared.eventstore import Append, EventStore
 from shared.stack._servers import Server, free_port, terminate
+from shared.stack.launcher import role
 from tests.helpers import eventually, nats_connect, settings_for, start_service, stream_messages
 
 META = Metadata(correlation_id="standby", causation_id="standby", actor="test")
 
 
-def role(port: int) -> str | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as answer:
-            body: dict[str, Any] = json.loads(answer.read())
-    except (OSError, urllib.error.HTTPError, ValueError):
-        return None
-    return body.get("role")
+def health(port: int) -> str:
+    return f"http://127.0.0.1:{port}/healthz"
 
 
 async def roles(copies: list[tuple[subprocess.Popen[bytes], int]]) -> list[str | None]:
-    return await asyncio.gather(*(asyncio.to_thread(role, port) for _, port in copies))
+    return await asyncio.gather(*(asyncio.to_thread(role, health(port)) for _, port in copies))
 
 
 async def test_one_copy_is_active_and_a_standby_takes_over_when_it_is_killed(
@@ -91,7 +83,7 @@ async def test_one_copy_is_active_and_a_standby_takes_over_when_it_is_killed(
             _, standby_port = pair[1 - active]
 
             async def took_over(port: int = standby_port) -> bool:
-                return await asyncio.to_thread(role, port) == "active"
+                return await asyncio.to_thread(role, health(port)) == "active"
 
             await eventually(took_over, 60, f"the standby {service} to take over")
         # Events appended after both kills still flow, through the copies that took over.

@@ -37,7 +37,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -50,7 +49,7 @@ from cs import CloudStack, CloudStackApiException
 from pyVmomi import vim
 
 from proto import subjects
-from shared.stack.launcher import alive, healthy, read_stack
+from shared.stack.launcher import alive, healthy, read_stack, role
 from tests.harness.vsphere import Vcsim
 
 SNAPDEPLOY = [sys.executable, "-m", "shared.cli"]
@@ -131,15 +130,6 @@ def targets(info: dict[str, Any]) -> list[str]:
     return out
 
 
-def _role(health_url: str) -> str | None:
-    try:
-        with urllib.request.urlopen(health_url, timeout=3) as answer:
-            role: str | None = json.loads(answer.read()).get("role")
-            return role
-    except (OSError, ValueError):
-        return None
-
-
 class Chaos:
     """``replicas`` copies of each service and ``nats_nodes`` NATS nodes (``up``'s options)."""
 
@@ -191,7 +181,7 @@ class Chaos:
             copies: dict[str, dict[str, Any]] = self.stack()["services"]
             for name, copy in copies.items():
                 if copy.get("service", name) == service and \
-                        _role(copy["health_url"]) == "active":
+                        role(copy["health_url"]) == "active":
                     return name
             time.sleep(0.2)
         raise RuntimeError(f"no copy of {service} became active within 60s")

@@ -4,10 +4,8 @@ the fake driver."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 from proto import streams
-from proto.envelope import Metadata
 from proto.events import (
     AnyEvent,
     JobCompleted,
@@ -22,8 +20,18 @@ from proto.events import (
 from shared.bus import Outcome
 from shared.domain import seed
 from shared.drivers.fake import FakeHypervisor
-from shared.eventstore import Append, ConcurrencyError, MemoryEventStore, RecordedEvent
-from tests.kit import META, Delivery, World, deploy, given, imported, new_stream, pipeline
+from shared.eventstore import MemoryEventStore, RecordedEvent
+from tests.kit import (
+    META,
+    CountsConflicts,
+    Delivery,
+    World,
+    deploy,
+    given,
+    imported,
+    new_stream,
+    pipeline,
+)
 
 
 async def setup() -> tuple[MemoryEventStore, FakeHypervisor, World, Delivery]:
@@ -248,13 +256,12 @@ async def test_a_deploy_of_a_ready_seed_gets_its_source_in_the_placements_own_co
         streams.seed(world.snapshot_id, world.pool_id)) == seed_version
 
 
-class RemovedWhilePlacing(MemoryEventStore):
+class RemovedWhilePlacing(CountsConflicts, MemoryEventStore):
     """The seed's template is removed once, just after a placement read the seed ready."""
 
     def __init__(self) -> None:
         super().__init__()
         self.remove: tuple[str, str] | None = None
-        self.conflicts = 0
 
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
         found = await super().read_stream(stream_id, from_version)
@@ -266,13 +273,6 @@ class RemovedWhilePlacing(MemoryEventStore):
             self.remove = None
         return found
 
-    async def commit(self, appends: Sequence[Append], metadata: Metadata, *,
-                     inbox: tuple[str, str] | None = None) -> int | None:
-        try:
-            return await super().commit(appends, metadata, inbox=inbox)
-        except ConcurrencyError:
-            self.conflicts += 1
-            raise
 
 
 async def test_a_template_removed_while_a_vm_is_placed_is_not_its_source() -> None:
