@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -325,3 +327,14 @@ def handled(stack: dict[str, Any], consumer: str, event_type: str, **data: str) 
             await conn.close()
 
     return asyncio.run(check())
+
+
+def compose_config() -> str:
+    """docker-compose.yml as `docker-compose config` resolves it (the settings it requires
+    given), after checking that it is valid."""
+    env = {**os.environ, "SNAPDEPLOY_ADMIN_API_KEY": "k", "SNAPDEPLOY_ADMIN_SECRET_KEY": "s",
+           "SNAPDEPLOY_KEY_ENCRYPTION_KEY": "k" * 32}
+    checked = subprocess.run(["docker-compose", "config"], cwd=Path(__file__).parents[2],
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    return checked.stdout

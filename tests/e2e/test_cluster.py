@@ -24,7 +24,14 @@ from proto import subjects
 from shared.bus import nats_servers
 from shared.stack.launcher import SERVICES, alive, read_stack
 from tests.e2e.conftest import SNAPDEPLOY, pids_of, processes_of
-from tests.e2e.helpers import events_of_type, finished_job, snapshot, vm_named, wait_for
+from tests.e2e.helpers import (
+    compose_config,
+    events_of_type,
+    finished_job,
+    snapshot,
+    vm_named,
+    wait_for,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -169,13 +176,7 @@ def test_copies_of_a_service_share_its_durable_consumer(stack: dict[str, Any]) -
 
 
 def test_docker_compose_runs_three_nats_nodes_and_scalable_services() -> None:
-    root = Path(__file__).parents[2]
-    env = {**os.environ, "SNAPDEPLOY_ADMIN_API_KEY": "k", "SNAPDEPLOY_ADMIN_SECRET_KEY": "s",
-           "SNAPDEPLOY_KEY_ENCRYPTION_KEY": "k" * 32}
-    checked = subprocess.run(["docker-compose", "config"], cwd=root, env=env,
-                             capture_output=True, text=True, timeout=60)
-    assert checked.returncode == 0, checked.stderr
-    shown = checked.stdout
+    shown = compose_config()
     for node in ("nats", "nats-2", "nats-3"):
         assert f"\n  {node}:\n" in shown
     assert "SNAPDEPLOY_NATS_URL: nats://nats:4222,nats://nats-2:4222,nats://nats-3:4222" in shown
