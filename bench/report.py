@@ -185,7 +185,10 @@ def eventstore(r: dict[str, Any]) -> list[str]:
         lines += ["", f"Group commit: {gc['callers']} concurrent requests in one process, each "
                   "committing one small append to its own stream (as the gateway's API calls "
                   "do), on a pool of the gateway's size; median of "
-                  f"{gc['rounds']} alternating rounds of {gc['commits']:,} commits.", "",
+                  f"{gc['rounds']} alternating rounds of {gc['commits']:,} commits. This "
+                  "compares two ways snapdeploy's own store can commit (a statement per "
+                  "request, as before, and grouped); it is not a user's baseline, which the "
+                  "raw locked inserts above are.", "",
                   "| commits | per second | commits per statement |", "|---|---|---|",
                   f"| one statement each | {gc['one_per_request_per_s']:,.0f}/s | 1 |",
                   f"| grouped (`EventStore(group_commit=True)`, the gateway) | "
@@ -198,9 +201,10 @@ def scale(r: dict[str, Any]) -> list[str]:
     lines = ["## Copies of every service (`python -m bench.scale`)", "",
              f"vcsim's methods slowed to a real vCenter's pace (`{r['delays']}` ms). Each row "
              "is a stack of its own with that many copies of each service; its deploys go "
-             "round robin over the gateway copies, and the bare pyVmomi client (clone, "
-             "reconfigure, power-on, each task polled) deploys as many at the same "
-             "concurrency in the same run.", "",
+             "round robin over the gateway copies, and the fast bare pyVmomi client of "
+             "`bench.deploys` (clone, reconfigure, power-on, each task's state read at once "
+             "and then polled: the fastest correct client we know to write) deploys as many "
+             "at the same concurrency in the same run.", "",
              "Each figure is the median of the rounds measured.", "",
              "| copies | deploys, in flight | service | bare | service / bare | goal | |",
              "|---|---|---|---|---|---|---|"]
