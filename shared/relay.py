@@ -2,7 +2,9 @@
 
 It tails the store by global position, publishes each event with ``Nats-Msg-Id`` set to
 the event id (JetStream drops a repeat within its duplicate window), waits for every
-acknowledgement of a batch, and only then moves its checkpoint.
+acknowledgement of a batch, and only then moves its checkpoint: at most every
+``SAVE_EVERY_S``, as each save is a commit of its own and the stream itself tells what was
+published since.
 
 Where to resume is decided from the event store, never from what a message claims: the
 relay's own checkpoint, moved on to the stored position of the newest event that the
@@ -35,6 +37,8 @@ ACK_TIMEOUT_S = 30.0
 # How many messages, newest first, the relay reads back from the stream looking for one it
 # published (one normally: the newest).
 LOOKBACK = 200
+# The checkpoint is saved at most this often while events flow, and this long after the last.
+SAVE_EVERY_S = 0.5
 
 
 class Relay:
@@ -48,6 +52,8 @@ class Relay:
         self.js = js
         self.batch = batch
         self.nc: NATS = nc if nc is not None else js._nc
+        # The position of the newest event published and acknowledged.
+        self.published = 0
 
     async def checkpoint(self) -> int:
         async with self.store.pool.acquire() as conn:
@@ -114,9 +120,25 @@ class Relay:
     async def run(self) -> None:
         await ensure_events_stream(self.js)
         position = await self.resume_position()
-        async for batch in self.store.follow(position, batch=self.batch):
-            await self.publish(batch)
-            await self._save(batch[-1].position)
+        published = asyncio.Event()
+        async with asyncio.TaskGroup() as tasks:
+            saver = tasks.create_task(self._keep_saved(published, position))
+            async for batch in self.store.follow(position, batch=self.batch):
+                await self.publish(batch)
+                self.published = batch[-1].position
+                published.set()
+            saver.cancel()
+
+    async def _keep_saved(self, published: asyncio.Event, saved: int) -> None:
+        """Save the position of the last batch published, then wait ``SAVE_EVERY_S``
+        before the next save, so a save covers every batch published meanwhile."""
+        while True:
+            await published.wait()
+            published.clear()
+            if self.published > saved:
+                await self._save(self.published)
+                saved = self.published
+            await asyncio.sleep(SAVE_EVERY_S)
 
     async def publish(self, batch: list[RecordedEvent]) -> None:
         acks = []

@@ -60,6 +60,8 @@ async def serve_deploys(nc: NATS, ctx: Context) -> None:
     log.info("answering deploy requests on NATS subject %s", DEPLOY_SUBJECT)
 
 
+# The follower of key changes reads the events committed at most this often.
+KEY_CHANGES_PAUSE_S = 0.25
 # Events after which the set of NATS identities may differ.
 KEY_EVENTS = frozenset({"UserKeysRegistered", "AccountCreated", "UserCreated",
                         "AccountRemoved", "UserRemoved", "AccountDeleted", "UserDeleted"})
@@ -97,6 +99,8 @@ async def _follow_key_changes(ctx: Context) -> None:
             async for batch in ctx.store.follow(await ctx.store.head(), idle_poll=1.0):
                 if any(e.type in KEY_EVENTS for e in batch):
                     await refresh_nats_identities(ctx)
+                # One read covers what was committed meanwhile: not one read per commit.
+                await asyncio.sleep(KEY_CHANGES_PAUSE_S)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -7,6 +7,11 @@ may see it. A stream that starts behind the head catches up from the store first
 short read at a time (at most ``CATCH_UP_READERS`` such reads at once, so catching-up
 clients never take the API's connections), then switches to the live feed.
 
+While no stream is live the reader reads no events: it follows the store's head only, every
+``IDLE_POLL_S`` and when a stream goes live, so a gateway nobody watches does not read every
+commit. A stream that starts behind that head catches up to it, and events committed since
+are read for it once it is live.
+
 A stream that does not keep up is not waited for: its queue is bounded
 (``MAX_BEHIND`` events), and when a batch would overflow it the stream is dropped; the
 client reconnects with ``Last-Event-ID`` and catches up from the store.
@@ -82,7 +87,7 @@ class Subscription:
         if len(self._queue) + len(fresh) > self._max_behind:
             self.dropped = True
             self._queue.clear()
-            self._fanout._live.discard(self)
+            self._fanout._leave(self)
         else:
             self._queue.extend(fresh)
             self.position = fresh[-1].position
@@ -134,7 +139,7 @@ class Subscription:
                 # No await between this check and joining the live set: every batch the
                 # live reader hands out from now on starts after ``fanout.head``.
                 self.live = True
-                fanout._live.add(self)
+                fanout._join(self)
                 return []
             batch = await fanout._read(self.position)
             if not batch:
@@ -163,7 +168,8 @@ class Fanout:
         self._live: set[Subscription] = set()
         self._open: dict[str, int] = {}
         self._catch_up = asyncio.Semaphore(CATCH_UP_READERS)
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # a commit was announced
+        self._joined = asyncio.Event()  # a stream went live
 
     def open_streams(self, account_id: str) -> int:
         return self._open.get(account_id, 0)
@@ -180,8 +186,15 @@ class Fanout:
         self._open[account_id] = self.open_streams(account_id) + 1
         return Subscription(self, account_id, sees_all, after, self.max_behind)
 
-    def _close(self, sub: Subscription) -> None:
+    def _join(self, sub: Subscription) -> None:
+        self._live.add(sub)
+        self._joined.set()
+
+    def _leave(self, sub: Subscription) -> None:
         self._live.discard(sub)
+
+    def _close(self, sub: Subscription) -> None:
+        self._leave(sub)
         left = self._open[sub.account_id] - 1
         if left:
             self._open[sub.account_id] = left
@@ -222,6 +235,16 @@ class Fanout:
                 await asyncio.sleep(delay)
                 delay = min(BACKOFF_MAX_S, delay * 2)
 
+    async def _follow_head(self, conn: asyncpg.Connection) -> None:
+        """With no stream live: move the head to the store's, then wait for a stream to go
+        live (or ``idle_poll``)."""
+        head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+        if not self._live:  # else a stream joined at the head it saw: read on from there
+            self.head = max(self.head, int(head))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.idle_poll):
+                await self._joined.wait()
+
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
@@ -234,6 +257,10 @@ class Fanout:
                     self.ready.set()
                 while True:
                     self._wake.clear()
+                    self._joined.clear()
+                    if not self._live:
+                        await self._follow_head(conn)
+                        continue
                     events = await self.store.read_all(self.head, BATCH, conn=conn)
                     if events:
                         self._dispatch(events)

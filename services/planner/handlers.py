@@ -50,6 +50,11 @@ class Planner:
 
     async def place(self, request: VmDeployRequested,
                     envelope: EventEnvelope) -> Sequence[Append]:
+        try:
+            source = await self.source(request)
+        except seed.TemplateGone as exc:
+            log.warning("VM %s not placed: %s", request.vm_id, exc)
+            return [Append(envelope.stream_id, vm.deploy_failure(request, "seed", str(exc)))]
         decision = capacity.place(request, await self.store.hosts())
         if isinstance(decision, capacity.Refusal):
             log.warning("no host for VM %s: %s", request.vm_id, decision.reason)
@@ -69,25 +74,28 @@ class Planner:
                 Append(streams.host(decision.host.id), [decision.reservation],
                        decision.host_version),
                 *addresses,
-                *await self.source(request)]
+                *source]
 
     async def source(self, request: VmDeployRequested) -> list[Append]:
-        """The VM's source, decided with its placement if the seed it deploys from is ready
-        (``shared.domain.seed.at_placement``): the seeder's hop is skipped. [] leaves it to
-        the seeder, as when the seed is still to be made."""
+        """The VM's source, decided in its placement's commit: the snapshot's seed on the
+        pool, ready, being made or to be started (``shared.domain.seed.at_placement``), or
+        the seeded template it names (``seed.of_template``).
+
+        Raises:
+            seed.TemplateGone: the template it names no longer exists.
+        """
         if request.vm_snapshot_id is not None:
-            of: tuple[str, str] | None = (request.vm_snapshot_id, request.pool_id)
-        else:
-            of = await self.store.template_seed(request.template_id) \
-                if request.template_id else None
-        if of is None:
-            return []
-        decided = seed.at_placement(await self.repo.seed(*of), request.vm_id,
-                                    streams.seed(*of))
-        if decided:
-            log.info("VM %s deploys from the ready seed of snapshot %s on pool %s",
-                     request.vm_id, *of)
-        return decided
+            state = await self.repo.seed(request.vm_snapshot_id, request.pool_id)
+            decided = seed.at_placement(state, request.vm_id, request.vm_snapshot_id,
+                                        request.pool_id)
+            log.info("VM %s deploys from the seed of snapshot %s on pool %s (%s)",
+                     request.vm_id, request.vm_snapshot_id, request.pool_id, state.status)
+            return decided
+        found = await self.store.template_seed(request.template_id) \
+            if request.template_id else None
+        state = await self.repo.seed(*found) if found else seed.Seed()
+        return seed.of_template(state, request.vm_id, request.template_id,
+                                streams.seed(*found) if found else None)
 
     async def addresses(self, request: VmDeployRequested) -> list[Append]:
         """An address for each of the VM's NICs, from each network's range

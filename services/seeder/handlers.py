@@ -1,4 +1,5 @@
-"""The seeder's handlers: give each placed VM a template on its pool, seeding it once.
+"""The seeder's handlers: make the seeds the planner starts (a VM snapshot made a template on
+a pool, once), hand their templates to the VMs waiting, and remove templates no VM needs.
 
 Each seed is made, and each template removed, by the hypervisor session that owns the
 zone it lies in (``shared.drivers.zones.Hypervisors``): the zone of the snapshot's VM for a
@@ -16,9 +17,7 @@ from proto.events import (
     TemplateSeedFailed,
     TemplateSeedStarted,
     VmDeployFailed,
-    VmDeployRequested,
     VmExpunged,
-    VmPlaced,
     VmSnapshotDeleted,
 )
 from shared.bus import Handlers, HypervisorService
@@ -34,7 +33,6 @@ class Seeder(HypervisorService):
 
     def handlers(self) -> Handlers:
         return (Handlers()
-                .on(VmPlaced, self.placed)
                 .on(TemplateSeedStarted, self.seed)
                 .on(TemplateSeeded, self.seeded)
                 .on(TemplateSeedFailed, self.failed)
@@ -70,29 +68,6 @@ class Seeder(HypervisorService):
                      pool_id, task)
             out.append(removed)
         return out
-
-    async def placed(self, placed: VmPlaced, envelope: EventEnvelope) -> Sequence[Append]:
-        history = await self.repo.events(streams.vm(placed.vm_id))
-        request = deploy_request(history)
-        if request is None:
-            raise LookupError(f"VM {placed.vm_id} has no deploy request")
-        if seed.source_decided(history):
-            # The planner used the ready seed in the placement's own commit.
-            log.info("VM %s placed with its source decided already", placed.vm_id)
-            return []
-        if request.vm_snapshot_id is None:
-            return [await self._from_template(request)]
-        state = await self.repo.seed(request.vm_snapshot_id, placed.pool_id)
-        log.info("VM %s placed; the seed of snapshot %s on pool %s is %s", placed.vm_id,
-                 request.vm_snapshot_id, placed.pool_id, state.status)
-        return seed.on_placed(state, placed.vm_id, request.vm_snapshot_id, placed.pool_id)
-
-    async def _from_template(self, request: VmDeployRequested) -> Append:
-        """A deploy from a seeded template: it is its own source."""
-        assert request.template_id is not None
-        found = await self.store.template_seed(request.template_id)
-        state = await self.repo.seed(*found) if found else seed.Seed()
-        return seed.from_template(state, request)
 
     async def seed(self, started: TemplateSeedStarted,
                    envelope: EventEnvelope) -> Sequence[Append]:

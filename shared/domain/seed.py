@@ -5,18 +5,18 @@ VMs waiting for it, then TemplateSeeded or TemplateSeedFailed (after a failure, 
 template was removed, the next deploy starts a new seed). A waiter is appended at the
 version its decision saw, so it can never slip in after the outcome unnoticed.
 
-A VM whose seed is ready when it is placed gets its source in the placement's commit
-(``at_placement``: the planner decides it, checked against the seed stream's version it
-read, so a removal committed meanwhile makes it decide again); the seeder then has nothing
-to do for it (``source_decided``). Otherwise the seeder decides once the VM is placed
-(``on_placed``, ``from_template``). Either way a seed is never removed while a VM depends
-on it: ``removal`` is only decided for a deleted snapshot that no VM not expunged was
-deployed from (``Store.snapshot_uses``), and at the seed stream's version read.
+The planner decides a VM's source as it places it, in the placement's own commit
+(``at_placement``): the seed's template if it is ready, else the VM waits for the seed being
+made, else it starts one; every one of these is appended at the seed stream's version read,
+so a seed started, finished or removed meanwhile makes the placement decide again. A deploy
+from a seeded template uses it if it is still there (``of_template``). A seed is never
+removed while a VM depends on it: ``removal`` is only decided for a deleted snapshot that no
+VM not expunged was deployed from (``Store.snapshot_uses``), and at the seed stream's version
+read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from proto import streams
@@ -27,11 +27,8 @@ from proto.events import (
     TemplateSeedFailed,
     TemplateSeedStarted,
     VmAwaitingTemplate,
-    VmDeployRequested,
-    VmPlaced,
     VmSourceReady,
 )
-from shared.domain.vm import deploy_failure
 from shared.eventstore._store import NO_STREAM, Append  # not the package: it loads this module
 
 NONE, CREATING, READY, ERROR, DESTROYED = "None", "Creating", "Ready", "Error", "Destroyed"
@@ -83,37 +80,16 @@ def ready_source(seed: Seed, vm_id: str) -> Append | None:
     return None
 
 
-def at_placement(seed: Seed, vm_id: str, stream: str) -> list[Append]:
-    """The source of a VM decided as it is placed, if the seed it deploys from (of the
-    stream ``stream``) is ready: what the seeder would decide once it is placed
-    (``ready_source``), with a check that the seed's stream is still at the version read
-    (an append of no events), so a removal committed meanwhile makes the placement decide
-    again. [] if the seed is not ready: the seeder decides once the VM is placed."""
-    ready = ready_source(seed, vm_id)
-    if ready is None:
-        return []
-    return [ready, Append(stream, [], seed.version)]
-
-
-def source_decided(vm_events: Iterable[AnyEvent]) -> bool:
-    """Whether a VM's source was decided since it was last placed (in the placement's own
-    commit, ``at_placement``): the seeder then has nothing to do for the placement."""
-    decided = False
-    for event in vm_events:
-        if isinstance(event, VmPlaced):
-            decided = False
-        elif isinstance(event, VmSourceReady):
-            decided = True
-    return decided
-
-
-def on_placed(seed: Seed, vm_id: str, vm_snapshot_id: str, pool_id: str) -> list[Append]:
-    """A VM was placed: use the seeded template, wait for the seed running, or start one."""
+def at_placement(seed: Seed, vm_id: str, vm_snapshot_id: str, pool_id: str) -> list[Append]:
+    """The source of a VM deployed from a snapshot, decided as it is placed: the seeded
+    template if it is ready, else a wait for the seed being made, else a new seed with the VM
+    waiting for it. Each is appended at the version of the seed stream read (a ready
+    template with an append of no events, which only checks that version)."""
     stream = streams.seed(vm_snapshot_id, pool_id)
-    waiting = VmAwaitingTemplate(vm_snapshot_id=vm_snapshot_id, pool_id=pool_id, vm_id=vm_id)
     ready = ready_source(seed, vm_id)
     if ready is not None:
-        return [ready]
+        return [ready, Append(stream, [], seed.version)]
+    waiting = VmAwaitingTemplate(vm_snapshot_id=vm_snapshot_id, pool_id=pool_id, vm_id=vm_id)
     if seed.status == CREATING:
         return [Append(stream, [waiting], seed.version)]
     start = TemplateSeedStarted(
@@ -124,13 +100,25 @@ def on_placed(seed: Seed, vm_id: str, vm_snapshot_id: str, pool_id: str) -> list
     return [Append(stream, [start, waiting], seed.version if seed.version else NO_STREAM)]
 
 
-def from_template(seed: Seed, request: VmDeployRequested) -> Append:
-    """A deploy from a seeded template: that template is its source, if it still exists."""
-    ready = ready_source(seed, request.vm_id)
-    if ready is not None:
-        return ready
-    return Append(streams.vm(request.vm_id), deploy_failure(
-        request, "seed", f"template {request.template_id} no longer exists"))
+class TemplateGone(Exception):
+    """A deploy names a seeded template that no longer exists."""
+
+    def __init__(self, template_id: str | None) -> None:
+        super().__init__(f"template {template_id} no longer exists")
+
+
+def of_template(seed: Seed, vm_id: str, template_id: str | None,
+                stream: str | None) -> list[Append]:
+    """The source of a VM deployed from a seeded template (of the seed stream ``stream``,
+    None if no seed made it): that template, checked at the seed stream's version read.
+
+    Raises:
+        TemplateGone: the template is not (or no longer) ready.
+    """
+    ready = ready_source(seed, vm_id)
+    if ready is None or stream is None:
+        raise TemplateGone(template_id)
+    return [ready, Append(stream, [], seed.version)]
 
 
 def failed(started: TemplateSeedStarted, reason: str) -> TemplateSeedFailed:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from proto import streams
 from proto.events import (
     AnyEvent,
@@ -10,11 +12,10 @@ from proto.events import (
     TemplateSeedFailed,
     TemplateSeedStarted,
     VmAwaitingTemplate,
-    VmPlaced,
     VmSourceReady,
 )
 from shared.domain import seed
-from shared.eventstore import NO_STREAM, Append
+from shared.eventstore import ANY_VERSION, NO_STREAM, Append
 
 STARTED = TemplateSeedStarted(vm_snapshot_id="s", pool_id="p", template_id="t", name="n")
 SEEDED = TemplateSeeded(vm_snapshot_id="s", pool_id="p", template_id="t", template_ref="vm-9",
@@ -27,7 +28,7 @@ def waiting(vm: str) -> VmAwaitingTemplate:
 
 
 def test_the_first_vm_starts_the_seed_only_if_the_stream_is_new() -> None:
-    [append] = seed.on_placed(seed.fold([]), "vm1", "s", "p")
+    [append] = seed.at_placement(seed.fold([]), "vm1", "s", "p")
     assert append.stream_id == streams.seed("s", "p")
     assert append.expected_version == NO_STREAM
     start, wait = append.events
@@ -39,26 +40,29 @@ def test_the_first_vm_starts_the_seed_only_if_the_stream_is_new() -> None:
 def test_a_vm_arriving_during_the_seed_waits_at_the_version_it_saw() -> None:
     state = seed.fold([STARTED, waiting("vm1")])
     assert (state.status, state.waiters, state.version) == (seed.CREATING, ["vm1"], 2)
-    [append] = seed.on_placed(state, "vm2", "s", "p")
+    [append] = seed.at_placement(state, "vm2", "s", "p")
     assert append.events == [waiting("vm2")] and append.expected_version == 2
 
 
-def test_a_ready_seed_is_used_at_once() -> None:
-    [append] = seed.on_placed(seed.fold([STARTED, waiting("vm1"), SEEDED]), "vm3", "s", "p")
-    assert append.stream_id == streams.vm("vm3")
-    [ready] = append.events
-    assert isinstance(ready, VmSourceReady) and ready.template_ref == "vm-9"
+def test_a_ready_seed_is_used_at_once_checked_at_the_version_read() -> None:
+    ready, guard = seed.at_placement(seed.fold([STARTED, waiting("vm1"), SEEDED]), "vm3",
+                                     "s", "p")
+    assert ready.stream_id == streams.vm("vm3") and ready.expected_version == ANY_VERSION
+    [source] = ready.events
+    assert isinstance(source, VmSourceReady) and source.template_ref == "vm-9"
+    # An append of no events: it only checks the seed is still what was read.
+    assert guard == Append(streams.seed("s", "p"), [], 3)
 
 
 def test_after_a_failure_or_removal_the_next_vm_seeds_again() -> None:
     failed = seed.fold([STARTED, waiting("vm1"),
                         TemplateSeedFailed(vm_snapshot_id="s", pool_id="p", reason="full")])
     assert failed.status == seed.ERROR and failed.failure == "full"
-    [again] = seed.on_placed(failed, "vm2", "s", "p")
+    [again] = seed.at_placement(failed, "vm2", "s", "p")
     assert isinstance(again.events[0], TemplateSeedStarted) and again.expected_version == 3
     removed = seed.fold([STARTED, SEEDED, TemplateRemoved(vm_snapshot_id="s", pool_id="p")])
     assert removed.status == seed.DESTROYED and removed.template is None
-    [reseed] = seed.on_placed(removed, "vm4", "s", "p")
+    [reseed] = seed.at_placement(removed, "vm4", "s", "p")
     assert isinstance(reseed.events[0], TemplateSeedStarted)
 
 
@@ -68,26 +72,16 @@ def test_waiters_are_those_since_the_last_start() -> None:
     assert state.waiters == ["new"]
 
 
-def test_a_ready_seed_gives_the_source_as_the_vm_is_placed_checked_at_its_version() -> None:
-    state = seed.fold([STARTED, waiting("vm1"), SEEDED])
-    ready, guard = seed.at_placement(state, "vm3", streams.seed("s", "p"))
-    # What the seeder would decide once the VM is placed, and no more.
-    assert [ready] == seed.on_placed(state, "vm3", "s", "p")
-    assert guard == Append(streams.seed("s", "p"), [], 3)
-    not_ready: list[list[AnyEvent]] = [
+def test_a_deploy_from_a_seeded_template_uses_it_only_while_it_is_ready() -> None:
+    stream = streams.seed("s", "p")
+    ready, guard = seed.of_template(seed.fold([STARTED, SEEDED]), "vm3", "t", stream)
+    assert isinstance(ready.events[0], VmSourceReady) and guard == Append(stream, [], 2)
+    gone: list[list[AnyEvent]] = [
         [], [STARTED, waiting("vm1")],
         [STARTED, TemplateSeedFailed(vm_snapshot_id="s", pool_id="p", reason="x")],
         [STARTED, SEEDED, TemplateRemoved(vm_snapshot_id="s", pool_id="p")]]
-    for events in not_ready:
-        assert seed.at_placement(seed.fold(events), "vm3", streams.seed("s", "p")) == []
-
-
-def test_a_source_counts_as_decided_only_after_the_last_placement() -> None:
-    placed = VmPlaced(vm_id="vm3", host_id="h", pool_id="p", cpu_number=1, cpu_speed=1000,
-                      memory_mb=512)
-    [ready] = seed.on_placed(seed.fold([STARTED, SEEDED]), "vm3", "s", "p").pop().events
-    assert isinstance(ready, VmSourceReady)
-    assert not seed.source_decided([])
-    assert not seed.source_decided([placed])
-    assert seed.source_decided([placed, ready])
-    assert not seed.source_decided([placed, ready, placed])
+    for events in gone:
+        with pytest.raises(seed.TemplateGone, match="template t no longer exists"):
+            seed.of_template(seed.fold(events), "vm3", "t", stream)
+    with pytest.raises(seed.TemplateGone):
+        seed.of_template(seed.Seed(), "vm3", "t", None)
