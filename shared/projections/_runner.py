@@ -1,8 +1,13 @@
 """Applying events to the read models in global order, checkpoint in the same transaction.
 
-Per batch, each projection loads the rows the batch touches, evolves them in memory with
-its pure ``evolve``, and writes them back in one statement; the batch's last position is
-saved as the checkpoint in that transaction. A rebuild truncates the tables and replays
+Per batch, each projection evolves the rows the batch touches in memory with its pure
+``evolve``, and one statement writes them all back with the batch's last position as the
+checkpoint: only if the checkpoint is still where this projector left it (a rebuild, or
+anything else that moved it, makes the statement write nothing, and the projector resumes
+from the new checkpoint). The rows come from what this projector last wrote, held in
+memory (at most ``CACHED_ROWS`` per table, the least recently used dropped first) and
+valid for as long as the checkpoint is its own; a row not held is read from its table. A
+rebuild truncates the tables and replays
 from position 0 in one transaction, so readers see the old tables until it commits: it
 reads one snapshot of the store through a cursor, the next page while it folds the last,
 decodes only the events some projection reads, keeps the rows in memory and writes each
@@ -15,6 +20,7 @@ import asyncio
 import gc
 import logging
 import typing
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +39,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "projector"
 # A rebuild holds at most this many rows in memory (about 1 KB each) before writing them.
 HOLD_MAX_ROWS = 2_000_000
+# The live projector keeps at most this many rows of each table as it last wrote them.
+CACHED_ROWS = 20_000
 
 
 def fold(
@@ -187,12 +195,37 @@ async def write_held(conn: asyncpg.Connection, projections: Sequence[Projection]
             await projection.table.copy(conn, rows.values())
 
 
+class _Cached(OrderedDict[Key, Row | None]):
+    """A table's rows as the projector last wrote them (None: known to be absent), the
+    most recently used last."""
+
+    def keep(self, rows: dict[Key, Row], deleted: set[Key]) -> None:
+        for key, row in rows.items():
+            self[key] = row
+            self.move_to_end(key)
+        for key in deleted:
+            self[key] = None
+            self.move_to_end(key)
+        while len(self) > CACHED_ROWS:
+            self.popitem(last=False)
+
+
 class Projector:
     def __init__(self, store: EventStore, projections: Sequence[Projection],
                  *, batch: int = 1000) -> None:
         self.store = store
         self.projections = projections
         self.batch = batch
+        self._cached = {p.table.name: _Cached() for p in projections}
+        ctes = ["saved AS (UPDATE checkpoints SET position = $3 WHERE name = $1"
+                " AND position = $2 RETURNING 1)"]
+        first = 4
+        for projection in projections:
+            more, first = projection.table.write_ctes(first, "EXISTS (SELECT FROM saved)")
+            ctes += more
+        # The batch's rows and checkpoint, written only if the checkpoint is still at the
+        # position this projector left it; the count says whether it was.
+        self._write = f"WITH {', '.join(ctes)} SELECT count(*) FROM saved"
 
     async def _lock_checkpoint(self, conn: asyncpg.Connection) -> int:
         await conn.execute(
@@ -220,27 +253,70 @@ class Projector:
             position = await self.checkpoint()
             log.info("projector following the store after position %d", position)
             async for batch in self.store.follow(position, batch=self.batch):
-                async with self.store.pool.acquire() as conn, conn.transaction():
-                    saved = await self._lock_checkpoint(conn)
-                    if saved != position:
-                        # A rebuild moved the checkpoint while we waited for its lock.
-                        log.info("checkpoint moved from %d to %d; resuming there",
-                                 position, saved)
-                        break
-                    await apply_batch(conn, self.projections, batch)
-                    position = batch[-1].position
-                    await self._save(conn, position)
+                if not await self._apply(batch, position):
+                    log.info("checkpoint moved away from %d; resuming where it is now",
+                             position)
+                    break
+                position = batch[-1].position
 
     async def catch_up(self) -> int:
         """Apply everything committed so far and return the position reached."""
+        position = await self.checkpoint()
         while True:
-            async with self.store.pool.acquire() as conn, conn.transaction():
-                position = await self._lock_checkpoint(conn)
-                batch = await self.store.read_all(position, self.batch, conn=conn)
-                if not batch:
-                    return position
-                await apply_batch(conn, self.projections, batch)
-                await self._save(conn, batch[-1].position)
+            batch = await self.store.read_all(position, self.batch)
+            if not batch:
+                return position
+            if await self._apply(batch, position):
+                position = batch[-1].position
+            else:
+                position = await self.checkpoint()
+
+    async def _apply(self, batch: Sequence[RecordedEvent], after: int) -> bool:
+        """Apply ``batch``, the events after position ``after``, in one statement; False
+        (nothing written, the rows held forgotten) if the checkpoint is no longer
+        ``after``."""
+        decoded = [(recorded, recorded.event()) for recorded in batch]
+        params: list[Any] = []
+        outcomes: list[tuple[_Cached, dict[Key, Row], set[Key]]] = []
+        try:
+            async with self.store.pool.acquire() as conn:
+                for projection in self.projections:
+                    touched = [(r, e, keys) for r, e in decoded if (keys := projection.keys(e))]
+                    rows = await self._rows(conn, projection, touched)
+                    changed, deleted = _fold(projection, rows, touched)
+                    params += projection.table.write_params(list(changed.values()),
+                                                            list(deleted))
+                    outcomes.append((self._cached[projection.table.name], changed, deleted))
+                written = await conn.fetchval(self._write, CHECKPOINT, after,
+                                              batch[-1].position, *params)
+        except BaseException:
+            self._forget()  # evolve may have changed rows held in place
+            raise
+        if not written:
+            self._forget()
+            return False
+        for cached, changed, deleted in outcomes:
+            cached.keep(changed, deleted)
+        metrics.PROJECTED_EVENTS.inc(len(batch))
+        metrics.CHECKPOINT.labels(CHECKPOINT).set(batch[-1].position)
+        return True
+
+    async def _rows(self, conn: asyncpg.Connection, projection: Projection,
+                    touched: Sequence[tuple[RecordedEvent, AnyEvent, list[Key]]]
+                    ) -> dict[Key, Row]:
+        """The current rows of the keys ``touched`` names: those held, the others read."""
+        cached = self._cached[projection.table.name]
+        wanted = list(dict.fromkeys(k for *_, keys in touched for k in keys))
+        missing = [k for k in wanted if k not in cached]
+        if missing:
+            loaded = await projection.table.load(conn, missing)
+            for key in missing:
+                cached[key] = loaded.get(key)
+        return {k: row for k in wanted if (row := cached[k]) is not None}
+
+    def _forget(self) -> None:
+        for cached in self._cached.values():
+            cached.clear()
 
     async def rebuild(self) -> int:
         """Truncate every read model and replay the whole stream; returns the events applied."""

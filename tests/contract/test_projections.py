@@ -219,6 +219,49 @@ async def test_a_rebuild_equals_the_live_projection_over_every_event_type(
         assert await tables(pool) == expected, (page, hold)
 
 
+async def test_a_live_projector_forgets_the_rows_it_holds_when_its_checkpoint_moves(
+    store: EventStore, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live projector writes from the rows it last wrote, held in memory (a few here, so
+    most are read back too): when another process empties the tables and moves the
+    checkpoint back, its next write finds the checkpoint moved, writes nothing, and it
+    replays from there with the rows read anew, ending where a projection from scratch
+    ends."""
+    monkeypatch.setattr(_runner, "CACHED_ROWS", 7)
+    rng = random.Random(23)
+    await append_varied_history(store, rng, 400)
+    live = Projector(store, ALL, batch=9)
+
+    async def caught_up() -> None:
+        head = await store.head()
+        for _ in range(600):
+            if await live.checkpoint() == head:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"the projector did not reach {head}")
+
+    running = asyncio.create_task(live.run())
+    try:
+        await caught_up()
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"TRUNCATE {', '.join(p.table.name for p in ALL)}")
+            await conn.execute("UPDATE checkpoints SET position = 0 WHERE name = $1",
+                               CHECKPOINT)
+        await append_varied_history(store, rng, 100)
+        await caught_up()
+        after = await tables(pool)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+    async with pool.acquire() as conn:
+        await conn.execute(f"TRUNCATE {', '.join(p.table.name for p in ALL)}")
+        await conn.execute("UPDATE checkpoints SET position = 0 WHERE name = $1", CHECKPOINT)
+    await Projector(store, ALL, batch=13).catch_up()
+    assert after == await tables(pool)
+
+
 async def test_a_rebuild_replays_exactly_the_events_up_to_its_checkpoint(
     store: EventStore, pool: asyncpg.Pool
 ) -> None:
