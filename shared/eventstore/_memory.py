@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from proto import streams
 from proto.envelope import Metadata
 from proto.events import (
     AccountCreated,
@@ -389,6 +390,10 @@ class MemoryEventStore:
                  for stream_id, events in sorted(self._streams.items())
                  if stream_id.startswith("host-")]
         return [host.view() for host in hosts if capacity.placeable(host)]
+
+    async def host(self, host_id: str) -> capacity.Host:
+        return capacity.fold(host_id, [e.event() for e in
+                                       self._streams.get(streams.host(host_id), [])])
 
     async def network(self, network_id: str) -> _network.Network:
         found = self._networks.get(network_id) or _network.Network(network_id)

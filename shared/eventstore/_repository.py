@@ -71,7 +71,9 @@ class Repository:
         return _vm.fold(vm_id, await self.events(streams.vm(vm_id)))
 
     async def host(self, host_id: str) -> _capacity.Host:
-        return _capacity.fold(host_id, await self.events(streams.host(host_id)))
+        """The host as the store keeps it (``Store.host``), its stream not folded: a busy
+        host's stream holds a reservation and a release per VM ever placed on it."""
+        return await self.store.host(host_id)
 
     async def pool(self, pool_id: str) -> _pool.Pool:
         return _pool.fold(pool_id, await self.events(streams.pool(pool_id)))

@@ -15,6 +15,7 @@ import msgspec
 from proto.envelope import EventEnvelope, Metadata
 from proto.events import AnyEvent, Event, NetworkImported
 from shared.db import advisory_lock
+from shared.domain.capacity import Host
 from shared.domain.deploy import HostView
 from shared.domain.limits import Usage
 from shared.domain.network import Network
@@ -213,6 +214,13 @@ class Store(Protocol):
         """Every host new VMs may be placed on (imported, not gone), with its reserved
         capacity and its stream's version, as of the last committed append: never behind
         the store (``shared.domain.capacity`` is the rule)."""
+        ...
+
+    async def host(self, host_id: str) -> Host:
+        """A host as its stream tells it (``shared.domain.capacity.evolve`` is the rule): its
+        latest import, whether it is gone, the reservation each VM holds on it and its
+        stream's version, as of the last committed append: never behind the store; one the
+        store never heard of is ``Host(host_id)``."""
         ...
 
     async def network(self, network_id: str) -> Network:
@@ -458,6 +466,26 @@ class EventStore:
                          reserved_cpu_mhz=r["reserved_cpu_mhz"],
                          reserved_memory_mb=r["reserved_memory_mb"], version=r["version"])
                 for r in rows]
+
+    async def host(self, host_id: str) -> Host:
+        """See ``Store.host``: the ``host_capacity`` and ``host_reservations`` tables, kept
+        by a trigger on events in each append's transaction (migrations 0007, 0019), in one
+        query."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT c.name, c.ref, c.zone_id, c.pool_ids, c.cpu_mhz_total,"
+                " c.memory_mb_total, c.imported, c.gone, c.version, r.vm_id, r.cpu_mhz,"
+                " r.memory_mb FROM host_capacity c LEFT JOIN host_reservations r"
+                " USING (host_id) WHERE c.host_id = $1", host_id)
+        if not rows:
+            return Host(host_id)
+        first = rows[0]
+        return Host(host_id, name=first["name"], ref=first["ref"], zone_id=first["zone_id"],
+                    pool_ids=tuple(first["pool_ids"]), cpu_mhz_total=first["cpu_mhz_total"],
+                    memory_mb_total=first["memory_mb_total"],
+                    reservations={r["vm_id"]: (r["cpu_mhz"], r["memory_mb"])
+                                  for r in rows if r["vm_id"] is not None},
+                    imported=first["imported"], gone=first["gone"], version=first["version"])
 
     async def network(self, network_id: str) -> Network:
         """See ``Store.network``: the ``network_state`` and ``network_addresses`` tables,

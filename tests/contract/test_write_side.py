@@ -58,7 +58,7 @@ from proto.events import (
 )
 from shared import db
 from shared.db import create_pool, migrate
-from shared.domain import network
+from shared.domain import capacity, network
 from shared.domain.limits import Usage
 from shared.eventstore import (
     NO_STREAM,
@@ -286,7 +286,7 @@ async def live_host_life(store: Store) -> None:
 
 
 async def lookups(store: Store) -> tuple[object, ...]:
-    """Every answer of the lookups of migrations 0008 and 0009 for the lives above."""
+    """Every answer of the lookups of migrations 0008-0010 and 0019 for the lives above."""
     vm_ids = ["w1", "w2", "w3", "i1", "i2", "none"]
     return (await store.vms(), await store.attached_volumes(vm_ids),
             [await store.volume_origin(v) for v in ("r1", "i1-data", "i2-root", "none")],
@@ -299,7 +299,8 @@ async def lookups(store: Store) -> tuple[object, ...]:
             [await store.holdings(a) for a in ("acct-0", "acct-1", "acct-2", "h-a", "h-b")],
             [await store.name_taken(a, u) for a, u in (
                 ("Zed", "new"), ("new", "ZOE"), ("zoe", "new"), ("new", "zed"), ("new", "new"))],
-            [await store.account_named(n) for n in ("ZED", "zoe", "none")])
+            [await store.account_named(n) for n in ("ZED", "zoe", "none")],
+            [await store.host(h) for h in ("h1", "h2", "h3", "none")])
 
 
 async def memory_life() -> MemoryEventStore:
@@ -427,6 +428,12 @@ async def test_hosts_are_what_their_streams_say(any_store: Store) -> None:
     assert (h1.reserved_cpu_mhz, h1.reserved_memory_mb, h1.version) == (1000, 1024, 6)
     assert (h3.pool_ids, h3.memory_mb_total, h3.reserved_memory_mb, h3.version) == (
         ["p3"], 2048, 0, 3)
+    # One host, gone or not, with each VM's reservation and its hypervisor id.
+    one = await any_store.host("h1")
+    assert (one.ref, one.imported, one.gone, one.version) == ("ref-h1", True, False, 6)
+    assert sum(cpu for cpu, _ in one.reservations.values()) == 1000
+    assert (await any_store.host("h2")).gone
+    assert await any_store.host("never") == capacity.Host("never")
 
 
 async def test_a_commit_is_all_or_nothing_and_recorded_once(any_store: Store) -> None:
