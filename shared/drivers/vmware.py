@@ -64,6 +64,7 @@ TASK_TIMEOUT_S = 600
 POLL_FIRST_S = 0.001
 POLL_CAP_S = 0.05
 POLL_PHASE_S = 1.5
+_TASK_PATHS = ["info.state", "info.error", "info.result"]
 _TASK_DONE = ("success", "error")
 
 _KINDS: dict[str, Any] = {
@@ -649,16 +650,21 @@ class VSphere:
             raise HypervisorError(f"vCenter object {ref} not found")
         return found[0][1]
 
-    def _wait(self, task: Any, what: str) -> Any:
+    def _wait(self, task: Any, what: str, also: dict[str, Any] | None = None) -> Any:
         """Wait for ``task``; its result, or raise.
 
         Its state is read at once, then again after a pause doubling from ``POLL_FIRST_S``
         up to ``POLL_CAP_S``; a task still running after ``POLL_PHASE_S`` is followed by
-        the session's task collector until it ends (``TASK_TIMEOUT_S`` at most).
+        the session's task collector until it ends (``TASK_TIMEOUT_S`` at most). With
+        ``also`` ({"ref": ..., "paths": [...]}), those properties of that object are read
+        in the same call as the task's first state, and put in ``also["found"]``.
         """
         task_id = self._ref(task)
         started = time.monotonic()
-        info = self._task_info(task_id)
+        if also is None:
+            info = self._task_info(task_id)
+        else:
+            info, also["found"] = self._task_info_and(task_id, also["ref"], also["paths"])
         pause = POLL_FIRST_S
         while info.get("info.state") not in _TASK_DONE:
             if time.monotonic() - started >= POLL_PHASE_S:
@@ -696,16 +702,35 @@ class VSphere:
 
     def _task_info(self, task_id: str) -> dict[str, Any]:
         """A task's state, error and result, in one read."""
-        return self._one(task_id, ["info.state", "info.error", "info.result"])
+        return self._one(task_id, _TASK_PATHS)
 
-    def _run(self, start: Callable[[], Any], what: str) -> tuple[str, Any]:
+    def _task_info_and(self, task_id: str, ref: str,
+                       paths: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``_task_info``, and ``paths`` of the object ``ref``, in one read."""
+        task, obj = self._mo(task_id), self._mo(ref)
+        try:
+            result = self.content.propertyCollector.RetrieveContents([
+                PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=task, skip=False)],
+                              propSet=[PC.PropertySpec(type=vim.Task, pathSet=_TASK_PATHS)]),
+                PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=obj, skip=False)],
+                              propSet=[PC.PropertySpec(type=type(obj), pathSet=paths)])])
+        except vmodl.fault.ManagedObjectNotFound as exc:
+            raise HypervisorError(f"vCenter object {ref} or task {task_id} no longer exists"
+                                  ) from exc
+        found = {self._ref(r.obj): {p.name: p.val for p in r.propSet} for r in result}
+        if task_id not in found or ref not in found:
+            raise HypervisorError(f"vCenter object {ref} or task {task_id} not found")
+        return found[task_id], found[ref]
+
+    def _run(self, start: Callable[[], Any], what: str,
+             also: dict[str, Any] | None = None) -> tuple[str, Any]:
         try:
             task = start()
         except vmodl.MethodFault as fault:
             reason = getattr(fault, "msg", None) or type(fault).__name__
             raise HypervisorError(f"{what} was refused: {reason}",
                                   fault=_fault_name(fault)) from fault
-        return self._ref(task), self._wait(task, what)
+        return self._ref(task), self._wait(task, what, also)
 
     def _datacenters(self) -> list[tuple[str, dict[str, Any]]]:
         if not self._dcs:
@@ -902,12 +927,15 @@ class VSphere:
         reconfigure = reconfigure_spec(request, devices)
         progress.operations[RECONFIGURE], _ = self._run(
             lambda: vm.ReconfigVM_Task(reconfigure), f"reconfigure of {request.name}")
-        devices = self._one(progress.vm_ref, ["config.hardware.device"])["config.hardware.device"]
-        progress.nics = _nics(devices, self._portgroups(), self._scope)
-        disks = _disks(devices)
-        progress.root_disk = _disk_info(disks[0], self._scope) if disks else None
+        # The devices as reconfigured (the NICs' keys and MAC addresses vCenter gave them),
+        # read with the power-on task's first state.
+        read: dict[str, Any] = {"ref": progress.vm_ref, "paths": ["config.hardware.device"]}
         progress.operations[POWER_ON], _ = self._run(vm.PowerOnVM_Task,
-                                                     f"power-on of {request.name}")
+                                                     f"power-on of {request.name}", read)
+        reconfigured = read["found"].get("config.hardware.device") or []
+        progress.nics = _nics(reconfigured, self._portgroups(), self._scope)
+        disks = _disks(reconfigured)
+        progress.root_disk = _disk_info(disks[0], self._scope) if disks else None
 
     async def find_vm(self, name: str) -> str | None:
         return await self.call(self._find, name)
