@@ -10,6 +10,7 @@ manager messages name are that session's kind's.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -167,10 +168,11 @@ class Cloner(HypervisorService):
             if failed:
                 await self._cleanup(request, CloneProgress())
             return []
-        host = await self.repo.host(placed.host_id)
-        pool = await self.repo.pool(placed.pool_id)
+        host, pool, found = await asyncio.gather(
+            self.repo.host(placed.host_id), self.repo.pool(placed.pool_id),
+            asyncio.gather(*(self.repo.network(n) for n in request.network_ids)))
         target = pool.live
-        networks = [(await self.repo.network(n)).binding for n in request.network_ids]
+        networks = [n.binding for n in found]
         gone = [f"network {n}" for n, b in zip(request.network_ids, networks, strict=True)
                 if b is None]
         if target is None:

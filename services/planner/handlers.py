@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from proto import streams
 from proto.envelope import EventEnvelope
 from proto.events import (
+    AddressesAllocated,
     InventorySyncRequested,
     JobCompleted,
     VmDeployFailed,
@@ -50,23 +51,35 @@ class Planner:
 
     async def place(self, request: VmDeployRequested,
                     envelope: EventEnvelope) -> Sequence[Append]:
-        try:
-            source = await self.source(request)
-        except seed.TemplateGone as exc:
-            log.warning("VM %s not placed: %s", request.vm_id, exc)
-            return [Append(envelope.stream_id, vm.deploy_failure(request, "seed", str(exc)))]
-        decision = capacity.place(request, await self.store.hosts())
+        # What the decision reads, read at once; each read's refusal counts in this order:
+        # the source, then the capacity, then the addresses.
+        source, hosts, addresses = await asyncio.gather(
+            self.source(request), self.store.hosts(), self.addresses(request),
+            return_exceptions=True)
+        for found in (source, hosts, addresses):
+            if isinstance(found, BaseException) \
+                    and not isinstance(found, seed.TemplateGone | ApiError):
+                raise found
+        if isinstance(source, BaseException):
+            log.warning("VM %s not placed: %s", request.vm_id, source)
+            return [Append(envelope.stream_id, vm.deploy_failure(request, "seed", str(source)))]
+        assert not isinstance(hosts, BaseException)
+        decision = capacity.place(request, hosts)
         if isinstance(decision, capacity.Refusal):
             log.warning("no host for VM %s: %s", request.vm_id, decision.reason)
             return [Append(envelope.stream_id, decision.vm_events)]
+        if isinstance(addresses, ApiError):
+            log.warning("no address for VM %s: %s", request.vm_id, addresses.text)
+            return [Append(envelope.stream_id,
+                           vm.deploy_failure(request, "allocate", addresses.text,
+                                             addresses.code))]
+        assert not isinstance(addresses, BaseException)
         log.info("placing VM %s on host %s (pool %s)", request.vm_id, decision.host.name,
                  request.pool_id)
-        try:
-            addresses = await self.addresses(request)
-        except ApiError as exc:
-            log.warning("no address for VM %s: %s", request.vm_id, exc.text)
-            return [Append(envelope.stream_id,
-                           vm.deploy_failure(request, "allocate", exc.text, exc.code))]
+        for allocated in (e for a in addresses for e in a.events
+                          if isinstance(e, AddressesAllocated)):
+            log.info("VM %s gets %s on network %s", request.vm_id,
+                     ", ".join(allocated.addresses), allocated.network_id)
         # At the host stream's version the capacity was read at: a concurrent placement on
         # the same host makes this append fail and the decision run again; the same for the
         # addresses at each network's version, and for the source at the seed's.
@@ -107,8 +120,6 @@ class Planner:
             allocated = _network.allocate(network, request.vm_id,
                                           request.network_ids.count(network_id))
             if allocated is not None:
-                log.info("VM %s gets %s on network %s", request.vm_id,
-                         ", ".join(allocated.addresses), network_id)
                 out.append(Append(streams.network(network_id), [allocated],
                                   network.version))
         return out
