@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Mapping
 
 from proto import streams
@@ -25,12 +26,15 @@ from shared.domain import vmsnapshot as _vmsnapshot
 from shared.domain import volume as _volume
 from shared.domain.deploy import (
     DeployInputs,
-    HostView,
     OfferingView,
     SnapshotView,
     TemplateView,
 )
 from shared.eventstore._store import RecordedEvent, Store
+
+
+async def _none() -> None:
+    return None
 
 
 class Repository:
@@ -91,13 +95,15 @@ class Repository:
         latest import of the VM that describes it (``Store.volume_origin``)."""
         start = None
         origin = await self.store.volume_origin(volume_id)
-        if origin is not None:
-            described = [e for e in await self.events(streams.vm(origin))
-                         if isinstance(e, VmImported)
-                         and any(d.volume_id == volume_id for d in e.disks)]
-            if described:
-                start = _volume.imported(volume_id, described[-1])
-        return _volume.fold(volume_id, await self.events(streams.volume(volume_id)), start)
+        # The importing VM's stream and the volume's own, read at once.
+        imports, own = await asyncio.gather(
+            self.events(streams.vm(origin)) if origin is not None else _none(),
+            self.events(streams.volume(volume_id)))
+        described = [e for e in imports or [] if isinstance(e, VmImported)
+                     and any(d.volume_id == volume_id for d in e.disks)]
+        if described:
+            start = _volume.imported(volume_id, described[-1])
+        return _volume.fold(volume_id, own, start)
 
     async def attached_disks(
             self, disk_keys: Mapping[str, Collection[str]]) -> dict[str, dict[str, str]]:
@@ -137,16 +143,19 @@ class Repository:
     async def snapshot_source(self, snapshot_id: str) -> SnapshotView | None:
         """A VM snapshot not deleted, as a deploy or a seed starts from it: its owner, its
         VM's zone and template, its configuration, its root disk's pool and offering."""
-        own, vm_records = await self._vm_snapshot_records(snapshot_id)
+        own = await self.store.read_stream(streams.vm_snapshot(snapshot_id))
         taken = _vmsnapshot.fold(e.event() for e in own).live
         if taken is None:
             return None
+        root = next((d for d in taken.disks if d.root), None)
+        # The VM's stream and the root volume's, read at once.
+        vm_records, root_volume = await asyncio.gather(
+            self.store.read_stream(streams.vm(taken.vm_id)),
+            self.volume(root.volume_id) if root is not None else _none())
         vm = _vm.fold(taken.vm_id, (e.event() for e in vm_records))
         owner = _vmsnapshot.owner(snapshot_id, (
             e.event() for e in sorted([*own, *vm_records], key=lambda e: e.position)))
-        root = next((d for d in taken.disks if d.root), None)
-        disk_offering = None if root is None else (
-            await self.volume(root.volume_id)).disk_offering_id
+        disk_offering = root_volume.disk_offering_id if root_volume is not None else None
         return SnapshotView(
             id=snapshot_id, vm_id=taken.vm_id, account_id=owner, zone_id=vm.zone_id or "",
             cpu_number=taken.cpu_number, memory_mb=taken.memory_mb,
@@ -201,14 +210,16 @@ class Repository:
         """What a deploy request names, from the store alone: the snapshot or template,
         the offering, the host (placeable: imported and not gone, with its capacity) and
         the networks not gone."""
-        host: HostView | None = None
-        if host_id is not None:
-            host = next((h for h in await self.store.hosts() if h.id == host_id), None)
-        networks = {object_id for kind, object_id, gone
-                    in (await self.store.inventory_objects()).values()
+        # Read at once: none of these waits for another.
+        hosts, objects, snapshot, template, offering = await asyncio.gather(
+            self.store.hosts() if host_id is not None else _none(),
+            self.store.inventory_objects(),
+            self.snapshot_source(snapshot_id) if snapshot_id else _none(),
+            self.template_source(template_id) if template_id else _none(),
+            self.service_offering(offering_id))
+        host = next((h for h in hosts or [] if h.id == host_id), None)
+        networks = {object_id for kind, object_id, gone in objects.values()
                     if kind == "network" and not gone}
         return DeployInputs(
-            snapshot=await self.snapshot_source(snapshot_id) if snapshot_id else None,
-            template=await self.template_source(template_id) if template_id else None,
-            offering=await self.service_offering(offering_id), host=host,
+            snapshot=snapshot, template=template, offering=offering, host=host,
             known_networks=networks)

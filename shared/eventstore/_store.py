@@ -628,6 +628,17 @@ class EventStore:
             )
             return version
 
+    async def read_job_stream(self, job_id: str) -> list[RecordedEvent]:
+        """The events of the stream of the first event that names ``job_id`` (its
+        ``job_id`` field: a job is recorded on the stream of what it works on), oldest first
+        ([] if none does), in one query."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM events WHERE stream_id = (SELECT stream_id FROM events"
+                " WHERE data ->> 'job_id' = $1 AND data ? 'job_id' ORDER BY position LIMIT 1)"
+                " ORDER BY version", job_id)
+        return [RecordedEvent(*r) for r in rows]
+
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
         """The events of one stream from ``from_version`` on, oldest first."""
         async with self.pool.acquire() as conn:

@@ -338,6 +338,7 @@ class ReadModels:
         self._store = store
         self._pool = store.pool
         self._progress = progress
+        self._zone_kinds: dict[str, str] = {}
 
     # Progress of the read models ------------------------------------------------------------
 
@@ -517,14 +518,21 @@ class ReadModels:
 
     async def zone_kind(self, zone_id: str | None) -> str | None:
         """The driver kind recorded with zone ``zone_id`` (None: none recorded, a vCenter
-        datacenter; or no such zone)."""
+        datacenter; or no such zone). A zone's kind never changes: each one found is kept."""
         if zone_id is None or not _storable(zone_id):
             return None
+        if zone_id not in self._zone_kinds:
+            kind = await self._fetchval(
+                "SELECT coalesce(data ->> 'driver_kind', '') FROM catalog"
+                " WHERE kind = 'zone' AND id = $1", zone_id)
+            if kind is None:
+                return None  # no such zone (yet)
+            self._zone_kinds[zone_id] = kind
+        return self._zone_kinds[zone_id] or None
+
+    async def _fetchval(self, sql: str, *args: Any) -> Any:
         async with self._pool.acquire() as conn:
-            kind = await conn.fetchval(
-                "SELECT data ->> 'driver_kind' FROM catalog WHERE kind = 'zone' AND id = $1",
-                zone_id)
-        return cast(str | None, kind)
+            return await conn.fetchval(sql, *args)
 
     async def hosts(self, *, host_id: str | None = None, zone_id: str | None = None,
                     name: str | None = None, keyword: str | None = None,
@@ -662,13 +670,9 @@ class ReadModels:
         visible at once whatever the projector's lag; None if ``viewer`` does not see it."""
         if not _storable(job_id):
             return None
-        async with self._pool.acquire() as conn:
-            stream_id = await conn.fetchval(
-                "SELECT stream_id FROM events WHERE data ->> 'job_id' = $1 AND data ? 'job_id'"
-                " ORDER BY position LIMIT 1", job_id)
-        if stream_id is None:
+        records = await self._store.read_job_stream(job_id)
+        if not records:
             return None
-        records = await self._store.read_stream(stream_id)
         row = _fold(_JOBS, records).get((_uuid(job_id),))
         if row is None or not viewer.sees(row["account_id"]):
             return None
@@ -683,11 +687,11 @@ class ReadModels:
             vm = next(iter(_fold(_VM_INSTANCES, records).values()), None)
             if vm is None:
                 return None
-            async with self._pool.acquire() as conn:
-                # Its addresses are on its networks' streams, allocated when it was placed.
-                addresses = await conn.fetchval(
-                    "SELECT addresses FROM vm_instances WHERE id = $1", vm["id"])
-            return _vm({**vm, "zone_kind": await self.zone_kind(vm["zone_id"]),
+            # Its addresses are on its networks' streams, allocated when it was placed.
+            addresses, zone_kind = await asyncio.gather(
+                self._fetchval("SELECT addresses FROM vm_instances WHERE id = $1", vm["id"]),
+                self.zone_kind(vm["zone_id"]))
+            return _vm({**vm, "zone_kind": zone_kind,
                         "addresses": addresses or vm.get("addresses")})
         if job.cmd in VOLUME_COMMANDS:
             volume_id = records[0].stream_id.removeprefix("volume-")
