@@ -604,9 +604,10 @@ def main() -> None:
     after = first["after_prepare"]["first_over_rest"]
     print(goal_line("first deploy after prepareTemplate / median of the rest", after, "<= 1.1",
                     after <= 1.1))
+    # Issue 6: the first deploy's extra cost is the seed, no more.
     print(goal_line("first deploy's extra time / the seed's time (no prepare)",
-                    first["extra_first_over_seed"], "~ 1.0",
-                    0.5 <= first["extra_first_over_seed"] <= 1.5))
+                    first["extra_first_over_seed"], "<= 1.0",
+                    first["extra_first_over_seed"] <= 1.0))
     print(cpu_line(result["cpu_ms_per_deploy"]))
     print(sql_line(result["sql_statements_per_deploy"]))
     print(f"results: {path}")
