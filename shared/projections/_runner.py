@@ -6,7 +6,9 @@ checkpoint: only if the checkpoint is still where this projector left it (a rebu
 anything else that moved it, makes the statement write nothing, and the projector resumes
 from the new checkpoint). The rows come from what this projector last wrote, held in
 memory (at most ``CACHED_ROWS`` per table, the least recently used dropped first) and
-valid for as long as the checkpoint is its own; a row not held is read from its table. A
+valid for as long as the checkpoint is its own: they are forgotten each time it starts
+following the store (another copy may have projected meanwhile) and when a write finds the
+checkpoint moved; a row not held is read from its table. A
 rebuild truncates the tables and replays
 from position 0 in one transaction, so readers see the old tables until it commits: it
 reads one snapshot of the store through a cursor, the next page while it folds the last,
@@ -250,6 +252,9 @@ class Projector:
     async def run(self) -> None:
         """Keep the read models current, forever."""
         while True:
+            # Whatever it held may be stale: another copy may have projected since (this
+            # one is started again when it takes the lead back).
+            self._forget()
             position = await self.checkpoint()
             log.info("projector following the store after position %d", position)
             async for batch in self.store.follow(position, batch=self.batch):
@@ -261,6 +266,7 @@ class Projector:
 
     async def catch_up(self) -> int:
         """Apply everything committed so far and return the position reached."""
+        self._forget()
         position = await self.checkpoint()
         while True:
             batch = await self.store.read_all(position, self.batch)

@@ -262,6 +262,41 @@ async def test_a_live_projector_forgets_the_rows_it_holds_when_its_checkpoint_mo
     assert after == await tables(pool)
 
 
+async def test_a_projector_that_takes_the_lead_back_forgets_what_it_held(
+    store: EventStore, pool: asyncpg.Pool
+) -> None:
+    """Two copies take turns at the lead (as ``Runtime.lead`` runs them): the one that comes
+    back must not write from the rows it held before the other projected."""
+    rng = random.Random(31)
+    first, second = Projector(store, ALL, batch=9), Projector(store, ALL, batch=9)
+
+    async def lead(projector: Projector, events: int) -> None:
+        await append_varied_history(store, rng, events)
+        running = asyncio.create_task(projector.run())
+        try:
+            head = await store.head()
+            for _ in range(600):
+                if await projector.checkpoint() == head:
+                    break
+                await asyncio.sleep(0.05)
+            assert await projector.checkpoint() == head
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+
+    await lead(first, 300)
+    await lead(second, 300)
+    await lead(first, 300)
+    after = await tables(pool)
+
+    async with pool.acquire() as conn:
+        await conn.execute(f"TRUNCATE {', '.join(p.table.name for p in ALL)}")
+        await conn.execute("UPDATE checkpoints SET position = 0 WHERE name = $1", CHECKPOINT)
+    await Projector(store, ALL, batch=13).catch_up()
+    assert after == await tables(pool)
+
+
 async def test_a_rebuild_replays_exactly_the_events_up_to_its_checkpoint(
     store: EventStore, pool: asyncpg.Pool
 ) -> None:
