@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.stack._servers import Server, StartError, private_dir, spawn
+from shared.stack._servers import SOCKET_PATH_MAX, Server, StartError, private_dir, spawn
 
 # libvirt's own folders -> the folder under the private root that takes their place.
 _FOLDERS = {
@@ -40,7 +40,6 @@ _FOLDERS = {
     "/var/cache/libvirt": "cache",
     "/var/log/libvirt": "log",
 }
-_SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 
 # Mount the private folders over libvirt's, bring up loopback, then become libvirtd.
 _ENTER = """set -e
@@ -175,7 +174,7 @@ def socket_path(state_dir: Path) -> Path:
 
 
 def socket_path_fits(state_dir: Path) -> bool:
-    return len(str(socket_path(state_dir))) <= _SOCKET_PATH_MAX
+    return len(str(socket_path(state_dir))) <= SOCKET_PATH_MAX
 
 
 def start_libvirtd(state_dir: Path, timeout: float = 30.0) -> Libvirtd:
@@ -194,7 +193,7 @@ def start_libvirtd(state_dir: Path, timeout: float = 30.0) -> Libvirtd:
     (root / "log" / "qemu").mkdir(exist_ok=True)
     sockets = private_dir(root / "sock")
     sock = socket_path(state_dir)
-    if len(str(sock)) > _SOCKET_PATH_MAX:
+    if len(str(sock)) > SOCKET_PATH_MAX:
         raise StartError(f"{sock} is too long for a socket path: use a shorter state folder")
     _write(root / "etc" / "libvirtd.conf", "\n".join([
         "# Written by snapdeploy for its private libvirt daemon.",

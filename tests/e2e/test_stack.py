@@ -58,6 +58,8 @@ def test_stack_file_names_everything_a_client_needs(stack: dict[str, Any]) -> No
                                       "volume", "gateway"}
     for name, service in stack["services"].items():
         assert healthy(service["health_url"]), name
+    # The services reach the stack's own PostgreSQL through its Unix-domain socket.
+    assert "host=" in urllib.parse.urlsplit(stack["database_url"]).query
     with urllib.request.urlopen(stack["gateway_url"] + "/metrics", timeout=5) as response:
         assert b"snapdeploy_http_requests_total" in response.read()
 
