@@ -179,6 +179,16 @@ class Stack:
     nats_nodes: int = 1
     replicas: int = 1
     _nats_cluster: NatsCluster | None = None
+    # Every port this stack handed out: a port picked for one server is free until that
+    # server binds it, and the system may offer it again for the next one meanwhile.
+    _ports: set[int] = field(default_factory=set)
+
+    def _free_port(self) -> int:
+        """A port free now that this stack has not handed out yet."""
+        while (port := free_port()) in self._ports:
+            pass
+        self._ports.add(port)
+        return port
 
     @property
     def logs(self) -> Path:
@@ -212,7 +222,7 @@ class Stack:
                              "node of your cluster there, and set SNAPDEPLOY_NATS_REPLICAS)")
         if "database_url" not in given:
             self._progress("starting PostgreSQL")
-            pg = self._server(start_postgres(self.state_dir, free_port(),
+            pg = self._server(start_postgres(self.state_dir, self._free_port(),
                                              creds["postgres_password"]))
             # The schema's owner migrates; the services connect as a role that may not
             # change the schema or rewrite events (shared/db/_roles.py).
@@ -228,7 +238,7 @@ class Stack:
             asyncio.run(_prepare_database(settings.database_admin_url))
         if "vcenter_url" not in given:
             self._progress("starting vcsim (vCenter simulator)")
-            vc = self._server(start_vcsim(self.state_dir, free_port(), creds["vcenter_user"],
+            vc = self._server(start_vcsim(self.state_dir, self._free_port(), creds["vcenter_user"],
                                           creds["vcenter_password"], _vcsim_args()))
             settings = replace(settings, vcenter_url=vc.url, vcenter_user=vc.user,
                                vcenter_password=vc.password, vcenter_verify_tls=False)
@@ -236,8 +246,8 @@ class Stack:
         if "kvm_zones" not in given:
             settings = replace(settings, kvm_zones=self._start_kvm())
         listen = self.gateway_listen or (
-            settings.gateway_listen if "gateway_listen" in given else f"127.0.0.1:{free_port()}"
-        )
+            settings.gateway_listen if "gateway_listen" in given
+            else f"127.0.0.1:{self._free_port()}")
         if "admin_api_key" not in given:
             settings = replace(settings, admin_api_key=creds["admin_api_key"],
                                admin_secret_key=creds["admin_secret_key"])
@@ -252,12 +262,12 @@ class Stack:
         for service in SERVICES:
             for copy in range(1, self.replicas + 1):
                 name = service if copy == 1 else f"{service}-{copy}"
-                child = Child(name, free_port(), service, copy)
+                child = Child(name, self._free_port(), service, copy)
                 if service == "gateway":
                     # The first gateway answers on the API's address; the others on free
                     # ports of the same host, for a load balancer in front of them all.
                     host = listen.rsplit(":", 1)[0]
-                    child.listen = listen if copy == 1 else f"{host}:{free_port()}"
+                    child.listen = listen if copy == 1 else f"{host}:{self._free_port()}"
                 self.children.append(child)
                 self._progress(f"starting {name}")
                 self._start_child(child)
@@ -270,14 +280,14 @@ class Stack:
         monitor = natsauth.password_for(self._nats_secret, natsauth.MONITOR)
         if self.nats_nodes == 1:
             self._progress("starting nats-server (JetStream)")
-            nats = self._server(start_nats(self.state_dir, free_port(), natsauth.MONITOR,
+            nats = self._server(start_nats(self.state_dir, self._free_port(), natsauth.MONITOR,
                                            monitor, authorization=NATS_AUTHORIZATION))
             self._forget_nats_nodes_after(1)
             return {"nats_url": nats.url, "nats_replicas": 1}
         n = self.nats_nodes
         self._progress(f"starting a cluster of {n} nats-server nodes (JetStream)")
-        cluster = NatsCluster(tuple(free_port() for _ in range(n)),
-                              tuple(free_port() for _ in range(n)),
+        cluster = NatsCluster(tuple(self._free_port() for _ in range(n)),
+                              tuple(self._free_port() for _ in range(n)),
                               natsauth.password_for(self._nats_secret, "nats-route"))
         self._nats_cluster = cluster
         self._forget_nats_nodes_after(n)
@@ -351,7 +361,7 @@ class Stack:
 
     def _start_child(self, child: Child) -> None:
         if not still_free(child.health_port):
-            child.health_port = free_port()  # stack.json is rewritten with the new one
+            child.health_port = self._free_port()  # stack.json is rewritten with the new one
         # Services get the database role that may not change the schema, never the owner's.
         service = child.service or child.name
         settings = replace(self.settings, health_listen=f"127.0.0.1:{child.health_port}",
