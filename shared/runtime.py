@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping
@@ -308,6 +309,9 @@ class Runtime:
         )
         parser.parse_args()
         configure(self.service, self.settings.log_level)
+        # What importing made (pyVmomi's type tables, the protocol's classes) lives as long as
+        # the process: out of the collector's sight, its full collections stay short.
+        gc.freeze()
         # uvloop's event loop: its sockets, timers and callbacks cost a service much less
         # CPU than the standard loop's (every statement and message is a socket write).
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
