@@ -52,6 +52,9 @@ DUPLICATE_WINDOW_S = 120.0
 # handler still at work says so every third of it (``Consumer._keep_alive``); a message
 # whose consumer died (or whose NATS node did) is delivered again after this.
 ACK_WAIT_S = 15.0
+# How long a consumer's pull request waits for a message before it asks again (and checks
+# whether it is stopping).
+FETCH_WAIT_S = 1.0
 # A handler that loses an expected-version race reruns (after a short random pause that
 # grows with each loss, at most 1 s) this many times before the message goes back to NATS.
 CONFLICT_RETRIES = 30
@@ -466,6 +469,9 @@ class Consumer:
         this = asyncio.current_task()
         # Up to ``batch`` messages in hand at once; more are fetched as soon as any is
         # done, not when a whole fetched batch is (one slow clone must not hold the rest).
+        # One message per pull request: nats.py's fetch of several waits, once one has come,
+        # until the rest come or its timeout passes, so a lone message would wait up to
+        # FETCH_WAIT_S before its handler starts.
         in_hand: set[asyncio.Task[None]] = set()
         last_of: dict[str, asyncio.Task[None]] = {}  # per stream, the message taken last
         try:
@@ -474,12 +480,11 @@ class Consumer:
                     # Cancelled, but a library call (nats.py's fetch waits with wait_for)
                     # swallowed the CancelledError: stop anyway.
                     raise asyncio.CancelledError
-                room = self.batch - len(in_hand)
-                if room <= 0:
+                if len(in_hand) >= self.batch:
                     await asyncio.wait(in_hand, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 try:
-                    messages = await sub.fetch(room, timeout=1.0)
+                    messages = await sub.fetch(1, timeout=FETCH_WAIT_S)
                 except (TimeoutError, nats.errors.TimeoutError):
                     continue
                 # Messages of different streams run concurrently (their writes meet only

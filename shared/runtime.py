@@ -312,8 +312,8 @@ class Runtime:
         # What importing made (pyVmomi's type tables, the protocol's classes) lives as long as
         # the process: out of the collector's sight, its full collections stay short.
         gc.freeze()
-        # uvloop's event loop: its sockets, timers and callbacks cost a service much less
-        # CPU than the standard loop's (every statement and message is a socket write).
+        # uvloop's event loop: its sockets, timers and callbacks cost a service less CPU
+        # than the standard loop's (every statement and message is a socket write).
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(self._run(main))
 
