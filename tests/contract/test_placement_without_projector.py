@@ -49,28 +49,10 @@ from shared.errors import ApiError
 from shared.eventstore import Append, EventStore
 from shared.projections import ALL, Projector
 from shared.projections.read import ReadModels, Viewer
+from tests.contract.test_projections import caught_up, tables
 from tests.kit import deliver, deploy, given, host, new_stream
 
 GB = 1024
-
-
-async def tables(pool: asyncpg.Pool) -> dict[str, list[dict[str, Any]]]:
-    out = {}
-    async with pool.acquire() as conn:
-        for projection in ALL:
-            key = ", ".join(projection.table.key)
-            rows = await conn.fetch(f"SELECT * FROM {projection.table.name} ORDER BY {key}")
-            out[projection.table.name] = [dict(r) for r in rows]
-    return out
-
-
-async def caught_up(projector: Projector, store: EventStore) -> None:
-    head = await store.head()
-    for _ in range(600):
-        if await projector.checkpoint() == head:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the projector did not reach position {head}")
 
 
 async def no_changes() -> list[Append]:

@@ -105,6 +105,30 @@ async def tables(pool: asyncpg.Pool) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+async def caught_up(projector: Projector, store: EventStore) -> None:
+    """Wait until ``projector``'s checkpoint is the store's head."""
+    head = await store.head()
+    for _ in range(600):
+        if await projector.checkpoint() == head:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the projector did not reach {head}")
+
+
+async def emptied(pool: asyncpg.Pool) -> None:
+    """The read models emptied and the checkpoint moved back to the start."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(f"TRUNCATE {', '.join(p.table.name for p in ALL)}")
+        await conn.execute("UPDATE checkpoints SET position = 0 WHERE name = $1", CHECKPOINT)
+
+
+async def from_scratch(store: EventStore, pool: asyncpg.Pool) -> dict[str, list[dict[str, Any]]]:
+    """The tables a projector makes of every event, starting from empty ones."""
+    await emptied(pool)
+    await Projector(store, ALL, batch=13).catch_up()
+    return await tables(pool)
+
+
 async def test_rebuild_equals_live_after_a_concurrent_workload(
     store: EventStore, pool: asyncpg.Pool, database_url: str
 ) -> None:
@@ -126,12 +150,7 @@ async def test_rebuild_equals_live_after_a_concurrent_workload(
     running = asyncio.create_task(live.run())
     try:
         await asyncio.gather(*(writer(w) for w in range(8)))
-        head = await store.head()
-        for _ in range(600):
-            if await live.checkpoint() == head:
-                break
-            await asyncio.sleep(0.05)
-        assert await live.checkpoint() == head
+        await caught_up(live, store)
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -231,35 +250,19 @@ async def test_a_live_projector_forgets_the_rows_it_holds_when_its_checkpoint_mo
     rng = random.Random(23)
     await append_varied_history(store, rng, 400)
     live = Projector(store, ALL, batch=9)
-
-    async def caught_up() -> None:
-        head = await store.head()
-        for _ in range(600):
-            if await live.checkpoint() == head:
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"the projector did not reach {head}")
-
     running = asyncio.create_task(live.run())
     try:
-        await caught_up()
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(f"TRUNCATE {', '.join(p.table.name for p in ALL)}")
-            await conn.execute("UPDATE checkpoints SET position = 0 WHERE name = $1",
-                               CHECKPOINT)
+        await caught_up(live, store)
+        await emptied(pool)  # as another process might
         await append_varied_history(store, rng, 100)
-        await caught_up()
+        await caught_up(live, store)
         after = await tables(pool)
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
 
-    async with pool.acquire() as conn:
-        await conn.execute(f"TRUNCATE {', '.join(p.table.name for p in ALL)}")
-        await conn.execute("UPDATE checkpoints SET position = 0 WHERE name = $1", CHECKPOINT)
-    await Projector(store, ALL, batch=13).catch_up()
-    assert after == await tables(pool)
+    assert after == await from_scratch(store, pool)
 
 
 async def test_a_projector_that_takes_the_lead_back_forgets_what_it_held(
@@ -274,12 +277,7 @@ async def test_a_projector_that_takes_the_lead_back_forgets_what_it_held(
         await append_varied_history(store, rng, events)
         running = asyncio.create_task(projector.run())
         try:
-            head = await store.head()
-            for _ in range(600):
-                if await projector.checkpoint() == head:
-                    break
-                await asyncio.sleep(0.05)
-            assert await projector.checkpoint() == head
+            await caught_up(projector, store)
         finally:
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -290,11 +288,7 @@ async def test_a_projector_that_takes_the_lead_back_forgets_what_it_held(
     await lead(first, 300)
     after = await tables(pool)
 
-    async with pool.acquire() as conn:
-        await conn.execute(f"TRUNCATE {', '.join(p.table.name for p in ALL)}")
-        await conn.execute("UPDATE checkpoints SET position = 0 WHERE name = $1", CHECKPOINT)
-    await Projector(store, ALL, batch=13).catch_up()
-    assert after == await tables(pool)
+    assert after == await from_scratch(store, pool)
 
 
 async def test_a_rebuild_replays_exactly_the_events_up_to_its_checkpoint(
@@ -325,8 +319,4 @@ async def test_a_rebuild_replays_exactly_the_events_up_to_its_checkpoint(
     after = await tables(pool)
 
     # The same events projected from scratch by the live projector, batch by batch.
-    async with pool.acquire() as conn:
-        await conn.execute(f"TRUNCATE {', '.join(p.table.name for p in ALL)}")
-        await conn.execute("UPDATE checkpoints SET position = 0 WHERE name = $1", CHECKPOINT)
-    await Projector(store, ALL, batch=13).catch_up()
-    assert after == await tables(pool)
+    assert after == await from_scratch(store, pool)
