@@ -238,9 +238,9 @@ class Fanout:
     async def _follow_head(self, conn: asyncpg.Connection) -> None:
         """With no stream live: move the head to the store's, then wait for a stream to go
         live (or ``idle_poll``)."""
-        head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+        head = await self.store.head(conn=conn)
         if not self._live:  # else a stream joined at the head it saw: read on from there
-            self.head = max(self.head, int(head))
+            self.head = max(self.head, head)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.idle_poll):
                 await self._joined.wait()

@@ -664,11 +664,13 @@ class EventStore:
         )
         return [RecordedEvent(*row) for row in rows]
 
-    async def head(self) -> int:
+    async def head(self, *, conn: asyncpg.Connection | None = None) -> int:
         """The highest committed global position (0 when empty)."""
-        async with self.pool.acquire() as conn:
-            position: int = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
-            return position
+        if conn is None:
+            async with self.pool.acquire() as own:
+                return await self.head(conn=own)
+        position: int = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+        return position
 
     async def follow(
         self, after: int = 0, *, batch: int = 1000, idle_poll: float = 1.0

@@ -8,9 +8,8 @@ from the new checkpoint). The rows come from what this projector last wrote, hel
 memory (at most ``CACHED_ROWS`` per table, the least recently used dropped first) and
 valid for as long as the checkpoint is its own: they are forgotten each time it starts
 following the store (another copy may have projected meanwhile) and when a write finds the
-checkpoint moved; a row not held is read from its table. A
-rebuild truncates the tables and replays
-from position 0 in one transaction, so readers see the old tables until it commits: it
+checkpoint moved; a row not held is read from its table. A rebuild truncates the tables and
+replays from position 0 in one transaction, so readers see the old tables until it commits: it
 reads one snapshot of the store through a cursor, the next page while it folds the last,
 decodes only the events some projection reads, keeps the rows in memory and writes each
 once, with a binary COPY into the emptied tables.

@@ -344,9 +344,8 @@ class ReadModels:
 
     async def position(self) -> int:
         """The global position of the last event the projector has applied."""
-        async with self._pool.acquire() as conn:
-            reached = await conn.fetchval("SELECT position FROM checkpoints WHERE name = $1",
-                                          CHECKPOINT)
+        reached = await self._fetchval("SELECT position FROM checkpoints WHERE name = $1",
+                                       CHECKPOINT)
         return int(reached or 0)
 
     async def reach(self, position: int, within: float = 5.0) -> bool:
@@ -436,10 +435,9 @@ class ReadModels:
         """How many VM snapshots (not deleted) a VM has."""
         if not _storable(vm_id):
             return 0
-        async with self._pool.acquire() as conn:
-            count = await conn.fetchval(
-                "SELECT count(*) FROM catalog WHERE kind = 'vmsnapshot' AND removed IS NULL"
-                " AND data ->> 'vm_id' = $1", vm_id)
+        count = await self._fetchval(
+            "SELECT count(*) FROM catalog WHERE kind = 'vmsnapshot' AND removed IS NULL"
+            " AND data ->> 'vm_id' = $1", vm_id)
         return int(count)
 
     # Templates ------------------------------------------------------------------------------
@@ -531,6 +529,7 @@ class ReadModels:
         return self._zone_kinds[zone_id] or None
 
     async def _fetchval(self, sql: str, *args: Any) -> Any:
+        """One value of one query, on a connection of the pool for just that."""
         async with self._pool.acquire() as conn:
             return await conn.fetchval(sql, *args)
 
@@ -645,12 +644,11 @@ class ReadModels:
         with any user there ever was."""
         if not _storable(account_name, username):
             return False
-        async with self._pool.acquire() as conn:
-            taken = await conn.fetchval(
-                "SELECT 1 FROM catalog WHERE (kind IN ('account', 'user')"
-                " AND lower(name) = lower($1) AND removed IS NULL)"
-                " OR (kind = 'user' AND lower(name) = lower($2)) LIMIT 1",
-                account_name, username)
+        taken = await self._fetchval(
+            "SELECT 1 FROM catalog WHERE (kind IN ('account', 'user')"
+            " AND lower(name) = lower($1) AND removed IS NULL)"
+            " OR (kind = 'user' AND lower(name) = lower($2)) LIMIT 1",
+            account_name, username)
         return taken is not None
 
     # Jobs -----------------------------------------------------------------------------------
