@@ -132,6 +132,41 @@ def nats_servers(url: str) -> list[str]:
     return servers
 
 
+# How often a connection PINGs its server, and how many PINGs may go unanswered before it
+# counts the connection as dead and reconnects: a dead connection is found within about
+# (PINGS_UNANSWERED + 1) * PING_INTERVAL_S, not nats.py's default of six minutes.
+PING_INTERVAL_S = 10
+PINGS_UNANSWERED = 2
+# Pause between connection attempts whose handshake nats.py left half-done (open_nats).
+HANDSHAKE_RETRY_S = 0.5
+
+
+async def open_nats(servers: list[str], **options: object) -> NATS:
+    """``nats.connect(servers, **options)``, connected for certain.
+
+    nats.py sends CONNECT and a PING, and counts the connection made only if the next line
+    the server sends is its PONG. A server slow to check the password (bcrypt, while many
+    clients connect at once on a busy machine) sends its own first PING, two seconds after
+    the client came, ahead of that PONG. nats.py then returns a client that stays
+    "connecting" for good: its flusher has stopped, and nothing it publishes or requests
+    ever leaves the process. Such a client is closed, and the connection made again.
+    """
+    options = {"ping_interval": PING_INTERVAL_S, "max_outstanding_pings": PINGS_UNANSWERED,
+               **options}
+    for attempt in itertools.count(1):
+        nc = await nats.connect(servers, **options)
+        if nc.is_connected:
+            return nc
+        url = nc.connected_url
+        log.warning("NATS%s answered the handshake with its own PING before the PONG (a "
+                    "busy server); nats.py leaves such a connection unusable: connecting "
+                    "again (attempt %d)",
+                    f" at {url.netloc.rsplit('@', 1)[-1]}" if url else "", attempt + 1)
+        await nc.close()
+        await asyncio.sleep(HANDSHAKE_RETRY_S)
+    raise AssertionError("unreachable")
+
+
 # The stream replicas each connection's settings ask for (``nats_replicas``), read by
 # ensure_events_stream through the JetStream context made from the connection.
 _replicas: weakref.WeakKeyDictionary[NATS, int] = weakref.WeakKeyDictionary()
@@ -180,7 +215,7 @@ async def connect(
         # inboxes its permissions let it read (shared.natsauth).
         options.update(user=settings.nats_user, password=settings.nats_password,
                        inbox_prefix=f"_INBOX.{settings.nats_user}")
-    nc = await nats.connect(
+    nc = await open_nats(
         nats_servers(settings.nats_url),
         name=name,
         max_reconnect_attempts=-1,

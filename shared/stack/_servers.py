@@ -178,13 +178,13 @@ def write_private(path: Path, text: str) -> None:
         raise
 
 
-def bcrypt_hash(password: str) -> str:
-    """The bcrypt hash nats-server accepts in place of a password (cost 10)."""
+def bcrypt_hash(password: str, rounds: int = 1024) -> str:
+    """The bcrypt hash nats-server accepts in place of a password (cost 10: 1024 rounds)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         import crypt
 
-    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1024))
+    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=rounds))
 
 
 @dataclass(frozen=True)

@@ -584,13 +584,11 @@ async def _jetstream_ready(urls: str, user: str, password: str,
                            within: float = READY_TIMEOUT_S) -> None:
     """Wait until the cluster at ``urls`` answers JetStream requests (it has elected its
     meta leader)."""
-    import nats
+    from shared.bus import nats_servers, open_nats
 
-    from shared.bus import nats_servers
-
-    nc = await nats.connect(nats_servers(urls), user=user, password=password,
-                            inbox_prefix=natsauth.inbox_prefix(user), connect_timeout=5,
-                            max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    nc = await open_nats(nats_servers(urls), user=user, password=password,
+                         inbox_prefix=natsauth.inbox_prefix(user), connect_timeout=5,
+                         max_reconnect_attempts=-1, reconnect_time_wait=0.5)
     try:
         js = nc.jetstream(timeout=2)
         deadline = time.monotonic() + within
