@@ -88,16 +88,17 @@ class Handlers(Mapping[str, Handler]):
 
     def __init__(self) -> None:
         self._by_type: dict[str, Handler] = {}
-        self.serial: dict[str, asyncio.Lock] = {}
+        self.serial: dict[str, str] = {}
 
     def on(self, event_type: type[E], handler: TypedHandler[E], *,
-           serial: asyncio.Lock | None = None) -> Handlers:
+           serial: str | None = None) -> Handlers:
         """Run ``handler`` for every stored ``event_type``; returns self, to chain.
 
-        With ``serial``, a lock the handlers that must not decide at once share: a
-        ``Dispatcher`` holds it from the handler's start until its outcome is committed,
-        so in one process such decisions never race each other (those of other processes
-        still meet at the expected versions)."""
+        With ``serial``, the name of a lock the handlers that must not decide at once
+        share: a ``Dispatcher`` holds the store's lock of that name
+        (``Store.decision_lock``) from the handler's start until its outcome is committed,
+        so such decisions take turns, in one process and among its copies, instead of
+        racing each other to the expected versions and running again."""
         name = event_type.__name__
         if name in self._by_type:
             raise ValueError(f"a handler for {name} is registered already")
@@ -395,7 +396,7 @@ class Dispatcher:
             if isinstance(self.handlers, Handlers) else None
         for conflicts in itertools.count(1):
             try:
-                async with lock or contextlib.nullcontext():
+                async with self.store.decision_lock(lock) if lock else contextlib.nullcontext():
                     async with asyncio.timeout(self.handler_timeout):  # not wait_for: see follow()
                         appends = await handler(envelope)
                     return await self._commit(envelope, appends)

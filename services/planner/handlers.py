@@ -25,28 +25,31 @@ from shared.eventstore import Append, Repository, Store
 
 log = logging.getLogger(__name__)
 
+DECISIONS = "planner"
+"""The lock placements and releases are decided under (``Store.decision_lock``)."""
+
 
 class Planner:
     """``inventory_changes`` reads the hypervisor and answers the appends that bring the
     store up to it (``services.planner.inventory.changes``).
 
-    Placements and releases are decided one at a time in a process, each until its outcome
-    is committed (``deciding``, held by the dispatcher): those handled at once would
-    otherwise read the same host and network versions, and all but one would conflict and
-    run again. Several planner processes still meet at the expected versions."""
+    Placements and releases are decided one at a time, among every copy of the planner,
+    each until its outcome is committed (the ``DECISIONS`` lock, held by the dispatcher):
+    those decided at once would read the same host and network versions (every deploy on
+    a network takes an address from its stream), and all but one would conflict and run
+    again after a pause. The expected versions stay the guard."""
 
     def __init__(self, store: Store,
                  inventory_changes: Callable[[], Awaitable[list[Append]]]) -> None:
         self.store = store
         self.repo = Repository(store)
         self.inventory_changes = inventory_changes
-        self.deciding = asyncio.Lock()
 
     def handlers(self) -> Handlers:
         return (Handlers()
-                .on(VmDeployRequested, self.place, serial=self.deciding)
-                .on(VmDeployFailed, self.release, serial=self.deciding)
-                .on(VmExpunged, self.release, serial=self.deciding)
+                .on(VmDeployRequested, self.place, serial=DECISIONS)
+                .on(VmDeployFailed, self.release, serial=DECISIONS)
+                .on(VmExpunged, self.release, serial=DECISIONS)
                 .on(InventorySyncRequested, self.sync))
 
     async def place(self, request: VmDeployRequested,

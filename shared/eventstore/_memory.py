@@ -480,3 +480,8 @@ class MemoryEventStore:
     async def account_decision(self, account_id: str) -> AsyncIterator[Usage]:
         async with self._decisions.setdefault(account_id, asyncio.Lock()):
             yield self._holdings.usage(account_id)
+
+    @contextlib.asynccontextmanager
+    async def decision_lock(self, name: str) -> AsyncIterator[None]:
+        async with self._decisions.setdefault(f"decision:{name}", asyncio.Lock()):
+            yield

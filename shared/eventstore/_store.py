@@ -309,6 +309,12 @@ class Store(Protocol):
         this store, so what one decision records counts for the next."""
         ...
 
+    def decision_lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Hold the lock ``name`` while inside: one holder at a time among every process
+        using this store (the copies of a service take turns, as one process's handlers
+        do), and a process's own waiters queue without holding a connection each."""
+        ...
+
 
 class EventStore:
     """Appends and reads events in one PostgreSQL database.
@@ -325,6 +331,7 @@ class EventStore:
         (``GroupCommit``): for a process serving many requests at once."""
         self.pool = pool
         self.group_commit = GroupCommit(self._commit_groups) if group_commit else None
+        self._decisions: dict[str, asyncio.Lock] = {}
 
     async def append(
         self,
@@ -620,6 +627,14 @@ class EventStore:
         agree; the holdings are read once it is held."""
         async with self.pool.acquire() as conn, advisory_lock(conn, f"limits:{account_id}"):
             yield await _holdings(conn, account_id)
+
+    @contextlib.asynccontextmanager
+    async def decision_lock(self, name: str) -> AsyncIterator[None]:
+        """See ``Store.decision_lock``: this process's lock ``name``, then PostgreSQL's
+        advisory lock ``decision:name`` on a connection of the pool."""
+        async with self._decisions.setdefault(name, asyncio.Lock()), \
+                self.pool.acquire() as conn, advisory_lock(conn, f"decision:{name}"):
+            yield
 
     async def stream_version(self, stream_id: str) -> int:
         async with self.pool.acquire() as conn:

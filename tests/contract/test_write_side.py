@@ -419,6 +419,34 @@ async def test_one_limits_decision_per_account_at_a_time(any_store: Store) -> No
     assert other == await any_store.holdings("h-a")
 
 
+async def test_decisions_of_one_name_take_turns_among_processes(
+        pool: asyncpg.Pool, database_url: str) -> None:
+    # Two stores on pools of their own: two copies of a service.
+    other_pool = await create_pool(database_url, max_size=4)
+    try:
+        stores = [EventStore(pool), EventStore(other_pool)]
+        inside: list[str] = []
+        most = 0
+
+        async def decide(n: int, name: str) -> None:
+            nonlocal most
+            async with stores[n % 2].decision_lock(name):
+                inside.append(name)
+                most = max(most, inside.count("planner"))
+                await asyncio.sleep(0.01)
+                inside.remove(name)
+
+        # Many more waiters than either pool has connections: a process's own waiters
+        # queue in it, not on a connection each.
+        await asyncio.wait_for(asyncio.gather(*(decide(n, "planner") for n in range(40))), 30)
+        assert most == 1
+        # Another name is not held up by this one.
+        async with stores[0].decision_lock("planner"):
+            await asyncio.wait_for(decide(1, "other"), 5)
+    finally:
+        await other_pool.close()
+
+
 async def test_hosts_are_what_their_streams_say(any_store: Store) -> None:
     await live_host_life(any_store)
     hosts = {h.id: h for h in await any_store.hosts()}
