@@ -14,7 +14,7 @@ import msgspec
 
 from proto.envelope import EventEnvelope, Metadata
 from proto.events import AnyEvent, Event, NetworkImported
-from shared.db import advisory_lock
+from shared.db import Turns, advisory_lock
 from shared.domain.capacity import Host
 from shared.domain.deploy import HostView
 from shared.domain.limits import Usage
@@ -331,7 +331,7 @@ class EventStore:
         (``GroupCommit``): for a process serving many requests at once."""
         self.pool = pool
         self.group_commit = GroupCommit(self._commit_groups) if group_commit else None
-        self._decisions: dict[str, asyncio.Lock] = {}
+        self._decisions: dict[str, Turns] = {}
 
     async def append(
         self,
@@ -628,13 +628,13 @@ class EventStore:
         async with self.pool.acquire() as conn, advisory_lock(conn, f"limits:{account_id}"):
             yield await _holdings(conn, account_id)
 
-    @contextlib.asynccontextmanager
-    async def decision_lock(self, name: str) -> AsyncIterator[None]:
-        """See ``Store.decision_lock``: this process's lock ``name``, then PostgreSQL's
-        advisory lock ``decision:name`` on a connection of the pool."""
-        async with self._decisions.setdefault(name, asyncio.Lock()), \
-                self.pool.acquire() as conn, advisory_lock(conn, f"decision:{name}"):
-            yield
+    def decision_lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        """See ``Store.decision_lock``: this process's turns (``shared.db.Turns``), which
+        hold PostgreSQL's advisory lock ``decision:name`` while any of them waits."""
+        turns = self._decisions.get(name)
+        if turns is None:
+            turns = self._decisions[name] = Turns(self.pool, name)
+        return turns.turn()
 
     async def stream_version(self, stream_id: str) -> int:
         async with self.pool.acquire() as conn:

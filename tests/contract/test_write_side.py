@@ -440,6 +440,9 @@ async def test_decisions_of_one_name_take_turns_among_processes(
         # queue in it, not on a connection each.
         await asyncio.wait_for(asyncio.gather(*(decide(n, "planner") for n in range(40))), 30)
         assert most == 1
+        # With no decision to make, no process holds the lock.
+        assert await pool.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
         # Another name is not held up by this one.
         async with stores[0].decision_lock("planner"):
             await asyncio.wait_for(decide(1, "other"), 5)
