@@ -454,8 +454,12 @@ class MemoryEventStore:
                        if of == vm_id and at == ref)
         return found[0][1] if found else None
 
-    async def inventory_objects(self) -> dict[str, tuple[str, str, bool]]:
-        return dict(self._lookups.objects)
+    async def inventory_objects(self, stream_ids: Sequence[str] | None = None
+                                ) -> dict[str, tuple[str, str, bool]]:
+        objects = self._lookups.objects
+        if stream_ids is None:
+            return dict(objects)
+        return {s: objects[s] for s in stream_ids if s in objects}
 
     async def name_taken(self, account_name: str, username: str) -> bool:
         return any(name == account_name.lower() or (kind, name) == ("user", username.lower())

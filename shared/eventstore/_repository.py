@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 from proto import streams
 from proto.events import (
@@ -206,14 +206,17 @@ class Repository:
         return _limits.account_limits(await self.events(streams.account(account_id)))
 
     async def deploy_inputs(self, *, snapshot_id: str | None, template_id: str | None,
-                            offering_id: str, host_id: str | None) -> DeployInputs:
+                            offering_id: str, host_id: str | None,
+                            network_ids: Sequence[str] = ()) -> DeployInputs:
         """What a deploy request names, from the store alone: the snapshot or template,
         the offering, the host (placeable: imported and not gone, with its capacity) and
-        the networks not gone."""
+        the networks not gone: those of ``network_ids`` if it names any, else all (the
+        source's own or the zone's default are then chosen from them)."""
         # Read at once: none of these waits for another.
         hosts, objects, snapshot, template, offering = await asyncio.gather(
             self.store.hosts() if host_id is not None else _none(),
-            self.store.inventory_objects(),
+            self.store.inventory_objects([streams.network(n) for n in network_ids]
+                                         if network_ids else None),
             self.snapshot_source(snapshot_id) if snapshot_id else _none(),
             self.template_source(template_id) if template_id else _none(),
             self.service_offering(offering_id))

@@ -269,9 +269,10 @@ class Store(Protocol):
         deleted first; None if there is none)."""
         ...
 
-    async def inventory_objects(self) -> dict[str, tuple[str, str, bool]]:
-        """Every zone, host, pool and network an inventory sync imported: its stream →
-        (kind, id, gone since)."""
+    async def inventory_objects(self, stream_ids: Sequence[str] | None = None
+                                ) -> dict[str, tuple[str, str, bool]]:
+        """Every zone, host, pool and network an inventory sync imported (or those of
+        ``stream_ids`` among them): its stream → (kind, id, gone since)."""
         ...
 
     async def name_taken(self, account_name: str, username: str) -> bool:
@@ -578,12 +579,14 @@ class EventStore:
                 " ORDER BY live DESC, snapshot_id LIMIT 1", vm_id, ref)
         return found
 
-    async def inventory_objects(self) -> dict[str, tuple[str, str, bool]]:
+    async def inventory_objects(self, stream_ids: Sequence[str] | None = None
+                                ) -> dict[str, tuple[str, str, bool]]:
         """See ``Store.inventory_objects``: the ``inventory_objects`` table (migration
         0008)."""
+        query = "SELECT stream_id, kind, object_id, gone FROM inventory_objects"
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch("SELECT stream_id, kind, object_id, gone"
-                                    " FROM inventory_objects")
+            rows = await (conn.fetch(query) if stream_ids is None else
+                          conn.fetch(query + " WHERE stream_id = ANY($1)", list(stream_ids)))
         return {r["stream_id"]: (r["kind"], r["object_id"], r["gone"]) for r in rows}
 
     async def name_taken(self, account_name: str, username: str) -> bool:

@@ -329,6 +329,8 @@ async def test_vms_volumes_snapshots_and_imported_objects_are_what_the_streams_s
     assert await any_store.inventory_objects() == {
         "host-h1": ("host", "h1", False), "host-h2": ("host", "h2", True),
         "host-h3": ("host", "h3", False)}
+    assert await any_store.inventory_objects(["host-h2", "host-h9"]) == {
+        "host-h2": ("host", "h2", True)}
 
 
 async def test_snapshot_uses_and_seeded_templates_are_what_the_streams_say(
