@@ -170,7 +170,8 @@ class Cloner(HypervisorService):
             return []
         host, pool, found = await asyncio.gather(
             self.repo.host(placed.host_id), self.repo.pool(placed.pool_id),
-            asyncio.gather(*(self.repo.network(n) for n in request.network_ids)))
+            asyncio.gather(*(self.repo.network(n, addresses=False)
+                             for n in request.network_ids)))
         target = pool.live
         networks = [n.binding for n in found]
         gone = [f"network {n}" for n, b in zip(request.network_ids, networks, strict=True)

@@ -21,7 +21,7 @@ from shared.bus import Handlers
 from shared.domain import capacity, seed, vm
 from shared.domain import network as _network
 from shared.errors import ApiError
-from shared.eventstore import Append, Repository, Store
+from shared.eventstore import Append, HeldNetworks, Repository, Store
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ class Planner:
                  inventory_changes: Callable[[], Awaitable[list[Append]]]) -> None:
         self.store = store
         self.repo = Repository(store)
+        # Read at each placement and release, under the DECISIONS lock.
+        self.networks = HeldNetworks(store)
         self.inventory_changes = inventory_changes
 
     def handlers(self) -> Handlers:
@@ -119,7 +121,7 @@ class Planner:
         network's stream is not folded), appended at the version read."""
         out = []
         for network_id in dict.fromkeys(request.network_ids):
-            network = await self.store.network(network_id)
+            network = await self.networks.network(network_id)
             allocated = _network.allocate(network, request.vm_id,
                                           request.network_ids.count(network_id))
             if allocated is not None:
@@ -134,7 +136,7 @@ class Planner:
         out = []
         request = history[0] if history and isinstance(history[0], VmDeployRequested) else None
         for network_id in dict.fromkeys(request.network_ids if request else []):
-            network = await self.store.network(network_id)
+            network = await self.networks.network(network_id)
             freed = _network.release(network, event.vm_id)
             if freed is not None:
                 log.info("releasing the addresses of VM %s on network %s", event.vm_id,

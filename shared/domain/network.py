@@ -82,11 +82,12 @@ def evolve(network: Network, event: Event) -> Network:
     return network
 
 
-def fold(network_id: str, events: Iterable[AnyEvent]) -> Network:
-    """The network after ``events`` (its holdings gathered in place: a busy network's stream
-    holds an allocation per VM ever deployed on it)."""
-    network = Network(network_id)
-    held: dict[str, list[str]] = {}
+def fold(network_id: str, events: Iterable[AnyEvent], start: Network | None = None) -> Network:
+    """The network after ``events``, from ``start`` (what the stream's earlier events made
+    of it) or from nothing; its holdings gathered in place: a busy network's stream holds
+    an allocation per VM ever deployed on it."""
+    network = start or Network(network_id)
+    held: dict[str, list[str]] = dict(network.held)
     for event in events:
         match event:
             case AddressesAllocated():

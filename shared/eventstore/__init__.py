@@ -1,7 +1,7 @@
 """The event store: append-only streams in PostgreSQL, read by stream or in global order."""
 
 from shared.eventstore._memory import MemoryEventStore
-from shared.eventstore._repository import Repository
+from shared.eventstore._repository import HeldNetworks, Repository
 from shared.eventstore._store import (
     ANY_VERSION,
     NO_STREAM,
@@ -22,6 +22,7 @@ __all__ = [
     "Append",
     "ConcurrencyError",
     "EventStore",
+    "HeldNetworks",
     "Holding",
     "MemoryEventStore",
     "NameTaken",

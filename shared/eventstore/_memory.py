@@ -395,9 +395,10 @@ class MemoryEventStore:
         return capacity.fold(host_id, [e.event() for e in
                                        self._streams.get(streams.host(host_id), [])])
 
-    async def network(self, network_id: str) -> _network.Network:
+    async def network(self, network_id: str, *, addresses: bool = True) -> _network.Network:
         found = self._networks.get(network_id) or _network.Network(network_id)
-        return replace(found, held={vm_id: list(held) for vm_id, held in found.held.items()})
+        return replace(found, held={vm_id: list(held) for vm_id, held in found.held.items()}
+                       if addresses else {})
 
     async def snapshot_uses(self, vm_snapshot_id: str) -> tuple[list[str], list[str]]:
         vms: set[str] = set()

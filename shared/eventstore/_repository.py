@@ -82,10 +82,10 @@ class Repository:
     async def pool(self, pool_id: str) -> _pool.Pool:
         return _pool.fold(pool_id, await self.events(streams.pool(pool_id)))
 
-    async def network(self, network_id: str) -> _network.Network:
+    async def network(self, network_id: str, *, addresses: bool = True) -> _network.Network:
         """The network as the store keeps it (``Store.network``), its stream not folded: a
         busy network's stream holds an allocation per VM ever deployed on it."""
-        return await self.store.network(network_id)
+        return await self.store.network(network_id, addresses=addresses)
 
     async def vm_snapshot(self, snapshot_id: str) -> _vmsnapshot.VmSnapshot:
         return _vmsnapshot.fold(await self.events(streams.vm_snapshot(snapshot_id)))
@@ -226,3 +226,27 @@ class Repository:
         return DeployInputs(
             snapshot=snapshot, template=template, offering=offering, host=host,
             known_networks=networks)
+
+
+class HeldNetworks:
+    """The networks one decider allocates addresses on, held in memory between its reads.
+
+    Each read brings the held network up to date from the events appended to its stream
+    since (most often none, or those another copy of the decider appended), where
+    ``Store.network`` reads every address held on it: one per VM deployed on it.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._held: dict[str, _network.Network] = {}
+
+    async def network(self, network_id: str) -> _network.Network:
+        """The network as of its stream's last committed append (see ``Store.network``)."""
+        held = self._held.get(network_id)
+        if held is None:
+            found = await self.store.network(network_id)
+        else:
+            new = await self.store.read_stream(streams.network(network_id), held.version + 1)
+            found = _network.fold(network_id, (e.event() for e in new), held) if new else held
+        self._held[network_id] = found
+        return found

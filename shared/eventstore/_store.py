@@ -223,11 +223,12 @@ class Store(Protocol):
         store never heard of is ``Host(host_id)``."""
         ...
 
-    async def network(self, network_id: str) -> Network:
+    async def network(self, network_id: str, *, addresses: bool = True) -> Network:
         """A network as its stream tells it (``shared.domain.network.evolve`` is the rule):
-        its import, whether it is gone, its range, the addresses each VM holds on it and its
-        stream's version, as of the last committed append: never behind the store; one the
-        store never heard of is ``Network(network_id)``. A commit that allocates an address
+        its import, whether it is gone, its range, the addresses each VM holds on it (none
+        read with ``addresses=False``: all a clone needs is its binding) and its stream's
+        version, as of the last committed append: never behind the store; one the store
+        never heard of is ``Network(network_id)``. A commit that allocates an address
         another VM holds on the network fails with ``ConcurrencyError``, whatever version it
         expects."""
         ...
@@ -495,7 +496,7 @@ class EventStore:
                                   for r in rows if r["vm_id"] is not None},
                     imported=first["imported"], gone=first["gone"], version=first["version"])
 
-    async def network(self, network_id: str) -> Network:
+    async def network(self, network_id: str, *, addresses: bool = True) -> Network:
         """See ``Store.network``: the ``network_state`` and ``network_addresses`` tables,
         kept by a trigger on events in each append's transaction (migration 0016), in one
         query."""
@@ -503,7 +504,10 @@ class EventStore:
             rows = await conn.fetch(
                 "SELECT s.imported, s.gone, s.cidr, s.gateway, s.version, a.vm_id, a.address"
                 " FROM network_state s LEFT JOIN network_addresses a USING (network_id)"
-                " WHERE s.network_id = $1 ORDER BY a.vm_id, a.nic", network_id)
+                " WHERE s.network_id = $1 ORDER BY a.vm_id, a.nic", network_id
+            ) if addresses else await conn.fetch(
+                "SELECT imported, gone, cidr, gateway, version, NULL AS vm_id,"
+                " NULL AS address FROM network_state WHERE network_id = $1", network_id)
         if not rows:
             return Network(network_id)
         first = rows[0]

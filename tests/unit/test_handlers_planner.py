@@ -257,17 +257,54 @@ async def events_of(store: MemoryEventStore, stream_id: str) -> list[AnyEvent]:
     return [e.event() for e in await store.read_stream(stream_id)]
 
 
-class NoNetworkStreams(MemoryEventStore):
-    """Refuses to read a network's stream: its addresses come from ``Store.network``."""
+async def test_a_planner_copy_allocates_after_what_another_copy_allocated() -> None:
+    # Each copy holds the network between its placements; the other copy's allocations
+    # reach it from the network's stream.
+    store = MemoryEventStore()
+    await given(store, streams.host("h1"), host("h1", ["pool-1"]))
+    copies = [planner(store), planner(store)]
+    for n in range(6):
+        await new_stream(store, streams.vm(f"v{n}"), deploy(f"v{n}", network_ids=["n1"]))
+        result, attempts = await deliver(copies[n % 2], str(
+            (await store.read_stream(streams.vm(f"v{n}")))[0].event_id))
+        assert (result.outcome, attempts) == (Outcome.HANDLED, 1)
+    held = (await store.network("n1")).held
+    assert sorted(held) == [f"v{n}" for n in range(6)]
+    assert len({a for addresses in held.values() for a in addresses}) == 6
+
+
+class NetworkStreamsOnce(MemoryEventStore):
+    """Refuses to read an event of a network's stream twice: a network's addresses come
+    from ``Store.network`` once, then from the events appended to its stream since."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read_up_to: dict[str, int] = {}
 
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        found = await super().read_stream(stream_id, from_version)
         if stream_id.startswith("network-"):
-            raise AssertionError(f"the stream {stream_id} was read")
-        return await super().read_stream(stream_id, from_version)
+            if from_version <= self.read_up_to.get(stream_id, 0):
+                raise AssertionError(f"{stream_id} read again from version {from_version}")
+            if found:
+                self.read_up_to[stream_id] = found[-1].version
+        return found
+
+    async def network(self, network_id: str, *, addresses: bool = True) -> network.Network:
+        found = await super().network(network_id, addresses=addresses)
+        stream_id = streams.network(network_id)
+        if self.read_up_to.get(stream_id):
+            raise AssertionError(f"{stream_id} read whole again")
+        self.read_up_to[stream_id] = found.version
+        return found
+
+    async def held(self, network_id: str) -> dict[str, list[str]]:
+        """What the network's VMs hold (read by the test, not by the planner)."""
+        return (await super().network(network_id)).held
 
 
-async def test_addresses_are_allocated_and_freed_without_reading_the_networks_stream() -> None:
-    store = NoNetworkStreams()
+async def test_addresses_are_allocated_and_freed_reading_each_network_event_once() -> None:
+    store = NetworkStreamsOnce()
     await given(store, streams.host("h1"), host("h1", ["pool-1"]))
     await given(store, streams.network("n1"), NetworkRangeSet(
         network_id="n1", cidr="192.168.7.0/29", gateway="192.168.7.1"))
@@ -275,7 +312,7 @@ async def test_addresses_are_allocated_and_freed_without_reading_the_networks_st
     for vm_id in ("v1", "v2"):
         await new_stream(store, streams.vm(vm_id), deploy(vm_id, network_ids=["n1", "n1"]))
     await delivery.settle()
-    assert (await store.network("n1")).held == {
+    assert await store.held("n1") == {
         "v1": ["192.168.7.2", "192.168.7.3"], "v2": ["192.168.7.4", "192.168.7.5"]}
 
     # The /29 has one address left: a deploy of two NICs fails, and its capacity is freed.
@@ -289,7 +326,7 @@ async def test_addresses_are_allocated_and_freed_without_reading_the_networks_st
     await given(store, streams.vm("v1"), VmExpunged(vm_id="v1"))
     await new_stream(store, streams.vm("v4"), deploy("v4", network_ids=["n1"]))
     await delivery.settle()
-    assert (await store.network("n1")).held == {
+    assert await store.held("n1") == {
         "v2": ["192.168.7.4", "192.168.7.5"], "v4": ["192.168.7.2"]}
     assert set((await host_state(store, "h1")).reservations) == {"v2", "v4"}
 
@@ -307,8 +344,8 @@ class Racing(MemoryEventStore):
         await asyncio.sleep(0)
         return hosts
 
-    async def network(self, network_id: str) -> network.Network:
-        found = await super().network(network_id)
+    async def network(self, network_id: str, *, addresses: bool = True) -> network.Network:
+        found = await super().network(network_id, addresses=addresses)
         await asyncio.sleep(0)
         return found
 
