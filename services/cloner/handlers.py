@@ -169,7 +169,7 @@ class Cloner(HypervisorService):
                 await self._cleanup(request, CloneProgress())
             return []
         host, pool, found = await asyncio.gather(
-            self.repo.host(placed.host_id), self.repo.pool(placed.pool_id),
+            self.repo.host(placed.host_id, reservations=False), self.repo.pool(placed.pool_id),
             asyncio.gather(*(self.repo.network(n, addresses=False)
                              for n in request.network_ids)))
         target = pool.live

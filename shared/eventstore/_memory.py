@@ -391,9 +391,10 @@ class MemoryEventStore:
                  if stream_id.startswith("host-")]
         return [host.view() for host in hosts if capacity.placeable(host)]
 
-    async def host(self, host_id: str) -> capacity.Host:
-        return capacity.fold(host_id, [e.event() for e in
-                                       self._streams.get(streams.host(host_id), [])])
+    async def host(self, host_id: str, *, reservations: bool = True) -> capacity.Host:
+        found = capacity.fold(host_id, [e.event() for e in
+                                        self._streams.get(streams.host(host_id), [])])
+        return found if reservations else replace(found, reservations={})
 
     async def network(self, network_id: str, *, addresses: bool = True) -> _network.Network:
         found = self._networks.get(network_id) or _network.Network(network_id)

@@ -74,10 +74,10 @@ class Repository:
     async def vm(self, vm_id: str) -> _vm.Vm:
         return _vm.fold(vm_id, await self.events(streams.vm(vm_id)))
 
-    async def host(self, host_id: str) -> _capacity.Host:
+    async def host(self, host_id: str, *, reservations: bool = True) -> _capacity.Host:
         """The host as the store keeps it (``Store.host``), its stream not folded: a busy
         host's stream holds a reservation and a release per VM ever placed on it."""
-        return await self.store.host(host_id)
+        return await self.store.host(host_id, reservations=reservations)
 
     async def pool(self, pool_id: str) -> _pool.Pool:
         return _pool.fold(pool_id, await self.events(streams.pool(pool_id)))

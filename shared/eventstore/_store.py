@@ -216,11 +216,12 @@ class Store(Protocol):
         the store (``shared.domain.capacity`` is the rule)."""
         ...
 
-    async def host(self, host_id: str) -> Host:
+    async def host(self, host_id: str, *, reservations: bool = True) -> Host:
         """A host as its stream tells it (``shared.domain.capacity.evolve`` is the rule): its
-        latest import, whether it is gone, the reservation each VM holds on it and its
-        stream's version, as of the last committed append: never behind the store; one the
-        store never heard of is ``Host(host_id)``."""
+        latest import, whether it is gone, the reservation each VM holds on it (none read
+        with ``reservations=False``: all a clone needs is its ref and whether it is
+        placeable) and its stream's version, as of the last committed append: never behind
+        the store; one the store never heard of is ``Host(host_id)``."""
         ...
 
     async def network(self, network_id: str, *, addresses: bool = True) -> Network:
@@ -476,16 +477,19 @@ class EventStore:
                          reserved_memory_mb=r["reserved_memory_mb"], version=r["version"])
                 for r in rows]
 
-    async def host(self, host_id: str) -> Host:
+    async def host(self, host_id: str, *, reservations: bool = True) -> Host:
         """See ``Store.host``: the ``host_capacity`` and ``host_reservations`` tables, kept
         by a trigger on events in each append's transaction (migrations 0007, 0019), in one
         query."""
+        columns = ("c.name, c.ref, c.zone_id, c.pool_ids, c.cpu_mhz_total, c.memory_mb_total,"
+                   " c.imported, c.gone, c.version")
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT c.name, c.ref, c.zone_id, c.pool_ids, c.cpu_mhz_total,"
-                " c.memory_mb_total, c.imported, c.gone, c.version, r.vm_id, r.cpu_mhz,"
-                " r.memory_mb FROM host_capacity c LEFT JOIN host_reservations r"
-                " USING (host_id) WHERE c.host_id = $1", host_id)
+                f"SELECT {columns}, r.vm_id, r.cpu_mhz, r.memory_mb FROM host_capacity c"
+                " LEFT JOIN host_reservations r USING (host_id) WHERE c.host_id = $1", host_id
+            ) if reservations else await conn.fetch(
+                f"SELECT {columns}, NULL AS vm_id FROM host_capacity c WHERE c.host_id = $1",
+                host_id)
         if not rows:
             return Host(host_id)
         first = rows[0]

@@ -6,6 +6,7 @@ events stored before the triggers too); one limits decision per account at a tim
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -465,6 +466,9 @@ async def test_hosts_are_what_their_streams_say(any_store: Store) -> None:
     one = await any_store.host("h1")
     assert (one.ref, one.imported, one.gone, one.version) == ("ref-h1", True, False, 6)
     assert sum(cpu for cpu, _ in one.reservations.values()) == 1000
+    # Without its reservations (what a clone needs of it), the same host.
+    assert await any_store.host("h1", reservations=False) == dataclasses.replace(
+        one, reservations={})
     assert (await any_store.host("h2")).gone
     assert await any_store.host("never") == capacity.Host("never")
 
@@ -599,6 +603,8 @@ async def test_networks_are_what_their_streams_say(any_store: Store) -> None:
     await network_life(any_store)
     for network_id in NETWORK_IDS:
         assert await any_store.network(network_id) == await folded(any_store, network_id)
+        assert await any_store.network(network_id, addresses=False) == dataclasses.replace(
+            await folded(any_store, network_id), held={})
     n1 = await any_store.network("n1")
     assert n1.held == {"v2": ["10.1.0.6", "10.1.0.5"], "v3": ["10.1.0.3"]}
     assert (n1.range, n1.version, n1.binding is not None) == (
