@@ -3,9 +3,9 @@ locks copies of a service share (a lease, and turns at deciding)."""
 
 from shared.db._lease import Lease
 from shared.db._migrate import applied_versions, migrate, pending
-from shared.db._pool import advisory_lock, create_pool, init_connection
+from shared.db._pool import KEEPALIVES, advisory_lock, create_pool, init_connection
 from shared.db._roles import grants_sql, prepare
 from shared.db._turns import Turns
 
-__all__ = ["Lease", "Turns", "advisory_lock", "applied_versions", "create_pool", "grants_sql",
-           "init_connection", "migrate", "pending", "prepare"]
+__all__ = ["KEEPALIVES", "Lease", "Turns", "advisory_lock", "applied_versions", "create_pool",
+           "grants_sql", "init_connection", "migrate", "pending", "prepare"]

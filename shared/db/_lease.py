@@ -6,7 +6,7 @@ own, outside any pool, and holds it as long as that session lives. When the hold
 (even SIGKILL), PostgreSQL ends its session at once and a standby's wait returns: the
 takeover is as quick as the standby's start. When PostgreSQL cannot tell (the holder's
 host vanished), TCP keepalives on the lease's connection end the session within about
-``KEEPALIVE_S`` seconds. A holder that loses its connection stops its work
+``shared.db._pool.KEEPALIVE_S`` seconds. A holder that loses its connection stops its work
 (``lost`` returns) before another can have taken over, as far as it can tell.
 
 The lease is an efficiency, not the guard: the relay republishes nothing new (JetStream
@@ -21,10 +21,8 @@ import contextlib
 
 import asyncpg
 
-from shared.db._pool import init_connection
+from shared.db._pool import KEEPALIVES, init_connection
 
-KEEPALIVE_S = 15
-"""About how long PostgreSQL keeps a silent holder's lease."""
 CHECK_S = 1.0
 """How often the holder checks that its lease's connection is alive."""
 
@@ -41,11 +39,7 @@ class Lease:
     async def acquire(self) -> None:
         """Wait until this process holds the lease (as long as another holds it)."""
         conn = await asyncpg.connect(self.dsn, timeout=10, server_settings={
-            "application_name": self.holder,
-            "tcp_keepalives_idle": str(KEEPALIVE_S // 3),
-            "tcp_keepalives_interval": str(KEEPALIVE_S // 6),
-            "tcp_keepalives_count": "3",
-        })
+            "application_name": self.holder, **KEEPALIVES})
         try:
             await init_connection(conn)
             await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))",

@@ -31,14 +31,24 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     asyncpg still rolls back a transaction left open and forgets the client's listeners."""
 
 
+KEEPALIVE_S = 15
+"""About how long PostgreSQL keeps the session of a client it no longer hears from over
+TCP (its host vanished): and with it the advisory locks it held (``advisory_lock``, a
+planner's turn at deciding, a lease), which would otherwise outlive it by hours."""
+KEEPALIVES = {"tcp_keepalives_idle": str(KEEPALIVE_S // 3),
+              "tcp_keepalives_interval": str(KEEPALIVE_S // 6),
+              "tcp_keepalives_count": "3"}
+
+
 async def create_pool(
     dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any
 ) -> asyncpg.Pool:
-    """A pool whose connections carry snapdeploy's codecs and are not reset on release
-    (``keep_session``)."""
+    """A pool whose connections carry snapdeploy's codecs, are not reset on release
+    (``keep_session``) and are kept alive over TCP (``KEEPALIVES``)."""
+    server_settings = {**KEEPALIVES, **kwargs.pop("server_settings", {})}
     pool = await asyncpg.create_pool(
         dsn, min_size=min_size, max_size=max_size, init=init_connection, reset=keep_session,
-        **kwargs
+        server_settings=server_settings, **kwargs
     )
     assert pool is not None
     return pool

@@ -422,6 +422,15 @@ async def test_one_limits_decision_per_account_at_a_time(any_store: Store) -> No
     assert other == await any_store.holdings("h-a")
 
 
+async def test_pool_connections_are_kept_alive_over_tcp(pool: asyncpg.Pool) -> None:
+    # So PostgreSQL ends the session of a process whose host vanished within seconds, and
+    # the advisory locks it held (a turn at deciding) with it.
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT inet_client_addr() IS NOT NULL")  # TCP
+        assert [await conn.fetchval(f"SHOW {name}") for name in db.KEEPALIVES] == [
+            "5", "2", "3"]
+
+
 async def test_decisions_of_one_name_take_turns_among_processes(
         pool: asyncpg.Pool, database_url: str) -> None:
     # Two stores on pools of their own: two copies of a service.
