@@ -48,8 +48,10 @@ class Runtime:
     def __init__(self, service: str, settings: config.Settings | None = None) -> None:
         self.service = service
         self.settings = settings or config.load()
-        # dependency name -> None when healthy, else what is wrong with it
-        self.checks: dict[str, str | None] = {}
+        # dependency name -> None when healthy, else what is wrong with it; "started" until
+        # the service takes work (``started``): /healthz answers from the first moment, and
+        # a service still connecting is not up.
+        self.checks: dict[str, str | None] = {"started": "starting"}
         self._closers: list[Callable[[], Awaitable[Any]]] = []
         self.health_port: int | None = None
         # Set on SIGTERM/SIGINT: stop taking work, finish what is in hand.
@@ -62,6 +64,13 @@ class Runtime:
 
     def healthy(self) -> bool:
         return all(state is None for state in self.checks.values())
+
+    def started(self) -> None:
+        """The service takes work now (its consumers, its lease, or its API): healthy from
+        here on while its dependencies are."""
+        if self.checks.get("started") is not None:
+            self.checks["started"] = None
+            log.info("%s started", self.service)
 
     async def health(self, _: web.Request) -> web.Response:
         body = {
@@ -188,6 +197,7 @@ class Runtime:
         ``what`` (``shared.db.Lease``): one copy of the service is active, the others stand
         by and take over when it dies. ``/healthz`` says which this copy is (``role``); a
         standby is healthy. Losing the lease stops the work, and the copy stands by again."""
+        self.started()
         while not self.stopping.is_set():
             lease = db.Lease(self.settings.database_url, what, holder=self.service)
             self.role = "standby"
@@ -268,6 +278,7 @@ class Runtime:
                       handlers: Mapping[str, bus.Handler]) -> None:
         """Run a durable consumer with ``handlers`` until shutdown, restarting it on failure."""
         consumer = bus.Consumer(name, js, store, handlers, stopping=self.stopping)
+        self.started()
         finished = asyncio.Event()
         self._consumers.append(finished)
         try:

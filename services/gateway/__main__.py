@@ -31,6 +31,7 @@ async def main(rt: Runtime) -> None:
     try:
         nc, _ = await rt.jetstream()
         await serve_deploys(nc, app[CONTEXT])
+        rt.started()  # both doors open: the API and deploy requests on NATS
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()

@@ -113,7 +113,7 @@ def test_installed_wheel_migrates_and_serves(tmp_path: Path, database_url: str) 
                 + (tmp_path / "projector.log").read_text(errors="replace"))
             time.sleep(0.2)
             answer = health(port)
-        assert answer[1]["checks"] == {"postgres": "ok"}
+        assert answer[1]["checks"] == {"started": "ok", "postgres": "ok"}
         assert asyncio.run(applied_migrations(database_url)) == shipped
     finally:
         service.terminate()

@@ -138,6 +138,8 @@ async def test_health_is_503_for_vcenter_while_logging_in_again_fails(
 
     session = await rt.vcenter()
     try:
+        assert (await health())[0] == 503  # connected, but not yet taking work
+        rt.started()
         assert (await health())[0] == 200
         vcenter.terminate_sessions(then_refuse_logins=True)
         body = await until(503)
