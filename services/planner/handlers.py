@@ -117,8 +117,9 @@ class Planner:
 
     async def addresses(self, request: VmDeployRequested) -> list[Append]:
         """An address for each of the VM's NICs, from each network's range
-        (``shared.domain.network.allocate``) as the store keeps it (``Store.network``: the
-        network's stream is not folded), appended at the version read."""
+        (``shared.domain.network.allocate``) as this planner holds it (``HeldNetworks``:
+        brought up to date from the events appended to its stream since its last read),
+        appended at the version read."""
         out = []
         for network_id in dict.fromkeys(request.network_ids):
             network = await self.networks.network(network_id)
