@@ -39,11 +39,11 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import nats
 from pyVmomi import vim, vmodl
 
 from bench.common import cpu_ms, goal_line, own_cpu, stack, summary, tree_cpu, write
 from services.gateway.auth import sign
+from shared.bus import open_nats
 from shared.drivers.base import CloneRequest, NetworkBinding
 from shared.drivers.vmware import VSphere, clone_spec, reconfigure_spec
 
@@ -61,9 +61,9 @@ class Api:
 
     async def __aenter__(self) -> Api:
         self.http = aiohttp.ClientSession()
-        self.nc = await nats.connect(servers=self.info["nats_url"].split(","),
-                                     user=self.info["nats_user"],
-                                     password=self.info["nats_password"])
+        self.nc = await open_nats(self.info["nats_url"].split(","),
+                                  user=self.info["nats_user"],
+                                  password=self.info["nats_password"])
 
         async def on_done(msg: Any) -> None:
             job = json.loads(msg.data)["data"]["job_id"]

@@ -49,8 +49,8 @@ class Runtime:
         self.service = service
         self.settings = settings or config.load()
         # dependency name -> None when healthy, else what is wrong with it; "started" until
-        # the service takes work (``started``): /healthz answers from the first moment, and
-        # a service still connecting is not up.
+        # the service begins its work (``started``): /healthz answers from the first moment,
+        # and a service still connecting is not up.
         self.checks: dict[str, str | None] = {"started": "starting"}
         self._closers: list[Callable[[], Awaitable[Any]]] = []
         self.health_port: int | None = None
@@ -66,8 +66,9 @@ class Runtime:
         return all(state is None for state in self.checks.values())
 
     def started(self) -> None:
-        """The service takes work now (its consumers, its lease, or its API): healthy from
-        here on while its dependencies are."""
+        """The service is connected to what it needs and begins its work (its consumers,
+        its lease or its standby, or its API): healthy from here on while its dependencies
+        are."""
         if self.checks.get("started") is not None:
             self.checks["started"] = None
             log.info("%s started", self.service)

@@ -32,6 +32,7 @@ class Turns:
         self._local = asyncio.Lock()
         self._waiting = 0
         self._held: contextlib.AsyncExitStack | None = None
+        self._conn: asyncpg.Connection | None = None
         self._turns = 0
 
     @contextlib.asynccontextmanager
@@ -40,9 +41,19 @@ class Turns:
         self._waiting += 1
         try:
             await self._local.acquire()
-        finally:
+        except BaseException:
+            # Cancelled while waiting: the last holder may have kept the advisory lock for
+            # this turn, which will not be taken now.
             self._waiting -= 1
+            if not self._waiting and not self._local.locked():
+                async with self._local:
+                    if not self._waiting:
+                        await self._give_up()
+            raise
+        self._waiting -= 1
         try:
+            if self._conn is not None and self._conn.is_closed():
+                await self._give_up()  # its session ended, and the advisory lock with it
             if self._held is None:
                 held = contextlib.AsyncExitStack()
                 try:
@@ -51,16 +62,20 @@ class Turns:
                 except BaseException:
                     await held.aclose()
                     raise
-                self._held, self._turns = held, 0
+                self._held, self._conn, self._turns = held, conn, 0
             self._turns += 1
             try:
                 yield
             finally:
                 if not self._waiting or self._turns >= KEEP_MAX:
-                    held, self._held = self._held, None
-                    # A failed unlock dropped the connection, and the lock with its
-                    # session: the turn itself went well.
-                    with contextlib.suppress(Exception):
-                        await held.aclose()
+                    await self._give_up()
         finally:
             self._local.release()
+
+    async def _give_up(self) -> None:
+        """Release the advisory lock and its connection, if held (under the local lock)."""
+        held, self._held, self._conn = self._held, None, None
+        if held is not None:
+            # A failed unlock dropped the connection, and the lock with its session.
+            with contextlib.suppress(Exception):
+                await held.aclose()

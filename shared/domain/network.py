@@ -2,11 +2,12 @@
 gone; the IPv4 range its guest addresses come from, and which VM holds which address.
 
 Addresses are decided on the write side: the planner reads the network as the store keeps
-it (``Store.network``: these rules, kept by the store as each event is appended, so no
-stream is folded), picks the lowest free addresses of its range (``allocate``) and appends
-them at the version it read, so two VMs never hold one address (a concurrent allocation
-conflicts and decides again; and the store refuses an address another VM holds, whatever
-the version: ``clashes``)."""
+it once (``Store.network``: these rules, kept by the store as each event is appended), then
+holds it and folds only the events appended to its stream since (``fold`` from ``start``,
+``shared.eventstore.HeldNetworks``), picks the lowest free addresses of its range
+(``allocate``) and appends them at the version it read, so two VMs never hold one
+address (a concurrent allocation conflicts and decides again; and the store refuses an
+address another VM holds, whatever the version: ``clashes``)."""
 
 from __future__ import annotations
 

@@ -422,6 +422,31 @@ async def test_one_limits_decision_per_account_at_a_time(any_store: Store) -> No
     assert other == await any_store.holdings("h-a")
 
 
+async def test_turns_cancelled_while_waiting_leave_no_lock_held(pool: asyncpg.Pool) -> None:
+    # A holder keeps PostgreSQL's lock for the turns waiting after it; when those are
+    # cancelled instead (a consumer handing its messages back), the lock is given up.
+    store = EventStore(pool)
+    holding = asyncio.Event()
+
+    async def turn(first: bool) -> None:
+        async with store.decision_lock("planner"):
+            if first:
+                holding.set()
+            await asyncio.sleep(30)
+
+    tasks = [asyncio.ensure_future(turn(True))]
+    await holding.wait()
+    tasks += [asyncio.ensure_future(turn(False)) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert await pool.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+    async with asyncio.timeout(5), EventStore(pool).decision_lock("planner"):
+        pass  # another process gets its turn
+
+
 async def test_pool_connections_are_kept_alive_over_tcp(pool: asyncpg.Pool) -> None:
     # So PostgreSQL ends the session of a process whose host vanished within seconds, and
     # the advisory locks it held (a turn at deciding) with it.

@@ -44,11 +44,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import nats
 from cs import CloudStack, CloudStackApiException
 from pyVmomi import vim
 
 from proto import subjects
+from shared.bus import open_nats
 from shared.stack.launcher import alive, healthy, read_stack, role
 from tests.harness.vsphere import Vcsim
 
@@ -388,8 +388,8 @@ class Chaos:
             + [f"VM {vm} runs without a reservation" for vm in (running & mine) - held])
 
     async def _published(self, conn: asyncpg.Connection, within: float = 120) -> None:
-        nc = await nats.connect(servers=self.info["nats_url"].split(","),
-                                user=self.info["nats_user"], password=self.info["nats_password"])
+        nc = await open_nats(self.info["nats_url"].split(","),
+                             user=self.info["nats_user"], password=self.info["nats_password"])
         try:
             deadline = time.monotonic() + within
             while True:
