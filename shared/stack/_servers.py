@@ -267,9 +267,10 @@ def nats_config(state_dir: Path, port: int, authorization: str, *, node: int = 1
     return path
 
 
-def single_user(user: str, password: str) -> str:
-    """An authorization block with one all-powerful user (tests, and servers of one user)."""
-    entry = {"user": user, "password": bcrypt_hash(password)}
+def single_user(user: str, password: str, rounds: int = 1024) -> str:
+    """An authorization block with one all-powerful user (tests, and servers of one user),
+    the password hashed with bcrypt's ``rounds``."""
+    entry = {"user": user, "password": bcrypt_hash(password, rounds)}
     return f"authorization {{ users = [ {json.dumps(entry)} ] }}"
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import signal
 from collections.abc import Iterator
@@ -23,9 +22,9 @@ from nats.aio.msg import Msg
 from shared.bus import open_nats
 from shared.stack._servers import (
     Server,
-    bcrypt_hash,
     free_port,
     private_dir,
+    single_user,
     start_nats,
     write_private,
 )
@@ -37,8 +36,7 @@ FAST_ROUNDS = 2 ** 4
 
 @functools.cache
 def authorization(rounds: int) -> str:
-    hashed = bcrypt_hash(PASSWORD, rounds)
-    return f"authorization {{ users = [ {json.dumps({'user': USER, 'password': hashed})} ] }}"
+    return single_user(USER, PASSWORD, rounds)
 
 
 @pytest.fixture
