@@ -26,7 +26,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import msgspec
 import nats
@@ -42,7 +42,7 @@ from shared import metrics
 from shared.config import Settings
 from shared.domain.abandon import abandoned
 from shared.drivers.zones import Hypervisors
-from shared.eventstore import Append, ConcurrencyError, Repository, Store
+from shared.eventstore import Append, ConcurrencyError, Group, Repository, Store
 from shared.log import correlation
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,17 @@ E = TypeVar("E", bound=Event)
 TypedHandler = Callable[[E, EventEnvelope], Awaitable[Sequence[Append]]]
 """A handler of one event class: the event, typed, and its envelope (stream, version, id)."""
 
+Decided = Sequence[Append] | Exception
+"""One event's outcome in a batch: its appends, or why it could not be decided."""
+
+BatchHandler = Callable[[Sequence[EventEnvelope]], Awaitable[list[Decided]]]
+TypedBatchHandler = Callable[[Sequence[tuple[E, EventEnvelope]]], Awaitable[list[Decided]]]
+"""A handler that decides several events of one class at once, in order, each as if those
+before it were committed: an outcome for each (``Handlers.on_many``)."""
+
+MAX_BATCH = 64
+"""Events decided in one batch at most (``Handlers.on_many``)."""
+
 
 class HypervisorService:
     """What a service that acts on hypervisors holds: the store, its aggregates
@@ -89,6 +100,7 @@ class Handlers(Mapping[str, Handler]):
     def __init__(self) -> None:
         self._by_type: dict[str, Handler] = {}
         self.serial: dict[str, str] = {}
+        self.batched: dict[str, BatchHandler] = {}
 
     def on(self, event_type: type[E], handler: TypedHandler[E], *,
            serial: str | None = None) -> Handlers:
@@ -111,6 +123,38 @@ class Handlers(Mapping[str, Handler]):
                 raise TypeError(f"event {envelope.id} is a {type(event).__name__}, not {name}")
             return await handler(event, envelope)
 
+        self._by_type[name] = handle
+        return self
+
+    def on_many(self, event_type: type[E], handler: TypedBatchHandler[E], *,
+                serial: str) -> Handlers:
+        """Like ``on`` with ``serial``, for a handler that decides several events at once.
+
+        The events of ``event_type`` that wait for the lock in one process are decided in
+        one turn (up to ``MAX_BATCH``, in the order they came), each as if the ones before
+        it were committed, and committed in one statement (``Store.commit_all``), each all
+        or none on its own: a burst pays one read of what they share, one commit and one
+        turn of the lock, not one each. An event whose commit conflicts runs again, alone
+        or in a later batch, as after a handler's conflict."""
+        name = event_type.__name__
+
+        async def handle_many(envelopes: Sequence[EventEnvelope]) -> list[Decided]:
+            for envelope in envelopes:
+                if not isinstance(envelope.data, event_type):
+                    raise TypeError(f"event {envelope.id} is a {type(envelope.data).__name__}"
+                                    f", not {name}")
+            return await handler([(cast(E, e.data), e) for e in envelopes])
+
+        async def handle(envelope: EventEnvelope) -> Sequence[Append]:
+            (decided,) = await handle_many([envelope])
+            if isinstance(decided, Exception):
+                raise decided
+            return decided
+
+        if name in self._by_type:
+            raise ValueError(f"a handler for {name} is registered already")
+        self.serial[name] = serial
+        self.batched[name] = handle_many
         self._by_type[name] = handle
         return self
 
@@ -356,6 +400,7 @@ class Dispatcher:
         self.handlers = handlers
         self.max_deliver = max_deliver
         self.handler_timeout = handler_timeout
+        self._batches: dict[str, _Batches] = {}
 
     async def dispatch(self, event_id: str, attempt: int) -> Dispatched:
         """Handle the stored event ``event_id``, on its ``attempt``-th delivery (from 1)."""
@@ -391,11 +436,18 @@ class Dispatcher:
 
     async def _handle(self, handler: Handler, envelope: EventEnvelope) -> bool:
         """Run the handler and commit, rerunning it when another writer got there first;
-        both under the handler's lock if it has one (``Handlers.on``, ``serial``)."""
-        lock = self.handlers.serial.get(envelope.type) \
-            if isinstance(self.handlers, Handlers) else None
+        both under the handler's lock if it has one (``Handlers.on``, ``serial``), with the
+        other events waiting for it if it decides several at once (``Handlers.on_many``)."""
+        handlers = self.handlers if isinstance(self.handlers, Handlers) else None
+        lock = handlers.serial.get(envelope.type) if handlers else None
+        many = handlers.batched.get(envelope.type) if handlers else None
         for conflicts in itertools.count(1):
             try:
+                if many is not None and lock is not None:
+                    batches = self._batches.get(envelope.type)
+                    if batches is None:
+                        batches = self._batches[envelope.type] = _Batches(self, many, lock)
+                    return await batches.decide(envelope)
                 async with self.store.decision_lock(lock) if lock else contextlib.nullcontext():
                     async with asyncio.timeout(self.handler_timeout):  # not wait_for: see follow()
                         appends = await handler(envelope)
@@ -424,14 +476,98 @@ class Dispatcher:
 
     async def _commit(self, cause: EventEnvelope, appends: Sequence[Append]) -> bool:
         """Record the handled event and append its results; False if already recorded."""
+        group = self.group(cause, appends)
+        return await self.store.commit(group.appends, group.metadata,
+                                       inbox=group.inbox) is not None
+
+    def group(self, cause: EventEnvelope, appends: Sequence[Append]) -> Group:
+        """The commit that records the handled event ``cause`` and appends its results."""
         metadata = Metadata(
             correlation_id=cause.metadata.correlation_id,
             causation_id=cause.id,
             actor=self.name,
             account_id=cause.metadata.account_id,
         )
-        return await self.store.commit(appends, metadata,
-                                       inbox=(self.name, cause.id)) is not None
+        return Group(appends, metadata, (self.name, cause.id))
+
+
+class _Batches:
+    """The events of one type, decided several at once (``Handlers.on_many``), waiting in
+    this process for their lock: one task takes the lock, decides those waiting (up to
+    ``MAX_BATCH``) and commits them, then the next ones, while any wait."""
+
+    def __init__(self, dispatcher: Dispatcher, handler: BatchHandler, lock: str) -> None:
+        self.dispatcher = dispatcher
+        self.handler = handler
+        self.lock = lock
+        self._waiting: list[tuple[EventEnvelope, asyncio.Future[bool]]] = []
+        self._runner: asyncio.Task[None] | None = None
+
+    async def decide(self, envelope: EventEnvelope) -> bool:
+        """Decide and commit ``envelope``'s event with the others waiting; False if its
+        inbox row existed.
+
+        Raises:
+            ConcurrencyError: its commit met a stream moved on (it alone is undone).
+            Exception: what deciding it raised.
+        """
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((envelope, future))
+        if self._runner is None or self._runner.done():
+            # Its own task: a waiter cancelled (its message handed back) leaves the rest be.
+            self._runner = asyncio.create_task(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        while self._waiting:
+            try:
+                async with self.dispatcher.store.decision_lock(self.lock):
+                    batch = [w for w in self._waiting[:MAX_BATCH] if not w[1].done()]
+                    del self._waiting[:MAX_BATCH]
+                    if batch:
+                        await self._decide(batch)
+            except BaseException as exc:
+                # The lock was not to be had: every waiter sees why (and tries again).
+                waiting, self._waiting = self._waiting, []
+                for _, future in waiting:
+                    _settle(future, exc)
+                if not isinstance(exc, Exception):
+                    raise
+
+    async def _decide(self, batch: list[tuple[EventEnvelope, asyncio.Future[bool]]]) -> None:
+        dispatcher = self.dispatcher
+        futures: list[asyncio.Future[bool]] = []
+        try:
+            async with asyncio.timeout(dispatcher.handler_timeout):
+                decided = await self.handler([envelope for envelope, _ in batch])
+            groups = []
+            for (envelope, future), outcome in zip(batch, decided, strict=True):
+                if isinstance(outcome, Exception):
+                    _settle(future, outcome)
+                else:
+                    groups.append(dispatcher.group(envelope, outcome))
+                    futures.append(future)
+            committed = await dispatcher.store.commit_all(groups) if groups else []
+        except BaseException as exc:
+            for _, future in batch:
+                _settle(future, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for future, result in zip(futures, committed, strict=True):
+            _settle(future, result if isinstance(result, BaseException) else result is not None)
+
+
+def _settle(future: asyncio.Future[bool], outcome: bool | BaseException) -> None:
+    """Give a waiter its outcome, unless it stopped waiting."""
+    if future.done():
+        return
+    if isinstance(outcome, asyncio.CancelledError):
+        future.cancel()
+    elif isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 class Consumer:

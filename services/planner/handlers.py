@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from proto import streams
 from proto.envelope import EventEnvelope
@@ -17,9 +19,10 @@ from proto.events import (
     VmExpunged,
 )
 from services.planner.inventory import describe
-from shared.bus import Handlers
+from shared.bus import Decided, Handlers
 from shared.domain import capacity, seed, vm
 from shared.domain import network as _network
+from shared.domain.deploy import HostView
 from shared.errors import ApiError
 from shared.eventstore import Append, HeldNetworks, Repository, Store
 
@@ -49,52 +52,98 @@ class Planner:
 
     def handlers(self) -> Handlers:
         return (Handlers()
-                .on(VmDeployRequested, self.place, serial=DECISIONS)
+                .on_many(VmDeployRequested, self.place_all, serial=DECISIONS)
                 .on(VmDeployFailed, self.release, serial=DECISIONS)
                 .on(VmExpunged, self.release, serial=DECISIONS)
                 .on(InventorySyncRequested, self.sync))
 
-    async def place(self, request: VmDeployRequested,
-                    envelope: EventEnvelope) -> Sequence[Append]:
-        # What the decision reads, read at once; each read's refusal counts in this order:
-        # the source, then the capacity, then the addresses.
-        source, hosts, addresses = await asyncio.gather(
-            self.source(request), self.store.hosts(), self.addresses(request),
-            return_exceptions=True)
-        for found in (source, hosts, addresses):
-            if isinstance(found, BaseException) \
-                    and not isinstance(found, seed.TemplateGone | ApiError):
+    async def place_all(self, requests: Sequence[tuple[VmDeployRequested, EventEnvelope]]
+                        ) -> list[Decided]:
+        """Place each requested VM, in order, each as if those before it were committed
+        (``Handlers.on_many``): what they share is read once (``Outlook``), and each
+        placement moves it on."""
+        outlook = await self.outlook([request for request, _ in requests])
+        out: list[Decided] = []
+        for request, envelope in requests:
+            try:
+                out.append(self.place(request, envelope, outlook))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    async def outlook(self, requests: Sequence[VmDeployRequested]) -> Outlook:
+        """What ``requests`` are decided against, read at once: every host's capacity,
+        the seed of each snapshot or template they deploy from, and each network they
+        name (as this planner holds it, brought up to date: ``HeldNetworks``). A read that
+        fails is kept for the placements it concerns alone."""
+        snapshots = {streams.seed(r.vm_snapshot_id, r.pool_id): (r.vm_snapshot_id, r.pool_id)
+                     for r in requests if r.vm_snapshot_id is not None}
+        templates = {r.template_id for r in requests
+                     if r.vm_snapshot_id is None and r.template_id is not None}
+        network_ids = dict.fromkeys(n for r in requests for n in r.network_ids)
+        hosts, seeds, of_templates, networks = await asyncio.gather(
+            self.store.hosts(),
+            _each(snapshots, lambda stream: self.repo.seed(*snapshots[stream])),
+            _each(templates, self.template_seed),
+            _each(network_ids, self.networks.network))
+        outlook = Outlook({h.id: h for h in hosts}, seeds, {}, networks)
+        for template_id, found in of_templates.items():
+            if isinstance(found, tuple):
+                stream, state = found
+                outlook.seeds.setdefault(stream, state)
+                outlook.templates[template_id] = stream
+            else:
+                outlook.templates[template_id] = found
+        return outlook
+
+    async def template_seed(self, template_id: str) -> tuple[str, seed.Seed] | None:
+        """The seed stream a template was seeded by, and the seed (None if none was)."""
+        found = await self.store.template_seed(template_id)
+        return None if found is None else (streams.seed(*found), await self.repo.seed(*found))
+
+    def place(self, request: VmDeployRequested, envelope: EventEnvelope,
+              outlook: Outlook) -> Sequence[Append]:
+        """One placement against ``outlook``, which it moves on. Each refusal counts in
+        this order: the source, then the capacity, then the addresses."""
+        try:
+            source: list[Append] | Exception = self.source(request, outlook)
+        except (seed.TemplateGone, ApiError) as exc:
+            source = exc
+        for network_id in request.network_ids:
+            found = outlook.networks[network_id]
+            if isinstance(found, Exception) and not isinstance(found, ApiError):
                 raise found
-        if isinstance(source, BaseException):
+        if isinstance(source, Exception):
             log.warning("VM %s not placed: %s", request.vm_id, source)
             return [Append(envelope.stream_id, vm.deploy_failure(request, "seed", str(source)))]
-        assert not isinstance(hosts, BaseException)
-        decision = capacity.place(request, hosts)
+        decision = capacity.place(request, list(outlook.hosts.values()))
         if isinstance(decision, capacity.Refusal):
             log.warning("no host for VM %s: %s", request.vm_id, decision.reason)
             return [Append(envelope.stream_id, decision.vm_events)]
-        if isinstance(addresses, ApiError):
-            log.warning("no address for VM %s: %s", request.vm_id, addresses.text)
+        try:
+            addresses = self.addresses(request, outlook)
+        except ApiError as exc:
+            log.warning("no address for VM %s: %s", request.vm_id, exc.text)
             return [Append(envelope.stream_id,
-                           vm.deploy_failure(request, "allocate", addresses.text,
-                                             addresses.code))]
-        assert not isinstance(addresses, BaseException)
+                           vm.deploy_failure(request, "allocate", exc.text, exc.code))]
         log.info("placing VM %s on host %s (pool %s)", request.vm_id, decision.host.name,
                  request.pool_id)
         for allocated in (e for a in addresses for e in a.events
                           if isinstance(e, AddressesAllocated)):
             log.info("VM %s gets %s on network %s", request.vm_id,
                      ", ".join(allocated.addresses), allocated.network_id)
-        # At the host stream's version the capacity was read at: a concurrent placement on
-        # the same host makes this append fail and the decision run again; the same for the
-        # addresses at each network's version, and for the source at the seed's.
+        outlook.placed(decision, [*addresses, *source])
+        # At the host stream's version the capacity was read at (or this batch's earlier
+        # placements left): a concurrent placement on the same host makes this append fail
+        # and the decision run again; the same for the addresses at each network's
+        # version, and for the source at the seed's.
         return [Append(envelope.stream_id, decision.vm_events),
                 Append(streams.host(decision.host.id), [decision.reservation],
                        decision.host_version),
                 *addresses,
                 *source]
 
-    async def source(self, request: VmDeployRequested) -> list[Append]:
+    def source(self, request: VmDeployRequested, outlook: Outlook) -> list[Append]:
         """The VM's source, decided in its placement's commit: the snapshot's seed on the
         pool, ready, being made or to be started (``shared.domain.seed.at_placement``), or
         the seeded template it names (``seed.of_template``).
@@ -103,26 +152,29 @@ class Planner:
             seed.TemplateGone: the template it names no longer exists.
         """
         if request.vm_snapshot_id is not None:
-            state = await self.repo.seed(request.vm_snapshot_id, request.pool_id)
+            state = _found(outlook.seeds[streams.seed(request.vm_snapshot_id,
+                                                      request.pool_id)])
             decided = seed.at_placement(state, request.vm_id, request.vm_snapshot_id,
                                         request.pool_id)
             log.info("VM %s deploys from the seed of snapshot %s on pool %s (%s)",
                      request.vm_id, request.vm_snapshot_id, request.pool_id, state.status)
             return decided
-        found = await self.store.template_seed(request.template_id) \
+        stream = _found(outlook.templates.get(request.template_id)) \
             if request.template_id else None
-        state = await self.repo.seed(*found) if found else seed.Seed()
-        return seed.of_template(state, request.vm_id, request.template_id,
-                                streams.seed(*found) if found else None)
+        state = _found(outlook.seeds[stream]) if stream else seed.Seed()
+        return seed.of_template(state, request.vm_id, request.template_id, stream)
 
-    async def addresses(self, request: VmDeployRequested) -> list[Append]:
+    @staticmethod
+    def addresses(request: VmDeployRequested, outlook: Outlook) -> list[Append]:
         """An address for each of the VM's NICs, from each network's range
-        (``shared.domain.network.allocate``) as this planner holds it (``HeldNetworks``:
-        brought up to date from the events appended to its stream since its last read),
-        appended at the version read."""
+        (``shared.domain.network.allocate``), appended at the network's version.
+
+        Raises:
+            ApiError: a network has too few free addresses, or is not known.
+        """
         out = []
         for network_id in dict.fromkeys(request.network_ids):
-            network = await self.networks.network(network_id)
+            network = _found(outlook.networks[network_id])
             allocated = _network.allocate(network, request.vm_id,
                                           request.network_ids.count(network_id))
             if allocated is not None:
@@ -161,3 +213,54 @@ class Planner:
         log.info("inventory sync: %s", describe(appends))
         done = JobCompleted(job_id=request.job_id, succeeded=True)
         return [*appends, Append(envelope.stream_id, [done])]
+
+
+T = TypeVar("T")
+K = TypeVar("K")
+
+
+@dataclass
+class Outlook:
+    """What a batch of placements is decided against: the hosts, the seeds (by stream) and
+    the networks as read at its start, each moved on by the placements decided so far in
+    the batch (committed with them, after); a read that failed is kept in its place."""
+
+    hosts: dict[str, HostView]
+    seeds: dict[str, seed.Seed | Exception]
+    templates: dict[str, str | Exception | None]  # template id -> its seed stream
+    networks: dict[str, _network.Network | Exception]
+
+    def placed(self, decision: capacity.Placement, appends: Sequence[Append]) -> None:
+        """Move the outlook on by a placement: its host's reservation, and the seed and
+        network streams of ``appends``."""
+        host, reserved = decision.host, decision.reservation
+        self.hosts[host.id] = replace(
+            host, reserved_cpu_mhz=host.reserved_cpu_mhz + reserved.cpu_mhz,
+            reserved_memory_mb=host.reserved_memory_mb + reserved.memory_mb,
+            version=host.version + 1)
+        for append in appends:
+            state = self.seeds.get(append.stream_id)
+            if isinstance(state, seed.Seed) and append.events:
+                self.seeds[append.stream_id] = seed.fold(append.events, state)
+            for event in append.events:
+                if isinstance(event, AddressesAllocated):
+                    network = _found(self.networks[event.network_id])
+                    self.networks[event.network_id] = _network.fold(event.network_id,
+                                                                    [event], network)
+
+
+def _found(read: T | Exception) -> T:
+    """What a read found, or the error it met, raised."""
+    if isinstance(read, Exception):
+        raise read
+    return read
+
+
+async def _each(keys: Iterable[K], read: Callable[[K], Awaitable[T]]) -> dict[K, T | Exception]:
+    """``read`` of each key, at once; a read's error in its place."""
+    keys = list(keys)
+    found = await asyncio.gather(*(read(k) for k in keys), return_exceptions=True)
+    for value in found:
+        if isinstance(value, BaseException) and not isinstance(value, Exception):
+            raise value
+    return dict(zip(keys, found, strict=True))  # type: ignore[arg-type]

@@ -17,11 +17,12 @@ read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from proto import streams
 from proto.events import (
-    AnyEvent,
+    Event,
     TemplateRemoved,
     TemplateSeeded,
     TemplateSeedFailed,
@@ -44,8 +45,10 @@ class Seed:
     failure: str | None = None
 
 
-def fold(events: list[AnyEvent]) -> Seed:
-    seed = Seed()
+def fold(events: Sequence[Event], start: Seed | None = None) -> Seed:
+    """The seed after ``events``, from ``start`` (what the stream's earlier events made of
+    it, left as it is) or from nothing."""
+    seed = replace(start, waiters=list(start.waiters)) if start else Seed()
     for event in events:
         seed.version += 1
         match event:

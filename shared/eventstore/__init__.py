@@ -1,5 +1,6 @@
 """The event store: append-only streams in PostgreSQL, read by stream or in global order."""
 
+from shared.eventstore._group import Group, Outcome
 from shared.eventstore._memory import MemoryEventStore
 from shared.eventstore._repository import HeldNetworks, Repository
 from shared.eventstore._store import (
@@ -22,11 +23,13 @@ __all__ = [
     "Append",
     "ConcurrencyError",
     "EventStore",
+    "Group",
     "HeldNetworks",
     "Holding",
     "MemoryEventStore",
     "NameTaken",
     "NewEvent",
+    "Outcome",
     "RecordedEvent",
     "Repository",
     "Store",

@@ -50,6 +50,7 @@ from shared.domain import network as _network
 from shared.domain.deploy import HostView
 from shared.domain.limits import Usage
 from shared.domain.vm import VmState, state_after
+from shared.eventstore._group import Group, Outcome
 from shared.eventstore._store import (
     ANY_VERSION,
     Append,
@@ -315,6 +316,16 @@ class MemoryEventStore:
                                    [NewEvent(e, metadata) for e in append.events])
             last = max([last, *(r.position for r in recorded)])
         return last
+
+    async def commit_all(self, groups: Sequence[Group]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for group in groups:
+            try:
+                outcomes.append(await self.commit(group.appends, group.metadata,
+                                                  inbox=group.inbox))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
 
     @staticmethod
     def _check(versions: dict[str, int], stream_id: str, expected: int) -> None:

@@ -197,6 +197,12 @@ class Store(Protocol):
         """
         ...
 
+    async def commit_all(self, groups: Sequence[Group]) -> list[Outcome]:
+        """Commit each group as ``commit`` does, all or none on its own, in order (a group
+        sees what the groups before it appended); each group's outcome: what ``commit``
+        returns, or the error that undid that group alone."""
+        ...
+
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
         """The events of one stream from ``from_version`` on, oldest first ([] if none)."""
         ...
@@ -333,7 +339,7 @@ class EventStore:
         """With ``group_commit``, concurrent ``commit`` calls share statements
         (``GroupCommit``): for a process serving many requests at once."""
         self.pool = pool
-        self.group_commit = GroupCommit(self._commit_groups) if group_commit else None
+        self.group_commit = GroupCommit(self.commit_all) if group_commit else None
         self._decisions: dict[str, Turns] = {}
 
     async def append(
@@ -397,13 +403,13 @@ class EventStore:
         group = Group(appends, metadata, inbox)
         if self.group_commit is not None:
             return await self.group_commit.commit(group)
-        (outcome,) = await self._commit_groups([group])
+        (outcome,) = await self.commit_all([group])
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
-    async def _commit_groups(self, groups: Sequence[Group]) -> list[Outcome]:
-        """Commit each group all or none, in one statement; each group's outcome."""
+    async def commit_all(self, groups: Sequence[Group]) -> list[Outcome]:
+        """See ``Store.commit_all``: one statement."""
         consumers: list[str | None] = []
         causes: list[uuid.UUID | None] = []
         batches: list[tuple[int, Append]] = []

@@ -22,10 +22,17 @@ from proto.events import (
     ZoneImported,
 )
 from services.planner.handlers import Planner
-from shared.bus import Dispatcher, Handlers, Outcome
+from shared.bus import Dispatcher, Handlers, Outcome, TypedHandler
 from shared.domain import capacity, network
 from shared.domain.deploy import HostView
-from shared.eventstore import Append, ConcurrencyError, MemoryEventStore, RecordedEvent
+from shared.eventstore import (
+    Append,
+    ConcurrencyError,
+    Group,
+    MemoryEventStore,
+    RecordedEvent,
+)
+from shared.eventstore import Outcome as Committed
 from tests.kit import Delivery, deliver, deploy, given, host, new_stream, no_changes
 
 
@@ -338,6 +345,7 @@ class Racing(MemoryEventStore):
     def __init__(self) -> None:
         super().__init__()
         self.conflicts = 0
+        self.statements: list[int] = []  # commit_all's calls: the groups each committed
 
     async def hosts(self) -> list[HostView]:
         hosts = await super().hosts()
@@ -362,6 +370,10 @@ class Racing(MemoryEventStore):
         except ConcurrencyError:
             self.conflicts += 1
             raise
+
+    async def commit_all(self, groups: Sequence[Group]) -> list[Committed]:
+        self.statements.append(len(groups))
+        return await super().commit_all(groups)
 
 
 async def racing_placements(vms: int, handlers: Callable[[Planner], Handlers]) -> Racing:
@@ -391,16 +403,75 @@ async def racing_placements(vms: int, handlers: Callable[[Planner], Handlers]) -
     assert {len(held) for held in n1.held.values()} == {2}
     assert len({a for held in n1.held.values() for a in held}) == 2 * vms
     assert len({a for held in n2.held.values() for a in held}) == vms
+    # One seed started, by the first placement; each VM waits for it.
+    seeded = [e.event() for e in await store.read_stream(streams.seed("snap-1", "pool-1"))]
+    assert [type(e).__name__ for e in seeded].count("TemplateSeedStarted") == 1
+    assert len(seeded) == vms + 1
     return store
 
 
 async def test_placements_handled_at_once_in_one_process_never_conflict() -> None:
     store = await racing_placements(64, Planner.handlers)
     assert store.conflicts == 0
+    # Those waiting for the lock were decided together: fewer commits than placements.
+    assert sum(store.statements) == 64 and len(store.statements) < 64
+
+
+class MovedUnderfoot(Racing):
+    """Another writer (a sync, a release) appends to host h0's stream right after the
+    planner's first read of the hosts: the batch's placements on h0 then conflict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.moved = False
+
+    async def hosts(self) -> list[HostView]:
+        hosts = await super().hosts()
+        if not self.moved:
+            self.moved = True
+            await given(self, streams.host("h0"), CapacityReserved(
+                host_id="h0", vm_id="other", cpu_mhz=1000, memory_mb=1024))
+        return hosts
+
+
+async def test_a_batch_placement_that_conflicts_runs_again_and_the_others_stand() -> None:
+    store = MovedUnderfoot()
+    await given(store, streams.host("h0"), host("h0", ["pool-1"], memory_mb=4096))
+    await given(store, streams.host("h1"), host("h1", ["pool-1"], memory_mb=4096))
+    for n in range(6):
+        await new_stream(store, streams.vm(f"v{n}"), deploy(f"v{n}", memory_mb=1024))
+    dispatcher = Dispatcher("planner", store, Planner(store, no_changes).handlers())
+    requests = [e for e in await store.read_all() if e.type == "VmDeployRequested"]
+
+    results = await asyncio.gather(*(deliver(dispatcher, str(r.event_id)) for r in requests))
+
+    assert {result.outcome for result, _ in results} == {Outcome.HANDLED}
+    assert store.conflicts > 0  # h0 moved after the first batch read it
+    for n in range(6):
+        assert isinstance((await vm_events(store, f"v{n}"))[1], VmPlaced)
+    # Every VM and "other" fit: no host reserved past its memory, none reserved twice.
+    reserved = {}
+    for h in ("h0", "h1"):
+        state = await host_state(store, h)
+        assert sum(memory for _, memory in state.reservations.values()) <= 4096
+        for vm_id in state.reservations:
+            assert vm_id not in reserved
+            reserved[vm_id] = h
+    assert set(reserved) == {"other", *(f"v{n}" for n in range(6))}
 
 
 async def test_without_the_planners_lock_placements_handled_at_once_conflict() -> None:
     # What the lock spares: the same decisions, each rerun when another moved its streams.
     store = await racing_placements(16, lambda planner: Handlers().on(
-        VmDeployRequested, planner.place))
+        VmDeployRequested, alone(planner)))
     assert store.conflicts > 0
+
+
+def alone(planner: Planner) -> TypedHandler[VmDeployRequested]:
+    """The planner's placement, one request at a time, with no lock."""
+    async def place(request: VmDeployRequested, envelope: EventEnvelope) -> Sequence[Append]:
+        (decided,) = await planner.place_all([(request, envelope)])
+        if isinstance(decided, Exception):
+            raise decided
+        return decided
+    return place
