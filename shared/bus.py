@@ -77,6 +77,9 @@ before it were committed: an outcome for each (``Handlers.on_many``)."""
 
 MAX_BATCH = 64
 """Events decided in one batch at most (``Handlers.on_many``)."""
+TURN_BATCHES = 4
+"""Batches decided in a row in one turn of the lock, while more wait, before it is given
+up for the other processes' turns."""
 
 
 class HypervisorService:
@@ -522,10 +525,15 @@ class _Batches:
         while self._waiting:
             try:
                 async with self.dispatcher.store.decision_lock(self.lock):
-                    batch = [w for w in self._waiting[:MAX_BATCH] if not w[1].done()]
-                    del self._waiting[:MAX_BATCH]
-                    if batch:
-                        await self._decide(batch)
+                    # Those that came while a batch was decided are the next batch, in
+                    # the same turn (the lock kept, up to TURN_BATCHES in a row).
+                    for _ in range(TURN_BATCHES):
+                        batch = [w for w in self._waiting[:MAX_BATCH] if not w[1].done()]
+                        del self._waiting[:MAX_BATCH]
+                        if batch:
+                            await self._decide(batch)
+                        if not self._waiting:
+                            break
             except BaseException as exc:
                 # The lock was not to be had: every waiter sees why (and tries again).
                 waiting, self._waiting = self._waiting, []
