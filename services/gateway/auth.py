@@ -56,16 +56,22 @@ def check_names(params: Params) -> None:
         seen.add(folded)
 
 
-def _encodings(value: str) -> Iterator[str]:
-    """``value`` percent-encoded as each client does; '%20' for a space in all of them."""
-    for star, tilde, brackets in itertools.product((True, False), repeat=3):
-        safe = ("*" if star else "") + ("~" if tilde else "") + ("[]" if brackets else "")
-        encoded = quote(value, safe=safe)
-        yield encoded if tilde else encoded.replace("~", "%7E")
+VARIANTS = list(itertools.product((True, False), repeat=3))
+"""How a client percent-encodes a value: whether it keeps ``*``, ``~``, and ``[``/``]``;
+the first is the cs client's (and the server's own Java) way."""
+VARIANTS.sort(key=lambda v: v != (True, True, False))
 
 
-def candidates(params: Params) -> set[str]:
-    """Every accepted string to sign for ``params`` (without ``signature``).
+def _encoded(value: str, star: bool, tilde: bool, brackets: bool) -> str:
+    """``value`` percent-encoded as one kind of client does; '%20' for a space in all."""
+    safe = ("*" if star else "") + ("~" if tilde else "") + ("[]" if brackets else "")
+    encoded = quote(value, safe=safe)
+    return encoded if tilde else encoded.replace("~", "%7E")
+
+
+def candidates(params: Params) -> Iterator[str]:
+    """Every accepted string to sign for ``params`` (without ``signature``), each once,
+    the most common first (the cs client's), each made only when asked for.
 
     Variants: ``*`` kept (cs, Marvin, CloudMonkey, Libcloud, the server's own Java) or as
     ``%2A`` (CloudMonkey before 6.0, older Marvin); ``~`` kept (Python 3, Go) or as
@@ -73,14 +79,16 @@ def candidates(params: Params) -> set[str]:
     sorted as they are (cs, the server, Go CloudMonkey) or by their lower case (Libcloud,
     Marvin, Python CloudMonkey).
     """
-    encoded = [(name, value, list(_encodings(value))) for name, value in params]
-    out = set()
+    seen: set[str] = set()
     for by_lower_name in (False, True):
-        ordered = sorted(encoded, key=(lambda p: p[0].lower()) if by_lower_name
+        ordered = sorted(params, key=(lambda p: p[0].lower()) if by_lower_name
                          else (lambda p: (p[0], p[1])))
-        for variant in range(8):
-            out.add("&".join(f"{name}={forms[variant]}" for name, _, forms in ordered).lower())
-    return out
+        for variant in VARIANTS:
+            text = "&".join(f"{name}={_encoded(value, *variant)}"
+                            for name, value in ordered).lower()
+            if text not in seen:
+                seen.add(text)
+                yield text
 
 
 def sign(params: Params, secret: str) -> str:

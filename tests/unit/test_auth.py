@@ -324,3 +324,13 @@ def test_expiry_refusals_are_401_in_cloudstacks_words() -> None:
 def test_a_request_without_key_or_signature_is_401() -> None:
     assert refusal([("command", "listZones"), ("apiKey", "K")]).code == 401
     assert refusal([("command", "listZones"), ("signature", "s")]).code == 401
+
+
+def test_the_cs_clients_string_to_sign_is_tried_first_and_each_string_once() -> None:
+    # The common case costs one HMAC: the string the cs client signs comes first.
+    params = [*PARAMS, ("details[0].cpuNumber", "2")]
+    cs_text = "&".join(f"{k}={quote(v, safe='*')}" for k, v in sorted(params)).lower()
+    texts = list(auth.candidates(params))
+    assert texts[0] == cs_text
+    assert len(texts) == len(set(texts)) > 1
+    assert auth.verify(params, auth.sign(params, SECRET), SECRET)
