@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,18 @@ def scale(r: dict[str, Any]) -> list[str]:
                      f"{row['service_per_s']:.2f}/s | {row['bare_per_s']:.2f}/s | "
                      f"{row['fraction_of_bare']:.2f} | ≥ 0.8 | "
                      f"{verdict(row['fraction_of_bare'] >= 0.8)} |")
+    rounds = "; ".join(
+        f"{row['replicas']} {'copy' if row['replicas'] == 1 else 'copies'} "
+        + ", ".join(f"{x:.2f}" for x in row.get("rounds_service_per_s", []))
+        for row in r["levels"])
+    rates = [row["service_per_s"] for row in r["levels"]]
+    never_lower = all(b >= a * 0.95 for a, b in itertools.pairwise(rates))
+    spread = max((max(x) / min(x) - 1 for row in r["levels"]
+                  if (x := row.get("rounds_service_per_s"))), default=0.0)
+    lines += ["", f"More copies never lower throughput: the medians above, each at least "
+              f"0.95 of the one before it (the rounds of one stack differ by up to "
+              f"{spread:.0%}: {rounds} deploys/s); slowest / fastest median "
+              f"{min(rates) / max(rates):.3f}: {verdict(never_lower)}."]
     for row in r["levels"]:
         for service in ("relay", "projector"):
             took = row.get(f"{service}_failover")

@@ -6,8 +6,11 @@ own, outside any pool, and holds it as long as that session lives. When the hold
 (even SIGKILL), PostgreSQL ends its session at once and a standby's wait returns: the
 takeover is as quick as the standby's start. When PostgreSQL cannot tell (the holder's
 host vanished), TCP keepalives on the lease's connection end the session within about
-``shared.db._pool.KEEPALIVE_S`` seconds. A holder that loses its connection stops its work
-(``lost`` returns) before another can have taken over, as far as it can tell.
+``shared.db._pool.KEEPALIVE_S`` seconds. A holder frozen without dying (stopped: its host
+still answers TCP, but its checks of the session stop) loses the lease after
+``IDLE_LIMIT_S`` seconds idle. A holder that loses its connection stops its work (``lost``
+returns) before another can have taken over, as far as it can tell; a frozen one, at its
+first check once it runs again.
 
 The lease is an efficiency, not the guard: the relay republishes nothing new (JetStream
 drops repeated message ids) and the projector's checkpoint row is locked per batch, so two
@@ -21,7 +24,7 @@ import contextlib
 
 import asyncpg
 
-from shared.db._pool import KEEPALIVES, init_connection
+from shared.db._pool import IDLE_LIMIT_S, KEEPALIVES, init_connection
 
 CHECK_S = 1.0
 """How often the holder checks that its lease's connection is alive."""
@@ -30,16 +33,20 @@ CHECK_S = 1.0
 class Lease:
     """The lease ``name`` on the database at ``dsn``, for one holder at a time."""
 
-    def __init__(self, dsn: str, name: str, *, holder: str = "snapdeploy") -> None:
+    def __init__(self, dsn: str, name: str, *, holder: str = "snapdeploy",
+                 idle_limit_s: float = IDLE_LIMIT_S) -> None:
         self.dsn = dsn
         self.name = name
         self.holder = holder
+        self.idle_limit_s = idle_limit_s
         self._conn: asyncpg.Connection | None = None
 
     async def acquire(self) -> None:
         """Wait until this process holds the lease (as long as another holds it)."""
+        # Idle past IDLE_LIMIT_S (frozen: its checks stopped), the session ends.
         conn = await asyncpg.connect(self.dsn, timeout=10, server_settings={
-            "application_name": self.holder, **KEEPALIVES})
+            "application_name": self.holder, **KEEPALIVES,
+            "idle_session_timeout": str(int(self.idle_limit_s * 1000))})
         try:
             await init_connection(conn)
             await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))",

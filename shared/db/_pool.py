@@ -25,7 +25,8 @@ async def keep_session(conn: asyncpg.Connection) -> None:
 
     asyncpg's default reset runs ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
     ALL`` on every release: half the statements a deploy cost the gateway. snapdeploy
-    keeps no session state past a release: it sets no session settings, opens no cursors
+    keeps no session state past a release: it sets no session settings (but the idle limit
+    ``advisory_lock`` sets and resets), opens no cursors
     outside a transaction, and whoever takes an advisory lock or LISTENs undoes it before
     releasing, or drops the connection when it cannot (``advisory_lock``).
     asyncpg still rolls back a transaction left open and forgets the client's listeners."""
@@ -38,6 +39,14 @@ planner's turn at deciding, a lease), which would otherwise outlive it by hours.
 KEEPALIVES = {"tcp_keepalives_idle": str(KEEPALIVE_S // 3),
               "tcp_keepalives_interval": str(KEEPALIVE_S // 6),
               "tcp_keepalives_count": "3"}
+
+IDLE_LIMIT_S = 10
+"""How long a session holding an advisory lock may sit idle before PostgreSQL ends it, and
+the lock with it (``idle_session_timeout``): a holder that is alive but frozen (stopped,
+or its host paused) still answers TCP's keepalives, and would keep every other copy
+waiting for as long as it stays frozen. A lease's holder checks its session every second;
+a turn at deciding lasts milliseconds. Past the limit, the lock is another's: the
+expected versions, not the locks, keep decisions correct."""
 
 
 async def create_pool(
@@ -55,14 +64,19 @@ async def create_pool(
 
 
 @contextlib.asynccontextmanager
-async def advisory_lock(conn: asyncpg.Connection, key: str) -> AsyncIterator[None]:
+async def advisory_lock(conn: asyncpg.Connection, key: str, *,
+                        idle_limit_s: float = IDLE_LIMIT_S) -> AsyncIterator[None]:
     """Hold PostgreSQL's session advisory lock ``key`` (any text) on ``conn`` while inside.
 
     Pool connections are not reset on release (``keep_session``): if taking or releasing
     the lock fails or is cancelled midway, the connection is dropped, and the lock with
-    its session, so no lock outlives its holder."""
+    its session, so no lock outlives its holder. While it is held, the session ends if it
+    sits idle for ``idle_limit_s`` (``IDLE_LIMIT_S``): set in the statement that takes the
+    lock, reset in the one that releases it."""
     try:
-        await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
+        await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0)),"
+                           " set_config('idle_session_timeout', $2, false)",
+                           key, str(int(idle_limit_s * 1000)))
     except BaseException:
         conn.terminate()
         raise
@@ -70,7 +84,8 @@ async def advisory_lock(conn: asyncpg.Connection, key: str) -> AsyncIterator[Non
         yield
     finally:
         try:
-            await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+            await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0)),"
+                               " set_config('idle_session_timeout', '0', false)", key)
         except BaseException:
             conn.terminate()
             raise

@@ -5,7 +5,8 @@ waiters hold no connection each); among processes, PostgreSQL's advisory lock on
 connection. The advisory lock is kept from one holder of the process to the next while
 any is waiting, up to ``KEEP_MAX`` turns, and given up as soon as none is: a burst of
 decisions in one process pays one hand-over between processes, not one per decision,
-and a process with nothing to decide holds nothing.
+and a process with nothing to decide holds nothing. A process frozen while it holds the
+advisory lock loses it after ``IDLE_LIMIT_S`` (``advisory_lock``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from shared.db._pool import advisory_lock
+from shared.db._pool import IDLE_LIMIT_S, advisory_lock
 
 KEEP_MAX = 16
 """Turns in a row a process takes before it gives the advisory lock up, holders of its own
@@ -26,9 +27,11 @@ waiting or not, so the other processes get theirs."""
 class Turns:
     """The lock ``name`` on ``pool``'s database, for the holders of this process."""
 
-    def __init__(self, pool: asyncpg.Pool, name: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, name: str, *,
+                 idle_limit_s: float = IDLE_LIMIT_S) -> None:
         self.pool = pool
         self.key = f"decision:{name}"
+        self.idle_limit_s = idle_limit_s
         self._local = asyncio.Lock()
         self._waiting = 0
         self._held: contextlib.AsyncExitStack | None = None
@@ -58,7 +61,8 @@ class Turns:
                 held = contextlib.AsyncExitStack()
                 try:
                     conn = await held.enter_async_context(self.pool.acquire())
-                    await held.enter_async_context(advisory_lock(conn, self.key))
+                    await held.enter_async_context(
+                        advisory_lock(conn, self.key, idle_limit_s=self.idle_limit_s))
                 except BaseException:
                     await held.aclose()
                     raise

@@ -456,6 +456,56 @@ async def test_pool_connections_are_kept_alive_over_tcp(pool: asyncpg.Pool) -> N
             "5", "2", "3"]
 
 
+async def test_a_frozen_holder_of_a_turn_loses_it_after_the_idle_limit(
+        pool: asyncpg.Pool, database_url: str) -> None:
+    # A copy stopped (SIGSTOP) while it holds the lock still answers TCP; its session,
+    # idle, is ended by PostgreSQL, and another copy gets its turn.
+    other_pool = await create_pool(database_url, max_size=2)
+    try:
+        frozen, other = db.Turns(pool, "frozen", idle_limit_s=1), db.Turns(other_pool, "frozen")
+        holding, thawed = asyncio.Event(), asyncio.Event()
+
+        async def hold() -> None:
+            async with frozen.turn():
+                holding.set()
+                await thawed.wait()  # no statement on its session meanwhile
+
+        holder = asyncio.ensure_future(hold())
+        await holding.wait()
+        started = asyncio.get_running_loop().time()
+        async with asyncio.timeout(10), other.turn():
+            waited = asyncio.get_running_loop().time() - started
+        assert 0.5 < waited < 10
+        thawed.set()
+        await asyncio.wait_for(holder, 5)  # its turn ends quietly, its session gone
+        async with asyncio.timeout(5), frozen.turn():
+            pass  # and it takes turns again
+    finally:
+        await other_pool.close()
+
+
+async def test_the_idle_limit_lasts_as_long_as_the_lock(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        async with db.advisory_lock(conn, "some-lock", idle_limit_s=2):
+            assert await conn.fetchval("SHOW idle_session_timeout") == "2s"
+        assert await conn.fetchval("SHOW idle_session_timeout") == "0"
+
+
+async def test_a_frozen_lease_holder_loses_the_lease_after_the_idle_limit(
+        database_url: str) -> None:
+    frozen = db.Lease(database_url, "frozen", idle_limit_s=1)
+    standby = db.Lease(database_url, "frozen")
+    await frozen.acquire()  # and then checks nothing: stopped
+    try:
+        async with asyncio.timeout(10):
+            await standby.acquire()
+        # Running again, it finds the lease lost at its first check.
+        await asyncio.wait_for(frozen.lost(), 10)
+    finally:
+        await frozen.release()
+        await standby.release()
+
+
 async def test_decisions_of_one_name_take_turns_among_processes(
         pool: asyncpg.Pool, database_url: str) -> None:
     # Two stores on pools of their own: two copies of a service.
