@@ -1,6 +1,6 @@
 """Deploy latency, throughput and first-vs-n-th deploy, each beside the bare vSphere calls.
 
-    python -m bench.deploys [--deploys 200] [--levels 1,8,64] [--sequence 20]
+    python -m bench.deploys [--deploys 200] [--levels 1,8,64] [--sequence 20] [--first-repeats 5]
 
 Starts a stack with `snapdeploy up` (vcsim with 8 hosts), snapshots a VM and seeds it, then:
 1. overhead: deploys through the gateway (request sent -> JobCompleted seen on NATS),
@@ -11,8 +11,9 @@ Starts a stack with `snapdeploy up` (vcsim with 8 hosts), snapshots a VM and see
    per task;
 2. throughput: deploys per second with 1, 8, 64 in flight, beside each bare client at the
    same concurrency;
-3. first vs n-th: after prepareTemplate, the first deploy against deploys 2..n; without it,
-   the first deploy's extra time against the seed's own time;
+3. first vs n-th: after prepareTemplate (on each of --first-repeats snapshots), the median
+   first deploy against the median of deploys 2..n; without it, the first deploy's extra
+   time against the seed's own time;
 4. CPU per deploy: in each throughput run, the CPU time (user + system, from /proc) every
    process of the stack spent (each service, PostgreSQL with its backends, nats-server,
    vcsim, the launcher), and for each bare client this process's own plus vcsim's, each
@@ -355,24 +356,35 @@ async def throughput(api: Api, ctx: dict[str, Any], levels: list[int],
     return out
 
 
-async def first_vs_nth(api: Api, ctx: dict[str, Any], length: int) -> dict[str, Any]:
+async def first_vs_nth(api: Api, ctx: dict[str, Any], length: int,
+                       repeats: int) -> dict[str, Any]:
+    """After prepareTemplate: ``repeats`` snapshots, each prepared and then deployed
+    ``length`` times; the median of their first deploys against the median of the others
+    (one first deploy is one sample, as spread as any other). Without it: one snapshot's
+    first deploy, whose extra time is the seed's."""
     small_vm = (await api.call("listVirtualMachines", name="DC0_C0_RP0_VM1"))["virtualmachine"]
     other_vm = (await api.call("listVirtualMachines", name="DC0_H0_VM0"))["virtualmachine"]
     results: dict[str, Any] = {}
     for label, vm, prepare in (("after_prepare", small_vm, True),
                                ("without_prepare", other_vm, False)):
-        job, _ = await api.run("createVMSnapshot", virtualmachineid=vm[0]["id"], name=label)
-        seed_s = None
-        if prepare:
-            started = time.perf_counter()
-            await api.call("prepareTemplate", vmsnapshotid=job["id"])
-            seed_s = time.perf_counter() - started
-        times = [await api.job("deployVirtualMachine", vmsnapshotid=job["id"],
-                               serviceofferingid=ctx["offering"], networkids=ctx["network"],
-                               name=f"{label[:5]}-{i}") for i in range(length)]
-        rest = statistics.median(times[1:])
-        results[label] = {"deploys_s": times, "first_s": times[0], "median_rest_s": rest,
-                          "first_over_rest": times[0] / rest, "seed_s": seed_s}
+        series, seeds = [], []
+        for n in range(repeats if prepare else 1):
+            job, _ = await api.run("createVMSnapshot", virtualmachineid=vm[0]["id"],
+                                   name=f"{label}-{n}")
+            if prepare:
+                started = time.perf_counter()
+                await api.call("prepareTemplate", vmsnapshotid=job["id"])
+                seeds.append(time.perf_counter() - started)
+            series.append([await api.job("deployVirtualMachine", vmsnapshotid=job["id"],
+                                         serviceofferingid=ctx["offering"],
+                                         networkids=ctx["network"],
+                                         name=f"{label[:5]}-{n}-{i}") for i in range(length)])
+        firsts = [times[0] for times in series]
+        rest = statistics.median(t for times in series for t in times[1:])
+        first = statistics.median(firsts)
+        results[label] = {"deploys_s": series[0], "series_s": series, "first_s": first,
+                          "median_rest_s": rest, "first_over_rest": first / rest,
+                          "seed_s": statistics.median(seeds) if seeds else None}
     seed = results["after_prepare"]["seed_s"]
     extra = results["without_prepare"]["first_s"] - results["without_prepare"]["median_rest_s"]
     results["extra_first_over_seed"] = extra / seed if seed else float("nan")
@@ -535,7 +547,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 ctx = await setup(api, session)
                 processes = Processes(info)
                 # On a quiet system first: the later phases leave work behind them.
-                first = await first_vs_nth(api, ctx, args.sequence)
+                first = await first_vs_nth(api, ctx, args.sequence, args.first_repeats)
                 over = await overhead(api, ctx, args.deploys)
                 quiet = await idle(processes)
                 rate = await throughput(api, ctx, args.levels, args.per_level, processes)
@@ -580,7 +592,10 @@ def main() -> None:
     parser.add_argument("--deploys", type=int, default=200, help="deploys for the overhead")
     parser.add_argument("--levels", default="1,8,64", help="requests in flight, comma-separated")
     parser.add_argument("--per-level", type=int, default=64, help="deploys per level")
-    parser.add_argument("--sequence", type=int, default=20, help="deploys for first vs n-th")
+    parser.add_argument("--sequence", type=int, default=20,
+                        help="deploys per snapshot for first vs n-th")
+    parser.add_argument("--first-repeats", type=int, default=5,
+                        help="snapshots prepared, for the first deploys after prepareTemplate")
     parser.add_argument("--cpu-level", type=int, default=8,
                         help="the level in flight whose CPU per deploy is printed, and at "
                              "which the statements are counted")
