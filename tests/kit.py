@@ -25,6 +25,7 @@ from proto.events import (
 from proto.streams import stable_id
 from services.cloner.handlers import Cloner
 from services.planner.handlers import Planner
+from services.planner.inventory import Synced
 from services.seeder.handlers import Seeder
 from services.volume.handlers import Volumes
 from shared.bus import Dispatched, Dispatcher, Outcome
@@ -166,9 +167,9 @@ async def imported(store: Store, fake: FakeHypervisor) -> World:
     )
 
 
-async def no_changes() -> list[Append]:
+async def no_changes() -> Synced:
     """An inventory sync that finds nothing, for a planner under test."""
-    return []
+    return Synced([])
 
 
 def sessions(*fakes: FakeHypervisor) -> Hypervisors:

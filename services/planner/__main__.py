@@ -2,7 +2,7 @@
 hypervisors (vCenter's datacenters and the KVM zones)."""
 
 from services.planner.handlers import Planner
-from services.planner.inventory import changes, sync
+from services.planner.inventory import sync, sync_changes
 from shared.runtime import Runtime
 
 
@@ -11,7 +11,7 @@ async def main(rt: Runtime) -> None:
     _, js = await rt.jetstream()
     hypervisors = await rt.hypervisors()
     await rt.retry("inventory", lambda: sync(store, hypervisors))
-    planner = Planner(store, lambda: changes(store, hypervisors))
+    planner = Planner(store, lambda: sync_changes(store, hypervisors))
     await rt.consume("planner", js, store, planner.handlers())
 
 

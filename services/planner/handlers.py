@@ -18,12 +18,12 @@ from proto.events import (
     VmDeployRequested,
     VmExpunged,
 )
-from services.planner.inventory import describe
+from services.planner.inventory import Synced, describe
 from shared.bus import Decided, Handlers
 from shared.domain import capacity, seed, vm
 from shared.domain import network as _network
 from shared.domain.deploy import HostView
-from shared.errors import ApiError
+from shared.errors import RESOURCE_UNAVAILABLE, ApiError
 from shared.eventstore import Append, HeldNetworks, Repository, Store
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class Planner:
     again after a pause. The expected versions stay the guard."""
 
     def __init__(self, store: Store,
-                 inventory_changes: Callable[[], Awaitable[list[Append]]]) -> None:
+                 inventory_changes: Callable[[], Awaitable[Synced]]) -> None:
         self.store = store
         self.repo = Repository(store)
         # Read at each placement and release, under the DECISIONS lock.
@@ -209,10 +209,20 @@ class Planner:
 
     async def sync(self, request: InventorySyncRequested,
                    envelope: EventEnvelope) -> Sequence[Append]:
-        appends = await self.inventory_changes()
-        log.info("inventory sync: %s", describe(appends))
-        done = JobCompleted(job_id=request.job_id, succeeded=True)
-        return [*appends, Append(envelope.stream_id, [done])]
+        synced = await self.inventory_changes()
+        if synced.unread:
+            # The others' changes are recorded; the job says which did not answer.
+            log.warning("inventory sync: %s; %s: their zones were left as they were",
+                        describe(synced.appends), synced.unread)
+            done = JobCompleted(job_id=request.job_id, succeeded=False,
+                                error_code=RESOURCE_UNAVAILABLE,
+                                error_text=f"{synced.unread}: the zones it held were left as "
+                                f"they were; the other hypervisors were synced "
+                                f"({describe(synced.appends)})")
+        else:
+            log.info("inventory sync: %s", describe(synced.appends))
+            done = JobCompleted(job_id=request.job_id, succeeded=True)
+        return [*synced.appends, Append(envelope.stream_id, [done])]
 
 
 T = TypeVar("T")

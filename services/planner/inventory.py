@@ -1,9 +1,11 @@
 """Inventory sync: read every hypervisor, append what changed since the last sync.
 
-Every session (vCenter's datacenters, each KVM zone) is read at once; a session that does
-not answer fails the whole sync, so that nothing of a zone that could not be read is taken
-for gone (the sync is tried again). Each zone's import records the driver kind of the
-session that holds it.
+Every session (vCenter's datacenters, each KVM zone) is read at once, and each brings its
+own changes: a session that does not answer leaves the zones it held at its last answer as
+they were (nothing of them is taken for gone) while the others are synced, and the sync
+says which did not answer; a session never read yet fails the whole sync (which of the
+zones are its cannot be told). Each zone's import records the driver kind of the session
+that holds it.
 
 What the store knows comes from its write-side lookups (``Store.vms``,
 ``attached_volumes``, ``vm_snapshots``, ``inventory_objects``), the streams of the objects
@@ -15,18 +17,23 @@ read models.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import msgspec
 
+from proto import streams
 from proto.envelope import Metadata
-from proto.events import Event
+from proto.events import Event, InventoryObjectGone, VmSnapshotDeleted
 from shared.domain.accounts import ADMIN_ACCOUNT_ID
 from shared.domain.inventory import DeployedVm, current_form, object_id, observed, vanished
 from shared.drivers.base import DriverKind, Inventory
-from shared.drivers.zones import Hypervisors
+from shared.drivers.zones import Hypervisors, Reading
 from shared.eventstore import Append, Repository, Store, VmEntry
 
 log = logging.getLogger(__name__)
+
+Inventories = list[tuple[DriverKind, Inventory]]
 
 
 def _running(vm: VmEntry) -> bool:
@@ -46,11 +53,38 @@ def _disk_keys(inventories: list[tuple[DriverKind, Inventory]],
 
 
 async def changes(store: Store, hypervisors: Hypervisors) -> list[Append]:
-    """The appends that bring the store up to what the hypervisors show now."""
+    """The appends that bring the store up to what the hypervisors show now.
+
+    Raises:
+        HypervisorError: a session did not answer (nothing is taken for gone).
+    """
+    return (await _changes(store, hypervisors.inventories)).appends
+
+
+async def sync_changes(store: Store, hypervisors: Hypervisors) -> Synced:
+    """``changes`` of every session that answers: a session that does not, but answered
+    before, leaves its zones as they were (nothing of them is taken for gone) and is named
+    in ``unread``; one never read fails the sync (``Hypervisors.read``)."""
+    return await _changes(store, hypervisors.read)
+
+
+@dataclass(frozen=True)
+class Synced:
+    """What a sync appends, and the sessions that did not answer and why ("" if none)."""
+
+    appends: list[Append]
+    unread: str = ""
+
+
+async def _changes(store: Store, read: Callable[[], Awaitable[Reading | Inventories]]
+                   ) -> Synced:
     # Deployed VMs count as gone only if they were running before the hypervisors were
     # read: one that a deploy finishes meanwhile is simply not in this reading yet.
     running_before = {vm.id for vm in await store.vms() if _running(vm)}
-    inventories = await hypervisors.inventories()
+    reading = await read()
+    if not isinstance(reading, Reading):
+        reading = Reading(reading, {}, set())
+    inventories = reading.inventories
     vm_names = {vm.name for _, inventory in inventories for vm in inventory.vms}
     vms = await store.vms()
     own_names = {vm.instance_name for vm in vms if vm.instance_name is not None}
@@ -66,7 +100,7 @@ async def changes(store: Store, hypervisors: Hypervisors) -> list[Append]:
     snapshots = await store.vm_snapshots(ids)
     objects = await store.inventory_objects()
     gone = {stream for stream, (_, _, is_gone) in objects.items() if is_gone}
-    seen += vanished(
+    missing = vanished(
         seen, {vm_id: volumes.get(vm_id, []) for vm_id in imported},
         {snapshot_id: vm_id for vm_id in imported for snapshot_id in snapshots.get(vm_id, [])},
         {stream: (kind, object_id) for stream, (kind, object_id, is_gone) in objects.items()
@@ -74,8 +108,12 @@ async def changes(store: Store, hypervisors: Hypervisors) -> list[Append]:
         deployed={vm.id: DeployedVm(vm.instance_name or "", volumes.get(vm.id, []),
                                     snapshots.get(vm.id, [])) for vm in deployed},
         vm_names=vm_names)
+    if reading.unread_zones:
+        # Not read this time is not gone: only what the zones that were read no longer show.
+        missing = [(stream_id, event) for stream_id, event in missing
+                   if await _zone_of(store, stream_id, event) not in reading.unread_zones]
     out = []
-    for stream_id, event in seen:
+    for stream_id, event in [*seen, *missing]:
         recorded = await store.read_stream(stream_id)
         kind = type(event)
         # Gone once, back now: imported again even if it looks as it did.
@@ -86,7 +124,20 @@ async def changes(store: Store, hypervisors: Hypervisors) -> list[Append]:
         if before is not None and before == now:
             continue
         out.append(Append(stream_id, [now], recorded[-1].version if recorded else 0))
-    return out
+    return Synced(out, reading.unread_text())
+
+
+async def _zone_of(store: Store, stream_id: str, event: Event) -> str | None:
+    """The zone of what a sync found gone: as its stream's first event with a zone says
+    (a snapshot's, its VM's); None if none does."""
+    if isinstance(event, InventoryObjectGone) and event.kind == "zone":
+        return event.object_id
+    stream = streams.vm(event.vm_id) if isinstance(event, VmSnapshotDeleted) else stream_id
+    for recorded in await store.read_stream(stream):
+        zone = getattr(recorded.event(), "zone_id", None)
+        if isinstance(zone, str):
+            return zone
+    return None
 
 
 def describe(appends: list[Append]) -> str:
@@ -98,9 +149,15 @@ def describe(appends: list[Append]) -> str:
 
 
 async def sync(store: Store, hypervisors: Hypervisors) -> str:
-    """Sync now, appending in one transaction; returns what changed."""
-    appends = await changes(store, hypervisors)
-    await store.commit(appends, Metadata(correlation_id="inventory-sync", actor="planner"))
-    summary = describe(appends)
+    """Sync now, appending in one transaction; returns what changed (``sync_changes``: a
+    session that answered before and does not now is named, and its zones left be)."""
+    synced = await sync_changes(store, hypervisors)
+    await store.commit(synced.appends,
+                       Metadata(correlation_id="inventory-sync", actor="planner"))
+    summary = describe(synced.appends)
+    if synced.unread:
+        log.warning("inventory sync: %s; %s: their zones were left as they were", summary,
+                    synced.unread)
+        return f"{summary}; {synced.unread}"
     log.info("inventory sync: %s", summary)
     return summary

@@ -7,8 +7,8 @@ whose inventory holds that zone. Zone ids are snapdeploy's
 (``shared.domain.inventory.zone_id`` of the datacenter's ref, as the inventory sync records
 them; a further vCenter's refs, and so its zone ids, are scoped by its name:
 ``vmware.VSphere``), learned from each session's
-inventory: at every ``inventories()`` and again whenever a zone is asked for that no
-session was known to own.
+inventory: at every ``read()`` and again whenever a zone is asked for that no session was
+known to own. A session that does not answer keeps the zones it held at its last answer.
 
 A zone that no session owns once every session has answered is a ``HypervisorError`` that
 is not transient (fault ``UnknownZone``): the configuration does not name the hypervisor
@@ -21,11 +21,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from shared.domain.inventory import zone_id as zone_id_of
 from shared.drivers.base import DriverKind, Hypervisor, HypervisorError, Inventory
 
 UNKNOWN_ZONE = "UnknownZone"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The sessions' inventories, read at once (``Hypervisors.read``): those of every
+    session that answered; the sessions that did not, each with its error; and the zones
+    those held at their last answer, which this reading says nothing about."""
+
+    inventories: list[tuple[DriverKind, Inventory]]
+    unread: dict[Hypervisor, BaseException]
+    unread_zones: set[str]
+
+    def unread_text(self) -> str:
+        """Which sessions did not answer, and why ("" if every one did)."""
+        return "; ".join(f"{describe(s)} did not answer ({e})" for s, e in self.unread.items())
 
 
 class Hypervisors:
@@ -48,15 +64,38 @@ class Hypervisors:
         Raises:
             HypervisorError: a session failed, or two sessions hold the same zone.
         """
+        reading = await self.read()
+        if reading.unread:
+            raise next(iter(reading.unread.values()))
+        return reading.inventories
+
+    async def read(self) -> Reading:
+        """Every session's inventories, read at once, and the sessions that did not answer
+        with the zones each held at its last answer, kept as theirs. Learns which session
+        owns each zone.
+
+        Raises:
+            HypervisorError: a session that did not answer was never read before, so which
+                zones are its cannot be told (its own error); or two sessions hold the
+                same zone.
+        """
         read = await asyncio.gather(*(s.inventory() for s in self.sessions),
                                     return_exceptions=True)
-        failed = [r for r in read if isinstance(r, BaseException)]
-        if failed:
-            raise failed[0]
         owners: dict[str, Hypervisor] = {}
         out: list[tuple[DriverKind, Inventory]] = []
+        unread: dict[Hypervisor, BaseException] = {}
+        unread_zones: set[str] = set()
         for session, inventories in zip(self.sessions, read, strict=True):
-            assert not isinstance(inventories, BaseException)
+            if isinstance(inventories, BaseException):
+                if not isinstance(inventories, Exception):
+                    raise inventories
+                held = {z for z, s in self._owners.items() if s is session}
+                if not held:
+                    raise inventories
+                unread[session] = inventories
+                unread_zones |= held
+                owners.update(dict.fromkeys(held, session))
+                continue
             for inventory in inventories:
                 zone = zone_id_of(inventory.datacenter_ref)
                 other = owners.get(zone)
@@ -68,7 +107,7 @@ class Hypervisors:
                 owners[zone] = session
                 out.append((session.kind, inventory))
         self._owners = owners
-        return out
+        return Reading(out, unread, unread_zones)
 
     async def inventory(self) -> list[Inventory]:
         """Every session's inventories, one per zone (see ``inventories``)."""
@@ -90,8 +129,10 @@ class Hypervisors:
             async with self._learning:
                 known = self._owners.get(zone_id)  # learned meanwhile by another caller
                 if known is None:
-                    await self.inventories()
+                    reading = await self.read()  # the sessions that answer teach theirs
                     known = self._owners.get(zone_id)
+                    if known is None and reading.unread:
+                        raise next(iter(reading.unread.values()))
             if known is not None:
                 return known
         raise HypervisorError(
@@ -126,4 +167,4 @@ def describe(session: Hypervisor) -> str:
     return f"{session.kind.manager} {name}" if isinstance(name, str) else session.kind.manager
 
 
-__all__ = ["UNKNOWN_ZONE", "Hypervisors", "describe"]
+__all__ = ["UNKNOWN_ZONE", "Hypervisors", "Reading", "describe"]

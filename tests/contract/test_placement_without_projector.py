@@ -46,17 +46,13 @@ from shared.bus import Dispatcher, Outcome
 from shared.domain import capacity
 from shared.domain.limits import Usage
 from shared.errors import ApiError
-from shared.eventstore import Append, EventStore
+from shared.eventstore import EventStore
 from shared.projections import ALL, Projector
 from shared.projections.read import ReadModels, Viewer
 from tests.contract.test_projections import caught_up, tables
-from tests.kit import deliver, deploy, given, host, new_stream
+from tests.kit import deliver, deploy, given, host, new_stream, no_changes
 
 GB = 1024
-
-
-async def no_changes() -> list[Append]:
-    return []
 
 
 async def test_placements_are_right_with_the_projector_stopped(

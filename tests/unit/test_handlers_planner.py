@@ -22,6 +22,7 @@ from proto.events import (
     ZoneImported,
 )
 from services.planner.handlers import Planner
+from services.planner.inventory import Synced
 from shared.bus import Dispatcher, Handlers, Outcome, TypedHandler
 from shared.domain import capacity, network
 from shared.domain.deploy import HostView
@@ -205,8 +206,8 @@ async def test_inventory_sync_appends_the_changes_and_completes_its_job() -> Non
     store = MemoryEventStore()
     zone = ZoneImported(zone_id="z1", name="DC0", ref="datacenter-1")
 
-    async def changes() -> list[Append]:
-        return [Append(streams.zone("z1"), [zone], 0)]
+    async def changes() -> Synced:
+        return Synced([Append(streams.zone("z1"), [zone], 0)])
 
     dispatcher = Dispatcher("planner", store, Planner(store, changes).handlers())
     await given(store, "inventory", InventorySyncRequested(job_id="job-9"))
@@ -216,6 +217,28 @@ async def test_inventory_sync_appends_the_changes_and_completes_its_job() -> Non
     assert [e.event() for e in await store.read_stream(streams.zone("z1"))] == [zone]
     done = (await store.read_stream("inventory"))[-1].event()
     assert done == JobCompleted(job_id="job-9", succeeded=True)
+
+
+async def test_a_sync_with_a_hypervisor_unanswered_records_the_rest_and_fails_its_job() -> None:
+    store = MemoryEventStore()
+    zone = ZoneImported(zone_id="z1", name="DC0", ref="datacenter-1")
+
+    async def changes() -> Synced:
+        return Synced([Append(streams.zone("z1"), [zone], 0)],
+                      unread="vCenter east did not answer (timed out)")
+
+    dispatcher = Dispatcher("planner", store, Planner(store, changes).handlers())
+    await given(store, "inventory", InventorySyncRequested(job_id="job-9"))
+
+    await Delivery(store, [dispatcher]).settle()
+
+    assert [e.event() for e in await store.read_stream(streams.zone("z1"))] == [zone]
+    done = (await store.read_stream("inventory"))[-1].event()
+    assert isinstance(done, JobCompleted) and not done.succeeded
+    assert done.error_code == 534
+    assert done.error_text == ("vCenter east did not answer (timed out): the zones it held "
+                               "were left as they were; the other hypervisors were synced "
+                               "(1 ZoneImported)")
 
 
 def test_handlers_are_registered_by_event_class() -> None:

@@ -149,8 +149,22 @@ async def test_two_vcenters_are_synced_and_each_marks_gone_only_its_own() -> Non
     gone = [e for e in (r.event() for r in store.events) if isinstance(e, InventoryObjectGone)]
     assert [g.object_id for g in gone] == [object_id("host", "east/host-2")]
 
-    east.fail("inventory", transient=True)  # one vCenter does not answer: nothing is gone
+    # One vCenter does not answer: the other is synced (its host gone is marked so), and
+    # nothing of the silent one is taken for gone, VM, hosts and zone alike.
     recorded = len(store.events)
+    del first.hosts["host-2"]
+    east.fail("inventory", transient=True)
+    summary = await sync(store, both)
+    assert summary.startswith("1 InventoryObjectGone; ") and "did not answer" in summary
+    assert [r.event() for r in store.events[recorded:]] == [InventoryObjectGone(
+        kind="host", object_id=object_id("host", "host-2"))]
+    assert describe(await changes(store, both)) == "no changes"  # east answers again
+
+    # A vCenter never read since the process started: which zones are its cannot be told,
+    # so the sync fails whole and records nothing.
+    recorded = len(store.events)
+    again = FakeHypervisor.standard(datacenter_ref="east/datacenter-1", ref_prefix="east/")
+    again.fail("inventory", transient=True)
     with pytest.raises(HypervisorError):
-        await sync(store, both)
+        await sync(store, sessions(first, again))
     assert len(store.events) == recorded
