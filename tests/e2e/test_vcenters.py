@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from cs import CloudStack
+from cs import CloudStack, CloudStackApiException
 from pyVmomi import vim
 
 from proto.streams import stable_id
@@ -127,3 +127,19 @@ def test_each_vcenter_is_synced_and_deploys_from_its_snapshots_land_in_it(
     [(datacenter, _)] = harnesses[0].props(vim.Datacenter, ["name"])
     first_zone = next(zone for zone, at in made_in.items() if at == [0])
     assert first_zone == stable_id("zone", datacenter._moId)
+
+
+def test_a_vcenter_that_does_not_answer_leaves_its_zone_and_the_other_is_synced(
+    cloud: CloudStack, stack: dict[str, Any], vcenters: list[Server],
+) -> None:
+    # Last in this module: the second vcsim stays stopped.
+    before = {h["id"] for h in cloud.listHosts()["host"]}
+    vcenters[1].stop()
+    with pytest.raises(CloudStackApiException) as failed:
+        cloud.syncInventory()
+    text = str(failed.value.error)
+    assert "vCenter second did not answer" in text and "the other hypervisors were synced" \
+        in text, text
+    # Nothing of the silent vCenter was taken for gone: both zones and every host stay.
+    assert sorted(z["name"] for z in cloud.listZones()["zone"]) == ["DC0", "DC0"]
+    assert {h["id"] for h in cloud.listHosts()["host"]} == before
