@@ -901,7 +901,9 @@ class VSphere:
         await self.call(self._clone, request, progress)
 
     def _clone(self, request: CloneRequest, progress: CloneProgress) -> None:
-        _, dc = self._datacenter_of(request.template_ref)
+        # The VM goes in the folder of the datacenter of the host it lands on: learned once
+        # per host (a new template's would be two more calls on its first deploy).
+        _, dc = self._datacenter_of(request.host_ref)
         template = self._mo(request.template_ref)
         resource_pool = self._raw(self._resource_pool(request.host_ref))
         request = self._unscoped(request)  # vCenter's own ids in the specs
