@@ -10,7 +10,7 @@ Starts a stack with `snapdeploy up` (vcsim with 8 hosts), snapshots a VM and see
    1 ms to 50 ms), against which the goals are judged, and one making a property collector
    per task;
 2. throughput: deploys per second with 1, 8, 64 in flight, beside each bare client at the
-   same concurrency;
+   same concurrency, the median of --rounds rounds of each;
 3. first vs n-th: after prepareTemplate (on each of --first-repeats snapshots), the median
    first deploy against the median of deploys 2..n; without it, the first deploy's extra
    time against the seed's own time;
@@ -328,31 +328,61 @@ async def overhead(api: Api, ctx: dict[str, Any], n: int) -> dict[str, Any]:
 
 
 async def throughput(api: Api, ctx: dict[str, Any], levels: list[int],
-                     per_level: int, processes: Processes) -> dict[str, Any]:
+                     per_level: int, processes: Processes, rounds: int) -> dict[str, Any]:
+    """At each level, ``rounds`` rounds of the stack's deploys then each bare client's, the
+    median rate of each reported (one commit that stalls for a second, which this
+    machine's disk does now and then, halves a single run of 64); CPU per deploy averaged
+    over the rounds."""
     out = {}
     for level in levels:
         count = max(per_level, level)
-        cpu_before = processes.read()
-        service_rate = count / await deploy_many(api, ctx, count, level, f"t{level}-")
-        await asyncio.sleep(SETTLE_S)
-        cpu = {"service": stack_cpu(cpu_before, processes.read(), count)}
-
+        rates: dict[str, list[float]] = {"service": [], **{how: [] for how in BARE}}
+        cpus: dict[str, list[dict[str, Any]]] = {"service": [], **{how: [] for how in BARE}}
         loop = asyncio.get_running_loop()
-        row: dict[str, Any] = {"deploys": count, "service_per_s": service_rate}
+        for n in range(rounds):
+            cpu_before = processes.read()
+            rates["service"].append(
+                count / await deploy_many(api, ctx, count, level, f"t{level}-{n}-"))
+            await asyncio.sleep(SETTLE_S)
+            cpus["service"].append(stack_cpu(cpu_before, processes.read(), count))
+            for how in BARE:
+                with ThreadPoolExecutor(level) as pool:
+                    cpu_before = processes.read()
+                    started = time.perf_counter()
+                    await asyncio.gather(*(loop.run_in_executor(
+                        pool, ctx["bare"].deploy, f"bare-{how}-t{level}-{n}-{i}", how)
+                        for i in range(count)))
+                    rates[how].append(count / (time.perf_counter() - started))
+                    cpus[how].append(bare_cpu(cpu_before, processes.read(), count))
+        service_rate = statistics.median(rates["service"])
+        row: dict[str, Any] = {"deploys": count, "rounds": rounds,
+                               "service_per_s": service_rate,
+                               "rounds_service_per_s": rates["service"]}
         for how in BARE:
-            with ThreadPoolExecutor(level) as pool:
-                cpu_before = processes.read()
-                started = time.perf_counter()
-                await asyncio.gather(*(loop.run_in_executor(pool, ctx["bare"].deploy,
-                                                            f"bare-{how}-t{level}-{i}", how)
-                                       for i in range(count)))
-                bare_rate = count / (time.perf_counter() - started)
-                cpu[how] = bare_cpu(cpu_before, processes.read(), count)
-            row[how] = {"bare_per_s": bare_rate, "fraction_of_bare": service_rate / bare_rate}
-        row["cpu_ms_per_deploy"] = cpu
+            bare_rate = statistics.median(rates[how])
+            row[how] = {"bare_per_s": bare_rate, "fraction_of_bare": service_rate / bare_rate,
+                        "rounds_bare_per_s": rates[how]}
+        row["cpu_ms_per_deploy"] = {name: _mean(found) for name, found in cpus.items()}
         row.update(bare_per_s=row["fast"]["bare_per_s"],
                    fraction_of_bare=row["fast"]["fraction_of_bare"])
         out[str(level)] = row
+    return out
+
+
+def _mean(readings: list[dict[str, Any]]) -> dict[str, Any]:
+    """CPU readings of several rounds as one: numbers averaged (per process too), deploys
+    added, the processes missing from any reading listed once."""
+    first = readings[0]
+    out: dict[str, Any] = {}
+    for key, value in first.items():
+        if key == "deploys":
+            out[key] = sum(r[key] for r in readings)
+        elif key == "incomplete":
+            out[key] = sorted({name for r in readings for name in r[key]})
+        elif isinstance(value, dict):
+            out[key] = _mean([r[key] for r in readings])
+        else:
+            out[key] = statistics.fmean(r[key] for r in readings)
     return out
 
 
@@ -550,7 +580,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 first = await first_vs_nth(api, ctx, args.sequence, args.first_repeats)
                 over = await overhead(api, ctx, args.deploys)
                 quiet = await idle(processes)
-                rate = await throughput(api, ctx, args.levels, args.per_level, processes)
+                rate = await throughput(api, ctx, args.levels, args.per_level, processes,
+                                        args.rounds)
                 level = cpu_level(args.levels, args.cpu_level)
                 sql = await statements(api, ctx, level, args.sql_deploys
                                        or rate[str(level)]["deploys"])
@@ -592,6 +623,8 @@ def main() -> None:
     parser.add_argument("--deploys", type=int, default=200, help="deploys for the overhead")
     parser.add_argument("--levels", default="1,8,64", help="requests in flight, comma-separated")
     parser.add_argument("--per-level", type=int, default=64, help="deploys per level")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of each throughput measurement (medians reported)")
     parser.add_argument("--sequence", type=int, default=20,
                         help="deploys per snapshot for first vs n-th")
     parser.add_argument("--first-repeats", type=int, default=5,

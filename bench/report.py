@@ -80,7 +80,8 @@ def deploys(r: dict[str, Any]) -> list[str]:
             # One at a time, the rate is the latency's inverse: the latency goals judge it.
             goals = how == judged and level != "1"
             lines.append(
-                f"| throughput, {level} in flight, vs the {how} bare client | "
+                f"| throughput, {level} in flight, vs the {how} bare client (median of "
+                f"{row.get('rounds', 1)} rounds) | "
                 f"{row['service_per_s']:.1f}/s vs {rate['bare_per_s']:.1f}/s = "
                 f"{rate['fraction_of_bare']:.2f} | "
                 + (f"≥ 0.6 | {verdict(rate['fraction_of_bare'] >= GOALS['throughput'])} |"
@@ -116,8 +117,9 @@ def cost(r: dict[str, Any]) -> list[str]:
     lines = [
         "", f"What a deploy costs, {cpu['in_flight']} in flight. **CPU**: the time (user + "
         "system, from `/proc/<pid>/stat`) each process of the stack spent over the throughput "
-        f"run at that level ({service['deploys']} deploys; the run read again 1 s after the "
-        "last `JobCompleted`, so that trailing projections count), divided by the deploys: "
+        f"runs at that level ({service['deploys']} deploys in all; each run read again 1 s "
+        "after its last `JobCompleted`, so that trailing projections count), divided by the "
+        "deploys: "
         "each service with all its threads, PostgreSQL's postmaster with every backend "
         "(those that exited through the time the postmaster reaped), nats-server, vcsim, and "
         "the launcher; for each bare client, this benchmark's own process (the pyVmomi calls) "

@@ -25,9 +25,10 @@ def bench(name: str, out: Path, *args: str) -> dict:  # type: ignore[type-arg]
 
 def test_every_benchmark_runs_small_and_the_report_renders(tmp_path: Path) -> None:
     deploys = bench("deploys", tmp_path, "--deploys", "2", "--levels", "1,2", "--per-level",
-                    "2", "--sequence", "3", "--first-repeats", "2")
+                    "2", "--sequence", "3", "--first-repeats", "2", "--rounds", "2")
     assert deploys["overhead"]["ratio"]["n"] == 2
     assert set(deploys["throughput"]) == {"1", "2"}
+    assert len(deploys["throughput"]["2"]["rounds_service_per_s"]) == 2
     assert len(deploys["first_vs_nth"]["after_prepare"]["deploys_s"]) == 3
     assert len(deploys["first_vs_nth"]["after_prepare"]["series_s"]) == 2
     store = bench("eventstore", tmp_path, "--appends", "80", "--events", "500", "--commits",
