@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import copy
 import dataclasses
 import functools
 import itertools
@@ -517,8 +519,9 @@ class _Batches:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.append((envelope, future))
         if self._runner is None or self._runner.done():
-            # Its own task: a waiter cancelled (its message handed back) leaves the rest be.
-            self._runner = asyncio.create_task(self._run())
+            # Its own task (a waiter cancelled, its message handed back, leaves the rest
+            # be), in a context of its own (not the first waiter's correlation id).
+            self._runner = asyncio.create_task(self._run(), context=contextvars.Context())
         return await future
 
     async def _run(self) -> None:
@@ -567,15 +570,26 @@ class _Batches:
 
 
 def _settle(future: asyncio.Future[bool], outcome: bool | BaseException) -> None:
-    """Give a waiter its outcome, unless it stopped waiting."""
+    """Give a waiter its outcome, unless it stopped waiting; an error shared by several
+    waiters (the batch's) as a copy of its own for each, caused by it, so that raising it
+    in one does not add to the others' tracebacks."""
     if future.done():
         return
     if isinstance(outcome, asyncio.CancelledError):
         future.cancel()
     elif isinstance(outcome, BaseException):
-        future.set_exception(outcome)
+        future.set_exception(_own(outcome))
     else:
         future.set_result(outcome)
+
+
+def _own(error: BaseException) -> BaseException:
+    try:
+        mine = copy.copy(error)
+    except Exception:
+        return error
+    mine.__cause__ = error
+    return mine
 
 
 class Consumer:

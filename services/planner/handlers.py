@@ -24,7 +24,8 @@ from shared.domain import capacity, seed, vm
 from shared.domain import network as _network
 from shared.domain.deploy import HostView
 from shared.errors import RESOURCE_UNAVAILABLE, ApiError
-from shared.eventstore import Append, HeldNetworks, Repository, Store
+from shared.eventstore import Append, ConcurrencyError, HeldNetworks, Repository, Store
+from shared.log import correlation
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +34,21 @@ DECISIONS = "planner"
 
 
 class Planner:
-    """``inventory_changes`` reads the hypervisor and answers the appends that bring the
-    store up to it (``services.planner.inventory.changes``).
+    """``inventory_changes`` reads the hypervisors and answers what brings the store up to
+    them (``services.planner.inventory.sync_changes``).
 
-    Placements and releases are decided one at a time, among every copy of the planner,
-    each until its outcome is committed (the ``DECISIONS`` lock, held by the dispatcher):
-    those decided at once would read the same host and network versions (every deploy on
-    a network takes an address from its stream), and all but one would conflict and run
-    again after a pause. The expected versions stay the guard."""
+    Placements and releases take turns among every copy of the planner, each turn until
+    its outcome is committed (the ``DECISIONS`` lock, held by the dispatcher): decisions
+    made at once would read the same host and network versions (every deploy on a network
+    takes an address from its stream), and all but one would conflict and run again after
+    a pause. A turn decides every placement waiting in this copy (``place_all``), each
+    against what the ones before it decided. The expected versions stay the guard."""
 
     def __init__(self, store: Store,
                  inventory_changes: Callable[[], Awaitable[Synced]]) -> None:
         self.store = store
         self.repo = Repository(store)
-        # Read at each placement and release, under the DECISIONS lock.
+        # Read at each batch of placements and at each release, under the DECISIONS lock.
         self.networks = HeldNetworks(store)
         self.inventory_changes = inventory_changes
 
@@ -63,12 +65,14 @@ class Planner:
         (``Handlers.on_many``): what they share is read once (``Outlook``), and each
         placement moves it on."""
         outlook = await self.outlook([request for request, _ in requests])
+        read = outlook.copy()
         out: list[Decided] = []
         for request, envelope in requests:
-            try:
-                out.append(self.place(request, envelope, outlook))
-            except Exception as exc:
-                out.append(exc)
+            with correlation(envelope.metadata.correlation_id):
+                try:
+                    out.append(self.place(request, envelope, outlook, read))
+                except Exception as exc:
+                    out.append(exc)
         return out
 
     async def outlook(self, requests: Sequence[VmDeployRequested]) -> Outlook:
@@ -102,9 +106,17 @@ class Planner:
         return None if found is None else (streams.seed(*found), await self.repo.seed(*found))
 
     def place(self, request: VmDeployRequested, envelope: EventEnvelope,
-              outlook: Outlook) -> Sequence[Append]:
+              outlook: Outlook, read: Outlook | None = None) -> Sequence[Append]:
         """One placement against ``outlook``, which it moves on. Each refusal counts in
-        this order: the source, then the capacity, then the addresses."""
+        this order: the source, then the capacity, then the addresses.
+
+        A refusal has no version to check: one that only the batch's earlier placements
+        cause (the outlook as ``read``, before them, has room) is not recorded, since
+        they may yet fail to commit; it is decided again once they are.
+
+        Raises:
+            Undecided: refused only for what the batch's earlier placements took.
+        """
         try:
             source: list[Append] | Exception = self.source(request, outlook)
         except (seed.TemplateGone, ApiError) as exc:
@@ -118,11 +130,16 @@ class Planner:
             return [Append(envelope.stream_id, vm.deploy_failure(request, "seed", str(source)))]
         decision = capacity.place(request, list(outlook.hosts.values()))
         if isinstance(decision, capacity.Refusal):
+            if read is not None and outlook.moved and isinstance(
+                    capacity.place(request, list(read.hosts.values())), capacity.Placement):
+                raise Undecided(request.vm_id, "host")
             log.warning("no host for VM %s: %s", request.vm_id, decision.reason)
             return [Append(envelope.stream_id, decision.vm_events)]
         try:
             addresses = self.addresses(request, outlook)
         except ApiError as exc:
+            if read is not None and outlook.moved and _allocates(request, read):
+                raise Undecided(request.vm_id, "addresses") from exc
             log.warning("no address for VM %s: %s", request.vm_id, exc.text)
             return [Append(envelope.stream_id,
                            vm.deploy_failure(request, "allocate", exc.text, exc.code))]
@@ -239,10 +256,17 @@ class Outlook:
     seeds: dict[str, seed.Seed | Exception]
     templates: dict[str, str | Exception | None]  # template id -> its seed stream
     networks: dict[str, _network.Network | Exception]
+    moved: bool = False  # by a placement of the batch
+
+    def copy(self) -> Outlook:
+        """This outlook as it is now (its values are replaced, never changed in place)."""
+        return Outlook(dict(self.hosts), dict(self.seeds), dict(self.templates),
+                       dict(self.networks), self.moved)
 
     def placed(self, decision: capacity.Placement, appends: Sequence[Append]) -> None:
         """Move the outlook on by a placement: its host's reservation, and the seed and
         network streams of ``appends``."""
+        self.moved = True
         host, reserved = decision.host, decision.reservation
         self.hosts[host.id] = replace(
             host, reserved_cpu_mhz=host.reserved_cpu_mhz + reserved.cpu_mhz,
@@ -257,6 +281,25 @@ class Outlook:
                     network = _found(self.networks[event.network_id])
                     self.networks[event.network_id] = _network.fold(event.network_id,
                                                                     [event], network)
+
+
+class Undecided(ConcurrencyError):
+    """A placement refused only for what placements of its batch took, which may yet fail
+    to commit: decided again, as after a conflict, once they are."""
+
+    def __init__(self, vm_id: str, refused: str) -> None:
+        super().__init__(streams.vm(vm_id), 0, 0)
+        self.args = (f"VM {vm_id}: no room ({refused}) once the placements decided with it "
+                     "are counted, room without them; deciding again once they are committed",)
+
+
+def _allocates(request: VmDeployRequested, read: Outlook) -> bool:
+    """Whether the networks as ``read`` have an address for each of the request's NICs."""
+    try:
+        Planner.addresses(request, read)
+    except ApiError:
+        return False
+    return True
 
 
 def _found(read: T | Exception) -> T:

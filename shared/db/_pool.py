@@ -41,12 +41,14 @@ KEEPALIVES = {"tcp_keepalives_idle": str(KEEPALIVE_S // 3),
               "tcp_keepalives_count": "3"}
 
 IDLE_LIMIT_S = 10
-"""How long a session holding an advisory lock may sit idle before PostgreSQL ends it, and
-the lock with it (``idle_session_timeout``): a holder that is alive but frozen (stopped,
-or its host paused) still answers TCP's keepalives, and would keep every other copy
-waiting for as long as it stays frozen. A lease's holder checks its session every second;
-a turn at deciding lasts milliseconds. Past the limit, the lock is another's: the
-expected versions, not the locks, keep decisions correct."""
+"""How long a session holding a lease or a turn at deciding may sit idle before PostgreSQL
+ends it, and the lock with it (``idle_session_timeout``): a holder that is alive but
+frozen (stopped, or its host paused) still answers TCP's keepalives, and would keep every
+other copy waiting for as long as it stays frozen. A lease's holder checks its session
+every second; a turn at deciding lasts milliseconds. Past the limit, the lock is
+another's: for those two locks the expected versions (and JetStream's message ids, and the
+projector's checkpoint), not the locks, keep the work correct. Locks that are the only
+guard of a decision (an account's limits) set no limit."""
 
 
 async def create_pool(
@@ -65,18 +67,22 @@ async def create_pool(
 
 @contextlib.asynccontextmanager
 async def advisory_lock(conn: asyncpg.Connection, key: str, *,
-                        idle_limit_s: float = IDLE_LIMIT_S) -> AsyncIterator[None]:
+                        idle_limit_s: float | None = None) -> AsyncIterator[None]:
     """Hold PostgreSQL's session advisory lock ``key`` (any text) on ``conn`` while inside.
 
     Pool connections are not reset on release (``keep_session``): if taking or releasing
     the lock fails or is cancelled midway, the connection is dropped, and the lock with
-    its session, so no lock outlives its holder. While it is held, the session ends if it
-    sits idle for ``idle_limit_s`` (``IDLE_LIMIT_S``): set in the statement that takes the
-    lock, reset in the one that releases it."""
+    its session, so no lock outlives its holder. With ``idle_limit_s``, the session ends
+    if it sits idle that long while the lock is held (``IDLE_LIMIT_S``): set in the
+    statement that takes the lock, put back to the server's setting in the one that
+    releases it."""
     try:
-        await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0)),"
-                           " set_config('idle_session_timeout', $2, false)",
-                           key, str(int(idle_limit_s * 1000)))
+        if idle_limit_s is None:
+            await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
+        else:
+            await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0)),"
+                               " set_config('idle_session_timeout', $2, false)",
+                               key, str(int(idle_limit_s * 1000)))
     except BaseException:
         conn.terminate()
         raise
@@ -84,8 +90,13 @@ async def advisory_lock(conn: asyncpg.Connection, key: str, *,
         yield
     finally:
         try:
-            await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0)),"
-                               " set_config('idle_session_timeout', '0', false)", key)
+            if idle_limit_s is None:
+                await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+            else:
+                await conn.execute(
+                    "SELECT pg_advisory_unlock(hashtextextended($1, 0)),"
+                    " set_config('idle_session_timeout', (SELECT reset_val FROM pg_settings"
+                    " WHERE name = 'idle_session_timeout'), false)", key)
         except BaseException:
             conn.terminate()
             raise

@@ -84,17 +84,13 @@ class Hypervisors:
         owners: dict[str, Hypervisor] = {}
         out: list[tuple[DriverKind, Inventory]] = []
         unread: dict[Hypervisor, BaseException] = {}
-        unread_zones: set[str] = set()
         for session, inventories in zip(self.sessions, read, strict=True):
             if isinstance(inventories, BaseException):
                 if not isinstance(inventories, Exception):
                     raise inventories
-                held = {z for z, s in self._owners.items() if s is session}
-                if not held:
+                if session not in self._owners.values():
                     raise inventories
                 unread[session] = inventories
-                unread_zones |= held
-                owners.update(dict.fromkeys(held, session))
                 continue
             for inventory in inventories:
                 zone = zone_id_of(inventory.datacenter_ref)
@@ -106,8 +102,11 @@ class Hypervisors:
                         f"{describe(session)}: give one of them another name")
                 owners[zone] = session
                 out.append((session.kind, inventory))
-        self._owners = owners
-        return Reading(out, unread, unread_zones)
+        # A silent session keeps the zones it held, but those an answering one holds now.
+        kept = {zone: session for zone, session in self._owners.items()
+                if session in unread and zone not in owners}
+        self._owners = {**owners, **kept}
+        return Reading(out, unread, set(kept))
 
     async def inventory(self) -> list[Inventory]:
         """Every session's inventories, one per zone (see ``inventories``)."""

@@ -15,13 +15,16 @@ from proto.events import (
     InventorySyncRequested,
     JobCompleted,
     NetworkRangeSet,
+    TemplateRemoved,
+    TemplateSeeded,
+    TemplateSeedStarted,
     VmDeployFailed,
     VmDeployRequested,
     VmExpunged,
     VmPlaced,
     ZoneImported,
 )
-from services.planner.handlers import Planner
+from services.planner.handlers import DECISIONS, Planner
 from services.planner.inventory import Synced
 from shared.bus import Dispatcher, Handlers, Outcome, TypedHandler
 from shared.domain import capacity, network
@@ -498,3 +501,48 @@ def alone(planner: Planner) -> TypedHandler[VmDeployRequested]:
             raise decided
         return decided
     return place
+
+
+class RemovedUnderfoot(MemoryEventStore):
+    """The seeder removes template t's seed after the planner's first batch is decided,
+    before it commits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.removed = False
+
+    async def commit_all(self, groups: Sequence[Group]) -> list[Committed]:
+        if not self.removed:
+            self.removed = True
+            await given(self, streams.seed("snap-1", "pool-1"),
+                        TemplateRemoved(vm_snapshot_id="snap-1", pool_id="pool-1"))
+        return await super().commit_all(groups)
+
+
+async def test_a_refusal_caused_only_by_a_placement_that_failed_to_commit_is_not_kept() -> None:
+    # Room for one VM. v0 (from template t) is decided first and takes it, so v1 finds no
+    # room in the batch; but t is removed before the commit: v0's placement fails (and v0
+    # then fails for good: its template is gone). v1 is decided again and placed.
+    store = RemovedUnderfoot()
+    await given(store, streams.host("h0"), host("h0", ["pool-1"], memory_mb=1024))
+    await given(store, streams.seed("snap-1", "pool-1"), TemplateSeedStarted(
+        vm_snapshot_id="snap-1", pool_id="pool-1", template_id="t", name="seed"),
+        TemplateSeeded(vm_snapshot_id="snap-1", pool_id="pool-1", template_id="t",
+                       template_ref="vm-9", base_snapshot_ref="snapshot-1",
+                       install_path="[pool0] seed/seed.vmdk", task_ids=[]))
+    await new_stream(store, streams.vm("v0"), deploy("v0", vm_snapshot_id=None,
+                                                     template_id="t"))
+    await new_stream(store, streams.vm("v1"), deploy("v1"))
+    dispatcher = Dispatcher("planner", store, Planner(store, no_changes).handlers())
+    requests = [e for e in await store.read_all() if e.type == "VmDeployRequested"]
+
+    async with store.decision_lock(DECISIONS):  # both wait, to be decided in one batch
+        waiting = [asyncio.ensure_future(deliver(dispatcher, str(r.event_id)))
+                   for r in requests]
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*waiting)
+
+    failed = [e for e in await vm_events(store, "v0") if isinstance(e, VmDeployFailed)]
+    assert len(failed) == 1 and failed[0].reason.endswith("template t no longer exists")
+    v1 = (await vm_events(store, "v1"))[1]
+    assert isinstance(v1, VmPlaced) and v1.host_id == "h0"
