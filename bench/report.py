@@ -229,10 +229,11 @@ def scale(r: dict[str, Any]) -> list[str]:
     never_lower = all(b >= a * 0.95 for a, b in itertools.pairwise(rates))
     spread = max((max(x) / min(x) - 1 for row in r["levels"]
                   if (x := row.get("rounds_service_per_s"))), default=0.0)
-    lines += ["", f"More copies never lower throughput: the medians above, each at least "
-              f"0.95 of the one before it (the rounds of one stack differ by up to "
-              f"{spread:.0%}: {rounds} deploys/s); slowest / fastest median "
-              f"{min(rates) / max(rates):.3f}: {verdict(never_lower)}."]
+    strictly = all(b >= a for a, b in itertools.pairwise(rates))
+    lines += ["", f"More copies never lower throughput: each median above at least the one "
+              f"before it: {verdict(strictly)}; at least 0.95 of it (the rounds of one stack "
+              f"differ by up to {spread:.0%}: {rounds} deploys/s): {verdict(never_lower)}; "
+              f"slowest / fastest median {min(rates) / max(rates):.3f}."]
     for row in r["levels"]:
         for service in ("relay", "projector"):
             took = row.get(f"{service}_failover")

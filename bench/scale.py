@@ -181,9 +181,11 @@ def main() -> None:
                 took = row[f"{service}_failover"]["seconds"]
                 print(goal_line(f"  {service} failover, median of {took['n']} kills (s)",
                                 took["median"], "-", True))
-    never_lower = all(b >= a * 0.95 for a, b in itertools.pairwise(rates))
-    print(goal_line("more copies never lower throughput (5% noise allowed)",
-                    min(rates) / max(rates), "-", never_lower))
+    strictly = all(b >= a for a, b in itertools.pairwise(rates))
+    print(goal_line("more copies never lower throughput: slowest / fastest",
+                    min(rates) / max(rates), "-", strictly))
+    print(goal_line("  the same, 5% allowed for the rounds' spread", min(rates) / max(rates),
+                    "-", all(b >= a * 0.95 for a, b in itertools.pairwise(rates))))
     print(f"results: {path}")
 
 
