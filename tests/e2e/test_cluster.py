@@ -109,16 +109,20 @@ def test_every_node_and_every_copy_runs_and_the_stream_has_three_replicas(
         assert client.listZones()["count"] >= 1
 
 
-def test_deploys_reach_running_while_a_nats_node_is_killed(stack: dict[str, Any]) -> None:
+def deploy_source(cloud: CloudStack, name: str) -> tuple[str, str]:
+    """A new snapshot of DC0_C0_RP0_VM0 and a small offering, both called ``name``."""
+    snap = snapshot(cloud, vm_named(cloud, "DC0_C0_RP0_VM0")["id"], name)
+    offering = cloud.createServiceOffering(name=name, displaytext=name, cpunumber=1,
+                                           cpuspeed=100, memory=64)["serviceoffering"]["id"]
+    return snap, offering
+
+
+def test_deploys_reach_running_while_a_nats_node_is_killed(stack: dict[str, Any],
+                                                           cloud: CloudStack) -> None:
     clients = [CloudStack(endpoint=f"{url}/client/api", key=stack["admin_api_key"],
                           secret=stack["admin_secret_key"]) for url in stack["gateway_urls"]]
     admin = clients[0]
-    cloud = CloudStack(endpoint=stack["api_url"], key=stack["admin_api_key"],
-                       secret=stack["admin_secret_key"], fetch_result=True, poll_interval=0.2,
-                       job_timeout=120)
-    snap = snapshot(cloud, vm_named(cloud, "DC0_C0_RP0_VM0")["id"], "cluster")
-    offering = admin.createServiceOffering(name="cluster", displaytext="cluster", cpunumber=1,
-                                           cpuspeed=100, memory=64)["serviceoffering"]["id"]
+    snap, offering = deploy_source(cloud, "cluster")
 
     def deploy(n: int) -> dict[str, Any]:
         accepted: dict[str, Any] = clients[n % len(clients)].deployVirtualMachine(
@@ -164,18 +168,14 @@ def test_deploys_reach_running_while_a_nats_node_is_killed(stack: dict[str, Any]
     wait_for(whole, "the stream's three replicas current again", timeout=60)
 
 
-def test_copies_of_a_service_share_its_durable_consumer(stack: dict[str, Any]) -> None:
+def test_copies_of_a_service_share_its_durable_consumer(stack: dict[str, Any],
+                                                       cloud: CloudStack) -> None:
     """The planners and cloners of both copies take some of the deploys; together, each
     deploy once (the store above says no VM was placed or cloned twice). A copy whose NATS
     node was killed above may have taken none while it reconnected (the other copy took
     them all): more deploys are made, four at a time, until each copy has taken some."""
     services = current(stack)["services"]
-    cloud = CloudStack(endpoint=stack["api_url"], key=stack["admin_api_key"],
-                       secret=stack["admin_secret_key"], fetch_result=True, poll_interval=0.2,
-                       job_timeout=120)
-    snap = snapshot(cloud, vm_named(cloud, "DC0_C0_RP0_VM0")["id"], "shared")
-    offering = cloud.createServiceOffering(name="shared", displaytext="shared", cpunumber=1,
-                                           cpuspeed=100, memory=64)["serviceoffering"]["id"]
+    snap, offering = deploy_source(cloud, "shared")
     wanted = (("planner", "VmDeployRequested"), ("cloner", "VmSourceReady"))
 
     def counts() -> dict[str, list[float]]:
