@@ -17,7 +17,6 @@ read models.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -28,12 +27,10 @@ from proto.events import Event, InventoryObjectGone, VmSnapshotDeleted
 from shared.domain.accounts import ADMIN_ACCOUNT_ID
 from shared.domain.inventory import DeployedVm, current_form, object_id, observed, vanished
 from shared.drivers.base import DriverKind, Inventory
-from shared.drivers.zones import Hypervisors, Reading
+from shared.drivers.zones import Hypervisors
 from shared.eventstore import Append, Repository, Store, VmEntry
 
 log = logging.getLogger(__name__)
-
-Inventories = list[tuple[DriverKind, Inventory]]
 
 
 def _running(vm: VmEntry) -> bool:
@@ -58,14 +55,14 @@ async def changes(store: Store, hypervisors: Hypervisors) -> list[Append]:
     Raises:
         HypervisorError: a session did not answer (nothing is taken for gone).
     """
-    return (await _changes(store, hypervisors.inventories)).appends
+    return (await _changes(store, hypervisors, partial=False)).appends
 
 
 async def sync_changes(store: Store, hypervisors: Hypervisors) -> Synced:
     """``changes`` of every session that answers: a session that does not, but answered
     before, leaves its zones as they were (nothing of them is taken for gone) and is named
     in ``unread``; one never read fails the sync (``Hypervisors.read``)."""
-    return await _changes(store, hypervisors.read)
+    return await _changes(store, hypervisors, partial=True)
 
 
 @dataclass(frozen=True)
@@ -76,15 +73,12 @@ class Synced:
     unread: str = ""
 
 
-async def _changes(store: Store, read: Callable[[], Awaitable[Reading | Inventories]]
-                   ) -> Synced:
+async def _changes(store: Store, hypervisors: Hypervisors, *, partial: bool) -> Synced:
     # Deployed VMs count as gone only if they were running before the hypervisors were
     # read: one that a deploy finishes meanwhile is simply not in this reading yet.
     running_before = {vm.id for vm in await store.vms() if _running(vm)}
-    reading = await read()
-    if not isinstance(reading, Reading):
-        reading = Reading(reading, {}, set())
-    inventories = reading.inventories
+    reading = await hypervisors.read()
+    inventories = reading.inventories if partial else reading.whole()
     vm_names = {vm.name for _, inventory in inventories for vm in inventory.vms}
     vms = await store.vms()
     own_names = {vm.instance_name for vm in vms if vm.instance_name is not None}

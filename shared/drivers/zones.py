@@ -39,6 +39,16 @@ class Reading:
     unread: dict[Hypervisor, BaseException]
     unread_zones: set[str]
 
+    def whole(self) -> list[tuple[DriverKind, Inventory]]:
+        """The inventories, if every session answered.
+
+        Raises:
+            Exception: the error of the first session that did not.
+        """
+        if self.unread:
+            raise next(iter(self.unread.values()))
+        return self.inventories
+
     def unread_text(self) -> str:
         """Which sessions did not answer, and why ("" if every one did)."""
         return "; ".join(f"{describe(s)} did not answer ({e})" for s, e in self.unread.items())
@@ -64,10 +74,7 @@ class Hypervisors:
         Raises:
             HypervisorError: a session failed, or two sessions hold the same zone.
         """
-        reading = await self.read()
-        if reading.unread:
-            raise next(iter(reading.unread.values()))
-        return reading.inventories
+        return (await self.read()).whole()
 
     async def read(self) -> Reading:
         """Every session's inventories, read at once, and the sessions that did not answer
@@ -130,8 +137,8 @@ class Hypervisors:
                 if known is None:
                     reading = await self.read()  # the sessions that answer teach theirs
                     known = self._owners.get(zone_id)
-                    if known is None and reading.unread:
-                        raise next(iter(reading.unread.values()))
+                    if known is None:
+                        reading.whole()  # a silent session may hold it: its error
             if known is not None:
                 return known
         raise HypervisorError(
