@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import msgspec
 import nats
@@ -123,10 +123,7 @@ class Handlers(Mapping[str, Handler]):
             self.serial[name] = serial
 
         async def handle(envelope: EventEnvelope) -> Sequence[Append]:
-            event = envelope.data
-            if not isinstance(event, event_type):
-                raise TypeError(f"event {envelope.id} is a {type(event).__name__}, not {name}")
-            return await handler(event, envelope)
+            return await handler(_typed(envelope, event_type), envelope)
 
         self._by_type[name] = handle
         return self
@@ -141,26 +138,17 @@ class Handlers(Mapping[str, Handler]):
         or none on its own: a burst pays one read of what they share, one commit and one
         turn of the lock, not one each. An event whose commit conflicts runs again, alone
         or in a later batch, as after a handler's conflict."""
-        name = event_type.__name__
-
         async def handle_many(envelopes: Sequence[EventEnvelope]) -> list[Decided]:
-            for envelope in envelopes:
-                if not isinstance(envelope.data, event_type):
-                    raise TypeError(f"event {envelope.id} is a {type(envelope.data).__name__}"
-                                    f", not {name}")
-            return await handler([(cast(E, e.data), e) for e in envelopes])
+            return await handler([(_typed(e, event_type), e) for e in envelopes])
 
-        async def handle(envelope: EventEnvelope) -> Sequence[Append]:
-            (decided,) = await handle_many([envelope])
+        async def alone(event: E, envelope: EventEnvelope) -> Sequence[Append]:
+            (decided,) = await handler([(event, envelope)])
             if isinstance(decided, Exception):
                 raise decided
             return decided
 
-        if name in self._by_type:
-            raise ValueError(f"a handler for {name} is registered already")
-        self.serial[name] = serial
-        self.batched[name] = handle_many
-        self._by_type[name] = handle
+        self.on(event_type, alone, serial=serial)
+        self.batched[event_type.__name__] = handle_many
         return self
 
     def __getitem__(self, event_type: str) -> Handler:
@@ -171,6 +159,19 @@ class Handlers(Mapping[str, Handler]):
 
     def __len__(self) -> int:
         return len(self._by_type)
+
+
+def _typed(envelope: EventEnvelope, event_type: type[E]) -> E:
+    """The envelope's event, if it is an ``event_type``.
+
+    Raises:
+        TypeError: it is another class.
+    """
+    event = envelope.data
+    if not isinstance(event, event_type):
+        raise TypeError(f"event {envelope.id} is a {type(event).__name__}, not "
+                        f"{event_type.__name__}")
+    return event
 
 
 def nats_servers(url: str) -> list[str]:
