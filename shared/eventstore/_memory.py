@@ -377,6 +377,9 @@ class MemoryEventStore:
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
         return list(self._streams.get(stream_id, [])[max(from_version, 1) - 1:])
 
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        return {stream_id: list(self._streams.get(stream_id, [])) for stream_id in stream_ids}
+
     async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         return self.events[after:after + limit]
 

@@ -93,17 +93,12 @@ class Repository:
     async def volume(self, volume_id: str) -> _volume.Volume:
         """The volume from its stream; for a disk of an imported VM, starting from the
         latest import of the VM that describes it (``Store.volume_origin``)."""
-        start = None
         origin = await self.store.volume_origin(volume_id)
-        # The importing VM's stream and the volume's own, read at once.
-        imports, own = await asyncio.gather(
-            self.events(streams.vm(origin)) if origin is not None else _none(),
-            self.events(streams.volume(volume_id)))
-        described = [e for e in imports or [] if isinstance(e, VmImported)
-                     and any(d.volume_id == volume_id for d in e.disks)]
-        if described:
-            start = _volume.imported(volume_id, described[-1])
-        return _volume.fold(volume_id, own, start)
+        # The importing VM's stream and the volume's own, in one read.
+        wanted = [streams.volume(volume_id)]
+        if origin is not None:
+            wanted.append(streams.vm(origin))
+        return _volume_of(volume_id, origin, await self.store.read_streams(wanted))
 
     async def attached_disks(
             self, disk_keys: Mapping[str, Collection[str]]) -> dict[str, dict[str, str]]:
@@ -143,15 +138,28 @@ class Repository:
     async def snapshot_source(self, snapshot_id: str) -> SnapshotView | None:
         """A VM snapshot not deleted, as a deploy or a seed starts from it: its owner, its
         VM's zone and template, its configuration, its root disk's pool and offering."""
-        own = await self.store.read_stream(streams.vm_snapshot(snapshot_id))
+        return await self._snapshot_source(
+            snapshot_id, await self.store.read_stream(streams.vm_snapshot(snapshot_id)))
+
+    async def _snapshot_source(self, snapshot_id: str,
+                               own: list[RecordedEvent]) -> SnapshotView | None:
+        """``snapshot_source``, from the snapshot's stream ``own`` read already."""
         taken = _vmsnapshot.fold(e.event() for e in own).live
         if taken is None:
             return None
         root = next((d for d in taken.disks if d.root), None)
-        # The VM's stream and the root volume's, read at once.
-        vm_records, root_volume = await asyncio.gather(
-            self.store.read_stream(streams.vm(taken.vm_id)),
-            self.volume(root.volume_id) if root is not None else _none())
+        # The VM's stream and the root volume's in one read, beside the volume's origin
+        # (most often that VM, whose stream is then read already).
+        wanted = [streams.vm(taken.vm_id)]
+        if root is not None:
+            wanted.append(streams.volume(root.volume_id))
+        read, origin = await asyncio.gather(
+            self.store.read_streams(wanted),
+            self.store.volume_origin(root.volume_id) if root is not None else _none())
+        if origin is not None and streams.vm(origin) not in read:
+            read.update(await self.store.read_streams([streams.vm(origin)]))
+        vm_records = read[streams.vm(taken.vm_id)]
+        root_volume = _volume_of(root.volume_id, origin, read) if root is not None else None
         vm = _vm.fold(taken.vm_id, (e.event() for e in vm_records))
         owner = _vmsnapshot.owner(snapshot_id, (
             e.event() for e in sorted([*own, *vm_records], key=lambda e: e.position)))
@@ -212,14 +220,21 @@ class Repository:
         the offering, the host (placeable: imported and not gone, with its capacity) and
         the networks not gone: those of ``network_ids`` if it names any, else all (the
         source's own or the zone's default are then chosen from them)."""
-        # Read at once: none of these waits for another.
-        hosts, objects, snapshot, template, offering = await asyncio.gather(
+        # Read at once: none of these waits for another. The snapshot's stream is read with
+        # the offering's, and the rest of the snapshot's reads follow.
+        wanted = [streams.service_offering(offering_id)]
+        if snapshot_id:
+            wanted.append(streams.vm_snapshot(snapshot_id))
+        hosts, objects, template, read = await asyncio.gather(
             self.store.hosts() if host_id is not None else _none(),
             self.store.inventory_objects([streams.network(n) for n in network_ids]
                                          if network_ids else None),
-            self.snapshot_source(snapshot_id) if snapshot_id else _none(),
             self.template_source(template_id) if template_id else _none(),
-            self.service_offering(offering_id))
+            self.store.read_streams(wanted))
+        offering = _offerings.service_offering(
+            [e.event() for e in read[streams.service_offering(offering_id)]])
+        snapshot = await self._snapshot_source(
+            snapshot_id, read[streams.vm_snapshot(snapshot_id)]) if snapshot_id else None
         host = next((h for h in hosts or [] if h.id == host_id), None)
         networks = {object_id for kind, object_id, gone in objects.values()
                     if kind == "network" and not gone}
@@ -250,3 +265,14 @@ class HeldNetworks:
             found = _network.fold(network_id, (e.event() for e in new), held) if new else held
         self._held[network_id] = found
         return found
+
+
+def _volume_of(volume_id: str, origin: str | None,
+               read: Mapping[str, list[RecordedEvent]]) -> _volume.Volume:
+    """The volume from its stream in ``read``, starting from the latest import that
+    describes it of its ``origin`` VM (whose stream ``read`` holds too)."""
+    imports = read[streams.vm(origin)] if origin is not None else []
+    described = [e for e in (r.event() for r in imports) if isinstance(e, VmImported)
+                 and any(d.volume_id == volume_id for d in e.disks)]
+    start = _volume.imported(volume_id, described[-1]) if described else None
+    return _volume.fold(volume_id, [e.event() for e in read[streams.volume(volume_id)]], start)

@@ -18,6 +18,7 @@ from shared.eventstore import (
     Append,
     ConcurrencyError,
     EventStore,
+    MemoryEventStore,
     NewEvent,
 )
 
@@ -49,6 +50,23 @@ async def test_append_and_read_stream_keeps_every_field(store: EventStore) -> No
     assert events[0].recorded_at <= events[1].recorded_at
     envelope = events[0].envelope()
     assert envelope.stream_id == "vm-v1" and envelope.data == requested
+
+
+async def test_several_streams_read_at_once_are_each_as_read_alone(store: EventStore) -> None:
+    await store.append("vm-m1", [stopped("m1"), stopped("m1")], NO_STREAM)
+    await store.append("vm-m2", [stopped("m2")], NO_STREAM)
+    await store.append("vm-m1", [stopped("m1")], 2)
+    memory = MemoryEventStore()
+    for stream_id, count in (("vm-m1", 2), ("vm-m2", 1)):
+        await memory.append(stream_id, [stopped(stream_id[3:]) for _ in range(count)],
+                            NO_STREAM)
+    await memory.append("vm-m1", [stopped("m1")], 2)
+    for each in (store, memory):
+        read = await each.read_streams(["vm-m2", "vm-none", "vm-m1"])
+        assert list(read) == ["vm-m2", "vm-none", "vm-m1"]
+        for stream_id, events in read.items():
+            assert events == await each.read_stream(stream_id)
+        assert [e.version for e in read["vm-m1"]] == [1, 2, 3] and read["vm-none"] == []
 
 
 async def test_wrong_expected_version_is_a_clear_concurrency_error(store: EventStore) -> None:
