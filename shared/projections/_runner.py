@@ -8,7 +8,9 @@ from the new checkpoint). The rows come from what this projector last wrote, hel
 memory (at most ``CACHED_ROWS`` per table, the least recently used dropped first) and
 valid for as long as the checkpoint is its own: they are forgotten each time it starts
 following the store (another copy may have projected meanwhile) and when a write finds the
-checkpoint moved; a row not held is read from its table. A rebuild truncates the tables and
+checkpoint moved; a row not held is read from its table, unless the event that first touches
+it in the batch makes it anew (``Projection.made_anew``: a VM's deploy request, a job's
+submission). A rebuild truncates the tables and
 replays from position 0 in one transaction, so readers see the old tables until it commits: it
 reads one snapshot of the store through a cursor, the next page while it folds the last,
 decodes only the events some projection reads, keeps the rows in memory and writes each
@@ -309,15 +311,20 @@ class Projector:
     async def _rows(self, conn: asyncpg.Connection, projection: Projection,
                     touched: Sequence[tuple[RecordedEvent, AnyEvent, list[Key]]]
                     ) -> dict[Key, Row]:
-        """The current rows of the keys ``touched`` names: those held, the others read."""
+        """The current rows of the keys ``touched`` names: those held, the others read,
+        but for those the batch makes anew before anything else touches them."""
         cached = self._cached[projection.table.name]
-        wanted = list(dict.fromkeys(k for *_, keys in touched for k in keys))
-        missing = [k for k in wanted if k not in cached]
+        anew: dict[Key, bool] = {}  # each key -> whether the batch's first event at it makes it
+        for _, event, keys in touched:
+            for key in keys:
+                if key not in anew:
+                    anew[key] = projection.made_anew(event)
+        missing = [k for k, made in anew.items() if not made and k not in cached]
         if missing:
             loaded = await projection.table.load(conn, missing)
             for key in missing:
                 cached[key] = loaded.get(key)
-        return {k: row for k in wanted if (row := cached[k]) is not None}
+        return {k: row for k in anew if (row := cached.get(k)) is not None}
 
     def _forget(self) -> None:
         for cached in self._cached.values():

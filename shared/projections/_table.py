@@ -120,3 +120,7 @@ class Projection(Protocol):
         self, row: Row | None, key: Key, recorded: RecordedEvent, event: AnyEvent
     ) -> Row | None:
         """Row ``key`` after ``event``; None deletes it."""
+
+    def made_anew(self, event: AnyEvent) -> bool:
+        """Whether ``evolve`` makes each row ``event`` names from the event alone, whatever
+        row it is given (a creation): the projector then does not read those rows first."""

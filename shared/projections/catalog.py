@@ -121,6 +121,9 @@ class Catalog:
         keys_of = _KEYS.get(type(event))
         return [] if keys_of is None else keys_of(event)
 
+    def made_anew(self, event: AnyEvent) -> bool:
+        return False  # a row made again keeps what its kind kept (its creation time)
+
     def evolve(
         self, row: Row | None, key: Key, recorded: RecordedEvent, event: AnyEvent
     ) -> Row | None:

@@ -33,6 +33,9 @@ class AsyncJobs:
             return [(parse_uuid(event.job_id),)]
         return []
 
+    def made_anew(self, event: AnyEvent) -> bool:
+        return isinstance(event, JobSubmitted)
+
     def evolve(
         self, row: Row | None, key: Key, recorded: RecordedEvent, event: AnyEvent
     ) -> Row | None:

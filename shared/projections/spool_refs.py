@@ -43,6 +43,9 @@ class SnapshotPoolRefs:
             return [(event.vm_snapshot_id, event.pool_id)]
         return []
 
+    def made_anew(self, event: AnyEvent) -> bool:
+        return isinstance(event, TemplateSeedStarted)
+
     def evolve(
         self, row: Row | None, key: Key, recorded: RecordedEvent, event: AnyEvent
     ) -> Row | None:

@@ -67,6 +67,9 @@ class VmInstances:
         vm_id = getattr(event, "vm_id", None)
         return [] if vm_id is None else [(parse_uuid(vm_id),)]
 
+    def made_anew(self, event: AnyEvent) -> bool:
+        return isinstance(event, VmDeployRequested)
+
     def evolve(
         self, row: Row | None, key: Key, recorded: RecordedEvent, event: AnyEvent
     ) -> Row | None:

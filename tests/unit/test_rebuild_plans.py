@@ -18,11 +18,13 @@ from proto.events import (
     CapacityReserved,
     Event,
     JobCompleted,
+    JobSubmitted,
     TemplateSeedStarted,
     VmDeployRequested,
     VolumeCreated,
     ZoneImported,
 )
+from shared.eventstore import RecordedEvent
 from shared.projections import ALL, AsyncJobs, Catalog, SnapshotPoolRefs, VmInstances
 from shared.projections._runner import _touches
 
@@ -83,3 +85,42 @@ def test_each_projection_reads_the_event_types_it_names_rows_for() -> None:
     assert _touches(SnapshotPoolRefs(), TemplateSeedStarted)
     assert _touches(Catalog(), CapacityReserved)
     assert not _touches(Catalog(), VmDeployRequested)
+
+
+def test_rows_made_anew_do_not_depend_on_the_row_given() -> None:
+    """The live projector reads no row an event makes anew (``Projection.made_anew``): so
+    evolve must give the same row whether it is handed none or one already there."""
+    rng = random.Random(5)
+    checked = 0
+    for cls in EVENT_TYPES:
+        for projection in ALL:
+            for _ in range(50):
+                event = random_event(rng, cls)
+                if not projection.made_anew(event):
+                    break
+                for key in projection.keys(event):
+                    there = projection.evolve(None, key, recorded(rng, event), event)
+                    later = recorded(rng, event)
+                    assert projection.evolve(there, key, later, event) == \
+                        projection.evolve(None, key, later, event), (cls.__name__, key)
+                    checked += 1
+    assert checked > 100
+
+
+def test_creations_are_made_anew_and_changes_are_not() -> None:
+    rng = random.Random(6)
+    assert VmInstances().made_anew(random_event(rng, VmDeployRequested))
+    assert not VmInstances().made_anew(random_event(rng, VolumeCreated))
+    assert AsyncJobs().made_anew(random_event(rng, JobSubmitted))
+    assert not AsyncJobs().made_anew(random_event(rng, JobCompleted))
+    assert SnapshotPoolRefs().made_anew(random_event(rng, TemplateSeedStarted))
+    assert not Catalog().made_anew(random_event(rng, ZoneImported))
+
+
+def recorded(rng: random.Random, event: AnyEvent) -> RecordedEvent:
+    """``event`` as stored at a random position and time."""
+    return RecordedEvent(
+        position=rng.randrange(1, 10**6), event_id=uuid.uuid4(), stream_id="s",
+        version=rng.randrange(1, 100), type=type(event).__name__, schema=1,
+        data=msgspec.json.encode(event), metadata=b"{}",
+        recorded_at=datetime(2026, 1, rng.randrange(1, 28), tzinfo=UTC))
