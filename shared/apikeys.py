@@ -9,8 +9,11 @@ open. A user has one live key pair: registering a new one revokes the others at 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
 
@@ -29,6 +32,14 @@ _VERSION = b"\x01"  # the layout below; a new algorithm would get a new first by
 _NONCE_BYTES = 12
 _HKDF_INFO = b"snapdeploy api_keys secret_key v1"
 _USER_LOCK = 0x6B657973  # "keys": with the user id's hash, serialises one user's changes
+# Every change of an api_keys row is announced here when it commits (migration 0020).
+CHANGED_CHANNEL = "snapdeploy_api_keys"
+# LiveKeys: how many keys one process keeps, how often its listening connection is checked
+# (a connection that died without a word is noticed within this), and the longest pause
+# between attempts to listen again.
+HELD_KEYS = 10_000
+CHECK_S = 1.0
+BACKOFF_MAX_S = 15.0
 
 
 class SealError(ValueError):
@@ -98,6 +109,93 @@ async def lookup(conn: asyncpg.Connection, secrets: SecretBox,
                   "SNAPDEPLOY_KEY_ENCRYPTION_KEY changed?", api_key)
         return None
     return dict(row), secret
+
+
+class LiveKeys:
+    """``lookup`` for one process, keeping each live key it has read (its row and secret,
+    the most recently used ``HELD_KEYS``), so a signed request costs no statement.
+
+    Kept only while a connection LISTENs on ``CHANGED_CHANNEL``, where every change of an
+    api_keys row is announced when it commits: a change forgets that key at once, and the
+    next request reads its row again (a revoked key is refused then). While not listening
+    (before ``run`` has begun to, and from a lost connection until it listens again) nothing
+    is kept and every lookup reads the table. A lookup that read the table while a change
+    was announced is not kept: what it read may be from before the change. Unknown and
+    revoked keys are never kept, so a key made a moment ago works at once.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, secrets: SecretBox) -> None:
+        self._pool = pool
+        self._secrets = secrets
+        self._held: OrderedDict[str, tuple[dict[str, Any], str]] = OrderedDict()
+        self._changes = 0  # changes heard, and listens begun: a read across one is not kept
+        self.live = False
+        self._delay = 0.5  # before listening again
+
+    async def lookup(self, api_key: str) -> tuple[dict[str, Any], str] | None:
+        """As ``lookup`` (the module's function) answers now."""
+        held = self._held.get(api_key)
+        if held is not None:
+            self._held.move_to_end(api_key)
+            return held
+        changes, live = self._changes, self.live
+        async with self._pool.acquire() as conn:
+            found = await lookup(conn, self._secrets, api_key)
+        if found is not None and live and self.live and changes == self._changes:
+            self._held[api_key] = found
+            if len(self._held) > HELD_KEYS:
+                self._held.popitem(last=False)
+        return found
+
+    def _forget(self, api_key: str | None = None) -> None:
+        self._changes += 1
+        if api_key:
+            self._held.pop(api_key, None)
+        else:
+            self._held.clear()
+
+    def _on_notify(self, _conn: object, _pid: object, _channel: object, payload: object) -> None:
+        self._forget(str(payload))
+
+    async def run(self) -> None:
+        """Listen for changes until cancelled; a lost connection is opened again with
+        backoff (meanwhile nothing is kept)."""
+        while True:
+            try:
+                await self._listen()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                    TimeoutError) as exc:
+                log.warning("stopped hearing of API key changes (%s: %s); reading every key "
+                            "from the table, listening again in %.1fs", type(exc).__name__,
+                            exc, self._delay)
+                await asyncio.sleep(self._delay)
+                self._delay = min(BACKOFF_MAX_S, self._delay * 2)
+            finally:
+                self.live = False
+                self._forget()
+
+    async def _listen(self) -> None:
+        async with self._pool.acquire() as conn:
+            closed = asyncio.Event()
+            conn.add_termination_listener(lambda _conn: closed.set())
+            await conn.add_listener(CHANGED_CHANNEL, self._on_notify)
+            try:
+                self._forget()  # what was read before listening may have changed unheard
+                self.live = True
+                self._delay = 0.5
+                while True:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(CHECK_S):
+                            await closed.wait()
+                    if closed.is_set():
+                        raise ConnectionError("its connection was closed")
+                    async with asyncio.timeout(CHECK_S * 5):
+                        await conn.execute("SELECT 1")  # still connected, so still hearing
+            finally:
+                self.live = False
+                self._forget()
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(CHANGED_CHANNEL, self._on_notify)
 
 
 async def api_keys(conn: asyncpg.Connection) -> list[str]:

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from proto.envelope import Metadata
+from shared.apikeys import LiveKeys
 from shared.config import Settings
 from shared.errors import PARAM_ERROR, PERMISSION_DENIED, RESOURCE_IN_USE, ApiError
 from shared.eventstore import Append, ConcurrencyError, EventStore
@@ -48,6 +49,8 @@ class Context:
     settings: Settings = field(default_factory=Settings)
     # The projector's progress, followed while the app runs (``services.gateway.app``).
     progress: Progress | None = None
+    # The API keys read so far, kept while changes to them are heard (``services.gateway.app``).
+    keys: LiveKeys | None = None
 
     @functools.cached_property
     def read(self) -> ReadModels:

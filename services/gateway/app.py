@@ -92,11 +92,12 @@ HANDLER_ARGS = {"max_line_size": 65536, "max_field_size": 65536}
 
 
 async def _run_followers(app: web.Application) -> AsyncIterator[None]:
-    """While the app serves: the audit streams' shared reader of new events, and the
-    follower of the projector's progress that read-your-writes waits are woken by."""
-    progress = app[CONTEXT].progress
+    """While the app serves: the audit streams' shared reader of new events, the follower
+    of the projector's progress that read-your-writes waits are woken by, and the listener
+    for API key changes that the keys kept are forgotten by."""
+    ctx = app[CONTEXT]
     tasks = [asyncio.ensure_future(app[FANOUT].run()),
-             *([asyncio.ensure_future(progress.run())] if progress else [])]
+             *(asyncio.ensure_future(f.run()) for f in (ctx.progress, ctx.keys) if f)]
     yield
     for task in tasks:
         task.cancel()
@@ -107,8 +108,12 @@ async def _run_followers(app: web.Application) -> AsyncIterator[None]:
 def build(rt: Runtime, store: EventStore) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
     # (Tests may build the app on an in-memory store: no projector to follow there.)
-    progress = Progress(store.pool) if isinstance(store, EventStore) else None
-    app[CONTEXT] = Context(store=store, settings=rt.settings, progress=progress)
+    if isinstance(store, EventStore):
+        progress = Progress(store.pool)
+        live_keys = keys.LiveKeys(store.pool, keys.box(rt.settings))
+    else:
+        progress, live_keys = None, None
+    app[CONTEXT] = Context(store=store, settings=rt.settings, progress=progress, keys=live_keys)
     app.router.add_route("GET", "/client/api", api)
     app.router.add_route("POST", "/client/api", api)
     app.router.add_get(OPENAPI_PATH, openapi)

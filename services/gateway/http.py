@@ -38,9 +38,11 @@ async def key_owner(ctx: Context, api_key: str) -> tuple[Caller, str] | None:
     """The owner and secret key of a live ``api_key``; None for an unknown or revoked one."""
     if "\x00" in api_key or len(api_key) > 255:
         return None  # no key looks like that (and PostgreSQL text cannot hold a NUL)
-    secrets = keys.box(ctx.settings)
-    async with ctx.store.pool.acquire() as conn:
-        found = await keys.lookup(conn, secrets, api_key)
+    if ctx.keys is not None:
+        found = await ctx.keys.lookup(api_key)
+    else:
+        async with ctx.store.pool.acquire() as conn:
+            found = await keys.lookup(conn, keys.box(ctx.settings), api_key)
     if found is None:
         return None
     row, secret = found
