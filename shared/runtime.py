@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shared import bus, config, db, drivers
 from shared.drivers import vmware
 from shared.drivers.base import Connection, Hypervisor, SessionLost
-from shared.drivers.zones import Hypervisors
+from shared.drivers.zones import Hypervisors, Pending, Session
 from shared.eventstore import EventStore
 from shared.log import configure
 
@@ -42,6 +42,8 @@ SHUTDOWN_GRACE_S = 10.0
 # How often a service asks each hypervisor (vCenter, each KVM zone's libvirt hosts) whether
 # its session is still logged in.
 VCENTER_CHECK_S = 5.0
+# How long a service waits at start for each hypervisor before serving the others without it.
+FIRST_ATTEMPT_S = 10.0
 
 
 class Runtime:
@@ -224,9 +226,13 @@ class Runtime:
                 await lease.release()
 
     async def hypervisors(self) -> Hypervisors:
-        """A session with every hypervisor the settings name (vCenter when ``vcenter_url``
-        is set, each KVM zone of ``kvm_zones``), once each answers, routed by zone. Each
-        session is a check of its own in ``/healthz``, watched from then on.
+        """A session with every hypervisor the settings name (each vCenter of
+        ``vcenter_url`` and ``vcenters``, each KVM zone of ``kvm_zones``), routed by zone.
+
+        Each is tried once, at most ``FIRST_ATTEMPT_S``; one that does not answer does not
+        hold the others back: it is ``Pending`` (its zones' work waits, refused as
+        transient) and opened in the background, retried with backoff, then put in its
+        place. Each session is a check of its own in ``/healthz``, watched from then on.
 
         Raises:
             SystemExit: the settings name no hypervisor.
@@ -235,8 +241,32 @@ class Runtime:
             wanted = drivers.connections(self.settings)
         except ValueError as exc:
             raise SystemExit(f"{self.service}: {exc}") from exc
-        sessions = await asyncio.gather(*(self._session(c) for c in wanted))
-        return Hypervisors(sessions)
+        hypervisors = Hypervisors(await asyncio.gather(*(self._first_attempt(c)
+                                                         for c in wanted)))
+        for pending in hypervisors.pending():
+            self._spawn(self._open_later(hypervisors, pending))
+        return hypervisors
+
+    async def _first_attempt(self, connection: Connection) -> Session:
+        self.checks.setdefault(connection.name, "connecting")
+        try:
+            async with asyncio.timeout(FIRST_ATTEMPT_S):
+                session = await connection.open()
+        except Exception as exc:
+            reason = f"unreachable: {type(exc).__name__}: {exc}"
+            log.warning("%s %s; its zones wait for it, the others are served meanwhile",
+                        connection.name, reason)
+            self.checks[connection.name] = reason
+            return Pending(connection, exc)
+        log.info("connected to %s", connection.name)
+        self.checks[connection.name] = None
+        self._opened(connection.name, session)
+        return session
+
+    async def _open_later(self, hypervisors: Hypervisors, pending: Pending) -> None:
+        session = await self._session(pending.connection)
+        log.info("%s answers now: its zones are served", pending.connection.name)
+        await hypervisors.opened(pending, session)
 
     async def vcenter(self) -> Hypervisor:
         """A session with the vCenter of the settings alone, once it answers (checked as
@@ -250,9 +280,12 @@ class Runtime:
     async def _session(self, connection: Connection) -> Hypervisor:
         self.checks.setdefault(connection.name, "connecting")
         session = await self.retry(connection.name, connection.open)
-        self._closers.append(session.close)
-        self._spawn(self._watch_session(connection.name, session))
+        self._opened(connection.name, session)
         return session
+
+    def _opened(self, name: str, session: Hypervisor) -> None:
+        self._closers.append(session.close)
+        self._spawn(self._watch_session(name, session))
 
     async def _watch_session(self, name: str, session: Hypervisor) -> None:
         """Report the session ``name`` in /healthz as it is now: a lost session (the

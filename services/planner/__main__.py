@@ -10,7 +10,13 @@ async def main(rt: Runtime) -> None:
     store = await rt.postgres()
     _, js = await rt.jetstream()
     hypervisors = await rt.hypervisors()
-    await rt.retry("inventory", lambda: sync(store, hypervisors))
+
+    async def synced() -> None:
+        await rt.retry("inventory", lambda: sync(store, hypervisors))
+
+    # A hypervisor that did not answer at start is synced as soon as it does.
+    hypervisors.when_opened(synced)
+    await synced()
     planner = Planner(store, lambda: sync_changes(store, hypervisors))
     await rt.consume("planner", js, store, planner.handlers())
 

@@ -3,9 +3,10 @@
 Every session (vCenter's datacenters, each KVM zone) is read at once, and each brings its
 own changes: a session that does not answer leaves the zones it held at its last answer as
 they were (nothing of them is taken for gone) while the others are synced, and the sync
-says which did not answer; a session never read yet fails the whole sync (which of the
-zones are its cannot be told). Each zone's import records the driver kind of the session
-that holds it.
+says which did not answer. A session never read yet (its hypervisor has not answered since
+the planner started) may hold any zone the store knows that no answering session holds: all
+those are left as they were. Each zone's import records the driver kind of the session that
+holds it.
 
 What the store knows comes from its write-side lookups (``Store.vms``,
 ``attached_volumes``, ``vm_snapshots``, ``inventory_objects``), the streams of the objects
@@ -25,7 +26,14 @@ from proto import streams
 from proto.envelope import Metadata
 from proto.events import Event, InventoryObjectGone, VmSnapshotDeleted
 from shared.domain.accounts import ADMIN_ACCOUNT_ID
-from shared.domain.inventory import DeployedVm, current_form, object_id, observed, vanished
+from shared.domain.inventory import (
+    DeployedVm,
+    current_form,
+    object_id,
+    observed,
+    vanished,
+    zone_id,
+)
 from shared.drivers.base import DriverKind, Inventory
 from shared.drivers.zones import Hypervisors
 from shared.eventstore import Append, Repository, Store, VmEntry
@@ -59,9 +67,10 @@ async def changes(store: Store, hypervisors: Hypervisors) -> list[Append]:
 
 
 async def sync_changes(store: Store, hypervisors: Hypervisors) -> Synced:
-    """``changes`` of every session that answers: a session that does not, but answered
-    before, leaves its zones as they were (nothing of them is taken for gone) and is named
-    in ``unread``; one never read fails the sync (``Hypervisors.read``)."""
+    """``changes`` of every session that answers: a session that does not leaves its zones
+    as they were (nothing of them is taken for gone) and is named in ``unread``. Its zones
+    are those it held at its last answer; for one never read (``Reading.unplaced``), every
+    zone the store knows that no answering session holds."""
     return await _changes(store, hypervisors, partial=True)
 
 
@@ -102,10 +111,15 @@ async def _changes(store: Store, hypervisors: Hypervisors, *, partial: bool) -> 
         deployed={vm.id: DeployedVm(vm.instance_name or "", volumes.get(vm.id, []),
                                     snapshots.get(vm.id, [])) for vm in deployed},
         vm_names=vm_names)
-    if reading.unread_zones:
+    unread_zones = set(reading.unread_zones)
+    if reading.unplaced:
+        read_zones = {zone_id(inventory.datacenter_ref) for _, inventory in inventories}
+        unread_zones |= {object_id for kind, object_id, _ in objects.values()
+                         if kind == "zone"} - read_zones
+    if unread_zones:
         # Not read this time is not gone: only what the zones that were read no longer show.
         missing = [(stream_id, event) for stream_id, event in missing
-                   if await _zone_of(store, stream_id, event) not in reading.unread_zones]
+                   if await _zone_of(store, stream_id, event) not in unread_zones]
     out = []
     for stream_id, event in [*seen, *missing]:
         recorded = await store.read_stream(stream_id)

@@ -210,11 +210,15 @@ class CloneProgress:
 @dataclass(frozen=True)
 class Connection:
     """One session the settings ask for: its name in ``/healthz`` (e.g. "vcenter",
-    "libvirt KVM0") and how to open it (logged in; raises ``HypervisorError`` when the
-    hypervisor does not answer, and is called again until it does)."""
+    "libvirt KVM0"), how to open it (logged in; raises ``HypervisorError`` when the
+    hypervisor does not answer, and is called again until it does), its kind, and the name
+    messages give it beside its kind's manager (a further vCenter's, a KVM zone's; "" for
+    the vCenter of ``vcenter_url``)."""
 
     name: str
     open: Callable[[], Awaitable[Hypervisor]]
+    kind: DriverKind
+    label: str = ""
 
 
 @dataclass(frozen=True)

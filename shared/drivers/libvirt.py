@@ -117,7 +117,7 @@ def connections(settings: Settings) -> list[Connection]:
             return await LibvirtHypervisor.connect(hosts, zone=zone)
         return open_session
 
-    return [Connection(f"libvirt {zone}", opener(zone, hosts))
+    return [Connection(f"libvirt {zone}", opener(zone, hosts), KIND, zone)
             for zone, hosts in kvm_zones(settings.kvm_zones).items()]
 
 

@@ -130,7 +130,8 @@ def connections(settings: Settings) -> list[Connection]:
         async def open_session(vc: VCenter = vc) -> Hypervisor:
             return await connect(settings, vc)
 
-        out.append(Connection(f"vcenter {vc.name}" if vc.name else "vcenter", open_session))
+        out.append(Connection(f"vcenter {vc.name}" if vc.name else "vcenter", open_session,
+                              KIND, vc.name))
     return out
 
 

@@ -15,29 +15,60 @@ is not transient (fault ``UnknownZone``): the configuration does not name the hy
 that holds it, and asking again changes nothing until the process is configured and
 started again. While a session does not answer, its own (transient) error is raised
 instead, since the zone may be that session's.
+
+A hypervisor that does not answer when the process starts does not hold the others back:
+its session is ``Pending`` (it holds no zone, and reads as a session that does not answer)
+until it opens, when ``opened`` puts it in its place and tells whoever asked
+(``when_opened``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from shared.domain.inventory import zone_id as zone_id_of
-from shared.drivers.base import DriverKind, Hypervisor, HypervisorError, Inventory
+from shared.drivers.base import Connection, DriverKind, Hypervisor, HypervisorError, Inventory
+
+log = logging.getLogger(__name__)
 
 UNKNOWN_ZONE = "UnknownZone"
+
+
+@dataclass(frozen=True, eq=False)
+class Pending:
+    """A session not opened yet: its hypervisor has not answered since the process
+    started (``error``: why, at the last attempt)."""
+
+    connection: Connection
+    error: BaseException
+
+    @property
+    def kind(self) -> DriverKind:
+        return self.connection.kind
+
+    def refusal(self) -> HypervisorError:
+        return HypervisorError(f"{describe(self)} has not answered since snapdeploy started "
+                               f"({self.error})", transient=True)
+
+
+Session = Hypervisor | Pending
 
 
 @dataclass(frozen=True)
 class Reading:
     """The sessions' inventories, read at once (``Hypervisors.read``): those of every
-    session that answered; the sessions that did not, each with its error; and the zones
-    those held at their last answer, which this reading says nothing about."""
+    session that answered; the sessions that did not, each with its error; the zones
+    those held at their last answer, which this reading says nothing about; and whether a
+    session that did not answer was never read (``unplaced``): then any zone the store
+    knows that no answering session holds may be its."""
 
     inventories: list[tuple[DriverKind, Inventory]]
-    unread: dict[Hypervisor, BaseException]
+    unread: dict[Session, BaseException]
     unread_zones: set[str]
+    unplaced: bool = False
 
     def whole(self) -> list[tuple[DriverKind, Inventory]]:
         """The inventories, if every session answered.
@@ -57,12 +88,31 @@ class Reading:
 class Hypervisors:
     """The sessions of a process (``Runtime.hypervisors()``), routed by zone."""
 
-    def __init__(self, sessions: Sequence[Hypervisor]) -> None:
+    def __init__(self, sessions: Sequence[Session]) -> None:
         if not sessions:
             raise ValueError("no hypervisor session")
         self.sessions = list(sessions)
         self._owners: dict[str, Hypervisor] = {}
         self._learning = asyncio.Lock()
+        self._on_open: list[Callable[[], Awaitable[None]]] = []
+
+    def pending(self) -> list[Pending]:
+        """The sessions not opened yet."""
+        return [s for s in self.sessions if isinstance(s, Pending)]
+
+    async def opened(self, pending: Pending, session: Hypervisor) -> None:
+        """``pending`` is open now, as ``session``: its zones are learned at the next read,
+        and each ``when_opened`` callback is run (its errors logged)."""
+        self.sessions = [session if s is pending else s for s in self.sessions]
+        for callback in self._on_open:
+            try:
+                await callback()
+            except Exception:
+                log.exception("after %s answered", describe(session))
+
+    def when_opened(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` each time a pending session opens."""
+        self._on_open.append(callback)
 
     # ---- reading every session -------------------------------------------------------
 
@@ -78,27 +128,27 @@ class Hypervisors:
 
     async def read(self) -> Reading:
         """Every session's inventories, read at once, and the sessions that did not answer
-        with the zones each held at its last answer, kept as theirs. Learns which session
-        owns each zone.
+        with the zones each held at its last answer, kept as theirs (a session never read,
+        ``Pending`` or not, holds none that can be told: the reading is ``unplaced``).
+        Learns which session owns each zone.
 
         Raises:
-            HypervisorError: a session that did not answer was never read before, so which
-                zones are its cannot be told (its own error); or two sessions hold the
-                same zone.
+            HypervisorError: two sessions hold the same zone.
         """
-        read = await asyncio.gather(*(s.inventory() for s in self.sessions),
-                                    return_exceptions=True)
+        sessions = list(self.sessions)
+        read = await asyncio.gather(*(_inventory(s) for s in sessions), return_exceptions=True)
         owners: dict[str, Hypervisor] = {}
         out: list[tuple[DriverKind, Inventory]] = []
-        unread: dict[Hypervisor, BaseException] = {}
-        for session, inventories in zip(self.sessions, read, strict=True):
+        unread: dict[Session, BaseException] = {}
+        unplaced = False
+        for session, inventories in zip(sessions, read, strict=True):
             if isinstance(inventories, BaseException):
                 if not isinstance(inventories, Exception):
                     raise inventories
-                if session not in self._owners.values():
-                    raise inventories
+                unplaced = unplaced or session not in self._owners.values()
                 unread[session] = inventories
                 continue
+            assert not isinstance(session, Pending)
             for inventory in inventories:
                 zone = zone_id_of(inventory.datacenter_ref)
                 other = owners.get(zone)
@@ -113,7 +163,7 @@ class Hypervisors:
         kept = {zone: session for zone, session in self._owners.items()
                 if session in unread and zone not in owners}
         self._owners = {**owners, **kept}
-        return Reading(out, unread, set(kept))
+        return Reading(out, unread, set(kept), unplaced)
 
     async def inventory(self) -> list[Inventory]:
         """Every session's inventories, one per zone (see ``inventories``)."""
@@ -163,14 +213,23 @@ class Hypervisors:
 
     async def close(self) -> None:
         for session in self.sessions:
-            await session.close()
+            if not isinstance(session, Pending):
+                await session.close()
 
 
-def describe(session: Hypervisor) -> str:
+async def _inventory(session: Session) -> list[Inventory]:
+    if isinstance(session, Pending):
+        raise session.refusal()
+    return await session.inventory()
+
+
+def describe(session: Session) -> str:
     """A session as messages name it: its kind's manager, and its KVM zone or the name of
     its further vCenter (``vcenters``) if it has one."""
-    name = getattr(session, "zone", None) or getattr(session, "scope", None)
-    return f"{session.kind.manager} {name}" if isinstance(name, str) else session.kind.manager
+    name = session.connection.label if isinstance(session, Pending) else (
+        getattr(session, "zone", None) or getattr(session, "scope", None))
+    return f"{session.kind.manager} {name}" if isinstance(name, str) and name \
+        else session.kind.manager
 
 
-__all__ = ["UNKNOWN_ZONE", "Hypervisors", "Reading", "describe"]
+__all__ = ["UNKNOWN_ZONE", "Hypervisors", "Pending", "Reading", "Session", "describe"]

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,7 +134,7 @@ def test_each_vcenter_is_synced_and_deploys_from_its_snapshots_land_in_it(
 def test_a_vcenter_that_does_not_answer_leaves_its_zone_and_the_other_is_synced(
     cloud: CloudStack, stack: dict[str, Any], vcenters: list[Server],
 ) -> None:
-    # Last in this module: the second vcsim stays stopped.
+    # The second vcsim stays stopped for the next test.
     before = {h["id"] for h in cloud.listHosts()["host"]}
     vcenters[1].stop()
     with pytest.raises(CloudStackApiException) as failed:
@@ -143,3 +145,68 @@ def test_a_vcenter_that_does_not_answer_leaves_its_zone_and_the_other_is_synced(
     # Nothing of the silent vCenter was taken for gone: both zones and every host stay.
     assert sorted(z["name"] for z in cloud.listZones()["zone"]) == ["DC0", "DC0"]
     assert {h["id"] for h in cloud.listHosts()["host"]} == before
+
+
+def _checks(stack_dir: Path, service: str) -> tuple[int, dict[str, str]] | None:
+    """The pid of the service's process now, and its /healthz checks (None: not answering)."""
+    info = json.loads((stack_dir / "stack.json").read_text())["services"][service]
+    try:
+        with urllib.request.urlopen(info["health_url"], timeout=5) as answer:
+            body = json.load(answer)
+    except urllib.error.HTTPError as degraded:  # 503: a check fails
+        body = json.load(degraded)
+    except OSError:
+        return None
+    return int(info["pid"]), body["checks"]
+
+
+def test_services_started_without_a_vcenter_serve_the_other_and_take_it_when_it_answers(
+    cloud: CloudStack, stack: dict[str, Any], vcenters: list[Server], harnesses: list[Vcsim],
+    tmp_path: Path,
+) -> None:
+    # After the test above: the second vcsim is stopped. The services that act on vCenter
+    # are killed, and the launcher starts them again, without it.
+    state = Path(stack["state_dir"])
+    for service in ("planner", "cloner", "seeder"):
+        before = json.loads((state / "stack.json").read_text())["services"][service]["pid"]
+        os.kill(before, signal.SIGKILL)
+
+        def restarted(service: str = service, before: int = before) -> dict[str, str] | None:
+            now = _checks(state, service)
+            return now[1] if now and now[0] != before and "vcenter" in now[1] \
+                and now[1].get("started") == "ok" else None
+
+        checks = wait_for(restarted, f"{service} started again", timeout=60)
+        assert checks["vcenter"] == "ok", checks
+        assert checks[f"vcenter {SECOND}"].startswith("unreachable"), checks
+
+    # The first vCenter's zone is served meanwhile.
+    small = offering(cloud, "Small Instance")
+    sources = {v["zoneid"]: v for v in cloud.listVirtualMachines(name=SOURCE)["virtualmachine"]}
+    [(datacenter, _)] = harnesses[0].props(vim.Datacenter, ["name"])
+    first_zone = stable_id("zone", datacenter._moId)
+    [second_zone] = [zone for zone in sources if zone != first_zone]
+    snap = snapshot(cloud, sources[first_zone]["id"], "while-second-down")
+    vm = cloud.deployVirtualMachine(vmsnapshotid=snap, serviceofferingid=small,
+                                    name="while-second-down")["virtualmachine"]
+    assert vm["state"] == "Running" and vm["zoneid"] == first_zone
+
+    # The second vCenter answers again (a new vcsim at its address, same inventory): the
+    # services open their sessions with it, and the planner syncs it by itself.
+    old = vcenters[1]
+    port = int(old.url.rsplit(":", 1)[1].split("/", 1)[0])
+    vcenters[1] = start_vcsim(tmp_path, port, old.user, old.password)
+    for service in ("planner", "cloner", "seeder"):
+        wait_for(lambda service=service: (_checks(state, service) or (0, {}))[1].get(
+            f"vcenter {SECOND}") == "ok", f"{service} connected to vCenter {SECOND}",
+            timeout=60)
+    planner_log = Path(json.loads((state / "stack.json").read_text())
+                       ["services"]["planner"]["log"]).read_text()
+    assert f"vcenter {SECOND} answers now" in planner_log
+    again = cloud.listVirtualMachines(name=SOURCE, zoneid=second_zone)["virtualmachine"]
+    snap = snapshot(cloud, again[0]["id"], "after-second-back")
+    vm = cloud.deployVirtualMachine(vmsnapshotid=snap, serviceofferingid=small,
+                                    name="after-second-back")["virtualmachine"]
+    assert vm["state"] == "Running" and vm["zoneid"] == second_zone
+    fresh = Vcsim(vcenters[1].url, vcenters[1].user, vcenters[1].password)
+    assert fresh.count_named(vm["instancename"]) == 1

@@ -160,11 +160,14 @@ async def test_two_vcenters_are_synced_and_each_marks_gone_only_its_own() -> Non
         kind="host", object_id=object_id("host", "host-2"))]
     assert describe(await changes(store, both)) == "no changes"  # east answers again
 
-    # A vCenter never read since the process started: which zones are its cannot be told,
-    # so the sync fails whole and records nothing.
+    # A vCenter never read since the process started: any zone the store knows that the
+    # answering one does not hold may be its, so nothing of those is taken for gone (east's
+    # zone and hosts alike), while the answering one is synced.
     recorded = len(store.events)
     again = FakeHypervisor.standard(datacenter_ref="east/datacenter-1", ref_prefix="east/")
     again.fail("inventory", transient=True)
-    with pytest.raises(HypervisorError):
-        await sync(store, sessions(first, again))
-    assert len(store.events) == recorded
+    del first.pools["pool-1"]
+    summary = await sync(store, sessions(first, again))
+    assert summary.startswith("1 InventoryObjectGone; ") and "did not answer" in summary
+    assert [r.event() for r in store.events[recorded:]] == [InventoryObjectGone(
+        kind="pool", object_id=object_id("pool", "pool-1"))]

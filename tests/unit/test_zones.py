@@ -5,13 +5,15 @@ different kinds; the runtime's KVM sessions on libvirt's in-process test driver,
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from shared import drivers
 from shared.config import Settings
 from shared.domain.inventory import zone_id
 from shared.drivers import fake, libvirt
-from shared.drivers.base import HypervisorError, Inventory
+from shared.drivers.base import Connection, Hypervisor, HypervisorError, Inventory
 from shared.drivers.fake import FakeHypervisor
 from shared.drivers.zones import UNKNOWN_ZONE, Hypervisors
 from shared.runtime import Runtime
@@ -81,6 +83,55 @@ async def test_a_session_that_does_not_answer_fails_the_lookup_transiently() -> 
     with pytest.raises(HypervisorError):  # the sync reads no zone of a session it missed
         await hypervisors.inventory()
     assert await hypervisors.for_zone(KVM_ZONE) is second
+
+
+async def test_a_hypervisor_that_does_not_answer_at_start_does_not_hold_back_the_others(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    first = FakeHypervisor.standard()
+    late = FakeHypervisor.standard("KVM0", datacenter_ref="KVM0", ref_prefix="kvm-",
+                                   kind=fake.OTHER_KIND)
+    attempts = 0
+
+    async def open_first() -> Hypervisor:
+        return first
+
+    async def open_late() -> Hypervisor:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise HypervisorError("connection refused", transient=True)
+        return late
+
+    monkeypatch.setattr(drivers, "connections", lambda _settings: [
+        Connection("vcenter", open_first, fake.KIND),
+        Connection("libvirt KVM0", open_late, fake.OTHER_KIND, "KVM0")])
+    rt = Runtime("cloner", Settings())
+    hypervisors = await rt.hypervisors()  # at once: the first answered
+    try:
+        assert await hypervisors.for_zone(VCENTER_ZONE) is first
+        with pytest.raises(HypervisorError) as waiting:
+            await hypervisors.for_zone(KVM_ZONE)
+        assert waiting.value.transient and str(waiting.value) == (
+            "the second fake hypervisor KVM0 has not answered since snapdeploy started "
+            "(connection refused)")
+        reading = await hypervisors.read()  # the zones it may hold cannot be told yet
+        assert reading.unplaced and [i.datacenter_ref for _, i in reading.inventories] == [
+            "datacenter-1"]
+        assert str(rt.checks["libvirt KVM0"]).startswith("unreachable: HypervisorError")
+
+        opened = asyncio.Event()
+
+        async def told() -> None:
+            opened.set()
+
+        hypervisors.when_opened(told)
+        async with asyncio.timeout(10):  # retried with backoff, in the background
+            await opened.wait()
+        assert await hypervisors.for_zone(KVM_ZONE) is late and attempts == 3
+        assert rt.checks["libvirt KVM0"] is None and not hypervisors.pending()
+    finally:
+        for close in reversed(rt._closers):
+            await close()
 
 
 async def test_two_sessions_holding_one_zone_is_an_error() -> None:
