@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
@@ -118,10 +119,11 @@ class LiveKeys:
     Kept only while a connection LISTENs on ``CHANGED_CHANNEL``, where every change of an
     api_keys row is announced when it commits: a change forgets that key at once, and the
     next request reads its row again (a revoked key is refused then). While not listening
-    (before ``run`` has begun to, and from a lost connection until it listens again) nothing
-    is kept and every lookup reads the table. A lookup that read the table while a change
-    was announced is not kept: what it read may be from before the change. Unknown and
-    revoked keys are never kept, so a key made a moment ago works at once.
+    (before ``run`` has begun to, and from a lost connection until it listens again), or
+    while the listening connection has not answered its last check (every ``CHECK_S``),
+    nothing kept is used and every lookup reads the table. A lookup that read the table
+    while a change was announced is not kept: what it read may be from before the change.
+    Unknown and revoked keys are never kept, so a key made a moment ago works at once.
     """
 
     def __init__(self, pool: asyncpg.Pool, secrets: SecretBox) -> None:
@@ -131,21 +133,28 @@ class LiveKeys:
         self._changes = 0  # changes heard, and listens begun: a read across one is not kept
         self.live = False
         self._delay = 0.5  # before listening again
+        self._answered_at = 0.0  # when the listening connection last answered
 
     async def lookup(self, api_key: str) -> tuple[dict[str, Any], str] | None:
         """As ``lookup`` (the module's function) answers now."""
-        held = self._held.get(api_key)
+        hearing = self._hearing()
+        held = self._held.get(api_key) if hearing else None
         if held is not None:
             self._held.move_to_end(api_key)
             return held
-        changes, live = self._changes, self.live
+        changes = self._changes
         async with self._pool.acquire() as conn:
             found = await lookup(conn, self._secrets, api_key)
-        if found is not None and live and self.live and changes == self._changes:
+        if found is not None and hearing and self._hearing() and changes == self._changes:
             self._held[api_key] = found
             if len(self._held) > HELD_KEYS:
                 self._held.popitem(last=False)
         return found
+
+    def _hearing(self) -> bool:
+        """Listening, on a connection that answered within the last ``2 * CHECK_S``: one
+        that died without a word stops the keys being used before it is noticed."""
+        return self.live and time.monotonic() - self._answered_at <= 2 * CHECK_S
 
     def _forget(self, api_key: str | None = None) -> None:
         self._changes += 1
@@ -181,6 +190,7 @@ class LiveKeys:
             await conn.add_listener(CHANGED_CHANNEL, self._on_notify)
             try:
                 self._forget()  # what was read before listening may have changed unheard
+                self._answered_at = time.monotonic()
                 self.live = True
                 self._delay = 0.5
                 while True:
@@ -191,6 +201,7 @@ class LiveKeys:
                         raise ConnectionError("its connection was closed")
                     async with asyncio.timeout(CHECK_S * 5):
                         await conn.execute("SELECT 1")  # still connected, so still hearing
+                    self._answered_at = time.monotonic()
             finally:
                 self.live = False
                 self._forget()

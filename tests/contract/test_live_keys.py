@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -122,3 +124,22 @@ async def test_nothing_is_kept_while_changes_are_not_heard(
     assert await keys.lookup("back") is not None
     await revoke_unheard(pool, "back")
     assert await keys.lookup("back") is not None  # kept again
+
+
+async def test_nothing_kept_is_used_while_the_listening_connection_does_not_answer(
+        pool: asyncpg.Pool, keys: LiveKeys) -> None:
+    await make_key(pool, "frozen")
+    assert await keys.lookup("frozen") is not None
+    async with pool.acquire() as conn:
+        [backend] = await conn.fetchval(
+            "SELECT array_agg(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+            " AND datname = current_database()"
+            " AND query IN ('SELECT 1', 'LISTEN \"snapdeploy_api_keys\"')")
+    os.kill(backend, signal.SIGSTOP)  # it hears nothing, and says nothing
+    try:
+        await revoke_unheard(pool, "frozen")
+        await asyncio.sleep(2 * apikeys.CHECK_S + 0.5)
+        assert keys.live  # not noticed as lost yet, but its last check went unanswered
+        assert await keys.lookup("frozen") is None
+    finally:
+        os.kill(backend, signal.SIGCONT)
