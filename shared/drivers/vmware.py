@@ -513,7 +513,7 @@ class VSphere:
         self._dc_of: dict[str, str] = {}  # object ref -> its datacenter's ref
         self._resource_pools: dict[str, str] = {}
         self._portgroup_map: dict[str, str] | None = None
-        self._source_nics: dict[str, bool] = {}  # template or snapshot ref -> it has NICs
+        self._snapshot_nics: dict[str, bool] = {}  # base snapshot ref -> its clones get NICs
         # With credentials, a session vCenter forgot is logged in again on first refusal.
         self._relogin = None if credentials is None else _Relogin(
             service_instance._stub, self.content.sessionManager, *credentials,
@@ -525,7 +525,7 @@ class VSphere:
         self._dc_of = {}
         self._resource_pools = {}
         self._portgroup_map = None
-        self._source_nics = {}
+        self._snapshot_nics = {}
         self._tasks.reset()  # its collector was the old session's
 
     @classmethod
@@ -763,15 +763,16 @@ class VSphere:
             self._portgroup_map = out
         return self._portgroup_map
 
-    def _has_nics(self, source_ref: str) -> bool:
-        """Whether what a clone is made from (a template's base snapshot, or the template
-        for a full clone) has NICs: a seeded template has none. Read once per session."""
-        if source_ref not in self._source_nics:
-            devices = self._one(source_ref, ["config.hardware.device"])
-            self._source_nics[source_ref] = any(
+    def _has_nics(self, snapshot_ref: str) -> bool:
+        """Whether a template's base snapshot has NICs (a seeded template's has none), read
+        once per session: a snapshot's configuration never changes, and a linked clone gets
+        its base snapshot's devices."""
+        if snapshot_ref not in self._snapshot_nics:
+            devices = self._one(snapshot_ref, ["config.hardware.device"])
+            self._snapshot_nics[snapshot_ref] = any(
                 isinstance(d, vim.vm.device.VirtualEthernetCard)
                 for d in devices.get("config.hardware.device") or [])
-        return self._source_nics[source_ref]
+        return self._snapshot_nics[snapshot_ref]
 
     def _resource_pool(self, host_ref: str) -> str:
         if host_ref not in self._resource_pools:
@@ -918,8 +919,10 @@ class VSphere:
         # per host (a new template's would be two more calls on its first deploy).
         _, dc = self._datacenter_of(request.host_ref)
         template = self._mo(request.template_ref)
-        source_ref = request.base_snapshot_ref if request.linked \
-            and request.base_snapshot_ref is not None else request.template_ref
+        # A linked clone of a base snapshot without NICs has none to remove: its devices
+        # need not be read (a full clone has the template's as they are now: read).
+        base = request.base_snapshot_ref if request.linked else None
+        bare = base is not None and not self._has_nics(base)
         resource_pool = self._raw(self._resource_pool(request.host_ref))
         request = self._unscoped(request)  # vCenter's own ids in the specs
         spec = clone_spec(request, resource_pool)
@@ -940,10 +943,8 @@ class VSphere:
             task, vm = clone()
         progress.operations[CLONE] = task
         progress.vm_ref = self._ref(vm)
-        # The clone has its source's devices, NICs replaced by the requested ones. A seeded
-        # template has none, so the clone's devices need not be read to remove them.
-        devices = self._one(progress.vm_ref, ["config.hardware.device"])[
-            "config.hardware.device"] if self._has_nics(source_ref) else []
+        devices = [] if bare else self._one(progress.vm_ref, ["config.hardware.device"])[
+            "config.hardware.device"]
         reconfigure = reconfigure_spec(request, devices)
         progress.operations[RECONFIGURE], _ = self._run(
             lambda: vm.ReconfigVM_Task(reconfigure), f"reconfigure of {request.name}")
@@ -954,14 +955,15 @@ class VSphere:
                                                      f"power-on of {request.name}", read)
         reconfigured = read["found"].get("config.hardware.device") or []
         progress.nics = _nics(reconfigured, self._portgroups(), self._scope)
-        if len(progress.nics) != len(request.networks):
-            # NICs added to the template since it was read: read it again, and clone again
-            # (the next attempt removes this VM first).
-            self._source_nics.pop(source_ref, None)
+        if base is not None and bare and len(progress.nics) != len(request.networks):
+            # NICs its base snapshot does not show (a vCenter that clones the template as
+            # it is now): the clones of this template have their devices read from now on,
+            # and this one is made again (the next attempt removes it first).
+            self._snapshot_nics[base] = True
             raise HypervisorError(
                 f"clone of {request.name} has {len(progress.nics)} NICs where "
-                f"{len(request.networks)} were asked for: {source_ref} has NICs of its own",
-                transient=True)
+                f"{len(request.networks)} were asked for, though its base snapshot {base} "
+                "has none; cloning it again", transient=True)
         disks = _disks(reconfigured)
         progress.root_disk = _disk_info(disks[0], self._scope) if disks else None
 
