@@ -35,9 +35,9 @@ _HKDF_INFO = b"snapdeploy api_keys secret_key v1"
 _USER_LOCK = 0x6B657973  # "keys": with the user id's hash, serialises one user's changes
 # Every change of an api_keys row is announced here when it commits (migration 0020).
 CHANGED_CHANNEL = "snapdeploy_api_keys"
-# LiveKeys: how many keys one process keeps, how often its listening connection is checked
-# (a connection that died without a word is noticed within this), and the longest pause
-# between attempts to listen again.
+# LiveKeys: how many keys one process keeps; how often its listening connection is checked
+# (the keys kept are used only while it answered within twice this, and it is given up on
+# after five times this without an answer); the longest pause between attempts to listen.
 HELD_KEYS = 10_000
 CHECK_S = 1.0
 BACKOFF_MAX_S = 15.0
@@ -120,10 +120,10 @@ class LiveKeys:
     api_keys row is announced when it commits: a change forgets that key at once, and the
     next request reads its row again (a revoked key is refused then). While not listening
     (before ``run`` has begun to, and from a lost connection until it listens again), or
-    while the listening connection has not answered its last check (every ``CHECK_S``),
-    nothing kept is used and every lookup reads the table. A lookup that read the table
-    while a change was announced is not kept: what it read may be from before the change.
-    Unknown and revoked keys are never kept, so a key made a moment ago works at once.
+    while the listening connection has not answered a check within ``2 * CHECK_S``, nothing
+    kept is used and every lookup reads the table. A lookup that read the table while a
+    change was announced is not kept: what it read may be from before the change. Unknown
+    and revoked keys are never kept, so a key made a moment ago works at once.
     """
 
     def __init__(self, pool: asyncpg.Pool, secrets: SecretBox) -> None:
@@ -156,7 +156,11 @@ class LiveKeys:
         that died without a word stops the keys being used before it is noticed."""
         return self.live and time.monotonic() - self._answered_at <= 2 * CHECK_S
 
-    def _forget(self, api_key: str | None = None) -> None:
+    def forget(self, api_key: str | None = None) -> None:
+        """Forget ``api_key`` (every key without one), and keep nothing that a lookup in
+        flight read: the gateway's own revocations call it once they commit, so its next
+        request is refused without waiting for the announcement (the other gateways'
+        are as soon as PostgreSQL delivers it to them)."""
         self._changes += 1
         if api_key:
             self._held.pop(api_key, None)
@@ -164,7 +168,7 @@ class LiveKeys:
             self._held.clear()
 
     def _on_notify(self, _conn: object, _pid: object, _channel: object, payload: object) -> None:
-        self._forget(str(payload))
+        self.forget(str(payload))
 
     async def run(self) -> None:
         """Listen for changes until cancelled; a lost connection is opened again with
@@ -181,15 +185,19 @@ class LiveKeys:
                 self._delay = min(BACKOFF_MAX_S, self._delay * 2)
             finally:
                 self.live = False
-                self._forget()
+                self.forget()
 
     async def _listen(self) -> None:
         async with self._pool.acquire() as conn:
             closed = asyncio.Event()
-            conn.add_termination_listener(lambda _conn: closed.set())
-            await conn.add_listener(CHANGED_CHANNEL, self._on_notify)
+
+            def on_close(_conn: object) -> None:
+                closed.set()
+
+            conn.add_termination_listener(on_close)
             try:
-                self._forget()  # what was read before listening may have changed unheard
+                await conn.add_listener(CHANGED_CHANNEL, self._on_notify)
+                self.forget()  # what was read before listening may have changed unheard
                 self._answered_at = time.monotonic()
                 self.live = True
                 self._delay = 0.5
@@ -199,14 +207,28 @@ class LiveKeys:
                             await closed.wait()
                     if closed.is_set():
                         raise ConnectionError("its connection was closed")
-                    async with asyncio.timeout(CHECK_S * 5):
-                        await conn.execute("SELECT 1")  # still connected, so still hearing
+                    try:
+                        async with asyncio.timeout(CHECK_S * 5):
+                            await conn.execute("SELECT 1")  # connected, so still hearing
+                    except TimeoutError:
+                        raise ConnectionError(f"its connection did not answer within "
+                                              f"{CHECK_S * 5:.0f}s") from None
                     self._answered_at = time.monotonic()
-            finally:
-                self.live = False
-                self._forget()
+            except asyncio.CancelledError:  # stopping: the connection goes back clean
                 with contextlib.suppress(Exception):
                     await conn.remove_listener(CHANGED_CHANNEL, self._on_notify)
+                raise
+            except BaseException:
+                # Not to be trusted (a check cut short is still being cancelled): closed,
+                # never handed back to the pool still listening.
+                with contextlib.suppress(Exception):  # (one closed already is detached)
+                    conn.terminate()
+                raise
+            finally:
+                self.live = False
+                self.forget()
+                with contextlib.suppress(Exception):  # (a connection terminated is detached)
+                    conn.remove_termination_listener(on_close)
 
 
 async def api_keys(conn: asyncpg.Connection) -> list[str]:

@@ -241,31 +241,49 @@ class Runtime:
             wanted = drivers.connections(self.settings)
         except ValueError as exc:
             raise SystemExit(f"{self.service}: {exc}") from exc
-        hypervisors = Hypervisors(await asyncio.gather(*(self._first_attempt(c)
-                                                         for c in wanted)))
-        for pending in hypervisors.pending():
-            self._spawn(self._open_later(hypervisors, pending))
+        for connection in wanted:
+            self.checks.setdefault(connection.name, "connecting")
+        attempts = [asyncio.ensure_future(c.open()) for c in wanted]
+        await asyncio.wait(attempts, timeout=FIRST_ATTEMPT_S)
+        hypervisors = Hypervisors([self._first_attempt(c, a) for c, a in zip(wanted, attempts,
+                                                                              strict=True)])
+        for pending, attempt in zip(wanted, attempts, strict=True):
+            if not attempt.done() or attempt.exception() is not None:
+                self._spawn(self._open_later(hypervisors, pending, attempt))
         return hypervisors
 
-    async def _first_attempt(self, connection: Connection) -> Session:
-        self.checks.setdefault(connection.name, "connecting")
-        try:
-            async with asyncio.timeout(FIRST_ATTEMPT_S):
-                session = await connection.open()
-        except Exception as exc:
-            reason = f"unreachable: {type(exc).__name__}: {exc}"
-            log.warning("%s %s; its zones wait for it, the others are served meanwhile",
-                        connection.name, reason)
-            self.checks[connection.name] = reason
-            return Pending(connection, exc)
-        log.info("connected to %s", connection.name)
-        self.checks[connection.name] = None
-        self._opened(connection.name, session)
-        return session
+    def _first_attempt(self, connection: Connection, attempt: asyncio.Future[Hypervisor]
+                       ) -> Session:
+        """The session ``attempt`` opened, or ``Pending`` if it has not (yet)."""
+        if not attempt.done():
+            error: BaseException = TimeoutError(f"no answer within {FIRST_ATTEMPT_S:g}s")
+        elif (failed := attempt.exception()) is not None:
+            error = failed
+        else:
+            log.info("connected to %s", connection.name)
+            self.checks[connection.name] = None
+            self._opened(connection.name, attempt.result())
+            return attempt.result()
+        reason = f"unreachable: {type(error).__name__}: {error}"
+        log.warning("%s %s; its zones wait for it, the others are served meanwhile",
+                    connection.name, reason)
+        self.checks[connection.name] = reason
+        return Pending(connection, error)
 
-    async def _open_later(self, hypervisors: Hypervisors, pending: Pending) -> None:
-        session = await self._session(pending.connection)
-        log.info("%s answers now: its zones are served", pending.connection.name)
+    async def _open_later(self, hypervisors: Hypervisors, connection: Connection,
+                          attempt: asyncio.Future[Hypervisor]) -> None:
+        """Open the session of ``connection`` once it answers (the first ``attempt`` still
+        under way is awaited, not abandoned, so its login is not left behind), then put it
+        in the place of its ``Pending``."""
+        try:
+            session = await attempt
+        except Exception:
+            session = await self.retry(connection.name, connection.open)
+        else:
+            self.checks[connection.name] = None
+        self._opened(connection.name, session)
+        log.info("%s answers now: its zones are served", connection.name)
+        pending = next(p for p in hypervisors.pending() if p.connection is connection)
         await hypervisors.opened(pending, session)
 
     async def vcenter(self) -> Hypervisor:

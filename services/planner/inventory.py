@@ -158,7 +158,7 @@ def describe(appends: list[Append]) -> str:
 
 async def sync(store: Store, hypervisors: Hypervisors) -> str:
     """Sync now, appending in one transaction; returns what changed (``sync_changes``: a
-    session that answered before and does not now is named, and its zones left be)."""
+    session that does not answer is named, and the zones that may be its left be)."""
     synced = await sync_changes(store, hypervisors)
     await store.commit(synced.appends,
                        Metadata(correlation_id="inventory-sync", actor="planner"))

@@ -25,7 +25,9 @@ until it opens, when ``opened`` puts it in its place and tells whoever asked
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +37,9 @@ from shared.drivers.base import Connection, DriverKind, Hypervisor, HypervisorEr
 log = logging.getLogger(__name__)
 
 UNKNOWN_ZONE = "UnknownZone"
+# While a session does not answer, how long a zone no answering one holds is refused with
+# its error before the sessions are read again.
+REREAD_S = 5.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,10 +79,11 @@ class Reading:
         """The inventories, if every session answered.
 
         Raises:
-            Exception: the error of the first session that did not.
+            Exception: the error of the first session that did not (a copy: a reading
+                may be asked again, by several callers at once).
         """
         if self.unread:
-            raise next(iter(self.unread.values()))
+            raise copy.copy(next(iter(self.unread.values())))
         return self.inventories
 
     def unread_text(self) -> str:
@@ -95,6 +101,10 @@ class Hypervisors:
         self._owners: dict[str, Hypervisor] = {}
         self._learning = asyncio.Lock()
         self._on_open: list[Callable[[], Awaitable[None]]] = []
+        # The last reading that some session did not answer, and when: a zone not learned
+        # from it is refused with its error until it is ``REREAD_S`` old, not read again
+        # for every request in a zone of a hypervisor that is down.
+        self._silent: tuple[float, Reading] | None = None
 
     def pending(self) -> list[Pending]:
         """The sessions not opened yet."""
@@ -104,6 +114,7 @@ class Hypervisors:
         """``pending`` is open now, as ``session``: its zones are learned at the next read,
         and each ``when_opened`` callback is run (its errors logged)."""
         self.sessions = [session if s is pending else s for s in self.sessions]
+        self._silent = None
         for callback in self._on_open:
             try:
                 await callback()
@@ -163,7 +174,9 @@ class Hypervisors:
         kept = {zone: session for zone, session in self._owners.items()
                 if session in unread and zone not in owners}
         self._owners = {**owners, **kept}
-        return Reading(out, unread, set(kept), unplaced)
+        reading = Reading(out, unread, set(kept), unplaced)
+        self._silent = (time.monotonic(), reading) if unread else None
+        return reading
 
     async def inventory(self) -> list[Inventory]:
         """Every session's inventories, one per zone (see ``inventories``)."""
@@ -185,7 +198,10 @@ class Hypervisors:
             async with self._learning:
                 known = self._owners.get(zone_id)  # learned meanwhile by another caller
                 if known is None:
-                    reading = await self.read()  # the sessions that answer teach theirs
+                    silent = self._silent
+                    reading = silent[1] if silent is not None \
+                        and time.monotonic() - silent[0] < REREAD_S \
+                        else await self.read()  # the sessions that answer teach theirs
                     known = self._owners.get(zone_id)
                     if known is None:
                         reading.whole()  # a silent session may hold it: its error

@@ -139,7 +139,14 @@ async def test_nothing_kept_is_used_while_the_listening_connection_does_not_answ
     try:
         await revoke_unheard(pool, "frozen")
         await asyncio.sleep(2 * apikeys.CHECK_S + 0.5)
-        assert keys.live  # not noticed as lost yet, but its last check went unanswered
+        assert keys.live  # not given up on yet, but its last check went unanswered
         assert await keys.lookup("frozen") is None
+        # Given up on after its check's time: closed, and another connection listens.
+        await until(lambda: not keys.live, "the frozen connection given up on")
+        await make_key(pool, "after")
+        await until(lambda: keys.live, "listening on another connection", 20.0)
+        assert await keys.lookup("after") is not None
+        await revoke_unheard(pool, "after")
+        assert await keys.lookup("after") is not None  # kept again
     finally:
         os.kill(backend, signal.SIGCONT)

@@ -388,6 +388,11 @@ class Racing(MemoryEventStore):
         await asyncio.sleep(0)
         return found
 
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        found = await super().read_streams(stream_ids)
+        await asyncio.sleep(0)
+        return found
+
     async def commit(self, appends: Sequence[Append], metadata: Metadata, *,
                      inbox: tuple[str, str] | None = None) -> int | None:
         await asyncio.sleep(0)

@@ -99,10 +99,11 @@ def test_rows_made_anew_do_not_depend_on_the_row_given() -> None:
                 if not projection.made_anew(event):
                     break
                 for key in projection.keys(event):
-                    there = projection.evolve(None, key, recorded(rng, event), event)
-                    later = recorded(rng, event)
-                    assert projection.evolve(there, key, later, event) == \
-                        projection.evolve(None, key, later, event), (cls.__name__, key)
+                    # A row already there, every column of it other than what the event says.
+                    there = {column: f"stale-{column}" for column in projection.table.columns}
+                    at = recorded(rng, event)
+                    assert projection.evolve(there, key, at, event) == \
+                        projection.evolve(None, key, at, event), (cls.__name__, key)
                     checked += 1
     assert checked > 100
 

@@ -9,10 +9,10 @@ import asyncio
 
 import pytest
 
-from shared import drivers
+from shared import drivers, runtime
 from shared.config import Settings
 from shared.domain.inventory import zone_id
-from shared.drivers import fake, libvirt
+from shared.drivers import fake, libvirt, zones
 from shared.drivers.base import Connection, Hypervisor, HypervisorError, Inventory
 from shared.drivers.fake import FakeHypervisor
 from shared.drivers.zones import UNKNOWN_ZONE, Hypervisors
@@ -73,15 +73,22 @@ async def test_a_zone_no_session_owns_is_a_refusal_naming_the_sessions() -> None
     assert await hypervisors.for_zone(zone_id("datacenter-9")) is first
 
 
-async def test_a_session_that_does_not_answer_fails_the_lookup_transiently() -> None:
-    _, second, hypervisors = two_kinds()
+async def test_a_session_that_does_not_answer_fails_the_lookup_transiently(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second, hypervisors = two_kinds()
     second.fail("inventory", transient=True)
     with pytest.raises(HypervisorError) as unanswered:
         await hypervisors.for_zone(KVM_ZONE)
     assert unanswered.value.transient and unanswered.value.fault == "Injected"
+    # Asked again at once: refused with the same error, the sessions not read again.
+    with pytest.raises(HypervisorError) as again:
+        await hypervisors.for_zone(KVM_ZONE)
+    assert str(again.value) == str(unanswered.value) and again.value.transient
+    assert (first.reads, second.reads) == (1, 1)
     second.fail("inventory", transient=True)
     with pytest.raises(HypervisorError):  # the sync reads no zone of a session it missed
         await hypervisors.inventory()
+    monkeypatch.setattr(zones, "REREAD_S", 0.0)  # time enough since
     assert await hypervisors.for_zone(KVM_ZONE) is second
 
 
@@ -129,6 +136,42 @@ async def test_a_hypervisor_that_does_not_answer_at_start_does_not_hold_back_the
             await opened.wait()
         assert await hypervisors.for_zone(KVM_ZONE) is late and attempts == 3
         assert rt.checks["libvirt KVM0"] is None and not hypervisors.pending()
+    finally:
+        for close in reversed(rt._closers):
+            await close()
+
+
+async def test_a_first_login_slower_than_the_wait_at_start_is_not_made_twice(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    slow = FakeHypervisor.standard()
+    logins = 0
+    answer = asyncio.Event()
+
+    async def open_slow() -> Hypervisor:
+        nonlocal logins
+        logins += 1
+        await answer.wait()
+        return slow
+
+    monkeypatch.setattr(runtime, "FIRST_ATTEMPT_S", 0.1)
+    monkeypatch.setattr(drivers, "connections", lambda _settings: [
+        Connection("vcenter", open_slow, fake.KIND)])
+    rt = Runtime("seeder", Settings())
+    hypervisors = await rt.hypervisors()  # served without it meanwhile
+    try:
+        assert len(hypervisors.pending()) == 1
+        assert rt.checks["vcenter"] == "unreachable: TimeoutError: no answer within 0.1s"
+        opened = asyncio.Event()
+
+        async def told() -> None:
+            opened.set()
+
+        hypervisors.when_opened(told)
+        answer.set()  # the first login ends: it is the session, no second one is made
+        async with asyncio.timeout(5):
+            await opened.wait()
+        assert await hypervisors.for_zone(VCENTER_ZONE) is slow and logins == 1
+        assert rt.checks["vcenter"] is None
     finally:
         for close in reversed(rt._closers):
             await close()

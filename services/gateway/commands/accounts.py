@@ -121,6 +121,8 @@ async def register_user_keys(ctx: Context, params: Params, caller: Caller) -> di
             conn, keys.box(ctx.settings), api_key=api_key, secret=secret_key,
             account_id=user.account_id, account_name=account.name, user_id=user_id,
             user_name=user.username, role=account.role)
+    if ctx.keys is not None:  # the others hear of it as soon as PostgreSQL tells them
+        ctx.keys.forget()
     await ctx.change(caller, Append(streams.user(user_id), [UserKeysRegistered(
         user_id=user_id, account_id=user.account_id, api_key=api_key)]))
     return {"userkeys": {"apikey": api_key, "secretkey": secret_key}}
@@ -155,4 +157,6 @@ async def delete_account(ctx: Context, params: Params, caller: Caller) -> dict[s
         # their console sessions end and their passwords are forgotten.
         await keys.revoke_account(conn, account_id)
         await passwords.forget_account(conn, account_id)
+    if ctx.keys is not None:
+        ctx.keys.forget()
     return {"jobid": job_id}
