@@ -118,8 +118,9 @@ async def _changes(store: Store, hypervisors: Hypervisors, *, partial: bool) -> 
                          if kind == "zone"} - read_zones
     if unread_zones:
         # Not read this time is not gone: only what the zones that were read no longer show.
+        zones = await _zones_of(store, missing)
         missing = [(stream_id, event) for stream_id, event in missing
-                   if await _zone_of(store, stream_id, event) not in unread_zones]
+                   if zones[stream_id] not in unread_zones]
     out = []
     for stream_id, event in [*seen, *missing]:
         recorded = await store.read_stream(stream_id)
@@ -135,17 +136,23 @@ async def _changes(store: Store, hypervisors: Hypervisors, *, partial: bool) -> 
     return Synced(out, reading.unread_text())
 
 
-async def _zone_of(store: Store, stream_id: str, event: Event) -> str | None:
-    """The zone of what a sync found gone: as its stream's first event with a zone says
-    (a snapshot's, its VM's); None if none does."""
-    if isinstance(event, InventoryObjectGone) and event.kind == "zone":
-        return event.object_id
-    stream = streams.vm(event.vm_id) if isinstance(event, VmSnapshotDeleted) else stream_id
-    for recorded in await store.read_stream(stream):
-        zone = getattr(recorded.event(), "zone_id", None)
-        if isinstance(zone, str):
-            return zone
-    return None
+async def _zones_of(store: Store, missing: list[tuple[str, Event]]) -> dict[str, str | None]:
+    """The zone of each thing a sync found gone (by its stream): a zone's own id; else as
+    the first event with a zone of its stream says (a snapshot's: its VM's), every stream
+    read in one query; None if none does."""
+    zones: dict[str, str | None] = {}
+    sources: dict[str, str] = {}  # the stream that tells each one's zone
+    for stream_id, event in missing:
+        if isinstance(event, InventoryObjectGone) and event.kind == "zone":
+            zones[stream_id] = event.object_id
+        else:
+            sources[stream_id] = streams.vm(event.vm_id) \
+                if isinstance(event, VmSnapshotDeleted) else stream_id
+    read = await store.read_streams(sorted(set(sources.values())))
+    for stream_id, source in sources.items():
+        zones[stream_id] = next((zone for r in read[source] if isinstance(
+            zone := getattr(r.event(), "zone_id", None), str)), None)
+    return zones
 
 
 def describe(appends: list[Append]) -> str:

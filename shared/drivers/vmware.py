@@ -513,7 +513,8 @@ class VSphere:
         self._dc_of: dict[str, str] = {}  # object ref -> its datacenter's ref
         self._resource_pools: dict[str, str] = {}
         self._portgroup_map: dict[str, str] | None = None
-        self._snapshot_nics: dict[str, bool] = {}  # base snapshot ref -> its clones get NICs
+        # Base snapshots whose linked clones turned out to have NICs of their own.
+        self._nic_snapshots: set[str] = set()
         # With credentials, a session vCenter forgot is logged in again on first refusal.
         self._relogin = None if credentials is None else _Relogin(
             service_instance._stub, self.content.sessionManager, *credentials,
@@ -525,7 +526,7 @@ class VSphere:
         self._dc_of = {}
         self._resource_pools = {}
         self._portgroup_map = None
-        self._snapshot_nics = {}
+        self._nic_snapshots = set()
         self._tasks.reset()  # its collector was the old session's
 
     @classmethod
@@ -763,17 +764,6 @@ class VSphere:
             self._portgroup_map = out
         return self._portgroup_map
 
-    def _has_nics(self, snapshot_ref: str) -> bool:
-        """Whether a template's base snapshot has NICs (a seeded template's has none), read
-        once per session: a snapshot's configuration never changes, and a linked clone gets
-        its base snapshot's devices."""
-        if snapshot_ref not in self._snapshot_nics:
-            devices = self._one(snapshot_ref, ["config.hardware.device"])
-            self._snapshot_nics[snapshot_ref] = any(
-                isinstance(d, vim.vm.device.VirtualEthernetCard)
-                for d in devices.get("config.hardware.device") or [])
-        return self._snapshot_nics[snapshot_ref]
-
     def _resource_pool(self, host_ref: str) -> str:
         if host_ref not in self._resource_pools:
             compute = self._one(host_ref, ["parent"])["parent"]
@@ -919,10 +909,11 @@ class VSphere:
         # per host (a new template's would be two more calls on its first deploy).
         _, dc = self._datacenter_of(request.host_ref)
         template = self._mo(request.template_ref)
-        # A linked clone of a base snapshot without NICs has none to remove: its devices
-        # need not be read (a full clone has the template's as they are now: read).
+        # A linked clone gets its template's base snapshot's devices, and a seeded template's
+        # has no NICs (``seed_spec``): none to remove, so its devices are not read first.
+        # (A full clone has the template's as they are now: read.)
         base = request.base_snapshot_ref if request.linked else None
-        bare = base is not None and not self._has_nics(base)
+        bare = base is not None and base not in self._nic_snapshots
         resource_pool = self._raw(self._resource_pool(request.host_ref))
         request = self._unscoped(request)  # vCenter's own ids in the specs
         spec = clone_spec(request, resource_pool)
@@ -956,14 +947,15 @@ class VSphere:
         reconfigured = read["found"].get("config.hardware.device") or []
         progress.nics = _nics(reconfigured, self._portgroups(), self._scope)
         if base is not None and bare and len(progress.nics) != len(request.networks):
-            # NICs its base snapshot does not show (a vCenter that clones the template as
-            # it is now): the clones of this template have their devices read from now on,
-            # and this one is made again (the next attempt removes it first).
-            self._snapshot_nics[base] = True
+            # NICs of its own after all (a template snapdeploy did not seed, or a vCenter
+            # that clones the template as it is now): the clones of this base snapshot have
+            # their devices read from now on, and this one is made again (the next attempt
+            # removes it first).
+            self._nic_snapshots.add(base)
             raise HypervisorError(
                 f"clone of {request.name} has {len(progress.nics)} NICs where "
-                f"{len(request.networks)} were asked for, though its base snapshot {base} "
-                "has none; cloning it again", transient=True)
+                f"{len(request.networks)} were asked for: its template {request.template_ref} "
+                "has NICs of its own; cloning it again", transient=True)
         disks = _disks(reconfigured)
         progress.root_disk = _disk_info(disks[0], self._scope) if disks else None
 

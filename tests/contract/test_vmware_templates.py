@@ -1,13 +1,14 @@
-"""The vSphere driver reads a template's base snapshot's devices once per session: a seeded
-template's has no NICs, so the devices of its linked clones are not read before their NICs
-are added. A template that gains a NIC afterwards (edited in vCenter: turned into a VM,
-given a NIC, marked a template again): its full clones (the template as it is now) and its
-linked clones (its base snapshot) get exactly the NICs asked for.
+"""The vSphere driver does not read the devices of a linked clone before adding its NICs: a
+seeded template's base snapshot has none. A template that gains a NIC afterwards (edited in
+vCenter: turned into a VM, given a NIC, marked a template again): its full clones (the
+template as it is now) and its linked clones (its base snapshot) get exactly the NICs asked
+for.
 
 vCenter makes a linked clone from its base snapshot's configuration, which never changes;
 vcsim makes it from the template's as it is now. So on vcsim the first linked clone after
 the edit shows a NIC its base snapshot does not: it is refused as transient, and made again
-with the clone's own devices read (on vCenter that does not happen)."""
+with the clone's own devices read, as are the later ones (on vCenter that does not
+happen: a template snapdeploy did not seed would do the same)."""
 
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ async def test_a_template_that_gained_a_nic_still_gives_clones_only_the_nics_ask
         with pytest.raises(HypervisorError) as caught:  # vcsim only: see above
             await driver.clone(request(f"{prefix}-b"), CloneProgress())
         assert caught.value.transient
-        assert f"its base snapshot {seeded.base_snapshot_ref} has none" in str(caught.value)
+        assert f"its template {seeded.template_ref} has NICs of its own" in str(caught.value)
         await cloned(f"{prefix}-b")  # the half-made VM removed, the clone's devices read
         await cloned(f"{prefix}-c")
     finally:
