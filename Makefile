@@ -88,6 +88,7 @@ bench-dataplane: install
 # The fault harness, long: every process SIGKILLed five times during a stream of deploys
 # (about 5 minutes). `make test` runs one round. The report feeds README.md's figures.
 chaos: install
+	rm -rf .chaos  # each run from a clean stack: the last run's VMs would be synced away
 	$(BIN)/python -m tests.harness.chaos --rounds 5 --state-dir .chaos \
 	  --report bench/results/chaos.json
 
