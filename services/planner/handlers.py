@@ -29,7 +29,7 @@ from shared.log import correlation
 
 log = logging.getLogger(__name__)
 
-DECISIONS = "planner"
+DECISIONS = _network.ADDRESS_DECISIONS
 """The lock placements and releases are decided under (``Store.decision_lock``)."""
 
 

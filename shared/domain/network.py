@@ -31,6 +31,10 @@ from shared.errors import INSUFFICIENT_CAPACITY, PARAM_ERROR, ApiError
 # The default ranges: a /24 of 10.0.0.0/8 per network, chosen by its id.
 DEFAULT_PREFIX = 24
 
+# The decision lock (``Store.decision_lock``) under which the planners allocate and release
+# a network's addresses, and a network's range is set.
+ADDRESS_DECISIONS = "planner"
+
 
 def default_range(network_id: str) -> tuple[str, str]:
     """The range (CIDR, gateway) of a network no range was set for: a /24 of 10.0.0.0/8

@@ -225,6 +225,13 @@ async def list_nics(ctx: Context, params: Params, caller: Caller) -> dict[str, A
     return listing("nic", items, total)
 
 
+async def _existing(ctx: Context, network_id: str) -> _network.Network:
+    network = await Repository(ctx.store).network(network_id)
+    if network.imported is None or network.gone:
+        raise ApiError(PARAM_ERROR, f"invalid parameter id: no network {network_id} exists")
+    return network
+
+
 @command("updateNetwork", description="Sets the IPv4 range a guest network's addresses come "
          "from (cidr, gateway); the addresses VMs hold now must lie in it.", response=NETWORK,
          role=ADMIN, params=(
@@ -241,13 +248,18 @@ async def update_network(ctx: Context, params: Params, caller: Caller) -> dict[s
     params.text("name")
     params.text("displaytext")
     assert network_id is not None
-    network = await Repository(ctx.store).network(network_id)
-    if network.imported is None or network.gone:
-        raise ApiError(PARAM_ERROR, f"invalid parameter id: no network {network_id} exists")
     if cidr is not None or gateway is not None:
-        changed = _network.check_range(network, cidr, gateway)
-        await ctx.change(caller, Append(streams.network(network_id), [changed],
-                                        network.version))
+        # Decided in the planners' turn: the addresses a busy network's VMs take and free
+        # would otherwise move its stream on between this read and its commit, again and
+        # again.
+        async with ctx.store.decision_lock(_network.ADDRESS_DECISIONS):
+            network = await _existing(ctx, network_id)
+            changed = _network.check_range(network, cidr, gateway)
+            position = await ctx.append(caller, Append(streams.network(network_id), [changed],
+                                                       network.version))
+        await ctx.read.reach(position)
+    else:
+        await _existing(ctx, network_id)
     shown = (await ctx.read.networks(network_id=network_id)).items
     if not shown:
         raise ApiError(PARAM_ERROR, f"invalid parameter id: no network {network_id} exists")
