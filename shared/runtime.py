@@ -26,7 +26,6 @@ from nats.js import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared import bus, config, db, drivers
-from shared.drivers import vmware
 from shared.drivers.base import Connection, Hypervisor, SessionLost
 from shared.drivers.zones import Hypervisors, Pending, Session
 from shared.eventstore import EventStore
@@ -285,21 +284,6 @@ class Runtime:
         log.info("%s answers now: its zones are served", connection.name)
         pending = next(p for p in hypervisors.pending() if p.connection is connection)
         await hypervisors.opened(pending, session)
-
-    async def vcenter(self) -> Hypervisor:
-        """A session with the vCenter of the settings alone, once it answers (checked as
-        "vcenter")."""
-        wanted = vmware.connections(self.settings)
-        if not wanted:
-            raise SystemExit(f"{self.service}: no vCenter is configured: set "
-                             "SNAPDEPLOY_VCENTER_URL")
-        return await self._session(wanted[0])
-
-    async def _session(self, connection: Connection) -> Hypervisor:
-        self.checks.setdefault(connection.name, "connecting")
-        session = await self.retry(connection.name, connection.open)
-        self._opened(connection.name, session)
-        return session
 
     def _opened(self, name: str, session: Hypervisor) -> None:
         self._closers.append(session.close)

@@ -19,6 +19,7 @@ from aiohttp.test_utils import make_mocked_request
 from shared import runtime
 from shared.config import Settings
 from shared.drivers.vmware import SessionLost, VSphere
+from shared.drivers.zones import Pending
 from shared.runtime import Runtime
 from shared.stack._servers import Server, free_port, start_vcsim
 from tests.harness.vsphere import Vcsim
@@ -136,7 +137,8 @@ async def test_health_is_503_for_vcenter_while_logging_in_again_fails(
                     return body
                 await asyncio.sleep(0.1)
 
-    session = await rt.vcenter()
+    [session] = (await rt.hypervisors()).sessions
+    assert not isinstance(session, Pending)
     try:
         assert (await health())[0] == 503  # connected, but not yet taking work
         rt.started()
