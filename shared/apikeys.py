@@ -215,8 +215,11 @@ class LiveKeys:
                                               f"{CHECK_S * 5:.0f}s") from None
                     self._answered_at = time.monotonic()
             except asyncio.CancelledError:  # stopping: the connection goes back clean
-                with contextlib.suppress(Exception):
+                try:
                     await conn.remove_listener(CHANGED_CHANNEL, self._on_notify)
+                except Exception:  # (a check cut short is still being cancelled)
+                    with contextlib.suppress(Exception):
+                        conn.terminate()
                 raise
             except BaseException:
                 # Not to be trusted (a check cut short is still being cancelled): closed,

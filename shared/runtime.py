@@ -243,7 +243,12 @@ class Runtime:
         for connection in wanted:
             self.checks.setdefault(connection.name, "connecting")
         attempts = [asyncio.ensure_future(c.open()) for c in wanted]
-        await asyncio.wait(attempts, timeout=FIRST_ATTEMPT_S)
+        try:
+            await asyncio.wait(attempts, timeout=FIRST_ATTEMPT_S)
+        except asyncio.CancelledError:  # stopping before it started: no login left behind
+            for attempt in attempts:
+                attempt.cancel()
+            raise
         hypervisors = Hypervisors([self._first_attempt(c, a) for c, a in zip(wanted, attempts,
                                                                               strict=True)])
         for pending, attempt in zip(wanted, attempts, strict=True):

@@ -211,8 +211,8 @@ class Cloner(HypervisorService):
             step = progress.failed_step()
             if exc.transient:
                 # Safe to run again: a new attempt first removes what this one left.
-                log.warning("deploy of VM %s: no answer from %s at %s (%s); retrying",
-                            request.vm_id, hypervisor.kind.manager, step, exc)
+                log.warning("deploy of VM %s stopped at %s in %s (%s); retrying",
+                            request.vm_id, step, hypervisor.kind.manager, exc)
                 raise
             log.error("deploy of VM %s failed at %s: %s; removing what was created",
                       request.vm_id, step, exc)

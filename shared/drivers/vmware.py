@@ -946,16 +946,19 @@ class VSphere:
                                                      f"power-on of {request.name}", read)
         reconfigured = read["found"].get("config.hardware.device") or []
         progress.nics = _nics(reconfigured, self._portgroups(), self._scope)
-        if base is not None and bare and len(progress.nics) != len(request.networks):
+        if len(progress.nics) != len(request.networks):
+            wrong = (f"clone of {request.name} has {len(progress.nics)} NICs where "
+                     f"{len(request.networks)} were asked for")
+            if base is None or not bare:
+                raise HypervisorError(wrong)
             # NICs of its own after all (a template snapdeploy did not seed, or a vCenter
             # that clones the template as it is now): the clones of this base snapshot have
-            # their devices read from now on, and this one is made again (the next attempt
-            # removes it first).
+            # their devices read from now on, and this one, not left running with a NIC no
+            # one asked for, is made again.
             self._nic_snapshots.add(base)
-            raise HypervisorError(
-                f"clone of {request.name} has {len(progress.nics)} NICs where "
-                f"{len(request.networks)} were asked for: its template {request.template_ref} "
-                "has NICs of its own; cloning it again", transient=True)
+            self._destroy(progress.vm_ref)
+            raise HypervisorError(f"{wrong}: its template {request.template_ref} has NICs of "
+                                  "its own; cloning it again", transient=True)
         disks = _disks(reconfigured)
         progress.root_disk = _disk_info(disks[0], self._scope) if disks else None
 

@@ -25,7 +25,6 @@ until it opens, when ``opened`` puts it in its place and tells whoever asked
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -79,11 +78,14 @@ class Reading:
         """The inventories, if every session answered.
 
         Raises:
-            Exception: the error of the first session that did not (a copy: a reading
-                may be asked again, by several callers at once).
+            HypervisorError: the first session that did not answer, with its error's text,
+                transience and fault, caused by it (a new one each time: a reading may be
+                asked again, by several callers at once).
         """
         if self.unread:
-            raise copy.copy(next(iter(self.unread.values())))
+            error = next(iter(self.unread.values()))
+            raise HypervisorError(str(error), transient=getattr(error, "transient", True),
+                                  fault=getattr(error, "fault", None)) from error
         return self.inventories
 
     def unread_text(self) -> str:

@@ -346,6 +346,11 @@ class EventStore:
         self.pool = pool
         self.group_commit = GroupCommit(self.commit_all) if group_commit else None
         self._decisions: dict[str, Turns] = {}
+        # Account decisions wait in this process, holding no connection, one per account
+        # and at most half the pool's connections at once: a holder needs more of them for
+        # its reads and its commit, which waiters holding one each could otherwise take all.
+        self._accounts: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._account_slots = asyncio.Semaphore(max(1, pool.get_max_size() // 2))
 
     async def append(
         self,
@@ -646,9 +651,18 @@ class EventStore:
     @contextlib.asynccontextmanager
     async def account_decision(self, account_id: str) -> AsyncIterator[Usage]:
         """See ``Store.account_decision``: a PostgreSQL advisory lock, so several gateways
-        agree; the holdings are read once it is held."""
-        async with self.pool.acquire() as conn, advisory_lock(conn, f"limits:{account_id}"):
-            yield await _holdings(conn, account_id)
+        agree; the holdings are read once it is held. Waiters queue in this process first
+        (``_accounts``, ``_account_slots``)."""
+        lock, waiting = self._accounts.setdefault(account_id, (asyncio.Lock(), [0]))
+        waiting[0] += 1
+        try:
+            async with lock, self._account_slots, self.pool.acquire() as conn, \
+                    advisory_lock(conn, f"limits:{account_id}"):
+                yield await _holdings(conn, account_id)
+        finally:
+            waiting[0] -= 1
+            if not waiting[0]:
+                del self._accounts[account_id]
 
     def decision_lock(self, name: str) -> AbstractAsyncContextManager[None]:
         """See ``Store.decision_lock``: this process's turns (``shared.db.Turns``), which

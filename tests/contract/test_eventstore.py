@@ -11,7 +11,7 @@ import pytest
 
 from proto.envelope import Metadata
 from proto.events import VmDeployRequested, VmStopped
-from shared.db import applied_versions, migrate
+from shared.db import applied_versions, create_pool, migrate
 from shared.eventstore import (
     ANY_VERSION,
     NO_STREAM,
@@ -221,3 +221,27 @@ async def test_group_commit_shares_statements_and_undoes_only_the_group_that_fai
     assert len(await store.read_stream("vm-taken")) == 1
     # Commits that arrived while one statement ran went together in the next.
     assert store.group_commit.statements < 64
+
+
+async def test_account_decisions_at_once_never_take_every_connection(database_url: str) -> None:
+    """A holder of an account's decision needs more connections (its reads, its commit):
+    waiters that each held one while they waited for the lock took a small pool whole."""
+    pool = await create_pool(database_url, max_size=4)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        store = EventStore(pool)
+        decided: list[str] = []
+
+        async def decide(account_id: str) -> None:
+            async with store.account_decision(account_id):
+                async with pool.acquire() as conn:  # as a holder's reads and commit do
+                    await conn.fetchval("SELECT 1")
+                decided.append(account_id)
+
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(decide(f"acct-{i % 3}") for i in range(16)))
+        assert sorted(decided) == sorted(f"acct-{i % 3}" for i in range(16))
+        assert store._accounts == {}  # nothing kept once no one waits
+    finally:
+        await pool.close()

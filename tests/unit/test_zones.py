@@ -13,7 +13,13 @@ from shared import drivers, runtime
 from shared.config import Settings
 from shared.domain.inventory import zone_id
 from shared.drivers import fake, libvirt, zones
-from shared.drivers.base import Connection, Hypervisor, HypervisorError, Inventory
+from shared.drivers.base import (
+    Connection,
+    Hypervisor,
+    HypervisorError,
+    Inventory,
+    SessionLost,
+)
 from shared.drivers.fake import FakeHypervisor
 from shared.drivers.zones import UNKNOWN_ZONE, Hypervisors
 from shared.runtime import Runtime
@@ -175,6 +181,21 @@ async def test_a_first_login_slower_than_the_wait_at_start_is_not_made_twice(
     finally:
         for close in reversed(rt._closers):
             await close()
+
+
+async def test_a_silent_sessions_own_error_is_told_as_it_is() -> None:
+    class Lost(FakeHypervisor):
+        async def inventory(self) -> list[Inventory]:
+            raise SessionLost("refused", hypervisor="libvirt")
+
+    lost = Lost.standard("KVM0", datacenter_ref="KVM0", ref_prefix="kvm-",
+                         kind=fake.OTHER_KIND)
+    hypervisors = Hypervisors([FakeHypervisor.standard(), lost])
+    for _ in range(2):  # read, then told again from that reading
+        with pytest.raises(HypervisorError) as refused:
+            await hypervisors.for_zone(KVM_ZONE)
+        assert str(refused.value) == "libvirt session lost; logging in again failed: refused"
+        assert refused.value.transient and isinstance(refused.value.__cause__, SessionLost)
 
 
 async def test_two_sessions_holding_one_zone_is_an_error() -> None:
