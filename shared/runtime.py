@@ -251,9 +251,9 @@ class Runtime:
             raise
         hypervisors = Hypervisors([self._first_attempt(c, a) for c, a in zip(wanted, attempts,
                                                                               strict=True)])
-        for pending, attempt in zip(wanted, attempts, strict=True):
-            if not attempt.done() or attempt.exception() is not None:
-                self._spawn(self._open_later(hypervisors, pending, attempt))
+        for session, attempt in zip(hypervisors.sessions, attempts, strict=True):
+            if isinstance(session, Pending):
+                self._spawn(self._open_later(hypervisors, session, attempt))
         return hypervisors
 
     def _first_attempt(self, connection: Connection, attempt: asyncio.Future[Hypervisor]
@@ -274,11 +274,12 @@ class Runtime:
         self.checks[connection.name] = reason
         return Pending(connection, error)
 
-    async def _open_later(self, hypervisors: Hypervisors, connection: Connection,
+    async def _open_later(self, hypervisors: Hypervisors, pending: Pending,
                           attempt: asyncio.Future[Hypervisor]) -> None:
-        """Open the session of ``connection`` once it answers (the first ``attempt`` still
+        """Open the session of ``pending`` once it answers (the first ``attempt`` still
         under way is awaited, not abandoned, so its login is not left behind), then put it
-        in the place of its ``Pending``."""
+        in its place."""
+        connection = pending.connection
         try:
             session = await attempt
         except Exception:
@@ -287,7 +288,6 @@ class Runtime:
             self.checks[connection.name] = None
         self._opened(connection.name, session)
         log.info("%s answers now: its zones are served", connection.name)
-        pending = next(p for p in hypervisors.pending() if p.connection is connection)
         await hypervisors.opened(pending, session)
 
     def _opened(self, name: str, session: Hypervisor) -> None:
