@@ -49,7 +49,9 @@ def deploys(r: dict[str, Any]) -> list[str]:
         "",
         f"{o['service_s']['n']} deploys through the gateway (request sent → `JobCompleted` on "
         "NATS), each followed by the bare vSphere calls the deploy needs (clone, reconfigure, "
-        "power-on through pyVmomi, same seeded template, same vcsim), made by each bare "
+        "power-on through pyVmomi, same seeded template, same vcsim; like snapdeploy, each "
+        "reads the template's base snapshot's devices once, and so adds a clone's NICs "
+        "without reading its devices first), made by each bare "
         "client in turn (their order alternating): the **fast** one reads each task's state "
         "at once and then polls it with a pause doubling from 1 ms to 50 ms; the "
         "**collector** one makes a property collector, a filter and `WaitForUpdatesEx` per "
