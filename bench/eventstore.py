@@ -3,11 +3,12 @@
     python -m bench.eventstore [--appends 20000] [--events 1000000] [--callers 64]
 
 Appends: events per second through EventStore.append with 1 and 8 writers and batches of 1
-and 10, beside plain asyncpg inserts of the same rows under the same table lock. Group
-commit: commits per second of 64 concurrent requests in one process (as the gateway makes
-them), one statement each beside grouped (``EventStore(group_commit=True)``). Rebuild:
-`Projector.rebuild` over a store of N events (VM lifecycles), beside a plain ordered fetch
-of the same rows. One embedded PostgreSQL server, started for the run.
+and 10, beside plain asyncpg inserts of the same rows under the same lock (the advisory
+lock appends take). Group commit: commits per second of 64 concurrent requests in one
+process (as the gateway makes them), one statement each beside grouped
+(``EventStore(group_commit=True)``). Rebuild: `Projector.rebuild` over a store of N events
+(VM lifecycles), beside a plain ordered fetch of the same rows. One embedded PostgreSQL
+server, started for the run.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from proto.events import (
     VmStarted,
 )
 from shared.db import create_pool, migrate
-from shared.eventstore import NO_STREAM, Append, EventStore, NewEvent
+from shared.eventstore import APPEND_LOCK, NO_STREAM, Append, EventStore, NewEvent
 from shared.projections import ALL, Projector
 
 META = Metadata(correlation_id="bench", actor="bench")
@@ -92,7 +93,7 @@ async def appends(admin_url: str, total: int, writers: int, batch: int) -> dict[
     async def raw(w: int) -> None:
         for b in range(per_writer):
             async with pool.acquire() as conn, conn.transaction():
-                await conn.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+                await conn.execute("SELECT pg_advisory_xact_lock($1, 0)", APPEND_LOCK)
                 await conn.executemany(
                     "INSERT INTO events (event_id, stream_id, version, type, schema, data,"
                     " metadata) VALUES ($1, $2, $3, $4, $5, $6, $7)",

@@ -170,11 +170,11 @@ def cost(r: dict[str, Any]) -> list[str]:
 def eventstore(r: dict[str, Any]) -> list[str]:
     lines = ["## Event store (`python -m bench.eventstore`)", "",
              "Appends through `EventStore.append` beside plain asyncpg inserts of the same rows "
-             "under the same table lock; rebuild of every projection beside a plain ordered "
-             "fetch of the same events (asyncpg, pages of 10,000 rows by position: reading "
-             "them alone, the ceiling any rebuild is under). PostgreSQL with `fsync=on`. Both "
-             "sides run in one process on uvloop's event loop, the loop the services and "
-             "`snapdeploy projections rebuild` use.", "",
+             "under the same lock (the advisory lock appends take); rebuild of every "
+             "projection beside a plain ordered fetch of the same events (asyncpg, pages of "
+             "10,000 rows by position: reading them alone, the ceiling any rebuild is under). "
+             "PostgreSQL with `fsync=on`. Both sides run in one process on uvloop's event "
+             "loop, the loop the services and `snapdeploy projections rebuild` use.", "",
              "| measure | store | raw ceiling | store / raw | goal | |",
              "|---|---|---|---|---|---|"]
     for key, row in r["appends"].items():

@@ -540,11 +540,16 @@ class VSphere:
         context = None if verify_tls else ssl._create_unverified_context()
 
         def login() -> Any:
-            return SmartConnect(
+            si = SmartConnect(
                 host=parts.hostname, port=parts.port or 443, user=user, pwd=password,
                 protocol=parts.scheme or "https", path=parts.path or "/sdk",
                 sslContext=context, connectionPoolTimeout=30, httpConnectionTimeout=call_timeout,
             )
+            # pyVmomi keeps 5 idle HTTPS connections and closes any other one after its
+            # call: with more threads calling at once, each call over 5 opened a connection
+            # (a TLS handshake, on both sides) and closed it. One kept per thread.
+            si._stub.poolSize = threads
+            return si
 
         loop = asyncio.get_running_loop()
         try:

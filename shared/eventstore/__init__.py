@@ -5,6 +5,7 @@ from shared.eventstore._memory import MemoryEventStore
 from shared.eventstore._repository import HeldNetworks, Repository
 from shared.eventstore._store import (
     ANY_VERSION,
+    APPEND_LOCK,
     NO_STREAM,
     Append,
     ConcurrencyError,
@@ -19,6 +20,7 @@ from shared.eventstore._store import (
 
 __all__ = [
     "ANY_VERSION",
+    "APPEND_LOCK",
     "NO_STREAM",
     "Append",
     "ConcurrencyError",

@@ -330,14 +330,20 @@ class Store(Protocol):
         ...
 
 
+# The transaction-scoped advisory lock (APPEND_LOCK, 0) every append holds until it commits
+# (migration 0021): "apnd" in ASCII.
+APPEND_LOCK = 0x61706E64
+
+
 class EventStore:
     """Appends and reads events in one PostgreSQL database.
 
-    Appends (the ``append_events`` SQL function) take an EXCLUSIVE lock on ``events`` for
-    the rest of their transaction, so
-    global positions become visible strictly in order: a reader that tails by position
-    (``read_all``/``follow``) never skips an event that commits later with a lower one.
-    The cost is that appends do not run in parallel; batches recover the throughput.
+    Appends (the ``append_events`` SQL function) take the advisory lock ``APPEND_LOCK``
+    for the rest of their transaction, so global positions become visible strictly in
+    order: a reader that tails by position (``read_all``/``follow``) never skips an event
+    that commits later with a lower one. The cost is that appends do not run in parallel;
+    batches recover the throughput. (It is not a lock on the table: that one also waited
+    for VACUUM and ANALYZE of it, a second each time, or a whole anti-wraparound vacuum.)
     """
 
     def __init__(self, pool: asyncpg.Pool, *, group_commit: bool = False) -> None:

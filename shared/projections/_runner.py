@@ -350,8 +350,8 @@ class Projector:
             tables = ", ".join(p.table.name for p in self.projections)
             await conn.execute(f"TRUNCATE {tables}")
             # One statement, so one snapshot of the store, read page by page in the
-            # rebuild's own transaction. Appends hold the events table's lock until they
-            # commit, so a snapshot holds every event up to the last position it shows:
+            # rebuild's own transaction. Appends hold the append lock until they commit,
+            # so a snapshot holds every event up to the last position it shows:
             # the rebuild replays exactly those, and that position is its checkpoint.
             cursor = await conn.cursor(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY position")
             position = 0

@@ -159,6 +159,26 @@ async def test_tailing_reader_misses_nothing_under_concurrent_writers(store: Eve
         assert versions == list(range(1, len(versions) + 1))
 
 
+
+async def test_appends_do_not_wait_for_vacuum_or_analyze_of_the_events_table(
+        store: EventStore, pool: asyncpg.Pool) -> None:
+    """VACUUM and ANALYZE hold SHARE UPDATE EXCLUSIVE on the table they work on. Appends
+    serialise among themselves without a lock on the table, so they go on meanwhile (with
+    a table lock they waited for autovacuum to be cancelled, a second, or for a whole
+    anti-wraparound vacuum, which is never cancelled: held here until the end)."""
+    await store.append("vm-v1", [stopped("v1")], NO_STREAM)
+    async with pool.acquire() as vacuum, vacuum.transaction():
+        await vacuum.execute("LOCK TABLE events IN SHARE UPDATE EXCLUSIVE MODE")
+        async with asyncio.timeout(30):
+            await store.append("vm-v1", [stopped("v1")], 1)
+            # A batch of no events checks its stream's version under the same lock.
+            await store.commit([Append("vm-v1", [], 2), Append("vm-v2", [VmStopped(vm_id="v2")],
+                                                             NO_STREAM)], META)
+            head = await store.head()
+    assert [e.version for e in await store.read_stream("vm-v1")] == [1, 2]
+    assert (await store.read_stream("vm-v2"))[0].position == head
+
+
 async def test_migrations_are_versioned_and_idempotent(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         before = await applied_versions(conn)
