@@ -103,6 +103,23 @@ def deploys(r: dict[str, Any]) -> list[str]:
                   "VM in the store; the gap before `VmCreated`/`VmStarted` is the vCenter work):",
                   "", "| step | median ms |", "|---|---|"]
         lines += [f"| {step} | {ms:.1f} |" for step, ms in steps.items()]
+    slowest = r.get("slowest_ms", [])
+    if slowest:
+        lines += ["", f"The {len(slowest)} slowest deploys of the {o['service_s']['n']} above "
+                  "(the p99 is made of them), step by step as above, in ms; *outside* is the "
+                  "rest of each: from the request to the gateway's transaction, and from the "
+                  "last transaction's start to its `JobCompleted` on NATS (that commit, the "
+                  "relay, NATS):", "",
+                  "| step | median | " + " | ".join(s["name"] for s in slowest) + " |",
+                  "|---|---|" + "---|" * len(slowest)]
+        named = list(steps) + [step for s in slowest for step in s["steps"] if step not in steps]
+        lines += [f"| {step} | {_cell(steps.get(step))} | "
+                  + " | ".join(f"{s['steps'].get(step, 0.0):.1f}" for s in slowest) + " |"
+                  for step in dict.fromkeys(named)]
+        lines.append("| *outside* | | " + " | ".join(f"{s['outside']:.1f}" for s in slowest)
+                     + " |")
+        lines.append("| **all** | | " + " | ".join(f"**{s['ms']:.1f}**" for s in slowest)
+                     + " |")
     return lines
 
 

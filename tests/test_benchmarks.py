@@ -31,6 +31,14 @@ def test_every_benchmark_runs_small_and_the_report_renders(tmp_path: Path) -> No
     assert len(deploys["throughput"]["2"]["rounds_service_per_s"]) == 2
     assert len(deploys["first_vs_nth"]["after_prepare"]["deploys_s"]) == 3
     assert len(deploys["first_vs_nth"]["after_prepare"]["series_s"]) == 2
+    # Both deploys are the slowest 2, each with its steps from the store, which with the
+    # rest of its time add up to all of it.
+    slowest = deploys["slowest_ms"]
+    assert sorted(s["name"] for s in slowest) == ["o-0", "o-1"]
+    for deploy in slowest:
+        assert "VmSourceReady -> VmCreated" in deploy["steps"]
+        assert sum(deploy["steps"].values()) + deploy["outside"] == \
+            pytest.approx(deploy["ms"])
     store = bench("eventstore", tmp_path, "--appends", "80", "--events", "500", "--commits",
                   "128")
     assert set(store["appends"]) == {"1x1", "1x10", "8x1", "8x10"}
