@@ -239,6 +239,23 @@ def finished_job(cloud: CloudStack, job_id: str, timeout: float = 120.0) -> dict
     raise AssertionError(f"job {job_id} did not finish in {timeout:.0f}s")
 
 
+
+def placed_from_snapshot(stack: dict[str, Any], snapshot_id: str) -> int:
+    """How many VMs deployed from the VM snapshot ``snapshot_id`` the planner has placed."""
+
+    async def count() -> int:
+        conn = await asyncpg.connect(stack["database_url"])
+        try:
+            found: int = await conn.fetchval(
+                "SELECT count(*) FROM events p JOIN events r ON r.stream_id = p.stream_id"
+                " AND r.type = 'VmDeployRequested' AND r.data ->> 'vm_snapshot_id' = $1"
+                " WHERE p.type = 'VmPlaced'", snapshot_id)
+            return found
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
 def event_positions(stack: dict[str, Any], event_type: str, **data: str) -> list[int]:
     """The global positions of the events of ``event_type`` (with these payload fields) the
     store holds, in order."""

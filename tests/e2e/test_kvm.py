@@ -14,6 +14,7 @@ libvirt cannot start) ends in Error with its step and reason and leaves nothing 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
@@ -35,6 +36,7 @@ from tests.e2e.helpers import (
     fail_text,
     finished_job,
     host,
+    placed_from_snapshot,
     seeds_started,
     snapshot,
     vm_named,
@@ -260,19 +262,34 @@ def test_concurrent_deploys_from_a_new_snapshot_seed_it_once_and_clone_it_each(
             vmsnapshotid=fresh, serviceofferingid=tiny, name=f"burst-{index}")
         return dict(answer["virtualmachine"])
 
-    with ThreadPoolExecutor(CONCURRENT) as threads:
-        vms = list(threads.map(deploy, range(CONCURRENT)))
+    def placed_burst() -> bool:
+        return placed_from_snapshot(stack, fresh) == CONCURRENT
+
+    # The seeder is held (SIGSTOP) until every deploy is placed, so that they all race for
+    # the seed whatever the timing; once resumed it seeds, and each deploy clones it.
+    seeder = stack["services"]["seeder"]["pid"]
+    os.kill(seeder, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(CONCURRENT) as threads:
+            running = threads.map(deploy, range(CONCURRENT))
+            try:
+                wait_for(placed_burst, "every deploy placed while the seeder is held", 60)
+            finally:
+                os.kill(seeder, signal.SIGCONT)
+            vms = list(running)
+    finally:
+        os.kill(seeder, signal.SIGCONT)
     assert [vm["state"] for vm in vms] == ["Running"] * CONCURRENT, vms
     assert len({vm["id"] for vm in vms}) == len({vm["instancename"] for vm in vms}) \
         == CONCURRENT
 
-    # One seed, one template on the snapshot's pool; the deploys did race for it: more
-    # than one was placed before it was seeded.
+    # One seed, one template on the snapshot's pool; the deploys did race for it: all were
+    # placed before it was seeded.
     assert seeds_started(stack, fresh) == 1
     [seeded] = event_positions(stack, "TemplateSeeded", vm_snapshot_id=fresh)
     placed = [p for vm in vms for p in event_positions(stack, "VmPlaced", vm_id=vm["id"])]
     assert len(placed) == CONCURRENT
-    assert len([p for p in placed if p < seeded]) >= 2, (placed, seeded)
+    assert all(p < seeded for p in placed), (placed, seeded)
     template = _template_of(cloud, fresh)
     assert template["storageid"] == original.root_volume["storageid"]
     template_file = _pool_file(pool_dir, template["installpath"])
