@@ -59,18 +59,27 @@ def fail_text(call: Any) -> str:
     return str(error["errortext"])
 
 
-def seeds_started(stack: dict[str, Any], snapshot_id: str) -> int:
-    async def count() -> int:
+def _rows(stack: dict[str, Any], sql: str, *args: Any) -> list[asyncpg.Record]:
+    """The rows of one query on the stack's database, on a connection of its own."""
+
+    async def read() -> list[asyncpg.Record]:
         conn = await asyncpg.connect(stack["database_url"])
         try:
-            found: int = await conn.fetchval(
-                "SELECT count(*) FROM events WHERE type = 'TemplateSeedStarted'"
-                " AND data ->> 'vm_snapshot_id' = $1", snapshot_id)
-            return found
+            return list(await conn.fetch(sql, *args))
         finally:
             await conn.close()
 
-    return asyncio.run(count())
+    return asyncio.run(read())
+
+
+def _payload_is(data: dict[str, str], first: int, alias: str = "") -> str:
+    """SQL conditions that the payload fields ``data`` hold these values (parameters from
+    ``$first``, in ``data``'s order), each after an AND."""
+    return "".join(f" AND {alias}data ->> '{k}' = ${first + i}" for i, k in enumerate(data))
+
+
+def seeds_started(stack: dict[str, Any], snapshot_id: str) -> int:
+    return events_of_type(stack, "TemplateSeedStarted", vm_snapshot_id=snapshot_id)
 
 
 def clone_calls(stack: dict[str, Any]) -> list[str]:
@@ -83,19 +92,8 @@ def clone_calls(stack: dict[str, Any]) -> list[str]:
 
 def events_of_type(stack: dict[str, Any], event_type: str, **data: str) -> int:
     """How many events of ``event_type`` (with these payload fields) the store holds."""
-
-    async def count() -> int:
-        conn = await asyncpg.connect(stack["database_url"])
-        try:
-            where = " AND ".join(f"data ->> '{k}' = ${i + 2}" for i, k in enumerate(data))
-            found: int = await conn.fetchval(
-                "SELECT count(*) FROM events WHERE type = $1" + (f" AND {where}" if where else ""),
-                event_type, *data.values())
-            return found
-        finally:
-            await conn.close()
-
-    return asyncio.run(count())
+    return int(_rows(stack, "SELECT count(*) FROM events WHERE type = $1"
+                     + _payload_is(data, 2), event_type, *data.values())[0][0])
 
 
 def copy_calls(stack: dict[str, Any]) -> list[str]:
@@ -239,38 +237,20 @@ def finished_job(cloud: CloudStack, job_id: str, timeout: float = 120.0) -> dict
     raise AssertionError(f"job {job_id} did not finish in {timeout:.0f}s")
 
 
-
 def placed_from_snapshot(stack: dict[str, Any], snapshot_id: str) -> int:
     """How many VMs deployed from the VM snapshot ``snapshot_id`` the planner has placed."""
+    return int(_rows(stack, "SELECT count(*) FROM events p JOIN events r"
+                     " ON r.stream_id = p.stream_id AND r.type = 'VmDeployRequested'"
+                     " AND r.data ->> 'vm_snapshot_id' = $1 WHERE p.type = 'VmPlaced'",
+                     snapshot_id)[0][0])
 
-    async def count() -> int:
-        conn = await asyncpg.connect(stack["database_url"])
-        try:
-            found: int = await conn.fetchval(
-                "SELECT count(*) FROM events p JOIN events r ON r.stream_id = p.stream_id"
-                " AND r.type = 'VmDeployRequested' AND r.data ->> 'vm_snapshot_id' = $1"
-                " WHERE p.type = 'VmPlaced'", snapshot_id)
-            return found
-        finally:
-            await conn.close()
-
-    return asyncio.run(count())
 
 def event_positions(stack: dict[str, Any], event_type: str, **data: str) -> list[int]:
     """The global positions of the events of ``event_type`` (with these payload fields) the
     store holds, in order."""
-
-    async def read() -> list[int]:
-        conn = await asyncpg.connect(stack["database_url"])
-        try:
-            where = "".join(f" AND data ->> '{k}' = ${i + 2}" for i, k in enumerate(data))
-            rows = await conn.fetch("SELECT position FROM events WHERE type = $1" + where
-                                    + " ORDER BY position", event_type, *data.values())
-            return [int(row["position"]) for row in rows]
-        finally:
-            await conn.close()
-
-    return asyncio.run(read())
+    rows = _rows(stack, "SELECT position FROM events WHERE type = $1" + _payload_is(data, 2)
+                 + " ORDER BY position", event_type, *data.values())
+    return [int(row["position"]) for row in rows]
 
 
 def kvm_zone(stack: dict[str, Any]) -> dict[str, Any]:
@@ -330,20 +310,11 @@ def handled(stack: dict[str, Any], consumer: str, event_type: str, **data: str) 
     """Whether the service ``consumer`` has handled every event of ``event_type`` (with these
     payload fields) the store holds, and there is one: its inbox records each, whether the
     handler appended anything or not."""
-
-    async def check() -> bool:
-        conn = await asyncpg.connect(stack["database_url"])
-        try:
-            where = "".join(f" AND e.data ->> '{k}' = ${i + 3}" for i, k in enumerate(data))
-            counts = await conn.fetchrow(
-                "SELECT count(*) AS stored, count(i.event_id) AS done FROM events e"
-                " LEFT JOIN inbox i ON i.event_id = e.event_id AND i.consumer = $2"
-                " WHERE e.type = $1" + where, event_type, consumer, *data.values())
-            return bool(counts["stored"]) and counts["stored"] == counts["done"]
-        finally:
-            await conn.close()
-
-    return asyncio.run(check())
+    [counts] = _rows(stack, "SELECT count(*) AS stored, count(i.event_id) AS done FROM events e"
+                     " LEFT JOIN inbox i ON i.event_id = e.event_id AND i.consumer = $2"
+                     " WHERE e.type = $1" + _payload_is(data, 3, "e."),
+                     event_type, consumer, *data.values())
+    return bool(counts["stored"]) and counts["stored"] == counts["done"]
 
 
 def compose_config() -> str:
