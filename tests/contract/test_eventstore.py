@@ -14,6 +14,7 @@ from proto.events import VmDeployRequested, VmStopped
 from shared.db import applied_versions, create_pool, migrate
 from shared.eventstore import (
     ANY_VERSION,
+    APPEND_LOCK,
     NO_STREAM,
     Append,
     ConcurrencyError,
@@ -159,7 +160,6 @@ async def test_tailing_reader_misses_nothing_under_concurrent_writers(store: Eve
         assert versions == list(range(1, len(versions) + 1))
 
 
-
 async def test_appends_do_not_wait_for_vacuum_or_analyze_of_the_events_table(
         store: EventStore, pool: asyncpg.Pool) -> None:
     """VACUUM and ANALYZE hold SHARE UPDATE EXCLUSIVE on the table they work on. Appends
@@ -177,6 +177,12 @@ async def test_appends_do_not_wait_for_vacuum_or_analyze_of_the_events_table(
             head = await store.head()
     assert [e.version for e in await store.read_stream("vm-v1")] == [1, 2]
     assert (await store.read_stream("vm-v2"))[0].position == head
+    # The lock held is the one APPEND_LOCK names (the bench's raw inserts take it too).
+    async with pool.acquire() as conn, conn.transaction():
+        await store.append("vm-v3", [stopped("v3")], NO_STREAM, conn=conn)
+        assert await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1"
+            " AND objid = 0 AND objsubid = 2 AND pid = pg_backend_pid()", APPEND_LOCK) == 1
 
 
 async def test_migrations_are_versioned_and_idempotent(pool: asyncpg.Pool) -> None:

@@ -269,16 +269,13 @@ def test_concurrent_deploys_from_a_new_snapshot_seed_it_once_and_clone_it_each(
     # the seed whatever the timing; once resumed it seeds, and each deploy clones it.
     seeder = stack["services"]["seeder"]["pid"]
     os.kill(seeder, signal.SIGSTOP)
-    try:
-        with ThreadPoolExecutor(CONCURRENT) as threads:
-            running = threads.map(deploy, range(CONCURRENT))
-            try:
-                wait_for(placed_burst, "every deploy placed while the seeder is held", 60)
-            finally:
-                os.kill(seeder, signal.SIGCONT)
-            vms = list(running)
-    finally:
-        os.kill(seeder, signal.SIGCONT)
+    with ThreadPoolExecutor(CONCURRENT) as threads:
+        running = threads.map(deploy, range(CONCURRENT))
+        try:
+            wait_for(placed_burst, "every deploy placed while the seeder is held", 60)
+        finally:
+            os.kill(seeder, signal.SIGCONT)
+        vms = list(running)
     assert [vm["state"] for vm in vms] == ["Running"] * CONCURRENT, vms
     assert len({vm["id"] for vm in vms}) == len({vm["instancename"] for vm in vms}) \
         == CONCURRENT
