@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import importlib.util
 import json
 import os
@@ -44,6 +45,8 @@ class Server:
     log_path: Path
     user: str = ""
     password: str = ""
+    # A folder of its own, removed once it has stopped.
+    scratch: Path | None = None
 
     @property
     def pid(self) -> int:
@@ -55,6 +58,8 @@ class Server:
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
         terminate(self.process, timeout)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def terminate(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
@@ -441,13 +446,36 @@ def start_postgres(state_dir: Path, port: int, password: str, database: str = "s
 # ---- vCenter simulator --------------------------------------------------------------
 
 
+# Where vcsim keeps the files of its datastores when the machine has a memory filesystem.
+MEMORY_FS = Path("/dev/shm")
+
+
+def vcsim_files(state_dir: Path, port: int) -> Path:
+    """The folder for the files vcsim's datastores hold (a folder per VM, five files each):
+    in memory where the machine has a memory filesystem, else in the state folder.
+
+    A real vCenter keeps them on its hosts' datastores, never on the disk of the machine
+    snapdeploy runs on. Kept on that disk, each clone's new folder and files go into the
+    filesystem's journal, and PostgreSQL's commits, which flush that journal, wait for
+    them: tens to hundreds of milliseconds now and then, a cost no real deployment has.
+    """
+    where = MEMORY_FS if MEMORY_FS.is_dir() and os.access(MEMORY_FS, os.W_OK) else state_dir
+    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
+    return where / f"snapdeploy-vcsim-{digest}-{port}"
+
+
 def start_vcsim(state_dir: Path, port: int, user: str, password: str,
                 extra_args: list[str] | None = None) -> Server:
     """VMware's vCenter simulator, built from tools/vcsim by `make install`."""
     log = state_dir / "logs" / "vcsim.log"
     argv = [tool_path("vcsim"), "-l", f"127.0.0.1:{port}", "-username", user,
             *(extra_args or [])]
+    files = vcsim_files(state_dir, port)
+    shutil.rmtree(files, ignore_errors=True)  # an earlier copy's, killed before its stop
+    files.mkdir(mode=0o700, parents=True)
     # The password goes by the environment, which only its owner can read, not argv.
-    process = spawn("vcsim", argv, log, env={**os.environ, "VCSIM_PASSWORD": password})
+    process = spawn("vcsim", argv, log, env={**os.environ, "VCSIM_PASSWORD": password,
+                                             "TMPDIR": str(files)})
     wait_for_port("vcsim", process, port, log)
-    return Server("vcsim", process, f"https://127.0.0.1:{port}/sdk", log, user, password)
+    return Server("vcsim", process, f"https://127.0.0.1:{port}/sdk", log, user, password,
+                  scratch=files)

@@ -21,7 +21,7 @@ from shared.config import Settings
 from shared.drivers.vmware import SessionLost, VSphere
 from shared.drivers.zones import Pending
 from shared.runtime import Runtime
-from shared.stack._servers import Server, free_port, start_vcsim
+from shared.stack._servers import MEMORY_FS, Server, free_port, start_vcsim, vcsim_files
 from tests.harness.vsphere import Vcsim
 
 USER = "admin"
@@ -86,6 +86,23 @@ def vcenter(tmp_path: Path) -> Iterator[RestartableVcsim]:
     server = RestartableVcsim(tmp_path)
     yield server
     server.server.stop()
+
+
+def test_vcsims_datastore_files_are_its_own_and_go_with_it(vcenter: RestartableVcsim) -> None:
+    """The files vcsim writes for its datastores are in the folder ``vcsim_files`` names
+    (in memory where the machine has a memory filesystem), not left in the temporary
+    folder; a copy started again on the port of one killed replaces its files, and stop
+    removes them."""
+    files = vcsim_files(vcenter.state, vcenter.port)
+    assert vcenter.server.scratch == files
+    if MEMORY_FS.is_dir():
+        assert files.parent == MEMORY_FS
+    [first] = list(files.glob("govcsim-*"))
+    vcenter.restart()
+    [again] = list(files.glob("govcsim-*"))
+    assert again != first and not first.exists()
+    vcenter.server.stop()
+    assert not files.exists()
 
 
 async def every_kind_of_call(session: VSphere) -> None:
