@@ -9,11 +9,8 @@ open. A user has one live key pair: registering a new one revokes the others at 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
-import time
 from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
@@ -25,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from shared.config import Settings
+from shared.db import Notifications
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +33,8 @@ _HKDF_INFO = b"snapdeploy api_keys secret_key v1"
 _USER_LOCK = 0x6B657973  # "keys": with the user id's hash, serialises one user's changes
 # Every change of an api_keys row is announced here when it commits (migration 0020).
 CHANGED_CHANNEL = "snapdeploy_api_keys"
-# LiveKeys: how many keys one process keeps; how often its listening connection is checked
-# (the keys kept are used only while it answered within twice this, and it is given up on
-# after five times this without an answer); the longest pause between attempts to listen.
+# LiveKeys: how many keys one process keeps.
 HELD_KEYS = 10_000
-CHECK_S = 1.0
-BACKOFF_MAX_S = 15.0
 
 
 class SealError(ValueError):
@@ -116,28 +110,32 @@ class LiveKeys:
     """``lookup`` for one process, keeping each live key it has read (its row and secret,
     the most recently used ``HELD_KEYS``), so a signed request costs no statement.
 
-    Kept only while a connection LISTENs on ``CHANGED_CHANNEL``, where every change of an
+    Kept only while ``notifications`` hears ``CHANGED_CHANNEL``, where every change of an
     api_keys row is announced when it commits: a change forgets that key at once, and the
-    next request reads its row again (a revoked key is refused then). While not listening
-    (before ``run`` has begun to, and from a lost connection until it listens again), or
-    while the listening connection has not answered a check within ``2 * CHECK_S``, nothing
-    kept is used and every lookup reads the table. A lookup that read the table while a
-    change was announced is not kept: what it read may be from before the change. Unknown
-    and revoked keys are never kept, so a key made a moment ago works at once.
+    next request reads its row again (a revoked key is refused then). While not hearing
+    (before listening has begun, from a lost connection until it listens again, and while
+    the listening connection has not answered a check within ``2 * CHECK_S``: see
+    ``shared.db.Notifications``), nothing kept is used and every lookup reads the table;
+    what was kept is forgotten each time listening stops or begins. A lookup that read the
+    table while a change was announced is not kept: what it read may be from before the
+    change. Unknown and revoked keys are never kept, so a key made a moment ago works at
+    once.
     """
 
-    def __init__(self, pool: asyncpg.Pool, secrets: SecretBox) -> None:
+    def __init__(self, pool: asyncpg.Pool, secrets: SecretBox,
+                 notifications: Notifications) -> None:
         self._pool = pool
         self._secrets = secrets
+        self._notifications = notifications
         self._held: OrderedDict[str, tuple[dict[str, Any], str]] = OrderedDict()
-        self._changes = 0  # changes heard, and listens begun: a read across one is not kept
-        self.live = False
-        self._delay = 0.5  # before listening again
-        self._answered_at = 0.0  # when the listening connection last answered
+        # Changes heard, and listens begun or ended: a read across one is not kept.
+        self._changes = 0
+        notifications.on(CHANGED_CHANNEL, self.forget)
+        notifications.watch(lambda _listening: self.forget())
 
     async def lookup(self, api_key: str) -> tuple[dict[str, Any], str] | None:
         """As ``lookup`` (the module's function) answers now."""
-        hearing = self._hearing()
+        hearing = self._notifications.hearing()
         held = self._held.get(api_key) if hearing else None
         if held is not None:
             self._held.move_to_end(api_key)
@@ -145,16 +143,12 @@ class LiveKeys:
         changes = self._changes
         async with self._pool.acquire() as conn:
             found = await lookup(conn, self._secrets, api_key)
-        if found is not None and hearing and self._hearing() and changes == self._changes:
+        if (found is not None and hearing and self._notifications.hearing()
+                and changes == self._changes):
             self._held[api_key] = found
             if len(self._held) > HELD_KEYS:
                 self._held.popitem(last=False)
         return found
-
-    def _hearing(self) -> bool:
-        """Listening, on a connection that answered within the last ``2 * CHECK_S``: one
-        that died without a word stops the keys being used before it is noticed."""
-        return self.live and time.monotonic() - self._answered_at <= 2 * CHECK_S
 
     def forget(self, api_key: str | None = None) -> None:
         """Forget ``api_key`` (every key without one), and keep nothing that a lookup in
@@ -166,72 +160,6 @@ class LiveKeys:
             self._held.pop(api_key, None)
         else:
             self._held.clear()
-
-    def _on_notify(self, _conn: object, _pid: object, _channel: object, payload: object) -> None:
-        self.forget(str(payload))
-
-    async def run(self) -> None:
-        """Listen for changes until cancelled; a lost connection is opened again with
-        backoff (meanwhile nothing is kept)."""
-        while True:
-            try:
-                await self._listen()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                    TimeoutError) as exc:
-                log.warning("stopped hearing of API key changes (%s: %s); reading every key "
-                            "from the table, listening again in %.1fs", type(exc).__name__,
-                            exc, self._delay)
-                await asyncio.sleep(self._delay)
-                self._delay = min(BACKOFF_MAX_S, self._delay * 2)
-            finally:
-                self.live = False
-                self.forget()
-
-    async def _listen(self) -> None:
-        async with self._pool.acquire() as conn:
-            closed = asyncio.Event()
-
-            def on_close(_conn: object) -> None:
-                closed.set()
-
-            conn.add_termination_listener(on_close)
-            try:
-                await conn.add_listener(CHANGED_CHANNEL, self._on_notify)
-                self.forget()  # what was read before listening may have changed unheard
-                self._answered_at = time.monotonic()
-                self.live = True
-                self._delay = 0.5
-                while True:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(CHECK_S):
-                            await closed.wait()
-                    if closed.is_set():
-                        raise ConnectionError("its connection was closed")
-                    try:
-                        async with asyncio.timeout(CHECK_S * 5):
-                            await conn.execute("SELECT 1")  # connected, so still hearing
-                    except TimeoutError:
-                        raise ConnectionError(f"its connection did not answer within "
-                                              f"{CHECK_S * 5:.0f}s") from None
-                    self._answered_at = time.monotonic()
-            except asyncio.CancelledError:  # stopping: the connection goes back clean
-                try:
-                    await conn.remove_listener(CHANGED_CHANNEL, self._on_notify)
-                except Exception:  # (a check cut short is still being cancelled)
-                    with contextlib.suppress(Exception):
-                        conn.terminate()
-                raise
-            except BaseException:
-                # Not to be trusted (a check cut short is still being cancelled): closed,
-                # never handed back to the pool still listening.
-                with contextlib.suppress(Exception):  # (one closed already is detached)
-                    conn.terminate()
-                raise
-            finally:
-                self.live = False
-                self.forget()
-                with contextlib.suppress(Exception):  # (a connection terminated is detached)
-                    conn.remove_termination_listener(on_close)
 
 
 async def api_keys(conn: asyncpg.Connection) -> list[str]:

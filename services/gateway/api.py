@@ -12,6 +12,7 @@ from typing import Any
 from proto.envelope import Metadata
 from shared.apikeys import LiveKeys
 from shared.config import Settings
+from shared.db import Notifications
 from shared.errors import PARAM_ERROR, PERMISSION_DENIED, RESOURCE_IN_USE, ApiError
 from shared.eventstore import Append, ConcurrencyError, EventStore
 from shared.log import current_correlation
@@ -47,6 +48,8 @@ class Caller:
 class Context:
     store: EventStore
     settings: Settings = field(default_factory=Settings)
+    # The one connection the gateway hears PostgreSQL's announcements on (``services.gateway.app``).
+    notifications: Notifications | None = None
     # The projector's progress, followed while the app runs (``services.gateway.app``).
     progress: Progress | None = None
     # The API keys read so far, kept while changes to them are heard (``services.gateway.app``).

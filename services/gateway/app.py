@@ -25,10 +25,11 @@ from services.gateway.http import CONTEXT, api, openapi
 from shared import apikeys as keys
 from shared import passwords
 from shared.config import Settings
+from shared.db import Notifications
 from shared.domain import offerings
 from shared.domain.accounts import ADMIN_ACCOUNT_ID, ADMIN_USER_ID
-from shared.eventstore import NO_STREAM, Append, ConcurrencyError, EventStore
-from shared.projections.read import Progress
+from shared.eventstore import NO_STREAM, NOTIFY_CHANNEL, Append, ConcurrencyError, EventStore
+from shared.projections.read import PROJECTED_CHANNEL, Progress
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ async def _run_followers(app: web.Application) -> AsyncIterator[None]:
     for API key changes that the keys kept are forgotten by."""
     ctx = app[CONTEXT]
     tasks = [asyncio.ensure_future(app[FANOUT].run()),
-             *(asyncio.ensure_future(f.run()) for f in (ctx.progress, ctx.keys) if f)]
+             *(asyncio.ensure_future(f.run()) for f in (ctx.notifications, ctx.progress) if f)]
     yield
     for task in tasks:
         task.cancel()
@@ -109,15 +110,20 @@ def build(rt: Runtime, store: EventStore) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
     # (Tests may build the app on an in-memory store: no projector to follow there.)
     if isinstance(store, EventStore):
-        progress = Progress(store.pool)
-        live_keys = keys.LiveKeys(store.pool, keys.box(rt.settings))
+        # One connection hears every announcement the gateway follows.
+        notifications = Notifications(store.pool, (NOTIFY_CHANNEL, PROJECTED_CHANNEL,
+                                                   keys.CHANGED_CHANNEL))
+        progress = Progress(store.pool, notifications)
+        live_keys = keys.LiveKeys(store.pool, keys.box(rt.settings), notifications)
     else:
-        progress, live_keys = None, None
-    app[CONTEXT] = Context(store=store, settings=rt.settings, progress=progress, keys=live_keys)
+        notifications, progress, live_keys = None, None, None
+    app[CONTEXT] = Context(store=store, settings=rt.settings, notifications=notifications,
+                           progress=progress, keys=live_keys)
     app.router.add_route("GET", "/client/api", api)
     app.router.add_route("POST", "/client/api", api)
     app.router.add_get(OPENAPI_PATH, openapi)
-    app[FANOUT] = Fanout(store, max_per_account=rt.settings.max_event_streams_per_account)
+    app[FANOUT] = Fanout(store, notifications,
+                         max_per_account=rt.settings.max_event_streams_per_account)
     app.cleanup_ctx.append(_run_followers)
     app.router.add_get("/client/events", stream_events)
     console.add_routes(app)

@@ -96,7 +96,8 @@ async def _follow_key_changes(ctx: Context) -> None:
     """Refresh the NATS identities after each event that may change them, from now on."""
     while True:
         try:
-            async for batch in ctx.store.follow(await ctx.store.head(), idle_poll=1.0):
+            async for batch in ctx.store.follow(await ctx.store.head(), idle_poll=1.0,
+                                                notifications=ctx.notifications):
                 if any(e.type in KEY_EVENTS for e in batch):
                     await refresh_nats_identities(ctx)
                 # One read covers what was committed meanwhile: not one read per commit.

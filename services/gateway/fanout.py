@@ -1,11 +1,12 @@
 """One reader of new events for every audit stream the gateway serves.
 
-A ``/client/events`` stream must not hold a PostgreSQL connection of its own: the
-gateway's pool is small and the API needs it. The ``Fanout`` holds one connection, LISTENs
-on it for new commits, reads each new batch once and hands it to every open stream that
-may see it. A stream that starts behind the head catches up from the store first, one
-short read at a time (at most ``CATCH_UP_READERS`` such reads at once, so catching-up
-clients never take the API's connections), then switches to the live feed.
+A ``/client/events`` stream must not hold a PostgreSQL connection of its own: the gateway's
+pool is small and the API needs it. The ``Fanout`` hears of new commits through the
+gateway's ``shared.db.Notifications``, reads each new batch once (on a pooled connection,
+for that read only) and hands it to every open stream that may see it. A stream that starts
+behind the head catches up from the store first, one short read at a time (at most
+``CATCH_UP_READERS`` such reads at once, so catching-up clients never take the API's
+connections), then switches to the live feed.
 
 While no stream is live the reader reads no events: it follows the store's head only, every
 ``IDLE_POLL_S`` and when a stream goes live, so a gateway nobody watches does not read every
@@ -29,8 +30,8 @@ from collections import deque
 
 import asyncpg
 
-from shared.eventstore import EventStore, RecordedEvent
-from shared.eventstore._store import NOTIFY_CHANNEL
+from shared.db import Notifications
+from shared.eventstore import NOTIFY_CHANNEL, EventStore, RecordedEvent
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +157,11 @@ class Subscription:
 class Fanout:
     """The gateway's single reader of new events, shared by every audit stream."""
 
-    def __init__(self, store: EventStore, *, max_per_account: int,
-                 max_behind: int = MAX_BEHIND, idle_poll: float = IDLE_POLL_S) -> None:
+    def __init__(self, store: EventStore, notifications: Notifications | None, *,
+                 max_per_account: int, max_behind: int = MAX_BEHIND,
+                 idle_poll: float = IDLE_POLL_S) -> None:
+        """Without ``notifications`` (a store not in PostgreSQL), new events are read every
+        ``idle_poll`` seconds."""
         self.store = store
         self.max_per_account = max_per_account
         self.max_behind = max_behind
@@ -170,6 +174,8 @@ class Fanout:
         self._catch_up = asyncio.Semaphore(CATCH_UP_READERS)
         self._wake = asyncio.Event()  # a commit was announced
         self._joined = asyncio.Event()  # a stream went live
+        if notifications is not None:
+            notifications.on(NOTIFY_CHANNEL, self._on_notify)
 
     def open_streams(self, account_id: str) -> int:
         return self._open.get(account_id, 0)
@@ -235,40 +241,34 @@ class Fanout:
                 await asyncio.sleep(delay)
                 delay = min(BACKOFF_MAX_S, delay * 2)
 
-    async def _follow_head(self, conn: asyncpg.Connection) -> None:
+    async def _follow_head(self) -> None:
         """With no stream live: move the head to the store's, then wait for a stream to go
         live (or ``idle_poll``)."""
-        head = await self.store.head(conn=conn)
+        head = await self.store.head()
         if not self._live:  # else a stream joined at the head it saw: read on from there
             self.head = max(self.head, head)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.idle_poll):
                 await self._joined.wait()
 
-    def _on_notify(self, *_: object) -> None:
+    def _on_notify(self, _payload: str) -> None:
         self._wake.set()
 
     async def _follow(self) -> None:
-        async with self.store.pool.acquire() as conn:
-            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
-            try:
-                if not self.ready.is_set():
-                    self.head = await self.store.head()
-                    self.ready.set()
-                while True:
-                    self._wake.clear()
-                    self._joined.clear()
-                    if not self._live:
-                        await self._follow_head(conn)
-                        continue
-                    events = await self.store.read_all(self.head, BATCH, conn=conn)
-                    if events:
-                        self._dispatch(events)
-                        if len(events) == BATCH:
-                            continue  # more may be waiting; else later commits notify
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self.idle_poll):
-                            await self._wake.wait()
-            finally:
-                with contextlib.suppress(Exception):
-                    await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+        if not self.ready.is_set():
+            self.head = await self.store.head()
+            self.ready.set()
+        while True:
+            self._wake.clear()
+            self._joined.clear()
+            if not self._live:
+                await self._follow_head()
+                continue
+            events = await self.store.read_all(self.head, BATCH)
+            if events:
+                self._dispatch(events)
+                if len(events) == BATCH:
+                    continue  # more may be waiting; else later commits notify
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.idle_poll):
+                    await self._wake.wait()

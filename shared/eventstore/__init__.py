@@ -7,6 +7,7 @@ from shared.eventstore._store import (
     ANY_VERSION,
     APPEND_LOCK,
     NO_STREAM,
+    NOTIFY_CHANNEL,
     Append,
     ConcurrencyError,
     EventStore,
@@ -21,6 +22,7 @@ from shared.eventstore._store import (
 __all__ = [
     "ANY_VERSION",
     "APPEND_LOCK",
+    "NOTIFY_CHANNEL",
     "NO_STREAM",
     "Append",
     "ConcurrencyError",

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,7 +14,7 @@ import msgspec
 
 from proto.envelope import EventEnvelope, Metadata
 from proto.events import AnyEvent, Event, NetworkImported
-from shared.db import Turns, advisory_lock
+from shared.db import Notifications, Turns, advisory_lock
 from shared.domain.capacity import Host
 from shared.domain.deploy import HostView
 from shared.domain.limits import Usage
@@ -741,41 +741,51 @@ class EventStore:
         return position
 
     async def follow(
-        self, after: int = 0, *, batch: int = 1000, idle_poll: float = 1.0
+        self, after: int = 0, *, batch: int = 1000, idle_poll: float = 1.0,
+        notifications: Notifications | None = None,
     ) -> AsyncIterator[list[RecordedEvent]]:
         """Batches of events after ``after``, forever: catch up, then wait for new ones.
 
-        New commits wake the follower through LISTEN/NOTIFY; it also polls every
-        ``idle_poll`` seconds, so a lost notification only delays, never loses.
+        New commits wake the follower through LISTEN/NOTIFY, on a connection of its own or
+        through the process's ``notifications`` (which must listen on ``NOTIFY_CHANNEL``);
+        it also polls every ``idle_poll`` seconds, so a lost notification only delays,
+        never loses.
         """
         wake = asyncio.Event()
 
         def on_notify(*_: object) -> None:
             wake.set()
 
-        async with self.pool.acquire() as listener:
-            await listener.add_listener(NOTIFY_CHANNEL, on_notify)
-            try:
-                position = after
-                while True:
-                    wake.clear()
-                    events = await self.read_all(position, batch)
-                    if events:
-                        position = events[-1].position
-                        yield events
-                        if len(events) == batch:
-                            continue  # more may be waiting
-                        # A short page was all there was: anything committed since has
-                        # notified (``wake`` was cleared before the read), so wait.
-                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-                    # cancellation that arrives as the wait ends, and the follower would
-                    # never stop.
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(idle_poll):
-                            await wake.wait()
-            finally:
-                with contextlib.suppress(Exception):
-                    await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
+        async with contextlib.AsyncExitStack() as listening:
+            if notifications is not None:
+                notifications.on(NOTIFY_CHANNEL, on_notify)
+                listening.callback(notifications.off, NOTIFY_CHANNEL, on_notify)
+            else:
+                listener = await listening.enter_async_context(self.pool.acquire())
+                await listener.add_listener(NOTIFY_CHANNEL, on_notify)
+                listening.push_async_callback(_stop_listening, listener, on_notify)
+            position = after
+            while True:
+                wake.clear()
+                events = await self.read_all(position, batch)
+                if events:
+                    position = events[-1].position
+                    yield events
+                    if len(events) == batch:
+                        continue  # more may be waiting
+                    # A short page was all there was: anything committed since has
+                    # notified (``wake`` was cleared before the read), so wait.
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that arrives as the wait ends, and the follower would
+                # never stop.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(idle_poll):
+                        await wake.wait()
+
+
+async def _stop_listening(listener: asyncpg.Connection, on_notify: Callable[..., None]) -> None:
+    with contextlib.suppress(Exception):
+        await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
 
 
 def _conflict(exc: Exception, stream_id: str, expected: int) -> Exception:

@@ -25,11 +25,13 @@ from proto.events import AccountCreated
 from services.gateway.app import HANDLER_ARGS, build, ensure_admin_keys, ensure_defaults
 from services.gateway.auth import sign
 from services.gateway.fanout import Fanout, FellBehind
+from services.gateway.http import CONTEXT
 from shared.config import load
-from shared.db import create_pool, migrate
-from shared.eventstore import EventStore, NewEvent, RecordedEvent
+from shared.db import Notifications, create_pool, migrate
+from shared.eventstore import NOTIFY_CHANNEL, EventStore, NewEvent, RecordedEvent
 from shared.projections import ALL, Projector
 from shared.runtime import Runtime
+from tests.helpers import eventually
 
 ADMIN_KEY, ADMIN_SECRET = "admin-key", "admin-secret"
 CAP = 5
@@ -155,6 +157,35 @@ async def gateway(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[Gatewa
         await gateway_pool.close()
 
 
+async def test_the_gateway_listens_on_one_connection_of_its_pool(gateway: Gateway) -> None:
+    """The audit streams' reader, the projector's progress and the API keys kept all hear
+    PostgreSQL on one connection: with it listening and every other connection but one
+    taken, the API answers on that one."""
+    context = gateway.client.server.app[CONTEXT]
+
+    async def listening() -> bool:
+        return bool(context.notifications.live and context.progress.live)
+
+    await eventually(listening, ANSWERS_WITHIN_S, "the gateway listening")
+    pool = gateway.store.pool
+    taken = [await pool.acquire() for _ in range(pool.get_max_size() - 2)]
+    try:
+        status, body = await gateway.call("listZones")
+        assert status == 200, body
+        response = await gateway.open("admin")  # a stream costs no connection of its own
+        assert response.status == 200
+        reader = Reader(response)
+        try:
+            account_id = await gateway.add_user("erin")
+            await gateway.append(account_id, "heard")
+            assert "heard" in await reader.until("heard")
+        finally:
+            await reader.close()
+    finally:
+        for conn in taken:
+            await pool.release(conn)
+
+
 async def test_more_streams_than_the_pool_leave_the_api_answering_and_stay_apart(
     gateway: Gateway,
 ) -> None:
@@ -253,7 +284,9 @@ async def test_hostile_last_event_ids_get_a_431_and_one_above_the_head_waits(
 async def test_a_client_that_falls_behind_is_dropped_and_resumes_without_a_gap(
     store: EventStore,
 ) -> None:
-    fanout = Fanout(store, max_per_account=CAP, max_behind=3, idle_poll=0.2)
+    notifications = Notifications(store.pool, (NOTIFY_CHANNEL,))
+    fanout = Fanout(store, notifications, max_per_account=CAP, max_behind=3, idle_poll=0.2)
+    listening = asyncio.create_task(notifications.run())
     running = asyncio.create_task(fanout.run())
     meta = Metadata(correlation_id="c", actor="test", account_id="acct")
 
@@ -307,6 +340,7 @@ async def test_a_client_that_falls_behind_is_dropped_and_resumes_without_a_gap(
         brisk.close()
         assert fanout.open_streams("acct") == 0
     finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
+        for task in (running, listening):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

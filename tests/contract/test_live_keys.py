@@ -1,6 +1,7 @@
 """The API keys a gateway keeps (``shared.apikeys.LiveKeys``), against a real PostgreSQL: kept
-only while changes are heard (migration 0020's announcements), forgotten at a change, at a
-lost connection, and never kept from a read that a change crossed.
+only while changes are heard (migration 0020's announcements, on the connection
+``shared.db.Notifications`` listens on), forgotten at a change, at a lost connection, and
+never kept from a read that a change crossed.
 
 Each test proves a key was or was not kept the same way: it revokes the key with the
 announcement switched off, so only a key kept would still be answered."""
@@ -19,6 +20,8 @@ import pytest
 
 from shared import apikeys
 from shared.apikeys import LiveKeys, SecretBox
+from shared.db import Notifications
+from shared.db._listen import CHECK_S
 from tests.helpers import eventually
 
 BOX = SecretBox("k" * 32)
@@ -27,14 +30,20 @@ OWNER = {"account_id": "acct-1", "account_name": "acct", "user_id": "user-1",
 
 
 @pytest.fixture
-async def keys(pool: asyncpg.Pool) -> AsyncIterator[LiveKeys]:
-    live = LiveKeys(pool, BOX)
-    task = asyncio.ensure_future(live.run())
-    await until(lambda: live.live, "listening")
-    yield live
+async def notifications(pool: asyncpg.Pool) -> AsyncIterator[Notifications]:
+    """One listening connection, as a gateway's: also on a channel these tests never use."""
+    heard = Notifications(pool, (apikeys.CHANGED_CHANNEL, "snapdeploy_events"))
+    task = asyncio.ensure_future(heard.run())
+    await until(lambda: heard.live, "listening")
+    yield heard
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+@pytest.fixture
+def keys(pool: asyncpg.Pool, notifications: Notifications) -> LiveKeys:
+    return LiveKeys(pool, BOX, notifications)
 
 
 async def until(check: Callable[[], bool], what: str, within: float = 10.0) -> None:
@@ -106,45 +115,45 @@ async def test_a_read_that_a_change_crossed_is_not_kept(
 
 
 async def test_nothing_is_kept_while_changes_are_not_heard(
-        pool: asyncpg.Pool, keys: LiveKeys) -> None:
+        pool: asyncpg.Pool, keys: LiveKeys, notifications: Notifications) -> None:
     await make_key(pool, "lost")
     assert await keys.lookup("lost") is not None
     async with pool.acquire() as conn:
         listeners = await conn.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE pid <> pg_backend_pid() AND datname = current_database()"
-            " AND query IN ('SELECT 1', 'LISTEN \"snapdeploy_api_keys\"')")
+            " AND (query = 'SELECT 1' OR query LIKE 'LISTEN %')")
     assert listeners == 1
-    await until(lambda: not keys.live, "the connection lost")
+    await until(lambda: not notifications.live, "the connection lost")
     await revoke_unheard(pool, "lost")
     assert await keys.lookup("lost") is None  # forgotten with the connection
 
     await make_key(pool, "back")
-    await until(lambda: keys.live, "listening again", 20.0)  # listening again, after its pause
+    await until(lambda: notifications.live, "listening again", 20.0)  # after its pause
     assert await keys.lookup("back") is not None
     await revoke_unheard(pool, "back")
     assert await keys.lookup("back") is not None  # kept again
 
 
 async def test_nothing_kept_is_used_while_the_listening_connection_does_not_answer(
-        pool: asyncpg.Pool, keys: LiveKeys) -> None:
+        pool: asyncpg.Pool, keys: LiveKeys, notifications: Notifications) -> None:
     await make_key(pool, "frozen")
     assert await keys.lookup("frozen") is not None
     async with pool.acquire() as conn:
         [backend] = await conn.fetchval(
             "SELECT array_agg(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
             " AND datname = current_database()"
-            " AND query IN ('SELECT 1', 'LISTEN \"snapdeploy_api_keys\"')")
+            " AND (query = 'SELECT 1' OR query LIKE 'LISTEN %')")
     os.kill(backend, signal.SIGSTOP)  # it hears nothing, and says nothing
     try:
         await revoke_unheard(pool, "frozen")
-        await asyncio.sleep(2 * apikeys.CHECK_S + 0.5)
-        assert keys.live  # not given up on yet, but its last check went unanswered
+        await asyncio.sleep(2 * CHECK_S + 0.5)
+        assert notifications.live  # not given up on yet, but its last check went unanswered
         assert await keys.lookup("frozen") is None
         # Given up on after its check's time: closed, and another connection listens.
-        await until(lambda: not keys.live, "the frozen connection given up on")
+        await until(lambda: not notifications.live, "the frozen connection given up on")
         await make_key(pool, "after")
-        await until(lambda: keys.live, "listening on another connection", 20.0)
+        await until(lambda: notifications.live, "listening on another connection", 20.0)
         assert await keys.lookup("after") is not None
         await revoke_unheard(pool, "after")
         assert await keys.lookup("after") is not None  # kept again

@@ -10,10 +10,11 @@ import asyncpg
 
 from proto.envelope import Metadata
 from proto.events import VmStopped
+from shared.db import Notifications
 from shared.eventstore import Append, EventStore
 from shared.projections import ALL
 from shared.projections._runner import Projector
-from shared.projections.read import Progress, ReadModels
+from shared.projections.read import PROJECTED_CHANNEL, Progress, ReadModels
 
 META = Metadata(correlation_id="r", causation_id="r", actor="t")
 
@@ -22,7 +23,9 @@ async def test_a_wait_is_woken_by_the_projectors_checkpoint_not_a_poll(
         pool: asyncpg.Pool) -> None:
     store = EventStore(pool)
     # Re-read only every minute: a wait that ends sooner was woken by the notification.
-    progress = Progress(pool, idle_poll=60)
+    notifications = Notifications(pool, (PROJECTED_CHANNEL,))
+    progress = Progress(pool, notifications, idle_poll=60)
+    listening = asyncio.create_task(notifications.run())
     following = asyncio.create_task(progress.run())
     try:
         for _ in range(1000):
@@ -46,5 +49,6 @@ async def test_a_wait_is_woken_by_the_projectors_checkpoint_not_a_poll(
         assert await read.reach(position + 1, within=0.2) is False
     finally:
         following.cancel()
-        await asyncio.gather(following, return_exceptions=True)
+        listening.cancel()
+        await asyncio.gather(following, listening, return_exceptions=True)
     assert not progress.live

@@ -17,7 +17,7 @@ callers must see what was appended a moment ago whatever the projector's lag: a 
 its result (``job``), and the template a seed produced (``template_from_stream``).
 """
 
-from shared.projections.read._progress import Progress
+from shared.projections.read._progress import PROJECTED_CHANNEL, Progress
 from shared.projections.read._reader import ReadModels, template_from_stream
 from shared.projections.read._views import (
     Account,
@@ -43,6 +43,7 @@ from shared.projections.read._views import (
 )
 
 __all__ = [
+    "PROJECTED_CHANNEL",
     "Account",
     "AuditEvent",
     "DiskOffering",

@@ -1,9 +1,10 @@
 """How far the projector has got, followed by one process without polling.
 
-One connection LISTENs on ``PROJECTED_CHANNEL``: each checkpoint the projector saves is
-announced there when it commits (migration 0018). Whoever waits for a position (read your
-writes: a job done, a change made) is woken as soon as it is projected. The checkpoint is
-also re-read every ``idle_poll`` seconds, so a lost notification only delays.
+Each checkpoint the projector saves is announced on ``PROJECTED_CHANNEL`` when it commits
+(migration 0018), heard through the process's ``shared.db.Notifications``. Whoever waits
+for a position (read your writes: a job done, a change made) is woken as soon as it is
+projected. The checkpoint is also re-read every ``idle_poll`` seconds, so a lost
+notification only delays.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 
 import asyncpg
 
+from shared.db import Notifications
 from shared.projections._runner import CHECKPOINT
 
 log = logging.getLogger(__name__)
@@ -27,13 +29,20 @@ BACKOFF_MAX_S = 15.0
 class Progress:
     """The projector's checkpoint as this process last heard it, and waits for it."""
 
-    def __init__(self, pool: asyncpg.Pool, *, idle_poll: float = 0.5) -> None:
+    def __init__(self, pool: asyncpg.Pool, notifications: Notifications, *,
+                 idle_poll: float = 0.5) -> None:
         self._pool = pool
+        self._notifications = notifications
         self.idle_poll = idle_poll
         self.reached = 0
-        self.live = False  # listening now: ``reach`` can rely on being woken
+        # Every checkpoint saved since the last read is heard: ``reach`` can rely on being
+        # woken. From a read made while listening until listening stops.
+        self.live = False
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+        self._listening = asyncio.Event()  # listening began: read the checkpoint now
+        notifications.on(PROJECTED_CHANNEL, self._heard)
+        notifications.watch(self._on_listening)
 
     def _advance(self, position: int) -> None:
         if position <= self.reached:
@@ -44,9 +53,14 @@ class Progress:
             if not future.done():
                 future.set_result(None)
 
-    def _on_notify(self, _conn: object, _pid: object, _channel: object, payload: object) -> None:
-        with contextlib.suppress(TypeError, ValueError):
-            self._advance(int(str(payload)))
+    def _heard(self, payload: str) -> None:
+        with contextlib.suppress(ValueError):
+            self._advance(int(payload))
+
+    def _on_listening(self, listening: bool) -> None:
+        self.live = False  # until the checkpoint is read again, while listening
+        if listening:
+            self._listening.set()
 
     async def reach(self, position: int, within: float) -> bool:
         """Wait (at most ``within`` seconds) until the checkpoint is at ``position`` or
@@ -61,30 +75,33 @@ class Progress:
         return self.reached >= position
 
     async def run(self) -> None:
-        """Follow the checkpoint until cancelled; a lost connection is reopened with
-        backoff (meanwhile ``live`` is False)."""
+        """Read the checkpoint every ``idle_poll`` seconds and as soon as listening begins,
+        until cancelled; a read that fails is tried again with backoff (meanwhile ``live``
+        is False)."""
         delay = 0.5
-        while True:
-            try:
-                await self._follow()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                    TimeoutError) as exc:
-                log.warning("lost the projector's progress (%s: %s); retrying in %.1fs",
-                            type(exc).__name__, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(BACKOFF_MAX_S, delay * 2)
-            finally:
-                self.live = False
-
-    async def _follow(self) -> None:
-        async with self._pool.acquire() as conn:
-            await conn.add_listener(PROJECTED_CHANNEL, self._on_notify)
-            try:
-                while True:
-                    self._advance(int(await conn.fetchval(
-                        "SELECT position FROM checkpoints WHERE name = $1", CHECKPOINT) or 0))
-                    self.live = True
-                    await asyncio.sleep(self.idle_poll)
-            finally:
-                with contextlib.suppress(Exception):
-                    await conn.remove_listener(PROJECTED_CHANNEL, self._on_notify)
+        try:
+            while True:
+                self._listening.clear()
+                notifications = self._notifications
+                generation = notifications.generation if notifications.live else None
+                try:
+                    async with self._pool.acquire() as conn:
+                        self._advance(int(await conn.fetchval(
+                            "SELECT position FROM checkpoints WHERE name = $1", CHECKPOINT)
+                            or 0))
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                        TimeoutError) as exc:
+                    self.live = False
+                    log.warning("could not read the projector's progress (%s: %s); "
+                                "retrying in %.1fs", type(exc).__name__, exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(BACKOFF_MAX_S, delay * 2)
+                    continue
+                delay = 0.5
+                # Read while listening, and listening since: every later save is heard.
+                self.live = notifications.live and notifications.generation == generation
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.idle_poll):
+                        await self._listening.wait()
+        finally:
+            self.live = False
