@@ -232,7 +232,8 @@ def scale(r: dict[str, Any]) -> list[str]:
              "`bench.deploys` (clone, reconfigure, power-on, each task's state read at once "
              "and then polled: the fastest correct client we know to write) deploys as many "
              "at the same concurrency in the same run.", "",
-             "Each figure is the median of the rounds measured.", "",
+             "Each figure is the median of the rounds measured; in a round, each deploy that "
+             "ends is replaced by the next until all are sent.", "",
              "| copies | deploys, in flight | service | bare | service / bare | goal | |",
              "|---|---|---|---|---|---|---|"]
     for row in r["levels"]:

@@ -1,11 +1,12 @@
 """Deploy throughput with copies of every service, vCenter as slow as a real one; and how
 long the relay and the projector take to fail over.
 
-    python -m bench.scale [--replicas 1,2,4] [--deploys 64] [--in-flight 64] [--kills 10]
+    python -m bench.scale [--replicas 1,2,4] [--deploys 256] [--in-flight 64] [--kills 10]
 
 vcsim's methods are slowed to what a real vCenter takes (``--delays``: clone 2 s,
 reconfigure 0.5 s, power-on 1 s). For each number of copies, a stack of its own
-(``snapdeploy up --replicas N``): ``--deploys`` deploys, ``--in-flight`` at once, through the
+(``snapdeploy up --replicas N``): ``--deploys`` deploys, ``--in-flight`` at once (each one
+that ends replaced by the next, so most of a round runs at that concurrency), through the
 API (round robin over the gateway copies, as a load balancer would), and beside them in
 the same run the bare pyVmomi client (``bench.deploys``' fast one: the same clone,
 reconfigure and power-on) at the same concurrency, ``--rounds`` times (medians reported).
@@ -157,7 +158,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replicas", default="1,2,4", help="copies of each service to try")
-    parser.add_argument("--deploys", type=int, default=64, help="deploys per measurement")
+    parser.add_argument("--deploys", type=int, default=256,
+                        help="deploys per measurement (four times --in-flight: a sustained load, "
+                        "not one wave whose slowest deploy decides the rate)")
     parser.add_argument("--in-flight", type=int, default=64, help="deploys at once")
     parser.add_argument("--rounds", type=int, default=3,
                         help="measurements per number of copies (their median is reported)")
