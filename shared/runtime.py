@@ -344,7 +344,8 @@ class Runtime:
         after the service, with the store and a session per hypervisor."""
 
         async def main(rt: Runtime) -> None:
-            store = await rt.postgres()
+            # Handlers at work at once: their commits share statements.
+            store = await rt.postgres(group_commit=True)
             _, js = await rt.jetstream()
             hypervisors = await rt.hypervisors()
             await rt.consume(rt.service, js, store, service(store, hypervisors).handlers())

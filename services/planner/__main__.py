@@ -7,7 +7,8 @@ from shared.runtime import Runtime
 
 
 async def main(rt: Runtime) -> None:
-    store = await rt.postgres()
+    # Handlers at work at once: their commits share statements.
+    store = await rt.postgres(group_commit=True)
     _, js = await rt.jetstream()
     hypervisors = await rt.hypervisors()
 
