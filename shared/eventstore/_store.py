@@ -718,26 +718,20 @@ class EventStore:
             out[row["stream_id"]].append(RecordedEvent(*row))
         return out
 
-    async def read_all(
-        self, after: int = 0, limit: int = 1000, *, conn: asyncpg.Connection | None = None
-    ) -> list[RecordedEvent]:
+    async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """Up to ``limit`` events with a global position above ``after``, in order."""
-        if conn is None:
-            async with self.pool.acquire() as own:
-                return await self.read_all(after, limit, conn=own)
-        rows = await conn.fetch(
-            f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
-            after,
-            limit,
-        )
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+                after,
+                limit,
+            )
         return [RecordedEvent(*row) for row in rows]
 
-    async def head(self, *, conn: asyncpg.Connection | None = None) -> int:
+    async def head(self) -> int:
         """The highest committed global position (0 when empty)."""
-        if conn is None:
-            async with self.pool.acquire() as own:
-                return await self.head(conn=own)
-        position: int = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+        async with self.pool.acquire() as conn:
+            position: int = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
         return position
 
     async def follow(
