@@ -93,9 +93,10 @@ HANDLER_ARGS = {"max_line_size": 65536, "max_field_size": 65536}
 
 
 async def _run_followers(app: web.Application) -> AsyncIterator[None]:
-    """While the app serves: the audit streams' shared reader of new events, the follower
-    of the projector's progress that read-your-writes waits are woken by, and the listener
-    for API key changes that the keys kept are forgotten by."""
+    """While the app serves: the one connection that hears new commits, the projector's
+    checkpoint and API key changes (``Notifications``), the audit streams' shared reader of
+    new events, and the follower of the projector's progress that read-your-writes waits
+    are woken by."""
     ctx = app[CONTEXT]
     tasks = [asyncio.ensure_future(app[FANOUT].run()),
              *(asyncio.ensure_future(f.run()) for f in (ctx.notifications, ctx.progress) if f)]

@@ -455,9 +455,8 @@ def vcsim_files(state_dir: Path, port: int) -> Path:
     in memory where the machine has a memory filesystem, else in the state folder.
 
     A real vCenter keeps them on its hosts' datastores, never on the disk of the machine
-    snapdeploy runs on. Kept on that disk, each clone's new folder and files go into the
-    filesystem's journal, and PostgreSQL's commits, which flush that journal, wait for
-    them: tens to hundreds of milliseconds now and then, a cost no real deployment has.
+    snapdeploy runs on, so the simulator's are kept off it where they can be. They are
+    removed when vcsim stops (left in the temporary folder, they piled up run after run).
     """
     where = MEMORY_FS if MEMORY_FS.is_dir() and os.access(MEMORY_FS, os.W_OK) else state_dir
     digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
