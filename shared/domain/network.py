@@ -7,13 +7,19 @@ holds it and folds only the events appended to its stream since (``fold`` from `
 ``shared.eventstore.HeldNetworks``), picks the lowest free addresses of its range
 (``allocate``) and appends them at the version it read, so two VMs never hold one
 address (a concurrent allocation conflicts and decides again; and the store refuses an
-address another VM holds, whatever the version: ``clashes``)."""
+address another VM holds, whatever the version: ``clashes``).
+
+A busy network holds an address per VM deployed on it (tens of thousands on a /16), so the
+addresses held are also kept as a set of integers (``Network.taken``), moved on with each
+allocation and release: picking the lowest free ones then costs a set lookup per address
+below them, not a text conversion of every address of the range."""
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 import zlib
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field, replace
 
 from proto.events import (
@@ -53,6 +59,14 @@ class Network:
     gateway: str | None = None
     held: dict[str, list[str]] = field(default_factory=dict)  # vm id -> its addresses
     version: int = 0
+    # Every address of ``held`` as an integer: given by whoever changes ``held`` (``fold``),
+    # made from ``held`` when not given.
+    taken: frozenset[int] = field(default=frozenset(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.taken and self.held:
+            object.__setattr__(self, "taken", frozenset(
+                _number(a) for addresses in self.held.values() for a in addresses))
 
     @property
     def binding(self) -> NetworkBinding | None:
@@ -71,6 +85,8 @@ class Network:
 
 
 def evolve(network: Network, event: Event) -> Network:
+    if isinstance(event, AddressesAllocated | AddressesReleased):
+        return fold(network.id, [event], network)
     network = replace(network, version=network.version + 1)
     match event:
         case NetworkImported():
@@ -79,11 +95,6 @@ def evolve(network: Network, event: Event) -> Network:
             return replace(network, gone=True)
         case NetworkRangeSet():
             return replace(network, cidr=event.cidr, gateway=event.gateway)
-        case AddressesAllocated():
-            return replace(network, held={**network.held, event.vm_id: list(event.addresses)})
-        case AddressesReleased():
-            return replace(network, held={k: v for k, v in network.held.items()
-                                          if k != event.vm_id})
     return network
 
 
@@ -93,17 +104,26 @@ def fold(network_id: str, events: Iterable[AnyEvent], start: Network | None = No
     an allocation per VM ever deployed on it."""
     network = start or Network(network_id)
     held: dict[str, list[str]] = dict(network.held)
+    taken = set(network.taken)
     for event in events:
         match event:
             case AddressesAllocated():
+                taken.difference_update(map(_number, held.get(event.vm_id, ())))
                 held[event.vm_id] = list(event.addresses)
+                taken.update(map(_number, event.addresses))
                 network = replace(network, version=network.version + 1)
             case AddressesReleased():
-                held.pop(event.vm_id, None)
+                taken.difference_update(map(_number, held.pop(event.vm_id, ())))
                 network = replace(network, version=network.version + 1)
             case _:
                 network = evolve(network, event)
-    return replace(network, held=held)
+    return replace(network, held=held, taken=frozenset(taken))
+
+
+def _number(address: str) -> int:
+    """An IPv4 address as an integer (``inet_aton`` in C: several times faster than
+    ``ipaddress``; it also takes short forms such as ``10.1``, which no allocation holds)."""
+    return int.from_bytes(socket.inet_aton(address), "big")
 
 
 def clashes(network: Network, allocated: AddressesAllocated) -> list[str]:
@@ -121,16 +141,17 @@ def clashes(network: Network, allocated: AddressesAllocated) -> list[str]:
     return out
 
 
-def free_addresses(cidr: str, gateway: str, taken: Iterable[str], count: int) -> list[str]:
+def free_addresses(cidr: str, gateway: str, taken: Container[int], count: int) -> list[str]:
     """The ``count`` lowest addresses of ``cidr`` that are neither its network or broadcast
-    address, nor the gateway, nor ``taken``; fewer if the range has fewer."""
+    address, nor the gateway, nor in ``taken`` (addresses as integers); fewer if the range
+    has fewer."""
     net = ipaddress.IPv4Network(cidr)
-    skip = {*taken, gateway}
+    skip = _number(gateway)
+    first, last = int(net.network_address) + 1, int(net.broadcast_address) - 1
     out: list[str] = []
-    for address in net.hosts():
-        text = str(address)
-        if text not in skip:
-            out.append(text)
+    for number in range(first, last + 1):
+        if number != skip and number not in taken:
+            out.append(str(ipaddress.IPv4Address(number)))
             if len(out) == count:
                 break
     return out
@@ -146,8 +167,7 @@ def allocate(network: Network, vm_id: str, count: int) -> AddressesAllocated | N
     if vm_id in network.held or count < 1:
         return None
     cidr, gateway = network.range
-    taken = [a for held in network.held.values() for a in held]
-    addresses = free_addresses(cidr, gateway, taken, count)
+    addresses = free_addresses(cidr, gateway, network.taken, count)
     if len(addresses) < count:
         raise ApiError(INSUFFICIENT_CAPACITY, f"network {network.id} has no free address left "
                        f"in {cidr} for VM {vm_id}")

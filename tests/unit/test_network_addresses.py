@@ -74,3 +74,36 @@ def test_a_new_range_must_hold_the_gateway_and_every_address_held() -> None:
         with pytest.raises(ApiError) as refused:
             network.check_range(state, cidr, gateway)
         assert refused.value.text.startswith(f"invalid parameter {param}:"), refused.value.text
+
+
+def test_the_addresses_taken_follow_every_allocation_and_release() -> None:
+    first = AddressesAllocated(network_id="n1", vm_id="a", addresses=["10.0.0.2", "10.0.0.3"],
+                               cidr="10.0.0.0/24", gateway="10.0.0.1")
+    again = AddressesAllocated(network_id="n1", vm_id="a", addresses=["10.0.0.9"],
+                               cidr="10.0.0.0/24", gateway="10.0.0.1")
+    second = AddressesAllocated(network_id="n1", vm_id="b", addresses=["10.0.0.4"],
+                                cidr="10.0.0.0/24", gateway="10.0.0.1")
+    gone = AddressesReleased(network_id="n1", vm_id="a")
+    for events in ([first], [first, second], [first, again], [first, second, gone],
+                   [first, gone, second]):
+        folded = held(*events)
+        evolved = network.Network("n1")
+        for event in [IMPORTED, *events]:
+            evolved = network.evolve(evolved, event)
+        made = network.Network("n1", held=folded.held)  # as the store reads it
+        for state in (folded, evolved, made):
+            assert state.taken == {network._number(a) for addresses in folded.held.values()
+                                   for a in addresses}, events
+        assert evolved.version == folded.version == len(events) + 1
+
+
+def test_on_a_busy_slash_16_the_lowest_free_are_a_gap_then_the_end() -> None:
+    # 20,000 VMs on one network, the addresses of one VM gone from the middle.
+    base = 10 << 24 | 128 << 16
+    held_now = {f"vm-{i}": [f"10.128.{(i + 2) >> 8}.{(i + 2) & 255}"] for i in range(20_000)}
+    del held_now["vm-700"]
+    state = network.Network("n1", cidr="10.128.0.0/16", gateway="10.128.0.1", held=held_now)
+    got = network.allocate(state, "new", 2)
+    assert got is not None
+    assert got.addresses == ["10.128.2.190", "10.128.78.34"]
+    assert [network._number(a) - base for a in got.addresses] == [702, 20_002]
