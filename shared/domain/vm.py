@@ -56,22 +56,22 @@ class VmState(StrEnum):
 
 def state_after(event: AnyEvent) -> VmState | None:
     """The state a VM is in right after ``event`` (None: the event does not change it)."""
-    match event:
-        case VmDeployRequested() | VmPlaced():
-            return VmState.STARTING
-        case VmStarted():
-            return VmState.RUNNING
-        case VmDeployFailed():
-            return VmState.ERROR
-        case VmStopped() | VmRecovered():
-            return VmState.STOPPED
-        case VmDestroyed():
-            return VmState.DESTROYED
-        case VmExpunged():
-            return VmState.EXPUNGING
-        case VmReverted():
-            return VmState.RUNNING if event.powered_on else VmState.STOPPED
-    return None
+    if isinstance(event, VmReverted):
+        return VmState.RUNNING if event.powered_on else VmState.STOPPED
+    return _STATE_AFTER.get(type(event))
+
+
+# Looked up by type: a rebuild asks this of every event of a VM's stream.
+_STATE_AFTER: dict[type, VmState] = {
+    VmDeployRequested: VmState.STARTING,
+    VmPlaced: VmState.STARTING,
+    VmStarted: VmState.RUNNING,
+    VmDeployFailed: VmState.ERROR,
+    VmStopped: VmState.STOPPED,
+    VmRecovered: VmState.STOPPED,
+    VmDestroyed: VmState.DESTROYED,
+    VmExpunged: VmState.EXPUNGING,
+}
 
 
 _HOSTNAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,62}$")

@@ -37,9 +37,7 @@ class SnapshotPoolRefs:
     )
 
     def keys(self, event: AnyEvent) -> list[Key]:
-        if isinstance(
-            event, TemplateSeedStarted | TemplateSeeded | TemplateSeedFailed | TemplateRemoved
-        ):
+        if isinstance(event, _SEED_EVENTS):
             return [(event.vm_snapshot_id, event.pool_id)]
         return []
 
@@ -69,3 +67,6 @@ class SnapshotPoolRefs:
             case TemplateRemoved():
                 row.update(state=SeedState.DESTROYED.value)
         return row
+
+
+_SEED_EVENTS = (TemplateSeedStarted, TemplateSeeded, TemplateSeedFailed, TemplateRemoved)
