@@ -298,9 +298,17 @@ _VOLUMES = (
 # VMs with their zone's driver kind.
 _VMS = (f"SELECT * FROM (SELECT v.*, {_ZONE_KIND} FROM vm_instances v{_ZONE_OF.format('v')})"
         " AS vms")
+# The names of objects and VMs by their ids (text; the VMs' as UUIDs, so looked up by
+# their key: their ids as text would be compared with every VM's).
+_NAMES = ("SELECT id, name FROM catalog WHERE id = ANY($1) AND kind IN ('zone', 'host',"
+          " 'serviceoffering', 'diskoffering', 'template', 'network', 'account', 'vmsnapshot',"
+          " 'pool')"
+          " UNION ALL SELECT id::text, name FROM vm_instances WHERE id = ANY($2::uuid[])")
 _SNAPSHOTS = (
     "SELECT * FROM (SELECT s.*, v.current_snapshot_id = s.id AS is_current FROM catalog s"
-    " LEFT JOIN vm_instances v ON v.id::text = s.data ->> 'vm_id'"
+    # By the VM's key: its id as text would be compared with every VM's.
+    " LEFT JOIN vm_instances v ON v.id = CASE WHEN pg_input_is_valid(s.data ->> 'vm_id', 'uuid')"
+    " THEN (s.data ->> 'vm_id')::uuid END"
     " WHERE s.kind = 'vmsnapshot' AND s.removed IS NULL) AS snapshots")
 
 
@@ -583,13 +591,9 @@ class ReadModels:
         wanted = sorted({i for i in ids if i and _storable(i)})
         if not wanted:
             return {}
+        vms = [vm_id for vm_id in map(_uuid, wanted) if vm_id is not None and vm_id.int]
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT id, name FROM catalog WHERE id = ANY($1) AND kind IN ('zone', 'host',"
-                " 'serviceoffering', 'diskoffering', 'template', 'network', 'account',"
-                " 'vmsnapshot', 'pool')"
-                " UNION ALL SELECT id::text, name FROM vm_instances WHERE id::text = ANY($1)",
-                wanted)
+            rows = await conn.fetch(_NAMES, wanted, vms)
         return {r["id"]: r["name"] for r in rows}
 
     # Accounts and users ---------------------------------------------------------------------
