@@ -41,7 +41,7 @@ class AsyncJobs:
     ) -> Row | None:
         if isinstance(event, JobSubmitted):
             return {
-                "id": parse_uuid(event.job_id),
+                "id": key[0],
                 "account_id": event.account_id,
                 "user_id": event.user_id,
                 "cmd": event.cmd,

@@ -78,7 +78,7 @@ class VmInstances:
     ) -> Row | None:
         made = _MADE.get(type(event))
         if made is not None:
-            row = made(row, recorded, event)
+            row = made(row, key, recorded, event)
         elif row is None:
             return None  # an event for a VM whose creation this model never saw
         else:
@@ -94,9 +94,10 @@ class VmInstances:
         return row
 
 
-def _requested(_: Row | None, recorded: RecordedEvent, event: VmDeployRequested) -> Row:
+def _requested(_: Row | None, key: Key, recorded: RecordedEvent,
+               event: VmDeployRequested) -> Row:
     return {
-        "id": parse_uuid(event.vm_id),
+        "id": key[0],
         "account_id": event.account_id,
         "user_id": event.user_id,
         "name": event.name,
@@ -122,10 +123,10 @@ def _requested(_: Row | None, recorded: RecordedEvent, event: VmDeployRequested)
     }
 
 
-def _imported(row: Row | None, recorded: RecordedEvent, event: VmImported) -> Row:
+def _imported(row: Row | None, key: Key, recorded: RecordedEvent, event: VmImported) -> Row:
     previous = row or {}
     return {
-        "id": parse_uuid(event.vm_id),
+        "id": key[0],
         "account_id": previous.get("account_id", event.account_id),
         "user_id": None,
         "name": event.name,
@@ -173,7 +174,7 @@ def _reverted(row: Row, event: VmReverted) -> None:
 # What each event type does to a VM's row: the two that make it, then those that change it
 # in place (on a copy), looked up by type (a `match` over these classes cost a rebuild
 # more than the rest of its work on the event).
-_MADE: dict[type, Callable[[Row | None, RecordedEvent, Any], Row]] = {
+_MADE: dict[type, Callable[[Row | None, Key, RecordedEvent, Any], Row]] = {
     VmDeployRequested: _requested,
     VmImported: _imported,
 }
