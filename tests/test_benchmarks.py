@@ -40,10 +40,12 @@ def test_every_benchmark_runs_small_and_the_report_renders(tmp_path: Path) -> No
         assert sum(deploy["steps"].values()) + deploy["outside"] == \
             pytest.approx(deploy["ms"])
     store = bench("eventstore", tmp_path, "--appends", "80", "--events", "500", "--commits",
-                  "128")
+                  "128", "--rounds", "2")
     assert set(store["appends"]) == {"1x1", "1x10", "8x1", "8x10"}
     assert store["group_commit"]["commits"] == 128
     assert store["rebuild"]["events"] == 500
+    assert len(store["rebuild"]["rounds_rebuild_events_per_s"]) == 2
+    assert len(store["rebuild"]["rounds_raw_fetch_events_per_s"]) == 2
     placement = bench("placement", tmp_path, "--vms", "100", "--rounds", "3")
     assert [row["hosts"] for row in placement["levels"]] == [10, 100, 1000]
     scale = bench("scale", tmp_path, "--replicas", "2", "--deploys", "2", "--in-flight", "2",
