@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
+import typing
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -22,6 +24,7 @@ from proto.events import (
     AccountCreated,
     AddressesAllocated,
     AddressesReleased,
+    AnyEvent,
     CapacityReleased,
     CapacityReserved,
     Disk,
@@ -758,3 +761,19 @@ async def test_networks_stored_before_the_trigger_are_summarised_by_its_migratio
         assert n1.version == (await memory.network("n1")).version + 1
     finally:
         await pool.close()
+
+
+async def test_the_holdings_trigger_runs_for_every_event_type_its_function_reads(
+        pool: asyncpg.Pool) -> None:
+    """events_account_holdings fires only for the types it lists (migration 0023): every
+    event type summarise_holdings' body names is among them."""
+    known = {cls.__name__ for cls in typing.get_args(AnyEvent)}
+    async with pool.acquire() as conn:
+        body = await conn.fetchval("SELECT pg_get_functiondef('summarise_holdings'::regproc)")
+        trigger = await conn.fetchval(
+            "SELECT pg_get_triggerdef(oid) FROM pg_trigger"
+            " WHERE tgname = 'events_account_holdings'")
+    named = set(re.findall(r"'([A-Za-z]+)'", body)) & known
+    fired = set(re.findall(r"'([A-Za-z]+)'", trigger))
+    assert {"VmDeployRequested", "VmStarted", "TemplateSeeded"} <= named
+    assert named <= fired, sorted(named - fired)
