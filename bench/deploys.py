@@ -341,10 +341,10 @@ async def overhead(api: Api, ctx: dict[str, Any], n: int) -> dict[str, Any]:
 
 async def throughput(api: Api, ctx: dict[str, Any], levels: list[int],
                      per_level: int, processes: Processes, rounds: int) -> dict[str, Any]:
-    """At each level, ``rounds`` rounds of the stack's deploys then each bare client's, the
-    median rate of each reported (one commit that stalls for a second, which this
-    machine's disk does now and then, halves a single run of 64); CPU per deploy averaged
-    over the rounds."""
+    """At each level, ``rounds`` rounds of the stack's deploys and each bare client's (the
+    stack first in even rounds, last in odd ones), the median rate of each reported (one
+    commit that stalls for a second, which this machine's disk does now and then, halves a
+    single run of 64); CPU per deploy averaged over the rounds."""
     out = {}
     for level in levels:
         count = max(per_level, level)
@@ -352,20 +352,23 @@ async def throughput(api: Api, ctx: dict[str, Any], levels: list[int],
         cpus: dict[str, list[dict[str, Any]]] = {"service": [], **{how: [] for how in BARE}}
         loop = asyncio.get_running_loop()
         for n in range(rounds):
-            cpu_before = processes.read()
-            rates["service"].append(
-                count / await deploy_many(api, ctx, count, level, f"t{level}-{n}-"))
-            await asyncio.sleep(SETTLE_S)
-            cpus["service"].append(stack_cpu(cpu_before, processes.read(), count))
-            for how in BARE:
+            # The order changes each round: vCenter holds more VMs as a run goes on, and
+            # neither side should always meet the fuller one.
+            for who in ("service", *BARE) if n % 2 == 0 else (*BARE, "service"):
+                cpu_before = processes.read()
+                if who == "service":
+                    rates[who].append(
+                        count / await deploy_many(api, ctx, count, level, f"t{level}-{n}-"))
+                    await asyncio.sleep(SETTLE_S)
+                    cpus[who].append(stack_cpu(cpu_before, processes.read(), count))
+                    continue
                 with ThreadPoolExecutor(level) as pool:
-                    cpu_before = processes.read()
                     started = time.perf_counter()
                     await asyncio.gather(*(loop.run_in_executor(
-                        pool, ctx["bare"].deploy, f"bare-{how}-t{level}-{n}-{i}", how)
+                        pool, ctx["bare"].deploy, f"bare-{who}-t{level}-{n}-{i}", who)
                         for i in range(count)))
-                    rates[how].append(count / (time.perf_counter() - started))
-                    cpus[how].append(bare_cpu(cpu_before, processes.read(), count))
+                    rates[who].append(count / (time.perf_counter() - started))
+                    cpus[who].append(bare_cpu(cpu_before, processes.read(), count))
         service_rate = statistics.median(rates["service"])
         row: dict[str, Any] = {"deploys": count, "rounds": rounds,
                                "service_per_s": service_rate,
