@@ -298,6 +298,8 @@ _VOLUMES = (
 # VMs with their zone's driver kind.
 _VMS = (f"SELECT * FROM (SELECT v.*, {_ZONE_KIND} FROM vm_instances v{_ZONE_OF.format('v')})"
         " AS vms")
+# A UUID's text, as PostgreSQL casts it to uuid (checked first: a cast of anything else fails).
+_UUID_RE = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 # The names of objects and VMs by their ids (text; the VMs' as UUIDs, so looked up by
 # their key: their ids as text would be compared with every VM's).
 _NAMES = ("SELECT id, name FROM catalog WHERE id = ANY($1) AND kind IN ('zone', 'host',"
@@ -307,7 +309,7 @@ _NAMES = ("SELECT id, name FROM catalog WHERE id = ANY($1) AND kind IN ('zone', 
 _SNAPSHOTS = (
     "SELECT * FROM (SELECT s.*, v.current_snapshot_id = s.id AS is_current FROM catalog s"
     # By the VM's key: its id as text would be compared with every VM's.
-    " LEFT JOIN vm_instances v ON v.id = CASE WHEN pg_input_is_valid(s.data ->> 'vm_id', 'uuid')"
+    f" LEFT JOIN vm_instances v ON v.id = CASE WHEN s.data ->> 'vm_id' ~* '{_UUID_RE}'"
     " THEN (s.data ->> 'vm_id')::uuid END"
     " WHERE s.kind = 'vmsnapshot' AND s.removed IS NULL) AS snapshots")
 
