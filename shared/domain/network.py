@@ -122,8 +122,12 @@ def fold(network_id: str, events: Iterable[AnyEvent], start: Network | None = No
 
 def _number(address: str) -> int:
     """An IPv4 address as an integer (``inet_aton`` in C: several times faster than
-    ``ipaddress``; it also takes short forms such as ``10.1``, which no allocation holds)."""
-    return int.from_bytes(socket.inet_aton(address), "big")
+    ``ipaddress``; it also takes short forms such as ``10.1``, which no allocation holds);
+    -1, in no range, for text that is no address."""
+    try:
+        return int.from_bytes(socket.inet_aton(address), "big")
+    except (OSError, ValueError):
+        return -1
 
 
 def clashes(network: Network, allocated: AddressesAllocated) -> list[str]:

@@ -107,3 +107,10 @@ def test_on_a_busy_slash_16_the_lowest_free_are_a_gap_then_the_end() -> None:
     assert got is not None
     assert got.addresses == ["10.128.2.190", "10.128.78.34"]
     assert [network._number(a) - base for a in got.addresses] == [702, 20_002]
+
+
+def test_text_held_that_is_no_address_takes_none() -> None:
+    state = network.Network("n1", cidr="10.0.0.0/29", gateway="10.0.0.1",
+                            held={"a": ["10.0.0.2"], "b": ["not an address", "10.0.0.3\x00"]})
+    got = network.allocate(state, "c", 2)
+    assert got is not None and got.addresses == ["10.0.0.3", "10.0.0.4"]
