@@ -165,6 +165,11 @@ class _WireEnvelope(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _COLUMNS = "position, event_id, stream_id, version, type, schema, data, metadata, recorded_at"
+# The events of the stream of the first event that names a job (``read_job_stream``),
+# found by the index of job ids ordered by position (migration 0024).
+_JOB_STREAM = (f"SELECT {_COLUMNS} FROM events WHERE stream_id = (SELECT stream_id FROM events"
+               " WHERE data ->> 'job_id' = $1 AND data ? 'job_id' ORDER BY position LIMIT 1)"
+               " ORDER BY version")
 
 
 class Store(Protocol):
@@ -690,10 +695,7 @@ class EventStore:
         ``job_id`` field: a job is recorded on the stream of what it works on), oldest first
         ([] if none does), in one query."""
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM events WHERE stream_id = (SELECT stream_id FROM events"
-                " WHERE data ->> 'job_id' = $1 AND data ? 'job_id' ORDER BY position LIMIT 1)"
-                " ORDER BY version", job_id)
+            rows = await conn.fetch(_JOB_STREAM, job_id)
         return [RecordedEvent(*r) for r in rows]
 
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:

@@ -1,6 +1,7 @@
-"""The read models' lookups by a VM stay lookups as the tables grow: with tens of thousands
-of VMs, naming a VM, listing a VM snapshot and finding a VM's volumes and snapshots read
-rows by key, not every VM or every object of a kind (PostgreSQL's plans, after ANALYZE)."""
+"""Lookups stay lookups as the tables grow: with tens of thousands of VMs, naming a VM,
+listing a VM snapshot, finding a VM's volumes and snapshots, and finding a job's stream in
+the event store read rows by key, not every VM, every object of a kind or every event
+(PostgreSQL's plans, after ANALYZE)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from shared.eventstore import EventStore
+from shared.eventstore._store import _JOB_STREAM
 from shared.projections.read._reader import _NAMES, _SNAPSHOTS, ReadModels
 
 VMS = 20_000
@@ -66,3 +68,30 @@ async def test_a_vm_is_named_and_its_snapshots_listed_by_key(pool: asyncpg.Pool)
         str(vm): f"vm-{VMS // 2}", "vmsnapshot-7": "vmsnapshot-7"}
     assert await read.vm_parts(str(vm)) == ([f"volume-{VMS // 2}"],
                                                [f"vmsnapshot-{VMS // 2}"])
+
+
+async def test_a_jobs_stream_is_found_by_its_index_with_the_plan_kept_for_any_job(
+        pool: asyncpg.Pool) -> None:
+    """``queryAsyncJobResult`` before the projector shows a job reads the job's stream:
+    found from the first event naming the job through an index ordered by position, even
+    with the plan PostgreSQL keeps for a prepared statement (made for any job id), which
+    once walked every event in position order until it met the job's."""
+    now = datetime.now(UTC)
+    jobs = [str(uuid.uuid4()) for _ in range(VMS // 4)]
+    records = []
+    for i, job in enumerate(jobs):
+        for version in range(1, 9):  # a deploy's stream: three of its events name the job
+            data = {"job_id": job, "vm_id": str(i)} if version in (1, 2, 8) else {"n": version}
+            records.append((uuid.uuid4(), f"vm-{i}", version, "E", 1,
+                            json.dumps(data).encode(), b"{}", now))
+    async with pool.acquire() as conn:
+        await conn.copy_records_to_table(
+            "events", records=records, columns=["event_id", "stream_id", "version", "type",
+                                                "schema", "data", "metadata", "recorded_at"])
+        await conn.execute("ANALYZE events")
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        assert await pages(conn, _JOB_STREAM, jobs[-1]) < FEW_PAGES
+        assert await pages(conn, "SELECT * FROM events") > 5 * FEW_PAGES
+    found = await EventStore(pool).read_job_stream(jobs[-1])
+    assert [e.version for e in found] == list(range(1, 9))
+    assert {e.stream_id for e in found} == {f"vm-{len(jobs) - 1}"}
