@@ -62,6 +62,10 @@ class Network:
     # Every address of ``held`` as an integer: given by whoever changes ``held`` (``fold``),
     # made from ``held`` when not given.
     taken: frozenset[int] = field(default=frozenset(), compare=False, repr=False)
+    # Every host address of the range below it is taken (0: not known): where the search
+    # for free ones starts. Moved on by ``fold`` past what each allocation took, back to
+    # what a release frees; 0 again when the range changes.
+    low: int = field(default=0, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.taken and self.held:
@@ -94,7 +98,7 @@ def evolve(network: Network, event: Event) -> Network:
         case InventoryObjectGone():
             return replace(network, gone=True)
         case NetworkRangeSet():
-            return replace(network, cidr=event.cidr, gateway=event.gateway)
+            return replace(network, cidr=event.cidr, gateway=event.gateway, low=0)
     return network
 
 
@@ -105,19 +109,38 @@ def fold(network_id: str, events: Iterable[AnyEvent], start: Network | None = No
     network = start or Network(network_id)
     held: dict[str, list[str]] = dict(network.held)
     taken = set(network.taken)
+    low = network.low
     for event in events:
         match event:
             case AddressesAllocated():
-                taken.difference_update(map(_number, held.get(event.vm_id, ())))
+                freed = [*map(_number, held.get(event.vm_id, ()))]
+                taken.difference_update(freed)
                 held[event.vm_id] = list(event.addresses)
                 taken.update(map(_number, event.addresses))
+                low = min(low, *freed) if low and freed else low
                 network = replace(network, version=network.version + 1)
             case AddressesReleased():
-                taken.difference_update(map(_number, held.pop(event.vm_id, ())))
+                freed = [*map(_number, held.pop(event.vm_id, ()))]
+                taken.difference_update(freed)
+                low = min(low, *freed) if low and freed else low
                 network = replace(network, version=network.version + 1)
             case _:
                 network = evolve(network, event)
-    return replace(network, held=held, taken=frozenset(taken))
+                low = network.low
+    folded = replace(network, held=held, taken=frozenset(taken))
+    return replace(folded, low=_first_free(folded, low))
+
+
+def _first_free(network: Network, low: int) -> int:
+    """The lowest host address of the network's range at or above ``low`` that is neither
+    its gateway nor taken (past the range's end if none is)."""
+    cidr, gateway = network.range
+    net = ipaddress.IPv4Network(cidr)
+    number, last, skip = max(low, int(net.network_address) + 1), \
+        int(net.broadcast_address) - 1, _number(gateway)
+    while number <= last and (number in network.taken or number == skip):
+        number += 1
+    return number
 
 
 def _number(address: str) -> int:
@@ -145,15 +168,16 @@ def clashes(network: Network, allocated: AddressesAllocated) -> list[str]:
     return out
 
 
-def free_addresses(cidr: str, gateway: str, taken: Container[int], count: int) -> list[str]:
+def free_addresses(cidr: str, gateway: str, taken: Container[int], count: int,
+                   low: int = 0) -> list[str]:
     """The ``count`` lowest addresses of ``cidr`` that are neither its network or broadcast
     address, nor the gateway, nor in ``taken`` (addresses as integers); fewer if the range
-    has fewer."""
+    has fewer. ``low``: every address below it is taken (searched from there)."""
     net = ipaddress.IPv4Network(cidr)
     skip = _number(gateway)
     first, last = int(net.network_address) + 1, int(net.broadcast_address) - 1
     out: list[str] = []
-    for number in range(first, last + 1):
+    for number in range(max(first, low), last + 1):
         if number != skip and number not in taken:
             out.append(str(ipaddress.IPv4Address(number)))
             if len(out) == count:
@@ -171,7 +195,7 @@ def allocate(network: Network, vm_id: str, count: int) -> AddressesAllocated | N
     if vm_id in network.held or count < 1:
         return None
     cidr, gateway = network.range
-    addresses = free_addresses(cidr, gateway, network.taken, count)
+    addresses = free_addresses(cidr, gateway, network.taken, count, network.low)
     if len(addresses) < count:
         raise ApiError(INSUFFICIENT_CAPACITY, f"network {network.id} has no free address left "
                        f"in {cidr} for VM {vm_id}")

@@ -3,6 +3,8 @@ and the planner deciding from the store."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from proto.events import AddressesAllocated, AddressesReleased, NetworkImported, NetworkRangeSet
@@ -114,3 +116,35 @@ def test_text_held_that_is_no_address_takes_none() -> None:
                             held={"a": ["10.0.0.2"], "b": ["not an address", "10.0.0.3\x00"]})
     got = network.allocate(state, "c", 2)
     assert got is not None and got.addresses == ["10.0.0.3", "10.0.0.4"]
+
+
+def test_the_search_from_the_low_mark_finds_what_a_search_from_the_start_finds() -> None:
+    rng = random.Random(16)
+    for _ in range(20):
+        events: list[object] = [NetworkRangeSet(network_id="n1", cidr="10.7.0.0/27",
+                                                gateway=f"10.7.0.{rng.randrange(1, 31)}")]
+        state = held(*events)
+        holders: list[str] = []
+        for step in range(60):
+            if holders and rng.random() < 0.4:
+                vm_id = holders.pop(rng.randrange(len(holders)))
+                event: AddressesAllocated | AddressesReleased | None = \
+                    network.release(state, vm_id)
+            else:
+                vm_id = f"vm-{step}"
+                count = rng.choice((1, 1, 2))
+                try:
+                    event = network.allocate(state, vm_id, count)
+                except ApiError:
+                    event = None
+                # Exactly what a search of the whole range from its start finds.
+                unhinted = network.free_addresses(*state.range, state.taken, count)
+                assert (event.addresses if isinstance(event, AddressesAllocated) else []) == \
+                    (unhinted if len(unhinted) == count else []), (step, state.low)
+                if event is not None:
+                    holders.append(vm_id)
+            if event is not None:
+                events.append(event)
+                state = network.fold("n1", [event], state)
+        # Folded in one go, from nothing, the same mark.
+        assert held(*events).low == state.low
