@@ -111,22 +111,18 @@ def fold(network_id: str, events: Iterable[AnyEvent], start: Network | None = No
     taken = set(network.taken)
     low = network.low
     for event in events:
-        match event:
-            case AddressesAllocated():
-                freed = [*map(_number, held.get(event.vm_id, ()))]
-                taken.difference_update(freed)
+        if isinstance(event, AddressesAllocated | AddressesReleased):
+            # What the VM held is freed (an allocation then holds its new addresses).
+            freed = [*map(_number, held.pop(event.vm_id, ()))]
+            taken.difference_update(freed)
+            low = min(low, *freed) if low and freed else low
+            if isinstance(event, AddressesAllocated):
                 held[event.vm_id] = list(event.addresses)
                 taken.update(map(_number, event.addresses))
-                low = min(low, *freed) if low and freed else low
-                network = replace(network, version=network.version + 1)
-            case AddressesReleased():
-                freed = [*map(_number, held.pop(event.vm_id, ()))]
-                taken.difference_update(freed)
-                low = min(low, *freed) if low and freed else low
-                network = replace(network, version=network.version + 1)
-            case _:
-                network = evolve(network, event)
-                low = network.low
+            network = replace(network, version=network.version + 1)
+        else:
+            network = evolve(network, event)
+            low = network.low
     folded = replace(network, held=held, taken=frozenset(taken))
     return replace(folded, low=_first_free(folded, low))
 
@@ -135,12 +131,18 @@ def _first_free(network: Network, low: int) -> int:
     """The lowest host address of the network's range at or above ``low`` that is neither
     its gateway nor taken (past the range's end if none is)."""
     cidr, gateway = network.range
-    net = ipaddress.IPv4Network(cidr)
-    number, last, skip = max(low, int(net.network_address) + 1), \
-        int(net.broadcast_address) - 1, _number(gateway)
+    first, last = _hosts(cidr)
+    number, skip = max(low, first), _number(gateway)
     while number <= last and (number in network.taken or number == skip):
         number += 1
     return number
+
+
+def _hosts(cidr: str) -> tuple[int, int]:
+    """The first and last host address of ``cidr`` (neither its network nor its broadcast
+    address), as integers."""
+    net = ipaddress.IPv4Network(cidr)
+    return int(net.network_address) + 1, int(net.broadcast_address) - 1
 
 
 def _number(address: str) -> int:
@@ -173,9 +175,8 @@ def free_addresses(cidr: str, gateway: str, taken: Container[int], count: int,
     """The ``count`` lowest addresses of ``cidr`` that are neither its network or broadcast
     address, nor the gateway, nor in ``taken`` (addresses as integers); fewer if the range
     has fewer. ``low``: every address below it is taken (searched from there)."""
-    net = ipaddress.IPv4Network(cidr)
     skip = _number(gateway)
-    first, last = int(net.network_address) + 1, int(net.broadcast_address) - 1
+    first, last = _hosts(cidr)
     out: list[str] = []
     for number in range(max(first, low), last + 1):
         if number != skip and number not in taken:

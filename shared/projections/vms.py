@@ -153,22 +153,17 @@ def _imported(row: Row | None, key: Key, recorded: RecordedEvent, event: VmImpor
     }
 
 
-def _allocated(row: Row, event: AddressesAllocated) -> None:
+def _allocated(row: Row, _: RecordedEvent, event: AddressesAllocated) -> None:
     held = _decode(row["addresses"])
     held[event.network_id] = {"addresses": event.addresses, "cidr": event.cidr,
                               "gateway": event.gateway}
     row["addresses"] = _encode(held)
 
 
-def _released(row: Row, event: AddressesReleased) -> None:
+def _released(row: Row, _: RecordedEvent, event: AddressesReleased) -> None:
     held = _decode(row["addresses"])
     held.pop(event.network_id, None)
     row["addresses"] = _encode(held)
-
-
-def _reverted(row: Row, event: VmReverted) -> None:
-    row["current_snapshot_id"] = event.snapshot_id
-    row["state"] = _STATE_TEXT[VmState.RUNNING if event.powered_on else VmState.STOPPED]
 
 
 # What each event type does to a VM's row: the two that make it, then those that change it
@@ -191,9 +186,10 @@ _CHANGES: dict[type, Callable[[Row, RecordedEvent, Any], None]] = {
     VmServiceChanged: lambda row, _, e: row.update(
         service_offering_id=e.service_offering_id, cpu_number=e.cpu_number,
         cpu_speed=e.cpu_speed, memory_mb=e.memory_mb),
-    AddressesAllocated: lambda row, _, e: _allocated(row, e),
-    AddressesReleased: lambda row, _, e: _released(row, e),
-    VmReverted: lambda row, _, e: _reverted(row, e),
+    AddressesAllocated: _allocated,
+    AddressesReleased: _released,
+    # Its state is state_after's, set by evolve with every event's.
+    VmReverted: lambda row, _, e: row.update(current_snapshot_id=e.snapshot_id),
 }
 # A state's text, as the column holds it (an enum's ``value`` is a slow property).
 _STATE_TEXT = {state: state.value for state in VmState}
