@@ -26,11 +26,12 @@ def _owner_url() -> str:
 
 def _rebuild(args: argparse.Namespace) -> int:
     async def run() -> int:
-        pool = await db.create_pool(_owner_url(), max_size=2)
+        url = _owner_url()
+        pool = await db.create_pool(url, max_size=2)  # the rebuild's writer and reader
         try:
             async with pool.acquire() as conn:
                 await db.migrate(conn)
-            return await Projector(EventStore(pool), ALL).rebuild()
+            return await Projector(EventStore(pool), ALL).rebuild(url)
         finally:
             await pool.close()
 

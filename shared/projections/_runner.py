@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import operator
+import os
 import typing
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -35,6 +37,7 @@ import msgspec.inspect
 from proto.events import AnyEvent
 from shared import metrics
 from shared.eventstore import EventStore, RecordedEvent
+from shared.projections._apart import Apart
 from shared.projections._table import Key, Projection, Row
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,9 @@ CHECKPOINT = "projector"
 HOLD_MAX_ROWS = 2_000_000
 # The live projector keeps at most this many rows of each table as it last wrote them.
 CACHED_ROWS = 20_000
+# A rebuild folds part of its work in a second process from this many events (below, starting
+# the process costs more than it saves).
+APART_FROM = 100_000
 
 
 def fold(
@@ -77,19 +83,13 @@ def _fold(
 
 
 async def apply_batch(
-    conn: asyncpg.Connection, projections: Sequence[Projection], batch: Sequence[RecordedEvent],
-    held: dict[str, dict[Key, Row]] | None = None,
+    conn: asyncpg.Connection, projections: Sequence[Projection], batch: Sequence[Stored],
 ) -> None:
-    """Apply ``batch`` to every projection's table. With ``held`` (a rebuild into empty
-    tables), rows are kept there between batches instead of read back, and not written:
-    ``write_held`` writes them once at the end."""
-    decoded = [(recorded, recorded.event()) for recorded in batch]
+    """Apply ``batch`` (read by a rebuild) to every projection's table."""
+    decoded = [(stored, _any_event.decode(stored.data)) for stored in batch]
     for projection in projections:
         touched = [(r, e, keys) for r, e in decoded if (keys := projection.keys(e))]
         if not touched:
-            continue
-        if held is not None:
-            _fold(projection, held.setdefault(projection.table.name, {}), touched)
             continue
         rows = await projection.table.load(conn, list({k for *_, keys in touched
                                                        for k in keys}))
@@ -99,8 +99,20 @@ async def apply_batch(
     metrics.PROJECTED_EVENTS.inc(len(batch))
 
 
-# A stored event's columns, in RecordedEvent's order.
-_EVENT_COLUMNS = "position, event_id, stream_id, version, type, schema, data, metadata, recorded_at"
+class Stored(asyncpg.Record):  # type: ignore[misc]  # asyncpg is untyped
+    """A stored event as a rebuild reads it: the columns a projection's ``evolve`` may read
+    of ``recorded`` (``Projection.evolve``), as a row, with RecordedEvent's names for them
+    (a rebuild makes no RecordedEvent of the million rows it folds)."""
+
+    position = property(operator.itemgetter(0))
+    stream_id = property(operator.itemgetter(1))
+    version = property(operator.itemgetter(2))
+    type = property(operator.itemgetter(3))
+    data = property(operator.itemgetter(4))
+    recorded_at = property(operator.itemgetter(5))
+
+
+REBUILD_COLUMNS = "position, stream_id, version, type, data, recorded_at"
 
 
 _EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in typing.get_args(AnyEvent)}
@@ -174,14 +186,13 @@ def _fold_held(plans: _Plans, page: Sequence[asyncpg.Record]) -> None:
     """Evolve the rows held through a page of stored events; an event no projection reads
     is not decoded."""
     for record in page:
-        decoder, steps = plans[record[4]]
+        decoder, steps = plans[record[3]]
         if not steps:
             continue
-        recorded = RecordedEvent(*record)
-        event = decoder.decode(recorded.data)
+        event = decoder.decode(record[4])
         for keys, evolve, rows in steps:
             for key in keys(event):
-                row = evolve(rows.get(key), key, recorded, event)
+                row = evolve(rows.get(key), key, record, event)
                 if row is None:
                     rows.pop(key, None)
                 else:
@@ -215,10 +226,11 @@ class _Cached(OrderedDict[Key, Row | None]):
 
 class Projector:
     def __init__(self, store: EventStore, projections: Sequence[Projection],
-                 *, batch: int = 1000) -> None:
+                 *, batch: int = 1000, apart_from: int = APART_FROM) -> None:
         self.store = store
         self.projections = projections
         self.batch = batch
+        self.apart_from = apart_from
         self._cached = {p.table.name: _Cached() for p in projections}
         ctes = ["saved AS (UPDATE checkpoints SET position = $3 WHERE name = $1"
                 " AND position = $2 RETURNING 1)"]
@@ -330,58 +342,115 @@ class Projector:
         for cached in self._cached.values():
             cached.clear()
 
-    async def rebuild(self) -> int:
-        """Truncate every read model and replay the whole stream; returns the events applied."""
+    async def rebuild(self, dsn: str | None = None) -> int:
+        """Truncate every read model and replay the whole stream; returns the events applied.
+
+        With ``dsn`` (the database's URL), the first projection (``ALL`` names the costliest
+        to fold first) is folded in a second process (``Apart``) when there are two cores
+        and at least ``apart_from`` events."""
         # The rows held are plain data without cycles: reference counting frees what is
         # dropped, and the cyclic collector, run again and again over a growing heap of
         # held rows, only costs time (a third of a rebuild's in a measured run).
         collecting = gc.isenabled()
         gc.disable()
         try:
-            return await self._rebuild()
+            return await self._rebuild(dsn)
         finally:
             if collecting:
                 gc.enable()
 
-    async def _rebuild(self) -> int:
-        applied = 0
-        async with self.store.pool.acquire() as conn, conn.transaction():
+    async def _rebuild(self, dsn: str | None) -> int:
+        pool = self.store.pool
+        apart: Apart | None = None
+        if (dsn is not None and len(self.projections) > 1
+                and len(os.sched_getaffinity(0)) > 1
+                and await pool.fetchval("SELECT coalesce(max(position), 0) FROM events")
+                >= self.apart_from):
+            # Started first: its imports overlap the locking and counting below.
+            apart = await Apart.start(dsn, self.projections[:1])
+        try:
+            return await self._replay_all(apart)
+        finally:
+            if apart is not None:
+                await apart.stop()
+
+    async def _replay_all(self, apart: Apart | None) -> int:
+        pool = self.store.pool
+        async with pool.acquire() as conn, conn.transaction():
             await self._lock_checkpoint(conn)
             tables = ", ".join(p.table.name for p in self.projections)
             await conn.execute(f"TRUNCATE {tables}")
-            # One statement, so one snapshot of the store, read page by page in the
-            # rebuild's own transaction. Appends hold the append lock until they commit,
-            # so a snapshot holds every event up to the last position it shows:
-            # the rebuild replays exactly those, and that position is its checkpoint.
-            cursor = await conn.cursor(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY position")
-            position = 0
-            rows: dict[str, dict[Key, Row]] = {p.table.name: {} for p in self.projections}
-            plans = _Plans(self.projections, rows)
-            held: dict[str, dict[Key, Row]] | None = rows
-            page = await cursor.fetch(self.batch)
-            while page:
-                if held is None:
-                    await apply_batch(conn, self.projections, [RecordedEvent(*r) for r in page])
-                    following = await cursor.fetch(self.batch)
-                else:
-                    # The next page is read while this one is folded.
-                    ahead = asyncio.ensure_future(cursor.fetch(self.batch))
-                    try:
-                        await asyncio.sleep(0)  # the fetch is sent
-                        _fold_held(plans, page)
-                    finally:
-                        await asyncio.wait([ahead])
-                    following = ahead.result()
-                    if sum(map(len, held.values())) > HOLD_MAX_ROWS:
-                        # Too big to hold: write what is held, go on as the live projector does.
-                        await write_held(conn, self.projections, held)
-                        held = None
-                position = page[-1][0]
-                applied += len(page)
-                metrics.PROJECTED_EVENTS.inc(len(page))
-                page = following
-            if held is not None:
-                await write_held(conn, self.projections, held)
+            # The events are read in one snapshot of the store, taken after the checkpoint
+            # is locked: appends hold the append lock until they commit, so a snapshot holds
+            # every event up to the last position it shows; the rebuild replays exactly
+            # those, and that position is its checkpoint. Its rows are written in this
+            # transaction, so readers see the old tables until it commits.
+            async with pool.acquire() as reader, reader.transaction(
+                    isolation="repeatable_read", readonly=True):
+                here = self.projections
+                if apart is not None:
+                    await apart.begin(await reader.fetchval("SELECT pg_export_snapshot()"),
+                                      self.batch, HOLD_MAX_ROWS)
+                    here = [p for p in here if p not in apart.projections]
+                applied, position = await reader.fetchrow(
+                    "SELECT count(*), coalesce(max(position), 0) FROM events")
+                await self._replay(reader, conn, here)
+                if apart is not None and not await apart.write(conn):
+                    await self._replay(reader, conn, apart.projections)
             await self._save(conn, position)
+        metrics.PROJECTED_EVENTS.inc(applied)
         log.info("rebuilt %s from %d events", tables, applied)
-        return applied
+        return int(applied)
+
+    async def _replay(self, reader: asyncpg.Connection, conn: asyncpg.Connection,
+                      projections: Sequence[Projection]) -> None:
+        """Fold the events ``reader``'s transaction sees into ``projections``' (emptied)
+        tables, written on ``conn``."""
+        held = await fold_stored(reader, projections, self.batch, conn)
+        if held is not None:
+            await write_held(conn, projections, held)
+
+
+class TooBig(Exception):
+    """More rows than a rebuild holds in memory (``HOLD_MAX_ROWS``)."""
+
+
+async def fold_stored(reader: asyncpg.Connection, projections: Sequence[Projection],
+                      batch: int, conn: asyncpg.Connection | None = None
+                      ) -> dict[str, dict[Key, Row]] | None:
+    """Fold every event ``reader``'s transaction sees that one of ``projections`` reads (or
+    that this code does not know), in order, into rows held in memory, and return them (per
+    table). Past ``HOLD_MAX_ROWS`` rows: with ``conn``, what is held is written there and
+    the rest applied there batch by batch, as the live projector does (None returned);
+    without, ``TooBig`` is raised."""
+    # One statement, read page by page: the next page is read while this one is folded.
+    cursor = await reader.cursor(
+        f"SELECT {REBUILD_COLUMNS} FROM events WHERE NOT (type = ANY($1::text[]))"
+        " ORDER BY position", _unread(projections), record_class=Stored)
+    held: dict[str, dict[Key, Row]] = {p.table.name: {} for p in projections}
+    plans = _Plans(projections, held)
+    page = await cursor.fetch(batch)
+    while page:
+        ahead = asyncio.ensure_future(cursor.fetch(batch))
+        try:
+            await asyncio.sleep(0)  # the fetch is sent
+            _fold_held(plans, page)
+        finally:
+            await asyncio.wait([ahead])
+        page = ahead.result()
+        if sum(map(len, held.values())) > HOLD_MAX_ROWS:
+            if conn is None:
+                raise TooBig(f"more than {HOLD_MAX_ROWS} rows")
+            # Too big to hold: write what is held, go on as the live projector does.
+            await write_held(conn, projections, held)
+            while page:
+                await apply_batch(conn, projections, page)
+                page = await cursor.fetch(batch)
+            return None
+    return held
+
+
+def _unread(projections: Sequence[Projection]) -> list[str]:
+    """The event types this code knows that none of ``projections`` reads."""
+    return [name for name, cls in _EVENT_TYPES.items()
+            if not any(_touches(p, cls) for p in projections)]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import operator
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -90,10 +90,15 @@ class Table:
     async def copy(self, conn: asyncpg.Connection, rows: Iterable[Row]) -> None:
         """Insert ``rows`` with a binary COPY: for an empty table (a rebuild's), where no
         row can conflict."""
+        await conn.copy_records_to_table(self.name, records=map(self.values(), rows),
+                                         columns=list(self.columns))
+
+    def values(self) -> Callable[[Row], tuple[Any, ...]]:
+        """A row's values, in the columns' order."""
         cols = list(self.columns)
-        values = operator.itemgetter(*cols) if len(cols) > 1 else \
-            (lambda row: (row[cols[0]],))
-        await conn.copy_records_to_table(self.name, records=map(values, rows), columns=cols)
+        if len(cols) == 1:
+            return lambda row: (row[cols[0]],)
+        return operator.itemgetter(*cols)
 
     async def delete(self, conn: asyncpg.Connection, keys: Sequence[Key]) -> None:
         if keys:
@@ -119,7 +124,9 @@ class Projection(Protocol):
     def evolve(
         self, row: Row | None, key: Key, recorded: RecordedEvent, event: AnyEvent
     ) -> Row | None:
-        """Row ``key`` after ``event``; None deletes it."""
+        """Row ``key`` after ``event``; None deletes it. Of ``recorded`` it reads only
+        ``position``, ``stream_id``, ``version``, ``type`` and ``recorded_at``: all a rebuild
+        reads of the events it replays."""
 
     def made_anew(self, event: AnyEvent) -> bool:
         """Whether ``evolve`` makes each row ``event`` names from the event alone, whatever

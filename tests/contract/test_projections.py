@@ -36,7 +36,7 @@ from proto.events import (
     VmStopped,
 )
 from shared.eventstore import NO_STREAM, ConcurrencyError, EventStore, NewEvent
-from shared.projections import ALL, CHECKPOINT, Projector, _runner
+from shared.projections import ALL, CHECKPOINT, Projector, _apart, _runner
 from tests.unit.test_rebuild_plans import IDS, random_event
 
 META = Metadata(correlation_id="workload")
@@ -219,7 +219,8 @@ async def append_varied_history(store: EventStore, rng: random.Random, events: i
 
 
 async def test_a_rebuild_equals_the_live_projection_over_every_event_type(
-    store: EventStore, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    store: EventStore, pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     await append_varied_history(store, random.Random(11), 1500)
     live = Projector(store, ALL, batch=13)
@@ -230,12 +231,52 @@ async def test_a_rebuild_equals_the_live_projection_over_every_event_type(
         name: len(rows) for name, rows in expected.items()}
     events = len(await store.read_all(0, 100_000))
     # Pages of 7 (each read while the last is folded), one page for all, and rows that
-    # overflow what a rebuild holds after a few pages.
-    for page, hold in ((7, _runner.HOLD_MAX_ROWS), (5000, _runner.HOLD_MAX_ROWS), (7, 40)):
-        monkeypatch.setattr(_runner, "HOLD_MAX_ROWS", hold)
-        assert await Projector(store, ALL, batch=page).rebuild() == events
-        assert await live.checkpoint() == head
-        assert await tables(pool) == expected, (page, hold)
+    # overflow what a rebuild holds after a few pages; each in one process, then with the
+    # first projection folded in a second one (which, when the rows overflow, gives up and
+    # leaves it to the rebuild: checked below by the warning it logs).
+    for dsn in (None, database_url):
+        for page, hold in ((7, _runner.HOLD_MAX_ROWS), (5000, _runner.HOLD_MAX_ROWS), (7, 40)):
+            monkeypatch.setattr(_runner, "HOLD_MAX_ROWS", hold)
+            caplog.clear()
+            rebuilt = Projector(store, ALL, batch=page, apart_from=0)
+            assert await rebuilt.rebuild(dsn) == events
+            assert await live.checkpoint() == head
+            assert await tables(pool) == expected, (dsn, page, hold)
+            gave_up = [r for r in caplog.records if "second process failed" in r.getMessage()]
+            assert len(gave_up) == (dsn is not None and hold < events), (dsn, page, hold)
+
+
+@pytest.mark.parametrize("helper", [
+    "import sys; sys.exit(3)",  # it never starts
+    # It folds, writes frames of its rows, and dies before the table's end: the rows
+    # copied are undone.
+    "import os\n"
+    "from shared.projections import _apart as a\n"
+    "a._FRAME_ROWS, frame = 3, a._frame\n"
+    "def dies(out, encoder, table, rows):\n"
+    "    if not rows:\n"
+    "        os._exit(1)\n"
+    "    frame(out, encoder, table, rows)\n"
+    "    out.flush()\n"
+    "a._frame = dies\n"
+    "a.main()\n",
+    # It dies midway through its first frame.
+    "import sys; d = sys.stdout.buffer; d.write((1000).to_bytes(8, 'big')); d.write(b'x')",
+])
+async def test_a_rebuild_whose_second_process_fails_folds_its_part_itself(
+    store: EventStore, pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, helper: str,
+) -> None:
+    await append_varied_history(store, random.Random(17), 300)
+    live = Projector(store, ALL, batch=13)
+    await live.catch_up()
+    expected = await tables(pool)
+    monkeypatch.setattr(_apart, "COMMAND", (sys.executable, "-c", helper))
+
+    await Projector(store, ALL, batch=11, apart_from=0).rebuild(database_url)
+
+    assert await tables(pool) == expected
+    assert any("second process failed" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_live_projector_forgets_the_rows_it_holds_when_its_checkpoint_moves(
