@@ -13,8 +13,10 @@ it in the batch makes it anew (``Projection.made_anew``: a VM's deploy request, 
 submission). A rebuild truncates the tables and
 replays from position 0 in one transaction, so readers see the old tables until it commits: it
 reads one snapshot of the store through a cursor, the next page while it folds the last,
-decodes only the events some projection reads, keeps the rows in memory and writes each
-once, with a binary COPY into the emptied tables.
+reads only the events some projection reads (and of them only the columns ``evolve`` may
+read), keeps the rows in memory and writes each once, with a binary COPY into the emptied
+tables. On two cores, a large rebuild folds the first projection in a second process over
+the same snapshot (``_apart``).
 """
 
 from __future__ import annotations
@@ -363,7 +365,7 @@ class Projector:
         pool = self.store.pool
         apart: Apart | None = None
         if (dsn is not None and len(self.projections) > 1
-                and len(os.sched_getaffinity(0)) > 1
+                and _cores() > 1
                 and await pool.fetchval("SELECT coalesce(max(position), 0) FROM events")
                 >= self.apart_from):
             # Started first: its imports overlap the locking and counting below.
@@ -409,6 +411,13 @@ class Projector:
         held = await fold_stored(reader, projections, self.batch, conn)
         if held is not None:
             await write_held(conn, projections, held)
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class TooBig(Exception):
