@@ -1,8 +1,8 @@
 """Part of a rebuild folded in a second process, so that a rebuild uses two cores.
 
 A rebuild is one Python thread's work: decoding the stored rows, folding them, encoding the
-rows it made. ``Apart.start`` runs ``python -m shared.projections._apart``, hands it (on its
-stdin) the database, a snapshot the rebuild exported and the projections it folds; it reads
+rows it made. ``Apart.start`` runs this module's ``main`` in a new Python process, hands it
+(on its stdin) the database, a snapshot the rebuild exported and the projections it folds; it reads
 the events those projections read in that snapshot (so exactly the events the rebuild
 replays), folds them with the rebuild's own code and writes its rows back on its stdout,
 table by table, as msgpack frames. ``Apart.write`` copies them into the rebuild's tables in
@@ -91,9 +91,10 @@ class Apart:
                 code = await self.process.wait()
                 if code != 0 or extra:
                     raise _Failed(f"exit status {code}" if code else "rows after the last table")
-        except (_Failed, asyncio.IncompleteReadError, msgspec.DecodeError) as exc:
-            log.warning("the fold of %s in a second process failed (%s): folding them here",
-                        ", ".join(p.table.name for p in self.projections), exc or type(exc))
+        except Exception as exc:  # whatever went wrong, the rebuild can do it itself
+            log.warning("the fold of %s in a second process failed (%s: %s): folding them "
+                        "here", ", ".join(p.table.name for p in self.projections),
+                        type(exc).__name__, exc)
             return False
         return True
 
