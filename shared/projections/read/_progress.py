@@ -86,9 +86,17 @@ class Progress:
                 generation = notifications.generation if notifications.live else None
                 try:
                     async with self._pool.acquire() as conn:
-                        self._advance(int(await conn.fetchval(
+                        saved = int(await conn.fetchval(
                             "SELECT position FROM checkpoints WHERE name = $1", CHECKPOINT)
-                            or 0))
+                            or 0)
+                    if not self.live:
+                        # Following anew (at start, or after the listening connection was
+                        # lost): the checkpoint may be behind what was heard before, when
+                        # PostgreSQL restarted without the projector's last commits (they
+                        # are not waited on to reach the disk; the projector writes them
+                        # again). What the table says now is how far it has got.
+                        self.reached = min(self.reached, saved)
+                    self._advance(saved)
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
                         TimeoutError) as exc:
                     self.live = False
