@@ -127,25 +127,13 @@ class Runtime:
             self.checks[what] = None
             return result
 
-    async def postgres(self, *, group_commit: bool = False,
-                       flush_commits: bool = True) -> EventStore:
+    async def postgres(self, *, group_commit: bool = False) -> EventStore:
         """The event store, once PostgreSQL answers and the schema is current; with
-        ``group_commit``, concurrent commits share statements (``EventStore``).
-
-        ``flush_commits=False`` is for a process whose every write can be made again from
-        the store, and is written with what says how far it got: the projector's rows go
-        with its checkpoint. Its commits return before PostgreSQL has flushed them to disk
-        (``synchronous_commit = off``): they are seen by everyone at once, and a crash of
-        PostgreSQL can lose the last fraction of a second of them, checkpoint and rows
-        together, which the projector then writes again. The events themselves are always
-        flushed before anyone is told of them."""
-        settings = {"application_name": self.service}
-        if not flush_commits:
-            settings["synchronous_commit"] = "off"
+        ``group_commit``, concurrent commits share statements (``EventStore``)."""
 
         async def open_pool() -> asyncpg.Pool:
             pool = await db.create_pool(self.settings.database_url, timeout=5,
-                                        server_settings=settings)
+                                        server_settings={"application_name": self.service})
             try:
                 async with pool.acquire() as conn:
                     await _current_schema(conn)

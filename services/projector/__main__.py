@@ -5,9 +5,7 @@ from shared.runtime import Runtime
 
 
 async def main(rt: Runtime) -> None:
-    # Read models and checkpoint are written together and can be written again from the
-    # store: no commit of theirs waits for the disk (a deploy's answer waits for them).
-    store = await rt.postgres(flush_commits=False)
+    store = await rt.postgres()
     # One active copy; any others stand by (Runtime.lead).
     await rt.lead("projector", Projector(store, ALL).run)
 

@@ -35,10 +35,8 @@ from proto.events import (
     VmStarted,
     VmStopped,
 )
-from shared.config import Settings
 from shared.eventstore import NO_STREAM, ConcurrencyError, EventStore, NewEvent
 from shared.projections import ALL, CHECKPOINT, Projector, _apart, _runner
-from shared.runtime import Runtime
 from tests.unit.test_rebuild_plans import IDS, random_event
 
 META = Metadata(correlation_id="workload")
@@ -363,20 +361,3 @@ async def test_a_rebuild_replays_exactly_the_events_up_to_its_checkpoint(
 
     # The same events projected from scratch by the live projector, batch by batch.
     assert after == await from_scratch(store, pool)
-
-
-async def test_the_projectors_commits_do_not_wait_for_the_disk_and_the_others_do(
-    database_url: str, pool: asyncpg.Pool
-) -> None:
-    """Read models and their checkpoint go together and can be written again from the
-    store: the projector's sessions commit without waiting for the disk
-    (``Runtime.postgres(flush_commits=False)``), every other service's wait."""
-    for flush, expected in ((False, "off"), (True, "on")):
-        rt = Runtime("projector", Settings(database_url=database_url))
-        store = await rt.postgres(flush_commits=flush)
-        try:
-            async with store.pool.acquire() as conn:
-                assert await conn.fetchval("SHOW synchronous_commit") == expected
-        finally:
-            for close in reversed(rt._closers):
-                await close()

@@ -56,10 +56,10 @@ async def test_a_wait_is_woken_by_the_projectors_checkpoint_not_a_poll(
 
 async def test_after_listening_is_lost_the_checkpoint_as_saved_is_believed_even_if_behind(
         pool: asyncpg.Pool) -> None:
-    """The projector's commits are not waited on to reach the disk: PostgreSQL restarted
-    can hold an older checkpoint than one announced. Once the listening connection is
-    lost (as it is when PostgreSQL goes), the checkpoint read next is how far the read
-    models are, and a wait for a position past it waits."""
+    """PostgreSQL back after a failover to a replica the last commits had not reached can
+    hold an older checkpoint than one announced. Once the listening connection is lost (as
+    it is when PostgreSQL goes), the checkpoint read next is how far the read models are,
+    and a wait for a position past it waits."""
     store = EventStore(pool)
     notifications = Notifications(pool, (PROJECTED_CHANNEL,))
     progress = Progress(pool, notifications, idle_poll=60)
@@ -81,7 +81,7 @@ async def test_after_listening_is_lost_the_checkpoint_as_saved_is_believed_even_
         await Projector(store, ALL).catch_up()
         read = ReadModels(store, progress)
         assert await read.reach(position, within=30) is True
-        # As a restart would leave it: the last checkpoint lost, every session ended.
+        # As such a failover leaves it: the last checkpoint lost, every session ended.
         async with pool.acquire() as conn:
             await conn.execute("UPDATE checkpoints SET position = 0 WHERE name = 'projector'")
             await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"

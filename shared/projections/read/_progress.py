@@ -92,9 +92,9 @@ class Progress:
                     if not self.live:
                         # Following anew (at start, or after the listening connection was
                         # lost): the checkpoint may be behind what was heard before, when
-                        # PostgreSQL restarted without the projector's last commits (they
-                        # are not waited on to reach the disk; the projector writes them
-                        # again). What the table says now is how far it has got.
+                        # PostgreSQL came back without the last commits (a failover to a
+                        # replica they had not reached; the projector writes them again).
+                        # What the table says now is how far it has got.
                         self.reached = min(self.reached, saved)
                     self._advance(saved)
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
