@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,9 +36,10 @@ def _rebuild(args: argparse.Namespace) -> int:
         finally:
             await pool.close()
 
-    applied = uvloop.run(run())  # the loop the services run on: a rebuild is I/O-bound
+    started = time.monotonic()
+    applied = uvloop.run(run())  # the loop the services run on
     names = ", ".join(p.table.name for p in ALL)
-    print(f"rebuilt {names} from {applied} events")
+    print(f"rebuilt {names} from {applied} events in {time.monotonic() - started:.1f} s")
     return 0
 
 
@@ -252,7 +254,9 @@ def parser() -> argparse.ArgumentParser:
     rebuild = actions.add_parser(
         "rebuild", help="replay the event store from position 0 into fresh read models",
         description="Truncate every read model and replay all events from position 0 in one "
-        "transaction (readers see the old tables until it commits). Uses DATABASE_URL.",
+        "transaction (readers see the old tables until it commits). From 100,000 events, "
+        "on two cores or more, the VM rows are folded in a second process. Connects as "
+        "SNAPDEPLOY_DATABASE_ADMIN_URL (the schema's owner), else SNAPDEPLOY_DATABASE_URL.",
     )
     rebuild.set_defaults(run=_rebuild)
 
