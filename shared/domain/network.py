@@ -17,9 +17,10 @@ below them, not a text conversion of every address of the range."""
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import socket
 import zlib
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from proto.events import (
@@ -131,11 +132,15 @@ def _first_free(network: Network, low: int) -> int:
     """The lowest host address of the network's range at or above ``low`` that is neither
     its gateway nor taken (past the range's end if none is)."""
     cidr, gateway = network.range
+    return next(_free_numbers(cidr, gateway, network.taken, low), _hosts(cidr)[1] + 1)
+
+
+def _free_numbers(cidr: str, gateway: str, taken: Container[int], low: int) -> Iterator[int]:
+    """The host addresses of ``cidr`` at or above ``low`` that are neither its gateway nor in
+    ``taken``, lowest first, as integers."""
+    skip = _number(gateway)
     first, last = _hosts(cidr)
-    number, skip = max(low, first), _number(gateway)
-    while number <= last and (number in network.taken or number == skip):
-        number += 1
-    return number
+    return (n for n in range(max(first, low), last + 1) if n != skip and n not in taken)
 
 
 def _hosts(cidr: str) -> tuple[int, int]:
@@ -175,15 +180,8 @@ def free_addresses(cidr: str, gateway: str, taken: Container[int], count: int,
     """The ``count`` lowest addresses of ``cidr`` that are neither its network or broadcast
     address, nor the gateway, nor in ``taken`` (addresses as integers); fewer if the range
     has fewer. ``low``: every address below it is taken (searched from there)."""
-    skip = _number(gateway)
-    first, last = _hosts(cidr)
-    out: list[str] = []
-    for number in range(max(first, low), last + 1):
-        if number != skip and number not in taken:
-            out.append(str(ipaddress.IPv4Address(number)))
-            if len(out) == count:
-                break
-    return out
+    return [str(ipaddress.IPv4Address(n))
+            for n in itertools.islice(_free_numbers(cidr, gateway, taken, low), count)]
 
 
 def allocate(network: Network, vm_id: str, count: int) -> AddressesAllocated | None:

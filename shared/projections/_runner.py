@@ -183,6 +183,10 @@ class _Plans(dict[str, _Plan]):
         self[name] = plan
         return plan
 
+    def unread(self) -> list[str]:
+        """The event types this code knows that none of the projections reads."""
+        return [name for name in _EVENT_TYPES if not self[name][1]]
+
 
 def _fold_held(plans: _Plans, page: Sequence[asyncpg.Record]) -> None:
     """Evolve the rows held through a page of stored events; an event no projection reads
@@ -432,12 +436,12 @@ async def fold_stored(reader: asyncpg.Connection, projections: Sequence[Projecti
     table). Past ``HOLD_MAX_ROWS`` rows: with ``conn``, what is held is written there and
     the rest applied there batch by batch, as the live projector does (None returned);
     without, ``TooBig`` is raised."""
+    held: dict[str, dict[Key, Row]] = {p.table.name: {} for p in projections}
+    plans = _Plans(projections, held)
     # One statement, read page by page: the next page is read while this one is folded.
     cursor = await reader.cursor(
         f"SELECT {REBUILD_COLUMNS} FROM events WHERE NOT (type = ANY($1::text[]))"
-        " ORDER BY position", _unread(projections), record_class=Stored)
-    held: dict[str, dict[Key, Row]] = {p.table.name: {} for p in projections}
-    plans = _Plans(projections, held)
+        " ORDER BY position", plans.unread(), record_class=Stored)
     page = await cursor.fetch(batch)
     while page:
         ahead = asyncio.ensure_future(cursor.fetch(batch))
@@ -457,9 +461,3 @@ async def fold_stored(reader: asyncpg.Connection, projections: Sequence[Projecti
                 page = await cursor.fetch(batch)
             return None
     return held
-
-
-def _unread(projections: Sequence[Projection]) -> list[str]:
-    """The event types this code knows that none of ``projections`` reads."""
-    return [name for name, cls in _EVENT_TYPES.items()
-            if not any(_touches(p, cls) for p in projections)]
