@@ -49,6 +49,7 @@ def hash_password(password: str) -> str:
 
 # Checked against when the user is unknown, so that a login takes as long either way.
 _DECOY = hash_password(secrets.token_urlsafe(16))
+_USER_LOCK = 0x70617373  # "pass": with the user id's hash, serialises one user's passwords
 
 
 def verify_password(password: str, stored: str | None) -> bool:
@@ -76,14 +77,23 @@ class Login:
 
 
 async def set_password(conn: asyncpg.Connection, login: Login, password: str) -> None:
-    """Keep ``password``'s hash for the user (replacing any earlier one)."""
-    await conn.execute(
-        "INSERT INTO user_passwords (user_id, user_name, account_id, account_name, role,"
-        " password_hash) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE"
-        " SET password_hash = excluded.password_hash, user_name = excluded.user_name,"
-        " account_name = excluded.account_name, role = excluded.role, updated = now()",
-        login.user_id, login.user_name, login.account_id, login.account_name, login.role,
-        await asyncio.to_thread(hash_password, password))
+    """Keep ``password``'s hash for the user (replacing any earlier one).
+
+    One user's passwords are set one at a time (``_USER_LOCK``): two sessions inserting
+    the same user's first row at once would otherwise meet on its name, which ``ON
+    CONFLICT (user_id)`` does not cover (two gateways starting together, each making the
+    configured admin password the admin's)."""
+    hashed = await asyncio.to_thread(hash_password, password)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _USER_LOCK,
+                           login.user_id)
+        await conn.execute(
+            "INSERT INTO user_passwords (user_id, user_name, account_id, account_name, role,"
+            " password_hash) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE"
+            " SET password_hash = excluded.password_hash, user_name = excluded.user_name,"
+            " account_name = excluded.account_name, role = excluded.role, updated = now()",
+            login.user_id, login.user_name, login.account_id, login.account_name, login.role,
+            hashed)
 
 
 async def has_password(conn: asyncpg.Connection, user_id: str) -> bool:
