@@ -339,6 +339,10 @@ class _TaskCollector:
     others wait on a condition until it returns. No vCenter call is made while the
     condition's lock is held, so a call that logs in again (and resets this collector)
     never waits for it.
+
+    Filters are made and destroyed one at a time per session (``_filter_calls``): vcsim's
+    collector changes its list of filters without a lock, so a filter made while another
+    was being destroyed could bring the destroyed one back into the list.
     """
 
     # A waiter re-creates its filter this many times when the collector is replaced (a new
@@ -349,6 +353,7 @@ class _TaskCollector:
         self._content = content
         self._poll_s = poll_s
         self._cond = threading.Condition(threading.Lock())
+        self._filter_calls = threading.Lock()
         self._collector: Any = None
         self._epoch = 0  # incremented each time the collector is dropped
         self._version = ""
@@ -402,10 +407,11 @@ class _TaskCollector:
                 _quietly(made.DestroyPropertyCollector)
             if collector is None:  # dropped meanwhile: the caller's next round renews it
                 return epoch, None, None
-        task_filter = collector.CreateFilter(PC.FilterSpec(
-            objectSet=[PC.ObjectSpec(obj=task, skip=False)],
-            propSet=[PC.PropertySpec(type=vim.Task, pathSet=["info.state"])],
-        ), True)
+        with self._filter_calls:
+            task_filter = collector.CreateFilter(PC.FilterSpec(
+                objectSet=[PC.ObjectSpec(obj=task, skip=False)],
+                propSet=[PC.PropertySpec(type=vim.Task, pathSet=["info.state"])],
+            ), True)
         with self._cond:
             self._watching[ref_of(task)] = self._watching.get(ref_of(task), 0) + 1
         return epoch, collector, task_filter
@@ -420,7 +426,8 @@ class _TaskCollector:
                 self._seen.pop(task_id, None)
             current = collector is not None and self._collector is collector
         if task_filter is not None and current:
-            _quietly(task_filter.DestroyPropertyFilter)
+            with self._filter_calls:
+                _quietly(task_filter.DestroyPropertyFilter)
 
     def _follow(self, task_id: str, epoch: int, deadline: float) -> bool | None:
         """True once the task's end is reported, False at the deadline, None when the

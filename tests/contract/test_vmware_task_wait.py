@@ -123,3 +123,26 @@ async def test_tasks_longer_than_polling_are_followed_by_the_collector(
     # And the collector serves the next long task as well.
     task_id, _ = await reconfigure(vms[0], ConfigSpec(annotation="again"))
     assert task_id.startswith("task-") and filters_left(driver) == []
+
+
+async def test_filters_made_and_destroyed_at_once_all_go(
+    driver: vmware.VSphere, harness: Vcsim,
+) -> None:
+    """Many waits starting and ending at once leave no filter behind (vcsim's collector
+    changes its filter list without a lock: a filter made while another is destroyed can
+    bring it back, unless the driver makes one such call at a time)."""
+    vm = powered_on_vms(harness)[0]
+    task = vm.CreateSnapshot_Task(name="filters", description="", memory=False,
+                                  quiesce=False)
+    await asyncio.to_thread(harness.wait, task)
+    tasks = driver._tasks
+    mine = driver._mo(task._moId)
+
+    def watch_and_unwatch() -> None:
+        for _ in range(150):
+            _, collector, task_filter = tasks._watch(mine)
+            tasks._unwatch(task._moId, task_filter, collector)
+
+    await asyncio.gather(*(asyncio.to_thread(watch_and_unwatch) for _ in range(8)))
+    assert tasks._collector is not None
+    assert filters_left(driver) == []
