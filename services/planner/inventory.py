@@ -83,9 +83,15 @@ class Synced:
 
 
 async def _changes(store: Store, hypervisors: Hypervisors, *, partial: bool) -> Synced:
-    # Deployed VMs count as gone only if they were running before the hypervisors were
-    # read: one that a deploy finishes meanwhile is simply not in this reading yet.
-    running_before = {vm.id for vm in await store.vms() if _running(vm)}
+    # Only what the store knew before the hypervisors were read can be gone: a deploy
+    # finished, a snapshot taken or an object imported meanwhile is simply not in this
+    # reading yet. So deployed VMs count only if they were running before, and snapshots
+    # and inventory objects only if they were recorded before.
+    vms_before = await store.vms()
+    running_before = {vm.id for vm in vms_before if _running(vm)}
+    snapshots_before = {snapshot_id for found in (await store.vm_snapshots(
+        [vm.id for vm in vms_before if not vm.ended])).values() for snapshot_id in found}
+    objects_before = set(await store.inventory_objects())
     reading = await hypervisors.read()
     inventories = reading.inventories if partial else reading.whole()
     vm_names = {vm.name for _, inventory in inventories for vm in inventory.vms}
@@ -100,14 +106,15 @@ async def _changes(store: Store, hypervisors: Hypervisors, *, partial: bool) -> 
     deployed = [vm for vm in vms if _running(vm) and vm.id in running_before]
     ids = [*imported, *(vm.id for vm in deployed)]
     volumes = await store.attached_volumes(ids)
-    snapshots = await store.vm_snapshots(ids)
+    snapshots = {vm_id: [s for s in found if s in snapshots_before]
+                 for vm_id, found in (await store.vm_snapshots(ids)).items()}
     objects = await store.inventory_objects()
     gone = {stream for stream, (_, _, is_gone) in objects.items() if is_gone}
     missing = vanished(
         seen, {vm_id: volumes.get(vm_id, []) for vm_id in imported},
         {snapshot_id: vm_id for vm_id in imported for snapshot_id in snapshots.get(vm_id, [])},
         {stream: (kind, object_id) for stream, (kind, object_id, is_gone) in objects.items()
-         if not is_gone},
+         if not is_gone and stream in objects_before},
         deployed={vm.id: DeployedVm(vm.instance_name or "", volumes.get(vm.id, []),
                                     snapshots.get(vm.id, [])) for vm in deployed},
         vm_names=vm_names)

@@ -4,6 +4,7 @@ against an in-memory store's streams and lookups."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import msgspec
 import pytest
@@ -215,3 +216,32 @@ async def test_a_zone_recorded_before_zones_had_kinds_is_vcenters_and_not_import
     assert not any(isinstance(e, ZoneImported) for a in appended for e in a.events)
     assert current_form(ZoneImported(zone_id=zone, name="DC0", ref="datacenter-1")) == \
         ZoneImported(zone_id=zone, name="DC0", ref="datacenter-1", driver_kind="vmware")
+
+
+async def test_what_is_recorded_while_the_hypervisors_are_read_is_not_taken_for_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A snapshot taken and a host imported after the sync read the hypervisors, but before
+    it read the store's lookups, are not in its reading: they are left alone, not deleted
+    or marked gone (the next sync sees them)."""
+    store, fake = await synced()
+    hypervisors = sessions(fake)
+    vm_ref = next(iter(fake.vms))
+    read = hypervisors.read
+
+    async def read_then_record() -> Any:
+        reading = await read()
+        # Meanwhile: a snapshot is taken and a host added, and both are recorded (by a
+        # sync of their own, as a snapshot's job or another planner copy records them).
+        await fake.create_snapshot(vm_ref, "meanwhile", "", False, False)
+        fake.add_host("host-new", "new", list(fake.pools))
+        for append in await changes(store, sessions(fake)):
+            await given(store, append.stream_id, *append.events)
+        return reading
+
+    monkeypatch.setattr(hypervisors, "read", read_then_record)
+    appended = [e for a in await changes(store, hypervisors) for e in a.events]
+
+    assert not any(isinstance(e, VmSnapshotDeleted | InventoryObjectGone) for e in appended), \
+        appended
+    assert describe(await changes(store, sessions(fake))) == "no changes"
