@@ -4,13 +4,13 @@
                                [--callers 64]
 
 Appends: events per second through EventStore.append with 1 and 8 writers and batches of 1
-and 10, beside plain asyncpg inserts of the same rows under the same lock (the advisory
-lock appends take). Group commit: commits per second of 64 concurrent requests in one
-process (as the gateway makes them), one statement each beside grouped
-(``EventStore(group_commit=True)``). Rebuild: `Projector.rebuild` over a store of N events
-(VM lifecycles), with the first projection folded in a second process, beside a plain
-ordered fetch of the same rows (every column, asyncpg's own codecs), in turns, the median of
-each. One embedded PostgreSQL server, started for the run.
+and 10, beside plain asyncpg inserts of the same rows under the same locks (the advisory
+locks appends take: the store's shared, the stream's exclusive). Group commit: commits per
+second of 64 concurrent requests in one process (as the gateway makes them), one statement
+each beside grouped (``EventStore(group_commit=True)``). Rebuild: `Projector.rebuild` over a
+store of N events (VM lifecycles), with the first projection folded in a second process,
+beside a plain ordered fetch of the same rows (every column, asyncpg's own codecs), in
+turns, the median of each. One embedded PostgreSQL server, started for the run.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from proto.events import (
     VmStarted,
 )
 from shared.db import create_pool, migrate
-from shared.eventstore import APPEND_LOCK, NO_STREAM, Append, EventStore, NewEvent
+from shared.eventstore import APPEND_LOCK, NO_STREAM, STREAM_LOCK, Append, EventStore, NewEvent
 from shared.projections import ALL, Projector
 from shared.projections._runner import REBUILD_COLUMNS
 
@@ -99,12 +99,15 @@ async def appends(admin_url: str, total: int, writers: int, batch: int) -> dict[
 
     async def raw(w: int) -> None:
         for b in range(per_writer):
+            stream = f"raw-{w}-{b}"
             async with pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1, 0)", APPEND_LOCK)
+                await conn.execute("SELECT pg_advisory_xact_lock_shared($1, 0),"
+                                   " pg_advisory_xact_lock($2, hashtext($3))",
+                                   APPEND_LOCK, STREAM_LOCK, stream)
                 await conn.executemany(
                     "INSERT INTO events (event_id, stream_id, version, type, schema, data,"
                     " metadata) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    [(uuid.uuid4(), f"raw-{w}-{b}", i + 1, *rows[i][3:]) for i in range(batch)])
+                    [(uuid.uuid4(), stream, i + 1, *rows[i][3:]) for i in range(batch)])
 
     started = time.perf_counter()
     await asyncio.gather(*(raw(w) for w in range(writers)))

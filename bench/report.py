@@ -188,7 +188,7 @@ def cost(r: dict[str, Any]) -> list[str]:
 def eventstore(r: dict[str, Any]) -> list[str]:
     lines = ["## Event store (`python -m bench.eventstore`)", "",
              "Appends through `EventStore.append` beside plain asyncpg inserts of the same rows "
-             "under the same lock (the advisory lock appends take); rebuild of every "
+             "under the same locks (the advisory locks appends take); rebuild of every "
              "projection beside a plain ordered fetch of the same events (asyncpg with its own "
              "codecs, pages of 10,000 rows by position: reading them alone, the ceiling any "
              "rebuild is under), every column of them, and only the columns the rebuild "

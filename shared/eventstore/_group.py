@@ -1,7 +1,7 @@
 """Group commit: the commits of concurrent requests in one statement.
 
-Where many requests reach one process at once (the gateway), each commit waiting for its
-own transaction queues behind the others on the event store's append lock. A
+Where many requests reach one process at once (the gateway), each commit in a transaction
+of its own costs a statement, a round trip and a flush to disk. A
 ``GroupCommit`` sends the commits that arrive while one statement runs together in the
 next one; each is still all or none on its own (``commit_events``, migration 0017), and
 each caller gets its own outcome. A lone commit goes at once: no added latency.

@@ -335,20 +335,25 @@ class Store(Protocol):
         ...
 
 
-# The transaction-scoped advisory lock (APPEND_LOCK, 0) every append holds until it commits
-# (migration 0021): "apnd" in ASCII.
+# The transaction-scoped advisory lock (APPEND_LOCK, 0) every append holds shared until it
+# commits, and readers by position take exclusively (migration 0025): "apnd" in ASCII.
 APPEND_LOCK = 0x61706E64
+# Each append also holds (STREAM_LOCK, hashtext(stream)) exclusively: "strm".
+STREAM_LOCK = 0x7374726D
 
 
 class EventStore:
     """Appends and reads events in one PostgreSQL database.
 
-    Appends (the ``append_events`` SQL function) take the advisory lock ``APPEND_LOCK``
-    for the rest of their transaction, so global positions become visible strictly in
-    order: a reader that tails by position (``read_all``/``follow``) never skips an event
-    that commits later with a lower one. The cost is that appends do not run in parallel;
-    batches recover the throughput. (It is not a lock on the table: that one also waited
-    for VACUUM and ANALYZE of it, a second each time, or a whole anti-wraparound vacuum.)
+    Appends run side by side (migration 0025): each holds the advisory lock
+    ``APPEND_LOCK`` shared, and its streams' ``STREAM_LOCK`` exclusively, until it
+    commits, so appends to one stream take turns and appends to different streams share
+    their flushes to disk. A reader by position (``read_all``/``follow``, ``head``) takes
+    ``APPEND_LOCK`` exclusively for its statement: every append that took a position
+    before has then committed or rolled back, so the reader never skips an event that
+    commits later with a lower position. (Advisory locks, not a lock on the table: that
+    one also waited for VACUUM and ANALYZE of it, a second each time, or a whole
+    anti-wraparound vacuum.)
     """
 
     def __init__(self, pool: asyncpg.Pool, *, group_commit: bool = False) -> None:
@@ -723,17 +728,15 @@ class EventStore:
     async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """Up to ``limit`` events with a global position above ``after``, in order."""
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
-                after,
-                limit,
-            )
+            rows = await conn.fetch(f"SELECT {_COLUMNS} FROM read_events($1, $2)", after,
+                                    limit)
         return [RecordedEvent(*row) for row in rows]
 
     async def head(self) -> int:
-        """The highest committed global position (0 when empty)."""
+        """The highest committed global position (0 when empty), every one below it
+        settled: a follower from here misses nothing still being appended."""
         async with self.pool.acquire() as conn:
-            position: int = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+            position: int = await conn.fetchval("SELECT events_head()")
         return position
 
     async def follow(

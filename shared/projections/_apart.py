@@ -44,6 +44,7 @@ class Header(msgspec.Struct, frozen=True):
 
     dsn: str
     snapshot: str
+    upto: int
     tables: list[str]
     batch: int
     hold_max_rows: int
@@ -68,13 +69,15 @@ class Apart:
             *COMMAND, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)
         return cls(process, dsn, projections)
 
-    async def begin(self, snapshot: str, batch: int, hold_max_rows: int) -> None:
-        """Have it fold its projections over ``snapshot`` (exported by the rebuild)."""
+    async def begin(self, snapshot: str, upto: int, batch: int, hold_max_rows: int) -> None:
+        """Have it fold its projections over ``snapshot`` (exported by the rebuild), up to
+        position ``upto``."""
         stdin = self.process.stdin
         assert stdin is not None
         stdin.write(msgspec.msgpack.encode(Header(
-            dsn=self.dsn, snapshot=snapshot, tables=[p.table.name for p in self.projections],
-            batch=batch, hold_max_rows=hold_max_rows)))
+            dsn=self.dsn, snapshot=snapshot, upto=upto,
+            tables=[p.table.name for p in self.projections], batch=batch,
+            hold_max_rows=hold_max_rows)))
         stdin.close()
 
     async def write(self, conn: asyncpg.Connection) -> bool:
@@ -134,7 +137,7 @@ async def _fold_apart(header: Header, out: Any) -> None:
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             await conn.execute(f"SET TRANSACTION SNAPSHOT '{header.snapshot}'")
-            held = await _runner.fold_stored(conn, projections, header.batch)
+            held = await _runner.fold_stored(conn, projections, header.upto, header.batch)
             assert held is not None  # with no connection to write to, TooBig instead
     finally:
         await conn.close()

@@ -387,32 +387,36 @@ class Projector:
             tables = ", ".join(p.table.name for p in self.projections)
             await conn.execute(f"TRUNCATE {tables}")
             # The events are read in one snapshot of the store, taken after the checkpoint
-            # is locked: appends hold the append lock until they commit, so a snapshot holds
-            # every event up to the last position it shows; the rebuild replays exactly
-            # those, and that position is its checkpoint. Its rows are written in this
-            # transaction, so readers see the old tables until it commits.
-            async with pool.acquire() as reader, reader.transaction(
-                    isolation="repeatable_read", readonly=True):
-                here = self.projections
-                if apart is not None:
-                    await apart.begin(await reader.fetchval("SELECT pg_export_snapshot()"),
-                                      self.batch, HOLD_MAX_ROWS)
-                    here = [p for p in here if p not in apart.projections]
-                applied, position = await reader.fetchrow(
-                    "SELECT count(*), coalesce(max(position), 0) FROM events")
-                await self._replay(reader, conn, here)
-                if apart is not None and not await apart.write(conn):
-                    await self._replay(reader, conn, apart.projections)
+            # is locked and after the store's head is read (``events_head``: every position
+            # up to it settled), so the snapshot holds every event up to the head; the
+            # rebuild replays exactly those, and the head is its checkpoint. (Later events
+            # the snapshot may hold can have holes below them: the live projector reads
+            # them.) Its rows are written in this transaction, so readers see the old
+            # tables until it commits.
+            async with pool.acquire() as reader:
+                position = await reader.fetchval("SELECT events_head()")
+                async with reader.transaction(isolation="repeatable_read", readonly=True):
+                    here = self.projections
+                    if apart is not None:
+                        await apart.begin(
+                            await reader.fetchval("SELECT pg_export_snapshot()"), position,
+                            self.batch, HOLD_MAX_ROWS)
+                        here = [p for p in here if p not in apart.projections]
+                    applied = await reader.fetchval(
+                        "SELECT count(*) FROM events WHERE position <= $1", position)
+                    await self._replay(reader, conn, here, position)
+                    if apart is not None and not await apart.write(conn):
+                        await self._replay(reader, conn, apart.projections, position)
             await self._save(conn, position)
         metrics.PROJECTED_EVENTS.inc(applied)
         log.info("rebuilt %s from %d events", tables, applied)
         return int(applied)
 
     async def _replay(self, reader: asyncpg.Connection, conn: asyncpg.Connection,
-                      projections: Sequence[Projection]) -> None:
-        """Fold the events ``reader``'s transaction sees into ``projections``' (emptied)
-        tables, written on ``conn``."""
-        held = await fold_stored(reader, projections, self.batch, conn)
+                      projections: Sequence[Projection], upto: int) -> None:
+        """Fold the events ``reader``'s transaction sees up to position ``upto`` into
+        ``projections``' (emptied) tables, written on ``conn``."""
+        held = await fold_stored(reader, projections, upto, self.batch, conn)
         if held is not None:
             await write_held(conn, projections, held)
 
@@ -429,10 +433,11 @@ class TooBig(Exception):
 
 
 async def fold_stored(reader: asyncpg.Connection, projections: Sequence[Projection],
-                      batch: int, conn: asyncpg.Connection | None = None
+                      upto: int, batch: int, conn: asyncpg.Connection | None = None
                       ) -> dict[str, dict[Key, Row]] | None:
-    """Fold every event ``reader``'s transaction sees that one of ``projections`` reads (or
-    that this code does not know), in order, into rows held in memory, and return them (per
+    """Fold every event up to position ``upto`` that ``reader``'s transaction sees and one
+    of ``projections`` reads (or that this code does not know), in order, into rows held
+    in memory, and return them (per
     table). Past ``HOLD_MAX_ROWS`` rows: with ``conn``, what is held is written there and
     the rest applied there batch by batch, as the live projector does (None returned);
     without, ``TooBig`` is raised."""
@@ -440,8 +445,9 @@ async def fold_stored(reader: asyncpg.Connection, projections: Sequence[Projecti
     plans = _Plans(projections, held)
     # One statement, read page by page: the next page is read while this one is folded.
     cursor = await reader.cursor(
-        f"SELECT {REBUILD_COLUMNS} FROM events WHERE NOT (type = ANY($1::text[]))"
-        " ORDER BY position", plans.unread(), record_class=Stored)
+        f"SELECT {REBUILD_COLUMNS} FROM events WHERE position <= $1"
+        " AND NOT (type = ANY($2::text[])) ORDER BY position", upto, plans.unread(),
+        record_class=Stored)
     page = await cursor.fetch(batch)
     while page:
         ahead = asyncio.ensure_future(cursor.fetch(batch))

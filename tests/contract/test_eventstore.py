@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from proto.envelope import Metadata
-from proto.events import VmDeployRequested, VmStopped
+from proto.events import VmDeployRequested, VmExpunged, VmStopped
 from shared.db import applied_versions, create_pool, migrate
 from shared.eventstore import (
     ANY_VERSION,
@@ -160,10 +160,67 @@ async def test_tailing_reader_misses_nothing_under_concurrent_writers(store: Eve
         assert versions == list(range(1, len(versions) + 1))
 
 
+async def test_appends_run_side_by_side_and_readers_never_read_past_an_open_one(
+        store: EventStore, pool: asyncpg.Pool) -> None:
+    """An append to another stream commits while one is still open, though its position is
+    higher; readers by position wait for the open one, then read both, in order."""
+    await store.append("vm-before", [stopped("before")])
+    head = await store.head()
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            (first,) = await store.append("vm-open", [stopped("open")], conn=conn)
+            async with asyncio.timeout(10):
+                (later,) = await store.append("vm-other", [stopped("other")])
+            assert later.position > first.position
+            reading = asyncio.ensure_future(store.read_all(head))
+            heading = asyncio.ensure_future(store.head())
+            await asyncio.sleep(0.3)
+            assert not reading.done() and not heading.done()
+        finally:
+            await transaction.commit()
+    async with asyncio.timeout(10):
+        read = await reading
+        assert await heading == later.position
+    assert [(e.stream_id, e.position) for e in read] == [
+        ("vm-open", first.position), ("vm-other", later.position)]
+
+
+async def test_appends_to_one_stream_take_turns(store: EventStore, pool: asyncpg.Pool) -> None:
+    """The second of two appends at one version waits for the first, then conflicts (a
+    version conflict, not a duplicate key)."""
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await store.append("vm-turns", [stopped("t")], NO_STREAM, conn=conn)
+            second = asyncio.ensure_future(store.append("vm-turns", [stopped("t")], NO_STREAM))
+            await asyncio.sleep(0.3)
+            assert not second.done()
+    with pytest.raises(ConcurrencyError):
+        await asyncio.wait_for(second, 10)
+    assert await store.stream_version("vm-turns") == 1
+
+
+async def test_an_expunge_waits_for_every_append_under_way(
+        store: EventStore, pool: asyncpg.Pool) -> None:
+    """A VM's expunge writes its volumes' write-side rows, which other streams' events
+    write too: it is appended alone, after the appends under way, as every append was
+    before appends ran side by side."""
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await store.append("vm-busy", [stopped("busy")], conn=conn)
+            expunge = asyncio.ensure_future(store.append(
+                "vm-gone", [NewEvent(VmExpunged(vm_id="gone", volume_ids=["vol-1"]), META)]))
+            await asyncio.sleep(0.3)
+            assert not expunge.done()
+    (expunged,) = await asyncio.wait_for(expunge, 10)
+    assert expunged.position > (await store.read_stream("vm-busy"))[0].position
+
+
 async def test_appends_do_not_wait_for_vacuum_or_analyze_of_the_events_table(
         store: EventStore, pool: asyncpg.Pool) -> None:
     """VACUUM and ANALYZE hold SHARE UPDATE EXCLUSIVE on the table they work on. Appends
-    serialise among themselves without a lock on the table, so they go on meanwhile (with
+    keep their order without a lock on the table, so they go on meanwhile (with
     a table lock they waited for autovacuum to be cancelled, a second, or for a whole
     anti-wraparound vacuum, which is never cancelled: held here until the end)."""
     await store.append("vm-v1", [stopped("v1")], NO_STREAM)
