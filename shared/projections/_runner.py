@@ -387,26 +387,25 @@ class Projector:
             tables = ", ".join(p.table.name for p in self.projections)
             await conn.execute(f"TRUNCATE {tables}")
             # The events are read in one snapshot of the store, taken after the checkpoint
-            # is locked and after the store's head is read (``events_head``: every position
-            # up to it settled), so the snapshot holds every event up to the head; the
-            # rebuild replays exactly those, and the head is its checkpoint. (Later events
-            # the snapshot may hold can have holes below them: the live projector reads
-            # them.) Its rows are written in this transaction, so readers see the old
+            # is locked and after the store's head is read (``EventStore.head``: every
+            # position up to it settled), so the snapshot holds every event up to the head;
+            # the rebuild replays exactly those, and the head is its checkpoint. (Later
+            # events the snapshot may hold can have holes below them: the live projector
+            # reads them.) Its rows are written in this transaction, so readers see the old
             # tables until it commits.
-            async with pool.acquire() as reader:
-                position = await reader.fetchval("SELECT events_head()")
-                async with reader.transaction(isolation="repeatable_read", readonly=True):
-                    here = self.projections
-                    if apart is not None:
-                        await apart.begin(
-                            await reader.fetchval("SELECT pg_export_snapshot()"), position,
-                            self.batch, HOLD_MAX_ROWS)
-                        here = [p for p in here if p not in apart.projections]
-                    applied = await reader.fetchval(
-                        "SELECT count(*) FROM events WHERE position <= $1", position)
-                    await self._replay(reader, conn, here, position)
-                    if apart is not None and not await apart.write(conn):
-                        await self._replay(reader, conn, apart.projections, position)
+            position = await self.store.head()
+            async with pool.acquire() as reader, reader.transaction(
+                    isolation="repeatable_read", readonly=True):
+                here = self.projections
+                if apart is not None:
+                    await apart.begin(await reader.fetchval("SELECT pg_export_snapshot()"),
+                                      position, self.batch, HOLD_MAX_ROWS)
+                    here = [p for p in here if p not in apart.projections]
+                applied = await reader.fetchval(
+                    "SELECT count(*) FROM events WHERE position <= $1", position)
+                await self._replay(reader, conn, here, position)
+                if apart is not None and not await apart.write(conn):
+                    await self._replay(reader, conn, apart.projections, position)
             await self._save(conn, position)
         metrics.PROJECTED_EVENTS.inc(applied)
         log.info("rebuilt %s from %d events", tables, applied)
