@@ -1,5 +1,6 @@
 """The event store: append-only streams in PostgreSQL, read by stream or in global order."""
 
+from shared.eventstore._announce import NOTIFY_CHANNEL, Announcer
 from shared.eventstore._group import Group, Outcome
 from shared.eventstore._memory import MemoryEventStore
 from shared.eventstore._repository import HeldNetworks, Repository
@@ -7,7 +8,6 @@ from shared.eventstore._store import (
     ANY_VERSION,
     APPEND_LOCK,
     NO_STREAM,
-    NOTIFY_CHANNEL,
     STREAM_LOCK,
     Append,
     ConcurrencyError,
@@ -26,6 +26,7 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "NO_STREAM",
     "STREAM_LOCK",
+    "Announcer",
     "Append",
     "ConcurrencyError",
     "EventStore",

@@ -19,6 +19,7 @@ from shared.domain.capacity import Host
 from shared.domain.deploy import HostView
 from shared.domain.limits import Usage
 from shared.domain.network import Network
+from shared.eventstore._announce import NOTIFY_CHANNEL, Announcer
 from shared.eventstore._group import Group, GroupCommit, Outcome
 
 ANY_VERSION = -1
@@ -26,7 +27,6 @@ ANY_VERSION = -1
 NO_STREAM = 0
 """Append only if the stream does not exist yet."""
 
-NOTIFY_CHANNEL = "snapdeploy_events"
 _VERSION_CONFLICT = "SD409"  # raised by append_events() in migration 0004
 _NAME_TAKEN = "account_names_pkey"  # migration 0010
 
@@ -361,6 +361,8 @@ class EventStore:
         (``GroupCommit``): for a process serving many requests at once."""
         self.pool = pool
         self.group_commit = GroupCommit(self.commit_all) if group_commit else None
+        # Commits are announced to followers after they commit (``Announcer``).
+        self.announcer = Announcer(pool)
         self._decisions: dict[str, Turns] = {}
         # Account decisions wait in this process, holding no connection, one per account
         # and at most half the pool's connections at once: a holder needs more of them for
@@ -383,8 +385,9 @@ class EventStore:
             events: the events, in order.
             expected_version: the stream's version the caller decided on (``NO_STREAM`` if
                 it must be new, ``ANY_VERSION`` to skip the check).
-            conn: a connection inside a transaction to join; without one the append
-                commits on its own.
+            conn: a connection inside a transaction to join (its commit is the caller's
+                to announce: ``announcer.announce()``, else followers find it at their
+                next poll); without one the append commits on its own, and is announced.
 
         Returns:
             The recorded events with their versions and positions.
@@ -397,7 +400,9 @@ class EventStore:
         if conn is None:
             # One statement: its own transaction, one round trip.
             async with self.pool.acquire() as own:
-                return await self._append(own, stream_id, events, expected_version)
+                recorded = await self._append(own, stream_id, events, expected_version)
+            self.announcer.announce()
+            return recorded
         return await self._append(conn, stream_id, events, expected_version)
 
     async def _append(
@@ -462,6 +467,8 @@ class EventStore:
                 [event.SCHEMA for event, _ in events],
                 [_encoder.encode(event) for event, _ in events],
                 [metadata for _, metadata in events])
+        if any(row["state"] is None and row["last_position"] is not None for row in rows):
+            self.announcer.announce()
         outcomes: list[Outcome] = []
         for group, row in zip(groups, sorted(rows, key=lambda r: r["grp"]), strict=True):
             if row["state"] is None:

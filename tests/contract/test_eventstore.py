@@ -16,6 +16,7 @@ from shared.eventstore import (
     ANY_VERSION,
     APPEND_LOCK,
     NO_STREAM,
+    NOTIFY_CHANNEL,
     Append,
     ConcurrencyError,
     EventStore,
@@ -132,6 +133,7 @@ async def test_tailing_reader_misses_nothing_under_concurrent_writers(store: Eve
             async with store.pool.acquire() as conn, conn.transaction():
                 await store.append(f"vm-writer{w}", batch, conn=conn)
                 await asyncio.sleep(rng.random() * 0.004)
+            store.announcer.announce()  # committed in the writer's own transaction
             written.extend(e.event_id for e in batch)
 
     expected_total = sum(1 + (w + b) % 4 for w in range(writers) for b in range(batches_each))
@@ -158,6 +160,46 @@ async def test_tailing_reader_misses_nothing_under_concurrent_writers(store: Eve
     for w in range(writers):
         versions = [e.version for e in await store.read_stream(f"vm-writer{w}")]
         assert versions == list(range(1, len(versions) + 1))
+
+
+async def test_commits_are_announced_after_they_commit_not_in_their_transaction(
+        store: EventStore, pool: asyncpg.Pool) -> None:
+    """An append does not notify in its transaction (PostgreSQL makes notifying commits
+    take turns through their flush); the store announces each commit it makes after it,
+    announcing those made while one announcement is on its way together, and none is
+    left unannounced: a follower that would poll only once a minute sees them all."""
+    heard: list[str] = []
+
+    def hear(*args: object) -> None:
+        heard.append(str(args[-1]))
+
+    async with pool.acquire() as listener:
+        await listener.add_listener(NOTIFY_CHANNEL, hear)
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await store.append("vm-quiet", [stopped("quiet")], conn=conn)
+            await asyncio.sleep(0.3)
+            assert heard == [], "an append notified in its own transaction"
+
+            followed: list[str] = []
+
+            async def follower() -> None:
+                async for batch in store.follow(await store.head(), idle_poll=60):
+                    followed.extend(e.stream_id for e in batch)
+                    if len(followed) == 51:
+                        return
+
+            following = asyncio.ensure_future(follower())
+            await asyncio.sleep(0.2)
+            await asyncio.gather(*(store.append(f"vm-loud{n}", [stopped(str(n))])
+                                   for n in range(50)))
+            await store.commit([Append("vm-loud-commit", [VmStopped(vm_id="c")])], META)
+            await asyncio.wait_for(following, 10)
+            assert sorted(followed) == sorted(
+                [*(f"vm-loud{n}" for n in range(50)), "vm-loud-commit"])
+            assert 1 <= len(heard) <= 51
+        finally:
+            await listener.remove_listener(NOTIFY_CHANNEL, hear)
 
 
 async def test_appends_run_side_by_side_and_readers_never_read_past_an_open_one(
