@@ -245,7 +245,12 @@ def scale(r: dict[str, Any]) -> list[str]:
              "and then polled: the fastest correct client we know to write) deploys as many "
              "at the same concurrency in the same run.", "",
              "Each figure is the median of the rounds measured; in a round, each deploy that "
-             "ends is replaced by the next until all are sent.", "",
+             "ends is replaced by the next until all are sent."
+             + (" Every stack is up for the whole run, and they are measured in turns, their "
+                "order rotating from round to round (this machine's speed drifts within "
+                "minutes: stacks measured one after the other would be compared at "
+                "different speeds); the stacks not being measured sit idle meanwhile."
+                if r.get("interleaved") else ""), "",
              "| copies | deploys, in flight | service | bare | service / bare | goal | |",
              "|---|---|---|---|---|---|---|"]
     for row in r["levels"]:

@@ -5,11 +5,14 @@ long the relay and the projector take to fail over.
 
 vcsim's methods are slowed to what a real vCenter takes (``--delays``: clone 2 s,
 reconfigure 0.5 s, power-on 1 s). For each number of copies, a stack of its own
-(``snapdeploy up --replicas N``): ``--deploys`` deploys, ``--in-flight`` at once (each one
-that ends replaced by the next, so most of a round runs at that concurrency), through the
-API (round robin over the gateway copies, as a load balancer would), and beside them in
-the same run the bare pyVmomi client (``bench.deploys``' fast one: the same clone,
-reconfigure and power-on) at the same concurrency, ``--rounds`` times (medians reported).
+(``snapdeploy up --replicas N``), all of them up at once and measured in turns, the order
+rotating from round to round: this machine's speed drifts within minutes, and stacks
+measured one after the other would be compared at different speeds. In each turn,
+``--deploys`` deploys, ``--in-flight`` at once (each one that ends replaced by the next, so
+most of a round runs at that concurrency), through the API (round robin over the gateway
+copies, as a load balancer would), and beside them the bare pyVmomi client
+(``bench.deploys``' fast one: the same clone, reconfigure and power-on) at the same
+concurrency against the same vcsim; ``--rounds`` turns per stack (medians reported).
 Then, in the stacks of two copies or more: ``--kills`` times, SIGKILL the active relay and
 append an event at once, and time until it is published on NATS; the same for the
 projector, until the event is projected.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -28,6 +32,7 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -98,60 +103,79 @@ async def failover(api: Api, state: Path, service: str, kills: int) -> dict[str,
     return {"kills": kills, "seconds": summary(took)}
 
 
-async def throughput(api: Api, ctx: dict[str, Any], deploys: int, in_flight: int,
-                     rounds: int) -> dict[str, Any]:
-    """``rounds`` times: ``deploys`` through the services and as many by the bare client,
-    ``in_flight`` at once (which goes first alternating); the medians."""
-    loop = asyncio.get_running_loop()
-    service, bare = [], []
+@dataclass
+class Stack:
+    """A stack of ``replicas`` copies of every service, ready to deploy."""
 
-    async def bare_rate(r: int) -> float:
+    replicas: int
+    state: Path
+    api: Api
+    ctx: dict[str, Any]
+    service: list[float] = field(default_factory=list)  # deploys/s of each round
+    bare: list[float] = field(default_factory=list)
+
+
+async def rounds_of(stacks: list[Stack], deploys: int, in_flight: int, rounds: int) -> None:
+    """``rounds`` times, on each stack in turn (the stacks' order rotating from round to
+    round, so none always runs first, last or at the same time of the run): ``deploys``
+    through the services and as many by the bare client, ``in_flight`` at once (which goes
+    first alternating)."""
+    loop = asyncio.get_running_loop()
+
+    async def bare_rate(s: Stack, r: int) -> float:
         with ThreadPoolExecutor(in_flight) as pool:
             started = time.perf_counter()
-            await asyncio.gather(*(loop.run_in_executor(pool, ctx["bare"].deploy,
+            await asyncio.gather(*(loop.run_in_executor(pool, s.ctx["bare"].deploy,
                                                         f"b{r}-{i}", "fast")
                                    for i in range(deploys)))
             return deploys / (time.perf_counter() - started)
 
     for r in range(rounds):
-        if r % 2:
-            bare.append(await bare_rate(r))
-        service.append(deploys / await deploy_many(api, ctx, deploys, in_flight, f"s{r}-"))
-        if not r % 2:
-            bare.append(await bare_rate(r))
-    fractions = [s / b for s, b in zip(service, bare, strict=True)]
-    return {"deploys": deploys, "in_flight": in_flight, "rounds": rounds,
-            "service_per_s": statistics.median(service),
-            "bare_per_s": statistics.median(bare),
+        for s in stacks[r % len(stacks):] + stacks[:r % len(stacks)]:
+            if r % 2:
+                s.bare.append(await bare_rate(s, r))
+            s.service.append(deploys / await deploy_many(s.api, s.ctx, deploys, in_flight,
+                                                         f"s{r}-"))
+            if not r % 2:
+                s.bare.append(await bare_rate(s, r))
+            print(f"round {r + 1}/{rounds}, {s.replicas} copies: {s.service[-1]:.2f} "
+                  f"deploys/s (bare {s.bare[-1]:.2f})", flush=True)
+
+
+def row_of(s: Stack, deploys: int, in_flight: int) -> dict[str, Any]:
+    fractions = [a / b for a, b in zip(s.service, s.bare, strict=True)]
+    return {"replicas": s.replicas, "deploys": deploys, "in_flight": in_flight,
+            "rounds": len(s.service), "service_per_s": statistics.median(s.service),
+            "bare_per_s": statistics.median(s.bare),
             "fraction_of_bare": statistics.median(fractions),
-            "rounds_service_per_s": service, "rounds_bare_per_s": bare}
-
-
-async def one_stack(replicas: int, args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as folder, \
-            stack(Path(folder), f"-host 8 -method-delay {args.delays}",
-                  ("--replicas", str(replicas))) as info:
-        session = await VSphere.connect(info["vcenter_url"], info["vcenter_user"],
-                                        info["vcenter_password"], verify_tls=False,
-                                        threads=args.in_flight + 4)
-        try:
-            async with Api(info) as api:
-                ctx = await setup(api, session)
-                row: dict[str, Any] = {"replicas": replicas,
-                                       **await throughput(api, ctx, args.deploys,
-                                                          args.in_flight, args.rounds)}
-                if replicas >= 2 and args.kills:
-                    for service in ("relay", "projector"):
-                        row[f"{service}_failover"] = await failover(api, Path(folder),
-                                                                    service, args.kills)
-        finally:
-            await session.close()
-    return row
+            "rounds_service_per_s": s.service, "rounds_bare_per_s": s.bare}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    rows = [await one_stack(n, args) for n in args.replicas]
-    return {"delays": args.delays, "levels": rows}
+    """Every stack up at once (each idle while another is measured), measured in turns
+    (``rounds_of``); then the failovers, stack by stack."""
+    async with contextlib.AsyncExitStack() as up:
+        stacks = []
+        for replicas in args.replicas:
+            folder = Path(up.enter_context(tempfile.TemporaryDirectory()))
+            info = up.enter_context(stack(folder, f"-host 8 -method-delay {args.delays}",
+                                          ("--replicas", str(replicas))))
+            session = await VSphere.connect(info["vcenter_url"], info["vcenter_user"],
+                                            info["vcenter_password"], verify_tls=False,
+                                            threads=args.in_flight + 4)
+            up.push_async_callback(session.close)
+            api = await up.enter_async_context(Api(info))
+            stacks.append(Stack(replicas, folder, api, await setup(api, session)))
+        await rounds_of(stacks, args.deploys, args.in_flight, args.rounds)
+        rows = []
+        for s in stacks:
+            row = row_of(s, args.deploys, args.in_flight)
+            if s.replicas >= 2 and args.kills:
+                for service in ("relay", "projector"):
+                    row[f"{service}_failover"] = await failover(s.api, s.state, service,
+                                                                args.kills)
+            rows.append(row)
+    return {"delays": args.delays, "interleaved": True, "levels": rows}
 
 
 def within_spread(levels: list[dict[str, Any]]) -> bool:

@@ -48,11 +48,13 @@ def test_every_benchmark_runs_small_and_the_report_renders(tmp_path: Path) -> No
     assert len(store["rebuild"]["rounds_raw_fetch_events_per_s"]) == 2
     placement = bench("placement", tmp_path, "--vms", "100", "--rounds", "3")
     assert [row["hosts"] for row in placement["levels"]] == [10, 100, 1000]
-    scale = bench("scale", tmp_path, "--replicas", "2", "--deploys", "2", "--in-flight", "2",
-                  "--kills", "1", "--rounds", "1", "--delays",
+    scale = bench("scale", tmp_path, "--replicas", "1,2", "--deploys", "2", "--in-flight", "2",
+                  "--kills", "1", "--rounds", "2", "--delays",
                   "CloneVM_Task:100,PowerOnVM_Task:50")
-    (row,) = scale["levels"]
-    assert row["replicas"] == 2 and row["relay_failover"]["kills"] == 1
+    one, two = scale["levels"]
+    assert scale["interleaved"] and [one["replicas"], two["replicas"]] == [1, 2]
+    assert len(one["rounds_service_per_s"]) == len(two["rounds_bare_per_s"]) == 2
+    assert "relay_failover" not in one and two["relay_failover"]["kills"] == 1
     text = render(tmp_path, tmp_path / "BENCHMARKS.md")
     assert "## Deploys" in text and "## Event store" in text and "## Placement" in text
     assert "## Copies of every service" in text
