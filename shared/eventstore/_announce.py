@@ -39,11 +39,6 @@ class Announcer:
             return
         self._sending = asyncio.ensure_future(self._send())
 
-    async def sent(self) -> None:
-        """Wait until what was committed before this call is announced (or failed to be)."""
-        while self._sending is not None and not self._sending.done():
-            await asyncio.wait({self._sending})
-
     async def _send(self) -> None:
         self._again = True
         while self._again:
