@@ -1,6 +1,6 @@
 """The event store: append-only streams in PostgreSQL, read by stream or in global order."""
 
-from shared.eventstore._announce import NOTIFY_CHANNEL, Announcer
+from shared.eventstore._announce import NOTIFY_CHANNEL
 from shared.eventstore._group import Group, Outcome
 from shared.eventstore._memory import MemoryEventStore
 from shared.eventstore._repository import HeldNetworks, Repository
@@ -26,7 +26,6 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "NO_STREAM",
     "STREAM_LOCK",
-    "Announcer",
     "Append",
     "ConcurrencyError",
     "EventStore",

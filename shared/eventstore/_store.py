@@ -467,7 +467,8 @@ class EventStore:
                 [event.SCHEMA for event, _ in events],
                 [_encoder.encode(event) for event, _ in events],
                 [metadata for _, metadata in events])
-        if any(row["state"] is None and row["last_position"] is not None for row in rows):
+        # A group that only checked versions (or recorded its inbox row) appended nothing.
+        if any(row["state"] is None and row["last_position"] for row in rows):
             self.announcer.announce()
         outcomes: list[Outcome] = []
         for group, row in zip(groups, sorted(rows, key=lambda r: r["grp"]), strict=True):
