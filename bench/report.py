@@ -54,7 +54,8 @@ def deploys(r: dict[str, Any]) -> list[str]:
         "reads the template's base snapshot's devices once, and so adds a clone's NICs "
         "without reading its devices first), made by each bare "
         "client in turn (their order alternating): the **fast** one reads each task's state "
-        "at once and then polls it with a pause doubling from 1 ms to 50 ms; the "
+        "at once and then polls it with a pause growing by half from 1 ms to 50 ms (the "
+        "schedule snapdeploy's driver polls with); the "
         "**collector** one makes a property collector, a filter and `WaitForUpdatesEx` per "
         f"task. The goals are judged against the {judged} one.",
         "",

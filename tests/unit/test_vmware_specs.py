@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
+
 from pyVmomi import vim
 
 from proto.events import dvs_binding
+from shared.drivers import vmware
 from shared.drivers.base import CloneRequest, NetworkBinding
-from shared.drivers.vmware import FULL_CLONE, LINKED_CLONE, clone_spec, reconfigure_spec, seed_spec
+from shared.drivers.vmware import (
+    FULL_CLONE,
+    LINKED_CLONE,
+    clone_spec,
+    poll_pauses,
+    reconfigure_spec,
+    seed_spec,
+)
 
 STANDARD = NetworkBinding("network-6", "VM Network")
 SWITCH = "50 2e 65 e4 5b 7b 1a 6f-b5 9d 3c 43 2a 16 0c 63"  # vSphere's uuids have spaces
@@ -64,3 +74,17 @@ def test_seed_copies_only_the_root_disk_and_no_nics() -> None:
     assert removed == [205, 4000]  # the data disk (unit 1) and the NIC
     assert spec.location.diskMoveType == FULL_CLONE
     assert spec.snapshot._moId == "snapshot-74"
+
+
+def test_a_task_is_read_again_after_pauses_of_about_half_the_time_waited() -> None:
+    """A task that ends after t is seen done by about 1.5 t: each pause (once past the
+    first) is at most half of what was waited before it, until the cap."""
+    pauses = list(itertools.islice(poll_pauses(), 40))
+    assert pauses[0] == vmware.POLL_FIRST_S
+    waited = pauses[0]
+    for pause in pauses[1:]:
+        assert pause <= waited / 2 + vmware.POLL_FIRST_S + 1e-12  # doubling: 2 ms after 1
+        assert pause <= vmware.POLL_CAP_S
+        waited += pause
+    assert pauses[-1] == vmware.POLL_CAP_S  # long tasks are read at the cap's pace
+    assert sum(1 for p in pauses if p < vmware.POLL_CAP_S) < 12  # and reach it quickly
