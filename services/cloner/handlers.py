@@ -38,6 +38,7 @@ from proto.events import (
 from proto.streams import stable_id
 from shared.bus import Handlers, HypervisorService
 from shared.domain import capacity, job, vm
+from shared.domain import pool as pools
 from shared.domain.inventory import snapshot_description, snapshot_taken
 from shared.domain.job import ATTACH_VOLUME_CMD
 from shared.domain.volume import DATADISK, GB
@@ -154,7 +155,10 @@ class Cloner(HypervisorService):
         return [*out, Append(envelope.stream_id, vm.destroyed(request, volume_ids, detached))]
 
     async def deploy(self, ready: VmSourceReady, envelope: EventEnvelope) -> Sequence[Append]:
-        recorded = await self.store.read_stream(envelope.stream_id)
+        # The VM's stream and the stream of the pool its source is ready on, in one read.
+        pool_stream = streams.pool(ready.pool_id)
+        read = await self.store.read_streams([envelope.stream_id, pool_stream])
+        recorded = read[envelope.stream_id]
         history = [e.event() for e in recorded]
         request = vm.deploy_request(history)
         placed = capacity.last_placement(history)
@@ -168,8 +172,11 @@ class Cloner(HypervisorService):
             if failed:
                 await self._cleanup(request, CloneProgress())
             return []
-        host, pool, found = await asyncio.gather(
-            self.repo.host(placed.host_id, reservations=False), self.repo.pool(placed.pool_id),
+        # The pool it was placed on is the one its source is ready on (read above).
+        pool = pools.fold(placed.pool_id, [e.event() for e in read[pool_stream]]) \
+            if placed.pool_id == ready.pool_id else await self.repo.pool(placed.pool_id)
+        host, found = await asyncio.gather(
+            self.repo.host(placed.host_id, reservations=False),
             asyncio.gather(*(self.repo.network(n, addresses=False)
                              for n in request.network_ids)))
         target = pool.live
