@@ -70,6 +70,7 @@ POLL_GROWTH = 1.5
 POLL_CAP_S = 0.05
 POLL_PHASE_S = 1.5
 _TASK_PATHS = ["info.state", "info.error", "info.result"]
+_TASK_DONE = ("success", "error")
 
 
 def poll_pauses() -> Iterator[float]:
@@ -79,7 +80,7 @@ def poll_pauses() -> Iterator[float]:
     while True:
         yield pause
         pause = min(pause * POLL_GROWTH, POLL_CAP_S)
-_TASK_DONE = ("success", "error")
+
 
 _KINDS: dict[str, Any] = {
     "vm": vim.VirtualMachine,
