@@ -316,12 +316,26 @@ class Runtime:
             self.checks[name] = state
 
     async def consume(self, name: str, js: JetStreamContext, store: EventStore,
-                      handlers: Mapping[str, bus.Handler]) -> None:
-        """Run a durable consumer with ``handlers`` until shutdown, restarting it on failure."""
+                      handlers: Mapping[str, bus.Handler], *, one_active: bool = False) -> None:
+        """Run a durable consumer with ``handlers`` until shutdown, restarting it on failure;
+        with ``one_active``, only while this copy holds the lease ``name`` (``lead``): the
+        other copies stand by, holding no message."""
         consumer = bus.Consumer(name, js, store, handlers, stopping=self.stopping)
-        self.started()
         finished = asyncio.Event()
         self._consumers.append(finished)
+        if one_active:
+            finished.set()  # a standby has nothing to finish at shutdown
+
+            async def active() -> None:
+                finished.clear()
+                try:
+                    await consumer.run()
+                finally:
+                    finished.set()
+
+            await self.lead(name, active)
+            return
+        self.started()
         try:
             await self.keep_running(f"consumer {name}", consumer.run)
         finally:

@@ -19,7 +19,9 @@ async def main(rt: Runtime) -> None:
     hypervisors.when_opened(synced)
     await synced()
     planner = Planner(store, lambda: sync_changes(store, hypervisors))
-    await rt.consume("planner", js, store, planner.handlers())
+    # One active copy; any others stand by (Runtime.lead): placements are decided one at a
+    # time (``Planner``), so copies taking turns would only hand the turn around.
+    await rt.consume("planner", js, store, planner.handlers(), one_active=True)
 
 
 if __name__ == "__main__":

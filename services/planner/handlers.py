@@ -37,12 +37,15 @@ class Planner:
     """``inventory_changes`` reads the hypervisors and answers what brings the store up to
     them (``services.planner.inventory.sync_changes``).
 
-    Placements and releases take turns among every copy of the planner, each turn until
-    its outcome is committed (the ``DECISIONS`` lock, held by the dispatcher): decisions
-    made at once would read the same host and network versions (every deploy on a network
-    takes an address from its stream), and all but one would conflict and run again after
-    a pause. A turn decides every placement waiting in this copy (``place_all``), each
-    against what the ones before it decided. The expected versions stay the guard."""
+    Placements and releases take turns, each turn until its outcome is committed (the
+    ``DECISIONS`` lock, held by the dispatcher, which the gateway's network changes take
+    too): decisions made at once would read the same host and network versions (every
+    deploy on a network takes an address from its stream), and all but one would conflict
+    and run again after a pause. A turn decides every placement waiting (``place_all``),
+    each against what the ones before it decided. One copy of the planner handles them
+    (the others stand by: ``services.planner.__main__``), so a turn is not handed from
+    copy to copy with the few placements each holds. The expected versions stay the
+    guard."""
 
     def __init__(self, store: Store,
                  inventory_changes: Callable[[], Awaitable[Synced]]) -> None:

@@ -29,13 +29,14 @@ def test_every_process_killed_once_loses_nothing_and_leaves_nothing(tmp_path: Pa
 
 def test_copies_and_nats_nodes_killed_in_turn_lose_nothing(tmp_path: Path) -> None:
     """Two copies of every service and a cluster of three NATS nodes: each copy, each node,
-    PostgreSQL, and the active relay and projector are SIGKILLed in turn."""
+    PostgreSQL, and the active relay, projector and planner are SIGKILLed in turn."""
     chaos = Chaos(tmp_path / "stack", rounds=1, interval=0.3, seed=11, replicas=2,
                   nats_nodes=3)
     report = chaos.run()
     print(report.summary())
     killed = set(report.kills)
-    assert {"relay:active", "projector:active", "planner-2", "gateway-2", "postgres"} <= killed
+    assert {"relay:active", "projector:active", "planner:active", "planner-2", "gateway-2",
+            "postgres"} <= killed
     assert sum(name.startswith("nats-server") for name in killed) == 3
     assert all(n == 1 for n in report.kills.values())
     assert report.deploys_accepted >= 20 and report.rejected == []

@@ -19,8 +19,8 @@ every accepted deploy to settle, and checks:
 * the read models equal a rebuild from the event store.
 
 With ``--replicas N --nats-nodes M`` the stack runs N copies of each service and a cluster
-of M NATS nodes, and a round kills every copy, every node, and the active relay and
-projector. The report gives the numbers. `make test` runs one round of each
+of M NATS nodes, and a round kills every copy, every node, and the active relay,
+projector and planner. The report gives the numbers. `make test` runs one round of each
 (tests/e2e/test_chaos.py); `make chaos` runs five and writes CHAOS.json.
 """
 
@@ -58,7 +58,7 @@ TARGETS = ("gateway", "planner", "seeder", "cloner", "volume", "relay", "project
            "nats-server", "postgres")
 # The services that run one active copy among their copies (Runtime.lead): with copies, the
 # active one is also killed on purpose, found by its /healthz role.
-LEADING = ("relay", "projector")
+LEADING = ("relay", "projector", "planner")
 ACTIVE = ":active"
 READ_MODELS = {"vm_instances": "id", "async_jobs": "id", "vmsnapshot_spool_ref": "id",
                "catalog": "kind, id"}
@@ -119,8 +119,8 @@ def _say(text: str) -> None:
 
 def targets(info: dict[str, Any]) -> list[str]:
     """What one round kills in a running stack: every copy of every service and every
-    server but vcsim (whose faults are injected instead), and with copies the active relay
-    and projector too (``relay:active``)."""
+    server but vcsim (whose faults are injected instead), and with copies the active relay,
+    projector and planner too (``relay:active``)."""
     services = list(info["services"])
     out = [name for name in services if not name.startswith("gateway")]
     out += [name for name in services if name.startswith("gateway")]
