@@ -1,20 +1,21 @@
 """One active copy among replicas: a lease held as a PostgreSQL session advisory lock.
 
-The relay and the projector each run one active copy; their replicas are hot standbys. A
-copy takes the lease (``acquire`` waits while another holds it) on a connection of its
-own, outside any pool, and holds it as long as that session lives. When the holder dies
-(even SIGKILL), PostgreSQL ends its session at once and a standby's wait returns: the
-takeover is as quick as the standby's start. When PostgreSQL cannot tell (the holder's
-host vanished), TCP keepalives on the lease's connection end the session within about
-``shared.db._pool.KEEPALIVE_S`` seconds. A holder frozen without dying (stopped: its host
-still answers TCP, but its checks of the session stop) loses the lease after
-``IDLE_LIMIT_S`` seconds idle. A holder that loses its connection stops its work (``lost``
-returns) before another can have taken over, as far as it can tell; a frozen one, at its
-first check once it runs again.
+The relay, the projector and the planner each run one active copy; their replicas are
+hot standbys. A copy takes the lease (``acquire`` waits while another holds it) on a
+connection of its own, outside any pool, and holds it as long as that session lives.
+When the holder dies (even SIGKILL), PostgreSQL ends its session at once and a standby's
+wait returns: the takeover is as quick as the standby's start. When PostgreSQL cannot
+tell (the holder's host vanished), TCP keepalives on the lease's connection end the
+session within about ``shared.db._pool.KEEPALIVE_S`` seconds. A holder frozen without
+dying (stopped: its host still answers TCP, but its checks of the session stop) loses
+the lease after ``IDLE_LIMIT_S`` seconds idle. A holder that loses its connection stops
+its work (``lost`` returns) before another can have taken over, as far as it can tell; a
+frozen one, at its first check once it runs again.
 
 The lease is an efficiency, not the guard: the relay republishes nothing new (JetStream
-drops repeated message ids) and the projector's checkpoint row is locked per batch, so two
-active copies for a moment would cost work, not correctness.
+drops repeated message ids), the projector's checkpoint row is locked per batch, and the
+planner's placements are appended at the versions they were decided on, so two active
+copies for a moment would cost work, not correctness.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from cs import CloudStack
 
 from proto import subjects
 from shared.bus import nats_servers
-from shared.stack.launcher import SERVICES, alive, read_stack
+from shared.stack.launcher import SERVICES, alive, read_stack, role
 from tests.e2e.conftest import SNAPDEPLOY, pids_of, processes_of
 from tests.e2e.helpers import (
     compose_config,
@@ -170,30 +170,43 @@ def test_deploys_reach_running_while_a_nats_node_is_killed(stack: dict[str, Any]
 
 def test_copies_of_a_service_share_its_durable_consumer(stack: dict[str, Any],
                                                        cloud: CloudStack) -> None:
-    """The planners and cloners of both copies take some of the deploys; together, each
-    deploy once (the store above says no VM was placed or cloned twice). A copy whose NATS
-    node was killed above may have taken none while it reconnected (the other copy took
-    them all): more deploys are made, four at a time, until each copy has taken some."""
+    """The cloners of both copies take some of the deploys; together, each deploy once (the
+    store above says no VM was placed or cloned twice). A copy whose NATS node was killed
+    above may have taken none while it reconnected (the other copy took them all): more
+    deploys are made, four at a time, until each copy has taken some. The planner runs one
+    active copy: it places every one of them, and the copy standing by none."""
     services = current(stack)["services"]
     snap, offering = deploy_source(cloud, "shared")
-    wanted = (("planner", "VmDeployRequested"), ("cloner", "VmSourceReady"))
+    planners = ("planner", "planner-2")
+    roles = {name: role(services[name]["health_url"]) for name in planners}
+    assert sorted(map(str, roles.values())) == ["active", "standby"], roles
 
-    def counts() -> dict[str, list[float]]:
-        return {consumer: [handled(services[name]["health_url"], consumer, event_type)
-                           for name in (consumer, f"{consumer}-2")]
-                for consumer, event_type in wanted}
+    def placed() -> dict[str, float]:
+        return {name: handled(services[name]["health_url"], "planner", "VmDeployRequested")
+                for name in planners}
 
+    def cloned() -> list[float]:
+        return [handled(services[name]["health_url"], "cloner", "VmSourceReady")
+                for name in ("cloner", "cloner-2")]
+
+    before = placed()
     made = 0
     deadline = time.monotonic() + 120
-    while not all(c > 0 for found in counts().values() for c in found):
-        assert time.monotonic() < deadline, counts()
+    while made == 0 or not all(c > 0 for c in cloned()):
+        assert time.monotonic() < deadline, cloned()
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             vms = list(pool.map(lambda n: cloud.deployVirtualMachine(
                 vmsnapshotid=snap, serviceofferingid=offering, name=f"sh-{n}"),
                 range(made, made + 4)))
         assert {v["virtualmachine"]["state"] for v in vms} == {"Running"}
         made += 4
-    print(f"each copy took some, after {made} more deploys: {counts()}")
+        for vm in vms:  # room for the next four
+            cloud.destroyVirtualMachine(id=vm["virtualmachine"]["id"], expunge="true")
+    after = placed()
+    for name, was in roles.items():
+        assert (after[name] - before[name] >= made) if was == "active" \
+            else after[name] == before[name], (roles, before, after)
+    print(f"each cloner took some, after {made} more deploys: {cloned()}; placed: {after}")
 
 
 def test_docker_compose_runs_three_nats_nodes_and_scalable_services() -> None:
