@@ -237,6 +237,14 @@ def eventstore(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+# What each failover of bench.scale is timed until.
+FAILOVER_UNTIL = {"relay": "an event appended right after is published",
+                  "projector": "an event appended right after is projected",
+                  "planner": "deploys requested one after the other from then on are "
+                             "placed again (the first `VmPlaced` published; a message the "
+                             "dead copy had taken waits for NATS's ack wait, 15 s)"}
+
+
 def scale(r: dict[str, Any]) -> list[str]:
     lines = ["## Copies of every service (`python -m bench.scale`)", "",
              f"vcsim's methods slowed to a real vCenter's pace (`{r['delays']}` ms). Each row "
@@ -274,14 +282,13 @@ def scale(r: dict[str, Any]) -> list[str]:
               f"deploys/s): {verdict(never_lower)}; slowest / fastest median "
               f"{min(rates) / max(rates):.3f}."]
     for row in r["levels"]:
-        for service in ("relay", "projector"):
+        for service, until in FAILOVER_UNTIL.items():
             took = row.get(f"{service}_failover")
             if took:
                 s = took["seconds"]
                 lines.append("")
                 lines.append(f"Failover of the {service} ({row['replicas']} copies): from "
-                             "SIGKILL of the active copy until an event appended right after "
-                             f"is {'published' if service == 'relay' else 'projected'}: "
+                             f"SIGKILL of the active copy until {until}: "
                              f"median {s['median'] * 1000:.0f} ms, max "
                              f"{s['max'] * 1000:.0f} ms over {s['n']} kills.")
     return lines

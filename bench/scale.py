@@ -1,5 +1,5 @@
 """Deploy throughput with copies of every service, vCenter as slow as a real one; and how
-long the relay and the projector take to fail over.
+long the relay, the projector and the planner take to fail over.
 
     python -m bench.scale [--replicas 1,2,4] [--deploys 256] [--in-flight 64] [--kills 10]
 
@@ -15,7 +15,8 @@ copies, as a load balancer would), and beside them the bare pyVmomi client
 concurrency against the same vcsim; ``--rounds`` turns per stack (medians reported).
 Then, in the stacks of two copies or more: ``--kills`` times, SIGKILL the active relay and
 append an event at once, and time until it is published on NATS; the same for the
-projector, until the event is projected.
+projector, until the event is projected; and for the planner, request deploys one after
+the other from then on, and time until one is placed (its ``VmPlaced`` published).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from shared.drivers.vmware import VSphere
 from shared.stack.launcher import read_stack, role
 
 DELAYS = "CloneVM_Task:2000,ReconfigVM_Task:500,PowerOnVM_Task:1000"
+# The services that run one active copy, whose takeover is timed.
+FAILOVERS = ("relay", "projector", "planner")
 
 
 def copies(state: Path, service: str) -> dict[str, dict[str, Any]]:
@@ -63,9 +66,14 @@ async def one_active(state: Path, service: str, within: float = 120) -> str:
     raise RuntimeError(f"no single active {service} within {within:.0f}s")
 
 
-async def failover(api: Api, state: Path, service: str, kills: int) -> dict[str, Any]:
+async def failover(api: Api, state: Path, service: str, kills: int,
+                   ctx: dict[str, Any] | None = None) -> dict[str, Any]:
     """Seconds from SIGKILLing the active copy of ``service`` until an event appended right
-    after is published (relay) or projected (projector)."""
+    after is published (relay) or projected (projector); for the planner, until deploys
+    requested from then on are placed again (``ctx`` is ``setup``'s)."""
+    if service == "planner":
+        assert ctx is not None, "the planner's failover deploys: setup's ctx needed"
+        return await _placement_failover(api, state, kills, ctx)
     published: dict[str, float] = {}
 
     async def on_event(msg: Any) -> None:
@@ -76,9 +84,7 @@ async def failover(api: Api, state: Path, service: str, kills: int) -> dict[str,
     took = []
     try:
         for n in range(kills):
-            active = await one_active(state, service)
-            os.kill(int(copies(state, service)[active]["pid"]), signal.SIGKILL)
-            killed = time.perf_counter()
+            killed = await _kill_active(state, service)
             name = f"failover-{service}-{n}-{uuid.uuid4().hex[:6]}"
             # A synchronous command: it appends at once (and then waits, at most a few
             # seconds, for the read models).
@@ -98,6 +104,48 @@ async def failover(api: Api, state: Path, service: str, kills: int) -> dict[str,
                     break
                 await asyncio.sleep(0.01)
             await creating
+    finally:
+        await sub.unsubscribe()
+    return {"kills": kills, "seconds": summary(took)}
+
+
+async def _kill_active(state: Path, service: str) -> float:
+    """SIGKILL the active copy of ``service`` once one is; when (``perf_counter``)."""
+    active = await one_active(state, service)
+    os.kill(int(copies(state, service)[active]["pid"]), signal.SIGKILL)
+    return time.perf_counter()
+
+
+async def _placement_failover(api: Api, state: Path, kills: int,
+                              ctx: dict[str, Any]) -> dict[str, Any]:
+    """Deploys requested one after the other from the kill on, until one is placed: the
+    first may have gone to the dead copy's pull request, and waits for the ack wait."""
+    placed = asyncio.Event()
+    asked: set[str] = set()
+
+    async def on_event(msg: Any) -> None:
+        if json.loads(msg.data)["data"].get("vm_id") in asked:
+            placed.set()
+
+    sub = await api.nc.subscribe("snapdeploy.events.vm.VmPlaced", cb=on_event)
+    took = []
+    try:
+        for n in range(kills):
+            asked.clear()
+            placed.clear()
+            killed = await _kill_active(state, "planner")
+            for i in itertools.count():
+                answer = await api.call(
+                    "deployVirtualMachine", vmsnapshotid=ctx["snapshot"],
+                    serviceofferingid=ctx["offering"], networkids=ctx["network"],
+                    name=f"failover-planner-{n}-{i}")
+                asked.add(answer["id"])
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.02):
+                        await placed.wait()
+                if placed.is_set():
+                    break
+            took.append(time.perf_counter() - killed)
     finally:
         await sub.unsubscribe()
     return {"kills": kills, "seconds": summary(took)}
@@ -171,9 +219,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for s in stacks:
             row = row_of(s, args.deploys, args.in_flight)
             if s.replicas >= 2 and args.kills:
-                for service in ("relay", "projector"):
+                for service in FAILOVERS:
                     row[f"{service}_failover"] = await failover(s.api, s.state, service,
-                                                                args.kills)
+                                                                args.kills, s.ctx)
             rows.append(row)
     return {"delays": args.delays, "interleaved": True, "levels": rows}
 
@@ -196,7 +244,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="measurements per number of copies (their median is reported)")
     parser.add_argument("--kills", type=int, default=10,
-                        help="SIGKILLs of the active relay and projector (2 copies or more)")
+                        help="SIGKILLs of the active relay, projector and planner "
+                        "(2 copies or more)")
     parser.add_argument("--delays", default=DELAYS,
                         help=f"vcsim's method delays in ms (default {DELAYS})")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
@@ -210,7 +259,7 @@ def main() -> None:
         print(goal_line(f"{row['replicas']} copies: {row['in_flight']} in flight / bare "
                         f"({row['service_per_s']:.1f} vs {row['bare_per_s']:.1f}/s)",
                         row["fraction_of_bare"], ">= 0.8", row["fraction_of_bare"] >= 0.8))
-        for service in ("relay", "projector"):
+        for service in FAILOVERS:
             if f"{service}_failover" in row:
                 took = row[f"{service}_failover"]["seconds"]
                 print(goal_line(f"  {service} failover, median of {took['n']} kills (s)",
