@@ -40,11 +40,9 @@ from typing import Any
 from bench.common import goal_line, stack, summary, write
 from bench.deploys import Api, deploy_many, setup
 from shared.drivers.vmware import VSphere
-from shared.stack.launcher import read_stack, role
+from shared.stack.launcher import ONE_ACTIVE, read_stack, role
 
 DELAYS = "CloneVM_Task:2000,ReconfigVM_Task:500,PowerOnVM_Task:1000"
-# The services that run one active copy, whose takeover is timed.
-FAILOVERS = ("relay", "projector", "planner")
 
 
 def copies(state: Path, service: str) -> dict[str, dict[str, Any]]:
@@ -67,12 +65,11 @@ async def one_active(state: Path, service: str, within: float = 120) -> str:
 
 
 async def failover(api: Api, state: Path, service: str, kills: int,
-                   ctx: dict[str, Any] | None = None) -> dict[str, Any]:
+                   ctx: dict[str, Any]) -> dict[str, Any]:
     """Seconds from SIGKILLing the active copy of ``service`` until an event appended right
     after is published (relay) or projected (projector); for the planner, until deploys
     requested from then on are placed again (``ctx`` is ``setup``'s)."""
     if service == "planner":
-        assert ctx is not None, "the planner's failover deploys: setup's ctx needed"
         return await _placement_failover(api, state, kills, ctx)
     published: dict[str, float] = {}
 
@@ -219,7 +216,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for s in stacks:
             row = row_of(s, args.deploys, args.in_flight)
             if s.replicas >= 2 and args.kills:
-                for service in FAILOVERS:
+                for service in ONE_ACTIVE:
                     row[f"{service}_failover"] = await failover(s.api, s.state, service,
                                                                 args.kills, s.ctx)
             rows.append(row)
@@ -259,7 +256,7 @@ def main() -> None:
         print(goal_line(f"{row['replicas']} copies: {row['in_flight']} in flight / bare "
                         f"({row['service_per_s']:.1f} vs {row['bare_per_s']:.1f}/s)",
                         row["fraction_of_bare"], ">= 0.8", row["fraction_of_bare"] >= 0.8))
-        for service in FAILOVERS:
+        for service in ONE_ACTIVE:
             if f"{service}_failover" in row:
                 took = row[f"{service}_failover"]["seconds"]
                 print(goal_line(f"  {service} failover, median of {took['n']} kills (s)",

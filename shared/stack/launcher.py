@@ -56,6 +56,9 @@ from shared.stack._servers import (
 )
 
 SERVICES = ("relay", "projector", "planner", "seeder", "cloner", "volume", "gateway")
+# The services that run one active copy among their copies, the others standing by
+# (``Runtime.lead``): their /healthz says which a copy is (``role``).
+ONE_ACTIVE = ("relay", "projector", "planner")
 STACK_FILE = "stack.json"
 SECRETS_FILE = "secrets.json"
 LOCK_FILE = "launcher.lock"
@@ -630,9 +633,9 @@ def healthy(url: str) -> bool:
 
 
 def role(health_url: str) -> str | None:
-    """What a healthy copy of a service that runs one active copy (relay, projector,
-    planner) says it is in its ``/healthz``: "active" or "standby"; None for any other
-    service, an unhealthy copy, or no answer."""
+    """What a healthy copy of a service that runs one active copy (``ONE_ACTIVE``) says it
+    is in its ``/healthz``: "active" or "standby"; None for any other service, an
+    unhealthy copy, or no answer."""
     try:
         with urllib.request.urlopen(health_url, timeout=3) as response:
             found = json.loads(response.read()).get("role")
@@ -678,8 +681,8 @@ def _summary(info: dict[str, Any], *, keys: bool = True) -> str:
     elif info.get("kvm_zones"):
         lines.append(f"  KVM zones          {info['kvm_zones']}")
     if (info.get("replicas") or 1) > 1:
-        lines.append(f"  service copies     {info['replicas']} of each (relay, projector and "
-                     "planner: one active, the others standing by)")
+        lines.append(f"  service copies     {info['replicas']} of each ({', '.join(ONE_ACTIVE)}: "
+                     "one active, the others standing by)")
     lines.append(f"  state and logs     {info['state_dir']}")
     return "\n".join(lines)
 

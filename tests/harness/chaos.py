@@ -49,16 +49,15 @@ from pyVmomi import vim
 
 from proto import subjects
 from shared.bus import open_nats
-from shared.stack.launcher import alive, healthy, read_stack, role
+from shared.stack.launcher import ONE_ACTIVE, alive, healthy, read_stack, role
 from tests.harness.vsphere import Vcsim
 
 SNAPDEPLOY = [sys.executable, "-m", "shared.cli"]
 # What one round kills in a stack of one copy each (``targets``).
 TARGETS = ("gateway", "planner", "seeder", "cloner", "volume", "relay", "projector",
            "nats-server", "postgres")
-# The services that run one active copy among their copies (Runtime.lead): with copies, the
-# active one is also killed on purpose, found by its /healthz role.
-LEADING = ("relay", "projector", "planner")
+# With copies, the active copy of each service that runs one (ONE_ACTIVE) is also killed on
+# purpose: ``relay:active``.
 ACTIVE = ":active"
 READ_MODELS = {"vm_instances": "id", "async_jobs": "id", "vmsnapshot_spool_ref": "id",
                "catalog": "kind, id"}
@@ -119,14 +118,15 @@ def _say(text: str) -> None:
 
 def targets(info: dict[str, Any]) -> list[str]:
     """What one round kills in a running stack: every copy of every service and every
-    server but vcsim (whose faults are injected instead), and with copies the active relay,
-    projector and planner too (``relay:active``)."""
+    server but vcsim (whose faults are injected instead), and with copies the active copy
+    of each service that runs one (``ONE_ACTIVE``; ``relay:active``), found by its
+    /healthz role."""
     services = list(info["services"])
     out = [name for name in services if not name.startswith("gateway")]
     out += [name for name in services if name.startswith("gateway")]
     out += [name for name in info["servers"] if name != "vcsim"]
     if (info.get("replicas") or 1) > 1:
-        out += [f"{service}{ACTIVE}" for service in LEADING]
+        out += [f"{service}{ACTIVE}" for service in ONE_ACTIVE]
     return out
 
 
