@@ -238,7 +238,9 @@ def eventstore(r: dict[str, Any]) -> list[str]:
 
 
 # What each failover of bench.scale is timed until.
-FAILOVER_UNTIL = {"relay": "an event appended right after is published",
+FAILOVER_UNTIL = {"relay": "the relay publishes an event appended right after (its "
+                           "committer, the gateway, published it at once: events flow "
+                           "meanwhile)",
                   "projector": "an event appended right after is projected",
                   "planner": "deploys requested one after the other from then on are "
                              "placed again (the first `VmPlaced` published; a message the "

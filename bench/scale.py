@@ -39,6 +39,7 @@ from typing import Any
 
 from bench.common import goal_line, stack, summary, write
 from bench.deploys import Api, deploy_many, setup
+from proto import subjects
 from shared.drivers.vmware import VSphere
 from shared.stack.launcher import ONE_ACTIVE, read_stack, role
 
@@ -67,13 +68,17 @@ async def one_active(state: Path, service: str, within: float = 120) -> str:
 async def failover(api: Api, state: Path, service: str, kills: int,
                    ctx: dict[str, Any]) -> dict[str, Any]:
     """Seconds from SIGKILLing the active copy of ``service`` until an event appended right
-    after is published (relay) or projected (projector); for the planner, until deploys
-    requested from then on are placed again (``ctx`` is ``setup``'s)."""
+    after is published by the relay (its committer, the gateway, publishes it at once, and
+    the relay's copy comes after: that one is timed) or projected (projector); for the
+    planner, until deploys requested from then on are placed again (``ctx`` is
+    ``setup``'s)."""
     if service == "planner":
         return await _placement_failover(api, state, kills, ctx)
     published: dict[str, float] = {}
 
     async def on_event(msg: Any) -> None:
+        if subjects.DIRECT_HEADER in (msg.headers or {}):
+            return  # the gateway's own publish
         offering = json.loads(msg.data)["data"].get("offering_id")
         published.setdefault(offering, time.perf_counter())
 

@@ -22,6 +22,10 @@ SYSTEM_AUDIT = "system"
 # Header carrying the event's global position in the store, for readers of the stream. The
 # relay never trusts it: it resumes from the store (see shared.relay).
 POSITION_HEADER = "Snapdeploy-Position"
+# Header naming the service that published an event itself, as soon as it committed it
+# (``shared.relay.Herald``); the relay publishes every event again, in position order, and
+# JetStream keeps whichever came first. Events reach the stream out of position order.
+DIRECT_HEADER = "Snapdeploy-Published-By"
 
 
 def category_of(stream_id: str) -> str:

@@ -25,6 +25,10 @@ HANDLE_SECONDS = Histogram(
 RELAYED_EVENTS = Counter(
     "snapdeploy_relayed_events_total", "Events published to JetStream by the relay"
 )
+PUBLISHED_AT_ONCE = Counter(
+    "snapdeploy_published_at_once_total",
+    "Events published to JetStream by the process that committed them, as it did",
+)
 CHECKPOINT = Gauge(
     "snapdeploy_checkpoint_position", "Global position a tailing process has reached", ["name"]
 )

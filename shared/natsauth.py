@@ -3,11 +3,13 @@
 Every process and every client connects to NATS as its own user, with permissions that the
 server enforces (allow lists; anything not listed is refused):
 
-- ``relay``: the only publisher on ``snapdeploy.events.>`` (the JetStream stream, which it
-  alone creates and updates) and on ``snapdeploy.audit.>``;
+- ``relay``: creates and updates the JetStream stream, publishes every event on
+  ``snapdeploy.events.>``, and is the only publisher on ``snapdeploy.audit.>``;
 - ``planner``, ``seeder``, ``cloner``, ``volume``: the JetStream API of their own durable
-  consumer (create, info, next message, acknowledgements) and the stream's info;
-- ``gateway``: receives ``snapdeploy.api.>`` and answers the requests it receives;
+  consumer (create, info, next message, acknowledgements) and the stream's info, and publish
+  on ``snapdeploy.events.>`` the events they commit (``shared.relay.Herald``);
+- ``gateway``: receives ``snapdeploy.api.>``, answers the requests it receives, and
+  publishes on ``snapdeploy.events.>`` the events it commits;
 - ``monitor``: the operator's read-only look at the stream and the subjects (``up`` puts
   it in stack.json for tools and tests);
 - one user per snapdeploy API key, named by the key, whose password is the key's secret
@@ -88,7 +90,7 @@ def service_permissions(name: str) -> tuple[list[str], list[str], bool]:
                  f"{_JS}.STREAM.UPDATE.{_STREAM}", f"{_JS}.STREAM.MSG.GET.{_STREAM}"],
                 [inbox], False)
     if name in CONSUMERS:
-        return ([f"{_JS}.INFO", f"{_JS}.STREAM.INFO.{_STREAM}",
+        return ([subjects.ALL_EVENTS, f"{_JS}.INFO", f"{_JS}.STREAM.INFO.{_STREAM}",
                  f"{_JS}.CONSUMER.CREATE.{_STREAM}.{name}",
                  f"{_JS}.CONSUMER.CREATE.{_STREAM}.{name}.>",
                  f"{_JS}.CONSUMER.DURABLE.CREATE.{_STREAM}.{name}",
@@ -97,7 +99,7 @@ def service_permissions(name: str) -> tuple[list[str], list[str], bool]:
                  f"$JS.ACK.{_STREAM}.{name}.>"],
                 [inbox], False)
     if name == GATEWAY:
-        return ([], [f"{subjects.API_PREFIX}.>", inbox], True)
+        return ([subjects.ALL_EVENTS], [f"{subjects.API_PREFIX}.>", inbox], True)
     if name == MONITOR:
         # The operator's identity: reads everything published, changes nothing.
         return ([f"{_JS}.INFO", f"{_JS}.STREAM.INFO.{_STREAM}",

@@ -1,33 +1,44 @@
 """The outbox relay: committed events from the store to JetStream, none lost.
 
-It tails the store by global position, publishes each event with ``Nats-Msg-Id`` set to
-the event id (JetStream drops a repeat within its duplicate window), waits for every
-acknowledgement of a batch, and only then moves its checkpoint: at most every
-``SAVE_EVERY_S``, as each save is a commit of its own and the stream itself tells what was
-published since.
+A process that commits events publishes them itself at once (``Herald``), marked with
+``DIRECT_HEADER``: the next service's wait for them is then one publish, not the relay's
+wake-up, read and publish. The relay is the guarantee behind it: it tails the store by
+global position and publishes every event, with ``Nats-Msg-Id`` set to the event id, so
+JetStream drops its copy of one published already (and the committer's of one it
+published first) within the duplicate window. It waits for every acknowledgement of a
+batch, and only then moves its checkpoint: at most every ``SAVE_EVERY_S``, as each save is
+a commit of its own and the stream itself tells what was published since.
 
 Where to resume is decided from the event store, never from what a message claims: the
 relay's own checkpoint, moved on to the stored position of the newest event that the
-stream holds (its ``Nats-Msg-Id`` looked up in the store), so a crash between publishing
-and checkpointing republishes nothing that a consumer would see as new, however long the
-relay was down. A message in the stream whose id the store does not know (or a position
-header of any size) moves nothing; a checkpoint beyond the store's head, which only a
-corrupted row can hold, is replaced by what the stream proves was published.
+relay itself published to the stream (its ``Nats-Msg-Id`` looked up in the store; a
+message published by its committer proves nothing of the events before it, as those reach
+the stream out of position order), so a crash between publishing and checkpointing
+republishes nothing that a consumer would see as new. Events older than the duplicate
+window that their committers published while the relay was down are found in the stream
+before they are published again (``published_since``). A message in the stream whose id
+the store does not know (or a position header of any size) moves nothing; a checkpoint
+beyond the store's head, which only a corrupted row can hold, is replaced by what the
+stream proves was published.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
 
 from proto import subjects
 from shared import metrics
-from shared.bus import ensure_events_stream
+from shared.bus import DUPLICATE_WINDOW_S, ensure_events_stream
 from shared.eventstore import EventStore, RecordedEvent
 
 log = logging.getLogger(__name__)
@@ -39,6 +50,16 @@ ACK_TIMEOUT_S = 30.0
 LOOKBACK = 200
 # The checkpoint is saved at most this often while events flow, and this long after the last.
 SAVE_EVERY_S = 0.5
+# How long after it is woken the relay reads what was committed: its committers publish
+# their events themselves (``Herald``), so the relay's publishes are repeats that JetStream
+# drops, and made a moment later they do not compete for the cores with the next service's
+# work on the event.
+LAG_S = 0.02
+# Events recorded longer ago than the duplicate window less this, which their committers may
+# have published, are looked for in the stream before the relay publishes them again.
+WINDOW_MARGIN_S = 30.0
+# How far the clocks of PostgreSQL and of the NATS servers may differ, for that look.
+CLOCK_SKEW_S = 60.0
 
 
 class Relay:
@@ -47,13 +68,16 @@ class Relay:
     records)."""
 
     def __init__(self, store: EventStore, js: JetStreamContext, *, batch: int = 500,
-                 nc: NATS | None = None) -> None:
+                 nc: NATS | None = None, lag: float = LAG_S) -> None:
         self.store = store
         self.js = js
         self.batch = batch
+        self.lag = lag
         self.nc: NATS = nc if nc is not None else js._nc
         # The position of the newest event published and acknowledged.
         self.published = 0
+        # Events found in the stream while catching up (``published_since``).
+        self.in_stream: set[uuid.UUID] = set()
 
     async def checkpoint(self) -> int:
         async with self.store.pool.acquire() as conn:
@@ -63,12 +87,13 @@ class Relay:
         return int(position or 0)
 
     async def last_published(self) -> int:
-        """The store's position of the newest event the stream holds (0 if none).
+        """The store's position of the newest event the relay published to the stream
+        (0 if none): every event before it is in the stream too.
 
-        Messages are read newest first; the first whose ``Nats-Msg-Id`` is the id of a
-        stored event gives that event's position as the store records it. Headers and
-        payloads are not trusted: a message the relay did not publish names no stored
-        event and is passed over.
+        Messages are read newest first; the first not marked as its committer's whose
+        ``Nats-Msg-Id`` is the id of a stored event gives that event's position as the
+        store records it. Payloads are not trusted: a message no snapdeploy process
+        published names no stored event and is passed over.
         """
         try:
             info = await self.js.stream_info(subjects.EVENTS_STREAM)
@@ -82,7 +107,10 @@ class Relay:
                 msg = await self.js.get_msg(subjects.EVENTS_STREAM, seq)
             except NotFoundError:
                 continue  # deleted
-            position = await self._stored_position((msg.headers or {}).get("Nats-Msg-Id"))
+            headers = msg.headers or {}
+            if subjects.DIRECT_HEADER in headers:
+                continue  # its committer's: the events before it may not be published yet
+            position = await self._stored_position(headers.get("Nats-Msg-Id"))
             if position is not None:
                 return position
             log.warning("message %d in %s names no stored event; passing over it", seq,
@@ -117,13 +145,47 @@ class Relay:
                  position, saved, published, head)
         return position
 
+    async def published_since(self, position: int) -> set[uuid.UUID]:
+        """The ids of the events after ``position`` that the stream may hold beyond the
+        duplicate window (published by their committers while the relay was down): the
+        relay does not publish them again. Empty when the first event after ``position``
+        is recent enough for JetStream to drop a repeat by itself (a failover)."""
+        first = await self.store.read_all(position, limit=1)
+        window = timedelta(seconds=DUPLICATE_WINDOW_S - WINDOW_MARGIN_S)
+        if not first or first[0].recorded_at > datetime.now(UTC) - window:
+            return set()
+        since = first[0].recorded_at - timedelta(seconds=CLOCK_SKEW_S)
+        started = time.monotonic()
+        try:
+            info = await self.js.stream_info(subjects.EVENTS_STREAM)
+        except NotFoundError:
+            return set()
+        found: set[uuid.UUID] = set()
+        last, first_seq = info.state.last_seq or 0, max(1, info.state.first_seq or 1)
+        for seq in range(last, first_seq - 1, -1):
+            try:
+                msg = await self.js.get_msg(subjects.EVENTS_STREAM, seq)
+            except NotFoundError:
+                continue
+            if msg.time is not None and msg.time < since:
+                break
+            try:
+                found.add(uuid.UUID((msg.headers or {}).get("Nats-Msg-Id", "")))
+            except ValueError:
+                continue
+        log.info("relay found %d events in %s published since %s, read back in %.1f s; "
+                 "they are not published again", len(found), subjects.EVENTS_STREAM,
+                 since.isoformat(), time.monotonic() - started)
+        return found
+
     async def run(self) -> None:
         await ensure_events_stream(self.js)
         position = await self.resume_position()
+        self.in_stream = await self.published_since(position)
         published = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             saver = tasks.create_task(self._keep_saved(published, position))
-            async for batch in self.store.follow(position, batch=self.batch):
+            async for batch in self.store.follow(position, batch=self.batch, lag=self.lag):
                 await self.publish(batch)
                 self.published = batch[-1].position
                 published.set()
@@ -143,16 +205,10 @@ class Relay:
     async def publish(self, batch: list[RecordedEvent]) -> None:
         acks = []
         for event in batch:
-            acks.append(
-                await self.js.publish_async(
-                    subjects.event_subject(event.stream_id, event.type),
-                    event.wire(),
-                    headers={
-                        "Nats-Msg-Id": str(event.event_id),
-                        subjects.POSITION_HEADER: str(event.position),
-                    },
-                )
-            )
+            if self.in_stream and event.event_id in self.in_stream:
+                self.in_stream.discard(event.event_id)
+                continue
+            acks.append(await publish_event(self.js, event))
         async with asyncio.timeout(ACK_TIMEOUT_S):  # not wait_for: see EventStore.follow
             await asyncio.gather(*acks)
         metrics.RELAYED_EVENTS.inc(len(batch))
@@ -168,3 +224,43 @@ class Relay:
                 CHECKPOINT, position,
             )
         metrics.CHECKPOINT.labels(CHECKPOINT).set(position)
+
+
+async def publish_event(js: JetStreamContext, event: RecordedEvent,
+                        headers: dict[str, str] | None = None) -> asyncio.Future[PubAck]:
+    """Publish ``event`` to the stream; the future of its acknowledgement."""
+    return await js.publish_async(
+        subjects.event_subject(event.stream_id, event.type),
+        event.wire(),
+        headers={"Nats-Msg-Id": str(event.event_id),
+                 subjects.POSITION_HEADER: str(event.position), **(headers or {})},
+    )
+
+
+class Herald:
+    """Publishes the events this process committed as soon as the commit returns
+    (``EventStore.publisher``), each commit's in position order, marked with
+    ``DIRECT_HEADER`` (this service's name). Nothing waits for it and nothing depends on
+    it: an event it fails to publish (NATS away, the process gone) reaches the stream
+    through the relay a moment later."""
+
+    def __init__(self, js: JetStreamContext, service: str) -> None:
+        self.js = js
+        self.headers = {subjects.DIRECT_HEADER: service}
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def __call__(self, events: Iterable[RecordedEvent]) -> None:
+        task = asyncio.ensure_future(self._send(list(events)))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, events: list[RecordedEvent]) -> None:
+        try:
+            acks = [await publish_event(self.js, event, self.headers) for event in events]
+            async with asyncio.timeout(ACK_TIMEOUT_S):
+                await asyncio.gather(*acks)
+        except Exception as exc:  # the relay publishes them
+            log.debug("%d events committed but not published at once (%s: %s); the relay "
+                      "publishes them", len(events), type(exc).__name__, exc)
+        else:
+            metrics.PUBLISHED_AT_ONCE.inc(len(events))

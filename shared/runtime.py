@@ -30,6 +30,7 @@ from shared.drivers.base import Connection, Hypervisor, SessionLost
 from shared.drivers.zones import Hypervisors, Pending, Session
 from shared.eventstore import EventStore
 from shared.log import configure
+from shared.relay import Herald
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -319,7 +320,9 @@ class Runtime:
                       handlers: Mapping[str, bus.Handler], *, one_active: bool = False) -> None:
         """Run a durable consumer with ``handlers`` until shutdown, restarting it on failure;
         with ``one_active``, only while this copy holds the lease ``name`` (``lead``): the
-        other copies stand by, holding no message."""
+        other copies stand by, holding no message. What the handlers commit is published at
+        once (``Herald``), the relay behind it."""
+        store.publisher = Herald(js, name)
         consumer = bus.Consumer(name, js, store, handlers, stopping=self.stopping)
         finished = asyncio.Event()
         self._consumers.append(finished)

@@ -11,6 +11,7 @@ from aiohttp import web
 from services.gateway.app import HANDLER_ARGS, build, ensure_admin_keys, ensure_defaults
 from services.gateway.bus import serve_deploys
 from services.gateway.http import CONTEXT
+from shared.relay import Herald
 from shared.runtime import Runtime
 
 log = logging.getLogger("services.gateway")
@@ -29,7 +30,8 @@ async def main(rt: Runtime) -> None:
     await web.TCPSite(runner, host, int(port)).start()
     log.info("gateway listening on http://%s/client/api", rt.settings.gateway_listen)
     try:
-        nc, _ = await rt.jetstream()
+        nc, js = await rt.jetstream()
+        store.publisher = Herald(js, rt.service)  # what requests commit, published at once
         await serve_deploys(nc, app[CONTEXT])
         rt.started()  # both doors open: the API and deploy requests on NATS
         await asyncio.Event().wait()

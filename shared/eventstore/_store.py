@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import asyncpg
 import msgspec
@@ -150,6 +150,39 @@ class Holding:
     account_id: str
     state: str
     gone: bool
+
+
+class _Unstored(NamedTuple):
+    """An event of a ``commit_all``, as sent: its group and its columns but those the
+    store gives it."""
+
+    group: int
+    event_id: uuid.UUID
+    stream_id: str
+    type: str
+    schema: int
+    data: bytes
+    metadata: bytes
+
+
+def _recorded(events: Sequence[_Unstored], rows: Sequence[asyncpg.Record]
+              ) -> list[RecordedEvent]:
+    """The events of the groups that committed, as stored (``rows`` in group order), in
+    position order."""
+    by_group: dict[int, list[_Unstored]] = {}
+    for event in events:
+        by_group.setdefault(event.group, []).append(event)
+    out = []
+    for row in rows:
+        if row["state"] is not None or not row["positions"]:
+            continue
+        out += [RecordedEvent(position, e.event_id, e.stream_id, version, e.type, e.schema,
+                              e.data, e.metadata, recorded_at)
+                for e, position, version, recorded_at in zip(
+                    by_group[row["grp"]], row["positions"], row["versions"], row["recorded"],
+                    strict=True)]
+    out.sort(key=lambda r: r.position)
+    return out
 
 
 class _WireEnvelope(msgspec.Struct, frozen=True, kw_only=True):
@@ -363,6 +396,9 @@ class EventStore:
         self.group_commit = GroupCommit(self.commit_all) if group_commit else None
         # Commits are announced to followers after they commit (``Announcer``).
         self.announcer = Announcer(pool)
+        # Given the events each ``commit`` stored, as soon as it has: a process that
+        # publishes them at once sets it (``shared.relay.Herald``).
+        self.publisher: Callable[[list[RecordedEvent]], None] | None = None
         self._decisions: dict[str, Turns] = {}
         # Account decisions wait in this process, holding no connection, one per account
         # and at most half the pool's connections at once: a holder needs more of them for
@@ -444,7 +480,7 @@ class EventStore:
         consumers: list[str | None] = []
         causes: list[uuid.UUID | None] = []
         batches: list[tuple[int, Append]] = []
-        events: list[tuple[Event, bytes]] = []
+        events: list[_Unstored] = []
         for number, group in enumerate(groups, 1):
             consumer, cause = group.inbox or (None, None)
             consumers.append(consumer)
@@ -454,24 +490,30 @@ class EventStore:
                 # An append of no events at a version is a check that the stream is there.
                 if append.events or append.expected_version != ANY_VERSION:
                     batches.append((number, append))
-                    events += [(event, metadata) for event in append.events]
+                    events += [_Unstored(number, uuid.uuid4(), append.stream_id,
+                                         type(event).__name__, event.SCHEMA,
+                                         _encoder.encode(event), metadata)
+                               for event in append.events]
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT grp, last_position, state, message, detail, constraint_name, stream"
+                "SELECT grp, last_position, state, message, detail, constraint_name, stream,"
+                " positions, versions, recorded"
                 " FROM commit_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 consumers, causes, [number for number, _ in batches],
                 [append.stream_id for _, append in batches],
                 [append.expected_version for _, append in batches],
                 [len(append.events) for _, append in batches],
-                [uuid.uuid4() for _ in events], [type(event).__name__ for event, _ in events],
-                [event.SCHEMA for event, _ in events],
-                [_encoder.encode(event) for event, _ in events],
-                [metadata for _, metadata in events])
+                [e.event_id for e in events], [e.type for e in events],
+                [e.schema for e in events], [e.data for e in events],
+                [e.metadata for e in events])
+        rows = sorted(rows, key=lambda r: r["grp"])
         # A group that only checked versions (or recorded its inbox row) appended nothing.
         if any(row["state"] is None and row["last_position"] for row in rows):
             self.announcer.announce()
+            if self.publisher is not None:
+                self.publisher(_recorded(events, rows))
         outcomes: list[Outcome] = []
-        for group, row in zip(groups, sorted(rows, key=lambda r: r["grp"]), strict=True):
+        for group, row in zip(groups, rows, strict=True):
             if row["state"] is None:
                 outcomes.append(int(row["last_position"]))
             elif row["state"] == "duplicate":
@@ -749,14 +791,15 @@ class EventStore:
 
     async def follow(
         self, after: int = 0, *, batch: int = 1000, idle_poll: float = 1.0,
-        notifications: Notifications | None = None,
+        notifications: Notifications | None = None, lag: float = 0.0,
     ) -> AsyncIterator[list[RecordedEvent]]:
         """Batches of events after ``after``, forever: catch up, then wait for new ones.
 
         New commits wake the follower through LISTEN/NOTIFY, on a connection of its own or
         through the process's ``notifications`` (which must listen on ``NOTIFY_CHANNEL``);
         it also polls every ``idle_poll`` seconds, so a lost notification only delays,
-        never loses.
+        never loses. With ``lag``, it reads that long after it is woken: a follower that
+        need not be first reads what several commits made, once.
         """
         wake = asyncio.Event()
 
@@ -788,6 +831,8 @@ class EventStore:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(idle_poll):
                         await wake.wait()
+                if lag:
+                    await asyncio.sleep(lag)
 
 
 async def _stop_listening(listener: asyncpg.Connection, on_notify: Callable[..., None]) -> None:

@@ -7,6 +7,7 @@ import random
 import uuid
 
 import asyncpg
+import msgspec
 import pytest
 
 from proto.envelope import Metadata
@@ -20,8 +21,10 @@ from shared.eventstore import (
     Append,
     ConcurrencyError,
     EventStore,
+    Group,
     MemoryEventStore,
     NewEvent,
+    RecordedEvent,
 )
 
 META = Metadata(correlation_id="req-1", causation_id="req-1", actor="acct/user")
@@ -370,3 +373,34 @@ async def test_account_decisions_at_once_never_take_every_connection(database_ur
         assert store._accounts == {}  # nothing kept once no one waits
     finally:
         await pool.close()
+
+
+async def test_a_commit_hands_its_publisher_each_event_as_stored(store: EventStore) -> None:
+    """``commit_all``'s groups that committed are handed to ``publisher`` as stored (the
+    store's positions, versions and times), in position order; a group undone or already
+    recorded hands nothing."""
+    handed: list[list[RecordedEvent]] = []
+    store.publisher = handed.append
+    await store.append("vm-p1", [stopped("p1")], NO_STREAM)
+    groups = [
+        Group([Append("vm-p1", [VmStopped(vm_id="a"), VmStopped(vm_id="b")], 1),
+               Append("vm-p2", [VmStopped(vm_id="c")], NO_STREAM)], META,
+              ("planner", str(uuid.uuid4()))),
+        Group([Append("vm-p1", [VmStopped(vm_id="late")], 1)], META),  # moved on: undone
+        Group([Append("vm-p3", [], ANY_VERSION)], META),  # appends nothing
+        Group([Append("vm-p3", [VmStopped(vm_id="d")])], META),
+    ]
+    outcomes = await store.commit_all(groups)
+    assert isinstance(outcomes[1], ConcurrencyError)
+    (events,) = handed
+    stored = await store.read_all(1, 100)
+    # Every column; the JSON as the committer encoded it (PostgreSQL spaces jsonb its way).
+    assert [msgspec.structs.replace(e, data=b"", metadata=b"") for e in events] == \
+        [msgspec.structs.replace(e, data=b"", metadata=b"") for e in stored]
+    assert [e.event() for e in events] == [VmStopped(vm_id=v) for v in "abcd"]
+    assert [(e.stream_id, e.version) for e in events] == [
+        ("vm-p1", 2), ("vm-p1", 3), ("vm-p2", 1), ("vm-p3", 1)]
+    assert all(e.meta() == META for e in events)
+    # Recorded already: nothing is handed.
+    assert await store.commit_all(groups[:1]) == [None]
+    assert len(handed) == 1

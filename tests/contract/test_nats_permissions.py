@@ -4,8 +4,8 @@ relay, consumer and gateway door on a real PostgreSQL event store.
 A client (a snapdeploy API key) may publish requests on ``snapdeploy.api.>`` and read its
 own account's audit events, nothing else: not publish on the event stream, not read another
 account's events or another client's replies, not create JetStream consumers. Services get
-what they consume: a consumer identity serves its own durable consumer only, and only the
-relay publishes events.
+what they consume: a consumer identity serves its own durable consumer only; the services
+publish the events they commit, and only the relay publishes audit events.
 """
 
 from __future__ import annotations
@@ -146,8 +146,8 @@ def _meta(account_id: str) -> Metadata:
     return Metadata(correlation_id="c", actor="x", account_id=account_id)
 
 
-async def test_only_the_relay_publishes_events(store: EventStore, bus: Nats,
-                                               relayed: None) -> None:
+async def test_only_services_publish_events(store: EventStore, bus: Nats,
+                                            relayed: None) -> None:
     await store.append("vm-1", [NewEvent(VmStopped(vm_id="1"), _meta(ACCOUNT_A))])
     await eventually(lambda: _has(bus, 1), what="the relay's event in the stream")
 
@@ -167,9 +167,15 @@ async def test_only_the_relay_publishes_events(store: EventStore, bus: Nats,
             await nc.jetstream(timeout=2).add_consumer(subjects.EVENTS_STREAM,
                                                        durable_name="ghost")
         await bus.violations(nc, "$JS.API.CONSUMER")
+    # The operator's look at the stream changes nothing.
+    monitor = await bus.service(natsauth.MONITOR)
+    await monitor.publish(subject, b"{}")
+    await bus.violations(monitor, f'publish to "{subject}"')
+    # A service publishes what it commits; audit events are the relay's alone.
     planner = await bus.service("planner")
-    await planner.publish(subject, b"{}")
-    await bus.violations(planner, f'publish to "{subject}"')
+    audit = subjects.audit_subject(ACCOUNT_A, "VmStopped")
+    await planner.publish(audit, b"{}")
+    await bus.violations(planner, f'publish to "{audit}"')
     await asyncio.sleep(0.5)
     assert await _stream_messages(bus) == 1
 
@@ -241,8 +247,8 @@ async def test_a_client_reaches_the_gateway_only_by_request_with_its_own_inbox(
     with pytest.raises(Exception):  # noqa: B017 (no reply can reach it)
         await borrowing.request(DEPLOY_SUBJECT, b"{}", timeout=2)
     await bus.violations(borrowing, "subscription to")
-    # The gateway itself publishes nothing but its answers.
-    await gateway.publish(subjects.event_subject("vm-1", "VmStopped"), b"{}")
+    # The gateway publishes its answers and the events it commits, nothing else.
+    await gateway.publish(subjects.audit_subject(ACCOUNT_A, "VmStopped"), b"{}")
     await bus.violations(gateway, "publish to")
 
 

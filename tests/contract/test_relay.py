@@ -8,13 +8,18 @@ import random
 import signal
 from pathlib import Path
 
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from proto import subjects
 from proto.envelope import Metadata, decode_envelope
 from proto.events import VmStopped
-from shared.eventstore import EventStore, NewEvent
-from shared.relay import Relay
+from shared import bus
+from shared import relay as relay_module
+from shared.eventstore import Append, EventStore, NewEvent
+from shared.relay import Herald, Relay
 from shared.stack._servers import Server, terminate
 from tests.helpers import eventually, nats_connect, settings_for, start_service, stream_messages
 
@@ -219,3 +224,76 @@ async def stream_messages_after(nc, seq: int) -> list[str]:  # type: ignore[no-u
         msg = await js.get_msg(subjects.EVENTS_STREAM, n)
         out.append((msg.headers or {})["Nats-Msg-Id"])
     return out
+
+
+async def commit_published(store: EventStore, js: JetStreamContext, count: int) -> None:
+    """``count`` events committed by a cloner that publishes them at once (``Herald``)."""
+    store.publisher = Herald(js, "cloner")
+    try:
+        for i in range(count):
+            await store.commit([Append(f"vm-{i % 3}", [VmStopped(vm_id=str(i))])], META)
+    finally:
+        store.publisher = None
+
+
+async def test_events_published_at_once_reach_the_stream_once(
+    store: EventStore, nc: NATS, relay: None
+) -> None:
+    """The committer publishes its events before the relay: each is in the stream once, with
+    its stored position, marked as the committer's, its envelope the stored one."""
+    await commit_published(store, nc.jetstream(), 20)
+    await eventually(lambda: _has(nc, 20), what="20 events in JetStream")
+    await asyncio.sleep(1.0)  # the relay's copies would arrive now
+    events = await store.read_all(0, 100)
+    assert sorted(await stream_messages(nc)) == sorted(
+        (str(e.event_id), e.position) for e in events)
+    js = nc.jetstream()
+    marks = set()
+    for seq in range(1, len(events) + 1):
+        msg = await js.get_msg(subjects.EVENTS_STREAM, seq)
+        marks.add((msg.headers or {}).get(subjects.DIRECT_HEADER))
+        envelope = decode_envelope(msg.data or b"")
+        stored = next(e for e in events if str(e.event_id) == envelope.id)
+        assert envelope == stored.envelope()
+    assert "cloner" in marks  # the relay may win a race now and then, not every one
+
+
+async def test_a_relay_resumes_before_the_events_no_one_published(
+    store: EventStore, nc: NATS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events the relay published, then events whose committer died before publishing
+    them, then events their committers published, newest in the stream; the relay down
+    meanwhile, past JetStream's duplicate window. It resumes after the newest event it
+    published itself (the committers' messages prove nothing of the events before them),
+    publishes the events no one had, and not again those the stream holds: each once."""
+    monkeypatch.setattr(bus, "DUPLICATE_WINDOW_S", 1.0)
+    monkeypatch.setattr(relay_module, "DUPLICATE_WINDOW_S", 1.0)
+    monkeypatch.setattr(relay_module, "WINDOW_MARGIN_S", 0.5)
+    js = nc.jetstream()
+
+    async def relay_until(count: int) -> None:
+        task = asyncio.create_task(Relay(store, js).run())
+        try:
+            await eventually(lambda: _has(nc, count), what=f"{count} events in JetStream")
+            await asyncio.sleep(relay_module.SAVE_EVERY_S + 0.5)  # its checkpoint saved
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    await append_many(store, 5)
+    await relay_until(5)
+    await append_many(store, 5)  # committed; their committer died before publishing
+    await commit_published(store, js, 5)
+    await eventually(lambda: _has(nc, 10), what="the committers' 5 events in JetStream")
+    assert await stream_count(nc) == 10
+    await asyncio.sleep(1.5)  # past the duplicate window: JetStream would keep a repeat
+    await relay_until(15)
+    await asyncio.sleep(0.5)
+    events = await store.read_all(0, 100)
+    assert len(events) == 15
+    assert sorted(await stream_messages(nc)) == sorted(
+        (str(e.event_id), e.position) for e in events)
+    async with store.pool.acquire() as conn:
+        checkpoint = await conn.fetchval("SELECT position FROM checkpoints WHERE name = 'relay'")
+    assert checkpoint == await store.head() == 15
