@@ -27,7 +27,7 @@ RELAYED_EVENTS = Counter(
 )
 PUBLISHED_AT_ONCE = Counter(
     "snapdeploy_published_at_once_total",
-    "Events published to JetStream by the process that committed them, as it did",
+    "Events sent to the JetStream stream by the process that committed them, as it did",
 )
 CHECKPOINT = Gauge(
     "snapdeploy_checkpoint_position", "Global position a tailing process has reached", ["name"]

@@ -226,26 +226,30 @@ class Relay:
         metrics.CHECKPOINT.labels(CHECKPOINT).set(position)
 
 
-async def publish_event(js: JetStreamContext, event: RecordedEvent,
-                        headers: dict[str, str] | None = None) -> asyncio.Future[PubAck]:
+def _message(event: RecordedEvent, headers: dict[str, str] | None = None
+             ) -> tuple[str, bytes, dict[str, str]]:
+    """An event's subject, payload and headers on the stream."""
+    return (subjects.event_subject(event.stream_id, event.type), event.wire(),
+            {"Nats-Msg-Id": str(event.event_id),
+             subjects.POSITION_HEADER: str(event.position), **(headers or {})})
+
+
+async def publish_event(js: JetStreamContext, event: RecordedEvent) -> asyncio.Future[PubAck]:
     """Publish ``event`` to the stream; the future of its acknowledgement."""
-    return await js.publish_async(
-        subjects.event_subject(event.stream_id, event.type),
-        event.wire(),
-        headers={"Nats-Msg-Id": str(event.event_id),
-                 subjects.POSITION_HEADER: str(event.position), **(headers or {})},
-    )
+    subject, payload, headers = _message(event)
+    return await js.publish_async(subject, payload, headers=headers)
 
 
 class Herald:
     """Publishes the events this process committed as soon as the commit returns
     (``EventStore.publisher``), each commit's in position order, marked with
-    ``DIRECT_HEADER`` (this service's name). Nothing waits for it and nothing depends on
-    it: an event it fails to publish (NATS away, the process gone) reaches the stream
-    through the relay a moment later."""
+    ``DIRECT_HEADER`` (this service's name), as plain NATS messages: JetStream stores
+    them, and acknowledges nothing no one waits for. Nothing depends on it: an event it
+    fails to publish (NATS away, the process gone) reaches the stream through the relay a
+    moment later."""
 
     def __init__(self, js: JetStreamContext, service: str) -> None:
-        self.js = js
+        self.nc: NATS = js._nc
         self.headers = {subjects.DIRECT_HEADER: service}
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -256,9 +260,9 @@ class Herald:
 
     async def _send(self, events: list[RecordedEvent]) -> None:
         try:
-            acks = [await publish_event(self.js, event, self.headers) for event in events]
-            async with asyncio.timeout(ACK_TIMEOUT_S):
-                await asyncio.gather(*acks)
+            for event in events:
+                subject, payload, headers = _message(event, self.headers)
+                await self.nc.publish(subject, payload, headers=headers)
         except Exception as exc:  # the relay publishes them
             log.debug("%d events committed but not published at once (%s: %s); the relay "
                       "publishes them", len(events), type(exc).__name__, exc)
