@@ -242,29 +242,27 @@ async def publish_event(js: JetStreamContext, event: RecordedEvent) -> asyncio.F
 
 class Herald:
     """Publishes the events this process committed as soon as the commit returns
-    (``EventStore.publisher``), each commit's in position order, marked with
-    ``DIRECT_HEADER`` (this service's name), as plain NATS messages: JetStream stores
-    them, and acknowledges nothing no one waits for. Nothing depends on it: an event it
-    fails to publish (NATS away, the process gone) reaches the stream through the relay a
-    moment later."""
+    (``EventStore.publisher``), before the commit is announced, each commit's in position
+    order, marked with ``DIRECT_HEADER`` (this service's name), as plain NATS messages:
+    JetStream stores them, and acknowledges nothing no one waits for. Nothing depends on
+    it: an event it does not publish (NATS away, the process gone) reaches the stream
+    through the relay a moment later; while NATS is away it publishes nothing, and never
+    holds a commit up."""
 
     def __init__(self, js: JetStreamContext, service: str) -> None:
         self.nc: NATS = js._nc
         self.headers = {subjects.DIRECT_HEADER: service}
-        self._sending: set[asyncio.Task[None]] = set()
 
-    def __call__(self, events: Iterable[RecordedEvent]) -> None:
-        task = asyncio.ensure_future(self._send(list(events)))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send(self, events: list[RecordedEvent]) -> None:
+    async def __call__(self, events: Iterable[RecordedEvent]) -> None:
+        if not self.nc.is_connected:
+            return  # nothing is buffered for later: the relay publishes them
         try:
+            sent = 0
             for event in events:
                 subject, payload, headers = _message(event, self.headers)
                 await self.nc.publish(subject, payload, headers=headers)
+                sent += 1
         except Exception as exc:  # the relay publishes them
-            log.debug("%d events committed but not published at once (%s: %s); the relay "
-                      "publishes them", len(events), type(exc).__name__, exc)
-        else:
-            metrics.PUBLISHED_AT_ONCE.inc(len(events))
+            log.debug("events committed but not published at once (%s: %s); the relay "
+                      "publishes them", type(exc).__name__, exc)
+        metrics.PUBLISHED_AT_ONCE.inc(sent)

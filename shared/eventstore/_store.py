@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -397,8 +397,8 @@ class EventStore:
         # Commits are announced to followers after they commit (``Announcer``).
         self.announcer = Announcer(pool)
         # Given the events each ``commit`` stored, as soon as it has: a process that
-        # publishes them at once sets it (``shared.relay.Herald``).
-        self.publisher: Callable[[list[RecordedEvent]], None] | None = None
+        # publishes them at once sets it (``shared.relay.Herald``; it must not raise).
+        self.publisher: Callable[[list[RecordedEvent]], Awaitable[None]] | None = None
         self._decisions: dict[str, Turns] = {}
         # Account decisions wait in this process, holding no connection, one per account
         # and at most half the pool's connections at once: a holder needs more of them for
@@ -509,9 +509,9 @@ class EventStore:
         rows = sorted(rows, key=lambda r: r["grp"])
         # A group that only checked versions (or recorded its inbox row) appended nothing.
         if any(row["state"] is None and row["last_position"] for row in rows):
+            if self.publisher is not None:  # first: the next service waits for it
+                await self.publisher(_recorded(events, rows))
             self.announcer.announce()
-            if self.publisher is not None:
-                self.publisher(_recorded(events, rows))
         outcomes: list[Outcome] = []
         for group, row in zip(groups, rows, strict=True):
             if row["state"] is None:

@@ -380,7 +380,11 @@ async def test_a_commit_hands_its_publisher_each_event_as_stored(store: EventSto
     store's positions, versions and times), in position order; a group undone or already
     recorded hands nothing."""
     handed: list[list[RecordedEvent]] = []
-    store.publisher = handed.append
+
+    async def publish(events: list[RecordedEvent]) -> None:
+        handed.append(events)
+
+    store.publisher = publish
     await store.append("vm-p1", [stopped("p1")], NO_STREAM)
     groups = [
         Group([Append("vm-p1", [VmStopped(vm_id="a"), VmStopped(vm_id="b")], 1),
