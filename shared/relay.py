@@ -28,12 +28,12 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import PubAck
+from nats.js.api import PubAck, RawStreamMsg
 from nats.js.errors import NotFoundError
 
 from proto import subjects
@@ -95,27 +95,32 @@ class Relay:
         store records it. Payloads are not trusted: a message no snapdeploy process
         published names no stored event and is passed over.
         """
-        try:
-            info = await self.js.stream_info(subjects.EVENTS_STREAM)
-        except NotFoundError:
-            return 0
-        last, first = info.state.last_seq or 0, info.state.first_seq or 0
-        for seq in range(last, max(first, last - LOOKBACK + 1) - 1, -1):
-            if seq <= 0:
-                break
-            try:
-                msg = await self.js.get_msg(subjects.EVENTS_STREAM, seq)
-            except NotFoundError:
-                continue  # deleted
+        async for msg in self._newest_first(LOOKBACK):
             headers = msg.headers or {}
             if subjects.DIRECT_HEADER in headers:
                 continue  # its committer's: the events before it may not be published yet
             position = await self._stored_position(headers.get("Nats-Msg-Id"))
             if position is not None:
                 return position
-            log.warning("message %d in %s names no stored event; passing over it", seq,
+            log.warning("message %s in %s names no stored event; passing over it", msg.seq,
                         subjects.EVENTS_STREAM)
         return 0
+
+    async def _newest_first(self, most: int | None = None) -> AsyncIterator[RawStreamMsg]:
+        """The stream's messages, newest first, of its last ``most`` sequence numbers (all
+        if None); deleted ones passed over."""
+        try:
+            info = await self.js.stream_info(subjects.EVENTS_STREAM)
+        except NotFoundError:
+            return
+        last, first = info.state.last_seq or 0, max(1, info.state.first_seq or 1)
+        if most is not None:
+            first = max(first, last - most + 1)
+        for seq in range(last, first - 1, -1):
+            try:
+                yield await self.js.get_msg(subjects.EVENTS_STREAM, seq)
+            except NotFoundError:
+                continue  # deleted
 
     async def _stored_position(self, msg_id: str | None) -> int | None:
         try:
@@ -156,17 +161,8 @@ class Relay:
             return set()
         since = first[0].recorded_at - timedelta(seconds=CLOCK_SKEW_S)
         started = time.monotonic()
-        try:
-            info = await self.js.stream_info(subjects.EVENTS_STREAM)
-        except NotFoundError:
-            return set()
         found: set[uuid.UUID] = set()
-        last, first_seq = info.state.last_seq or 0, max(1, info.state.first_seq or 1)
-        for seq in range(last, first_seq - 1, -1):
-            try:
-                msg = await self.js.get_msg(subjects.EVENTS_STREAM, seq)
-            except NotFoundError:
-                continue
+        async for msg in self._newest_first():
             if msg.time is not None and msg.time < since:
                 break
             try:
@@ -256,8 +252,8 @@ class Herald:
     async def __call__(self, events: Iterable[RecordedEvent]) -> None:
         if not self.nc.is_connected:
             return  # nothing is buffered for later: the relay publishes them
+        sent = 0
         try:
-            sent = 0
             for event in events:
                 subject, payload, headers = _message(event, self.headers)
                 await self.nc.publish(subject, payload, headers=headers)
