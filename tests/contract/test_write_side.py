@@ -492,6 +492,14 @@ async def test_the_idle_limit_lasts_as_long_as_the_lock(pool: asyncpg.Pool) -> N
         async with db.advisory_lock(conn, "some-lock", idle_limit_s=2):
             assert await conn.fetchval("SHOW idle_session_timeout") == "2s"
         assert await conn.fetchval("SHOW idle_session_timeout") == "0"
+        # A session that had a limit of its own gets it back.
+        await conn.execute("SET idle_session_timeout = '5min'")
+        try:
+            async with db.advisory_lock(conn, "some-lock", idle_limit_s=2):
+                assert await conn.fetchval("SHOW idle_session_timeout") == "2s"
+            assert await conn.fetchval("SHOW idle_session_timeout") == "5min"
+        finally:
+            await conn.execute("RESET idle_session_timeout")
 
 
 async def test_a_frozen_lease_holder_loses_the_lease_after_the_idle_limit(
