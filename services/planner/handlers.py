@@ -156,12 +156,14 @@ class Planner:
         # At the host stream's version the capacity was read at (or this batch's earlier
         # placements left): a concurrent placement on the same host makes this append fail
         # and the decision run again; the same for the addresses at each network's
-        # version, and for the source at the seed's.
-        return [Append(envelope.stream_id, decision.vm_events),
+        # version, and for the source at the seed's. The VM's own events (its placement,
+        # and its source when that is ready) are one append: one less in the commit.
+        own = [e for a in source if a.stream_id == envelope.stream_id for e in a.events]
+        return [Append(envelope.stream_id, [*decision.vm_events, *own]),
                 Append(streams.host(decision.host.id), [decision.reservation],
                        decision.host_version),
                 *addresses,
-                *source]
+                *(a for a in source if a.stream_id != envelope.stream_id)]
 
     def source(self, request: VmDeployRequested, outlook: Outlook) -> list[Append]:
         """The VM's source, decided in its placement's commit: the snapshot's seed on the
