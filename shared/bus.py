@@ -44,7 +44,14 @@ from shared import metrics
 from shared.config import Settings
 from shared.domain.abandon import abandoned
 from shared.drivers.zones import Hypervisors
-from shared.eventstore import Append, ConcurrencyError, Group, Repository, Store
+from shared.eventstore import (
+    Append,
+    ConcurrencyError,
+    Group,
+    RecordedEvent,
+    Repository,
+    Store,
+)
 from shared.log import correlation
 
 log = logging.getLogger(__name__)
@@ -68,6 +75,10 @@ Handler = Callable[[EventEnvelope], Awaitable[Sequence[Append]]]
 E = TypeVar("E", bound=Event)
 TypedHandler = Callable[[E, EventEnvelope], Awaitable[Sequence[Append]]]
 """A handler of one event class: the event, typed, and its envelope (stream, version, id)."""
+StreamHandler = Callable[[E, EventEnvelope, Sequence[RecordedEvent]],
+                         Awaitable[Sequence[Append]]]
+"""A handler of one event class that decides on its event's stream: the event, its envelope
+and every event of its stream as stored, oldest first (``Handlers.on_stream``)."""
 
 Decided = Sequence[Append] | Exception
 """One event's outcome in a batch: its appends, or why it could not be decided."""
@@ -106,6 +117,8 @@ class Handlers(Mapping[str, Handler]):
         self._by_type: dict[str, Handler] = {}
         self.serial: dict[str, str] = {}
         self.batched: dict[str, BatchHandler] = {}
+        self.streamed: dict[str, Callable[[EventEnvelope, Sequence[RecordedEvent]],
+                                          Awaitable[Sequence[Append]]]] = {}
 
     def on(self, event_type: type[E], handler: TypedHandler[E], *,
            serial: str | None = None) -> Handlers:
@@ -126,6 +139,23 @@ class Handlers(Mapping[str, Handler]):
             return await handler(_typed(envelope, event_type), envelope)
 
         self._by_type[name] = handle
+        return self
+
+    def on_stream(self, event_type: type[E], handler: StreamHandler[E],
+                  read_stream: Callable[[str], Awaitable[list[RecordedEvent]]]) -> Handlers:
+        """Like ``on``, for a handler that decides on its event's stream: a ``Dispatcher``
+        reads the stream with the event (``Store.stored_with_stream``), one query where
+        there were two, and hands it over. Run again after a conflict, or run as a plain
+        handler (``self[name]``), it gets the stream from ``read_stream``."""
+        async def with_stream(event: E, envelope: EventEnvelope) -> Sequence[Append]:
+            return await handler(event, envelope, await read_stream(envelope.stream_id))
+
+        async def given(envelope: EventEnvelope,
+                        stream: Sequence[RecordedEvent]) -> Sequence[Append]:
+            return await handler(_typed(envelope, event_type), envelope, stream)
+
+        self.on(event_type, with_stream)
+        self.streamed[event_type.__name__] = given
         return self
 
     def on_many(self, event_type: type[E], handler: TypedBatchHandler[E], *,
@@ -408,9 +438,18 @@ class Dispatcher:
         self.handler_timeout = handler_timeout
         self._batches: dict[str, _Batches] = {}
 
-    async def dispatch(self, event_id: str, attempt: int) -> Dispatched:
-        """Handle the stored event ``event_id``, on its ``attempt``-th delivery (from 1)."""
-        stored, seen = await self.store.stored(event_id, self.name)
+    async def dispatch(self, event_id: str, attempt: int,
+                       claimed_type: str | None = None) -> Dispatched:
+        """Handle the stored event ``event_id``, on its ``attempt``-th delivery (from 1).
+        A message that says it is of a type whose handler decides on its stream
+        (``Handlers.on_stream``) has that stream read with the event; what the store holds
+        decides which handler runs either way."""
+        streamed = self.handlers.streamed if isinstance(self.handlers, Handlers) else {}
+        stream: list[RecordedEvent] | None = None
+        if claimed_type in streamed:
+            stored, seen, stream = await self.store.stored_with_stream(event_id, self.name)
+        else:
+            stored, seen = await self.store.stored(event_id, self.name)
         if stored is None:
             log.error("dropped a message naming no stored event (%s)", event_id[:64])
             return Dispatched(Outcome.UNKNOWN, "")
@@ -421,8 +460,11 @@ class Dispatcher:
                 return Dispatched(Outcome.IGNORED, envelope.type)
             if seen:
                 return Dispatched(Outcome.DUPLICATE, envelope.type)
+            given = streamed.get(envelope.type)
+            first = None if given is None or stream is None else \
+                functools.partial(given, envelope, stream)
             try:
-                done = await self._handle(handler, envelope)
+                done = await self._handle(handler, envelope, first)
             except ConcurrencyError as exc:
                 if attempt >= self.max_deliver:
                     return await self._give_up(envelope, exc, attempt)
@@ -440,10 +482,13 @@ class Dispatcher:
                                   min(30.0, 0.5 * 2 ** min(attempt, 6)))
         return Dispatched(Outcome.HANDLED if done else Outcome.DUPLICATE, envelope.type)
 
-    async def _handle(self, handler: Handler, envelope: EventEnvelope) -> bool:
+    async def _handle(self, handler: Handler, envelope: EventEnvelope,
+                      first: Callable[[], Awaitable[Sequence[Append]]] | None = None) -> bool:
         """Run the handler and commit, rerunning it when another writer got there first;
         both under the handler's lock if it has one (``Handlers.on``, ``serial``), with the
-        other events waiting for it if it decides several at once (``Handlers.on_many``)."""
+        other events waiting for it if it decides several at once (``Handlers.on_many``).
+        ``first``, if given, is the first run (the handler with what was read with the
+        event: ``Handlers.on_stream``); a rerun reads anew."""
         handlers = self.handlers if isinstance(self.handlers, Handlers) else None
         lock = handlers.serial.get(envelope.type) if handlers else None
         many = handlers.batched.get(envelope.type) if handlers else None
@@ -456,7 +501,8 @@ class Dispatcher:
                     return await batches.decide(envelope)
                 async with self.store.decision_lock(lock) if lock else contextlib.nullcontext():
                     async with asyncio.timeout(self.handler_timeout):  # not wait_for: see follow()
-                        appends = await handler(envelope)
+                        appends = await (first() if first is not None and conflicts == 1
+                                         else handler(envelope))
                     return await self._commit(envelope, appends)
             except ConcurrencyError:
                 if conflicts >= CONFLICT_RETRIES:
@@ -734,7 +780,8 @@ class Consumer:
             metrics.MESSAGES_HANDLED.labels(self.name, envelope.type, "ignored").inc()
             return
         attempt = msg.metadata.num_delivered if msg.metadata else 1
-        result = await self._keep_alive(msg, self.dispatcher.dispatch(envelope.id, attempt))
+        result = await self._keep_alive(msg, self.dispatcher.dispatch(envelope.id, attempt,
+                                                                      envelope.type))
         event_type = result.event_type or envelope.type
         match result.outcome:
             case Outcome.UNKNOWN | Outcome.ABANDONED:

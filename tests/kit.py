@@ -81,7 +81,8 @@ class Delivery:
                     moved = True
                     if recorded.type not in dispatcher.handlers:
                         continue
-                    result, attempts = await deliver(dispatcher, str(recorded.event_id))
+                    result, attempts = await deliver(dispatcher, str(recorded.event_id),
+                                                     recorded.type)
                     self.log.append(Delivered(dispatcher.name, result.event_type, attempts,
                                               result.outcome))
             if not moved:
@@ -89,10 +90,12 @@ class Delivery:
         raise AssertionError(f"still delivering after {rounds} rounds")
 
 
-async def deliver(dispatcher: Dispatcher, event_id: str) -> tuple[Dispatched, int]:
-    """One event to one consumer, redelivered at once until it settles."""
+async def deliver(dispatcher: Dispatcher, event_id: str,
+                  event_type: str | None = None) -> tuple[Dispatched, int]:
+    """One event to one consumer, redelivered at once until it settles (its type told, as
+    a NATS message tells it)."""
     for attempt in range(1, dispatcher.max_deliver + 1):
-        result = await dispatcher.dispatch(event_id, attempt)
+        result = await dispatcher.dispatch(event_id, attempt, event_type)
         if result.outcome not in (Outcome.RETRY, Outcome.UNRECORDED):
             return result, attempt
     raise AssertionError(f"event {event_id} was not settled in {dispatcher.max_deliver} "

@@ -38,13 +38,12 @@ from proto.events import (
 from proto.streams import stable_id
 from shared.bus import Handlers, HypervisorService
 from shared.domain import capacity, job, vm
-from shared.domain import pool as pools
 from shared.domain.inventory import snapshot_description, snapshot_taken
 from shared.domain.job import ATTACH_VOLUME_CMD
 from shared.domain.volume import DATADISK, GB
 from shared.drivers.base import CloneProgress, CloneRequest, Hypervisor, HypervisorError
 from shared.drivers.zones import UNKNOWN_ZONE
-from shared.eventstore import NO_STREAM, Append
+from shared.eventstore import NO_STREAM, Append, RecordedEvent
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ class Cloner(HypervisorService):
 
     def handlers(self) -> Handlers:
         return (Handlers()
-                .on(VmSourceReady, self.deploy)
+                .on_stream(VmSourceReady, self.deploy, self.store.read_stream)
                 .on(VmDeployFailed, self.remove_leftover)
                 .on(VmSnapshotRequested, self.snapshot)
                 .on(VmSnapshotDeleteRequested, self.delete_snapshot)
@@ -154,11 +153,10 @@ class Cloner(HypervisorService):
             return job_failed(envelope.stream_id, request.job_id, str(exc))
         return [*out, Append(envelope.stream_id, vm.destroyed(request, volume_ids, detached))]
 
-    async def deploy(self, ready: VmSourceReady, envelope: EventEnvelope) -> Sequence[Append]:
-        # The VM's stream and the stream of the pool its source is ready on, in one read.
-        pool_stream = streams.pool(ready.pool_id)
-        read = await self.store.read_streams([envelope.stream_id, pool_stream])
-        recorded = read[envelope.stream_id]
+    async def deploy(self, ready: VmSourceReady, envelope: EventEnvelope,
+                     recorded: Sequence[RecordedEvent]) -> Sequence[Append]:
+        """Clone, reconfigure and power on the VM, decided on its stream ``recorded`` (read
+        with ``ready``)."""
         history = [e.event() for e in recorded]
         request = vm.deploy_request(history)
         placed = capacity.last_placement(history)
@@ -172,10 +170,8 @@ class Cloner(HypervisorService):
             if failed:
                 await self._cleanup(request, CloneProgress())
             return []
-        # The pool it was placed on is the one its source is ready on (read above).
-        pool = pools.fold(placed.pool_id, [e.event() for e in read[pool_stream]]) \
-            if placed.pool_id == ready.pool_id else await self.repo.pool(placed.pool_id)
-        host, found = await asyncio.gather(
+        pool, host, found = await asyncio.gather(
+            self.repo.pool(placed.pool_id),
             self.repo.host(placed.host_id, reservations=False),
             asyncio.gather(*(self.repo.network(n, addresses=False)
                              for n in request.network_ids)))

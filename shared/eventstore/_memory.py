@@ -399,6 +399,13 @@ class MemoryEventStore:
             return None, False
         return recorded, (consumer, str(key)) in self._inbox
 
+    async def stored_with_stream(self, event_id: str, consumer: str
+                                 ) -> tuple[RecordedEvent | None, bool, list[RecordedEvent]]:
+        recorded, seen = await self.stored(event_id, consumer)
+        if recorded is None:
+            return None, False, []
+        return recorded, seen, list(self._streams.get(recorded.stream_id, []))
+
     async def hosts(self) -> list[HostView]:
         hosts = [capacity.fold(stream_id.removeprefix("host-"), [e.event() for e in events])
                  for stream_id, events in sorted(self._streams.items())

@@ -259,6 +259,13 @@ class Store(Protocol):
         whether ``consumer`` has handled it already."""
         ...
 
+    async def stored_with_stream(self, event_id: str, consumer: str
+                                 ) -> tuple[RecordedEvent | None, bool, list[RecordedEvent]]:
+        """``stored``, and every event of the stored event's stream, oldest first (the event
+        among them; [] if there is no such event), read at once: for a handler that decides
+        on its event's stream (``shared.bus.Handlers.on_stream``)."""
+        ...
+
     async def hosts(self) -> list[HostView]:
         """Every host new VMs may be placed on (imported, not gone), with its reserved
         capacity and its stream's version, as of the last committed append: never behind
@@ -543,6 +550,25 @@ class EventStore:
         if row is None:
             return None, False
         return RecordedEvent(*list(row.values())[:-1]), bool(row["seen"])
+
+    async def stored_with_stream(self, event_id: str, consumer: str
+                                 ) -> tuple[RecordedEvent | None, bool, list[RecordedEvent]]:
+        """See ``Store.stored_with_stream``: one query."""
+        try:
+            key = uuid.UUID(event_id)
+        except ValueError:
+            return None, False, []
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS}, (SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1"
+                " AND event_id = $2)) AS seen FROM events"
+                " WHERE stream_id = (SELECT stream_id FROM events WHERE event_id = $2)"
+                " ORDER BY version",
+                consumer, key,
+            )
+        stream = [RecordedEvent(*list(row.values())[:-1]) for row in rows]
+        stored = next((e for e in stream if e.event_id == key), None)
+        return stored, bool(rows and rows[0]["seen"]), stream
 
     async def hosts(self) -> list[HostView]:
         """See ``Store.hosts``: the ``host_capacity`` table, kept by a trigger on events

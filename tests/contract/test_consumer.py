@@ -16,11 +16,12 @@ from proto.events import (
     VmDeployRequested,
     VmDestroyed,
     VmPlaced,
+    VmRecovered,
     VmStopped,
 )
 from shared import metrics
-from shared.bus import Consumer
-from shared.eventstore import Append, EventStore, NewEvent
+from shared.bus import Consumer, Dispatcher, Handlers, Outcome
+from shared.eventstore import Append, EventStore, NewEvent, RecordedEvent
 from tests.helpers import eventually
 
 
@@ -216,3 +217,41 @@ async def _version_is(store: EventStore, stream: str, version: int) -> bool:
 
 async def _handled(consumer: str, outcome: str, n: int) -> bool:
     return _count(metrics.MESSAGES_HANDLED.labels(consumer, "VmStopped", outcome)) >= n
+
+
+async def test_a_handler_on_its_stream_has_it_read_with_its_event_and_anew_after_a_conflict(
+    store: EventStore,
+) -> None:
+    meta = Metadata(correlation_id="corr-s", actor="acct/user")
+    await store.append("vm-s", [NewEvent(VmRecovered(vm_id="s"), meta),
+                                NewEvent(VmStopped(vm_id="s"), meta)])
+    stopped = (await store.read_stream("vm-s"))[1]
+    read: list[str] = []
+    given: list[list[str]] = []
+
+    async def read_stream(stream_id: str) -> list[RecordedEvent]:
+        read.append(stream_id)
+        return await store.read_stream(stream_id)
+
+    async def destroy(event: VmStopped, envelope: EventEnvelope,
+                      stream: Sequence[RecordedEvent]) -> Sequence[Append]:
+        given.append([e.type for e in stream])
+        if len(given) == 1:  # another writer moves the stream on before this commits
+            await store.append("vm-s", [NewEvent(VmRecovered(vm_id="s"), meta)])
+        return [Append(envelope.stream_id, [VmDestroyed(vm_id=event.vm_id)],
+                       stream[-1].version)]
+
+    dispatcher = Dispatcher("streamer", store,
+                            Handlers().on_stream(VmStopped, destroy, read_stream))
+    done = await dispatcher.dispatch(str(stopped.event_id), 1, "VmStopped")
+
+    assert done.outcome is Outcome.HANDLED
+    # The first run had the stream with its event; the rerun read it again, moved on.
+    assert given == [["VmRecovered", "VmStopped"], ["VmRecovered", "VmStopped", "VmRecovered"]]
+    assert read == ["vm-s"]
+    assert [e.type for e in await store.read_stream("vm-s")][-1] == "VmDestroyed"
+    # Not told its type (a message that says another), the handler reads its stream itself.
+    (other,) = await store.append("vm-t", [NewEvent(VmStopped(vm_id="t"), meta)])
+    done = await dispatcher.dispatch(str(other.event_id), 1, "VmRecovered")
+    assert done.outcome is Outcome.HANDLED
+    assert read == ["vm-s", "vm-t"] and given[-1] == ["VmStopped"]

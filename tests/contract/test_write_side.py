@@ -587,6 +587,13 @@ async def test_a_commit_is_all_or_nothing_and_recorded_once(any_store: Store) ->
     assert (await any_store.stored(str(stopped.event_id), "c"))[1]
     assert (await any_store.stored(str(stopped.event_id), "other"))[1] is False
     assert await any_store.stored("not-a-uuid", "c") == (None, False)
+    # With its stream, in one read.
+    assert await any_store.stored_with_stream(str(stopped.event_id), "c") == (
+        stopped, True, await any_store.read_stream("vm-a"))
+    assert await any_store.stored_with_stream(str(stopped.event_id), "other") == (
+        stopped, False, await any_store.read_stream("vm-a"))
+    assert await any_store.stored_with_stream(str(uuid.uuid4()), "c") == (None, False, [])
+    assert await any_store.stored_with_stream("not-a-uuid", "c") == (None, False, [])
     destroyed = (await any_store.read_stream("vm-a"))[1]
     assert destroyed.meta() == META
     positions = [e.position for e in await any_store.read_all(0)]
