@@ -14,7 +14,7 @@ from shared.apikeys import LiveKeys
 from shared.config import Settings
 from shared.db import Notifications
 from shared.errors import PARAM_ERROR, PERMISSION_DENIED, RESOURCE_IN_USE, ApiError
-from shared.eventstore import Append, ConcurrencyError, EventStore
+from shared.eventstore import Append, ConcurrencyError, EventStore, SnapshotStreams
 from shared.log import current_correlation
 from shared.projections.read import Paging, Progress, ReadModels, Viewer
 
@@ -54,6 +54,8 @@ class Context:
     progress: Progress | None = None
     # The API keys read so far, kept while changes to them are heard (``services.gateway.app``).
     keys: LiveKeys | None = None
+    # Which streams a deploy from each VM snapshot reads (``Repository.deploy_inputs``).
+    snapshot_streams: SnapshotStreams = field(default_factory=SnapshotStreams)
 
     @functools.cached_property
     def read(self) -> ReadModels:

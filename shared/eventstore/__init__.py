@@ -3,7 +3,7 @@
 from shared.eventstore._announce import NOTIFY_CHANNEL
 from shared.eventstore._group import Group, Outcome
 from shared.eventstore._memory import MemoryEventStore
-from shared.eventstore._repository import HeldNetworks, Repository
+from shared.eventstore._repository import HeldNetworks, Repository, SnapshotStreams
 from shared.eventstore._store import (
     ANY_VERSION,
     APPEND_LOCK,
@@ -38,6 +38,7 @@ __all__ = [
     "Outcome",
     "RecordedEvent",
     "Repository",
+    "SnapshotStreams",
     "Store",
     "VmEntry",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 
 from proto import streams
@@ -35,6 +36,37 @@ from shared.eventstore._store import RecordedEvent, Store
 
 async def _none() -> None:
     return None
+
+
+class SnapshotStreams:
+    """The streams a deploy from a VM snapshot reads besides the snapshot's own, as learnt
+    from each snapshot: its VM's and its root volume's. They are facts the snapshot was
+    taken with, so a later deploy from it reads them with the snapshot's stream, in one
+    round trip to the store where there were two; what it read is checked against the
+    snapshot as read then, and what does not match is read again. The ``size`` snapshots
+    deployed from last are kept."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._known: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+
+    def get(self, snapshot_id: str) -> tuple[str, str | None] | None:
+        """The snapshot's VM and root volume (None for no root volume), if learnt."""
+        known = self._known.get(snapshot_id)
+        if known is not None:
+            self._known.move_to_end(snapshot_id)
+        return known
+
+    def learn(self, snapshot_id: str, vm_id: str, root_volume_id: str | None) -> None:
+        self._known[snapshot_id] = (vm_id, root_volume_id)
+        self._known.move_to_end(snapshot_id)
+        while len(self._known) > self.size:
+            self._known.popitem(last=False)
+
+
+def _of_snapshot(vm_id: str, root_volume_id: str | None) -> list[str]:
+    """The streams a deploy from a snapshot of VM ``vm_id`` reads besides the snapshot's."""
+    return [streams.vm(vm_id), *([streams.volume(root_volume_id)] if root_volume_id else [])]
 
 
 class Repository:
@@ -141,21 +173,34 @@ class Repository:
         return await self._snapshot_source(
             snapshot_id, await self.store.read_stream(streams.vm_snapshot(snapshot_id)))
 
-    async def _snapshot_source(self, snapshot_id: str,
-                               own: list[RecordedEvent]) -> SnapshotView | None:
-        """``snapshot_source``, from the snapshot's stream ``own`` read already."""
+    async def _snapshot_source(
+            self, snapshot_id: str, own: list[RecordedEvent],
+            ahead: Mapping[str, list[RecordedEvent]] = {},
+            origins: Mapping[str, str | None] = {},
+            known: SnapshotStreams | None = None) -> SnapshotView | None:
+        """``snapshot_source``, from the snapshot's stream ``own`` read already, and the
+        streams and volume origins read with it (``ahead``, ``origins``: those
+        ``SnapshotStreams`` knew of), which it learns in ``known``."""
         taken = _vmsnapshot.fold(e.event() for e in own).live
         if taken is None:
             return None
         root = next((d for d in taken.disks if d.root), None)
+        volume_id = root.volume_id if root is not None else None
+        if known is not None:
+            known.learn(snapshot_id, taken.vm_id, volume_id)
         # The VM's stream and the root volume's in one read, beside the volume's origin
-        # (most often that VM, whose stream is then read already).
-        wanted = [streams.vm(taken.vm_id)]
-        if root is not None:
-            wanted.append(streams.volume(root.volume_id))
-        read, origin = await asyncio.gather(
-            self.store.read_streams(wanted),
-            self.store.volume_origin(root.volume_id) if root is not None else _none())
+        # (most often that VM, whose stream is then read already); unless they were read
+        # with the snapshot's.
+        wanted = _of_snapshot(taken.vm_id, volume_id)
+        read: dict[str, list[RecordedEvent]]
+        origin: str | None
+        if all(s in ahead for s in wanted) and (volume_id is None or volume_id in origins):
+            read = {s: ahead[s] for s in wanted}
+            origin = origins[volume_id] if volume_id is not None else None
+        else:
+            read, origin = await asyncio.gather(
+                self.store.read_streams(wanted),
+                self.store.volume_origin(volume_id) if volume_id is not None else _none())
         if origin is not None and streams.vm(origin) not in read:
             read.update(await self.store.read_streams([streams.vm(origin)]))
         vm_records = read[streams.vm(taken.vm_id)]
@@ -215,26 +260,35 @@ class Repository:
 
     async def deploy_inputs(self, *, snapshot_id: str | None, template_id: str | None,
                             offering_id: str, host_id: str | None,
-                            network_ids: Sequence[str] = ()) -> DeployInputs:
+                            network_ids: Sequence[str] = (),
+                            known: SnapshotStreams | None = None) -> DeployInputs:
         """What a deploy request names, from the store alone: the snapshot or template,
         the offering, the host (placeable: imported and not gone, with its capacity) and
         the networks not gone: those of ``network_ids`` if it names any, else all (the
-        source's own or the zone's default are then chosen from them)."""
+        source's own or the zone's default are then chosen from them). With ``known``, a
+        snapshot deployed from before has all its streams read at once."""
         # Read at once: none of these waits for another. The snapshot's stream is read with
-        # the offering's, and the rest of the snapshot's reads follow.
+        # the offering's, and with the streams of its VM and root volume when those are
+        # known (else they follow).
         wanted = [streams.service_offering(offering_id)]
+        ahead = known.get(snapshot_id) if known is not None and snapshot_id else None
         if snapshot_id:
             wanted.append(streams.vm_snapshot(snapshot_id))
-        hosts, objects, template, read = await asyncio.gather(
+        if ahead is not None:
+            wanted += _of_snapshot(*ahead)
+        hosts, objects, template, read, origin = await asyncio.gather(
             self.store.hosts() if host_id is not None else _none(),
             self.store.inventory_objects([streams.network(n) for n in network_ids]
                                          if network_ids else None),
             self.template_source(template_id) if template_id else _none(),
-            self.store.read_streams(wanted))
+            self.store.read_streams(wanted),
+            self.store.volume_origin(ahead[1]) if ahead is not None and ahead[1] else _none())
         offering = _offerings.service_offering(
             [e.event() for e in read[streams.service_offering(offering_id)]])
         snapshot = await self._snapshot_source(
-            snapshot_id, read[streams.vm_snapshot(snapshot_id)]) if snapshot_id else None
+            snapshot_id, read[streams.vm_snapshot(snapshot_id)], read,
+            {ahead[1]: origin} if ahead is not None and ahead[1] else {},
+            known) if snapshot_id else None
         host = next((h for h in hosts or [] if h.id == host_id), None)
         networks = {object_id for kind, object_id, gone in objects.values()
                     if kind == "network" and not gone}

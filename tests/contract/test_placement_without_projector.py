@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,7 +47,7 @@ from shared.bus import Dispatcher, Outcome
 from shared.domain import capacity
 from shared.domain.limits import Usage
 from shared.errors import ApiError
-from shared.eventstore import EventStore
+from shared.eventstore import EventStore, RecordedEvent, Repository, SnapshotStreams
 from shared.projections import ALL, Projector
 from shared.projections.read import ReadModels, Viewer
 from tests.contract.test_projections import caught_up, tables
@@ -277,3 +278,44 @@ async def test_deploys_are_checked_and_limited_from_the_store_with_no_projector(
     await Projector(store, ALL, batch=50).catch_up()
     listed = await ReadModels(store).vms(Viewer(ADMIN.account_id, True))
     assert listed.total == 1 + 2 + 1 + 2 + 1
+
+
+class CountingStore(EventStore):
+    """The store, counting its reads of streams."""
+
+    reads = 0
+
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        self.reads += 1
+        return await super().read_streams(stream_ids)
+
+
+async def test_a_snapshot_deployed_from_before_has_its_streams_read_at_once(
+    store: EventStore, pool: asyncpg.Pool
+) -> None:
+    await record_cloud(store)
+    counting = CountingStore(pool)
+    repo, known = Repository(counting), SnapshotStreams()
+    inputs = {"snapshot_id": SNAPSHOT, "template_id": None, "offering_id": SMALL,
+              "host_id": None, "network_ids": [NET]}
+
+    first = await repo.deploy_inputs(**inputs, known=known)
+    assert counting.reads == 2  # the snapshot's stream, then its VM's and its root volume's
+    assert known.get(SNAPSHOT) == (VM, ROOT)
+    assert await repo.deploy_inputs(**inputs, known=known) == first
+    assert counting.reads == 3  # all at once
+    # Known wrong (not the VM and volume the snapshot was taken with): read again, right.
+    known.learn(SNAPSHOT, str(uuid.uuid4()), str(uuid.uuid4()))
+    assert await repo.deploy_inputs(**inputs, known=known) == first
+    assert counting.reads == 5 and known.get(SNAPSHOT) == (VM, ROOT)
+    assert await repo.deploy_inputs(**inputs) == first
+
+
+def test_snapshot_streams_keep_the_snapshots_deployed_from_last() -> None:
+    known = SnapshotStreams(size=2)
+    known.learn("s1", "vm-1", None)
+    known.learn("s2", "vm-2", "root-2")
+    assert known.get("s1") == ("vm-1", None)  # s1 is now the one used last
+    known.learn("s3", "vm-3", "root-3")
+    assert (known.get("s1"), known.get("s2"), known.get("s3")) == (
+        ("vm-1", None), None, ("vm-3", "root-3"))

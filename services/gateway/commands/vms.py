@@ -65,7 +65,7 @@ async def submit_deploy(ctx: Context, caller: Caller,
     named = await repo.deploy_inputs(
         snapshot_id=request.vmsnapshotid, template_id=request.templateid,
         offering_id=request.serviceofferingid, host_id=request.hostid,
-        network_ids=request.networkids)
+        network_ids=request.networkids, known=ctx.snapshot_streams)
     owner = await deploy_owner(ctx, caller, request)
     source = check_deploy(
         account_id=caller.account_id, is_admin=caller.is_admin,
