@@ -45,6 +45,7 @@ from services.gateway.commands.vms import submit_deploy
 from services.planner.handlers import Planner
 from shared.bus import Dispatcher, Outcome
 from shared.domain import capacity
+from shared.domain.deploy import DeployInputs
 from shared.domain.limits import Usage
 from shared.errors import ApiError
 from shared.eventstore import EventStore, RecordedEvent, Repository, SnapshotStreams
@@ -296,19 +297,22 @@ async def test_a_snapshot_deployed_from_before_has_its_streams_read_at_once(
     await record_cloud(store)
     counting = CountingStore(pool)
     repo, known = Repository(counting), SnapshotStreams()
-    inputs = {"snapshot_id": SNAPSHOT, "template_id": None, "offering_id": SMALL,
-              "host_id": None, "network_ids": [NET]}
 
-    first = await repo.deploy_inputs(**inputs, known=known)
+    async def inputs(known: SnapshotStreams | None) -> DeployInputs:
+        return await repo.deploy_inputs(snapshot_id=SNAPSHOT, template_id=None,
+                                        offering_id=SMALL, host_id=None, network_ids=[NET],
+                                        known=known)
+
+    first = await inputs(known)
     assert counting.reads == 2  # the snapshot's stream, then its VM's and its root volume's
     assert known.get(SNAPSHOT) == (VM, ROOT)
-    assert await repo.deploy_inputs(**inputs, known=known) == first
+    assert await inputs(known) == first
     assert counting.reads == 3  # all at once
     # Known wrong (not the VM and volume the snapshot was taken with): read again, right.
     known.learn(SNAPSHOT, str(uuid.uuid4()), str(uuid.uuid4()))
-    assert await repo.deploy_inputs(**inputs, known=known) == first
+    assert await inputs(known) == first
     assert counting.reads == 5 and known.get(SNAPSHOT) == (VM, ROOT)
-    assert await repo.deploy_inputs(**inputs) == first
+    assert await inputs(None) == first
 
 
 def test_snapshot_streams_keep_the_snapshots_deployed_from_last() -> None:
