@@ -10,7 +10,6 @@ manager messages name are that session's kind's.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -170,11 +169,8 @@ class Cloner(HypervisorService):
             if failed:
                 await self._cleanup(request, CloneProgress())
             return []
-        pool, host, found = await asyncio.gather(
-            self.repo.pool(placed.pool_id),
-            self.repo.host(placed.host_id, reservations=False),
-            asyncio.gather(*(self.repo.network(n, addresses=False)
-                             for n in request.network_ids)))
+        pool, host, found = await self.repo.clone_targets(placed.pool_id, placed.host_id,
+                                                          request.network_ids)
         target = pool.live
         networks = [n.binding for n in found]
         gone = [f"network {n}" for n, b in zip(request.network_ids, networks, strict=True)

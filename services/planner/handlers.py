@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from proto import streams
 from proto.envelope import EventEnvelope
@@ -88,11 +88,20 @@ class Planner:
         templates = {r.template_id for r in requests
                      if r.vm_snapshot_id is None and r.template_id is not None}
         network_ids = dict.fromkeys(n for r in requests for n in r.network_ids)
-        hosts, seeds, of_templates, networks = await asyncio.gather(
-            self.store.hosts(),
-            _each(snapshots, lambda stream: self.repo.seed(*snapshots[stream])),
+        # The hosts, the seeds' streams and what the networks held have had appended since:
+        # one query. (A network not held yet, and a template's seed, are read beside it.)
+        unread = self.networks.unread(network_ids)
+        (hosts, read), of_templates, first_read = await asyncio.gather(
+            self.store.placement_reads({**dict.fromkeys(snapshots, 1), **unread}),
             _each(templates, self.template_seed),
-            _each(network_ids, self.networks.network))
+            _each((n for n in network_ids if streams.network(n) not in unread),
+                  self.networks.network))
+        seeds: dict[str, seed.Seed | Exception] = {
+            stream: _folded(seed.fold, [e.event() for e in read[stream]])
+            for stream in snapshots}
+        networks = {n: first_read[n] if n in first_read else
+                    _folded(self.networks.moved_on, n, read[streams.network(n)])
+                    for n in network_ids}
         outlook = Outlook({h.id: h for h in hosts}, seeds, {}, networks)
         for template_id, found in of_templates.items():
             if isinstance(found, tuple):
@@ -312,6 +321,14 @@ def _found(read: T | Exception) -> T:
     if isinstance(read, Exception):
         raise read
     return read
+
+
+def _folded(fold: Callable[..., T], *args: Any) -> T | Exception:
+    """``fold(*args)``, or its error in its place (kept for the placements it concerns)."""
+    try:
+        return fold(*args)
+    except Exception as exc:
+        return exc
 
 
 async def _each(keys: Iterable[K], read: Callable[[K], Awaitable[T]]) -> dict[K, T | Exception]:

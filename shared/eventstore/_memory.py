@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -398,6 +398,17 @@ class MemoryEventStore:
         if recorded is None:
             return None, False
         return recorded, (consumer, str(key)) in self._inbox
+
+    async def placement_reads(self, from_versions: Mapping[str, int]
+                              ) -> tuple[list[HostView], dict[str, list[RecordedEvent]]]:
+        return await self.hosts(), {stream_id: await self.read_stream(stream_id, version)
+                                    for stream_id, version in from_versions.items()}
+
+    async def clone_targets(self, pool_stream: str, host_id: str, network_ids: Sequence[str]
+                            ) -> tuple[list[RecordedEvent], capacity.Host,
+                                       list[_network.Network]]:
+        return (await self.read_stream(pool_stream), await self.host(host_id, reservations=False),
+                [await self.network(n, addresses=False) for n in network_ids])
 
     async def stored_with_stream(self, event_id: str, consumer: str
                                  ) -> tuple[RecordedEvent | None, bool, list[RecordedEvent]]:

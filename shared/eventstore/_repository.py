@@ -114,6 +114,15 @@ class Repository:
     async def pool(self, pool_id: str) -> _pool.Pool:
         return _pool.fold(pool_id, await self.events(streams.pool(pool_id)))
 
+    async def clone_targets(self, pool_id: str, host_id: str, network_ids: Sequence[str]
+                            ) -> tuple[_pool.Pool, _capacity.Host, list[_network.Network]]:
+        """The pool, the host and the networks a clone lands on, read at once
+        (``Store.clone_targets``): the host without its reservations and the networks
+        without their addresses (all a clone needs is their refs and bindings)."""
+        pool, host, networks = await self.store.clone_targets(streams.pool(pool_id), host_id,
+                                                              network_ids)
+        return _pool.fold(pool_id, [e.event() for e in pool]), host, networks
+
     async def network(self, network_id: str, *, addresses: bool = True) -> _network.Network:
         """The network as the store keeps it (``Store.network``), its stream not folded: a
         busy network's stream holds an allocation per VM ever deployed on it."""
@@ -314,9 +323,24 @@ class HeldNetworks:
         held = self._held.get(network_id)
         if held is None:
             found = await self.store.network(network_id)
-        else:
-            new = await self.store.read_stream(streams.network(network_id), held.version + 1)
-            found = _network.fold(network_id, (e.event() for e in new), held) if new else held
+            self._held[network_id] = found
+            return found
+        return self.moved_on(network_id, await self.store.read_stream(
+            streams.network(network_id), held.version + 1))
+
+    def unread(self, network_ids: Collection[str]) -> dict[str, int]:
+        """The version from which each of ``network_ids`` held is read again (the one after
+        its held version), by its stream: ``moved_on`` takes what was read."""
+        return {streams.network(n): self._held[n].version + 1
+                for n in network_ids if n in self._held}
+
+    def moved_on(self, network_id: str, new: Sequence[RecordedEvent]) -> _network.Network:
+        """The network held, moved on by the events appended to its stream since (read
+        from the version ``unread`` gave; those another read moved it past meanwhile are
+        skipped)."""
+        held = self._held[network_id]
+        new = [e for e in new if e.version > held.version]
+        found = _network.fold(network_id, (e.event() for e in new), held) if new else held
         self._held[network_id] = found
         return found
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import asyncpg
 import msgspec
@@ -272,6 +272,12 @@ class Store(Protocol):
         the store (``shared.domain.capacity`` is the rule)."""
         ...
 
+    async def placement_reads(self, from_versions: Mapping[str, int]
+                              ) -> tuple[list[HostView], dict[str, list[RecordedEvent]]]:
+        """``hosts``, and the events of each stream of ``from_versions`` from that version
+        on (``read_stream``), read at once: what a batch of placements is decided on."""
+        ...
+
     async def host(self, host_id: str, *, reservations: bool = True) -> Host:
         """A host as its stream tells it (``shared.domain.capacity.evolve`` is the rule): its
         latest import, whether it is gone, the reservation each VM holds on it (none read
@@ -288,6 +294,13 @@ class Store(Protocol):
         never heard of is ``Network(network_id)``. A commit that allocates an address
         another VM holds on the network fails with ``ConcurrencyError``, whatever version it
         expects."""
+        ...
+
+    async def clone_targets(self, pool_stream: str, host_id: str, network_ids: Sequence[str]
+                            ) -> tuple[list[RecordedEvent], Host, list[Network]]:
+        """What a clone lands on, read at once: the pool's stream (``read_stream``), the host
+        without its reservations (``host``) and each of ``network_ids`` without its
+        addresses (``network``), in their order."""
         ...
 
     async def snapshot_uses(self, vm_snapshot_id: str) -> tuple[list[str], list[str]]:
@@ -574,39 +587,42 @@ class EventStore:
         """See ``Store.hosts``: the ``host_capacity`` table, kept by a trigger on events
         in each append's transaction (migration 0007)."""
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT host_id, name, zone_id, pool_ids, cpu_mhz_total, memory_mb_total,"
-                " reserved_cpu_mhz, reserved_memory_mb, version FROM host_capacity"
-                " WHERE imported AND NOT gone ORDER BY host_id")
-        return [HostView(id=r["host_id"], name=r["name"], zone_id=r["zone_id"],
-                         pool_ids=list(r["pool_ids"]), cpu_mhz_total=r["cpu_mhz_total"],
-                         memory_mb_total=r["memory_mb_total"],
-                         reserved_cpu_mhz=r["reserved_cpu_mhz"],
-                         reserved_memory_mb=r["reserved_memory_mb"], version=r["version"])
-                for r in rows]
+            rows = await conn.fetch(_HOSTS)
+        return [_host_view(row) for row in rows]
+
+    async def placement_reads(self, from_versions: Mapping[str, int]
+                              ) -> tuple[list[HostView], dict[str, list[RecordedEvent]]]:
+        """See ``Store.placement_reads``: one query, each part a row set of its own (rows
+        as records), where reading them side by side woke a server process each."""
+        ids = list(from_versions)
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"SELECT ARRAY(SELECT ROW(h.*) FROM ({_HOSTS}) AS h ORDER BY h.host_id) AS hosts,"
+                f" ARRAY(SELECT ({_COLUMNS}) FROM events WHERE stream_id = ANY($1::text[])"
+                " AND version >= ($2::integer[])[array_position($1::text[], stream_id)]"
+                " ORDER BY stream_id, version) AS events",
+                ids, [from_versions[s] for s in ids])
+        assert row is not None
+        read: dict[str, list[RecordedEvent]] = {stream_id: [] for stream_id in ids}
+        for values in row["events"]:
+            event = RecordedEvent(*values)
+            read[event.stream_id].append(event)
+        return [_host_view(values) for values in row["hosts"]], read
 
     async def host(self, host_id: str, *, reservations: bool = True) -> Host:
         """See ``Store.host``: the ``host_capacity`` and ``host_reservations`` tables, kept
         by a trigger on events in each append's transaction (migrations 0007, 0019), in one
         query."""
-        columns = ("c.name, c.ref, c.zone_id, c.pool_ids, c.cpu_mhz_total, c.memory_mb_total,"
-                   " c.imported, c.gone, c.version")
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                f"SELECT {columns}, r.vm_id, r.cpu_mhz, r.memory_mb FROM host_capacity c"
+                f"SELECT {_HOST_COLUMNS}, r.vm_id, r.cpu_mhz, r.memory_mb FROM host_capacity c"
                 " LEFT JOIN host_reservations r USING (host_id) WHERE c.host_id = $1", host_id
             ) if reservations else await conn.fetch(
-                f"SELECT {columns}, NULL AS vm_id FROM host_capacity c WHERE c.host_id = $1",
-                host_id)
+                f"SELECT {_HOST_COLUMNS} FROM host_capacity c WHERE c.host_id = $1", host_id)
         if not rows:
             return Host(host_id)
-        first = rows[0]
-        return Host(host_id, name=first["name"], ref=first["ref"], zone_id=first["zone_id"],
-                    pool_ids=tuple(first["pool_ids"]), cpu_mhz_total=first["cpu_mhz_total"],
-                    memory_mb_total=first["memory_mb_total"],
-                    reservations={r["vm_id"]: (r["cpu_mhz"], r["memory_mb"])
-                                  for r in rows if r["vm_id"] is not None},
-                    imported=first["imported"], gone=first["gone"], version=first["version"])
+        return _host(host_id, rows[0], {r["vm_id"]: (r["cpu_mhz"], r["memory_mb"])
+                                        for r in rows if reservations and r["vm_id"] is not None})
 
     async def network(self, network_id: str, *, addresses: bool = True) -> Network:
         """See ``Store.network``: the ``network_state`` and ``network_addresses`` tables,
@@ -614,24 +630,38 @@ class EventStore:
         query."""
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT s.imported, s.gone, s.cidr, s.gateway, s.version, a.vm_id, a.address"
+                f"SELECT {_NETWORK_COLUMNS}, a.vm_id, a.address"
                 " FROM network_state s LEFT JOIN network_addresses a USING (network_id)"
                 " WHERE s.network_id = $1 ORDER BY a.vm_id, a.nic", network_id
             ) if addresses else await conn.fetch(
-                "SELECT imported, gone, cidr, gateway, version, NULL AS vm_id,"
-                " NULL AS address FROM network_state WHERE network_id = $1", network_id)
+                f"SELECT {_NETWORK_COLUMNS} FROM network_state s WHERE s.network_id = $1",
+                network_id)
         if not rows:
             return Network(network_id)
-        first = rows[0]
         held: dict[str, list[str]] = {}
         for row in rows:
-            if row["vm_id"] is not None:
+            if addresses and row["vm_id"] is not None:
                 held.setdefault(row["vm_id"], []).append(row["address"])
-        imported = first["imported"]
-        return Network(network_id,
-                       imported=None if imported is None else _network_decoder.decode(imported),
-                       gone=first["gone"], cidr=first["cidr"], gateway=first["gateway"],
-                       held=held, version=first["version"])
+        return _network(network_id, rows[0], held)
+
+    async def clone_targets(self, pool_stream: str, host_id: str, network_ids: Sequence[str]
+                            ) -> tuple[list[RecordedEvent], Host, list[Network]]:
+        """See ``Store.clone_targets``: one query, each part a row set of its own (rows as
+        records), where reading them side by side woke three server processes."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"SELECT ARRAY(SELECT ({_COLUMNS}) FROM events WHERE stream_id = $1"
+                " ORDER BY version) AS pool,"
+                f" ARRAY(SELECT ({_HOST_COLUMNS}) FROM host_capacity c WHERE c.host_id = $2)"
+                " AS host,"
+                f" ARRAY(SELECT (s.network_id, {_NETWORK_COLUMNS}) FROM network_state s"
+                " WHERE s.network_id = ANY($3::text[])) AS networks",
+                pool_stream, host_id, list(dict.fromkeys(network_ids)))
+        assert row is not None
+        host = _host(host_id, row["host"][0], {}) if row["host"] else Host(host_id)
+        found = {values[0]: _network(values[0], values[1:], {}) for values in row["networks"]}
+        return ([RecordedEvent(*values) for values in row["pool"]], host,
+                [found.get(n) or Network(n) for n in network_ids])
 
     async def snapshot_uses(self, vm_snapshot_id: str) -> tuple[list[str], list[str]]:
         """See ``Store.snapshot_uses``: the ``snapshot_uses`` table (migration 0007)."""
@@ -864,6 +894,44 @@ class EventStore:
 async def _stop_listening(listener: asyncpg.Connection, on_notify: Callable[..., None]) -> None:
     with contextlib.suppress(Exception):
         await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
+
+
+_HOSTS = ("SELECT host_id, name, zone_id, pool_ids, cpu_mhz_total, memory_mb_total,"
+          " reserved_cpu_mhz, reserved_memory_mb, version FROM host_capacity"
+          " WHERE imported AND NOT gone ORDER BY host_id")
+
+
+def _host_view(values: Sequence[Any]) -> HostView:
+    """A placeable host from a row of ``_HOSTS`` (or a record's values, in that order)."""
+    (host_id, name, zone_id, pool_ids, cpu_mhz_total, memory_mb_total, reserved_cpu_mhz,
+     reserved_memory_mb, version) = tuple(values)
+    return HostView(id=host_id, name=name, zone_id=zone_id, pool_ids=list(pool_ids),
+                    cpu_mhz_total=cpu_mhz_total, memory_mb_total=memory_mb_total,
+                    reserved_cpu_mhz=reserved_cpu_mhz, reserved_memory_mb=reserved_memory_mb,
+                    version=version)
+
+
+_HOST_COLUMNS = ("c.name, c.ref, c.zone_id, c.pool_ids, c.cpu_mhz_total, c.memory_mb_total,"
+                 " c.imported, c.gone, c.version")
+_NETWORK_COLUMNS = "s.imported, s.gone, s.cidr, s.gateway, s.version"
+
+
+def _host(host_id: str, values: Sequence[Any],
+          reservations: dict[str, tuple[int, int]]) -> Host:
+    """A host from ``_HOST_COLUMNS`` (a row or a record's values, in that order)."""
+    name, ref, zone_id, pool_ids, cpu_mhz_total, memory_mb_total, imported, gone, version = \
+        tuple(values)[:9]
+    return Host(host_id, name=name, ref=ref, zone_id=zone_id, pool_ids=tuple(pool_ids),
+                cpu_mhz_total=cpu_mhz_total, memory_mb_total=memory_mb_total,
+                reservations=reservations, imported=imported, gone=gone, version=version)
+
+
+def _network(network_id: str, values: Sequence[Any], held: dict[str, list[str]]) -> Network:
+    """A network from ``_NETWORK_COLUMNS`` (a row or a record's values, in that order)."""
+    imported, gone, cidr, gateway, version = tuple(values)[:5]
+    return Network(network_id,
+                   imported=None if imported is None else _network_decoder.decode(imported),
+                   gone=gone, cidr=cidr, gateway=gateway, held=held, version=version)
 
 
 def _conflict(exc: Exception, stream_id: str, expected: int) -> Exception:

@@ -722,6 +722,33 @@ async def test_networks_are_what_their_streams_say(any_store: Store) -> None:
     assert await any_store.network("never") == network.Network("never")
 
 
+async def test_what_placements_decide_on_is_read_at_once_as_each_alone(
+        any_store: Store) -> None:
+    await live_host_life(any_store)
+    await network_life(any_store)
+    wanted = {streams.network("n1"): 3, streams.host("h1"): 1, streams.network("never"): 1}
+    hosts, read = await any_store.placement_reads(wanted)
+    assert hosts == await any_store.hosts() and len(hosts) == 2
+    assert read == {stream: await any_store.read_stream(stream, version)
+                    for stream, version in wanted.items()}
+    assert read[streams.network("never")] == [] and len(read[streams.host("h1")]) == 6
+    assert await any_store.placement_reads({}) == (hosts, {})
+
+
+async def test_what_a_clone_lands_on_is_read_at_once_as_each_alone(any_store: Store) -> None:
+    await live_host_life(any_store)
+    await network_life(any_store)
+    await any_store.commit([Append(streams.pool("p1"), [VmStopped(vm_id="not-a-pool-event")])],
+                           META)
+    wanted = ["n1", "never", "n2", "n1"]  # a network twice: two NICs on it
+    pool, host, networks = await any_store.clone_targets(streams.pool("p1"), "h1", wanted)
+    assert pool == await any_store.read_stream(streams.pool("p1")) and len(pool) == 1
+    assert host == await any_store.host("h1", reservations=False)
+    assert networks == [await any_store.network(n, addresses=False) for n in wanted]
+    assert await any_store.clone_targets(streams.pool("none"), "never", []) == (
+        [], capacity.Host("never"), [])
+
+
 async def test_an_address_another_vm_holds_is_never_allocated_whatever_the_version(
         any_store: Store) -> None:
     await network_life(any_store)
