@@ -12,18 +12,33 @@ hypervisor facts from the kind its import recorded (``for_zone()``).
 
 from __future__ import annotations
 
+import functools
+
 from proto.events import LEGACY_DRIVER_KIND
 from shared.config import Settings
-from shared.drivers import fake, libvirt, vmware
 from shared.drivers.base import Connection, DriverKind
 
-KINDS: dict[str, DriverKind] = {kind.name: kind for kind in (vmware.KIND, libvirt.KIND)}
-# Kinds a zone may have been recorded with besides the product's: the in-memory fakes of
-# the tests, so that what they import renders too.
-_TEST_KINDS: dict[str, DriverKind] = {k.name: k for k in (fake.KIND, fake.OTHER_KIND)}
 # The kind of a zone whose import recorded none: every zone was a vCenter datacenter then.
 LEGACY_KIND = LEGACY_DRIVER_KIND  # a zone imported before zones had kinds: a datacenter
-assert LEGACY_KIND == vmware.KIND.name
+
+
+@functools.cache
+def kinds() -> dict[str, DriverKind]:
+    """The registry of driver kinds, by name. Their modules are imported on first use: a
+    process that drives no hypervisor (the projector, a rebuild's helper) does not pay
+    the tenth of a second pyVmomi's and libvirt's imports take."""
+    from shared.drivers import libvirt, vmware
+
+    return {kind.name: kind for kind in (vmware.KIND, libvirt.KIND)}
+
+
+@functools.cache
+def _test_kinds() -> dict[str, DriverKind]:
+    """Kinds a zone may have been recorded with besides the product's: the in-memory fakes
+    of the tests, so that what they import renders too."""
+    from shared.drivers import fake
+
+    return {k.name: k for k in (fake.KIND, fake.OTHER_KIND)}
 
 
 class NoHypervisor(ValueError):
@@ -33,9 +48,9 @@ class NoHypervisor(ValueError):
 def kind(name: str) -> DriverKind:
     """The driver kind registered as ``name``."""
     try:
-        return KINDS[name]
+        return kinds()[name]
     except KeyError:
-        raise ValueError(f"no hypervisor driver {name!r}; known: {', '.join(sorted(KINDS))}") \
+        raise ValueError(f"no hypervisor driver {name!r}; known: {', '.join(sorted(kinds()))}") \
             from None
 
 
@@ -48,7 +63,7 @@ def connections(settings: Settings) -> list[Connection]:
         ValueError: ``kvm_zones`` or ``vcenters`` is malformed (the message names the bad
             part).
     """
-    wanted = [c for k in KINDS.values() for c in k.connections(settings)]
+    wanted = [c for k in kinds().values() for c in k.connections(settings)]
     if not wanted:
         raise NoHypervisor("no hypervisor is configured: set SNAPDEPLOY_VCENTER_URL (a "
                            "vCenter; SNAPDEPLOY_VCENTERS for more) or SNAPDEPLOY_KVM_ZONES "
@@ -62,12 +77,12 @@ def for_zone(zone_kind: str | None) -> DriverKind:
     (``ZoneImported.driver_kind``; None: imported before zones recorded one, when every
     zone was a vCenter datacenter)."""
     name = zone_kind or LEGACY_KIND
-    found = KINDS.get(name) or _TEST_KINDS.get(name)
+    found = kinds().get(name) or _test_kinds().get(name)
     if found is None:
         raise ValueError(f"a zone of hypervisor kind {name!r}, which this snapdeploy does not "
-                         f"know (known: {', '.join(sorted(KINDS))})")
+                         f"know (known: {', '.join(sorted(kinds()))})")
     return found
 
 
-__all__ = ["KINDS", "LEGACY_KIND", "Connection", "DriverKind", "NoHypervisor", "connections",
-           "for_zone", "kind"]
+__all__ = ["LEGACY_KIND", "Connection", "DriverKind", "NoHypervisor", "connections",
+           "for_zone", "kind", "kinds"]

@@ -401,9 +401,10 @@ class Projector:
                     await apart.begin(await reader.fetchval("SELECT pg_export_snapshot()"),
                                       position, self.batch, HOLD_MAX_ROWS)
                     here = [p for p in here if p not in apart.projections]
+                await self._replay(reader, conn, here, position)
+                # Counted while the helper, if any, still folds.
                 applied = await reader.fetchval(
                     "SELECT count(*) FROM events WHERE position <= $1", position)
-                await self._replay(reader, conn, here, position)
                 if apart is not None and not await apart.write(conn):
                     await self._replay(reader, conn, apart.projections, position)
             await self._save(conn, position)

@@ -272,3 +272,13 @@ def test_the_gateway_renders_a_zone_by_the_kind_its_import_recorded() -> None:
     assert drivers.for_zone("fake2") is fake.OTHER_KIND
     with pytest.raises(ValueError, match="'xen'"):
         drivers.for_zone("xen")
+
+
+def test_the_registry_names_each_kind_and_a_zone_of_none_is_a_vcenter_datacenter() -> None:
+    from shared.drivers import vmware
+
+    assert drivers.kinds() == {"vmware": vmware.KIND, "kvm": libvirt.KIND}
+    assert drivers.for_zone(None) is vmware.KIND is drivers.kind(drivers.LEGACY_KIND)
+    assert drivers.for_zone(fake.KIND.name) is fake.KIND
+    with pytest.raises(ValueError, match="known: kvm, vmware"):
+        drivers.for_zone("xen")

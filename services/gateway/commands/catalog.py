@@ -41,7 +41,7 @@ from shared.projections.read import Paging
 
 # The per-pool settings that ask for full clones, one per driver kind; a pool takes its
 # zone's kind's (``vmware.create.full.clone`` in a vCenter datacenter).
-FULL_CLONE_SETTINGS = sorted({k.full_clone_setting for k in drivers.KINDS.values()})
+FULL_CLONE_SETTINGS = sorted({k.full_clone_setting for k in drivers.kinds().values()})
 
 
 class Filters(NamedTuple):
