@@ -399,6 +399,13 @@ class MemoryEventStore:
             return None, False
         return recorded, (consumer, str(key)) in self._inbox
 
+    async def deploy_reads(self, stream_ids: Sequence[str], objects: Sequence[str] | None,
+                           volume_id: str | None
+                           ) -> tuple[dict[str, list[RecordedEvent]],
+                                      dict[str, tuple[str, str, bool]], str | None]:
+        return (await self.read_streams(stream_ids), await self.inventory_objects(objects),
+                None if volume_id is None else await self.volume_origin(volume_id))
+
     async def placement_reads(self, from_versions: Mapping[str, int]
                               ) -> tuple[list[HostView], dict[str, list[RecordedEvent]]]:
         return await self.hosts(), {stream_id: await self.read_stream(stream_id, version)

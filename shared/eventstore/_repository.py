@@ -276,22 +276,22 @@ class Repository:
         the networks not gone: those of ``network_ids`` if it names any, else all (the
         source's own or the zone's default are then chosen from them). With ``known``, a
         snapshot deployed from before has all its streams read at once."""
-        # Read at once: none of these waits for another. The snapshot's stream is read with
-        # the offering's, and with the streams of its VM and root volume when those are
-        # known (else they follow).
+        # One query: the offering's stream and the snapshot's (with those of its VM and root
+        # volume when they are known; else they follow), the networks named (or every
+        # inventory object) and the root volume's origin; a requested host and a template's
+        # seed beside it.
         wanted = [streams.service_offering(offering_id)]
         ahead = known.get(snapshot_id) if known is not None and snapshot_id else None
         if snapshot_id:
             wanted.append(streams.vm_snapshot(snapshot_id))
         if ahead is not None:
             wanted += _of_snapshot(*ahead)
-        hosts, objects, template, read, origin = await asyncio.gather(
+        hosts, template, (read, objects, origin) = await asyncio.gather(
             self.store.hosts() if host_id is not None else _none(),
-            self.store.inventory_objects([streams.network(n) for n in network_ids]
-                                         if network_ids else None),
             self.template_source(template_id) if template_id else _none(),
-            self.store.read_streams(wanted),
-            self.store.volume_origin(ahead[1]) if ahead is not None and ahead[1] else _none())
+            self.store.deploy_reads(wanted, [streams.network(n) for n in network_ids]
+                                    if network_ids else None,
+                                    ahead[1] if ahead is not None else None))
         offering = _offerings.service_offering(
             [e.event() for e in read[streams.service_offering(offering_id)]])
         snapshot = await self._snapshot_source(

@@ -272,6 +272,15 @@ class Store(Protocol):
         the store (``shared.domain.capacity`` is the rule)."""
         ...
 
+    async def deploy_reads(self, stream_ids: Sequence[str], objects: Sequence[str] | None,
+                           volume_id: str | None
+                           ) -> tuple[dict[str, list[RecordedEvent]],
+                                      dict[str, tuple[str, str, bool]], str | None]:
+        """``read_streams``, ``inventory_objects`` (of ``objects``: every one for None) and
+        ``volume_origin`` (None for no volume), read at once: what a deploy request is checked
+        on."""
+        ...
+
     async def placement_reads(self, from_versions: Mapping[str, int]
                               ) -> tuple[list[HostView], dict[str, list[RecordedEvent]]]:
         """``hosts``, and the events of each stream of ``from_versions`` from that version
@@ -589,6 +598,28 @@ class EventStore:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(_HOSTS)
         return [_host_view(row) for row in rows]
+
+    async def deploy_reads(self, stream_ids: Sequence[str], objects: Sequence[str] | None,
+                           volume_id: str | None
+                           ) -> tuple[dict[str, list[RecordedEvent]],
+                                      dict[str, tuple[str, str, bool]], str | None]:
+        """See ``Store.deploy_reads``: one query, as ``placement_reads``."""
+        read: dict[str, list[RecordedEvent]] = {stream_id: [] for stream_id in stream_ids}
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"SELECT ARRAY(SELECT ({_COLUMNS}) FROM events WHERE stream_id = ANY($1::text[])"
+                " ORDER BY stream_id, version) AS events,"
+                " ARRAY(SELECT (stream_id, kind, object_id, gone) FROM inventory_objects"
+                " WHERE $2::text[] IS NULL OR stream_id = ANY($2::text[])) AS objects,"
+                " (SELECT imported_with FROM volume_links WHERE volume_id = $3) AS origin",
+                list(read), None if objects is None else list(objects), volume_id)
+        assert row is not None
+        for values in row["events"]:
+            event = RecordedEvent(*values)
+            read[event.stream_id].append(event)
+        found = {stream_id: (kind, object_id, gone)
+                 for stream_id, kind, object_id, gone in row["objects"]}
+        return read, found, row["origin"]
 
     async def placement_reads(self, from_versions: Mapping[str, int]
                               ) -> tuple[list[HostView], dict[str, list[RecordedEvent]]]:

@@ -290,6 +290,13 @@ class CountingStore(EventStore):
         self.reads += 1
         return await super().read_streams(stream_ids)
 
+    async def deploy_reads(self, stream_ids: Sequence[str], objects: Sequence[str] | None,
+                           volume_id: str | None
+                           ) -> tuple[dict[str, list[RecordedEvent]],
+                                      dict[str, tuple[str, str, bool]], str | None]:
+        self.reads += 1
+        return await super().deploy_reads(stream_ids, objects, volume_id)
+
 
 async def test_a_snapshot_deployed_from_before_has_its_streams_read_at_once(
     store: EventStore, pool: asyncpg.Pool

@@ -722,6 +722,21 @@ async def test_networks_are_what_their_streams_say(any_store: Store) -> None:
     assert await any_store.network("never") == network.Network("never")
 
 
+async def test_what_a_deploy_is_checked_on_is_read_at_once_as_each_alone(
+        any_store: Store) -> None:
+    await live_host_life(any_store)
+    await network_life(any_store)
+    wanted = [streams.host("h1"), streams.network("n1"), streams.vm("never")]
+    for objects in (["network-n1", "network-n2", "network-never"], None, []):
+        read, found, origin = await any_store.deploy_reads(wanted, objects, None)
+        assert read == await any_store.read_streams(wanted)
+        assert found == await any_store.inventory_objects(objects)
+        assert origin is None
+    assert len(found) == 0 and len(read[streams.host("h1")]) == 6
+    assert (await any_store.deploy_reads([], None, "no-volume"))[2] is None
+    assert (await any_store.deploy_reads([], None, "i1-data"))[2] == "i1"
+
+
 async def test_what_placements_decide_on_is_read_at_once_as_each_alone(
         any_store: Store) -> None:
     await live_host_life(any_store)
