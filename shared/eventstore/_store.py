@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -614,9 +614,7 @@ class EventStore:
                 " (SELECT imported_with FROM volume_links WHERE volume_id = $3) AS origin",
                 list(read), None if objects is None else list(objects), volume_id)
         assert row is not None
-        for values in row["events"]:
-            event = RecordedEvent(*values)
-            read[event.stream_id].append(event)
+        _add_by_stream(read, row["events"])
         found = {stream_id: (kind, object_id, gone)
                  for stream_id, kind, object_id, gone in row["objects"]}
         return read, found, row["origin"]
@@ -635,9 +633,7 @@ class EventStore:
                 ids, [from_versions[s] for s in ids])
         assert row is not None
         read: dict[str, list[RecordedEvent]] = {stream_id: [] for stream_id in ids}
-        for values in row["events"]:
-            event = RecordedEvent(*values)
-            read[event.stream_id].append(event)
+        _add_by_stream(read, row["events"])
         return [_host_view(values) for values in row["hosts"]], read
 
     async def host(self, host_id: str, *, reservations: bool = True) -> Host:
@@ -858,8 +854,7 @@ class EventStore:
             rows = await conn.fetch(
                 f"SELECT {_COLUMNS} FROM events WHERE stream_id = ANY($1)"
                 " ORDER BY stream_id, version", list(out))
-        for row in rows:
-            out[row["stream_id"]].append(RecordedEvent(*row))
+        _add_by_stream(out, rows)
         return out
 
     async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
@@ -925,6 +920,14 @@ class EventStore:
 async def _stop_listening(listener: asyncpg.Connection, on_notify: Callable[..., None]) -> None:
     with contextlib.suppress(Exception):
         await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
+
+
+def _add_by_stream(read: dict[str, list[RecordedEvent]],
+                   rows: Iterable[Sequence[Any]]) -> None:
+    """Each of ``rows`` (``_COLUMNS``, as a row or a record's values) to its stream's list."""
+    for values in rows:
+        event = RecordedEvent(*values)
+        read[event.stream_id].append(event)
 
 
 _HOSTS = ("SELECT host_id, name, zone_id, pool_ids, cpu_mhz_total, memory_mb_total,"
