@@ -136,9 +136,19 @@ async def test_relay_behind_its_checkpoint_republishes_nothing(
 
 async def _relay_process_published(store: EventStore, nc, settings, tmp_path: Path,  # type: ignore[no-untyped-def]
                                    count: int) -> None:
+    """A relay that published the store's first ``count`` events and saved its checkpoint
+    after them (it saves at most every ``SAVE_EVERY_S``), then SIGKILLed."""
     relay = start_service("relay", settings, tmp_path)
+
+    async def saved() -> bool:
+        async with store.pool.acquire() as conn:
+            position: int | None = await conn.fetchval(
+                "SELECT position FROM checkpoints WHERE name = 'relay'")
+        return position == (await store.read_all(0, count))[-1].position
+
     try:
         await eventually(lambda: _has(nc, count), what=f"{count} events published")
+        await eventually(saved, what="the relay's checkpoint after them")
     finally:
         relay.send_signal(signal.SIGKILL)
         relay.wait()
