@@ -5,9 +5,17 @@ process hears announcements on."""
 from shared.db._lease import Lease
 from shared.db._listen import Notifications
 from shared.db._migrate import applied_versions, migrate, pending
-from shared.db._pool import KEEPALIVES, advisory_lock, create_pool, init_connection
+from shared.db._pool import (
+    KEEPALIVES,
+    advisory_lock,
+    create_pool,
+    fast_timestamps,
+    init_connection,
+    pg_microseconds,
+)
 from shared.db._roles import grants_sql, prepare
 from shared.db._turns import Turns
 
 __all__ = ["KEEPALIVES", "Lease", "Notifications", "Turns", "advisory_lock", "applied_versions",
-           "create_pool", "grants_sql", "init_connection", "migrate", "pending", "prepare"]
+           "create_pool", "fast_timestamps", "grants_sql", "init_connection", "migrate", "pending",
+           "pg_microseconds", "prepare"]

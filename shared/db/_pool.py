@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -18,6 +19,62 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         decoder=lambda value: value[1:],
         format="binary",
     )
+
+
+# timestamptz as PostgreSQL sends it: microseconds since 2000-01-01 UTC, the largest and the
+# smallest int64 standing for infinity and -infinity.
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_INFINITY = 2**63 - 1
+_NEG_INFINITY = -(2**63)
+
+
+def pg_microseconds(value: datetime | date) -> int:
+    """A timestamp as PostgreSQL holds it (``fast_timestamps``), read as asyncpg's own
+    encoder reads it: a naive one or a date in local time, ``datetime.max`` and ``min``
+    as infinity."""
+    try:
+        return (value - _PG_EPOCH) // _MICROSECOND
+    except TypeError:  # naive, or a date
+        if value == datetime.max:
+            return _INFINITY
+        if value == datetime.min:
+            return _NEG_INFINITY
+        if not isinstance(value, datetime):
+            value = datetime(value.year, value.month, value.day)
+        return (value.astimezone(UTC) - _PG_EPOCH) // _MICROSECOND
+
+
+def _encode_timestamp(value: Any) -> tuple[int]:
+    return (value if type(value) is int else pg_microseconds(value),)
+
+
+def _decode_timestamp(value: tuple[int]) -> datetime:
+    if value[0] == _INFINITY:
+        return datetime.max
+    if value[0] == _NEG_INFINITY:
+        return datetime.min
+    return _PG_EPOCH + timedelta(microseconds=value[0])
+
+
+@contextlib.asynccontextmanager
+async def fast_timestamps(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """While inside, ``conn`` writes timestamps with its own encoder (``pg_microseconds``)
+    and takes an int as one already encoded: asyncpg's own costs twice the CPU (0.66
+    against 0.30 µs a value, measured on a COPY of 2,000,000), and a rebuild writes
+    hundreds of thousands. It reads them as asyncpg does. Not inside a transaction: its
+    way out queries the server. If that fails, the connection is dropped, so no other
+    user gets its codec."""
+    await conn.set_type_codec("timestamptz", schema="pg_catalog", encoder=_encode_timestamp,
+                              decoder=_decode_timestamp, format="tuple")
+    try:
+        yield
+    finally:
+        try:
+            await conn.reset_type_codec("timestamptz", schema="pg_catalog")
+        except BaseException:
+            conn.terminate()
+            raise
 
 
 async def keep_session(conn: asyncpg.Connection) -> None:

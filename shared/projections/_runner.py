@@ -38,6 +38,7 @@ import msgspec.inspect
 
 from proto.events import AnyEvent
 from shared import metrics
+from shared.db import fast_timestamps
 from shared.eventstore import EventStore, RecordedEvent
 from shared.projections._apart import Apart
 from shared.projections._table import Key, Projection, Row
@@ -382,7 +383,8 @@ class Projector:
 
     async def _replay_all(self, apart: Apart | None) -> int:
         pool = self.store.pool
-        async with pool.acquire() as conn, conn.transaction():
+        # Its rows' timestamps (every row has one or two) written by the faster encoder.
+        async with pool.acquire() as conn, fast_timestamps(conn), conn.transaction():
             await self._lock_checkpoint(conn)
             tables = ", ".join(p.table.name for p in self.projections)
             await conn.execute(f"TRUNCATE {tables}")

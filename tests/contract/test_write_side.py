@@ -11,7 +11,7 @@ import re
 import typing
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -500,6 +500,44 @@ async def test_the_idle_limit_lasts_as_long_as_the_lock(pool: asyncpg.Pool) -> N
             assert await conn.fetchval("SHOW idle_session_timeout") == "5min"
         finally:
             await conn.execute("RESET idle_session_timeout")
+
+
+async def test_timestamps_written_by_the_faster_encoder_are_those_asyncpg_writes(
+    pool: asyncpg.Pool,
+) -> None:
+    """A rebuild writes its rows' timestamps with ``fast_timestamps``: each value is stored
+    as asyncpg's own encoder stores it (other zones, before 2000, naive ones and dates in
+    local time, the largest and smallest as infinity), an int as one already encoded, and
+    once out of the block the connection is as it was."""
+    values = [datetime(2026, 12, 1, 3, 4, 5, 678901, tzinfo=UTC),
+              datetime(2026, 12, 1, 5, 4, 5, 1, tzinfo=timezone(timedelta(hours=2))),
+              datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+              datetime(2026, 6, 1, 12, 0), date(2026, 3, 4), datetime.max, datetime.min]
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TEMP TABLE stamps (n int, at timestamptz)")
+        try:
+            await conn.copy_records_to_table("stamps", records=list(enumerate(values)))
+            async with db.fast_timestamps(conn):
+                await conn.copy_records_to_table(
+                    "stamps", records=[(100 + n, value) for n, value in enumerate(values)])
+                await conn.copy_records_to_table(
+                    "stamps", records=[(200, db.pg_microseconds(values[0]))])
+                read_inside = await conn.fetch("SELECT at FROM stamps WHERE n < 100 ORDER BY n")
+            pairs = await conn.fetch(
+                "SELECT a.at::text AS asyncpg, b.at::text AS fast FROM stamps a"
+                " JOIN stamps b ON b.n = a.n + 100 WHERE a.n < 100 ORDER BY a.n")
+            assert [(r["asyncpg"], r["fast"]) for r in pairs] == [
+                (r["asyncpg"], r["asyncpg"]) for r in pairs]
+            assert len(pairs) == len(values)
+            assert pairs[-2]["fast"] == "infinity" and pairs[-1]["fast"] == "-infinity"
+            assert await conn.fetchval(
+                "SELECT at::text FROM stamps WHERE n = 200") == pairs[0]["asyncpg"]
+            assert [r["at"] for r in read_inside] == await conn.fetchval(
+                "SELECT array_agg(at ORDER BY n) FROM stamps WHERE n < 100")
+            with pytest.raises(asyncpg.DataError):  # asyncpg's encoder again: no ints
+                await conn.execute("INSERT INTO stamps VALUES (300, $1)", 0)
+        finally:
+            await conn.execute("DROP TABLE stamps")
 
 
 async def test_a_frozen_lease_holder_loses_the_lease_after_the_idle_limit(
