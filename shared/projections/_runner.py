@@ -30,7 +30,7 @@ import typing
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import msgspec
@@ -39,9 +39,11 @@ import msgspec.inspect
 from proto.events import AnyEvent
 from shared import metrics
 from shared.db import fast_timestamps
-from shared.eventstore import EventStore, RecordedEvent
 from shared.projections._apart import Apart
 from shared.projections._table import Key, Projection, Row
+
+if TYPE_CHECKING:  # annotations only: a rebuild's helper process imports no store
+    from shared.eventstore import EventStore, RecordedEvent
 
 log = logging.getLogger(__name__)
 

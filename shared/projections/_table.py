@@ -4,13 +4,15 @@ import operator
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 from asyncpg.pgproto.pgproto import UUID as _FastUUID
 
 from proto.events import AnyEvent
-from shared.eventstore import RecordedEvent
+
+if TYPE_CHECKING:  # annotations only: a rebuild's helper process imports no store
+    from shared.eventstore import RecordedEvent
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]

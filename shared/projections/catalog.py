@@ -9,7 +9,7 @@ object's own stream (the planner appends capacity reservations at it).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -51,8 +51,10 @@ from proto.events import (
     VolumeResized,
     ZoneImported,
 )
-from shared.eventstore import RecordedEvent
 from shared.projections._table import Key, Row, Table
+
+if TYPE_CHECKING:  # annotations only: a rebuild's helper process imports no store
+    from shared.eventstore import RecordedEvent
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from proto.events import AnyEvent, JobCompleted, JobSubmitted
 from shared.domain.job import FAILED_RESULT_CODE, JobStatus
-from shared.eventstore import RecordedEvent
 from shared.projections._table import Key, Row, Table, parse_uuid
+
+if TYPE_CHECKING:  # annotations only: a rebuild's helper process imports no store
+    from shared.eventstore import RecordedEvent
 
 
 class AsyncJobs:

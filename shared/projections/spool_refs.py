@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from proto.events import (
     AnyEvent,
@@ -11,8 +12,10 @@ from proto.events import (
     TemplateSeedFailed,
     TemplateSeedStarted,
 )
-from shared.eventstore import RecordedEvent
 from shared.projections._table import Key, Row, Table
+
+if TYPE_CHECKING:  # annotations only: a rebuild's helper process imports no store
+    from shared.eventstore import RecordedEvent
 
 
 class SeedState(StrEnum):

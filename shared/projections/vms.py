@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -25,8 +25,10 @@ from proto.events import (
     VmStarted,
 )
 from shared.domain.vm import VmState, state_after
-from shared.eventstore import RecordedEvent
 from shared.projections._table import Key, Row, Table, parse_uuid
+
+if TYPE_CHECKING:  # annotations only: a rebuild's helper process imports no store
+    from shared.eventstore import RecordedEvent
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
