@@ -12,7 +12,9 @@ measured one after the other would be compared at different speeds. In each turn
 most of a round runs at that concurrency), through the API (round robin over the gateway
 copies, as a load balancer would), and beside them the bare pyVmomi client
 (``bench.deploys``' fast one: the same clone, reconfigure and power-on) at the same
-concurrency against the same vcsim; ``--rounds`` turns per stack (medians reported).
+concurrency against the same vcsim; ``--rounds`` turns per stack (medians reported),
+after a wave of ``--in-flight`` deploys of each kind on each stack, not counted (it opens
+the connections a full load uses).
 Then, in the stacks of two copies or more: ``--kills`` times, SIGKILL the active relay and
 append an event at once, and time until it is published on NATS; the same for the
 projector, until the event is projected; and for the planner, request deploys one after
@@ -172,22 +174,30 @@ async def rounds_of(stacks: list[Stack], deploys: int, in_flight: int, rounds: i
     first alternating)."""
     loop = asyncio.get_running_loop()
 
-    async def bare_rate(s: Stack, r: int) -> float:
+    async def bare_rate(s: Stack, prefix: str, count: int = deploys) -> float:
         with ThreadPoolExecutor(in_flight) as pool:
             started = time.perf_counter()
             await asyncio.gather(*(loop.run_in_executor(pool, s.ctx["bare"].deploy,
-                                                        f"b{r}-{i}", "fast")
-                                   for i in range(deploys)))
-            return deploys / (time.perf_counter() - started)
+                                                        f"{prefix}{i}", "fast")
+                                   for i in range(count)))
+            return count / (time.perf_counter() - started)
 
+    # First, on each stack, one wave of ``in_flight`` deploys of each kind, not counted:
+    # ``setup``'s few deploys one at a time leave most of what a full load uses still to
+    # open (the services' pooled connections to PostgreSQL, each a new backend with cold
+    # caches; the cloners' connections to vCenter; the bare client's threads), and a
+    # stack's first round paid for it (its slowest round, more so the more copies it had).
+    for s in stacks:
+        await deploy_many(s.api, s.ctx, in_flight, in_flight, "warm-")
+        await bare_rate(s, "bwarm-", in_flight)
     for r in range(rounds):
         for s in stacks[r % len(stacks):] + stacks[:r % len(stacks)]:
             if r % 2:
-                s.bare.append(await bare_rate(s, r))
+                s.bare.append(await bare_rate(s, f"b{r}-"))
             s.service.append(deploys / await deploy_many(s.api, s.ctx, deploys, in_flight,
                                                          f"s{r}-"))
             if not r % 2:
-                s.bare.append(await bare_rate(s, r))
+                s.bare.append(await bare_rate(s, f"b{r}-"))
             print(f"round {r + 1}/{rounds}, {s.replicas} copies: {s.service[-1]:.2f} "
                   f"deploys/s (bare {s.bare[-1]:.2f})", flush=True)
 
@@ -208,7 +218,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stacks = []
         for replicas in args.replicas:
             folder = Path(up.enter_context(tempfile.TemporaryDirectory()))
-            info = up.enter_context(stack(folder, f"-host 8 -method-delay {args.delays}",
+            # 12 hosts: room for the VMs of every round (none is expunged).
+            info = up.enter_context(stack(folder, f"-host 12 -method-delay {args.delays}",
                                           ("--replicas", str(replicas))))
             session = await VSphere.connect(info["vcenter_url"], info["vcenter_user"],
                                             info["vcenter_password"], verify_tls=False,
@@ -243,7 +254,7 @@ def main() -> None:
                         help="deploys per measurement (four times --in-flight: a sustained load, "
                         "not one wave whose slowest deploy decides the rate)")
     parser.add_argument("--in-flight", type=int, default=64, help="deploys at once")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=5,
                         help="measurements per number of copies (their median is reported)")
     parser.add_argument("--kills", type=int, default=10,
                         help="SIGKILLs of the active relay, projector and planner "
