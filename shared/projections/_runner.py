@@ -241,15 +241,27 @@ class Projector:
         self.batch = batch
         self.apart_from = apart_from
         self._cached = {p.table.name: _Cached() for p in projections}
-        ctes = ["saved AS (UPDATE checkpoints SET position = $3 WHERE name = $1"
-                " AND position = $2 RETURNING 1)"]
-        first = 4
-        for projection in projections:
-            more, first = projection.table.write_ctes(first, "EXISTS (SELECT FROM saved)")
-            ctes += more
-        # The batch's rows and checkpoint, written only if the checkpoint is still at the
-        # position this projector left it; the count says whether it was.
-        self._write = f"WITH {', '.join(ctes)} SELECT count(*) FROM saved"
+        self._writes: dict[tuple[bool, ...], str] = {}
+
+    def _write(self, shape: tuple[bool, ...]) -> str:
+        """The statement that writes a batch's rows and checkpoint, only if the checkpoint
+        is still at the position this projector left it (its count says whether it was).
+        ``shape`` says, for each projection in turn, whether the batch deletes rows of its
+        table and whether it upserts some: only those parts are in it (a part with nothing
+        to do still cost PostgreSQL its planning and execution)."""
+        statement = self._writes.get(shape)
+        if statement is None:
+            ctes = ["saved AS (UPDATE checkpoints SET position = $3 WHERE name = $1"
+                    " AND position = $2 RETURNING 1)"]
+            first = 4
+            for n, projection in enumerate(self.projections):
+                more, first = projection.table.write_ctes(
+                    first, "EXISTS (SELECT FROM saved)", delete=shape[2 * n],
+                    upsert=shape[2 * n + 1])
+                ctes += more
+            statement = self._writes[shape] = \
+                f"WITH {', '.join(ctes)} SELECT count(*) FROM saved"
+        return statement
 
     async def _lock_checkpoint(self, conn: asyncpg.Connection) -> int:
         await conn.execute(
@@ -305,6 +317,7 @@ class Projector:
         ``after``."""
         decoded = [(recorded, recorded.event()) for recorded in batch]
         params: list[Any] = []
+        shape: list[bool] = []
         outcomes: list[tuple[_Cached, dict[Key, Row], set[Key]]] = []
         try:
             async with self.store.pool.acquire() as conn:
@@ -314,8 +327,9 @@ class Projector:
                     changed, deleted = _fold(projection, rows, touched)
                     params += projection.table.write_params(list(changed.values()),
                                                             list(deleted))
+                    shape += (bool(deleted), bool(changed))
                     outcomes.append((self._cached[projection.table.name], changed, deleted))
-                written = await conn.fetchval(self._write, CHECKPOINT, after,
+                written = await conn.fetchval(self._write(tuple(shape)), CHECKPOINT, after,
                                               batch[-1].position, *params)
         except BaseException:
             self._forget()  # evolve may have changed rows held in place

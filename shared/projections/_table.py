@@ -68,26 +68,33 @@ class Table:
             *([row[c] for row in rows] for c in cols),
         )
 
-    def write_ctes(self, first: int, guard: str) -> tuple[list[str], int]:
-        """The common table expressions that delete keys and upsert rows of this table in a
-        statement of several (parameters from ``$first``: the key columns' arrays, then
-        every column's), each done only if ``guard``, an SQL condition, holds; and the next
-        parameter's number. ``write_params`` gives their values."""
+    def write_ctes(self, first: int, guard: str, *, delete: bool = True,
+                   upsert: bool = True) -> tuple[list[str], int]:
+        """The common table expressions that delete keys (with ``delete``) and upsert rows
+        (with ``upsert``) of this table in a statement of several (parameters from
+        ``$first``: the key columns' arrays, then every column's), each done only if
+        ``guard``, an SQL condition, holds; and the next parameter's number.
+        ``write_params`` gives their values."""
         cols = list(self.columns)
         keys = ", ".join(self.key)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in self.key)
-        deleted = (f"d_{self.name} AS (DELETE FROM {self.name} WHERE ({keys}) IN"
-                   f" ({self._unnest(self.key, first)}) AND {guard})")
-        first += len(self.key)
-        upserted = (f"u_{self.name} AS (INSERT INTO {self.name} ({', '.join(cols)})"
-                    f" {self._unnest(cols, first)} WHERE {guard}"
-                    f" ON CONFLICT ({keys}) DO UPDATE SET {updates})")
-        return [deleted, upserted], first + len(cols)
+        ctes = []
+        if delete:
+            ctes.append(f"d_{self.name} AS (DELETE FROM {self.name} WHERE ({keys}) IN"
+                        f" ({self._unnest(self.key, first)}) AND {guard})")
+            first += len(self.key)
+        if upsert:
+            updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in self.key)
+            ctes.append(f"u_{self.name} AS (INSERT INTO {self.name} ({', '.join(cols)})"
+                        f" {self._unnest(cols, first)} WHERE {guard}"
+                        f" ON CONFLICT ({keys}) DO UPDATE SET {updates})")
+            first += len(cols)
+        return ctes, first
 
     def write_params(self, rows: Sequence[Row], deleted: Sequence[Key]) -> list[list[Any]]:
-        """The values of ``write_ctes``' parameters: delete ``deleted``, upsert ``rows``."""
-        keys = [[key[i] for key in deleted] for i in range(len(self.key))]
-        return [*keys, *([row[c] for row in rows] for c in self.columns)]
+        """The values of the parameters of ``write_ctes`` made with ``delete`` if there are
+        ``deleted`` keys and ``upsert`` if there are ``rows``: delete those, upsert these."""
+        keys = [[key[i] for key in deleted] for i in range(len(self.key))] if deleted else []
+        return [*keys, *([row[c] for row in rows] for c in self.columns if rows)]
 
     async def copy(self, conn: asyncpg.Connection, rows: Iterable[Row]) -> None:
         """Insert ``rows`` with a binary COPY: for an empty table (a rebuild's), where no
