@@ -263,7 +263,11 @@ def scale(r: dict[str, Any]) -> list[str]:
                 "order rotating from round to round (this machine's speed drifts within "
                 "minutes: stacks measured one after the other would be compared at "
                 "different speeds); the stacks not being measured sit idle meanwhile."
-                if r.get("interleaved") else ""), "",
+                if r.get("interleaved") else "")
+             + (" Before the rounds, each stack and the bare client deploy one wave at full "
+                "concurrency that is not counted: it opens the connections a full load uses, "
+                "as in a system that has been running."
+                if r.get("warmed") else ""), "",
              "| copies | deploys, in flight | service | bare | service / bare | goal | |",
              "|---|---|---|---|---|---|---|"]
     for row in r["levels"]:

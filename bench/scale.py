@@ -236,7 +236,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     row[f"{service}_failover"] = await failover(s.api, s.state, service,
                                                                 args.kills, s.ctx)
             rows.append(row)
-    return {"delays": args.delays, "interleaved": True, "levels": rows}
+    return {"delays": args.delays, "interleaved": True, "warmed": True, "levels": rows}
 
 
 def within_spread(levels: list[dict[str, Any]]) -> bool:
