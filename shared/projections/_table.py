@@ -68,8 +68,8 @@ class Table:
             *([row[c] for row in rows] for c in cols),
         )
 
-    def write_ctes(self, first: int, guard: str, *, delete: bool = True,
-                   upsert: bool = True) -> tuple[list[str], int]:
+    def write_ctes(self, first: int, guard: str, *, delete: bool,
+                   upsert: bool) -> tuple[list[str], int]:
         """The common table expressions that delete keys (with ``delete``) and upsert rows
         (with ``upsert``) of this table in a statement of several (parameters from
         ``$first``: the key columns' arrays, then every column's), each done only if
