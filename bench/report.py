@@ -284,6 +284,20 @@ def scale(r: dict[str, Any]) -> list[str]:
     spread = max((max(x) / min(x) - 1 for row in r["levels"]
                   if (x := row.get("rounds_service_per_s"))), default=0.0)
     strictly = all(b >= a for a, b in itertools.pairwise(rates))
+    split = [row for row in r["levels"] if row.get("split_ms")]
+    if split:
+        lines += ["", "Where a counted deploy's time went, per stack (ms, mean / median): the "
+                  "client's whole slot (request sent to its job's result read; a round's "
+                  "rate is the deploys in flight over the mean slot), *to vCenter* "
+                  "(`VmDeployRequested` to `VmSourceReady` in the store: the gateway's "
+                  "commit, the planner's pickup and placement), the *vCenter step* "
+                  "(`VmSourceReady` to `VmCreated`: the cloner's pickup and its vSphere "
+                  "calls) and the *rest* (the request before its commit, `JobCompleted` to "
+                  "the client, the job's query):", "",
+                  "| copies | slot | to vCenter | vCenter step | rest |", "|---|---|---|---|---|"]
+        lines += [f"| {row['replicas']} | " + " | ".join(
+            f"{row['split_ms'][part]['mean']:.0f} / {row['split_ms'][part]['median']:.0f}"
+            for part in ("slot", "to_vcenter", "vcenter", "rest")) + " |" for row in split]
     lines += ["", f"More copies never lower throughput: each median above at least the one "
               f"before it: {verdict(strictly)}; at least the slowest round of the one before "
               f"it (the rounds of one stack differ by up to {spread:.0%}: {rounds} "

@@ -14,7 +14,9 @@ copies, as a load balancer would), and beside them the bare pyVmomi client
 (``bench.deploys``' fast one: the same clone, reconfigure and power-on) at the same
 concurrency against the same vcsim; ``--rounds`` turns per stack (medians reported),
 after a wave of ``--in-flight`` deploys of each kind on each stack, not counted (it opens
-the connections a full load uses).
+the connections a full load uses). Per stack, where its counted deploys' time went
+(``split``): up to vCenter, the vCenter step and the rest, from the client's clock and the
+events' times in the store.
 Then, in the stacks of two copies or more: ``--kills`` times, SIGKILL the active relay and
 append an event at once, and time until it is published on NATS; the same for the
 projector, until the event is projected; and for the planner, request deploys one after
@@ -38,6 +40,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 from bench.common import goal_line, stack, summary, write
 from bench.deploys import Api, deploy_many, setup
@@ -165,6 +169,7 @@ class Stack:
     ctx: dict[str, Any]
     service: list[float] = field(default_factory=list)  # deploys/s of each round
     bare: list[float] = field(default_factory=list)
+    slots: dict[str, float] = field(default_factory=dict)  # each counted deploy's seconds
 
 
 async def rounds_of(stacks: list[Stack], deploys: int, in_flight: int, rounds: int) -> None:
@@ -195,11 +200,45 @@ async def rounds_of(stacks: list[Stack], deploys: int, in_flight: int, rounds: i
             if r % 2:
                 s.bare.append(await bare_rate(s, f"b{r}-"))
             s.service.append(deploys / await deploy_many(s.api, s.ctx, deploys, in_flight,
-                                                         f"s{r}-"))
+                                                         f"s{r}-", s.slots))
             if not r % 2:
                 s.bare.append(await bare_rate(s, f"b{r}-"))
             print(f"round {r + 1}/{rounds}, {s.replicas} copies: {s.service[-1]:.2f} "
                   f"deploys/s (bare {s.bare[-1]:.2f})", flush=True)
+
+
+async def split(s: Stack) -> dict[str, dict[str, float]]:
+    """Where the counted deploys' time went, in ms (mean and median): the client's whole
+    slot (request sent to its job's result read: a round's rate is the deploys in flight
+    over its mean), up to vCenter (``VmDeployRequested`` to ``VmSourceReady`` in the
+    store: the gateway's commit, the planner's pickup and placement), the vCenter step
+    (``VmSourceReady`` to ``VmCreated``: the cloner's pickup and its vSphere calls), and the
+    rest (the request before its commit, `JobCompleted` to the client, the job's query)."""
+    conn = await asyncpg.connect(read_stack(s.state)["database_url"])
+    try:
+        rows = await conn.fetch(
+            "SELECT r.data ->> 'name' AS name, e.type, min(e.recorded_at) AS at FROM events e"
+            " JOIN events r ON r.stream_id = e.stream_id AND r.type = 'VmDeployRequested'"
+            " WHERE r.data ->> 'name' = ANY($1)"
+            " AND e.type IN ('VmDeployRequested', 'VmSourceReady', 'VmCreated')"
+            " GROUP BY 1, 2", list(s.slots))
+    finally:
+        await conn.close()
+    at: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        at.setdefault(row["name"], {})[row["type"]] = row["at"]
+    parts: dict[str, list[float]] = {"slot": [], "to_vcenter": [], "vcenter": [], "rest": []}
+    for name, slot in s.slots.items():
+        times = at.get(name, {})
+        if len(times) < 3:
+            continue  # not created (none is, in a run that goes well)
+        before = (times["VmSourceReady"] - times["VmDeployRequested"]).total_seconds()
+        step = (times["VmCreated"] - times["VmSourceReady"]).total_seconds()
+        for part, seconds in (("slot", slot), ("to_vcenter", before), ("vcenter", step),
+                              ("rest", slot - before - step)):
+            parts[part].append(seconds * 1000)
+    return {part: {"mean": statistics.fmean(ms), "median": statistics.median(ms)}
+            for part, ms in parts.items() if ms}
 
 
 def row_of(s: Stack, deploys: int, in_flight: int) -> dict[str, Any]:
@@ -231,6 +270,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         rows = []
         for s in stacks:
             row = row_of(s, args.deploys, args.in_flight)
+            row["split_ms"] = await split(s)
             if s.replicas >= 2 and args.kills:
                 for service in ONE_ACTIVE:
                     row[f"{service}_failover"] = await failover(s.api, s.state, service,
@@ -277,6 +317,11 @@ def main() -> None:
                 took = row[f"{service}_failover"]["seconds"]
                 print(goal_line(f"  {service} failover, median of {took['n']} kills (s)",
                                 took["median"], "-", True))
+    for row in result["levels"]:
+        parts = row["split_ms"]
+        print(f"{row['replicas']} copies, ms a deploy (mean / median): "
+              + ", ".join(f"{part} {parts[part]['mean']:.0f} / {parts[part]['median']:.0f}"
+                          for part in parts))
     strictly = all(b >= a for a, b in itertools.pairwise(rates))
     print(goal_line("more copies never lower throughput: slowest / fastest",
                     min(rates) / max(rates), "-", strictly))
