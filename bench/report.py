@@ -288,7 +288,7 @@ def scale(r: dict[str, Any]) -> list[str]:
     if split:
         lines += ["", "Where a counted deploy's time went, per stack (ms, mean / median): the "
                   "client's whole slot (request sent to its job's result read; a round's "
-                  "rate is the deploys in flight over the mean slot), *to vCenter* "
+                  "rate is about the deploys in flight over the mean slot), *to vCenter* "
                   "(`VmDeployRequested` to `VmSourceReady` in the store: the gateway's "
                   "commit, the planner's pickup and placement), the *vCenter step* "
                   "(`VmSourceReady` to `VmCreated`: the cloner's pickup and its vSphere "

@@ -209,7 +209,7 @@ async def rounds_of(stacks: list[Stack], deploys: int, in_flight: int, rounds: i
 
 async def split(s: Stack) -> dict[str, dict[str, float]]:
     """Where the counted deploys' time went, in ms (mean and median): the client's whole
-    slot (request sent to its job's result read: a round's rate is the deploys in flight
+    slot (request sent to its job's result read: a round's rate is about the deploys in flight
     over its mean), up to vCenter (``VmDeployRequested`` to ``VmSourceReady`` in the
     store: the gateway's commit, the planner's pickup and placement), the vCenter step
     (``VmSourceReady`` to ``VmCreated``: the cloner's pickup and its vSphere calls), and the
